@@ -1,0 +1,233 @@
+"""Configuration, read from environment variables only.
+
+Every setting has one environment variable; :func:`load_settings` reads them
+all at once and raises :class:`ConfigError` with one sentence naming the
+variable when a value is unusable.  The command line turns that error into a
+single line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+MAIL_TRANSPORTS = ("file", "smtp", "sendgrid")
+BROKER_SCHEMES = ("redis", "rediss", "amqp", "amqps")
+DEFAULT_SENDGRID_API_HOST = "https://api.sendgrid.com"
+
+
+class ConfigError(ValueError):
+    """A configuration value cannot be used; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One documented environment variable (the README table is checked against these)."""
+
+    name: str
+    default: str
+    description: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("LIFECYCLE_DATABASE_URL", "sqlite:///lifecycle.db",
+            "SQLAlchemy URL of the database. `postgresql://user@host/db` uses psycopg 3. "
+            "The default is a SQLite file in the working directory."),
+    Setting("LIFECYCLE_BROKER_URL", "(unset)",
+            "Message broker for the workers: `redis://…` or `amqp://…`. Unset: the in-process "
+            "broker, which only `lifecycle run` can use."),
+    Setting("LIFECYCLE_MAIL_TRANSPORT", "file",
+            "`file` writes each mail as an .eml file into LIFECYCLE_OUTBOX_DIR; `smtp` sends to "
+            "LIFECYCLE_SMTP_URL; `sendgrid` uses the SendGrid v3 API."),
+    Setting("LIFECYCLE_OUTBOX_DIR", "outbox",
+            "Folder for .eml files of the `file` transport (relative to the working directory)."),
+    Setting("LIFECYCLE_SMTP_URL", "smtp://127.0.0.1:1025",
+            "SMTP server of the `smtp` transport: `smtp://[user:password@]host:port` "
+            "(`smtps://` for TLS)."),
+    Setting("SENDGRID_API_KEY", "(unset)",
+            "SendGrid API key; required when LIFECYCLE_MAIL_TRANSPORT is `sendgrid`."),
+    Setting("SENDGRID_API_HOST", DEFAULT_SENDGRID_API_HOST,
+            "Base URL the SendGrid client posts to; point staging or tests at another server."),
+    Setting("SENDGRID_WEBHOOK_PUBLIC_KEY", "(unset)",
+            "Base64 ECDSA public key that signs SendGrid's Event Webhook posts."),
+    Setting("LIFECYCLE_SECRET_KEY", "(random per process)",
+            "Secret for signed links and session cookies, at least 32 characters. Required "
+            "with the `sendgrid` transport, since links must survive restarts."),
+    Setting("LIFECYCLE_BASE_URL", "http://127.0.0.1:8000",
+            "Public URL of the web app, used in unsubscribe and feedback links."),
+    Setting("LIFECYCLE_TIMEZONE", "UTC",
+            "The shop's IANA timezone: used for imported times without an offset and for "
+            "customers whose own timezone is unknown."),
+    Setting("LIFECYCLE_WORKER_THREADS", "4",
+            "Worker threads per `lifecycle worker` (or `lifecycle run`) process."),
+    Setting("LIFECYCLE_TICK_SECONDS", "5",
+            "How often the scheduler looks for due work, in seconds."),
+    Setting("LIFECYCLE_LOG_LEVEL", "INFO",
+            "Log level: DEBUG, INFO, WARNING or ERROR."),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The validated configuration of one process."""
+
+    database_url: URL
+    broker_url: str | None = None
+    mail_transport: str = "file"
+    outbox_dir: Path = Path("outbox")
+    smtp_url: str = "smtp://127.0.0.1:1025"
+    sendgrid_api_key: str | None = None
+    sendgrid_api_host: str = DEFAULT_SENDGRID_API_HOST
+    sendgrid_webhook_public_key: str | None = None
+    secret_key: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
+    base_url: str = "http://127.0.0.1:8000"
+    timezone: str = "UTC"
+    worker_threads: int = 4
+    tick_seconds: float = 5.0
+    log_level: str = "INFO"
+
+    @property
+    def is_embedded(self) -> bool:
+        """True when no broker is configured: everything runs in one process."""
+        return self.broker_url is None
+
+    @property
+    def templates_dir(self) -> Path:
+        return PROJECT_ROOT / "templates" / "email"
+
+    @property
+    def flows_dir(self) -> Path:
+        return PROJECT_ROOT / "flows"
+
+
+def _database_url(raw: str) -> URL:
+    try:
+        url = make_url(raw)
+    except ArgumentError:
+        raise ConfigError(f"LIFECYCLE_DATABASE_URL={raw!r} is not a database URL "
+                          "(expected sqlite:///FILE or postgresql://USER@HOST/DB).") from None
+    backend = url.get_backend_name()
+    if backend == "postgresql":
+        if url.drivername in ("postgresql", "postgres", "postgresql+psycopg2"):
+            url = url.set(drivername="postgresql+psycopg")
+        return url
+    if backend == "sqlite":
+        return url
+    raise ConfigError(f"LIFECYCLE_DATABASE_URL uses {backend!r}; Lifecycle supports "
+                      "sqlite and postgresql.")
+
+
+def _http_url(name: str, raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"{name}={raw!r} is not an http(s) URL.")
+    return raw.rstrip("/")
+
+
+def _positive(name: str, raw: str, kind: type[int] | type[float]) -> int | float:
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a {'whole ' if kind is int else ''}number.") from None
+    if value <= 0:
+        raise ConfigError(f"{name}={raw!r} must be greater than zero.")
+    return value
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate every ``LIFECYCLE_*`` and ``SENDGRID_*`` variable."""
+    env = os.environ if environ is None else environ
+
+    def get(name: str) -> str | None:
+        value = env.get(name)
+        if value is None or value.strip() == "":
+            return None
+        return value.strip()
+
+    database_url = _database_url(get("LIFECYCLE_DATABASE_URL") or "sqlite:///lifecycle.db")
+
+    broker_url = get("LIFECYCLE_BROKER_URL")
+    if broker_url is not None and urlsplit(broker_url).scheme not in BROKER_SCHEMES:
+        raise ConfigError(f"LIFECYCLE_BROKER_URL={broker_url!r} must start with redis:// or "
+                          "amqp:// (leave it unset for the in-process broker).")
+
+    transport = (get("LIFECYCLE_MAIL_TRANSPORT") or "file").lower()
+    if transport not in MAIL_TRANSPORTS:
+        raise ConfigError(f"LIFECYCLE_MAIL_TRANSPORT={transport!r} must be one of "
+                          f"{', '.join(MAIL_TRANSPORTS)}.")
+
+    smtp_url = get("LIFECYCLE_SMTP_URL") or "smtp://127.0.0.1:1025"
+    smtp_parts = urlsplit(smtp_url)
+    if smtp_parts.scheme not in ("smtp", "smtps") or not smtp_parts.hostname:
+        raise ConfigError(f"LIFECYCLE_SMTP_URL={smtp_url!r} must look like smtp://host:port.")
+    try:
+        smtp_parts.port
+    except ValueError:
+        raise ConfigError(f"LIFECYCLE_SMTP_URL={smtp_url!r} has a bad port.") from None
+
+    api_key = get("SENDGRID_API_KEY")
+    if transport == "sendgrid" and api_key is None:
+        raise ConfigError("SENDGRID_API_KEY must be set when LIFECYCLE_MAIL_TRANSPORT is sendgrid.")
+
+    public_key = get("SENDGRID_WEBHOOK_PUBLIC_KEY")
+    if public_key is not None:
+        try:
+            base64.b64decode(public_key, validate=True)
+        except (binascii.Error, ValueError):
+            raise ConfigError("SENDGRID_WEBHOOK_PUBLIC_KEY is not base64 "
+                              "(paste the key exactly as SendGrid shows it).") from None
+
+    secret_key = get("LIFECYCLE_SECRET_KEY")
+    if secret_key is not None and len(secret_key) < 32:
+        raise ConfigError("LIFECYCLE_SECRET_KEY must be at least 32 characters "
+                          f"(it has {len(secret_key)}).")
+    if secret_key is None and transport == "sendgrid":
+        raise ConfigError("LIFECYCLE_SECRET_KEY must be set when LIFECYCLE_MAIL_TRANSPORT is "
+                          "sendgrid: links in sent mail must stay valid after a restart.")
+
+    timezone = get("LIFECYCLE_TIMEZONE") or "UTC"
+    from lifecycle.timeutil import zone
+
+    try:
+        zone(timezone)
+    except ValueError:
+        raise ConfigError(f"LIFECYCLE_TIMEZONE={timezone!r} is not an IANA timezone "
+                          "such as Europe/Berlin.") from None
+
+    log_level = (get("LIFECYCLE_LOG_LEVEL") or "INFO").upper()
+    if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(f"LIFECYCLE_LOG_LEVEL={log_level!r} must be DEBUG, INFO, WARNING or ERROR.")
+
+    kwargs: dict[str, object] = {}
+    if secret_key is not None:
+        kwargs["secret_key"] = secret_key
+    return Settings(
+        database_url=database_url,
+        broker_url=broker_url,
+        mail_transport=transport,
+        outbox_dir=Path(get("LIFECYCLE_OUTBOX_DIR") or "outbox"),
+        smtp_url=smtp_url,
+        sendgrid_api_key=api_key,
+        sendgrid_api_host=_http_url("SENDGRID_API_HOST",
+                                    get("SENDGRID_API_HOST") or DEFAULT_SENDGRID_API_HOST),
+        sendgrid_webhook_public_key=public_key,
+        base_url=_http_url("LIFECYCLE_BASE_URL", get("LIFECYCLE_BASE_URL") or "http://127.0.0.1:8000"),
+        timezone=timezone,
+        worker_threads=int(_positive("LIFECYCLE_WORKER_THREADS",
+                                     get("LIFECYCLE_WORKER_THREADS") or "4", int)),
+        tick_seconds=float(_positive("LIFECYCLE_TICK_SECONDS",
+                                     get("LIFECYCLE_TICK_SECONDS") or "5", float)),
+        log_level=log_level,
+        **kwargs,  # type: ignore[arg-type]
+    )

@@ -1,0 +1,265 @@
+"""Validation of import rows: raw fields in, clean values or one reason out.
+
+A reason is a short sentence naming the field, e.g. ``email 'bob@' is not a
+valid address``.  The loader turns it into ``FILE:LINE: reason``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any
+
+from lifecycle.models.customers import OrderStatus
+from lifecycle.timeutil import is_timezone, parse_instant
+
+MAX_ID = 255
+MAX_NAME = 200
+MAX_TOTAL = Decimal("999999999999.99")
+
+CUSTOMER_COLUMNS = ("customer_id", "email", "first_name", "last_name", "timezone", "locale",
+                    "created_at", "marketing_consent", "attributes")
+ORDER_COLUMNS = ("order_id", "customer_id", "ordered_at", "total", "currency", "status", "items",
+                 "email", "first_name", "last_name", "timezone")
+
+_LOCAL = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
+_LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+_LOCALE = re.compile(r"^([A-Za-z]{2,3})(?:[-_]([A-Za-z]{4}))?(?:[-_]([A-Za-z]{2}|[0-9]{3}))?$")
+_CURRENCY = re.compile(r"^[A-Za-z]{3}$")
+
+_STATUS_ALIASES = {
+    "completed": OrderStatus.COMPLETED, "complete": OrderStatus.COMPLETED,
+    "paid": OrderStatus.COMPLETED, "fulfilled": OrderStatus.COMPLETED,
+    "shipped": OrderStatus.COMPLETED, "delivered": OrderStatus.COMPLETED,
+    "pending": OrderStatus.PENDING, "processing": OrderStatus.PENDING,
+    "cancelled": OrderStatus.CANCELLED, "canceled": OrderStatus.CANCELLED,
+    "refunded": OrderStatus.REFUNDED,
+}
+_TRUE = {"1", "true", "yes", "y", "t"}
+_FALSE = {"0", "false", "no", "n", "f"}
+
+
+class RowError(ValueError):
+    """The row cannot be imported; the message says why."""
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """Values for what a file leaves out."""
+
+    timezone: str = "UTC"  # zone of timestamps without an offset
+    currency: str = "USD"
+
+
+def _text(fields: dict[str, Any], name: str, limit: int = MAX_NAME) -> str | None:
+    value = fields.get(name)
+    if value is None:
+        return None
+    if isinstance(value, (dict, list)):
+        raise RowError(f"{name} must be text, not {type(value).__name__}")
+    text = str(value).strip()
+    if not text:
+        return None
+    if len(text) > limit:
+        raise RowError(f"{name} is longer than {limit} characters")
+    return text
+
+
+def _required(fields: dict[str, Any], name: str, limit: int = MAX_ID) -> str:
+    value = _text(fields, name, limit)
+    if value is None:
+        raise RowError(f"{name} is missing")
+    return value
+
+
+def normalise_email(raw: str) -> str:
+    """Return the address with its domain lower-cased; RowError if it is not one."""
+    email = raw.strip()
+    if len(email) > 320 or email.count("@") != 1:
+        raise RowError(f"email {raw!r} is not a valid address")
+    local, domain = email.split("@")
+    try:
+        ascii_domain = domain.encode("idna").decode("ascii") if not domain.isascii() else domain
+    except UnicodeError:
+        raise RowError(f"email {raw!r} is not a valid address") from None
+    labels = ascii_domain.split(".")
+    if (not local or len(local) > 64 or not _LOCAL.match(local) or len(labels) < 2
+            or not all(_LABEL.match(label) for label in labels) or labels[-1].isdigit()):
+        raise RowError(f"email {raw!r} is not a valid address")
+    return f"{local}@{domain.lower()}"
+
+
+def _email(fields: dict[str, Any], required: bool) -> str | None:
+    raw = _text(fields, "email", 320)
+    if raw is None:
+        if required:
+            raise RowError("email is missing")
+        return None
+    return normalise_email(raw)
+
+
+def _instant(fields: dict[str, Any], name: str, defaults: Defaults) -> datetime | None:
+    raw = _text(fields, name, 64)
+    if raw is None:
+        return None
+    try:
+        return parse_instant(raw, defaults.timezone)
+    except ValueError as exc:
+        raise RowError(f"{name}: {exc}") from None
+
+
+def _timezone(fields: dict[str, Any]) -> str | None:
+    tz = _text(fields, "timezone", 64)
+    if tz is not None and not is_timezone(tz):
+        raise RowError(f"timezone {tz!r} is not an IANA timezone such as Europe/Berlin")
+    return tz
+
+
+def _locale(fields: dict[str, Any]) -> str | None:
+    raw = _text(fields, "locale", 35)
+    if raw is None:
+        return None
+    match = _LOCALE.match(raw)
+    if not match:
+        raise RowError(f"locale {raw!r} is not a locale such as en or de-DE")
+    lang, script, region = match.groups()
+    parts = [lang.lower()]
+    if script:
+        parts.append(script.title())
+    if region:
+        parts.append(region.upper())
+    return "-".join(parts)
+
+
+def _consent(fields: dict[str, Any]) -> bool | None:
+    value = fields.get("marketing_consent")
+    if value is None or isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if not text:
+        return None
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise RowError(f"marketing_consent {value!r} must be true or false")
+
+
+def _json_value(fields: dict[str, Any], name: str) -> Any:
+    value = fields.get(name)
+    if isinstance(value, str):
+        if not value.strip():
+            return None
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            raise RowError(f"{name} is not valid JSON") from None
+    return value
+
+
+def _money(value: Any, name: str) -> Decimal:
+    if isinstance(value, bool) or value is None:
+        raise RowError(f"{name} is missing")
+    try:
+        amount = Decimal(str(value).strip())
+    except InvalidOperation:
+        raise RowError(f"{name} {value!r} is not a number") from None
+    if not amount.is_finite():
+        raise RowError(f"{name} {value!r} is not a number")
+    if amount < 0:
+        raise RowError(f"{name} {value!r} is negative")
+    if amount > MAX_TOTAL:
+        raise RowError(f"{name} {value!r} is too large")
+    return amount.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+
+
+def customer_row(fields: dict[str, Any], defaults: Defaults) -> dict[str, Any]:
+    """Validate one customer record; unknown columns become attributes."""
+    attributes: dict[str, Any] = {}
+    given = _json_value(fields, "attributes")
+    if given is not None:
+        if not isinstance(given, dict):
+            raise RowError("attributes must be a JSON object")
+        attributes.update(given)
+    for key, value in fields.items():
+        if key in CUSTOMER_COLUMNS or value is None:
+            continue
+        if isinstance(value, str):
+            value = value.strip()
+            if not value:
+                continue
+        attributes[key] = value
+    return {
+        "external_id": _required(fields, "customer_id"),
+        "email": _email(fields, required=True),
+        "first_name": _text(fields, "first_name"),
+        "last_name": _text(fields, "last_name"),
+        "timezone": _timezone(fields),
+        "locale": _locale(fields),
+        "created_at": _instant(fields, "created_at", defaults),
+        "marketing_consent": _consent(fields),
+        "attributes": attributes,
+    }
+
+
+def _items(fields: dict[str, Any]) -> list[dict[str, Any]]:
+    items = _json_value(fields, "items")
+    if items is None:
+        return []
+    if not isinstance(items, list):
+        raise RowError("items must be a JSON list of objects")
+    clean: list[dict[str, Any]] = []
+    for index, item in enumerate(items, start=1):
+        if not isinstance(item, dict):
+            raise RowError(f"items[{index}] must be an object")
+        entry = dict(item)
+        quantity = entry.get("quantity", 1)
+        if isinstance(quantity, bool) or not isinstance(quantity, (int, str)):
+            raise RowError(f"items[{index}].quantity must be a whole number")
+        try:
+            entry["quantity"] = int(quantity)
+        except ValueError:
+            raise RowError(f"items[{index}].quantity must be a whole number") from None
+        if entry["quantity"] < 0:
+            raise RowError(f"items[{index}].quantity is negative")
+        if "price" in entry and entry["price"] is not None:
+            entry["price"] = str(_money(entry["price"], f"items[{index}].price"))
+        for key in ("sku", "name", "category"):
+            if key in entry and entry[key] is not None:
+                entry[key] = str(entry[key])
+        clean.append(entry)
+    return clean
+
+
+def order_row(fields: dict[str, Any], defaults: Defaults) -> dict[str, Any]:
+    """Validate one order record."""
+    ordered_at = _instant(fields, "ordered_at", defaults)
+    if ordered_at is None:
+        raise RowError("ordered_at is missing")
+    status_raw = _text(fields, "status", 32)
+    status = OrderStatus.COMPLETED
+    if status_raw is not None:
+        found = _STATUS_ALIASES.get(status_raw.lower())
+        if found is None:
+            raise RowError(f"status {status_raw!r} must be one of "
+                           f"{', '.join(s.value for s in OrderStatus)}")
+        status = found
+    currency = _text(fields, "currency", 8) or defaults.currency
+    if not _CURRENCY.match(currency):
+        raise RowError(f"currency {currency!r} is not a three-letter ISO 4217 code")
+    return {
+        "external_id": _required(fields, "order_id"),
+        "customer_external_id": _required(fields, "customer_id"),
+        "ordered_at": ordered_at,
+        "total": _money(fields.get("total"), "total"),
+        "currency": currency.upper(),
+        "status": status.value,
+        "items": _items(fields),
+        "email": _email(fields, required=False),
+        "first_name": _text(fields, "first_name"),
+        "last_name": _text(fields, "last_name"),
+        "timezone": _timezone(fields),
+    }

@@ -1,0 +1,66 @@
+"""Segment memberships and flow enrollments: where each customer stands."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from lifecycle.models.base import BigIntPK, Base, IdMixin, JSONType
+
+
+class SegmentMembership(IdMixin, Base):
+    """One stay of a customer in a segment: open while ``exited_at`` is NULL."""
+
+    __tablename__ = "segment_memberships"
+    __table_args__ = (
+        # At most one open stay per customer and segment.
+        Index("uq_segment_memberships_open", "customer_id", "segment", unique=True,
+              sqlite_where=text("exited_at IS NULL"),
+              postgresql_where=text("exited_at IS NULL")),
+        Index(None, "segment", "exited_at"),
+    )
+
+    customer_id: Mapped[int] = mapped_column(BigIntPK, ForeignKey("customers.id"))
+    segment: Mapped[str] = mapped_column(String(100))
+    entered_at: Mapped[datetime]
+    exited_at: Mapped[datetime | None]
+    #: Why the customer is in: the scores or values that put them there.
+    reason: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+
+
+class EnrollmentStatus(enum.StrEnum):
+    ACTIVE = "active"
+    COMPLETED = "completed"
+    EXITED = "exited"
+    FAILED = "failed"
+
+
+class FlowEnrollment(IdMixin, Base):
+    """A customer's passage through one flow."""
+
+    __tablename__ = "flow_enrollments"
+    __table_args__ = (
+        CheckConstraint(f"status IN ({', '.join(repr(s.value) for s in EnrollmentStatus)})",
+                        name="status"),
+        Index(None, "status", "next_run_at"),
+        Index(None, "customer_id", "flow"),
+    )
+
+    customer_id: Mapped[int] = mapped_column(BigIntPK, ForeignKey("customers.id"))
+    flow: Mapped[str] = mapped_column(String(100))
+    #: Unique per re-entry policy (once ever, once per period, every trigger),
+    #: so a second scheduler cannot enroll the same customer twice.
+    entry_key: Mapped[str] = mapped_column(String(255), unique=True)
+    status: Mapped[str] = mapped_column(String(16), default=EnrollmentStatus.ACTIVE.value)
+    current_step: Mapped[str | None] = mapped_column(String(100))
+    next_run_at: Mapped[datetime | None]
+    enrolled_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    exit_reason: Mapped[str | None] = mapped_column(String(200))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    #: What triggered the enrollment (order id, segment, event) and step state.
+    context: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)

@@ -1,0 +1,58 @@
+"""The outbox: one row per email, written in the transaction that decided to send it."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from lifecycle.models.base import BigIntPK, Base, IdMixin, JSONType
+
+
+class MessageStatus(enum.StrEnum):
+    SCHEDULED = "scheduled"  # waiting for due_at
+    QUEUED = "queued"  # handed to the broker, lease running
+    SENDING = "sending"  # claimed by a worker, provider call in flight
+    SENT = "sent"  # provider accepted it
+    FAILED = "failed"  # given up, reason in last_error
+    SUPPRESSED = "suppressed"  # not sent: unsubscribed, bounced, capped
+    PAUSED = "paused"  # held by support staff
+    CANCELLED = "cancelled"  # withdrawn by staff or because the flow ended
+
+
+class Message(IdMixin, Base):
+    __tablename__ = "messages"
+    __table_args__ = (
+        CheckConstraint(f"status IN ({', '.join(repr(s.value) for s in MessageStatus)})",
+                        name="status"),
+        CheckConstraint("attempts >= 0", name="attempts_not_negative"),
+        Index(None, "status", "due_at"),
+        Index(None, "customer_id", "created_at"),
+    )
+
+    #: Deterministic key of the decision to send (see lifecycle.keys); unique,
+    #: so deciding twice cannot create a second mail.
+    idempotency_key: Mapped[str] = mapped_column(String(255), unique=True)
+    customer_id: Mapped[int] = mapped_column(BigIntPK, ForeignKey("customers.id"))
+    enrollment_id: Mapped[int | None] = mapped_column(
+        BigIntPK, ForeignKey("flow_enrollments.id"), index=True)
+    flow: Mapped[str | None] = mapped_column(String(100))
+    step: Mapped[str | None] = mapped_column(String(100))
+    template: Mapped[str] = mapped_column(String(100))
+    variant: Mapped[str | None] = mapped_column(String(50))
+    to_email: Mapped[str] = mapped_column(String(320))
+    status: Mapped[str] = mapped_column(String(16), default=MessageStatus.SCHEDULED.value)
+    due_at: Mapped[datetime]
+    #: A queued or sending row whose lease has run out is handed out again.
+    lease_expires_at: Mapped[datetime | None]
+    attempts: Mapped[int] = mapped_column(default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    provider_message_id: Mapped[str | None] = mapped_column(String(100), index=True)
+    sent_at: Mapped[datetime | None]
+    #: Template variables fixed at decision time (order id, offer code, …).
+    context: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]

@@ -1,0 +1,132 @@
+"""Long-running processes: worker, scheduler, web, and all three in one.
+
+SIGTERM and Ctrl-C (SIGINT) stop each of them cleanly: the scheduler ends
+its tick, the worker finishes the messages in hand (dramatiq requeues the
+rest), the web server drains its connections.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+import dramatiq
+import uvicorn
+
+from lifecycle import runtime
+from lifecycle.app import App
+from lifecycle.scheduler import Scheduler
+from lifecycle.tasks import broker as broker_module
+from lifecycle.tasks import load_actors
+
+log = logging.getLogger(__name__)
+
+WORKER_STOP_TIMEOUT_MS = 30_000
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[threading.Event]:
+    """Yield an event that SIGTERM or SIGINT sets; restore the old handlers after."""
+    stop = threading.Event()
+
+    def handle(signum: int, _frame: FrameType | None) -> None:
+        if not stop.is_set():
+            log.info("Received %s; shutting down.", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def prepare(app: App) -> dramatiq.Broker:
+    """Make ``app`` the process's app and connect the configured broker."""
+    runtime.set_app(app)
+    load_actors()
+    return broker_module.setup(app.settings.broker_url)
+
+
+@contextmanager
+def running_worker(app: App, broker: dramatiq.Broker) -> Iterator[dramatiq.Worker]:
+    worker = dramatiq.Worker(broker, worker_threads=app.settings.worker_threads)
+    worker.start()
+    log.info("The worker started with %d threads.", app.settings.worker_threads)
+    try:
+        yield worker
+    finally:
+        worker.stop(timeout=WORKER_STOP_TIMEOUT_MS)
+        broker.close()
+        log.info("The worker stopped.")
+
+
+@contextmanager
+def running_scheduler(app: App) -> Iterator[Scheduler]:
+    scheduler = Scheduler(app)
+    stop = threading.Event()
+    thread = threading.Thread(target=scheduler.run, args=(stop,), name="scheduler", daemon=True)
+    thread.start()
+    try:
+        yield scheduler
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+
+
+def serve_web(app: App, host: str, port: int, stop: threading.Event) -> None:
+    """Serve the web app until ``stop`` is set or a signal arrives."""
+    from lifecycle.web.app import create_app
+
+    config = uvicorn.Config(create_app(app), host=host, port=port, log_level="warning",
+                            lifespan="off")
+    server = uvicorn.Server(config)
+    log.info("The web app listens on http://%s:%d/.", host, port)
+    watcher = threading.Thread(target=lambda: (stop.wait(), setattr(server, "should_exit", True)),
+                               daemon=True)
+    watcher.start()
+    # uvicorn catches SIGINT/SIGTERM itself and re-raises them to our handler
+    # when it has drained, which sets ``stop`` for the other parts.
+    server.run()
+    stop.set()
+
+
+def run_worker(app: App) -> None:
+    broker = prepare(app)
+    with stop_on_signals() as stop, running_worker(app, broker):
+        stop.wait()
+
+
+def run_scheduler(app: App) -> None:
+    prepare(app)
+    with stop_on_signals() as stop, running_scheduler(app):
+        stop.wait()
+
+
+def run_web(app: App, host: str, port: int) -> None:
+    runtime.set_app(app)
+    with stop_on_signals() as stop:
+        serve_web(app, host, port, stop)
+
+
+def run_all(app: App, host: str, port: int, web: bool = True,
+            seconds: float | None = None) -> None:
+    """Scheduler, worker threads and (optionally) the web app in this process.
+
+    ``seconds`` stops it after that long, as a signal would.
+    """
+    broker = prepare(app)
+    with stop_on_signals() as stop, running_worker(app, broker), running_scheduler(app):
+        if seconds is not None:
+            timer = threading.Timer(seconds, stop.set)
+            timer.daemon = True
+            timer.start()
+        if web:
+            serve_web(app, host, port, stop)
+        else:
+            stop.wait()

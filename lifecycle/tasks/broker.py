@@ -1,0 +1,59 @@
+"""The dramatiq broker: in-process by default, Redis or RabbitMQ when configured.
+
+Actors are declared on a placeholder broker at import time; :func:`setup`
+builds the configured broker and declares every actor on it.  Messages only
+carry ids: losing the broker loses no state (the database has it all).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import dramatiq
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.middleware import AgeLimit, Callbacks, Pipelines, Retries, ShutdownNotifications, TimeLimit
+
+log = logging.getLogger(__name__)
+
+#: Every actor of Lifecycle, registered by :func:`lifecycle.tasks.actor`.
+ACTORS: list[dramatiq.Actor] = []  # type: ignore[type-arg]
+
+
+def _middleware() -> list[dramatiq.Middleware]:
+    # No Prometheus middleware (it opens a port); time limits in milliseconds.
+    return [AgeLimit(), TimeLimit(time_limit=10 * 60_000), ShutdownNotifications(), Callbacks(),
+            Pipelines(), Retries(max_retries=5, min_backoff=1_000, max_backoff=300_000)]
+
+
+def build(url: str | None) -> dramatiq.Broker:
+    """Return a broker for ``url``: None is the in-process stub broker."""
+    if url is None:
+        return StubBroker(middleware=_middleware())
+    if url.startswith(("redis://", "rediss://")):
+        from dramatiq.brokers.redis import RedisBroker
+
+        return RedisBroker(url=url, middleware=_middleware(), namespace="lifecycle")
+    if url.startswith(("amqp://", "amqps://")):
+        from dramatiq.brokers.rabbitmq import RabbitmqBroker
+
+        return RabbitmqBroker(url=url, middleware=_middleware())
+    raise ValueError(f"unsupported broker URL {url!r}")
+
+
+def install(broker: dramatiq.Broker) -> dramatiq.Broker:
+    """Make ``broker`` the global one and declare every Lifecycle actor on it."""
+    dramatiq.set_broker(broker)
+    for actor in ACTORS:
+        actor.broker = broker
+        broker.declare_actor(actor)
+    log.info("The broker %s serves %d actors.", type(broker).__name__, len(ACTORS))
+    return broker
+
+
+def setup(url: str | None) -> dramatiq.Broker:
+    return install(build(url))
+
+
+# Actors are declared at import time on whatever broker is global; make that a
+# harmless stub so importing Lifecycle never tries to reach RabbitMQ.
+dramatiq.set_broker(StubBroker(middleware=_middleware()))

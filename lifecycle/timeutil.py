@@ -1,0 +1,60 @@
+"""Time helpers: aware UTC everywhere, IANA zones for customers.
+
+Storage is always UTC.  A value read from a file without an offset is taken
+in an explicit zone (the shop's, by default), never in the server's.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timezone
+from functools import lru_cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+UTC = timezone.utc
+
+
+@lru_cache(maxsize=1024)
+def zone(name: str) -> ZoneInfo:
+    """Return the IANA zone ``name``; raise ValueError for an unknown name."""
+    if not name or name != name.strip():
+        raise ValueError(f"unknown timezone {name!r}")
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ValueError(f"unknown timezone {name!r}") from None
+
+
+def is_timezone(name: str) -> bool:
+    try:
+        zone(name)
+    except ValueError:
+        return False
+    return True
+
+
+def as_utc(value: datetime) -> datetime:
+    """Convert an aware datetime to UTC; a naive one is taken to be UTC already."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def parse_instant(text: str, default_zone: str = "UTC") -> datetime:
+    """Parse an ISO 8601 date or date-time into an aware UTC datetime.
+
+    A date alone means local midnight; a value without an offset is read in
+    ``default_zone``.  Raises ValueError with a short reason.
+    """
+    raw = text.strip()
+    if not raw:
+        raise ValueError("empty date")
+    try:
+        if len(raw) == 10 and raw[4] == "-":
+            parsed = datetime.combine(date.fromisoformat(raw), time())
+        else:
+            parsed = datetime.fromisoformat(raw.replace("Z", "+00:00") if raw.endswith("Z") else raw)
+    except ValueError:
+        raise ValueError(f"{raw!r} is not an ISO 8601 date or date-time") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=zone(default_zone))
+    return parsed.astimezone(UTC)

@@ -1,0 +1,59 @@
+"""FastAPI application factory."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.templating import Jinja2Templates
+from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from lifecycle.app import App
+from lifecycle.models import Customer, Message, Order, ProcessHeartbeat
+
+#: A process that has not been seen for this long counts as gone.
+STALE_AFTER = timedelta(minutes=2)
+
+templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+
+
+def create_app(app: App) -> FastAPI:
+    web = FastAPI(title="Lifecycle", version="0.1.0")
+    web.state.lifecycle = app
+
+    @web.get("/healthz")
+    def healthz() -> JSONResponse:
+        """Database reachable, and the schedulers and workers seen recently."""
+        now = app.clock.now()
+        try:
+            with app.sessions() as session:
+                beats = session.scalars(select(ProcessHeartbeat)
+                                        .order_by(ProcessHeartbeat.name)).all()
+        except SQLAlchemyError as exc:
+            return JSONResponse({"ok": False, "database": f"unreachable: {type(exc).__name__}"},
+                                status_code=503)
+        processes: list[dict[str, Any]] = [
+            {"name": b.name, "kind": b.kind, "last_seen_at": b.last_seen_at.isoformat(),
+             "alive": now - b.last_seen_at < STALE_AFTER, **b.info}
+            for b in beats]
+        return JSONResponse({"ok": True, "database": "ok", "processes": processes})
+
+    @web.get("/", response_class=HTMLResponse)
+    def index(request: Request) -> HTMLResponse:
+        with app.sessions() as session:
+            counts = {
+                "customers": session.scalar(select(func.count()).select_from(Customer)),
+                "orders": session.scalar(select(func.count()).select_from(Order)),
+                "messages": session.scalar(select(func.count()).select_from(Message)),
+            }
+        return templates.TemplateResponse(request, "index.html", {
+            "counts": counts, "database": app.database_label(),
+            "transport": app.settings.mail_transport,
+            "outbox": app.settings.outbox_dir.resolve(),
+        })
+
+    return web
