@@ -151,7 +151,7 @@ def _import(kind: str, file: str, fmt: str | None, strict: bool, timezone: str |
     show_progress = err.is_terminal
 
     def on_issue(issue: ImportIssue) -> None:
-        err.print(str(issue), markup=False)
+        err.print(str(issue), markup=False, soft_wrap=True)
 
     progress = Progress(SpinnerColumn(), TextColumn(f"Importing {kind} from {source.name}"),
                         BarColumn(), DownloadColumn(), TimeElapsedColumn(), console=err,
@@ -165,7 +165,8 @@ def _import(kind: str, file: str, fmt: str | None, strict: bool, timezone: str |
                     source_name=source.name, defaults=Defaults(zone_name, currency.upper()),
                     strict=strict, clock=app.clock, on_issue=on_issue)
     except ImportAborted:
-        err.print("Aborted at the first bad row (--strict): nothing was imported.", markup=False)
+        err.print("Aborted at the first bad row (--strict): nothing was imported.", markup=False,
+                  soft_wrap=True)
         raise SystemExit(1) from None
     except SourceError as exc:
         raise Failure(str(exc)) from None

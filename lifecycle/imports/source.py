@@ -56,6 +56,27 @@ class _CountingReader(io.RawIOBase):
         return n
 
 
+class _Prefixed(io.RawIOBase):
+    """A stream that first gives back the bytes already read to sniff the format."""
+
+    def __init__(self, head: bytes, rest: IO[bytes]) -> None:
+        self._head = head
+        self._rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._head:
+            n = min(len(buffer), len(self._head))
+            buffer[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        data = self._rest.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+
 @dataclass
 class Source:
     """An import file: its display name, format and size (None for stdin)."""
@@ -74,7 +95,7 @@ class Source:
             yield from _jsonl_records(text)
 
     def close(self) -> None:
-        if self._binary is not sys.stdin.buffer:
+        if self.size is not None:  # a file we opened, not stdin
             self._binary.close()
 
 
@@ -85,8 +106,14 @@ def open_source(path: str, fmt: str | None = None) -> Source:
     if path == "-":
         binary: IO[bytes] = sys.stdin.buffer
         if fmt is None:
-            head = binary.peek(1)[:1] if hasattr(binary, "peek") else b""
-            fmt = "jsonl" if head in (b"{",) else "csv"
+            head = b""
+            while not head.strip():  # the first non-blank byte tells the format
+                chunk = binary.read1(4096) if hasattr(binary, "read1") else binary.read(4096)
+                if not chunk:
+                    break
+                head += chunk
+            fmt = "jsonl" if head.lstrip().startswith(b"{") else "csv"
+            binary = _Prefixed(head, binary)
         return Source("<stdin>", fmt, None, binary)
     file = Path(path)
     if fmt is None:

@@ -1,0 +1,216 @@
+"""Test fixtures: real databases and brokers, each test rolled back.
+
+Every database test runs on SQLite and on PostgreSQL, every broker test on
+the in-process broker and on Redis.  Schemas are built by the migration chain
+(``alembic upgrade head``), never by ``create_all``.
+
+Services are found at LIFECYCLE_TEST_POSTGRES_URL, LIFECYCLE_TEST_REDIS_URL
+and LIFECYCLE_TEST_RABBITMQ_URL (defaults: this machine's local servers).
+Where one is missing its tests are skipped and the summary says so; with
+CI=true a missing service fails the run instead.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+from lifecycle.app import App
+from lifecycle.config import load_settings
+from lifecycle.db import make_engine
+
+POSTGRES_ADMIN_URL = os.environ.get("LIFECYCLE_TEST_POSTGRES_URL",
+                                    "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("LIFECYCLE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+RABBITMQ_URL = os.environ.get("LIFECYCLE_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+_skipped_services: dict[str, str] = {}
+
+
+def _reachable(url: str, default_port: int) -> str | None:
+    """None if a TCP connection to the URL's host works, else the reason."""
+    parts = urlsplit(url.replace("postgresql+psycopg", "postgresql"))
+    host, port = parts.hostname or "127.0.0.1", parts.port or default_port
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return None
+    except OSError as exc:
+        return f"{host}:{port} unreachable ({exc.strerror or exc})"
+
+
+def require_service(name: str, url: str, port: int) -> None:
+    """Skip (or, in CI, fail) the current test if the service is not there."""
+    reason = _reachable(url, port)
+    if reason is None:
+        return
+    if IN_CI:
+        pytest.fail(f"{name} is required in CI (CI=true) but {reason}", pytrace=False)
+    _skipped_services[name] = reason
+    pytest.skip(f"{name} not available: {reason}")
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):  # type: ignore[no-untyped-def]
+    if _skipped_services:
+        terminalreporter.section("services not available: their tests were skipped")
+        for name, reason in sorted(_skipped_services.items()):
+            terminalreporter.write_line(f"{name}: {reason}")
+
+
+# --------------------------------------------------------------------- databases
+
+BACKENDS = ("sqlite", "postgresql")
+
+
+class Databases:
+    """Creates migrated databases: one shared per backend, fresh ones on demand."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.tag = f"lctest_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+        self._pg_admin: Engine | None = None
+        self._created: list[str] = []
+        self._template: str | None = None
+
+    def pg_admin(self) -> Engine:
+        if self._pg_admin is None:
+            self._pg_admin = make_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        return self._pg_admin
+
+    def _pg_url(self, name: str) -> str:
+        return make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+
+    def _migrate(self, url: str) -> None:
+        app = App(replace(load_settings({}), database_url=make_url(url)))
+        try:
+            app.upgrade_database()
+        finally:
+            app.close()
+
+    def new_url(self, backend: str) -> str:
+        """A database at the newest migration that no other test uses."""
+        if backend == "sqlite":
+            url = f"sqlite:///{self.tmp / f'{uuid.uuid4().hex}.db'}"
+            self._migrate(url)
+            return url
+        if self._template is None:
+            self._template = f"{self.tag}_template"
+            with self.pg_admin().connect() as conn:
+                conn.exec_driver_sql(f'CREATE DATABASE "{self._template}"')
+            self._created.append(self._template)
+            self._migrate(self._pg_url(self._template))
+            # No connection may stay open on a template that is being copied.
+        name = f"{self.tag}_{len(self._created)}"
+        with self.pg_admin().connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}" TEMPLATE "{self._template}"')
+        self._created.append(name)
+        return self._pg_url(name)
+
+    def close(self) -> None:
+        if self._pg_admin is None:
+            return
+        with self._pg_admin.connect() as conn:
+            for name in reversed(self._created):
+                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        self._pg_admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Databases]:
+    dbs = Databases(tmp_path_factory.mktemp("databases"))
+    yield dbs
+    dbs.close()
+
+
+def _require_backend(backend: str) -> None:
+    if backend == "postgresql":
+        require_service("PostgreSQL", POSTGRES_ADMIN_URL, 5432)
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def shared_database_url(backend: str, databases: Databases) -> str:
+    _require_backend(backend)
+    return databases.new_url(backend)
+
+
+@pytest.fixture(scope="session")
+def engine(shared_database_url: str) -> Iterator[Engine]:
+    eng = make_engine(shared_database_url)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def conn(engine: Engine) -> Iterator[Connection]:
+    """A connection inside a transaction that is rolled back after the test."""
+    with engine.connect() as connection:
+        transaction = connection.begin()
+        try:
+            yield connection
+        finally:
+            transaction.rollback()
+
+
+@pytest.fixture
+def session(conn: Connection) -> Iterator[Session]:
+    """An ORM session on ``conn``; its commits become savepoints."""
+    with Session(bind=conn, join_transaction_mode="create_savepoint") as s:
+        yield s
+
+
+@pytest.fixture
+def fresh_database_url(backend: str, databases: Databases) -> str:
+    """A migrated database of its own, for tests of commands and processes."""
+    _require_backend(backend)
+    return databases.new_url(backend)
+
+
+@pytest.fixture
+def cli_env(fresh_database_url: str, tmp_path: Path) -> dict[str, str]:
+    """Environment for running ``lifecycle`` against a fresh database."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("LIFECYCLE_", "SENDGRID_"))}
+    env.update({"LIFECYCLE_DATABASE_URL": fresh_database_url,
+                "LIFECYCLE_OUTBOX_DIR": str(tmp_path / "outbox"),
+                "LIFECYCLE_LOG_LEVEL": "WARNING"})
+    return env
+
+
+def count(conn: Connection, table: str) -> int:
+    return int(conn.execute(text(f"SELECT COUNT(*) FROM {table}")).scalar_one())
+
+
+# ---------------------------------------------------------------------- brokers
+
+BROKERS = ("stub", "redis")
+
+
+@pytest.fixture(params=BROKERS)
+def broker_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """The in-process broker (None) and Redis, with Lifecycle's keys cleared."""
+    if request.param == "stub":
+        yield None
+        return
+    require_service("Redis", REDIS_URL, 6379)
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    client.flushdb()
+    yield REDIS_URL
+    client.flushdb()
+    client.close()
