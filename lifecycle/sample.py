@@ -151,9 +151,10 @@ class SampleShop:
             # Walk back from the last order with jittered gaps around the cadence.
             when = self.until - timedelta(days=profile.last_order_age_days)
             times = [when]
+            earliest = max(self.start, profile.created_at + timedelta(days=1))
             for _ in range(profile.orders - 1):
                 when -= timedelta(days=max(0.5, profile.cadence_days * rng.lognormvariate(0, 0.5)))
-                if when < self.start:
+                if when < earliest:
                     break
                 times.append(when)
             for number, instant in enumerate(reversed(times), start=1):
@@ -161,7 +162,9 @@ class SampleShop:
                 hour = rng.choices(HOURS, HOUR_WEIGHTS)[0]
                 local = local.replace(hour=hour, minute=rng.randrange(60), second=rng.randrange(60),
                                       microsecond=0)
-                ordered_at = min(local.astimezone(UTC), self.until)
+                # The hour moves the order within its local day; never before sign-up.
+                ordered_at = min(max(local.astimezone(UTC), profile.created_at + timedelta(minutes=5)),
+                                 self.until)
                 picks = rng.sample(CATALOG, k=min(len(CATALOG), 1 + int(rng.expovariate(1.2))))
                 items = []
                 total = Decimal("0")

@@ -161,8 +161,10 @@ def _json_value(fields: dict[str, Any], name: str) -> Any:
 
 
 def _money(value: Any, name: str) -> Decimal:
-    if isinstance(value, bool) or value is None:
+    if value is None or (isinstance(value, str) and not value.strip()):
         raise RowError(f"{name} is missing")
+    if isinstance(value, bool):
+        raise RowError(f"{name} {value!r} is not a number")
     try:
         amount = Decimal(str(value).strip())
     except InvalidOperation:

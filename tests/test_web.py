@@ -1,0 +1,51 @@
+"""The web app's front page and health endpoint."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+from fastapi.testclient import TestClient
+from sqlalchemy.engine import make_url
+
+from lifecycle.app import App
+from lifecycle.clock import ManualClock
+from lifecycle.config import load_settings
+from lifecycle.imports import import_rows
+from lifecycle.sample import SampleShop, ShopShape
+from lifecycle.tasks import heartbeat
+from lifecycle.timeutil import UTC
+from lifecycle.web.app import create_app
+
+NOW = datetime(2026, 5, 1, 9, tzinfo=UTC)
+
+
+def make_app(url: str) -> tuple[App, ManualClock]:
+    clock = ManualClock(NOW)
+    return App(replace(load_settings({}), database_url=make_url(url)), clock=clock), clock
+
+
+def test_the_front_page_counts_what_the_database_holds(fresh_database_url: str) -> None:
+    app, _ = make_app(fresh_database_url)
+    shop = SampleShop(ShopShape(customers=50), until=NOW)
+    with app.engine.begin() as conn:
+        import_rows(conn, "customers", shop.customers())
+        orders = import_rows(conn, "orders", shop.orders())
+    page = TestClient(create_app(app)).get("/")
+    assert page.status_code == 200
+    assert '<th scope="row">Customers</th><td>50</td>' in page.text
+    assert f'<th scope="row">Orders</th><td>{orders.inserted}</td>' in page.text
+    app.close()
+
+
+def test_health_marks_processes_not_seen_lately_as_gone(fresh_database_url: str) -> None:
+    app, clock = make_app(fresh_database_url)
+    with app.engine.begin() as conn:
+        heartbeat.record(conn, "scheduler", clock.now(), {})
+    client = TestClient(create_app(app))
+    [process] = client.get("/healthz").json()["processes"]
+    assert process["kind"] == "scheduler" and process["alive"] is True
+    clock.advance(timedelta(minutes=3))
+    [process] = client.get("/healthz").json()["processes"]
+    assert process["alive"] is False
+    app.close()
