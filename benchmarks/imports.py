@@ -1,0 +1,154 @@
+"""Benchmark: importing purchase history (customers, then orders) on PostgreSQL or SQLite.
+
+Run:  uv run python -m benchmarks.imports [--orders 1000000] [--backend postgresql|sqlite]
+
+It writes a sample shop as CSV files, then in one run measures, on the same
+machine and database server:
+
+* reference: the same orders.csv loaded by a bare ``COPY`` (PostgreSQL) or a
+  bare executemany (SQLite) into an unindexed table of text columns, with no
+  parsing, validation or merge: the floor any importer stands on;
+* ``lifecycle import customers`` and ``lifecycle import orders`` (the code the
+  command runs), first into an empty database, then again (everything
+  unchanged), which is the upsert's worst case for reading.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+
+from lifecycle.app import App
+from lifecycle.config import load_settings
+from lifecycle.db import make_engine
+from lifecycle.imports import ImportResult, import_records
+from lifecycle.imports.source import open_source
+from lifecycle.sample import SampleShop, ShopShape, write_files
+from lifecycle.timeutil import UTC
+
+ORDERS_PER_CUSTOMER = 2.5
+POSTGRES_ADMIN_URL = os.environ.get("LIFECYCLE_TEST_POSTGRES_URL",
+                                    "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+
+def timed(label: str, fn):  # type: ignore[no-untyped-def]
+    started = time.perf_counter()
+    value = fn()
+    seconds = time.perf_counter() - started
+    return value, seconds
+
+
+def run_import(app: App, kind: str, path: Path) -> ImportResult:
+    source = open_source(str(path))
+    try:
+        with app.engine.begin() as conn:
+            return import_records(conn, kind, source.records(), source_name=source.name)
+    finally:
+        source.close()
+
+
+def reference_load(url: str, path: Path) -> int:
+    """Load orders.csv as raw text rows: no parsing, no validation, no indexes."""
+    engine = make_engine(url)
+    rows = 0
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE IF EXISTS bench_raw_orders")
+        conn.exec_driver_sql("CREATE TABLE bench_raw_orders (order_id text, customer_id text, "
+                             "ordered_at text, total text, currency text, status text, items text)")
+        if conn.dialect.name == "postgresql":
+            driver = conn.connection.driver_connection
+            with driver.cursor() as cursor, path.open("rb") as data:
+                with cursor.copy("COPY bench_raw_orders FROM STDIN WITH (FORMAT csv, HEADER)") as copy:
+                    while block := data.read(1 << 20):
+                        copy.write(block)
+                rows = cursor.rowcount
+        else:
+            with path.open(newline="", encoding="utf-8") as data:
+                reader = csv.reader(data)
+                next(reader)
+                batch = []
+                for row in reader:
+                    batch.append(row)
+                    if len(batch) == 10_000:
+                        conn.exec_driver_sql("INSERT INTO bench_raw_orders VALUES (?,?,?,?,?,?,?)",
+                                             batch)
+                        rows += len(batch)
+                        batch = []
+                if batch:
+                    conn.exec_driver_sql("INSERT INTO bench_raw_orders VALUES (?,?,?,?,?,?,?)",
+                                         batch)
+                    rows += len(batch)
+        conn.exec_driver_sql("DROP TABLE bench_raw_orders")
+    engine.dispose()
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--orders", type=int, default=1_000_000, help="about this many orders")
+    parser.add_argument("--backend", choices=("postgresql", "sqlite"), default="postgresql")
+    parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="lifecycle-bench-"))
+    customers = max(1, int(args.orders / (ORDERS_PER_CUSTOMER * 0.85)))
+    shop = SampleShop(ShopShape(customers=customers, orders_per_customer=ORDERS_PER_CUSTOMER),
+                      until=datetime(2026, 11, 1, tzinfo=UTC), seed=1)
+    (customers_csv, orders_csv), gen_seconds = timed("generate", lambda: write_files(shop, work))
+    with orders_csv.open("rb") as f:
+        order_rows = sum(1 for _ in f) - 1
+    print(f"sample files: {customers} customers, {order_rows} orders "
+          f"({orders_csv.stat().st_size / 1e6:.0f} MB), written in {gen_seconds:.1f} s")
+
+    admin = None
+    if args.backend == "postgresql":
+        name = f"lifecycle_bench_{uuid.uuid4().hex[:8]}"
+        admin = make_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        url = make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    else:
+        url = f"sqlite:///{work / 'bench.db'}"
+    app = App(replace(load_settings({}), database_url=make_url(url)))
+    app.upgrade_database()
+
+    try:
+        ref_rows, ref_seconds = timed("reference", lambda: reference_load(url, orders_csv))
+        first_c, first_c_s = timed("customers", lambda: run_import(app, "customers", customers_csv))
+        first_o, first_o_s = timed("orders", lambda: run_import(app, "orders", orders_csv))
+        again_o, again_o_s = timed("orders again", lambda: run_import(app, "orders", orders_csv))
+        assert first_o.inserted == order_rows and first_o.skipped == 0, first_o
+        assert again_o.unchanged == order_rows and again_o.updated == 0, again_o
+
+        def line(label: str, rows: int, seconds: float) -> str:
+            return (f"{label:<44} {rows:>10,} rows {seconds:>8.2f} s {rows / seconds:>12,.0f} rows/s"
+                    f"   {seconds / ref_seconds:>5.1f}x reference")
+
+        print(f"\nbackend: {args.backend} ({app.database_label()}), Python {sys.version.split()[0]}")
+        print(line("reference: raw load of orders.csv", ref_rows, ref_seconds))
+        print(line("lifecycle import customers (empty db)", first_c.read, first_c_s))
+        print(line("lifecycle import orders (empty table)", first_o.read, first_o_s))
+        print(line("lifecycle import orders again (unchanged)", again_o.read, again_o_s))
+    finally:
+        app.close()
+        if admin is not None and not args.keep:
+            with admin.connect() as conn:
+                conn.exec_driver_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
+            admin.dispose()
+        for path in work.iterdir():
+            if not (args.keep and path.suffix == ".db"):
+                path.unlink()
+
+
+if __name__ == "__main__":
+    main()
