@@ -366,7 +366,11 @@ def demo(host: str, port: int, customers: int, seconds: float | None) -> None:
 
 
 def main() -> None:
-    cli.main(prog_name="lifecycle")
+    try:
+        cli.main(prog_name="lifecycle")
+    except KeyboardInterrupt:
+        click.echo("Interrupted; nothing of the unfinished step was kept.", err=True)
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from lifecycle.timeutil import is_timezone
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 MAIL_TRANSPORTS = ("file", "smtp", "sendgrid")
@@ -197,13 +199,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
                           "sendgrid: links in sent mail must stay valid after a restart.")
 
     timezone = get("LIFECYCLE_TIMEZONE") or "UTC"
-    from lifecycle.timeutil import zone
-
-    try:
-        zone(timezone)
-    except ValueError:
+    if not is_timezone(timezone):
         raise ConfigError(f"LIFECYCLE_TIMEZONE={timezone!r} is not an IANA timezone "
-                          "such as Europe/Berlin.") from None
+                          "such as Europe/Berlin.")
 
     log_level = (get("LIFECYCLE_LOG_LEVEL") or "INFO").upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):

@@ -36,6 +36,16 @@ def test_the_migrated_schema_matches_the_models(fresh_database_url: str) -> None
         app.close()
 
 
+def test_db_check_reports_a_schema_that_matches_the_models(cli_env: dict[str, str]) -> None:
+    from click.testing import CliRunner
+
+    from lifecycle.cli import cli
+
+    result = CliRunner().invoke(cli, ["db", "check"], env=cli_env)
+    assert result.exit_code == 0, result.output
+    assert "The schema matches the models." in result.stdout
+
+
 def test_timestamps_come_back_as_aware_utc_whatever_zone_went_in(session: Session) -> None:
     berlin = timezone(timedelta(hours=1))
     customer = Customer(external_id="tz", email="tz@example.com",

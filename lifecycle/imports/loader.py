@@ -17,8 +17,8 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import (Boolean, Column, Connection, Integer, MetaData, Numeric, String, Table,
-                        bindparam, text)
+from sqlalchemy import (JSON, Boolean, Column, Connection, Integer, MetaData, Numeric, String,
+                        Table, bindparam, text)
 
 from lifecycle.db import dumps_json
 from lifecycle.models.base import JSONType, UTCDateTime
@@ -72,12 +72,6 @@ def drop_staging(conn: Connection, table: Table) -> None:
     conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table.name}")
 
 
-def _pg_value(value: Any) -> Any:
-    if isinstance(value, (dict, list)):
-        return dumps_json(value)
-    return value
-
-
 def load_staging(conn: Connection, table: Table, rows: Iterable[dict[str, Any]]) -> int:
     """Stream ``rows`` into ``table``; return how many were written."""
     names = [c.name for c in table.columns]
@@ -85,10 +79,14 @@ def load_staging(conn: Connection, table: Table, rows: Iterable[dict[str, Any]])
     if conn.dialect.name == "postgresql":
         driver = conn.connection.driver_connection
         assert driver is not None
+        plain = [n for n in names if not isinstance(table.c[n].type, JSON)]
+        documents = [n for n in names if isinstance(table.c[n].type, JSON)]
         with driver.cursor() as cursor:
-            with cursor.copy(f"COPY {table.name} ({', '.join(names)}) FROM STDIN") as copy:
+            columns = ", ".join(plain + documents)
+            with cursor.copy(f"COPY {table.name} ({columns}) FROM STDIN") as copy:
+                write = copy.write_row
                 for row in rows:
-                    copy.write_row([_pg_value(row[name]) for name in names])
+                    write([row[n] for n in plain] + [dumps_json(row[n]) for n in documents])
                     count += 1
         conn.exec_driver_sql(f"ANALYZE {table.name}")
         return count

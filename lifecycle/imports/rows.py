@@ -58,9 +58,12 @@ def _text(fields: dict[str, Any], name: str, limit: int = MAX_NAME) -> str | Non
     value = fields.get(name)
     if value is None:
         return None
-    if isinstance(value, (dict, list)):
+    if type(value) is str:
+        text = value.strip()
+    elif isinstance(value, (dict, list)):
         raise RowError(f"{name} must be text, not {type(value).__name__}")
-    text = str(value).strip()
+    else:
+        text = str(value).strip()
     if not text:
         return None
     if len(text) > limit:
@@ -160,7 +163,13 @@ def _json_value(fields: dict[str, Any], name: str) -> Any:
     return value
 
 
+_PLAIN_AMOUNT = re.compile(r"^\s*\d{1,12}(?:\.\d{1,2})?\s*$")
+_CENT = Decimal("0.01")
+
+
 def _money(value: Any, name: str) -> Decimal:
+    if type(value) is str and _PLAIN_AMOUNT.match(value):  # the common case, checked cheaply
+        return Decimal(value).quantize(_CENT)
     if value is None or (isinstance(value, str) and not value.strip()):
         raise RowError(f"{name} is missing")
     if isinstance(value, bool):
@@ -175,7 +184,7 @@ def _money(value: Any, name: str) -> Decimal:
         raise RowError(f"{name} {value!r} is negative")
     if amount > MAX_TOTAL:
         raise RowError(f"{name} {value!r} is too large")
-    return amount.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    return amount.quantize(_CENT, rounding=ROUND_HALF_UP)
 
 
 def customer_row(fields: dict[str, Any], defaults: Defaults) -> dict[str, Any]:
@@ -217,21 +226,25 @@ def _items(fields: dict[str, Any]) -> list[dict[str, Any]]:
     for index, item in enumerate(items, start=1):
         if not isinstance(item, dict):
             raise RowError(f"items[{index}] must be an object")
-        entry = dict(item)
+        entry = item  # freshly parsed: ours to normalise in place
         quantity = entry.get("quantity", 1)
-        if isinstance(quantity, bool) or not isinstance(quantity, (int, str)):
-            raise RowError(f"items[{index}].quantity must be a whole number")
-        try:
-            entry["quantity"] = int(quantity)
-        except ValueError:
-            raise RowError(f"items[{index}].quantity must be a whole number") from None
-        if entry["quantity"] < 0:
+        if type(quantity) is not int:
+            if isinstance(quantity, bool) or not isinstance(quantity, str):
+                raise RowError(f"items[{index}].quantity must be a whole number")
+            try:
+                quantity = int(quantity)
+            except ValueError:
+                raise RowError(f"items[{index}].quantity must be a whole number") from None
+        if quantity < 0:
             raise RowError(f"items[{index}].quantity is negative")
-        if "price" in entry and entry["price"] is not None:
-            entry["price"] = str(_money(entry["price"], f"items[{index}].price"))
+        entry["quantity"] = quantity
+        price = entry.get("price")
+        if price is not None:
+            entry["price"] = str(_money(price, f"items[{index}].price"))
         for key in ("sku", "name", "category"):
-            if key in entry and entry[key] is not None:
-                entry[key] = str(entry[key])
+            value = entry.get(key)
+            if value is not None and type(value) is not str:
+                entry[key] = str(value)
         clean.append(entry)
     return clean
 

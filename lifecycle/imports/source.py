@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 FORMATS = ("csv", "jsonl")
 _SUFFIX_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
@@ -23,14 +23,12 @@ class SourceError(ValueError):
     """The file as a whole cannot be read (missing, no header, unknown format)."""
 
 
-@dataclass(frozen=True)
-class Record:
+class Record(NamedTuple):
     line: int
     fields: dict[str, Any]
 
 
-@dataclass(frozen=True)
-class BadRecord:
+class BadRecord(NamedTuple):
     """A line that is not a record at all (e.g. broken JSON)."""
 
     line: int
@@ -150,6 +148,8 @@ def _csv_records(name: str, text: IO[str]) -> Iterator[Record | BadRecord]:
             raise SourceError(f"{name}:1: column {col!r} appears twice in the header")
         seen.add(col)
     previous_end = reader.line_num
+    width = len(columns)
+    unnamed = "" in columns
     while True:
         start = previous_end + 1
         try:
@@ -161,12 +161,14 @@ def _csv_records(name: str, text: IO[str]) -> Iterator[Record | BadRecord]:
             yield BadRecord(start, f"not readable as CSV: {exc}")
             continue
         previous_end = reader.line_num
-        if not row or all(not cell.strip() for cell in row):
+        if len(row) > width:
+            yield BadRecord(start, f"{len(row)} fields but the header has {width}")
             continue
-        if len(row) > len(columns):
-            yield BadRecord(start, f"{len(row)} fields but the header has {len(columns)}")
+        if not any(row) or all(not cell.strip() for cell in row):
             continue
-        fields = {col: cell for col, cell in zip(columns, row, strict=False) if col}
+        fields = dict(zip(columns, row))
+        if unnamed:
+            fields.pop("", None)
         yield Record(start, fields)
 
 
