@@ -7,7 +7,6 @@ the plain ``alembic`` command reads LIFECYCLE_DATABASE_URL.
 from __future__ import annotations
 
 from alembic import context
-
 from lifecycle.config import load_settings
 from lifecycle.db import make_engine
 from lifecycle.models import Base

@@ -10,11 +10,11 @@ import logging
 from functools import cached_property
 from pathlib import Path
 
-from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from alembic import command
 from lifecycle.clock import Clock, system_clock
 from lifecycle.config import PROJECT_ROOT, Settings, load_settings
 from lifecycle.db import make_engine, make_sessionmaker

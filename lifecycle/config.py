@@ -174,7 +174,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if smtp_parts.scheme not in ("smtp", "smtps") or not smtp_parts.hostname:
         raise ConfigError(f"LIFECYCLE_SMTP_URL={smtp_url!r} must look like smtp://host:port.")
     try:
-        smtp_parts.port
+        if smtp_parts.port == 0:
+            raise ValueError
     except ValueError:
         raise ConfigError(f"LIFECYCLE_SMTP_URL={smtp_url!r} has a bad port.") from None
 

@@ -7,12 +7,11 @@ timeout so a writer waits instead of failing at once.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-
-import json
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL

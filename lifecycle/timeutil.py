@@ -6,11 +6,11 @@ in an explicit zone (the shop's, by default), never in the server's.
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timezone
+from datetime import UTC, date, datetime, time
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-UTC = timezone.utc
+UTC = UTC
 
 
 @lru_cache(maxsize=1024)

@@ -19,8 +19,7 @@ from lifecycle.imports.source import open_source
 from lifecycle.models import Customer, Order
 from lifecycle.timeutil import UTC
 from tests.conftest import count
-from tests.factories import (CUSTOMER_HEADER, ORDER_HEADER, customers_csv, orders_csv, write_csv,
-                             write_jsonl)
+from tests.factories import CUSTOMER_HEADER, ORDER_HEADER, customers_csv, orders_csv, write_csv, write_jsonl
 
 
 def run_import(conn: Connection, kind: str, path: Path, **kwargs) -> ImportResult:  # type: ignore[no-untyped-def]

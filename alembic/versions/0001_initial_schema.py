@@ -8,11 +8,10 @@ Create Date: 2026-11-22 21:17:51.644412
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-from alembic import op
-
 from sqlalchemy.dialects import postgresql
 
 import lifecycle.models.base
+from alembic import op
 
 revision: str = '0001'
 down_revision: str | None = None

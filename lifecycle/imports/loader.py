@@ -17,8 +17,19 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import (JSON, Boolean, Column, Connection, Integer, MetaData, Numeric, String,
-                        Table, bindparam, text)
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Connection,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    bindparam,
+    text,
+)
 
 from lifecycle.db import dumps_json
 from lifecycle.models.base import JSONType, UTCDateTime

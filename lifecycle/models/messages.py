@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from lifecycle.models.base import BigIntPK, Base, IdMixin, JSONType
+from lifecycle.models.base import Base, BigIntPK, IdMixin, JSONType
 
 
 class MessageStatus(enum.StrEnum):

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import CheckConstraint, ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from lifecycle.models.base import BigIntPK, Base, IdMixin, JSONType
+from lifecycle.models.base import Base, BigIntPK, IdMixin, JSONType
 
 
 class Touchpoint(IdMixin, Base):
