@@ -1,3 +1,4 @@
 from lifecycle.cli import main
 
-main()
+if __name__ == "__main__":  # helper processes (spawn) import this module too
+    main()

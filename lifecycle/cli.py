@@ -365,6 +365,7 @@ def demo(host: str, port: int, customers: int, seconds: float | None) -> None:
     settings = app.settings
     click.echo(f"Database:  {app.database_label()}")
     if settings.mail_transport == "file":
+        settings.outbox_dir.mkdir(parents=True, exist_ok=True)
         click.echo(f"Mail:      .eml files in {settings.outbox_dir.resolve()}")
     click.echo(f"Web app:   http://{host}:{port}/  (health: http://{host}:{port}/healthz)")
     click.echo("Press Ctrl-C to stop." if seconds is None else f"Running for {seconds:g} s.")

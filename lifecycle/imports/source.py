@@ -10,7 +10,7 @@ import csv
 import io
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, NamedTuple
@@ -84,13 +84,17 @@ class Source:
     size: int | None
     _binary: IO[bytes]
 
-    def records(self, on_read: Callable[[int], None] | None = None) -> Iterator[Record | BadRecord]:
+    def text(self, on_read: Callable[[int], None] | None = None) -> IO[str]:
+        """The file as text (UTF-8, BOM dropped, line ends kept for CSV)."""
         raw = io.BufferedReader(_CountingReader(self._binary, on_read), buffer_size=1 << 16)
-        text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
+        return io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
+
+    def records(self, on_read: Callable[[int], None] | None = None) -> Iterator[Record | BadRecord]:
+        text = self.text(on_read)
         if self.format == "csv":
             yield from _csv_records(self.name, text)
         else:
-            yield from _jsonl_records(text)
+            yield from jsonl_records(text)
 
     def close(self) -> None:
         if self.size is not None:  # a file we opened, not stdin
@@ -131,10 +135,10 @@ def _normalise_header(name: str) -> str:
     return name.strip().lower().replace(" ", "_").replace("-", "_")
 
 
-def _csv_records(name: str, text: IO[str]) -> Iterator[Record | BadRecord]:
-    reader = csv.reader(text)
+def csv_header(name: str, lines: Iterator[str]) -> list[str]:
+    """Read and check the header line; return the normalised column names."""
     try:
-        header = next(reader)
+        header = next(csv.reader(lines))
     except StopIteration:
         raise SourceError(f"{name}:1: the file is empty; a header line is needed") from None
     except csv.Error as exc:
@@ -147,11 +151,18 @@ def _csv_records(name: str, text: IO[str]) -> Iterator[Record | BadRecord]:
         if col in seen and col:
             raise SourceError(f"{name}:1: column {col!r} appears twice in the header")
         seen.add(col)
-    previous_end = reader.line_num
+    return columns
+
+
+def csv_rows(columns: list[str], lines: Iterable[str], first_line: int) -> Iterator[Record | BadRecord]:
+    """Parse CSV ``lines`` (the first of which is line ``first_line`` of the file)."""
+    reader = csv.reader(lines)
+    offset = first_line - 1
+    previous_end = 0
     width = len(columns)
     unnamed = "" in columns
     while True:
-        start = previous_end + 1
+        start = offset + previous_end + 1
         try:
             row = next(reader)
         except StopIteration:
@@ -172,8 +183,13 @@ def _csv_records(name: str, text: IO[str]) -> Iterator[Record | BadRecord]:
         yield Record(start, fields)
 
 
-def _jsonl_records(text: IO[str]) -> Iterator[Record | BadRecord]:
-    for number, line in enumerate(text, start=1):
+def _csv_records(name: str, text: IO[str]) -> Iterator[Record | BadRecord]:
+    columns = csv_header(name, iter(text.readline, ""))
+    yield from csv_rows(columns, text, 2)
+
+
+def jsonl_records(lines: Iterable[str], first_line: int = 1) -> Iterator[Record | BadRecord]:
+    for number, line in enumerate(lines, start=first_line):
         if not line.strip():
             continue
         try:
