@@ -1,0 +1,27 @@
+"""Durations written by people: ``30 days``, ``2 weeks``, ``1 month``, ``1 year``.
+
+Months and years are calendar-correct (``relativedelta``): one month after
+31 January is the last day of February.
+"""
+
+from __future__ import annotations
+
+import re
+
+from dateutil.relativedelta import relativedelta
+
+_DURATION = re.compile(r"^\s*(\d{1,4})\s*(minute|hour|day|week|month|year)s?\s*$", re.IGNORECASE)
+
+
+def parse_duration(text: object) -> relativedelta:
+    """Parse ``N unit``; raise ValueError naming what is wrong."""
+    if not isinstance(text, str):
+        raise ValueError(f"{text!r} is not a duration such as '30 days' or '2 weeks'")
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a duration such as '30 days' or '2 weeks'")
+    amount = int(match.group(1))
+    unit = match.group(2).lower()
+    if amount == 0:
+        raise ValueError(f"{text!r} is zero; a duration must be positive")
+    return relativedelta(**{unit + "s": amount})
