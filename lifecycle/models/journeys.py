@@ -64,3 +64,19 @@ class FlowEnrollment(IdMixin, Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     #: What triggered the enrollment (order id, segment, event) and step state.
     context: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+
+
+class SegmentCalibration(IdMixin, Base):
+    """Population cut points from a full refresh, used to score customers until the next.
+
+    ``cutoffs`` holds the four quintile cut points of recency (days since the
+    last order, negated so that higher is better), frequency and monetary
+    value, and the VIP spend threshold.
+    """
+
+    __tablename__ = "segment_calibrations"
+
+    as_of: Mapped[datetime]
+    computed_at: Mapped[datetime]
+    customers: Mapped[int]
+    cutoffs: Mapped[dict[str, Any]] = mapped_column(JSONType)

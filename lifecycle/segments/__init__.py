@@ -1,0 +1,1 @@
+"""Segments from purchase history: RFM, retention stages, advocacy and custom segments."""

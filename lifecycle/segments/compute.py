@@ -1,0 +1,300 @@
+"""Segment refresh: full (set-based, inside the database) and for one customer.
+
+A **full refresh** as of a moment:
+
+1. computes every buyer's purchase metrics into a temporary table;
+2. recalibrates the RFM quintile cut points and the VIP threshold from them
+   (stored in ``segment_calibrations``);
+3. computes every (customer, segment) pair in one ``INSERT … SELECT``;
+4. closes the stays that ended, opens the new ones, and writes a
+   ``segment_exited`` / ``segment_entered`` touchpoint for each move.
+
+A **customer refresh** runs the very same SQL restricted to one customer,
+scoring against the latest calibration, and applies the difference.  So
+between two full refreshes nobody's RFM score moves because someone else
+bought something; the next full refresh recalibrates.
+
+Refreshing "as of" a past moment counts only orders and touchpoints up to it.
+It writes only if no membership change is recorded after that moment
+(history is never rewritten); otherwise it reports what the segments were.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, func, select, text
+from sqlalchemy.sql.elements import TextClause
+
+from lifecycle.models import SegmentCalibration, SegmentMembership
+from lifecycle.models.base import UTCDateTime
+from lifecycle.segments.definitions import Definitions
+from lifecycle.segments.sql import Cutoffs, Dialect, Params, assignment_sql, metrics_sql
+
+log = logging.getLogger(__name__)
+
+METRICS_TABLE = "lc_seg_metrics"
+ASSIGN_TABLE = "lc_seg_assign"
+MOVES_TABLE = "lc_seg_moves"
+#: Advisory lock key (PostgreSQL): full refreshes exclusive, customer refreshes shared.
+LOCK_KEY = 7_414_001
+
+
+@dataclass
+class RefreshReport:
+    as_of: datetime
+    written: bool
+    customers: int = 0
+    sizes: Counter[str] = field(default_factory=Counter)
+    entered: Counter[str] = field(default_factory=Counter)
+    exited: Counter[str] = field(default_factory=Counter)
+    cutoffs: Cutoffs | None = None
+    note: str = ""
+
+
+def _statement(sql: str, params: dict[str, Any]) -> TextClause:
+    """Text with datetime parameters bound through the UTC type (SQLite stores text)."""
+    statement = text(sql)
+    typed = [bindparam(name, type_=UTCDateTime()) for name, value in params.items()
+             if isinstance(value, datetime)]
+    return statement.bindparams(*typed) if typed else statement
+
+
+def _run(conn: Connection, sql: str, params: dict[str, Any]) -> Any:
+    used = {k: v for k, v in params.items() if f":{k}" in sql}
+    return conn.execute(_statement(sql, used), used)
+
+
+def latest_calibration(conn: Connection) -> Cutoffs | None:
+    row = conn.execute(select(SegmentCalibration.cutoffs)
+                       .order_by(SegmentCalibration.id.desc()).limit(1)).first()
+    return None if row is None else Cutoffs.from_json(row[0])
+
+
+def calibrate(conn: Connection, metrics: str, defs: Definitions) -> tuple[Cutoffs | None, int]:
+    """Quintile cut points and VIP threshold over the buyers in ``metrics``."""
+    n = conn.execute(text(f"SELECT COUNT(*) FROM {metrics} AS m")).scalar_one()
+    if n == 0:
+        return None, 0
+    positions = Cutoffs.positions(n)
+    vip_at = Cutoffs.vip_position(n, defs.retention.vip_top_percent)
+    wanted = sorted(set(positions) | ({vip_at} if vip_at > 0 else set()))
+
+    def values(column: str) -> dict[int, float]:
+        rows = conn.execute(text(
+            f"SELECT rn, v FROM (SELECT {column} AS v, ROW_NUMBER() OVER (ORDER BY {column}) AS rn "
+            f"FROM {metrics} AS m) AS ranked WHERE rn IN ({', '.join(map(str, wanted))})")).all()
+        return {int(rn): float(v) for rn, v in rows}
+
+    recency = values("(-m.days_since_last)")
+    frequency = values("m.order_count")
+    monetary = values("m.total_spend")
+    return Cutoffs(
+        recency=tuple(recency[p] for p in positions),
+        frequency=tuple(frequency[p] for p in positions),
+        monetary=tuple(monetary[p] for p in positions),
+        vip_spend=monetary[vip_at] if vip_at > 0 else -1.0,
+    ), n
+
+
+def _lock(conn: Connection, shared: bool) -> None:
+    if conn.dialect.name == "postgresql":
+        fn = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+        conn.execute(text(f"SELECT {fn}(:key)"), {"key": LOCK_KEY})
+
+
+def _last_change(conn: Connection, customer_id: int | None = None) -> datetime | None:
+    entered = select(func.max(SegmentMembership.entered_at))
+    exited = select(func.max(SegmentMembership.exited_at))
+    if customer_id is not None:
+        entered = entered.where(SegmentMembership.customer_id == customer_id)
+        exited = exited.where(SegmentMembership.customer_id == customer_id)
+    times = [t for t in (conn.execute(entered).scalar(), conn.execute(exited).scalar()) if t]
+    return max(times) if times else None
+
+
+def _drop(conn: Connection, *tables: str) -> None:
+    for table in tables:
+        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
+
+
+def _create_metrics(conn: Connection, d: Dialect, as_of: datetime) -> None:
+    """Fill a temporary table with every buyer's metrics as of ``as_of``."""
+    stamp, number = ("TIMESTAMPTZ", "NUMERIC") if d.pg else ("TIMESTAMP", "REAL")
+    conn.exec_driver_sql(
+        f"CREATE TEMPORARY TABLE {METRICS_TABLE} (customer_id BIGINT NOT NULL, "
+        f"first_order_at {stamp}, last_order_at {stamp}, order_count INTEGER, "
+        f"total_spend {number}, avg_spend {number}, days_since_last INTEGER, "
+        f"days_since_first INTEGER, median_gap_days {number})")
+    _run(conn, f"INSERT INTO {METRICS_TABLE} {metrics_sql(d, None)}", {"as_of": as_of})
+
+
+def refresh_all(conn: Connection, defs: Definitions, as_of: datetime, now: datetime, *,
+                recalibrate: bool = True, write: bool = True,
+                progress: Callable[[str], None] | None = None) -> RefreshReport:
+    """Recompute every customer's segments as of ``as_of`` in ``conn``'s transaction."""
+    step = progress or (lambda _message: None)
+    d = Dialect(conn.dialect.name)
+    _lock(conn, shared=False)
+    last = _last_change(conn)
+    if write and last is not None and last > as_of:
+        write = False
+        note = (f"Report only: memberships changed at {last:%Y-%m-%d %H:%M} UTC, after "
+                f"{as_of:%Y-%m-%d %H:%M}; history is not rewritten.")
+    else:
+        note = ""
+    report = RefreshReport(as_of, write, note=note)
+    _drop(conn, METRICS_TABLE, ASSIGN_TABLE, MOVES_TABLE)
+
+    step("Computing purchase metrics")
+    _create_metrics(conn, d, as_of)
+    if d.pg:
+        conn.exec_driver_sql(f"ALTER TABLE {METRICS_TABLE} ADD PRIMARY KEY (customer_id)")
+        conn.exec_driver_sql(f"ANALYZE {METRICS_TABLE}")
+    else:
+        conn.exec_driver_sql(f"CREATE UNIQUE INDEX {METRICS_TABLE}_pk ON {METRICS_TABLE} (customer_id)")
+
+    step("Calibrating RFM scores")
+    cutoffs = latest_calibration(conn) if not recalibrate else None
+    if cutoffs is None:
+        cutoffs, buyers = calibrate(conn, METRICS_TABLE, defs)
+        if cutoffs is not None and write:
+            conn.execute(SegmentCalibration.__table__.insert().values(
+                as_of=as_of, computed_at=now, customers=buyers, cutoffs=cutoffs.to_json()))
+    report.cutoffs = cutoffs
+
+    step("Assigning segments")
+    params = Params({"as_of": as_of})
+    select_sql = assignment_sql(defs, d, as_of, cutoffs, METRICS_TABLE, None, params)
+    reason_type = "JSONB" if d.pg else "JSON"
+    conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {ASSIGN_TABLE} (customer_id BIGINT NOT NULL, "
+                         f"segment VARCHAR(100) NOT NULL, reason {reason_type})")
+    _run(conn, f"INSERT INTO {ASSIGN_TABLE} (customer_id, segment, reason) {select_sql}",
+         params.values)
+    conn.exec_driver_sql(f"CREATE INDEX {ASSIGN_TABLE}_ix ON {ASSIGN_TABLE} (customer_id, segment)")
+    if d.pg:
+        conn.exec_driver_sql(f"ANALYZE {ASSIGN_TABLE}")
+    report.sizes = Counter({segment: n for segment, n in conn.execute(text(
+        f"SELECT segment, COUNT(*) FROM {ASSIGN_TABLE} GROUP BY segment"))})
+    report.customers = conn.execute(text(
+        "SELECT COUNT(*) FROM customers WHERE created_at <= :as_of")
+        .bindparams(bindparam("as_of", type_=UTCDateTime())), {"as_of": as_of}).scalar_one()
+
+    step("Finding moves")
+    open_stays = "segment_memberships.exited_at IS NULL"
+    if write:
+        conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {MOVES_TABLE} (customer_id BIGINT NOT NULL, "
+                             f"segment VARCHAR(100) NOT NULL, entered BOOLEAN NOT NULL)")
+        conn.exec_driver_sql(f"""
+            INSERT INTO {MOVES_TABLE} (customer_id, segment, entered)
+            SELECT customer_id, segment, FALSE FROM segment_memberships
+            WHERE {open_stays} AND NOT EXISTS (
+                SELECT 1 FROM {ASSIGN_TABLE} AS a WHERE a.customer_id = segment_memberships.customer_id
+                AND a.segment = segment_memberships.segment)""")
+        conn.exec_driver_sql(f"""
+            INSERT INTO {MOVES_TABLE} (customer_id, segment, entered)
+            SELECT a.customer_id, a.segment, TRUE FROM {ASSIGN_TABLE} AS a
+            WHERE NOT EXISTS (SELECT 1 FROM segment_memberships
+                              WHERE {open_stays} AND segment_memberships.customer_id = a.customer_id
+                              AND segment_memberships.segment = a.segment)""")
+        moves = conn.execute(text(f"SELECT segment, entered, COUNT(*) FROM {MOVES_TABLE} "
+                                  "GROUP BY segment, entered")).all()
+        step("Recording moves")
+        times = {"as_of": as_of, "now": now}
+        _run(conn, f"""
+            UPDATE segment_memberships SET exited_at = :as_of
+            WHERE {open_stays} AND EXISTS (
+                SELECT 1 FROM {MOVES_TABLE} AS x WHERE NOT x.entered
+                AND x.customer_id = segment_memberships.customer_id
+                AND x.segment = segment_memberships.segment)""", times)
+        _run(conn, f"""
+            INSERT INTO segment_memberships (customer_id, segment, entered_at, reason)
+            SELECT a.customer_id, a.segment, :as_of, a.reason
+            FROM {ASSIGN_TABLE} AS a JOIN {MOVES_TABLE} AS x
+              ON x.entered AND x.customer_id = a.customer_id AND x.segment = a.segment""", times)
+        data = d.json_object(("segment", "segment"))
+        _run(conn, f"""
+            INSERT INTO touchpoints (customer_id, kind, channel, occurred_at, recorded_at, data)
+            SELECT customer_id, CASE WHEN entered THEN 'segment_entered' ELSE 'segment_exited' END,
+                   'system', :as_of, :now, {data}
+            FROM {MOVES_TABLE}""", times)
+    else:
+        moves = conn.execute(_statement(f"""
+            SELECT segment, entered, COUNT(*) FROM (
+                SELECT a.segment, TRUE AS entered FROM {ASSIGN_TABLE} AS a
+                WHERE NOT EXISTS (SELECT 1 FROM segment_memberships AS sm
+                                  WHERE sm.customer_id = a.customer_id AND sm.segment = a.segment
+                                  AND sm.entered_at <= :as_of
+                                  AND (sm.exited_at IS NULL OR sm.exited_at > :as_of))
+                UNION ALL
+                SELECT sm.segment, FALSE FROM segment_memberships AS sm
+                WHERE sm.entered_at <= :as_of AND (sm.exited_at IS NULL OR sm.exited_at > :as_of)
+                AND NOT EXISTS (SELECT 1 FROM {ASSIGN_TABLE} AS a
+                                WHERE a.customer_id = sm.customer_id AND a.segment = sm.segment)
+            ) AS diff GROUP BY segment, entered""", {"as_of": as_of}), {"as_of": as_of}).all()
+    for segment, entered, count in moves:
+        (report.entered if entered else report.exited)[segment] += count
+    _drop(conn, METRICS_TABLE, ASSIGN_TABLE, MOVES_TABLE)
+    log.info("Segments refreshed as of %s for %d customers: %d entries, %d exits%s.",
+             as_of.isoformat(), report.customers, sum(report.entered.values()),
+             sum(report.exited.values()), "" if write else " (report only)")
+    return report
+
+
+def assignments_for(conn: Connection, defs: Definitions, customer_id: int, as_of: datetime,
+                    cutoffs: Cutoffs | None) -> dict[str, dict[str, Any]]:
+    """The segments one customer is in as of ``as_of``: ``{segment: reason}``."""
+    d = Dialect(conn.dialect.name)
+    params = Params({"as_of": as_of, "cid": customer_id})
+    metrics = f"({metrics_sql(d, ':cid')})"
+    sql = assignment_sql(defs, d, as_of, cutoffs, metrics, ":cid", params)
+    rows = _run(conn, sql, params.values).all()
+    return {segment: (json.loads(reason) if isinstance(reason, str) else reason) or {}
+            for _customer, segment, reason in rows}
+
+
+def refresh_customer(conn: Connection, defs: Definitions, customer_id: int, as_of: datetime,
+                     now: datetime) -> tuple[list[str], list[str]]:
+    """Bring one customer's memberships up to date; return ``(entered, exited)`` segments."""
+    _lock(conn, shared=True)
+    if conn.dialect.name == "postgresql":  # one customer refresh at a time per customer
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key, :cid)"),
+                     {"key": LOCK_KEY % 2**31, "cid": customer_id % 2**31})
+    cutoffs = latest_calibration(conn)
+    if cutoffs is None:
+        _drop(conn, METRICS_TABLE)
+        _create_metrics(conn, Dialect(conn.dialect.name), as_of)
+        cutoffs, buyers = calibrate(conn, METRICS_TABLE, defs)
+        _drop(conn, METRICS_TABLE)
+        if cutoffs is not None:
+            conn.execute(SegmentCalibration.__table__.insert().values(
+                as_of=as_of, computed_at=now, customers=buyers, cutoffs=cutoffs.to_json()))
+    wanted = assignments_for(conn, defs, customer_id, as_of, cutoffs)
+    current = set(conn.execute(select(SegmentMembership.segment).where(
+        SegmentMembership.customer_id == customer_id,
+        SegmentMembership.exited_at.is_(None))).scalars())
+    entered = sorted(set(wanted) - current)
+    exited = sorted(current - set(wanted))
+    table = SegmentMembership.__table__
+    if exited:
+        conn.execute(table.update().where(
+            table.c.customer_id == customer_id, table.c.exited_at.is_(None),
+            table.c.segment.in_(exited)).values(exited_at=as_of))
+    if entered:
+        conn.execute(table.insert(), [{"customer_id": customer_id, "segment": s, "entered_at": as_of,
+                                       "reason": wanted[s]} for s in entered])
+    if entered or exited:
+        from lifecycle.models import Touchpoint
+
+        conn.execute(Touchpoint.__table__.insert(), [
+            {"customer_id": customer_id, "kind": kind, "channel": "system", "occurred_at": as_of,
+             "recorded_at": now, "data": {"segment": s}}
+            for kind, names in (("segment_exited", exited), ("segment_entered", entered))
+            for s in names])
+    return entered, exited

@@ -1,0 +1,294 @@
+"""SQL for segments, written once for PostgreSQL and SQLite.
+
+Everything is plain SQL text with bound parameters; the few spots where the
+two dialects differ (date arithmetic, JSON) go through :class:`Dialect`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from lifecycle.segments.definitions import (
+    RFM_PREFIX,
+    All,
+    AnyOf,
+    AttributeCondition,
+    BoughtCondition,
+    Condition,
+    Definitions,
+    MetricCondition,
+    Not,
+    TouchpointCondition,
+)
+
+
+@dataclass
+class Params:
+    """Bound parameters collected while SQL text is built."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, value: Any) -> str:
+        name = f"p{len(self.values)}"
+        self.values[name] = value
+        return f":{name}"
+
+
+@dataclass(frozen=True)
+class Dialect:
+    name: str
+
+    @property
+    def pg(self) -> bool:
+        return self.name == "postgresql"
+
+    def days(self, later: str, earlier: str) -> str:
+        """Fractional days from ``earlier`` to ``later``."""
+        if self.pg:
+            return f"(EXTRACT(EPOCH FROM ({later} - {earlier})) / 86400)"
+        return f"(julianday({later}) - julianday({earlier}))"
+
+    def whole(self, expression: str) -> str:
+        """Whole part of a non-negative number."""
+        return f"FLOOR({expression})" if self.pg else f"CAST({expression} AS INTEGER)"
+
+    def json_object(self, *pairs: tuple[str, str]) -> str:
+        args = ", ".join(f"'{key}', {value}" for key, value in pairs)
+        return f"jsonb_build_object({args})" if self.pg else f"json_object({args})"
+
+    def json_number(self, document: str, key: str) -> str:
+        """The number under ``key`` (a literal key), or NULL if it is not a number."""
+        if self.pg:
+            return (f"(CASE WHEN jsonb_typeof({document} -> '{key}') = 'number' "
+                    f"THEN ({document} ->> '{key}')::numeric END)")
+        return (f"(CASE WHEN json_type({document}, '$.{key}') IN ('integer', 'real') "
+                f"THEN json_extract({document}, '$.{key}') END)")
+
+    def item_field(self, items: str, key: str, value: str) -> str:
+        """True when some line item of ``items`` has ``key`` = ``value``."""
+        if self.pg:
+            return f"EXISTS (SELECT 1 FROM jsonb_array_elements({items}) AS e WHERE e ->> '{key}' = {value})"
+        return (f"EXISTS (SELECT 1 FROM json_each({items}) AS e "
+                f"WHERE json_extract(e.value, '$.{key}') = {value})")
+
+    def attribute_text(self, document: str, name: str) -> str:
+        """An attribute as text (true/false spelled out), NULL when absent or null."""
+        if self.pg:
+            return f"({document} ->> CAST({name} AS TEXT))"
+        path = f"('$.\"' || replace({name}, '\"', '\\\"') || '\"')"
+        return (f"(CASE json_type({document}, {path}) WHEN 'true' THEN 'true' "
+                f"WHEN 'false' THEN 'false' WHEN 'null' THEN NULL "
+                f"ELSE CAST(json_extract({document}, {path}) AS TEXT) END)")
+
+    def attribute_number(self, document: str, name: str) -> str:
+        """An attribute as a number: JSON numbers and texts that spell one; else NULL."""
+        text = self.attribute_text(document, name)
+        if self.pg:
+            return (f"(CASE WHEN {text} ~ '^\\s*-?[0-9]+(\\.[0-9]+)?\\s*$' "
+                    f"THEN ({text})::numeric END)")
+        return (f"(CASE WHEN trim({text}) <> '' AND trim({text}) NOT GLOB '*[^0-9.-]*' "
+                f"AND trim({text}) GLOB '*[0-9]*' THEN CAST({text} AS REAL) END)")
+
+
+@dataclass(frozen=True)
+class Cutoffs:
+    """Quintile cut points (4 each, ascending) and the VIP spend threshold.
+
+    A score is 1 plus the number of cut points a value is strictly above, so
+    a value equal to a cut point scores in the lower quintile.
+    """
+
+    recency: tuple[float, ...]  # on -(days since the last order): higher is better
+    frequency: tuple[float, ...]
+    monetary: tuple[float, ...]
+    vip_spend: float  # VIP when total spend is above this
+
+    def to_json(self) -> dict[str, Any]:
+        return {"recency": list(self.recency), "frequency": list(self.frequency),
+                "monetary": list(self.monetary), "vip_spend": self.vip_spend}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Cutoffs:
+        return cls(tuple(data["recency"]), tuple(data["frequency"]), tuple(data["monetary"]),
+                   float(data["vip_spend"]))
+
+    @staticmethod
+    def positions(n: int) -> list[int]:
+        """1-based ranks (ascending) whose values are the four cut points."""
+        return [max(1, (k * n) // 5) for k in range(1, 5)]
+
+    @staticmethod
+    def vip_position(n: int, top_percent: float) -> int:
+        """1-based rank of the VIP threshold; 0 means everyone qualifies."""
+        return n - math.ceil(n * top_percent / 100)
+
+
+METRIC_COLUMNS = {
+    "order_count": "COALESCE(m.order_count, 0)",
+    "total_spend": "COALESCE(m.total_spend, 0)",
+    "avg_spend": "m.avg_spend",
+    "days_since_last_order": "m.days_since_last",
+    "median_gap_days": "m.median_gap_days",
+    "days_since_first_order": "m.days_since_first",
+}
+
+
+def metrics_sql(d: Dialect, customer: str | None) -> str:
+    """Purchase metrics as of ``:as_of`` for completed orders: one row per buyer.
+
+    ``customer`` restricts to one customer (a parameter placeholder) or None.
+    The median gap is the middle gap (mean of the two middle ones for an even
+    count) in fractional days, rounded to 4 places on both backends.
+    """
+    only = f"AND customer_id = {customer}" if customer else ""
+    gap = d.days("ordered_at", "prev_at")
+    return f"""
+        SELECT agg.customer_id, agg.first_order_at, agg.last_order_at, agg.order_count,
+               agg.total_spend, ROUND(agg.total_spend / agg.order_count, 2) AS avg_spend,
+               {d.whole(d.days(':as_of', 'agg.last_order_at'))} AS days_since_last,
+               {d.whole(d.days(':as_of', 'agg.first_order_at'))} AS days_since_first,
+               ROUND(med.median_gap, 4) AS median_gap_days
+        FROM (SELECT customer_id, MIN(ordered_at) AS first_order_at,
+                     MAX(ordered_at) AS last_order_at, COUNT(*) AS order_count,
+                     SUM(total) AS total_spend
+              FROM orders WHERE status = 'completed' AND ordered_at <= :as_of {only}
+              GROUP BY customer_id) AS agg
+        LEFT JOIN (
+            SELECT customer_id, AVG(gap) AS median_gap FROM (
+                SELECT customer_id, gap,
+                       ROW_NUMBER() OVER (PARTITION BY customer_id ORDER BY gap) AS rn,
+                       COUNT(*) OVER (PARTITION BY customer_id) AS n
+                FROM (SELECT customer_id, {gap} AS gap FROM (
+                        SELECT customer_id, ordered_at,
+                               LAG(ordered_at) OVER (PARTITION BY customer_id
+                                                     ORDER BY ordered_at, id) AS prev_at
+                        FROM orders
+                        WHERE status = 'completed' AND ordered_at <= :as_of {only}) AS o
+                      WHERE prev_at IS NOT NULL) AS gaps) AS ranked
+            WHERE rn IN ((n + 1) / 2, (n + 2) / 2)
+            GROUP BY customer_id) AS med ON med.customer_id = agg.customer_id"""
+
+
+def _score(column: str, cuts: tuple[float, ...], p: Params) -> str:
+    return "(1" + "".join(f" + CASE WHEN {column} > {p.add(c)} THEN 1 ELSE 0 END" for c in cuts) + ")"
+
+
+def _condition(cond: Condition, d: Dialect, p: Params, as_of: datetime) -> str:
+    if isinstance(cond, All):
+        return "(" + " AND ".join(_condition(c, d, p, as_of) for c in cond.parts) + ")"
+    if isinstance(cond, AnyOf):
+        return "(" + " OR ".join(_condition(c, d, p, as_of) for c in cond.parts) + ")"
+    if isinstance(cond, Not):
+        return f"(NOT COALESCE({_condition(cond.part, d, p, as_of)}, FALSE))"
+    if isinstance(cond, MetricCondition):
+        op = "<>" if cond.op == "!=" else cond.op
+        return f"({METRIC_COLUMNS[cond.name]} {op} {p.add(cond.value)})"
+    if isinstance(cond, AttributeCondition):
+        name = p.add(cond.name)
+        if cond.op in ("exists", "missing"):
+            test = "IS NOT NULL" if cond.op == "exists" else "IS NULL"
+            return f"({d.attribute_text('c.attributes', name)} {test})"
+        if cond.op == "in":
+            values = ", ".join(p.add(_text(v)) for v in cond.value)
+            return f"({d.attribute_text('c.attributes', name)} IN ({values}))"
+        if cond.op in ("=", "!="):
+            op = "=" if cond.op == "=" else "<>"
+            return f"({d.attribute_text('c.attributes', name)} {op} {p.add(_text(cond.value))})"
+        return f"({d.attribute_number('c.attributes', name)} {cond.op} {p.add(float(cond.value))})"
+    if isinstance(cond, TouchpointCondition):
+        since = f"AND t.occurred_at > {p.add(as_of - cond.within)}" if cond.within else ""
+        return (f"((SELECT COUNT(*) FROM touchpoints AS t WHERE t.customer_id = c.id "
+                f"AND t.kind = {p.add(cond.kind)} AND t.occurred_at <= :as_of {since}) "
+                f">= {p.add(cond.at_least)})")
+    if isinstance(cond, BoughtCondition):
+        since = f"AND o.ordered_at > {p.add(as_of - cond.within)}" if cond.within else ""
+        return (f"((SELECT COUNT(*) FROM orders AS o WHERE o.customer_id = c.id "
+                f"AND o.status = 'completed' AND o.ordered_at <= :as_of {since} "
+                f"AND {d.item_field('o.items', cond.field, p.add(cond.value))}) "
+                f">= {p.add(cond.at_least)})")
+    raise TypeError(f"unknown condition {cond!r}")
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def assignment_sql(defs: Definitions, d: Dialect, as_of: datetime, cutoffs: Cutoffs | None,
+                   metrics: str, customer: str | None, p: Params) -> str:
+    """``SELECT customer_id, segment, reason`` for every segment each customer is in.
+
+    ``metrics`` is a table name or a parenthesised query giving :func:`metrics_sql`'s
+    columns; ``customer`` restricts to one customer (a placeholder) or None.
+    """
+    only = f"AND id = {customer}" if customer else ""
+    ret = defs.retention
+    adv = defs.advocacy
+    parts: list[str] = []
+
+    # Retention stage: exactly one per customer.
+    own_gap = (f"CASE WHEN m.median_gap_days IS NULL THEN {p.add(ret.first_gap_days)} "
+               f"WHEN m.median_gap_days < {p.add(ret.min_gap_days)} THEN {p.add(ret.min_gap_days)} "
+               f"ELSE m.median_gap_days END")
+    vip = (f"m.total_spend > {p.add(cutoffs.vip_spend)}" if cutoffs else "1 = 0")
+    stage = f"""CASE
+        WHEN m.customer_id IS NULL THEN 'prospect'
+        WHEN m.days_since_last > {p.add(ret.churned_days)} THEN 'churned'
+        WHEN m.days_since_last > {p.add(ret.lapsed_days)} THEN 'lapsed'
+        WHEN m.days_since_last > {p.add(ret.at_risk_factor)} * ({own_gap}) THEN 'at_risk'
+        WHEN {vip} AND m.order_count >= {p.add(ret.vip_min_orders)} THEN 'vip'
+        WHEN m.order_count >= {p.add(ret.loyal_min_orders)} THEN 'loyal'
+        WHEN m.order_count >= 2 THEN 'repeat'
+        ELSE 'new' END"""
+    reason = d.json_object(("orders", "COALESCE(m.order_count, 0)"),
+                           ("days_since_last_order", "m.days_since_last"),
+                           ("median_gap_days", "m.median_gap_days"))
+    parts.append(f"SELECT c.id AS customer_id, {stage} AS segment, {reason} AS reason "
+                 f"FROM c LEFT JOIN {metrics} AS m ON m.customer_id = c.id")
+
+    # RFM: scores against the calibration's cut points, then the first matching rule.
+    if cutoffs is not None:
+        r = _score("(-m.days_since_last)", cutoffs.recency, p)
+        f = _score("m.order_count", cutoffs.frequency, p)
+        mon = _score("m.total_spend", cutoffs.monetary, p)
+        rules = " ".join(
+            f"WHEN s.r BETWEEN {rule.r[0]} AND {rule.r[1]} AND (s.f + s.mon + 1) / 2 "
+            f"BETWEEN {rule.fm[0]} AND {rule.fm[1]} THEN '{RFM_PREFIX}{rule.name}'"
+            for rule in defs.rfm.segments)
+        reason = d.json_object(("r", "s.r"), ("f", "s.f"), ("m", "s.mon"))
+        parts.append(f"SELECT s.customer_id, CASE {rules} END, {reason} FROM "
+                     f"(SELECT m.customer_id, {r} AS r, {f} AS f, {mon} AS mon "
+                     f"FROM {metrics} AS m JOIN c ON c.id = m.customer_id) AS s")
+
+    # Advocacy: the latest NPS answer in its window, reviews and referrals in theirs.
+    score = d.json_number("t.data", "score")
+    since = p.add(as_of - timedelta(days=adv.nps_window_days))
+    parts.append(f"""SELECT customer_id, CASE WHEN score >= 9 THEN 'promoter'
+                         WHEN score >= 7 THEN 'passive' ELSE 'detractor' END,
+                         {d.json_object(('score', 'score'))}
+                     FROM (SELECT t.customer_id, {score} AS score,
+                                  ROW_NUMBER() OVER (PARTITION BY t.customer_id
+                                                     ORDER BY t.occurred_at DESC, t.id DESC) AS rn
+                           FROM touchpoints AS t JOIN c ON c.id = t.customer_id
+                           WHERE t.kind = 'feedback' AND t.occurred_at <= :as_of
+                             AND t.occurred_at > {since} AND {score} IS NOT NULL) AS latest
+                     WHERE rn = 1""")
+    for segment, kind, days in (("reviewer", "review", adv.review_window_days),
+                                ("referrer", "referral", adv.referral_window_days)):
+        parts.append(f"""SELECT c.id, '{segment}', {d.json_object()} FROM c
+                         WHERE EXISTS (SELECT 1 FROM touchpoints AS t WHERE t.customer_id = c.id
+                                       AND t.kind = '{kind}' AND t.occurred_at <= :as_of
+                                       AND t.occurred_at > {p.add(as_of - timedelta(days=days))})""")
+
+    for custom in defs.custom:
+        test = _condition(custom.condition, d, p, as_of)
+        parts.append(f"SELECT c.id, {p.add(custom.name)}, {d.json_object()} FROM c "
+                     f"LEFT JOIN {metrics} AS m ON m.customer_id = c.id WHERE COALESCE({test}, FALSE)")
+
+    body = "\nUNION ALL\n".join(parts)
+    return (f"WITH c AS (SELECT id, attributes FROM customers WHERE created_at <= :as_of {only})\n"
+            f"{body}")
