@@ -42,6 +42,7 @@ def _app() -> App:
         raise Failure(str(exc)) from None
     logging.basicConfig(level=settings.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
     logging.getLogger("dramatiq").setLevel(max(logging.WARNING, logging.getLevelName(settings.log_level)))
     return App(settings)
 
@@ -99,6 +100,9 @@ def config_command() -> None:
         "LIFECYCLE_TIMEZONE": settings.timezone,
         "LIFECYCLE_WORKER_THREADS": settings.worker_threads,
         "LIFECYCLE_TICK_SECONDS": settings.tick_seconds,
+        "LIFECYCLE_FLOWS_DIR": settings.flows_dir,
+        "LIFECYCLE_TEMPLATES_DIR": settings.templates_dir,
+        "LIFECYCLE_SEGMENT_REFRESH_HOURS": settings.segment_refresh_hours,
         "LIFECYCLE_LOG_LEVEL": settings.log_level,
     }
     for setting in SETTINGS:
@@ -286,6 +290,208 @@ def sample_data(customers: int, orders_per_customer: float, years: float, seed: 
     except ValueError as exc:
         raise Failure(f"--until: {exc}") from None
     _load_sample(app, customers, orders_per_customer, years, seed, end, out)
+
+
+# --------------------------------------------------------------------- segments
+
+
+def _definitions(app: App, path: Path | None = None) -> Any:
+    from lifecycle.segments.definitions import load_definitions
+    from lifecycle.yamlfile import InvalidFile
+
+    try:
+        return load_definitions(path or app.settings.segments_file)
+    except InvalidFile as exc:
+        for problem in exc.problems:
+            click.echo(str(problem), err=True)
+        raise SystemExit(1) from None
+
+
+def _as_of(app: App, value: str | None) -> datetime:
+    if value is None:
+        return app.clock.now()
+    try:
+        return parse_instant(value, app.settings.timezone)
+    except ValueError as exc:
+        raise Failure(f"--as-of: {exc}") from None
+
+
+@cli.group()
+def segments() -> None:
+    """Segments from purchase history (defined in LIFECYCLE_FLOWS_DIR/segments.yaml)."""
+
+
+@segments.command("validate")
+@click.argument("path", required=False, type=click.Path(path_type=Path))
+def segments_validate(path: Path | None) -> None:
+    """Check segments.yaml; print each problem as FILE:LINE:COLUMN: message."""
+    app = _app()
+    defs = _definitions(app, path)
+    click.echo(f"{defs.file}: {len(defs.all_names())} segments, no problems.")
+
+
+@segments.command("refresh")
+@click.option("--as-of", "as_of", help="Compute as of this date (ISO 8601); default now.")
+@click.option("--customer", "customer_id", help="Refresh only this customer (their customer_id).")
+def segments_refresh(as_of: str | None, customer_id: str | None) -> None:
+    """Recompute segments: all customers (recalibrating RFM), or one."""
+    from lifecycle.segments.compute import refresh_all, refresh_customer
+
+    app = _ready_app()
+    defs = _definitions(app)
+    moment = _as_of(app, as_of)
+    console = Console()
+    if customer_id is not None:
+        with app.engine.begin() as conn:
+            customer = _customer(conn, customer_id)
+            entered, exited = refresh_customer(conn, defs, customer.id, moment, app.clock.now())
+        console.print(f"Customer {customer_id}: entered {', '.join(entered) or 'nothing'}; "
+                      f"left {', '.join(exited) or 'nothing'}.")
+        return
+    err = _stderr()
+    with err.status("Refreshing segments", spinner="dots") as status:
+        def progress(step: str) -> None:
+            status.update(f"{step}…")
+            if not err.is_terminal:
+                err.print(f"{step}…", highlight=False)
+
+        with app.engine.begin() as conn:
+            report = refresh_all(conn, defs, moment, app.clock.now(), progress=progress)
+    table = Table(title=f"Segments as of {moment:%Y-%m-%d %H:%M} UTC ({report.customers} customers)")
+    table.add_column("family")
+    table.add_column("segment")
+    for column in ("customers", "entered", "left"):
+        table.add_column(column, justify="right")
+    for name in defs.all_names() + sorted(set(report.exited) - set(defs.all_names())):
+        table.add_row(defs.family(name), name, str(report.sizes.get(name, 0)),
+                      str(report.entered.get(name, 0)), str(report.exited.get(name, 0)))
+    console.print(table)
+    if report.note:
+        console.print(report.note)
+
+
+@segments.command("list")
+def segments_list() -> None:
+    """List every segment with its definition and current size."""
+    from sqlalchemy import func, select
+
+    from lifecycle.models import SegmentMembership
+
+    app = _ready_app()
+    defs = _definitions(app)
+    with app.sessions() as session:
+        sizes = dict(session.execute(
+            select(SegmentMembership.segment, func.count())
+            .where(SegmentMembership.exited_at.is_(None))
+            .group_by(SegmentMembership.segment)).all())
+    table = Table(title=f"Segments of {defs.file}")
+    for column in ("family", "segment", "customers", "definition"):
+        table.add_column(column, justify="right" if column == "customers" else "left")
+    for name in defs.all_names():
+        table.add_row(defs.family(name), name, str(sizes.get(name, 0)), _describe(defs, name))
+    Console().print(table)
+
+
+def _describe(defs: Any, name: str) -> str:
+    ret, adv = defs.retention, defs.advocacy
+    text = {
+        "prospect": "no completed order yet",
+        "new": "one completed order",
+        "repeat": "two completed orders or more",
+        "loyal": f"{ret.loyal_min_orders} completed orders or more",
+        "vip": f"top {ret.vip_top_percent:g}% by total spend, {ret.vip_min_orders}+ orders",
+        "at_risk": f"days since last order > {ret.at_risk_factor:g} x own median gap",
+        "lapsed": f"last order more than {ret.lapsed_days} days ago",
+        "churned": f"last order more than {ret.churned_days} days ago",
+        "promoter": f"latest NPS 9-10 within {adv.nps_window_days} days",
+        "passive": f"latest NPS 7-8 within {adv.nps_window_days} days",
+        "detractor": f"latest NPS 0-6 within {adv.nps_window_days} days",
+        "reviewer": f"left a review within {adv.review_window_days} days",
+        "referrer": f"referred someone within {adv.referral_window_days} days",
+    }
+    if name in text:
+        return text[name]
+    if name.startswith("rfm_"):
+        cells = [f"R{r[0]}-{r[1]}/FM{fm[0]}-{fm[1]}" for rule in defs.rfm.segments
+                 if f"rfm_{rule.name}" == name for r, fm in [(rule.r, rule.fm)]]
+        return "RFM " + ", ".join(cells)
+    return next((c.description for c in defs.custom if c.name == name), "")
+
+
+# --------------------------------------------------------------------- customer
+
+
+def _customer(conn: Any, external_id: str) -> Any:
+    from sqlalchemy import select
+
+    from lifecycle.models import Customer
+
+    customer = conn.execute(select(Customer.__table__)
+                            .where(Customer.external_id == external_id)).first()
+    if customer is None:
+        raise Failure(f"no customer with customer_id {external_id!r}.")
+    return customer
+
+
+@cli.group()
+def customer() -> None:
+    """One customer: what we know and why they are in each segment."""
+
+
+@customer.command("show")
+@click.argument("customer_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (keys: see the README).")
+@click.option("--as-of", "as_of", help="As of this date (ISO 8601); default now.")
+def customer_show(customer_id: str, as_json: bool, as_of: str | None) -> None:
+    """Metrics, R/F/M scores, retention stage, advocacy and segments of CUSTOMER_ID."""
+    import json
+
+    from lifecycle.segments.explain import explain
+
+    app = _ready_app()
+    defs = _definitions(app)
+    moment = _as_of(app, as_of)
+    with app.engine.connect() as conn:
+        data = explain(conn, defs, _customer(conn, customer_id), moment)
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    _print_customer(data)
+
+
+def _print_customer(data: dict[str, Any]) -> None:
+    console = Console(highlight=False)
+    m = data["metrics"]
+    title = f"{data['customer_id']}  {data['email'] or ''}  {data['name'] or ''}".strip()
+    console.print(f"[bold]{title}[/bold]  (timezone {data['timezone'] or 'of the shop'})")
+    console.print(f"As of {data['as_of']}")
+    if m["order_count"]:
+        console.print(
+            f"Orders {m['order_count']}, spent {m['total_spend']:.2f} (average {m['avg_spend']:.2f}); "
+            f"first {m['first_order_at'][:10]}, last {m['last_order_at'][:10]} "
+            f"({m['days_since_last_order']} days ago); typical gap "
+            + (f"{m['median_gap_days']:.1f} days" if m["median_gap_days"] is not None else "unknown "
+               "(one order)"))
+    else:
+        console.print("No completed orders.")
+    rfm = data["rfm"]
+    if rfm:
+        console.print(f"RFM: R{rfm['r']} F{rfm['f']} M{rfm['m']} (FM {rfm['fm']}) → {rfm['segment']}"
+                      f"   [dim]cut points of the refresh as of {rfm['calibrated_as_of']}[/dim]")
+    adv = data["advocacy"]
+    nps = f"{adv['nps']} (NPS {adv['nps_score']})" if adv["nps"] else "no recent NPS answer"
+    extras = [label for label in ("reviewer", "referrer") if adv[label]]
+    console.print(f"Retention stage: [bold]{data['retention_stage']}[/bold]   Advocacy: {nps}"
+                  + (f", {', '.join(extras)}" if extras else ""))
+    table = Table("family", "segment", "since", "why")
+    for item in data["segments"]:
+        since = item["since"][:16].replace("T", " ") if item["since"] else "not stored yet"
+        why = ", ".join(f"{k} {v}" for k, v in item["reason"].items() if v is not None)
+        table.add_row(item["family"], item["segment"], since, why)
+    console.print(table)
+    if data["stored_but_no_longer_true"]:
+        console.print("Stored but no longer true (the next refresh closes them): "
+                      + ", ".join(data["stored_but_no_longer_true"]))
 
 
 # -------------------------------------------------------------------- processes

@@ -75,6 +75,13 @@ SETTINGS: tuple[Setting, ...] = (
             "Worker threads per `lifecycle worker` (or `lifecycle run`) process."),
     Setting("LIFECYCLE_TICK_SECONDS", "5",
             "How often the scheduler looks for due work, in seconds."),
+    Setting("LIFECYCLE_FLOWS_DIR", "flows (in the checkout)",
+            "Folder of flow files and segments.yaml."),
+    Setting("LIFECYCLE_TEMPLATES_DIR", "templates/email (in the checkout)",
+            "Folder of email templates, one folder per email."),
+    Setting("LIFECYCLE_SEGMENT_REFRESH_HOURS", "24",
+            "The scheduler runs a full segment refresh (and RFM recalibration) when the last one "
+            "is older than this."),
     Setting("LIFECYCLE_LOG_LEVEL", "INFO",
             "Log level: DEBUG, INFO, WARNING or ERROR."),
 )
@@ -98,6 +105,9 @@ class Settings:
     worker_threads: int = 4
     tick_seconds: float = 5.0
     log_level: str = "INFO"
+    flows_dir: Path = PROJECT_ROOT / "flows"
+    templates_dir: Path = PROJECT_ROOT / "templates" / "email"
+    segment_refresh_hours: float = 24.0
 
     @property
     def is_embedded(self) -> bool:
@@ -105,12 +115,8 @@ class Settings:
         return self.broker_url is None
 
     @property
-    def templates_dir(self) -> Path:
-        return PROJECT_ROOT / "templates" / "email"
-
-    @property
-    def flows_dir(self) -> Path:
-        return PROJECT_ROOT / "flows"
+    def segments_file(self) -> Path:
+        return self.flows_dir / "segments.yaml"
 
 
 def _database_url(raw: str) -> URL:
@@ -145,6 +151,15 @@ def _positive(name: str, raw: str, kind: type[int] | type[float]) -> int | float
     if value <= 0:
         raise ConfigError(f"{name}={raw!r} must be greater than zero.")
     return value
+
+
+def _folder(name: str, raw: str | None, default: Path) -> Path:
+    if raw is None:
+        return default
+    folder = Path(raw).expanduser()
+    if not folder.is_dir():
+        raise ConfigError(f"{name}={raw!r} is not a folder.")
+    return folder
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -228,5 +243,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         tick_seconds=float(_positive("LIFECYCLE_TICK_SECONDS",
                                      get("LIFECYCLE_TICK_SECONDS") or "5", float)),
         log_level=log_level,
+        flows_dir=_folder("LIFECYCLE_FLOWS_DIR", get("LIFECYCLE_FLOWS_DIR"), PROJECT_ROOT / "flows"),
+        templates_dir=_folder("LIFECYCLE_TEMPLATES_DIR", get("LIFECYCLE_TEMPLATES_DIR"),
+                              PROJECT_ROOT / "templates" / "email"),
+        segment_refresh_hours=float(_positive("LIFECYCLE_SEGMENT_REFRESH_HOURS",
+                                              get("LIFECYCLE_SEGMENT_REFRESH_HOURS") or "24", float)),
         **kwargs,  # type: ignore[arg-type]
     )

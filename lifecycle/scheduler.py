@@ -35,8 +35,15 @@ def heartbeat_job(app: App) -> None:
     heartbeat.heartbeat.send(now.isoformat())
 
 
+def segments_job(app: App) -> None:
+    from lifecycle.segments.service import refresh_if_due
+
+    refresh_if_due(app)
+
+
 def default_jobs() -> list[Job]:
-    return [Job("system.heartbeat", 30.0, heartbeat_job)]
+    return [Job("system.heartbeat", 30.0, heartbeat_job),
+            Job("segments.refresh", 300.0, segments_job)]
 
 
 class Scheduler:

@@ -24,7 +24,7 @@ from lifecycle.cli import cli
 from lifecycle.config import load_settings
 from lifecycle.models import ProcessHeartbeat
 from lifecycle.processes import prepare, running_worker
-from lifecycle.scheduler import Scheduler, default_jobs
+from lifecycle.scheduler import Job, Scheduler, heartbeat_job
 from tests.conftest import RABBITMQ_URL, REDIS_URL, require_service
 
 
@@ -58,7 +58,7 @@ def test_a_scheduler_tick_reaches_a_worker_through_the_broker(
     broker = prepare(app)
     try:
         with running_worker(app, broker):
-            assert Scheduler(app, default_jobs()).tick() == 1
+            assert Scheduler(app, [Job("system.heartbeat", 30, heartbeat_job)]).tick() == 1
             beats = wait_for(lambda: {b.split(":")[0] for b in heartbeats(app)} >= {"scheduler",
                                                                                     "worker"})
             assert beats

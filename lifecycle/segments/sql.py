@@ -147,7 +147,7 @@ def metrics_sql(d: Dialect, customer: str | None) -> str:
     gap = d.days("ordered_at", "prev_at")
     return f"""
         SELECT agg.customer_id, agg.first_order_at, agg.last_order_at, agg.order_count,
-               agg.total_spend, ROUND(agg.total_spend / agg.order_count, 2) AS avg_spend,
+               agg.total_spend, ROUND(agg.total_spend * 1.0 / agg.order_count, 2) AS avg_spend,
                {d.whole(d.days(':as_of', 'agg.last_order_at'))} AS days_since_last,
                {d.whole(d.days(':as_of', 'agg.first_order_at'))} AS days_since_first,
                ROUND(med.median_gap, 4) AS median_gap_days
