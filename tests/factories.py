@@ -51,3 +51,44 @@ def orders_csv(path: Path) -> Path:
         ("o3", "c2", "2024-04-02T23:30:00-05:00", "120.00", "USD", "paid", ""),
         ("o4", "c9", "2024-05-05T12:00:00Z", "9.99", "", "", ""),
     ])
+
+
+# ------------------------------------------------------------ database rows
+
+
+def add_customer(conn, external_id: str, created_at, **values):  # type: ignore[no-untyped-def]
+    """Insert a customer; return its id."""
+    from sqlalchemy import insert
+
+    from lifecycle.models import Customer
+
+    row = {"external_id": external_id, "email": f"{external_id}@example.com", "attributes": {},
+           "marketing_consent": True, "created_at": created_at, "updated_at": created_at, **values}
+    return conn.execute(insert(Customer).values(**row).returning(Customer.id)).scalar_one()
+
+
+_orders = iter(range(1, 10**9))
+
+
+def add_order(conn, customer_id: int, ordered_at, total, status: str = "completed",  # type: ignore[no-untyped-def]
+              items=()):
+    from decimal import Decimal
+
+    from sqlalchemy import insert
+
+    from lifecycle.models import Order
+
+    conn.execute(insert(Order).values(
+        external_id=f"o{next(_orders)}", customer_id=customer_id, ordered_at=ordered_at,
+        total=Decimal(str(total)), currency="USD", status=status, items=list(items),
+        created_at=ordered_at, updated_at=ordered_at))
+
+
+def add_touchpoint(conn, customer_id: int, kind: str, occurred_at, **data):  # type: ignore[no-untyped-def]
+    from sqlalchemy import insert
+
+    from lifecycle.models import Touchpoint
+
+    conn.execute(insert(Touchpoint).values(
+        customer_id=customer_id, kind=kind, channel="email", occurred_at=occurred_at,
+        recorded_at=occurred_at, data=data))

@@ -2,8 +2,7 @@
 
 from lifecycle.models.base import Base, UTCDateTime
 from lifecycle.models.customers import Customer, Order, OrderStatus
-from lifecycle.models.journeys import (EnrollmentStatus, FlowEnrollment, SegmentCalibration,
-                                       SegmentMembership)
+from lifecycle.models.journeys import EnrollmentStatus, FlowEnrollment, SegmentCalibration, SegmentMembership
 from lifecycle.models.messages import Message, MessageStatus
 from lifecycle.models.staff import ApiKey, ProcessHeartbeat, StaffRole, StaffUser
 from lifecycle.models.touchpoints import Suppression, SuppressionReason, Touchpoint, email_hash

@@ -1,0 +1,54 @@
+"""The segments and customer commands, end to end on a fresh database."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from lifecycle.cli import cli
+
+README_KEYS = {"customer_id", "email", "name", "timezone", "as_of", "metrics", "rfm",
+               "retention_stage", "advocacy", "segments", "stored_but_no_longer_true",
+               "advocacy_segments"}
+
+
+def run(env: dict[str, str], *args: str) -> str:
+    result = CliRunner().invoke(cli, list(args), env=env)
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def test_refresh_then_show_explains_a_customer(cli_env: dict[str, str]) -> None:
+    run(cli_env, "sample-data", "--customers", "400", "--until", "2026-06-01")
+    table = run(cli_env, "segments", "refresh", "--as-of", "2026-06-01T12:00:00Z")
+    assert "Segments as of 2026-06-01 12:00 UTC (400 customers)" in table
+    assert "rfm_champions" in table and "prospect" in table
+    listing = run(cli_env, "segments", "list")
+    assert "top 5% by total spend" in listing
+    shown = json.loads(run(cli_env, "customer", "show", "C0000002", "--json",
+                           "--as-of", "2026-06-01T12:00:00Z"))
+    assert set(shown) == README_KEYS
+    assert shown["customer_id"] == "C0000002"
+    stage = shown["retention_stage"]
+    stored = {s["segment"]: s for s in shown["segments"]}
+    assert stored[stage]["since"] == "2026-06-01T12:00:00+00:00" and stored[stage]["stored"]
+    if shown["metrics"]["order_count"]:
+        assert shown["rfm"]["segment"] and 1 <= shown["rfm"]["r"] <= 5
+    text = run(cli_env, "customer", "show", "C0000002", "--as-of", "2026-06-01T12:00:00Z")
+    assert f"Retention stage: {stage}" in text
+
+
+def test_refreshing_one_customer_reports_their_moves(cli_env: dict[str, str]) -> None:
+    run(cli_env, "sample-data", "--customers", "50", "--until", "2026-06-01")
+    out = run(cli_env, "segments", "refresh", "--customer", "C0000003",
+              "--as-of", "2026-06-01T12:00:00Z")
+    assert out.startswith("Customer C0000003: entered ")
+    again = run(cli_env, "segments", "refresh", "--customer", "C0000003",
+                "--as-of", "2026-06-01T13:00:00Z")
+    assert again.strip() == "Customer C0000003: entered nothing; left nothing."
+
+
+def test_an_unknown_customer_is_one_clear_error(cli_env: dict[str, str]) -> None:
+    result = CliRunner().invoke(cli, ["customer", "show", "nobody"], env=cli_env)
+    assert result.exit_code == 2 and "no customer with customer_id 'nobody'" in result.stderr
