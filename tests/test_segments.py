@@ -305,7 +305,7 @@ def test_customer_refreshes_after_random_orders_equal_a_full_refresh(
         full = refresh_all(conn, DEFS, end, end, recalibrate=False, write=False)
         assert not full.entered and not full.exited, (full.entered, full.exited)
         stored = {}
-        for cid, segment in open_stays(conn):
+        for _cid, segment in open_stays(conn):
             stored.setdefault(segment, 0)
             stored[segment] += 1
         assert stored == {k: v for k, v in full.sizes.items() if v}

@@ -105,6 +105,8 @@ def calibrate(conn: Connection, metrics: str, defs: Definitions) -> tuple[Cutoff
 
 def _lock(conn: Connection, shared: bool) -> None:
     if conn.dialect.name == "postgresql":
+        # JIT-compiling these wide queries costs seconds and saves nothing here.
+        conn.exec_driver_sql("SET LOCAL jit = off")
         fn = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
         conn.execute(text(f"SELECT {fn}(:key)"), {"key": LOCK_KEY})
 
@@ -191,18 +193,30 @@ def refresh_all(conn: Connection, defs: Definitions, as_of: datetime, now: datet
     if write:
         conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {MOVES_TABLE} (customer_id BIGINT NOT NULL, "
                              f"segment VARCHAR(100) NOT NULL, entered BOOLEAN NOT NULL)")
-        conn.exec_driver_sql(f"""
-            INSERT INTO {MOVES_TABLE} (customer_id, segment, entered)
-            SELECT customer_id, segment, FALSE FROM segment_memberships
-            WHERE {open_stays} AND NOT EXISTS (
-                SELECT 1 FROM {ASSIGN_TABLE} AS a WHERE a.customer_id = segment_memberships.customer_id
-                AND a.segment = segment_memberships.segment)""")
-        conn.exec_driver_sql(f"""
-            INSERT INTO {MOVES_TABLE} (customer_id, segment, entered)
-            SELECT a.customer_id, a.segment, TRUE FROM {ASSIGN_TABLE} AS a
-            WHERE NOT EXISTS (SELECT 1 FROM segment_memberships
-                              WHERE {open_stays} AND segment_memberships.customer_id = a.customer_id
-                              AND segment_memberships.segment = a.segment)""")
+        if d.pg:  # one full join finds both kinds of move
+            conn.exec_driver_sql(f"""
+                INSERT INTO {MOVES_TABLE} (customer_id, segment, entered)
+                SELECT COALESCE(a.customer_id, sm.customer_id), COALESCE(a.segment, sm.segment),
+                       a.customer_id IS NOT NULL
+                FROM {ASSIGN_TABLE} AS a FULL JOIN (
+                    SELECT customer_id, segment FROM segment_memberships WHERE {open_stays}
+                ) AS sm ON sm.customer_id = a.customer_id AND sm.segment = a.segment
+                WHERE a.customer_id IS NULL OR sm.customer_id IS NULL""")
+        else:
+            conn.exec_driver_sql(f"""
+                INSERT INTO {MOVES_TABLE} (customer_id, segment, entered)
+                SELECT customer_id, segment, FALSE FROM segment_memberships
+                WHERE {open_stays} AND NOT EXISTS (
+                    SELECT 1 FROM {ASSIGN_TABLE} AS a
+                    WHERE a.customer_id = segment_memberships.customer_id
+                    AND a.segment = segment_memberships.segment)""")
+            conn.exec_driver_sql(f"""
+                INSERT INTO {MOVES_TABLE} (customer_id, segment, entered)
+                SELECT a.customer_id, a.segment, TRUE FROM {ASSIGN_TABLE} AS a
+                WHERE NOT EXISTS (SELECT 1 FROM segment_memberships
+                                  WHERE {open_stays}
+                                  AND segment_memberships.customer_id = a.customer_id
+                                  AND segment_memberships.segment = a.segment)""")
         moves = conn.execute(text(f"SELECT segment, entered, COUNT(*) FROM {MOVES_TABLE} "
                                   "GROUP BY segment, entered")).all()
         step("Recording moves")

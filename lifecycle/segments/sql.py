@@ -6,6 +6,7 @@ two dialects differ (date arithmetic, JSON) go through :class:`Dialect`.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -67,12 +68,12 @@ class Dialect:
         return (f"(CASE WHEN json_type({document}, '$.{key}') IN ('integer', 'real') "
                 f"THEN json_extract({document}, '$.{key}') END)")
 
-    def item_field(self, items: str, key: str, value: str) -> str:
-        """True when some line item of ``items`` has ``key`` = ``value``."""
-        if self.pg:
-            return f"EXISTS (SELECT 1 FROM jsonb_array_elements({items}) AS e WHERE e ->> '{key}' = {value})"
+    def item_field(self, items: str, key: str, value: str, p: Params) -> str:
+        """True when some line item of ``items`` has ``key`` = ``value`` (a text)."""
+        if self.pg:  # containment: no set-returning function per order
+            return f"({items} @> CAST({p.add(json.dumps([{key: value}]))} AS JSONB))"
         return (f"EXISTS (SELECT 1 FROM json_each({items}) AS e "
-                f"WHERE json_extract(e.value, '$.{key}') = {value})")
+                f"WHERE json_extract(e.value, '$.{key}') = {p.add(value)})")
 
     def attribute_text(self, document: str, name: str) -> str:
         """An attribute as text (true/false spelled out), NULL when absent or null."""
@@ -144,6 +145,25 @@ def metrics_sql(d: Dialect, customer: str | None) -> str:
     count) in fractional days, rounded to 4 places on both backends.
     """
     only = f"AND customer_id = {customer}" if customer else ""
+    if d.pg:
+        # One pass: the gap to the previous order by window, the median by an
+        # ordered-set aggregate (NULL gaps of first orders are ignored). Orders
+        # at the same instant give a zero gap whichever comes first.
+        return f"""
+        SELECT customer_id, first_order_at, last_order_at, order_count, total_spend,
+               ROUND(total_spend / order_count, 2) AS avg_spend,
+               {d.whole(d.days(':as_of', 'last_order_at'))} AS days_since_last,
+               {d.whole(d.days(':as_of', 'first_order_at'))} AS days_since_first,
+               ROUND(median_gap::numeric, 4) AS median_gap_days
+        FROM (SELECT customer_id, MIN(ordered_at) AS first_order_at,
+                     MAX(ordered_at) AS last_order_at, COUNT(*) AS order_count,
+                     SUM(total) AS total_spend,
+                     percentile_cont(0.5) WITHIN GROUP (ORDER BY gap) AS median_gap
+              FROM (SELECT customer_id, ordered_at, total,
+                           EXTRACT(EPOCH FROM ordered_at - LAG(ordered_at) OVER (
+                               PARTITION BY customer_id ORDER BY ordered_at)) / 86400 AS gap
+                    FROM orders WHERE status = 'completed' AND ordered_at <= :as_of {only}) AS o
+              GROUP BY customer_id) AS agg"""
     gap = d.days("ordered_at", "prev_at")
     return f"""
         SELECT agg.customer_id, agg.first_order_at, agg.last_order_at, agg.order_count,
@@ -198,17 +218,19 @@ def _condition(cond: Condition, d: Dialect, p: Params, as_of: datetime) -> str:
             op = "=" if cond.op == "=" else "<>"
             return f"({d.attribute_text('c.attributes', name)} {op} {p.add(_text(cond.value))})"
         return f"({d.attribute_number('c.attributes', name)} {cond.op} {p.add(float(cond.value))})"
+    # Uncorrelated IN (…) lets the database build one hashed set per condition
+    # instead of probing per customer, also under NOT and OR.
     if isinstance(cond, TouchpointCondition):
         since = f"AND t.occurred_at > {p.add(as_of - cond.within)}" if cond.within else ""
-        return (f"((SELECT COUNT(*) FROM touchpoints AS t WHERE t.customer_id = c.id "
-                f"AND t.kind = {p.add(cond.kind)} AND t.occurred_at <= :as_of {since}) "
-                f">= {p.add(cond.at_least)})")
+        return (f"(c.id IN (SELECT t.customer_id FROM touchpoints AS t "
+                f"WHERE t.kind = {p.add(cond.kind)} AND t.occurred_at <= :as_of {since} "
+                f"GROUP BY t.customer_id HAVING COUNT(*) >= {p.add(cond.at_least)}))")
     if isinstance(cond, BoughtCondition):
         since = f"AND o.ordered_at > {p.add(as_of - cond.within)}" if cond.within else ""
-        return (f"((SELECT COUNT(*) FROM orders AS o WHERE o.customer_id = c.id "
-                f"AND o.status = 'completed' AND o.ordered_at <= :as_of {since} "
-                f"AND {d.item_field('o.items', cond.field, p.add(cond.value))}) "
-                f">= {p.add(cond.at_least)})")
+        return (f"(c.id IN (SELECT o.customer_id FROM orders AS o "
+                f"WHERE o.status = 'completed' AND o.ordered_at <= :as_of {since} "
+                f"AND {d.item_field('o.items', cond.field, cond.value, p)} "
+                f"GROUP BY o.customer_id HAVING COUNT(*) >= {p.add(cond.at_least)}))")
     raise TypeError(f"unknown condition {cond!r}")
 
 
