@@ -26,7 +26,6 @@ import statistics
 import time
 from dataclasses import replace
 from datetime import datetime, timedelta
-from pathlib import Path
 
 from sqlalchemy import text
 from sqlalchemy.engine import make_url

@@ -52,3 +52,35 @@ def test_refreshing_one_customer_reports_their_moves(cli_env: dict[str, str]) ->
 def test_an_unknown_customer_is_one_clear_error(cli_env: dict[str, str]) -> None:
     result = CliRunner().invoke(cli, ["customer", "show", "nobody"], env=cli_env)
     assert result.exit_code == 2 and "no customer with customer_id 'nobody'" in result.stderr
+
+
+def test_the_scheduler_refreshes_segments_when_the_last_refresh_is_old(
+        fresh_database_url: str) -> None:
+    from dataclasses import replace
+    from datetime import datetime, timedelta
+
+    from sqlalchemy.engine import make_url
+
+    from lifecycle.app import App
+    from lifecycle.clock import ManualClock
+    from lifecycle.config import load_settings
+    from lifecycle.imports import import_rows
+    from lifecycle.sample import SampleShop, ShopShape
+    from lifecycle.segments.service import refresh_if_due
+    from lifecycle.timeutil import UTC
+
+    clock = ManualClock(datetime(2026, 3, 1, 6, tzinfo=UTC))
+    app = App(replace(load_settings({}), database_url=make_url(fresh_database_url),
+                      segment_refresh_hours=24), clock=clock)
+    shop = SampleShop(ShopShape(customers=60), until=clock.now())
+    with app.engine.begin() as conn:
+        import_rows(conn, "customers", shop.customers())
+        import_rows(conn, "orders", shop.orders())
+    first = refresh_if_due(app)
+    assert first is not None and first.written and sum(first.entered.values()) > 60
+    clock.advance(timedelta(hours=23))
+    assert refresh_if_due(app) is None
+    clock.advance(timedelta(hours=2))
+    later = refresh_if_due(app)
+    assert later is not None and later.as_of == clock.now()
+    app.close()

@@ -34,14 +34,24 @@ from sqlalchemy.sql.elements import TextClause
 
 from lifecycle.models import SegmentCalibration, SegmentMembership
 from lifecycle.models.base import UTCDateTime
-from lifecycle.segments.definitions import Definitions
-from lifecycle.segments.sql import Cutoffs, Dialect, Params, assignment_sql, metrics_sql
+from lifecycle.segments.definitions import STAGES, Definitions
+from lifecycle.segments.sql import (
+    Cutoffs,
+    Dialect,
+    Params,
+    assignment_sql,
+    metrics_sql,
+    rfm_reason,
+    stage_reason,
+)
 
 log = logging.getLogger(__name__)
 
 METRICS_TABLE = "lc_seg_metrics"
 ASSIGN_TABLE = "lc_seg_assign"
 MOVES_TABLE = "lc_seg_moves"
+#: PostgreSQL work_mem for the full refresh's own transaction (sorts of every order).
+FULL_REFRESH_WORK_MEM = "256MB"
 #: Advisory lock key (PostgreSQL): full refreshes exclusive, customer refreshes shared.
 LOCK_KEY = 7_414_001
 
@@ -107,6 +117,8 @@ def _lock(conn: Connection, shared: bool) -> None:
     if conn.dialect.name == "postgresql":
         # JIT-compiling these wide queries costs seconds and saves nothing here.
         conn.exec_driver_sql("SET LOCAL jit = off")
+        if not shared:  # a full refresh sorts and hashes every order and customer in memory
+            conn.exec_driver_sql(f"SET LOCAL work_mem = '{FULL_REFRESH_WORK_MEM}'")
         fn = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
         conn.execute(text(f"SELECT {fn}(:key)"), {"key": LOCK_KEY})
 
@@ -173,15 +185,19 @@ def refresh_all(conn: Connection, defs: Definitions, as_of: datetime, now: datet
 
     step("Assigning segments")
     params = Params({"as_of": as_of})
-    select_sql = assignment_sql(defs, d, as_of, cutoffs, METRICS_TABLE, None, params)
+    select_sql = assignment_sql(defs, d, as_of, cutoffs, METRICS_TABLE, None, params,
+                                reasons=False)
     reason_type = "JSONB" if d.pg else "JSON"
     conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {ASSIGN_TABLE} (customer_id BIGINT NOT NULL, "
-                         f"segment VARCHAR(100) NOT NULL, reason {reason_type})")
-    _run(conn, f"INSERT INTO {ASSIGN_TABLE} (customer_id, segment, reason) {select_sql}",
+                         f"segment VARCHAR(100) NOT NULL, reason {reason_type}, r INTEGER, "
+                         f"f INTEGER, m INTEGER)")
+    _run(conn, f"INSERT INTO {ASSIGN_TABLE} (customer_id, segment, reason, r, f, m) {select_sql}",
          params.values)
-    conn.exec_driver_sql(f"CREATE INDEX {ASSIGN_TABLE}_ix ON {ASSIGN_TABLE} (customer_id, segment)")
-    if d.pg:
+    if d.pg:  # moves are found by one hash join: statistics, no index
         conn.exec_driver_sql(f"ANALYZE {ASSIGN_TABLE}")
+    else:
+        conn.exec_driver_sql(f"CREATE INDEX {ASSIGN_TABLE}_ix ON {ASSIGN_TABLE} "
+                             "(customer_id, segment)")
     report.sizes = Counter({segment: n for segment, n in conn.execute(text(
         f"SELECT segment, COUNT(*) FROM {ASSIGN_TABLE} GROUP BY segment"))})
     report.customers = conn.execute(text(
@@ -227,11 +243,17 @@ def refresh_all(conn: Connection, defs: Definitions, as_of: datetime, now: datet
                 SELECT 1 FROM {MOVES_TABLE} AS x WHERE NOT x.entered
                 AND x.customer_id = segment_memberships.customer_id
                 AND x.segment = segment_memberships.segment)""", times)
+        stages = ", ".join(f"'{stage}'" for stage in STAGES)
         _run(conn, f"""
             INSERT INTO segment_memberships (customer_id, segment, entered_at, reason)
-            SELECT a.customer_id, a.segment, :as_of, a.reason
+            SELECT a.customer_id, a.segment, :as_of,
+                   CASE WHEN a.reason IS NOT NULL THEN a.reason
+                        WHEN a.r IS NOT NULL THEN {rfm_reason(d)}
+                        WHEN a.segment IN ({stages}) THEN {stage_reason(d)}
+                        ELSE {d.json_object()} END
             FROM {ASSIGN_TABLE} AS a JOIN {MOVES_TABLE} AS x
-              ON x.entered AND x.customer_id = a.customer_id AND x.segment = a.segment""", times)
+              ON x.entered AND x.customer_id = a.customer_id AND x.segment = a.segment
+            LEFT JOIN {METRICS_TABLE} AS m ON m.customer_id = a.customer_id""", times)
         data = d.json_object(("segment", "segment"))
         _run(conn, f"""
             INSERT INTO touchpoints (customer_id, kind, channel, occurred_at, recorded_at, data)
@@ -269,8 +291,8 @@ def assignments_for(conn: Connection, defs: Definitions, customer_id: int, as_of
     metrics = f"({metrics_sql(d, ':cid')})"
     sql = assignment_sql(defs, d, as_of, cutoffs, metrics, ":cid", params)
     rows = _run(conn, sql, params.values).all()
-    return {segment: (json.loads(reason) if isinstance(reason, str) else reason) or {}
-            for _customer, segment, reason in rows}
+    return {row.segment: (json.loads(row.reason) if isinstance(row.reason, str) else row.reason)
+            or {} for row in rows}
 
 
 def refresh_customer(conn: Connection, defs: Definitions, customer_id: int, as_of: datetime,

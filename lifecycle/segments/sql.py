@@ -10,6 +10,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from lifecycle.segments.definitions import (
@@ -192,17 +193,23 @@ def metrics_sql(d: Dialect, customer: str | None) -> str:
             GROUP BY customer_id) AS med ON med.customer_id = agg.customer_id"""
 
 
-def _score(column: str, cuts: tuple[float, ...], p: Params) -> str:
-    return "(1" + "".join(f" + CASE WHEN {column} > {p.add(c)} THEN 1 ELSE 0 END" for c in cuts) + ")"
+def _score(d: Dialect, column: str, cuts: tuple[float, ...], p: Params) -> str:
+    # On PostgreSQL whole cut points bind as integers and the rest as decimals,
+    # so that the comparison runs in the column's own type (no cast per row).
+    values = [int(c) if float(c).is_integer() else (Decimal(str(c)) if d.pg else c)
+              for c in cuts]
+    return "(1" + "".join(f" + CASE WHEN {column} > {p.add(v)} THEN 1 ELSE 0 END"
+                          for v in values) + ")"
 
 
-def _condition(cond: Condition, d: Dialect, p: Params, as_of: datetime) -> str:
+def _condition(cond: Condition, d: Dialect, p: Params, as_of: datetime,
+               customer: str | None) -> str:
     if isinstance(cond, All):
-        return "(" + " AND ".join(_condition(c, d, p, as_of) for c in cond.parts) + ")"
+        return "(" + " AND ".join(_condition(c, d, p, as_of, customer) for c in cond.parts) + ")"
     if isinstance(cond, AnyOf):
-        return "(" + " OR ".join(_condition(c, d, p, as_of) for c in cond.parts) + ")"
+        return "(" + " OR ".join(_condition(c, d, p, as_of, customer) for c in cond.parts) + ")"
     if isinstance(cond, Not):
-        return f"(NOT COALESCE({_condition(cond.part, d, p, as_of)}, FALSE))"
+        return f"(NOT COALESCE({_condition(cond.part, d, p, as_of, customer)}, FALSE))"
     if isinstance(cond, MetricCondition):
         op = "<>" if cond.op == "!=" else cond.op
         return f"({METRIC_COLUMNS[cond.name]} {op} {p.add(cond.value)})"
@@ -219,16 +226,19 @@ def _condition(cond: Condition, d: Dialect, p: Params, as_of: datetime) -> str:
             return f"({d.attribute_text('c.attributes', name)} {op} {p.add(_text(cond.value))})"
         return f"({d.attribute_number('c.attributes', name)} {cond.op} {p.add(float(cond.value))})"
     # Uncorrelated IN (…) lets the database build one hashed set per condition
-    # instead of probing per customer, also under NOT and OR.
+    # instead of probing per customer, also under NOT and OR; for one customer
+    # the set is restricted to them so that their index rows are all it reads.
     if isinstance(cond, TouchpointCondition):
         since = f"AND t.occurred_at > {p.add(as_of - cond.within)}" if cond.within else ""
+        only = f"AND t.customer_id = {customer}" if customer else ""
         return (f"(c.id IN (SELECT t.customer_id FROM touchpoints AS t "
-                f"WHERE t.kind = {p.add(cond.kind)} AND t.occurred_at <= :as_of {since} "
+                f"WHERE t.kind = {p.add(cond.kind)} AND t.occurred_at <= :as_of {since} {only} "
                 f"GROUP BY t.customer_id HAVING COUNT(*) >= {p.add(cond.at_least)}))")
     if isinstance(cond, BoughtCondition):
         since = f"AND o.ordered_at > {p.add(as_of - cond.within)}" if cond.within else ""
+        only = f"AND o.customer_id = {customer}" if customer else ""
         return (f"(c.id IN (SELECT o.customer_id FROM orders AS o "
-                f"WHERE o.status = 'completed' AND o.ordered_at <= :as_of {since} "
+                f"WHERE o.status = 'completed' AND o.ordered_at <= :as_of {since} {only} "
                 f"AND {d.item_field('o.items', cond.field, cond.value, p)} "
                 f"GROUP BY o.customer_id HAVING COUNT(*) >= {p.add(cond.at_least)}))")
     raise TypeError(f"unknown condition {cond!r}")
@@ -240,12 +250,26 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+def stage_reason(d: Dialect, m: str = "m") -> str:
+    """Why a customer has their retention stage, from a metrics row aliased ``m``."""
+    return d.json_object(("orders", f"COALESCE({m}.order_count, 0)"),
+                         ("days_since_last_order", f"{m}.days_since_last"),
+                         ("median_gap_days", f"{m}.median_gap_days"))
+
+
+def rfm_reason(d: Dialect, a: str = "a") -> str:
+    return d.json_object(("r", f"{a}.r"), ("f", f"{a}.f"), ("m", f"{a}.m"))
+
+
 def assignment_sql(defs: Definitions, d: Dialect, as_of: datetime, cutoffs: Cutoffs | None,
-                   metrics: str, customer: str | None, p: Params) -> str:
-    """``SELECT customer_id, segment, reason`` for every segment each customer is in.
+                   metrics: str, customer: str | None, p: Params, reasons: bool = True) -> str:
+    """``SELECT customer_id, segment, reason, r, f, m`` for every segment each customer is in.
 
     ``metrics`` is a table name or a parenthesised query giving :func:`metrics_sql`'s
     columns; ``customer`` restricts to one customer (a placeholder) or None.
+    Without ``reasons`` the stage and RFM rows carry no JSON reason (a full
+    refresh builds it later for the few rows that enter); RFM rows always
+    carry their scores in ``r``, ``f`` and ``m``.
     """
     only = f"AND id = {customer}" if customer else ""
     ret = defs.retention
@@ -266,49 +290,51 @@ def assignment_sql(defs: Definitions, d: Dialect, as_of: datetime, cutoffs: Cuto
         WHEN m.order_count >= {p.add(ret.loyal_min_orders)} THEN 'loyal'
         WHEN m.order_count >= 2 THEN 'repeat'
         ELSE 'new' END"""
-    reason = d.json_object(("orders", "COALESCE(m.order_count, 0)"),
-                           ("days_since_last_order", "m.days_since_last"),
-                           ("median_gap_days", "m.median_gap_days"))
-    parts.append(f"SELECT c.id AS customer_id, {stage} AS segment, {reason} AS reason "
-                 f"FROM c LEFT JOIN {metrics} AS m ON m.customer_id = c.id")
+    none = "CAST(NULL AS JSONB)" if d.pg else "NULL"
+    nulls = "CAST(NULL AS INTEGER), CAST(NULL AS INTEGER), CAST(NULL AS INTEGER)"
+    reason = stage_reason(d) if reasons else none
+    parts.append(f"SELECT c.id AS customer_id, {stage} AS segment, {reason} AS reason, "
+                 f"{nulls} FROM c LEFT JOIN {metrics} AS m ON m.customer_id = c.id")
 
     # RFM: scores against the calibration's cut points, then the first matching rule.
     if cutoffs is not None:
-        r = _score("(-m.days_since_last)", cutoffs.recency, p)
-        f = _score("m.order_count", cutoffs.frequency, p)
-        mon = _score("m.total_spend", cutoffs.monetary, p)
+        r = _score(d, "(-m.days_since_last)", cutoffs.recency, p)
+        f = _score(d, "m.order_count", cutoffs.frequency, p)
+        mon = _score(d, "m.total_spend", cutoffs.monetary, p)
         rules = " ".join(
-            f"WHEN s.r BETWEEN {rule.r[0]} AND {rule.r[1]} AND (s.f + s.mon + 1) / 2 "
-            f"BETWEEN {rule.fm[0]} AND {rule.fm[1]} THEN '{RFM_PREFIX}{rule.name}'"
+            f"WHEN s.r BETWEEN {rule.r[0]} AND {rule.r[1]} "
+            f"AND s.fm BETWEEN {rule.fm[0]} AND {rule.fm[1]} THEN '{RFM_PREFIX}{rule.name}'"
             for rule in defs.rfm.segments)
-        reason = d.json_object(("r", "s.r"), ("f", "s.f"), ("m", "s.mon"))
-        parts.append(f"SELECT s.customer_id, CASE {rules} END, {reason} FROM "
+        reason = d.json_object(("r", "s.r"), ("f", "s.f"), ("m", "s.mon")) if reasons else none
+        parts.append(f"SELECT s.customer_id, CASE {rules} END, {reason}, s.r, s.f, s.mon FROM "
+                     f"(SELECT customer_id, r, f, mon, (f + mon + 1) / 2 AS fm FROM "
                      f"(SELECT m.customer_id, {r} AS r, {f} AS f, {mon} AS mon "
-                     f"FROM {metrics} AS m JOIN c ON c.id = m.customer_id) AS s")
+                     f"FROM {metrics} AS m JOIN c ON c.id = m.customer_id) AS scored) AS s")
 
     # Advocacy: the latest NPS answer in its window, reviews and referrals in theirs.
     score = d.json_number("t.data", "score")
+    tp_only = f"AND t.customer_id = {customer}" if customer else ""
     since = p.add(as_of - timedelta(days=adv.nps_window_days))
     parts.append(f"""SELECT customer_id, CASE WHEN score >= 9 THEN 'promoter'
                          WHEN score >= 7 THEN 'passive' ELSE 'detractor' END,
-                         {d.json_object(('score', 'score'))}
+                         {d.json_object(('score', 'score'))}, {nulls}
                      FROM (SELECT t.customer_id, {score} AS score,
                                   ROW_NUMBER() OVER (PARTITION BY t.customer_id
                                                      ORDER BY t.occurred_at DESC, t.id DESC) AS rn
                            FROM touchpoints AS t JOIN c ON c.id = t.customer_id
-                           WHERE t.kind = 'feedback' AND t.occurred_at <= :as_of
+                           WHERE t.kind = 'feedback' AND t.occurred_at <= :as_of {tp_only}
                              AND t.occurred_at > {since} AND {score} IS NOT NULL) AS latest
                      WHERE rn = 1""")
     for segment, kind, days in (("reviewer", "review", adv.review_window_days),
                                 ("referrer", "referral", adv.referral_window_days)):
-        parts.append(f"""SELECT c.id, '{segment}', {d.json_object()} FROM c
+        parts.append(f"""SELECT c.id, '{segment}', {d.json_object()}, {nulls} FROM c
                          WHERE EXISTS (SELECT 1 FROM touchpoints AS t WHERE t.customer_id = c.id
                                        AND t.kind = '{kind}' AND t.occurred_at <= :as_of
                                        AND t.occurred_at > {p.add(as_of - timedelta(days=days))})""")
 
     for custom in defs.custom:
-        test = _condition(custom.condition, d, p, as_of)
-        parts.append(f"SELECT c.id, {p.add(custom.name)}, {d.json_object()} FROM c "
+        test = _condition(custom.condition, d, p, as_of, customer)
+        parts.append(f"SELECT c.id, {p.add(custom.name)}, {d.json_object()}, {nulls} FROM c "
                      f"LEFT JOIN {metrics} AS m ON m.customer_id = c.id WHERE COALESCE({test}, FALSE)")
 
     body = "\nUNION ALL\n".join(parts)
