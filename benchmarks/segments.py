@@ -121,7 +121,7 @@ def main() -> None:
     moment = as_of + timedelta(days=1, hours=1)
     timings = []
     for cid in picked:
-        def one() -> None:
+        def one(cid: int = cid) -> None:
             with engine.begin() as conn:
                 refresh_customer(conn, defs, cid, moment, moment)
         timings.append(seconds(one) * 1000)

@@ -52,6 +52,8 @@ ASSIGN_TABLE = "lc_seg_assign"
 MOVES_TABLE = "lc_seg_moves"
 #: PostgreSQL work_mem for the full refresh's own transaction (sorts of every order).
 FULL_REFRESH_WORK_MEM = "256MB"
+#: After this many moves a full refresh refreshes the planner's statistics.
+ANALYZE_AFTER_MOVES = 50_000
 #: Advisory lock key (PostgreSQL): full refreshes exclusive, customer refreshes shared.
 LOCK_KEY = 7_414_001
 
@@ -260,6 +262,10 @@ def refresh_all(conn: Connection, defs: Definitions, as_of: datetime, now: datet
             SELECT customer_id, CASE WHEN entered THEN 'segment_entered' ELSE 'segment_exited' END,
                    'system', :as_of, :now, {data}
             FROM {MOVES_TABLE}""", times)
+        moved = sum(count for _segment, _entered, count in moves)
+        if d.pg and moved > ANALYZE_AFTER_MOVES:  # keep plans good for the next refresh
+            conn.exec_driver_sql("ANALYZE segment_memberships")
+            conn.exec_driver_sql("ANALYZE touchpoints")
     else:
         moves = conn.execute(_statement(f"""
             SELECT segment, entered, COUNT(*) FROM (

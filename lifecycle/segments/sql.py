@@ -329,7 +329,7 @@ def assignment_sql(defs: Definitions, d: Dialect, as_of: datetime, cutoffs: Cuto
                                 ("referrer", "referral", adv.referral_window_days)):
         parts.append(f"""SELECT c.id, '{segment}', {d.json_object()}, {nulls} FROM c
                          WHERE EXISTS (SELECT 1 FROM touchpoints AS t WHERE t.customer_id = c.id
-                                       AND t.kind = '{kind}' AND t.occurred_at <= :as_of
+                                       AND t.kind = '{kind}' AND t.occurred_at <= :as_of {tp_only}
                                        AND t.occurred_at > {p.add(as_of - timedelta(days=days))})""")
 
     for custom in defs.custom:
