@@ -418,6 +418,57 @@ def _describe(defs: Any, name: str) -> str:
     return next((c.description for c in defs.custom if c.name == name), "")
 
 
+# ------------------------------------------------------------------------ flows
+
+
+@cli.group()
+def flows() -> None:
+    """Flows: the journeys in LIFECYCLE_FLOWS_DIR/*.yaml."""
+
+
+@flows.command("validate")
+@click.argument("path", required=False, type=click.Path(exists=True, path_type=Path))
+def flows_validate(path: Path | None) -> None:
+    """Check flow files (a file or a folder; default LIFECYCLE_FLOWS_DIR) and segments.yaml.
+
+    Prints every problem as FILE:LINE:COLUMN: message and exits with status 1 if
+    there is any.
+    """
+    from lifecycle.flows.definitions import Context, load_flow, load_folder
+    from lifecycle.segments.definitions import load_definitions
+    from lifecycle.yamlfile import InvalidFile
+
+    app = _app()
+    folder = path if path is None or path.is_dir() else path.parent
+    folder = folder or app.settings.flows_dir
+    problems = []
+    segments_file = folder / "segments.yaml"
+    if not segments_file.is_file():
+        segments_file = app.settings.segments_file
+    try:
+        segment_names = set(load_definitions(segments_file).all_names())
+    except InvalidFile as exc:
+        problems.extend(exc.problems)
+        segment_names = set()
+    context = Context.from_folders(app.settings.templates_dir, segment_names)
+    if path is not None and path.is_file():
+        names: list[str] = []
+        if path.name != "segments.yaml":
+            try:
+                names.append(load_flow(path, context).name)
+            except InvalidFile as exc:
+                problems.extend(exc.problems)
+    else:
+        catalogue = load_folder(folder, context)
+        problems.extend(catalogue.problems)
+        names = sorted(catalogue.flows)
+    for problem in problems:
+        click.echo(str(problem), err=True)
+    if problems:
+        raise SystemExit(1)
+    click.echo(f"{len(names)} flows without problems: {', '.join(names) or '-'}.")
+
+
 # --------------------------------------------------------------------- customer
 
 

@@ -25,3 +25,24 @@ def parse_duration(text: object) -> relativedelta:
     if amount == 0:
         raise ValueError(f"{text!r} is zero; a duration must be positive")
     return relativedelta(**{unit + "s": amount})
+
+
+_BUSINESS = re.compile(r"^\s*(\d{1,3})\s*business\s+days?\s*$", re.IGNORECASE)
+_CLOCK = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+def parse_business_days(text: object) -> int | None:
+    """``2 business days`` → 2; None if ``text`` is not of that form."""
+    if not isinstance(text, str):
+        return None
+    match = _BUSINESS.match(text)
+    return int(match.group(1)) if match else None
+
+
+def parse_clock(text: object) -> tuple[int, int]:
+    """``09:30`` → (9, 30); ValueError otherwise."""
+    match = _CLOCK.match(text.strip()) if isinstance(text, str) else None
+    if not match:
+        raise ValueError(f"{text!r} is not a time of day such as '09:30'")
+    return int(match.group(1)), int(match.group(2))

@@ -1,0 +1,1 @@
+"""Flows: declarative journeys written by CRM managers in ``flows/*.yaml``."""
