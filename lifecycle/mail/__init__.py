@@ -1,0 +1,1 @@
+"""Email: rendering templates, building messages, transports."""

@@ -1,0 +1,115 @@
+"""Rendering the email templates that CRM managers edit: untrusted input.
+
+Each email is a folder ``templates/email/<name>/`` with ``subject.txt``,
+``body.txt`` and ``body.html`` (which may extend ``_base/body.html``).  They
+render in a sandboxed, immutable Jinja2 environment: no attribute access to
+internals, no mutation of the context, HTML autoescaped, and any undefined
+variable is an error.  Every failure becomes a :class:`TemplateError` naming
+the file and line.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+
+_SPACE = re.compile(r"\s+")
+MAX_SUBJECT = 255
+
+
+class TemplateError(ValueError):
+    """A template that cannot render; ``str()`` is ``FILE:LINE: message``."""
+
+    def __init__(self, file: str, line: int | None, message: str) -> None:
+        self.file = file
+        self.line = line
+        self.message = message
+        super().__init__(f"{file}:{line}: {message}" if line else f"{file}: {message}")
+
+
+@dataclass(frozen=True)
+class Rendered:
+    template: str
+    subject: str
+    text: str | None
+    html: str | None
+
+
+class Renderer:
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.env = ImmutableSandboxedEnvironment(
+            loader=jinja2.FileSystemLoader(str(folder)),
+            autoescape=jinja2.select_autoescape(enabled_extensions=("html",),
+                                                default_for_string=False),
+            undefined=jinja2.StrictUndefined,
+            keep_trailing_newline=True,
+            trim_blocks=False,
+        )
+
+    def exists(self, name: str) -> bool:
+        folder = self.folder / name
+        return (not name.startswith("_") and (folder / "subject.txt").is_file()
+                and ((folder / "body.txt").is_file() or (folder / "body.html").is_file()))
+
+    def _render(self, path: str, context: dict[str, Any]) -> str:
+        try:
+            return self.env.get_template(path).render(context)
+        except jinja2.TemplateSyntaxError as exc:
+            raise TemplateError(exc.name or path, exc.lineno, exc.message or "syntax error") \
+                from None
+        except jinja2.TemplateNotFound as exc:
+            raise TemplateError(path, None, f"template {exc.name!r} not found") from None
+        except (jinja2.UndefinedError, SecurityError, TypeError, ValueError, ArithmeticError,
+                LookupError) as exc:
+            file, line = _template_position(path)
+            raise TemplateError(file, line, _describe(exc)) from None
+
+    def render(self, name: str, context: dict[str, Any]) -> Rendered:
+        """Render subject, text and HTML of email ``name`` (TemplateError on failure)."""
+        if not self.exists(name):
+            raise TemplateError(f"{name}/", None, "no such email: it needs subject.txt and "
+                                                  "body.txt or body.html")
+        subject = _SPACE.sub(" ", self._render(f"{name}/subject.txt", context)).strip()
+        if not subject:
+            raise TemplateError(f"{name}/subject.txt", 1, "the subject is empty")
+        if len(subject) > MAX_SUBJECT:
+            raise TemplateError(f"{name}/subject.txt", 1,
+                                f"the subject is {len(subject)} characters; at most {MAX_SUBJECT}")
+        folder = self.folder / name
+        text = self._render(f"{name}/body.txt", context) if (folder / "body.txt").is_file() else None
+        html = self._render(f"{name}/body.html", context) if (folder / "body.html").is_file() \
+            else None
+        return Rendered(name, subject, text, html)
+
+
+def _template_position(default: str) -> tuple[str, int | None]:
+    """The template file and line where the current exception was raised."""
+    tb = sys.exc_info()[2]
+    found: tuple[str, int | None] = (default, None)
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if filename.endswith((".txt", ".html")) and not filename.endswith(".py"):
+            found = (Path(filename).name if "/" not in default else _relative(filename, default),
+                     tb.tb_lineno)
+        tb = tb.tb_next
+    return found
+
+
+def _relative(filename: str, default: str) -> str:
+    parts = Path(filename).parts
+    return "/".join(parts[-2:]) if len(parts) >= 2 else default
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, jinja2.UndefinedError):
+        return f"{exc.message} (every variable a template uses must be given)"
+    if isinstance(exc, SecurityError):
+        return f"not allowed in a template: {exc}"
+    return f"{type(exc).__name__}: {exc}"

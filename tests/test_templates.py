@@ -1,0 +1,98 @@
+"""Email templates render in a sandbox: escaped HTML, strict variables, errors with lines."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lifecycle.mail.templates import Renderer, TemplateError
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATES = ROOT / "templates" / "email"
+
+
+def full_context() -> dict[str, Any]:
+    """Every variable the shipped templates use."""
+    return {
+        "customer": {"first_name": "Zoë <script>", "last_name": "Ng", "locale": "en"},
+        "order": {"id": "A-1001", "total": "27.80", "currency": "EUR",
+                  "lines": [{"quantity": 2, "name": "Sencha & Co"}]},
+        "last_order": {"date": "12 March 2026"},
+        "metrics": {"order_count": 7},
+        "offer": {"code": "BACK10-7KQ2", "percent": 10, "expires": "30 April 2026"},
+        "recommendation": "Ceremonial matcha",
+        "shop": {"name": "Leaf & Bean", "address": "1 Harbour Row, Kiel",
+                 "signature": "Mara, Leaf & Bean"},
+        "links": {"unsubscribe": "https://shop.example/u/TOKEN",
+                  "preferences": "https://shop.example/p/TOKEN",
+                  "shop": "https://shop.example/", "review": "https://shop.example/r/TOKEN",
+                  "referral": "https://shop.example/ref/TOKEN",
+                  "nps": [f"https://shop.example/f/TOKEN?score={n}" for n in range(11)]},
+    }
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in TEMPLATES.iterdir()
+                                        if not p.name.startswith("_")))
+def test_each_shipped_email_renders_with_the_documented_variables(name: str) -> None:
+    out = Renderer(TEMPLATES).render(name, full_context())
+    assert out.subject and "\n" not in out.subject
+    assert out.text is not None and "Zoë <script>" in out.text  # plain text is not escaped
+    assert out.html is not None and "Zoë &lt;script&gt;" in out.html and "<script>" not in out.html
+    assert "https://shop.example/u/TOKEN" in out.html and "https://shop.example/u/TOKEN" in out.text
+
+
+def test_the_feedback_mail_links_all_eleven_scores() -> None:
+    out = Renderer(TEMPLATES).render("feedback_request", full_context())
+    for score in range(11):
+        assert f"https://shop.example/f/TOKEN?score={score}" in out.html
+        assert f"https://shop.example/f/TOKEN?score={score}" in out.text
+
+
+def test_a_missing_variable_names_the_file_and_line() -> None:
+    context = full_context()
+    del context["offer"]
+    with pytest.raises(TemplateError) as caught:
+        Renderer(TEMPLATES).render("winback_2", context)
+    assert str(caught.value).startswith("winback_2/subject.txt:1: 'offer' is undefined")
+
+
+def write(folder: Path, name: str, subject: str, text: str) -> Renderer:
+    (folder / name).mkdir(parents=True, exist_ok=True)
+    (folder / name / "subject.txt").write_text(subject, encoding="utf-8")
+    (folder / name / "body.txt").write_text(text, encoding="utf-8")
+    return Renderer(folder)
+
+
+@pytest.mark.parametrize("body", [
+    "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+    "{{ customer.__init__.__globals__ }}",
+    "{% set x = customer.update({'first_name': 'mallory'}) %}",
+])
+def test_the_sandbox_refuses_what_a_template_must_not_do(tmp_path: Path, body: str) -> None:
+    renderer = write(tmp_path, "evil", "Hi", "line one\n" + body + "\n")
+    with pytest.raises(TemplateError) as caught:
+        renderer.render("evil", {"customer": {"first_name": "Ann"}})
+    assert "evil/body.txt:2:" in str(caught.value)
+
+
+def test_a_syntax_error_names_its_line(tmp_path: Path) -> None:
+    renderer = write(tmp_path, "broken", "Hi", "ok\nok\n{% if %}\n")
+    with pytest.raises(TemplateError) as caught:
+        renderer.render("broken", {})
+    assert str(caught.value).startswith("broken/body.txt:3:")
+
+
+def test_a_subject_cannot_smuggle_header_lines(tmp_path: Path) -> None:
+    renderer = write(tmp_path, "s", "Hello {{ name }}", "x")
+    out = renderer.render("s", {"name": "Ann\r\nBcc: victim@example.com"})
+    assert out.subject == "Hello Ann Bcc: victim@example.com"
+
+
+def test_an_email_without_a_subject_file_is_unknown(tmp_path: Path) -> None:
+    shutil.copytree(TEMPLATES / "thank_you", tmp_path / "thank_you")
+    (tmp_path / "thank_you" / "subject.txt").unlink()
+    with pytest.raises(TemplateError, match="no such email"):
+        Renderer(tmp_path).render("thank_you", full_context())
