@@ -12,6 +12,7 @@ import base64
 import binascii
 import os
 import secrets
+from email.utils import parseaddr
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +69,12 @@ SETTINGS: tuple[Setting, ...] = (
             "with the `sendgrid` transport, since links must survive restarts."),
     Setting("LIFECYCLE_BASE_URL", "http://127.0.0.1:8000",
             "Public URL of the web app, used in unsubscribe and feedback links."),
+    Setting("LIFECYCLE_SHOP_NAME", "Our shop", "The shop's name, shown in mail."),
+    Setting("LIFECYCLE_SHOP_URL", "(LIFECYCLE_BASE_URL)", "The shop's web address, linked from mail."),
+    Setting("LIFECYCLE_SHOP_ADDRESS", "(empty)",
+            "The shop's postal address for the mail footer (required by law in many countries)."),
+    Setting("LIFECYCLE_MAIL_FROM", "Our shop <shop@example.com>",
+            "Sender of every mail, `Name <address>` (ASCII name, as SendGrid requires)."),
     Setting("LIFECYCLE_TIMEZONE", "UTC",
             "The shop's IANA timezone: used for imported times without an offset and for "
             "customers whose own timezone is unknown."),
@@ -101,6 +108,10 @@ class Settings:
     sendgrid_webhook_public_key: str | None = None
     secret_key: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
     base_url: str = "http://127.0.0.1:8000"
+    shop_name: str = "Our shop"
+    shop_url: str = "http://127.0.0.1:8000"
+    shop_address: str = ""
+    mail_from: str = "Our shop <shop@example.com>"
     timezone: str = "UTC"
     worker_threads: int = 4
     tick_seconds: float = 5.0
@@ -223,6 +234,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"LIFECYCLE_LOG_LEVEL={log_level!r} must be DEBUG, INFO, WARNING or ERROR.")
 
+    mail_from = get("LIFECYCLE_MAIL_FROM") or "Our shop <shop@example.com>"
+    from_name, from_address = parseaddr(mail_from)
+    if "@" not in from_address or not from_name.isascii() or any(c in from_name for c in ";,"):
+        raise ConfigError(f"LIFECYCLE_MAIL_FROM={mail_from!r} must look like "
+                          "'Shop Name <shop@example.com>' with an ASCII name and no ; or ,.")
+    base_url = _http_url("LIFECYCLE_BASE_URL", get("LIFECYCLE_BASE_URL") or "http://127.0.0.1:8000")
     kwargs: dict[str, object] = {}
     if secret_key is not None:
         kwargs["secret_key"] = secret_key
@@ -236,7 +253,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         sendgrid_api_host=_http_url("SENDGRID_API_HOST",
                                     get("SENDGRID_API_HOST") or DEFAULT_SENDGRID_API_HOST),
         sendgrid_webhook_public_key=public_key,
-        base_url=_http_url("LIFECYCLE_BASE_URL", get("LIFECYCLE_BASE_URL") or "http://127.0.0.1:8000"),
+        base_url=base_url,
+        shop_name=get("LIFECYCLE_SHOP_NAME") or "Our shop",
+        shop_url=_http_url("LIFECYCLE_SHOP_URL", get("LIFECYCLE_SHOP_URL") or base_url),
+        shop_address=get("LIFECYCLE_SHOP_ADDRESS") or "",
+        mail_from=mail_from,
         timezone=timezone,
         worker_threads=int(_positive("LIFECYCLE_WORKER_THREADS",
                                      get("LIFECYCLE_WORKER_THREADS") or "4", int)),

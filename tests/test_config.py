@@ -66,6 +66,10 @@ def test_production_values_are_taken_as_given() -> None:
     ({"LIFECYCLE_WORKER_THREADS": "0"}, "LIFECYCLE_WORKER_THREADS"),
     ({"LIFECYCLE_TICK_SECONDS": "-1"}, "LIFECYCLE_TICK_SECONDS"),
     ({"LIFECYCLE_LOG_LEVEL": "LOUD"}, "LIFECYCLE_LOG_LEVEL"),
+    ({"LIFECYCLE_MAIL_FROM": "Zoë's Shop <shop@example.com>"}, "LIFECYCLE_MAIL_FROM"),
+    ({"LIFECYCLE_MAIL_FROM": "no address"}, "LIFECYCLE_MAIL_FROM"),
+    ({"LIFECYCLE_SHOP_URL": "shop.example"}, "LIFECYCLE_SHOP_URL"),
+    ({"LIFECYCLE_FLOWS_DIR": "/no/such/folder"}, "LIFECYCLE_FLOWS_DIR"),
 ])
 def test_each_bad_value_is_refused_naming_its_variable(env: dict[str, str], named: str) -> None:
     with pytest.raises(ConfigError, match=named):

@@ -63,8 +63,18 @@ class Variant:
 
 
 @dataclass(frozen=True)
+class Offer:
+    """A discount the mail hands out: a code unique to the customer and the step."""
+
+    percent: int
+    valid: relativedelta
+    prefix: str
+
+
+@dataclass(frozen=True)
 class Send:
     variants: tuple[Variant, ...]
+    offer: Offer | None = None
 
 
 @dataclass(frozen=True)
@@ -292,8 +302,9 @@ class _Checker:
     def send(self, body: Any, path: tuple[str | int, ...]) -> Send | None:
         if isinstance(body, str):
             body = {"template": body}
-        if not self.keys(body, path, {"template", "variants"}):
+        if not self.keys(body, path, {"template", "variants", "offer"}):
             return None
+        offer = self.offer(body["offer"], path + ("offer",)) if "offer" in body else None
         if ("template" in body) == ("variants" in body):
             self.fail(path, "send takes a template or a list of variants")
             return None
@@ -321,7 +332,23 @@ class _Checker:
                           "with subject.txt and body.txt or body.html")
                 continue
             variants.append(Variant(template, weight))
-        return Send(tuple(variants)) if len(variants) == len(raw) else None
+        if len(variants) != len(raw) or ("offer" in body and offer is None):
+            return None
+        return Send(tuple(variants), offer)
+
+    def offer(self, body: Any, path: tuple[str | int, ...]) -> Offer | None:
+        if not self.keys(body, path, {"percent", "valid", "prefix"}, {"percent"}):
+            return None
+        percent = body["percent"]
+        if not isinstance(percent, int) or isinstance(percent, bool) or not 1 <= percent <= 90:
+            self.fail(path + ("percent",), "percent must be a whole number from 1 to 90")
+            return None
+        valid = self.duration(body.get("valid", "14 days"), path + ("valid",))
+        prefix = str(body.get("prefix", f"SAVE{percent}"))
+        if not re.match(r"^[A-Z0-9]{2,12}$", prefix):
+            self.fail(path + ("prefix",), "prefix must be 2 to 12 capital letters or digits")
+            return None
+        return Offer(percent, valid, prefix) if valid else None
 
     def steps(self, node: Any, path: tuple[str | int, ...]) -> list[Step]:
         if not isinstance(node, list) or not node:
