@@ -12,9 +12,9 @@ import base64
 import binascii
 import os
 import secrets
-from email.utils import parseaddr
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from email.utils import parseaddr
 from pathlib import Path
 from urllib.parse import urlsplit
 
