@@ -1,0 +1,315 @@
+"""The flow engine: enrol customers, advance their enrollments, write the outbox.
+
+Everything an enrollment does in one turn happens in one transaction: goals
+are checked, steps run until a wait (or the end), and a send step writes its
+outbox row (unique idempotency key ``flow:<flow>:<enrollment>:<step>``) in the
+same transaction that moves the enrollment past it.  Enrolment is unique per
+re-entry policy (``entry_key``), so a trigger seen twice, or by two schedulers,
+enrols once.  Due enrollments are claimed with ``FOR UPDATE SKIP LOCKED`` on
+PostgreSQL (SQLite serialises writers with ``BEGIN IMMEDIATE``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from lifecycle.flows.definitions import Branch, Exit, Flow, Send, SetValue, Wait
+from lifecycle.flows.timing import QuietHours, wait_until
+from lifecycle.models import (
+    Customer,
+    EnrollmentStatus,
+    FlowEnrollment,
+    Message,
+    MessageStatus,
+    Order,
+    SegmentMembership,
+    Suppression,
+    Touchpoint,
+    email_hash,
+)
+
+log = logging.getLogger(__name__)
+
+#: A guard against a step graph that runs away within one turn (the checker forbids it).
+MAX_STEPS_PER_TURN = 100
+LIVE_MAIL = (MessageStatus.SCHEDULED.value, MessageStatus.QUEUED.value,
+             MessageStatus.SENDING.value, MessageStatus.SENT.value)
+
+
+@dataclass(frozen=True)
+class Policies:
+    """Rules across flows: the marketing frequency cap and quiet hours."""
+
+    cap: int = 3  # marketing mails per customer …
+    cap_window: timedelta = timedelta(days=7)  # … in this rolling window
+    quiet: QuietHours = field(default_factory=QuietHours)
+
+
+@dataclass
+class TurnReport:
+    advanced: int = 0
+    mails: int = 0
+    capped: int = 0
+    finished: Counter[str] = field(default_factory=Counter)
+
+
+def _insert(conn: Connection):  # type: ignore[no-untyped-def]
+    return pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+
+
+def _suppressed(conn: Connection, email: str | None, marketing: bool) -> str | None:
+    if not email:
+        return "no email address"
+    scopes = ["all", "marketing"] if marketing else ["all"]
+    return conn.execute(select(Suppression.reason).where(
+        Suppression.email_hash == email_hash(email), Suppression.scope.in_(scopes))).scalar()
+
+
+def enroll(conn: Connection, flow: Flow, customer_id: int, trigger_key: str, now: datetime,
+           context: dict[str, Any] | None = None) -> int | None:
+    """Enrol a customer; None when the re-entry policy, consent or a suppression says no."""
+    customer = conn.execute(select(Customer.email, Customer.marketing_consent)
+                            .where(Customer.id == customer_id)).one_or_none()
+    if customer is None:
+        return None
+    marketing = flow.kind == "marketing"
+    if marketing and not customer.marketing_consent:
+        return None
+    if _suppressed(conn, customer.email, marketing):
+        return None
+    mine = (FlowEnrollment.flow == flow.name) & (FlowEnrollment.customer_id == customer_id)
+    if flow.reentry != "every_time" and conn.execute(select(FlowEnrollment.id).where(
+            mine, FlowEnrollment.status == EnrollmentStatus.ACTIVE.value)).first():
+        return None
+    if flow.reentry == "once_per" and flow.reentry_period is not None:
+        last = conn.execute(select(func.max(FlowEnrollment.enrolled_at)).where(mine)).scalar()
+        if last is not None and last > now - flow.reentry_period:
+            return None
+    key = (f"{flow.name}:{customer_id}" if flow.reentry == "once"
+           else f"{flow.name}:{customer_id}:{trigger_key}")
+    statement = _insert(conn)(FlowEnrollment).values(
+        customer_id=customer_id, flow=flow.name, entry_key=key,
+        status=EnrollmentStatus.ACTIVE.value, current_step=flow.steps[0].id, next_run_at=now,
+        enrolled_at=now, context=dict(context or {}),
+    ).on_conflict_do_nothing(index_elements=["entry_key"]).returning(FlowEnrollment.id)
+    return conn.execute(statement).scalar()
+
+
+class _Turn:
+    """One enrollment's turn: conditions are evaluated against the database as of ``now``."""
+
+    def __init__(self, conn: Connection, flow: Flow, enrollment: Any, customer: Any,
+                 now: datetime, tz: str) -> None:
+        self.conn = conn
+        self.flow = flow
+        self.e = enrollment
+        self.customer = customer
+        self.now = now
+        self.tz = tz
+
+    def holds(self, condition: dict[str, Any]) -> bool:
+        kind, body = next(iter(condition.items()))
+        if kind == "all":
+            return all(self.holds(c) for c in body)
+        if kind == "any":
+            return any(self.holds(c) for c in body)
+        if kind == "not":
+            return not self.holds(body)
+        if kind == "ordered":
+            return self.conn.execute(select(Order.id).where(
+                Order.customer_id == self.customer.id, Order.ordered_at > self.e.enrolled_at,
+                Order.ordered_at <= self.now,
+                Order.status.in_(("completed", "pending"))).limit(1)).first() is not None
+        if kind in ("opened", "clicked", "replied"):
+            touch = {"opened": "email_opened", "clicked": "email_clicked",
+                     "replied": "replied"}[kind]
+            mails = select(Message.id).where(Message.enrollment_id == self.e.id)
+            if body is not True:
+                mails = mails.where(Message.step == body)
+            return self.conn.execute(select(Touchpoint.id).where(
+                Touchpoint.message_id.in_(mails), Touchpoint.kind == touch,
+                Touchpoint.occurred_at <= self.now).limit(1)).first() is not None
+        if kind in ("in_segment", "entered_segment"):
+            stays = select(SegmentMembership.id).where(
+                SegmentMembership.customer_id == self.customer.id,
+                SegmentMembership.segment == body, SegmentMembership.exited_at.is_(None))
+            if kind == "entered_segment":
+                stays = stays.where(SegmentMembership.entered_at > self.e.enrolled_at)
+            return self.conn.execute(stays.limit(1)).first() is not None
+        if kind == "attribute":
+            return _compare((self.customer.attributes or {}).get(body["name"]), body["op"],
+                            body.get("value"))
+        raise ValueError(f"unknown condition {kind!r}")
+
+    def goal_reached(self) -> str | None:
+        if self.flow.kind == "marketing":
+            reason = _suppressed(self.conn, self.customer.email, True)
+            if reason is not None:
+                return f"suppressed: {reason}"
+            if not self.customer.marketing_consent:
+                return "no marketing consent"
+        for goal in self.flow.goals:
+            if self.holds(goal):
+                return "goal: " + ", ".join(f"{k}" for k in goal)
+        return None
+
+
+def _compare(value: Any, op: str, expected: Any) -> bool:
+    if op == "exists":
+        return value is not None
+    if op == "missing":
+        return value is None
+    if value is None:
+        return False
+    if op in ("=", "!="):
+        same = str(value) == str(expected)
+        return same if op == "=" else not same
+    try:
+        left, right = float(value), float(expected)
+    except (TypeError, ValueError):
+        return False
+    return {"<": left < right, "<=": left <= right, ">": left > right, ">=": left >= right}[op]
+
+
+def _variant(send: Send, enrollment_id: int, step_id: str) -> str:
+    """A stable weighted choice: the same enrollment always gets the same variant."""
+    total = sum(v.weight for v in send.variants)
+    digest = hashlib.sha256(f"{enrollment_id}:{step_id}".encode()).digest()
+    point = int.from_bytes(digest[:8], "big") % total
+    for variant in send.variants:
+        if point < variant.weight:
+            return variant.template
+        point -= variant.weight
+    return send.variants[-1].template
+
+
+def _marketing_mails(conn: Connection, customer_id: int, since: datetime,
+                     marketing_flows: set[str]) -> int:
+    if not marketing_flows:
+        return 0
+    return conn.execute(select(func.count()).select_from(Message).where(
+        Message.customer_id == customer_id, Message.flow.in_(marketing_flows),
+        Message.status.in_(LIVE_MAIL), Message.due_at > since)).scalar_one()
+
+
+def advance(conn: Connection, flows: dict[str, Flow], now: datetime, *, policies: Policies,
+            default_tz: str, batch: int = 500) -> TurnReport:
+    """Give every due active enrollment (at most ``batch``) its turn, in ``conn``'s transaction."""
+    report = TurnReport()
+    due = (select(FlowEnrollment)
+           .where(FlowEnrollment.status == EnrollmentStatus.ACTIVE.value,
+                  FlowEnrollment.next_run_at <= now)
+           .order_by(FlowEnrollment.next_run_at, FlowEnrollment.id).limit(batch))
+    if conn.dialect.name == "postgresql":
+        due = due.with_for_update(skip_locked=True)
+    marketing = {name for name, f in flows.items() if f.kind == "marketing"
+                 and not f.exempt_from_cap}
+    for e in conn.execute(due).all():
+        report.advanced += 1
+        flow = flows.get(e.flow)
+        if flow is None:
+            _finish(conn, e.id, EnrollmentStatus.FAILED, now,
+                    error=f"the flow {e.flow!r} is not valid or no longer exists")
+            report.finished["failed"] += 1
+            continue
+        customer = conn.execute(select(Customer.__table__).where(Customer.id == e.customer_id)).one()
+        _turn(conn, _Turn(conn, flow, e, customer, now, customer.timezone or default_tz),
+              policies, marketing, report)
+    return report
+
+
+def _turn(conn: Connection, t: _Turn, policies: Policies, marketing: set[str],
+          report: TurnReport) -> None:
+    e, flow, now = t.e, t.flow, t.now
+    context = dict(e.context or {})
+    index = next((i for i, s in enumerate(flow.steps) if s.id == e.current_step), None)
+    if index is None:
+        _finish(conn, e.id, EnrollmentStatus.FAILED, now,
+                error=f"step {e.current_step!r} is no longer in the flow")
+        report.finished["failed"] += 1
+        return
+    for _ in range(MAX_STEPS_PER_TURN):
+        if index >= len(flow.steps):
+            _finish(conn, e.id, EnrollmentStatus.COMPLETED, now, reason="completed")
+            report.finished["completed"] += 1
+            return
+        reached = t.goal_reached()
+        if reached is not None:
+            _finish(conn, e.id, EnrollmentStatus.EXITED, now, reason=reached)
+            report.finished[reached] += 1
+            return
+        step = flow.steps[index]
+        action = step.action
+        if isinstance(action, Wait):
+            if context.get("waiting") != step.id:
+                context["waiting"] = step.id
+                conn.execute(update(FlowEnrollment).where(FlowEnrollment.id == e.id).values(
+                    current_step=step.id, context=context,
+                    next_run_at=wait_until(action, now, t.tz)))
+                return
+            context.pop("waiting")
+            index += 1
+        elif isinstance(action, Send):
+            sent = _send(conn, t, step.id, action, policies, marketing)
+            report.mails += sent
+            report.capped += 1 - sent
+            index += 1
+        elif isinstance(action, Branch):
+            target = action.then if t.holds(action.condition) else action.otherwise
+            if target == "exit":
+                _finish(conn, e.id, EnrollmentStatus.COMPLETED, now, reason=f"branch {step.id}")
+                report.finished["completed"] += 1
+                return
+            index = index + 1 if target == "next" else flow.step_index(target)
+        elif isinstance(action, SetValue):
+            attributes = dict(t.customer.attributes or {})
+            attributes[action.attribute] = action.value
+            conn.execute(update(Customer).where(Customer.id == t.customer.id)
+                         .values(attributes=attributes, updated_at=now))
+            index += 1
+        elif isinstance(action, Exit):
+            _finish(conn, e.id, EnrollmentStatus.COMPLETED, now, reason=action.reason)
+            report.finished["completed"] += 1
+            return
+        next_id = flow.steps[index].id if index < len(flow.steps) else None
+        conn.execute(update(FlowEnrollment).where(FlowEnrollment.id == e.id)
+                     .values(current_step=next_id, context=context, next_run_at=now))
+    _finish(conn, e.id, EnrollmentStatus.FAILED, now, error="too many steps in one turn")
+
+
+def _send(conn: Connection, t: _Turn, step_id: str, action: Send, policies: Policies,
+          marketing: set[str]) -> int:
+    """Write the outbox row for a send step; 1 if a mail is scheduled, 0 if capped."""
+    capped = (t.flow.name in marketing and _marketing_mails(
+        conn, t.customer.id, t.now - policies.cap_window, marketing) >= policies.cap)
+    due = policies.quiet.next_allowed(t.now, t.tz)
+    values = {
+        "idempotency_key": f"flow:{t.flow.name}:{t.e.id}:{step_id}",
+        "customer_id": t.customer.id, "enrollment_id": t.e.id, "flow": t.flow.name,
+        "step": step_id, "template": _variant(action, t.e.id, step_id),
+        "variant": None if len(action.variants) == 1 else _variant(action, t.e.id, step_id),
+        "to_email": t.customer.email, "due_at": due, "attempts": 0,
+        "status": MessageStatus.SUPPRESSED.value if capped else MessageStatus.SCHEDULED.value,
+        "last_error": "frequency cap reached" if capped else None,
+        "context": {"order_id": (t.e.context or {}).get("order_id")},
+        "created_at": t.now, "updated_at": t.now,
+    }
+    conn.execute(_insert(conn)(Message).values(**values)
+                 .on_conflict_do_nothing(index_elements=["idempotency_key"]))
+    return 0 if capped else 1
+
+
+def _finish(conn: Connection, enrollment_id: int, status: EnrollmentStatus, now: datetime,
+            reason: str | None = None, error: str | None = None) -> None:
+    conn.execute(update(FlowEnrollment).where(FlowEnrollment.id == enrollment_id).values(
+        status=status.value, finished_at=now, next_run_at=None, exit_reason=reason,
+        last_error=error))
