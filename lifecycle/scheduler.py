@@ -41,9 +41,16 @@ def segments_job(app: App) -> None:
     refresh_if_due(app)
 
 
+def flows_job(app: App) -> None:
+    from lifecycle.flows.service import tick
+
+    tick(app)
+
+
 def default_jobs() -> list[Job]:
     return [Job("system.heartbeat", 30.0, heartbeat_job),
-            Job("segments.refresh", 300.0, segments_job)]
+            Job("segments.refresh", 300.0, segments_job),
+            Job("flows.tick", 0.0, flows_job)]
 
 
 class Scheduler:

@@ -163,3 +163,36 @@ def test_the_frequency_cap_counts_marketing_mail_across_flows(conn: Connection,
     enroll(conn, flows["b"], cid, "b-later", T0 + timedelta(days=8))
     run(conn, T0 + timedelta(days=8), flows, policies)
     assert mails(conn, cid)[-1].status == "scheduled"  # the window has passed
+
+
+def test_touchpoints_after_the_engine_starts_trigger_flows_once(conn: Connection) -> None:
+    from lifecycle.flows.triggers import dispatch
+
+    cid = add_customer(conn, "hal", T0 - timedelta(days=60))
+    add_touchpoint(conn, cid, "segment_entered", T0 - timedelta(days=1), segment="lapsed")
+    assert dispatch(conn, FLOWS, T0) == 0  # the first run only sets the cursor: history is quiet
+    add_touchpoint(conn, cid, "order_placed", T0, order_id="o9", nth=2, total="12.00")
+    add_touchpoint(conn, cid, "segment_entered", T0, segment="vip")
+    add_touchpoint(conn, cid, "feedback", T0, score=10)
+    assert dispatch(conn, FLOWS, T0) == 3  # thank_you, feedback_request, loyalty_offer
+    assert dispatch(conn, FLOWS, T0) == 0
+    flows = {row.flow: row.context for row in conn.execute(
+        select(FlowEnrollment.flow, FlowEnrollment.context)
+        .where(FlowEnrollment.customer_id == cid))}
+    assert set(flows) == {"thank_you", "feedback_request", "loyalty_offer"}
+    assert flows["thank_you"]["order_id"] == "o9"
+
+
+def test_order_trigger_filters(conn: Connection, tmp_path: Path) -> None:
+    from lifecycle.flows.triggers import matches
+
+    (tmp_path / "f.yaml").write_text(
+        "trigger: {order_placed: {nth: 2, min_total: 50, category: tea}}\n"
+        "steps:\n  - send: thank_you\n")
+    flow = load_flow(tmp_path / "f.yaml", CONTEXT)
+    good = {"nth": 2, "total": "60.00", "categories": ["tea", "gifts"]}
+    assert matches(flow, "order_placed", good)
+    assert not matches(flow, "order_placed", {**good, "nth": 1})
+    assert not matches(flow, "order_placed", {**good, "total": "49.99"})
+    assert not matches(flow, "order_placed", {**good, "categories": ["coffee"]})
+    assert not matches(flow, "segment_entered", good)

@@ -2,14 +2,20 @@
 
 from lifecycle.models.base import Base, UTCDateTime
 from lifecycle.models.customers import Customer, Order, OrderStatus
-from lifecycle.models.journeys import EnrollmentStatus, FlowEnrollment, SegmentCalibration, SegmentMembership
+from lifecycle.models.journeys import (
+                                       EnrollmentStatus,
+                                       FlowEnrollment,
+                                       SegmentCalibration,
+                                       SegmentMembership,
+                                       TriggerCursor,
+)
 from lifecycle.models.messages import Message, MessageStatus
 from lifecycle.models.staff import ApiKey, ProcessHeartbeat, StaffRole, StaffUser
 from lifecycle.models.touchpoints import Suppression, SuppressionReason, Touchpoint, email_hash
 
 __all__ = [
     "ApiKey", "Base", "Customer", "EnrollmentStatus", "FlowEnrollment", "Message",
-    "MessageStatus", "Order", "OrderStatus", "ProcessHeartbeat", "SegmentCalibration", "SegmentMembership",
-    "StaffRole", "StaffUser", "Suppression", "SuppressionReason", "Touchpoint", "UTCDateTime",
-    "email_hash",
+    "MessageStatus", "Order", "OrderStatus", "ProcessHeartbeat", "SegmentCalibration",
+    "SegmentMembership", "StaffRole", "StaffUser", "Suppression", "SuppressionReason",
+    "Touchpoint", "TriggerCursor", "UTCDateTime", "email_hash",
 ]

@@ -80,3 +80,13 @@ class SegmentCalibration(IdMixin, Base):
     computed_at: Mapped[datetime]
     customers: Mapped[int]
     cutoffs: Mapped[dict[str, Any]] = mapped_column(JSONType)
+
+
+class TriggerCursor(Base):
+    """How far the flow engine has read a stream of events (touchpoint ids)."""
+
+    __tablename__ = "flow_trigger_cursors"
+
+    name: Mapped[str] = mapped_column(String(50), primary_key=True)
+    last_id: Mapped[int] = mapped_column(BigIntPK)
+    updated_at: Mapped[datetime]
