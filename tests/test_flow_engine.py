@@ -196,3 +196,39 @@ def test_order_trigger_filters(conn: Connection, tmp_path: Path) -> None:
     assert not matches(flow, "order_placed", {**good, "total": "49.99"})
     assert not matches(flow, "order_placed", {**good, "categories": ["coffee"]})
     assert not matches(flow, "segment_entered", good)
+
+
+def test_two_schedulers_at_once_write_each_mail_once(fresh_database_url: str) -> None:
+    import threading
+
+    from lifecycle.db import make_engine
+
+    engine = make_engine(fresh_database_url)
+    with engine.begin() as conn:
+        ids = [add_customer(conn, f"r{i}", T0) for i in range(40)]
+        for cid in ids:
+            enroll(conn, FLOWS["win_back"], cid, "x", T0)
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def scheduler() -> None:
+        try:
+            barrier.wait()
+            for _ in range(3):
+                with engine.begin() as conn:
+                    advance(conn, FLOWS, T0, policies=POLICIES, default_tz="UTC", batch=7)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=scheduler) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    with engine.connect() as conn:
+        per_customer = conn.execute(select(Message.customer_id, Message.template)).all()
+        waiting = conn.execute(select(FlowEnrollment.current_step)).scalars().all()
+    engine.dispose()
+    assert sorted(per_customer) == sorted((cid, "winback_1") for cid in ids)
+    assert set(waiting) == {"pause-1"}
