@@ -35,7 +35,8 @@ def test_the_six_shipped_flows_are_valid() -> None:
     assert thanks.kind == "transactional" and thanks.exempt_from_cap
     assert thanks.trigger.kind == "order_placed" and thanks.reentry == "every_time"
     win_back = catalogue.flows["win_back"]
-    assert [type(s.action) for s in win_back.steps] == [Send, Wait, Send, Wait, Branch, Send]
+    assert [type(s.action) for s in win_back.steps] == [Wait, Send, Wait, Send, Wait, Branch,
+                                                        Send]
     assert win_back.goals == ({"ordered": True},)
     assert catalogue.flows["loyalty_offer"].trigger.options == {"segments": ["vip", "loyal"]}
     ask = catalogue.flows["advocacy_ask"].steps[0].action

@@ -74,10 +74,30 @@ def test_a_mail_due_at_night_waits_for_the_morning_in_the_customers_zone(
     assert mail.due_at.astimezone(tokyo) == datetime(2026, 6, 4, 8, 0, tzinfo=tokyo)
 
 
+def turns(conn: Connection, enrollment_id: int, n: int) -> None:
+    """Give an enrollment up to ``n`` turns, each at the time it is due."""
+    for _ in range(n):
+        e = state(conn, enrollment_id)
+        if e.status != "active":
+            return
+        run(conn, e.next_run_at)
+
+
+def test_win_back_writes_in_the_customers_morning_then_waits(conn: Connection) -> None:
+    cid = add_customer(conn, "bo", T0 - timedelta(days=400), timezone="Asia/Tokyo")
+    eid = enroll(conn, FLOWS["win_back"], cid, "segment:lapsed", T0)  # 21:00 in Tokyo
+    run(conn, T0)
+    assert mails(conn, cid) == []
+    assert state(conn, eid).next_run_at == datetime(2026, 6, 4, 1, tzinfo=UTC)  # 10:00 Tokyo
+    turns(conn, eid, 1)
+    assert [(m.template, m.due_at) for m in mails(conn, cid)] == [
+        ("winback_1", datetime(2026, 6, 4, 1, tzinfo=UTC))]
+
+
 def test_win_back_stops_when_the_customer_orders(conn: Connection) -> None:
     cid = add_customer(conn, "cy", T0 - timedelta(days=400))
     eid = enroll(conn, FLOWS["win_back"], cid, "segment:lapsed", T0)
-    run(conn, T0)
+    turns(conn, eid, 2)
     assert [m.template for m in mails(conn, cid)] == ["winback_1"]
     add_order(conn, cid, T0 + timedelta(days=2), 30)
     run(conn, state(conn, eid).next_run_at)
@@ -89,8 +109,7 @@ def test_win_back_stops_when_the_customer_orders(conn: Connection) -> None:
 def test_win_back_escalates_and_a_click_on_the_second_offer_ends_it(conn: Connection) -> None:
     cid = add_customer(conn, "di", T0 - timedelta(days=400))
     eid = enroll(conn, FLOWS["win_back"], cid, "segment:lapsed", T0)
-    run(conn, T0)
-    run(conn, state(conn, eid).next_run_at)
+    turns(conn, eid, 3)
     second = mails(conn, cid)[-1]
     assert second.template == "winback_2"
     add_touchpoint(conn, cid, "email_clicked", second.due_at + timedelta(hours=1))
@@ -108,11 +127,7 @@ def test_win_back_escalates_and_a_click_on_the_second_offer_ends_it(conn: Connec
 def test_without_a_click_the_third_mail_goes_out_with_a_bigger_offer(conn: Connection) -> None:
     cid = add_customer(conn, "ed", T0 - timedelta(days=400))
     eid = enroll(conn, FLOWS["win_back"], cid, "segment:lapsed", T0)
-    for _ in range(4):
-        e = state(conn, eid)
-        if e.status != "active":
-            break
-        run(conn, e.next_run_at)
+    turns(conn, eid, 5)
     assert [m.template for m in mails(conn, cid)] == ["winback_1", "winback_2", "winback_3"]
     assert state(conn, eid).status == "completed"
 
@@ -208,6 +223,8 @@ def test_two_schedulers_at_once_write_each_mail_once(fresh_database_url: str) ->
         ids = [add_customer(conn, f"r{i}", T0) for i in range(40)]
         for cid in ids:
             enroll(conn, FLOWS["win_back"], cid, "x", T0)
+        advance(conn, FLOWS, T0, policies=POLICIES, default_tz="UTC")  # all wait for 10:00
+    morning = T0 + timedelta(hours=22)
     barrier = threading.Barrier(2)
     errors: list[BaseException] = []
 
@@ -216,7 +233,7 @@ def test_two_schedulers_at_once_write_each_mail_once(fresh_database_url: str) ->
             barrier.wait()
             for _ in range(3):
                 with engine.begin() as conn:
-                    advance(conn, FLOWS, T0, policies=POLICIES, default_tz="UTC", batch=7)
+                    advance(conn, FLOWS, morning, policies=POLICIES, default_tz="UTC", batch=7)
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 

@@ -11,14 +11,15 @@ PostgreSQL (SQLite serialises writers with ``BEGIN IMMEDIATE``).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -66,19 +67,86 @@ def _insert(conn: Connection):  # type: ignore[no-untyped-def]
     return pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
 
 
+class _Sql:
+    """The statements every enrollment runs, built once per dialect.
+
+    Building a statement and its cache key costs more than SQLite takes to run
+    it, and a simulation runs tens of thousands of them; the values travel as
+    bound parameters.
+    """
+
+    def __init__(self, dialect: str) -> None:
+        insert = pg_insert if dialect == "postgresql" else sqlite_insert
+        enrollments, messages = FlowEnrollment.__table__, Message.__table__
+        customers = Customer.__table__
+        self.customer = select(customers).where(customers.c.id == bindparam("customer_id"))
+        self.customers = select(customers).where(
+            customers.c.id.in_(bindparam("ids", expanding=True)))
+        self.suppression = {
+            marketing: select(Suppression.reason).where(
+                Suppression.email_hash == bindparam("hash"),
+                Suppression.scope.in_(["all", "marketing"] if marketing else ["all"])).limit(1)
+            for marketing in (True, False)}
+        mine = ((enrollments.c.flow == bindparam("flow"))
+                & (enrollments.c.customer_id == bindparam("customer_id")))
+        self.history = select(
+            func.count().filter(enrollments.c.status == EnrollmentStatus.ACTIVE.value),
+            func.max(enrollments.c.enrolled_at)).where(mine)
+        self.enroll = insert(enrollments).values(
+            customer_id=bindparam("customer_id"), flow=bindparam("flow"),
+            entry_key=bindparam("entry_key"), status=EnrollmentStatus.ACTIVE.value,
+            current_step=bindparam("step"), next_run_at=bindparam("now"),
+            enrolled_at=bindparam("now"), context=bindparam("context"),
+        ).on_conflict_do_nothing(index_elements=["entry_key"]).returning(enrollments.c.id)
+        self.move = update(enrollments).where(enrollments.c.id == bindparam("e_id")).values(
+            current_step=bindparam("step"), context=bindparam("context"),
+            next_run_at=bindparam("next_run_at"))
+        self.finish = update(enrollments).where(enrollments.c.id == bindparam("e_id")).values(
+            status=bindparam("status"), finished_at=bindparam("now"), next_run_at=None,
+            current_step=bindparam("step"),
+            exit_reason=bindparam("reason"), last_error=bindparam("error"))
+        self.mail = insert(messages).values(
+            {column: bindparam(column, type_=messages.c[column].type) for column in (
+                "idempotency_key", "customer_id", "enrollment_id", "flow", "step", "template",
+                "variant", "to_email", "due_at", "attempts", "status", "last_error", "context",
+                "created_at", "updated_at")}
+        ).on_conflict_do_nothing(index_elements=["idempotency_key"])
+        due = (select(enrollments)
+               .where(enrollments.c.status == EnrollmentStatus.ACTIVE.value,
+                      enrollments.c.next_run_at <= bindparam("now"))
+               .order_by(enrollments.c.next_run_at, enrollments.c.id).limit(bindparam("batch")))
+        self.due = due.with_for_update(skip_locked=True) if dialect == "postgresql" else due
+        orders = Order.__table__
+        self.ordered = select(orders.c.id).where(
+            orders.c.customer_id == bindparam("customer_id"),
+            orders.c.ordered_at > bindparam("since"), orders.c.ordered_at <= bindparam("now"),
+            orders.c.status.in_(("completed", "pending"))).limit(1)
+        self.recent_mails = select(func.count()).select_from(messages).where(
+            messages.c.customer_id == bindparam("customer_id"),
+            messages.c.flow.in_(bindparam("flows", expanding=True)),
+            messages.c.status.in_(LIVE_MAIL), messages.c.due_at > bindparam("since"))
+
+
+@functools.cache
+def _sql_for(dialect: str) -> _Sql:
+    return _Sql(dialect)
+
+
+def _sql(conn: Connection) -> _Sql:
+    return _sql_for(conn.dialect.name)
+
+
 def _suppressed(conn: Connection, email: str | None, marketing: bool) -> str | None:
     if not email:
         return "no email address"
-    scopes = ["all", "marketing"] if marketing else ["all"]
-    return conn.execute(select(Suppression.reason).where(
-        Suppression.email_hash == email_hash(email), Suppression.scope.in_(scopes))).scalar()
+    return conn.execute(_sql(conn).suppression[marketing], {"hash": email_hash(email)}).scalar()
 
 
 def enroll(conn: Connection, flow: Flow, customer_id: int, trigger_key: str, now: datetime,
            context: dict[str, Any] | None = None) -> int | None:
     """Enrol a customer; None when the re-entry policy, consent or a suppression says no."""
-    customer = conn.execute(select(Customer.email, Customer.marketing_consent)
-                            .where(Customer.id == customer_id)).one_or_none()
+    sql = _sql(conn)
+    customer = conn.execute(sql.customer, {"customer_id": customer_id}).one_or_none()
     if customer is None:
         return None
     marketing = flow.kind == "marketing"
@@ -86,22 +154,26 @@ def enroll(conn: Connection, flow: Flow, customer_id: int, trigger_key: str, now
         return None
     if _suppressed(conn, customer.email, marketing):
         return None
-    mine = (FlowEnrollment.flow == flow.name) & (FlowEnrollment.customer_id == customer_id)
-    if flow.reentry != "every_time" and conn.execute(select(FlowEnrollment.id).where(
-            mine, FlowEnrollment.status == EnrollmentStatus.ACTIVE.value)).first():
-        return None
-    if flow.reentry == "once_per" and flow.reentry_period is not None:
-        last = conn.execute(select(func.max(FlowEnrollment.enrolled_at)).where(mine)).scalar()
-        if last is not None and last > now - flow.reentry_period:
+    if flow.reentry != "every_time":
+        active, last = conn.execute(sql.history, {"flow": flow.name,
+                                                  "customer_id": customer_id}).one()
+        if active:
+            return None
+        if (flow.reentry == "once_per" and flow.reentry_period is not None
+                and last is not None and _aware(last) > now - flow.reentry_period):
             return None
     key = (f"{flow.name}:{customer_id}" if flow.reentry == "once"
            else f"{flow.name}:{customer_id}:{trigger_key}")
-    statement = _insert(conn)(FlowEnrollment).values(
-        customer_id=customer_id, flow=flow.name, entry_key=key,
-        status=EnrollmentStatus.ACTIVE.value, current_step=flow.steps[0].id, next_run_at=now,
-        enrolled_at=now, context=dict(context or {}),
-    ).on_conflict_do_nothing(index_elements=["entry_key"]).returning(FlowEnrollment.id)
-    return conn.execute(statement).scalar()
+    return conn.execute(sql.enroll, {
+        "customer_id": customer_id, "flow": flow.name, "entry_key": key,
+        "step": flow.steps[0].id, "now": now, "context": dict(context or {})}).scalar()
+
+
+def _aware(value: datetime | str) -> datetime:
+    """An aggregate over a timestamp column comes back untyped on SQLite (UTC text)."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 class _Turn:
@@ -125,10 +197,9 @@ class _Turn:
         if kind == "not":
             return not self.holds(body)
         if kind == "ordered":
-            return self.conn.execute(select(Order.id).where(
-                Order.customer_id == self.customer.id, Order.ordered_at > self.e.enrolled_at,
-                Order.ordered_at <= self.now,
-                Order.status.in_(("completed", "pending"))).limit(1)).first() is not None
+            return self.conn.execute(_sql(self.conn).ordered, {
+                "customer_id": self.customer.id, "since": self.e.enrolled_at,
+                "now": self.now}).first() is not None
         if kind in ("opened", "clicked", "replied"):
             touch = {"opened": "email_opened", "clicked": "email_clicked",
                      "replied": "replied"}[kind]
@@ -196,32 +267,29 @@ def _marketing_mails(conn: Connection, customer_id: int, since: datetime,
                      marketing_flows: set[str]) -> int:
     if not marketing_flows:
         return 0
-    return conn.execute(select(func.count()).select_from(Message).where(
-        Message.customer_id == customer_id, Message.flow.in_(marketing_flows),
-        Message.status.in_(LIVE_MAIL), Message.due_at > since)).scalar_one()
+    return conn.execute(_sql(conn).recent_mails, {
+        "customer_id": customer_id, "flows": sorted(marketing_flows), "since": since}).scalar_one()
 
 
 def advance(conn: Connection, flows: dict[str, Flow], now: datetime, *, policies: Policies,
             default_tz: str, batch: int = 500) -> TurnReport:
     """Give every due active enrollment (at most ``batch``) its turn, in ``conn``'s transaction."""
     report = TurnReport()
-    due = (select(FlowEnrollment)
-           .where(FlowEnrollment.status == EnrollmentStatus.ACTIVE.value,
-                  FlowEnrollment.next_run_at <= now)
-           .order_by(FlowEnrollment.next_run_at, FlowEnrollment.id).limit(batch))
-    if conn.dialect.name == "postgresql":
-        due = due.with_for_update(skip_locked=True)
     marketing = {name for name, f in flows.items() if f.kind == "marketing"
                  and not f.exempt_from_cap}
-    for e in conn.execute(due).all():
+    enrollments = conn.execute(_sql(conn).due, {"now": now, "batch": batch}).all()
+    ids = sorted({e.customer_id for e in enrollments})
+    customers = {c.id: c for chunk in range(0, len(ids), 500)  # SQLite caps bound values
+                 for c in conn.execute(_sql(conn).customers, {"ids": ids[chunk:chunk + 500]})}
+    for e in enrollments:
         report.advanced += 1
         flow = flows.get(e.flow)
         if flow is None:
-            _finish(conn, e.id, EnrollmentStatus.FAILED, now,
+            _finish(conn, e.id, EnrollmentStatus.FAILED, now, e.current_step,
                     error=f"the flow {e.flow!r} is not valid or no longer exists")
             report.finished["failed"] += 1
             continue
-        customer = conn.execute(select(Customer.__table__).where(Customer.id == e.customer_id)).one()
+        customer = customers[e.customer_id]
         _turn(conn, _Turn(conn, flow, e, customer, now, customer.timezone or default_tz),
               policies, marketing, report)
     return report
@@ -229,44 +297,46 @@ def advance(conn: Connection, flows: dict[str, Flow], now: datetime, *, policies
 
 def _turn(conn: Connection, t: _Turn, policies: Policies, marketing: set[str],
           report: TurnReport) -> None:
+    """Run steps until a wait or the end; the enrollment row is written once, at the end."""
     e, flow, now = t.e, t.flow, t.now
     context = dict(e.context or {})
     index = next((i for i, s in enumerate(flow.steps) if s.id == e.current_step), None)
     if index is None:
-        _finish(conn, e.id, EnrollmentStatus.FAILED, now,
+        _finish(conn, e.id, EnrollmentStatus.FAILED, now, e.current_step,
                 error=f"step {e.current_step!r} is no longer in the flow")
         report.finished["failed"] += 1
         return
     for _ in range(MAX_STEPS_PER_TURN):
-        if index >= len(flow.steps):
-            _finish(conn, e.id, EnrollmentStatus.COMPLETED, now, reason="completed")
+        step_id = flow.steps[index].id if index < len(flow.steps) else None
+        if step_id is None:
+            _finish(conn, e.id, EnrollmentStatus.COMPLETED, now, step_id, reason="completed")
             report.finished["completed"] += 1
             return
         reached = t.goal_reached()
         if reached is not None:
-            _finish(conn, e.id, EnrollmentStatus.EXITED, now, reason=reached)
+            _finish(conn, e.id, EnrollmentStatus.EXITED, now, step_id, reason=reached)
             report.finished[reached] += 1
             return
-        step = flow.steps[index]
-        action = step.action
+        action = flow.steps[index].action
         if isinstance(action, Wait):
-            if context.get("waiting") != step.id:
-                context["waiting"] = step.id
-                conn.execute(update(FlowEnrollment).where(FlowEnrollment.id == e.id).values(
-                    current_step=step.id, context=context,
-                    next_run_at=wait_until(action, now, t.tz)))
+            if context.get("waiting") != step_id:
+                context["waiting"] = step_id
+                conn.execute(_sql(conn).move, {"e_id": e.id, "step": step_id,
+                                               "context": context,
+                                               "next_run_at": wait_until(action, now, t.tz)})
                 return
             context.pop("waiting")
             index += 1
         elif isinstance(action, Send):
-            sent = _send(conn, t, step.id, action, policies, marketing)
+            sent = _send(conn, t, step_id, action, policies, marketing)
             report.mails += sent
             report.capped += 1 - sent
             index += 1
         elif isinstance(action, Branch):
             target = action.then if t.holds(action.condition) else action.otherwise
             if target == "exit":
-                _finish(conn, e.id, EnrollmentStatus.COMPLETED, now, reason=f"branch {step.id}")
+                _finish(conn, e.id, EnrollmentStatus.COMPLETED, now, step_id,
+                        reason=f"branch {step_id}")
                 report.finished["completed"] += 1
                 return
             index = index + 1 if target == "next" else flow.step_index(target)
@@ -277,13 +347,11 @@ def _turn(conn: Connection, t: _Turn, policies: Policies, marketing: set[str],
                          .values(attributes=attributes, updated_at=now))
             index += 1
         elif isinstance(action, Exit):
-            _finish(conn, e.id, EnrollmentStatus.COMPLETED, now, reason=action.reason)
+            _finish(conn, e.id, EnrollmentStatus.COMPLETED, now, step_id, reason=action.reason)
             report.finished["completed"] += 1
             return
-        next_id = flow.steps[index].id if index < len(flow.steps) else None
-        conn.execute(update(FlowEnrollment).where(FlowEnrollment.id == e.id)
-                     .values(current_step=next_id, context=context, next_run_at=now))
-    _finish(conn, e.id, EnrollmentStatus.FAILED, now, error="too many steps in one turn")
+    _finish(conn, e.id, EnrollmentStatus.FAILED, now, e.current_step,
+            error="too many steps in one turn")
 
 
 def _send(conn: Connection, t: _Turn, step_id: str, action: Send, policies: Policies,
@@ -303,13 +371,12 @@ def _send(conn: Connection, t: _Turn, step_id: str, action: Send, policies: Poli
         "context": {"order_id": (t.e.context or {}).get("order_id")},
         "created_at": t.now, "updated_at": t.now,
     }
-    conn.execute(_insert(conn)(Message).values(**values)
-                 .on_conflict_do_nothing(index_elements=["idempotency_key"]))
+    conn.execute(_sql(conn).mail, values)
     return 0 if capped else 1
 
 
 def _finish(conn: Connection, enrollment_id: int, status: EnrollmentStatus, now: datetime,
-            reason: str | None = None, error: str | None = None) -> None:
-    conn.execute(update(FlowEnrollment).where(FlowEnrollment.id == enrollment_id).values(
-        status=status.value, finished_at=now, next_run_at=None, exit_reason=reason,
-        last_error=error))
+            step: str | None, reason: str | None = None, error: str | None = None) -> None:
+    """End an enrollment at ``step`` (the one it ended on; None past the last step)."""
+    conn.execute(_sql(conn).finish, {"e_id": enrollment_id, "status": status.value, "now": now,
+                                     "step": step, "reason": reason, "error": error})

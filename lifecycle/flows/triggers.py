@@ -22,10 +22,11 @@ event                     ``event`` (name)
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, Select, Update, bindparam, func, select, update
 
 from lifecycle.flows.definitions import Flow
 from lifecycle.flows.engine import enroll
@@ -66,20 +67,32 @@ def matches(flow: Flow, kind: str, data: dict[str, Any]) -> bool:
     return False
 
 
+@functools.cache
+def _statements(dialect: str) -> tuple[Select[Any], Select[Any], Update]:
+    """Built once: the cursor read (locked on PostgreSQL), the event read, the cursor move."""
+    cursors, touchpoints = TriggerCursor.__table__, Touchpoint.__table__
+    read = select(cursors.c.last_id).where(cursors.c.name == CURSOR)
+    if dialect == "postgresql":
+        read = read.with_for_update()
+    events = (select(touchpoints.c.id, touchpoints.c.customer_id, touchpoints.c.kind,
+                     touchpoints.c.data)
+              .where(touchpoints.c.id > bindparam("last")).order_by(touchpoints.c.id)
+              .limit(bindparam("batch")))
+    move = (update(cursors).where(cursors.c.name == CURSOR)
+            .values(last_id=bindparam("last"), updated_at=bindparam("now")))
+    return read, events, move
+
+
 def dispatch(conn: Connection, flows: dict[str, Flow], now: datetime, batch: int = 1000) -> int:
     """Read up to ``batch`` new touchpoints and enrol; return how many enrolments were made."""
-    cursor = select(TriggerCursor.last_id).where(TriggerCursor.name == CURSOR)
-    if conn.dialect.name == "postgresql":
-        cursor = cursor.with_for_update()
-    last = conn.execute(cursor).scalar()
+    read, select_events, move = _statements(conn.dialect.name)
+    last = conn.execute(read).scalar()
     if last is None:
         newest = conn.execute(select(func.coalesce(func.max(Touchpoint.id), 0))).scalar_one()
         conn.execute(TriggerCursor.__table__.insert().values(name=CURSOR, last_id=newest,
                                                              updated_at=now))
         return 0
-    events = conn.execute(select(Touchpoint.id, Touchpoint.customer_id, Touchpoint.kind,
-                                 Touchpoint.data)
-                          .where(Touchpoint.id > last).order_by(Touchpoint.id).limit(batch)).all()
+    events = conn.execute(select_events, {"last": last, "batch": batch}).all()
     if not events:
         return 0
     ordered = sorted(flows.values(), key=lambda f: (-f.priority, f.name))
@@ -93,6 +106,5 @@ def dispatch(conn: Connection, flows: dict[str, Flow], now: datetime, batch: int
                     context["order_id"] = data["order_id"]
                 if enroll(conn, flow, event.customer_id, f"tp:{event.id}", now, context):
                     enrolled += 1
-    conn.execute(update(TriggerCursor).where(TriggerCursor.name == CURSOR)
-                 .values(last_id=events[-1].id, updated_at=now))
+    conn.execute(move, {"last": events[-1].id, "now": now})
     return enrolled

@@ -153,8 +153,13 @@ def _create_metrics(conn: Connection, d: Dialect, as_of: datetime) -> None:
 
 def refresh_all(conn: Connection, defs: Definitions, as_of: datetime, now: datetime, *,
                 recalibrate: bool = True, write: bool = True,
-                progress: Callable[[str], None] | None = None) -> RefreshReport:
-    """Recompute every customer's segments as of ``as_of`` in ``conn``'s transaction."""
+                progress: Callable[[str], None] | None = None,
+                only: frozenset[str] | None = None) -> RefreshReport:
+    """Recompute every customer's segments as of ``as_of`` in ``conn``'s transaction.
+
+    ``only`` limits the refresh to those segments (a flow simulation needs just
+    the ones its flow reads); stays in other segments are left alone.
+    """
     step = progress or (lambda _message: None)
     d = Dialect(conn.dialect.name)
     _lock(conn, shared=False)
@@ -188,7 +193,7 @@ def refresh_all(conn: Connection, defs: Definitions, as_of: datetime, now: datet
     step("Assigning segments")
     params = Params({"as_of": as_of})
     select_sql = assignment_sql(defs, d, as_of, cutoffs, METRICS_TABLE, None, params,
-                                reasons=False)
+                                reasons=False, only=only)
     reason_type = "JSONB" if d.pg else "JSON"
     conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {ASSIGN_TABLE} (customer_id BIGINT NOT NULL, "
                          f"segment VARCHAR(100) NOT NULL, reason {reason_type}, r INTEGER, "
@@ -208,6 +213,9 @@ def refresh_all(conn: Connection, defs: Definitions, as_of: datetime, now: datet
 
     step("Finding moves")
     open_stays = "segment_memberships.exited_at IS NULL"
+    if only is not None:
+        names = ", ".join("'" + name.replace("'", "''") + "'" for name in sorted(only))
+        open_stays += f" AND segment_memberships.segment IN ({names})"
     if write:
         conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {MOVES_TABLE} (customer_id BIGINT NOT NULL, "
                              f"segment VARCHAR(100) NOT NULL, entered BOOLEAN NOT NULL)")
@@ -235,6 +243,9 @@ def refresh_all(conn: Connection, defs: Definitions, as_of: datetime, now: datet
                                   WHERE {open_stays}
                                   AND segment_memberships.customer_id = a.customer_id
                                   AND segment_memberships.segment = a.segment)""")
+        if not d.pg:  # recording the moves looks them up by customer and segment
+            conn.exec_driver_sql(f"CREATE INDEX {MOVES_TABLE}_ix ON {MOVES_TABLE} "
+                                 "(customer_id, segment)")
         moves = conn.execute(text(f"SELECT segment, entered, COUNT(*) FROM {MOVES_TABLE} "
                                   "GROUP BY segment, entered")).all()
         step("Recording moves")

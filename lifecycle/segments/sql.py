@@ -15,6 +15,7 @@ from typing import Any
 
 from lifecycle.segments.definitions import (
     RFM_PREFIX,
+    STAGES,
     All,
     AnyOf,
     AttributeCondition,
@@ -262,19 +263,24 @@ def rfm_reason(d: Dialect, a: str = "a") -> str:
 
 
 def assignment_sql(defs: Definitions, d: Dialect, as_of: datetime, cutoffs: Cutoffs | None,
-                   metrics: str, customer: str | None, p: Params, reasons: bool = True) -> str:
+                   metrics: str, customer: str | None, p: Params, reasons: bool = True,
+                   only: frozenset[str] | None = None) -> str:
     """``SELECT customer_id, segment, reason, r, f, m`` for every segment each customer is in.
 
     ``metrics`` is a table name or a parenthesised query giving :func:`metrics_sql`'s
     columns; ``customer`` restricts to one customer (a placeholder) or None.
     Without ``reasons`` the stage and RFM rows carry no JSON reason (a full
     refresh builds it later for the few rows that enter); RFM rows always
-    carry their scores in ``r``, ``f`` and ``m``.
+    carry their scores in ``r``, ``f`` and ``m``.  ``only`` names the segments
+    wanted (None: all); the parts that cannot yield one of them are left out.
     """
-    only = f"AND id = {customer}" if customer else ""
+    only_one = f"AND id = {customer}" if customer else ""
     ret = defs.retention
     adv = defs.advocacy
     parts: list[str] = []
+
+    def wanted(*names: str) -> bool:
+        return only is None or any(name in only for name in names)
 
     # Retention stage: exactly one per customer.
     own_gap = (f"CASE WHEN m.median_gap_days IS NULL THEN {p.add(ret.first_gap_days)} "
@@ -293,11 +299,12 @@ def assignment_sql(defs: Definitions, d: Dialect, as_of: datetime, cutoffs: Cuto
     none = "CAST(NULL AS JSONB)" if d.pg else "NULL"
     nulls = "CAST(NULL AS INTEGER), CAST(NULL AS INTEGER), CAST(NULL AS INTEGER)"
     reason = stage_reason(d) if reasons else none
-    parts.append(f"SELECT c.id AS customer_id, {stage} AS segment, {reason} AS reason, "
-                 f"{nulls} FROM c LEFT JOIN {metrics} AS m ON m.customer_id = c.id")
+    if wanted(*STAGES):
+        parts.append(f"SELECT c.id AS customer_id, {stage} AS segment, {reason} AS reason, "
+                     f"{nulls} FROM c LEFT JOIN {metrics} AS m ON m.customer_id = c.id")
 
     # RFM: scores against the calibration's cut points, then the first matching rule.
-    if cutoffs is not None:
+    if cutoffs is not None and wanted(*(RFM_PREFIX + rule.name for rule in defs.rfm.segments)):
         r = _score(d, "(-m.days_since_last)", cutoffs.recency, p)
         f = _score(d, "m.order_count", cutoffs.frequency, p)
         mon = _score(d, "m.total_spend", cutoffs.monetary, p)
@@ -315,7 +322,7 @@ def assignment_sql(defs: Definitions, d: Dialect, as_of: datetime, cutoffs: Cuto
     score = d.json_number("t.data", "score")
     tp_only = f"AND t.customer_id = {customer}" if customer else ""
     since = p.add(as_of - timedelta(days=adv.nps_window_days))
-    parts.append(f"""SELECT customer_id, CASE WHEN score >= 9 THEN 'promoter'
+    nps = f"""SELECT customer_id, CASE WHEN score >= 9 THEN 'promoter'
                          WHEN score >= 7 THEN 'passive' ELSE 'detractor' END,
                          {d.json_object(('score', 'score'))}, {nulls}
                      FROM (SELECT t.customer_id, {score} AS score,
@@ -324,19 +331,31 @@ def assignment_sql(defs: Definitions, d: Dialect, as_of: datetime, cutoffs: Cuto
                            FROM touchpoints AS t JOIN c ON c.id = t.customer_id
                            WHERE t.kind = 'feedback' AND t.occurred_at <= :as_of {tp_only}
                              AND t.occurred_at > {since} AND {score} IS NOT NULL) AS latest
-                     WHERE rn = 1""")
+                     WHERE rn = 1"""
+    if wanted("promoter", "passive", "detractor"):
+        parts.append(nps)
     for segment, kind, days in (("reviewer", "review", adv.review_window_days),
                                 ("referrer", "referral", adv.referral_window_days)):
+        if not wanted(segment):
+            continue
         parts.append(f"""SELECT c.id, '{segment}', {d.json_object()}, {nulls} FROM c
                          WHERE EXISTS (SELECT 1 FROM touchpoints AS t WHERE t.customer_id = c.id
                                        AND t.kind = '{kind}' AND t.occurred_at <= :as_of {tp_only}
                                        AND t.occurred_at > {p.add(as_of - timedelta(days=days))})""")
 
     for custom in defs.custom:
+        if not wanted(custom.name):
+            continue
         test = _condition(custom.condition, d, p, as_of, customer)
         parts.append(f"SELECT c.id, {p.add(custom.name)}, {d.json_object()}, {nulls} FROM c "
                      f"LEFT JOIN {metrics} AS m ON m.customer_id = c.id WHERE COALESCE({test}, FALSE)")
 
+    if not parts:
+        parts.append(f"SELECT c.id, 'none', {none}, {nulls} FROM c WHERE 1 = 0")
     body = "\nUNION ALL\n".join(parts)
-    return (f"WITH c AS (SELECT id, attributes FROM customers WHERE created_at <= :as_of {only})\n"
-            f"{body}")
+    head = f"WITH c AS (SELECT id, attributes FROM customers WHERE created_at <= :as_of {only_one})"
+    if only is not None:
+        names = ", ".join(p.add(name) for name in sorted(only))
+        return (f"{head},\nwanted (customer_id, segment, reason, r, f, m) AS (\n{body}\n)\n"
+                f"SELECT * FROM wanted WHERE segment IN ({names})")
+    return f"{head}\n{body}"
