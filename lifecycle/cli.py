@@ -433,12 +433,14 @@ def flows() -> None:
 @flows.command("validate")
 @click.argument("path", required=False, type=click.Path(exists=True, path_type=Path))
 def flows_validate(path: Path | None) -> None:
-    """Check flow files (a file or a folder; default LIFECYCLE_FLOWS_DIR) and segments.yaml.
+    """Check flow files (a file or a folder; default LIFECYCLE_FLOWS_DIR), segments.yaml and
+    policies.yaml.
 
     Prints every problem as FILE:LINE:COLUMN: message and exits with status 1 if
     there is any.
     """
     from lifecycle.flows.definitions import Context, load_flow, load_folder
+    from lifecycle.flows.policies import FILE_NAME, load_policies
     from lifecycle.segments.definitions import load_definitions
     from lifecycle.yamlfile import InvalidFile
 
@@ -454,10 +456,14 @@ def flows_validate(path: Path | None) -> None:
     except InvalidFile as exc:
         problems.extend(exc.problems)
         segment_names = set()
+    try:
+        load_policies(folder)
+    except InvalidFile as exc:
+        problems.extend(exc.problems)
     context = Context.from_folders(app.settings.templates_dir, segment_names)
     if path is not None and path.is_file():
         names: list[str] = []
-        if path.name != "segments.yaml":
+        if path.name not in ("segments.yaml", FILE_NAME):
             try:
                 names.append(load_flow(path, context).name)
             except InvalidFile as exc:
@@ -546,7 +552,7 @@ def flows_simulate(flow: str, start: str, end: str, show: int, segment_every: st
 
     from lifecycle.durations import parse_duration
     from lifecycle.flows.definitions import Context, load_flow
-    from lifecycle.flows.engine import Policies
+    from lifecycle.flows.policies import load_policies
     from lifecycle.flows.simulate import simulate
     from lifecycle.yamlfile import InvalidFile
 
@@ -559,6 +565,7 @@ def flows_simulate(flow: str, start: str, end: str, show: int, segment_every: st
         definition = load_flow(path, Context.from_folders(app.settings.templates_dir,
                                                           set(defs.all_names())))
         step = parse_duration(segment_every)
+        policies = load_policies(app.settings.flows_dir)
     except InvalidFile as exc:
         for problem in exc.problems:
             click.echo(str(problem), err=True)
@@ -574,7 +581,7 @@ def flows_simulate(flow: str, start: str, end: str, show: int, segment_every: st
     quiet.setLevel(logging.WARNING)  # one line per simulated day would drown the answer
     try:
         with app.engine.connect() as conn, conn.begin():  # read only
-            result = simulate(conn, definition, defs, first, last, policies=Policies(),
+            result = simulate(conn, definition, defs, first, last, policies=policies,
                               default_tz=app.settings.timezone,
                               segment_every=(first + step) - first)
     finally:

@@ -526,7 +526,7 @@ def load_folder(folder: Path, context: Context) -> Catalogue:
     flows: dict[str, Flow] = {}
     problems: list[Problem] = []
     for path in sorted(folder.glob("*.yaml")):
-        if path.name == "segments.yaml":
+        if path.name in ("segments.yaml", "policies.yaml"):
             continue
         try:
             flows[path.stem] = load_flow(path, context)

@@ -16,9 +16,10 @@ import hashlib
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
+from dateutil.relativedelta import relativedelta
 from sqlalchemy import Connection, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -37,6 +38,7 @@ from lifecycle.models import (
     Touchpoint,
     email_hash,
 )
+from lifecycle.timeutil import zone
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +50,14 @@ LIVE_MAIL = (MessageStatus.SCHEDULED.value, MessageStatus.QUEUED.value,
 
 @dataclass(frozen=True)
 class Policies:
-    """Rules across flows: the marketing frequency cap and quiet hours."""
+    """Rules across flows (``flows/policies.yaml``): cap, quiet hours, one flow a day."""
 
     cap: int = 3  # marketing mails per customer …
-    cap_window: timedelta = timedelta(days=7)  # … in this rolling window
+    cap_window: timedelta | relativedelta = timedelta(days=7)  # … in this rolling window
     quiet: QuietHours = field(default_factory=QuietHours)
+    #: Two capped marketing flows never mail one customer on the same local day: the
+    #: higher priority (then the earlier) keeps the day, the other moves to the next.
+    one_per_day: bool = True
 
 
 @dataclass
@@ -95,7 +100,7 @@ class _Sql:
         self.enroll = insert(enrollments).values(
             customer_id=bindparam("customer_id"), flow=bindparam("flow"),
             entry_key=bindparam("entry_key"), status=EnrollmentStatus.ACTIVE.value,
-            current_step=bindparam("step"), next_run_at=bindparam("now"),
+            current_step=bindparam("step"), next_run_at=bindparam("start"),
             enrolled_at=bindparam("now"), context=bindparam("context"),
         ).on_conflict_do_nothing(index_elements=["entry_key"]).returning(enrollments.c.id)
         self.move = update(enrollments).where(enrollments.c.id == bindparam("e_id")).values(
@@ -121,6 +126,15 @@ class _Sql:
             orders.c.customer_id == bindparam("customer_id"),
             orders.c.ordered_at > bindparam("since"), orders.c.ordered_at <= bindparam("now"),
             orders.c.status.in_(("completed", "pending"))).limit(1)
+        self.same_day = select(messages.c.id, messages.c.flow).where(
+            messages.c.customer_id == bindparam("customer_id"),
+            messages.c.flow.in_(bindparam("flows", expanding=True)),
+            messages.c.status.in_(LIVE_MAIL), messages.c.due_at >= bindparam("begins"),
+            messages.c.due_at < bindparam("ends"))
+        self.push = update(messages).where(
+            messages.c.id == bindparam("m_id"),
+            messages.c.status == MessageStatus.SCHEDULED.value).values(
+            due_at=bindparam("due"), updated_at=bindparam("now"))
         self.recent_mails = select(func.count()).select_from(messages).where(
             messages.c.customer_id == bindparam("customer_id"),
             messages.c.flow.in_(bindparam("flows", expanding=True)),
@@ -143,8 +157,12 @@ def _suppressed(conn: Connection, email: str | None, marketing: bool) -> str | N
 
 
 def enroll(conn: Connection, flow: Flow, customer_id: int, trigger_key: str, now: datetime,
-           context: dict[str, Any] | None = None) -> int | None:
-    """Enrol a customer; None when the re-entry policy, consent or a suppression says no."""
+           context: dict[str, Any] | None = None,
+           start_at: datetime | None = None) -> int | None:
+    """Enrol a customer; None when the re-entry policy, consent or a suppression says no.
+
+    The first turn is at ``start_at`` (default: now).
+    """
     sql = _sql(conn)
     customer = conn.execute(sql.customer, {"customer_id": customer_id}).one_or_none()
     if customer is None:
@@ -166,7 +184,8 @@ def enroll(conn: Connection, flow: Flow, customer_id: int, trigger_key: str, now
            else f"{flow.name}:{customer_id}:{trigger_key}")
     return conn.execute(sql.enroll, {
         "customer_id": customer_id, "flow": flow.name, "entry_key": key,
-        "step": flow.steps[0].id, "now": now, "context": dict(context or {})}).scalar()
+        "step": flow.steps[0].id, "now": now, "start": start_at or now,
+        "context": dict(context or {})}).scalar()
 
 
 def _aware(value: datetime | str) -> datetime:
@@ -264,7 +283,7 @@ def _variant(send: Send, enrollment_id: int, step_id: str) -> str:
 
 
 def _marketing_mails(conn: Connection, customer_id: int, since: datetime,
-                     marketing_flows: set[str]) -> int:
+                     marketing_flows: dict[str, int]) -> int:
     if not marketing_flows:
         return 0
     return conn.execute(_sql(conn).recent_mails, {
@@ -275,7 +294,7 @@ def advance(conn: Connection, flows: dict[str, Flow], now: datetime, *, policies
             default_tz: str, batch: int = 500) -> TurnReport:
     """Give every due active enrollment (at most ``batch``) its turn, in ``conn``'s transaction."""
     report = TurnReport()
-    marketing = {name for name, f in flows.items() if f.kind == "marketing"
+    marketing = {name: f.priority for name, f in flows.items() if f.kind == "marketing"
                  and not f.exempt_from_cap}
     enrollments = conn.execute(_sql(conn).due, {"now": now, "batch": batch}).all()
     ids = sorted({e.customer_id for e in enrollments})
@@ -295,7 +314,7 @@ def advance(conn: Connection, flows: dict[str, Flow], now: datetime, *, policies
     return report
 
 
-def _turn(conn: Connection, t: _Turn, policies: Policies, marketing: set[str],
+def _turn(conn: Connection, t: _Turn, policies: Policies, marketing: dict[str, int],
           report: TurnReport) -> None:
     """Run steps until a wait or the end; the enrollment row is written once, at the end."""
     e, flow, now = t.e, t.flow, t.now
@@ -355,11 +374,13 @@ def _turn(conn: Connection, t: _Turn, policies: Policies, marketing: set[str],
 
 
 def _send(conn: Connection, t: _Turn, step_id: str, action: Send, policies: Policies,
-          marketing: set[str]) -> int:
+          marketing: dict[str, int]) -> int:
     """Write the outbox row for a send step; 1 if a mail is scheduled, 0 if capped."""
     capped = (t.flow.name in marketing and _marketing_mails(
         conn, t.customer.id, t.now - policies.cap_window, marketing) >= policies.cap)
     due = policies.quiet.next_allowed(t.now, t.tz)
+    if not capped and policies.one_per_day and t.flow.name in marketing:
+        due = _claim_day(conn, t, due, policies, marketing)
     values = {
         "idempotency_key": f"flow:{t.flow.name}:{t.e.id}:{step_id}",
         "customer_id": t.customer.id, "enrollment_id": t.e.id, "flow": t.flow.name,
@@ -373,6 +394,39 @@ def _send(conn: Connection, t: _Turn, step_id: str, action: Send, policies: Poli
     }
     conn.execute(_sql(conn).mail, values)
     return 0 if capped else 1
+
+
+#: How many days a mail can be pushed on by higher-priority flows before it goes anyway.
+MAX_DAYS_PUSHED = 7
+
+
+def _claim_day(conn: Connection, t: _Turn, due: datetime, policies: Policies,
+               marketing: dict[str, int]) -> datetime:
+    """The first local day from ``due`` on which no equal or higher priority flow mails.
+
+    Scheduled mails of lower-priority flows on the day taken move to the next
+    day (a conditional update: a mail already being sent stays where it is).
+    """
+    tz = zone(t.tz)
+    own = marketing[t.flow.name]
+    others = sorted(name for name in marketing if name != t.flow.name)
+    if not others:
+        return due
+    sql = _sql(conn)
+    for _ in range(MAX_DAYS_PUSHED):
+        day = due.astimezone(tz).date()
+        begins = datetime.combine(day, time(0), tzinfo=tz).astimezone(UTC)
+        ends = datetime.combine(day + timedelta(days=1), time(0), tzinfo=tz).astimezone(UTC)
+        taken = conn.execute(sql.same_day, {"customer_id": t.customer.id, "flows": others,
+                                            "begins": begins, "ends": ends}).all()
+        next_morning = policies.quiet.next_allowed(ends, t.tz)
+        if any(marketing[m.flow] >= own for m in taken):
+            due = next_morning
+            continue
+        for mail in taken:
+            conn.execute(sql.push, {"m_id": mail.id, "due": next_morning, "now": t.now})
+        return due
+    return due
 
 
 def _finish(conn: Connection, enrollment_id: int, status: EnrollmentStatus, now: datetime,

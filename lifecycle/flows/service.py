@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 
 from lifecycle.app import App
+from lifecycle.flows.dates import fire as fire_dates
 from lifecycle.flows.definitions import Catalogue, Context, load_folder
 from lifecycle.flows.engine import Policies, advance
+from lifecycle.flows.policies import load_policies
 from lifecycle.flows.triggers import dispatch
 from lifecycle.segments.definitions import load_definitions
 from lifecycle.yamlfile import InvalidFile
@@ -33,14 +35,29 @@ def catalogue(app: App) -> Catalogue:
     return loaded
 
 
+def policies_of(app: App) -> Policies:
+    """``flows/policies.yaml``, or the defaults (logged once) when it has a problem."""
+    try:
+        return load_policies(app.settings.flows_dir)
+    except InvalidFile as exc:
+        for problem in exc.problems:
+            if str(problem) not in _reported:
+                _reported.add(str(problem))
+                log.error("The policies file has a problem; the default policies apply: %s",
+                          problem)
+        return Policies()
+
+
 def tick(app: App, policies: Policies | None = None) -> None:
-    """Scheduler job: enrol from new touchpoints, then advance due enrollments."""
+    """Scheduler job: enrol from new touchpoints and dates, then advance due enrollments."""
     flows = catalogue(app).flows
+    policies = policies or policies_of(app)
     now = app.clock.now()
     with app.engine.begin() as conn:
         enrolled = dispatch(conn, flows, now)
+        enrolled += fire_dates(conn, flows, now, app.settings.timezone)
     with app.engine.begin() as conn:
-        report = advance(conn, flows, now, policies=policies or Policies(),
+        report = advance(conn, flows, now, policies=policies,
                          default_tz=app.settings.timezone)
     if enrolled or report.advanced:
         log.info("Flows: %d enrolled, %d enrollments advanced, %d mails written, %d capped.",

@@ -25,6 +25,7 @@ from sqlalchemy import Connection, Engine, func, select, text
 from sqlalchemy.pool import StaticPool
 
 from lifecycle.db import make_engine
+from lifecycle.flows.dates import fire as fire_dates
 from lifecycle.flows.definitions import Branch, Flow
 from lifecycle.flows.engine import Policies, advance
 from lifecycle.flows.triggers import CURSOR, dispatch
@@ -113,6 +114,9 @@ def segments_read(flow: Flow) -> frozenset[str]:
     return frozenset(found)
 
 
+DAY = timedelta(days=1)
+
+
 def simulate(source: Connection, flow: Flow, defs: Definitions, start: datetime, end: datetime, *,
              policies: Policies, default_tz: str, resolution: timedelta = timedelta(hours=1),
              segment_every: timedelta = timedelta(days=1)) -> Simulation:
@@ -133,10 +137,14 @@ def _replay(conn: Connection, flow: Flow, defs: Definitions, start: datetime, en
     flows = {flow.name: flow}
     wanted = segments_read(flow)
     segment_flow = bool(wanted)
+    date_flow = flow.trigger.kind == "date"
     # The copy holds no enrollment, mail or segment stay: the flow has never run.
     if segment_flow:
         refresh_all(conn, defs, start, start, only=wanted)
     _reset_cursor(conn, start)
+    if date_flow:  # places the date cursor, then takes the first day's dates
+        fire_dates(conn, flows, start, default_tz)
+        result.enrolled += fire_dates(conn, flows, start, default_tz, until=start + DAY)
     # Orders of the window, each with its number among the customer's completed orders.
     orders = conn.execute(text("""
         SELECT customer_id, external_id, ordered_at, total, items, nth FROM (
@@ -149,6 +157,7 @@ def _replay(conn: Connection, flow: Flow, defs: Definitions, start: datetime, en
     pending = iter(orders)
     upcoming = next(pending, None)
     next_refresh = start + segment_every if segment_flow else None
+    next_day = start + DAY if date_flow else None
     active = ((FlowEnrollment.flow == flow.name)
               & (FlowEnrollment.status == EnrollmentStatus.ACTIVE.value))
     batch = 5_000
@@ -157,7 +166,7 @@ def _replay(conn: Connection, flow: Flow, defs: Definitions, start: datetime, en
         # happens (no order, no due enrollment, no refresh) are skipped.
         due = conn.execute(select(func.min(FlowEnrollment.next_run_at)).where(active)).scalar()
         moments = [m for m in (_utc(upcoming.ordered_at) if upcoming else None, due,
-                               next_refresh) if m is not None]
+                               next_refresh, next_day) if m is not None]
         if not moments or min(moments) >= end:
             break
         ticks = -((start - min(moments)) // resolution)  # round up to the next tick
@@ -167,6 +176,10 @@ def _replay(conn: Connection, flow: Flow, defs: Definitions, start: datetime, en
             result.refreshes += 1
             while next_refresh <= now:
                 next_refresh += segment_every
+        if next_day is not None and next_day <= now:
+            result.enrolled += fire_dates(conn, flows, now, default_tz, until=now + DAY)
+            while next_day <= now:
+                next_day += DAY
         events = []
         while upcoming is not None and _utc(upcoming.ordered_at) <= now:
             events.append(upcoming)
