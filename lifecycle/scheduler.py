@@ -47,10 +47,18 @@ def flows_job(app: App) -> None:
     tick(app)
 
 
+def mail_job(app: App) -> None:
+    from lifecycle.mail.sending import dispatch
+    from lifecycle.tasks.mail import send
+
+    dispatch(app, send.send)
+
+
 def default_jobs() -> list[Job]:
     return [Job("system.heartbeat", 30.0, heartbeat_job),
             Job("segments.refresh", 300.0, segments_job),
-            Job("flows.tick", 0.0, flows_job)]
+            Job("flows.tick", 0.0, flows_job),
+            Job("mail.dispatch", 0.0, mail_job)]
 
 
 class Scheduler:

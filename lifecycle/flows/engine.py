@@ -389,11 +389,23 @@ def _send(conn: Connection, t: _Turn, step_id: str, action: Send, policies: Poli
         "to_email": t.customer.email, "due_at": due, "attempts": 0,
         "status": MessageStatus.SUPPRESSED.value if capped else MessageStatus.SCHEDULED.value,
         "last_error": "frequency cap reached" if capped else None,
-        "context": {"order_id": (t.e.context or {}).get("order_id")},
+        "context": _mail_context(t, action),
         "created_at": t.now, "updated_at": t.now,
     }
     conn.execute(_sql(conn).mail, values)
     return 0 if capped else 1
+
+
+def _mail_context(t: _Turn, action: Send) -> dict[str, Any]:
+    """What the sender needs later, fixed at decision time."""
+    context: dict[str, Any] = {"order_id": (t.e.context or {}).get("order_id"),
+                               "marketing": t.flow.kind == "marketing"}
+    if action.offer is not None:
+        valid = action.offer.valid
+        context["offer"] = {"percent": action.offer.percent, "prefix": action.offer.prefix,
+                            "valid": {"years": valid.years, "months": valid.months,
+                                      "days": valid.days}}
+    return context
 
 
 #: How many days a mail can be pushed on by higher-priority flows before it goes anyway.

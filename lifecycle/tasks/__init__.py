@@ -23,4 +23,4 @@ def actor(name: str, **options: Any) -> Callable[[Callable[..., Any]], dramatiq.
 
 def load_actors() -> None:
     """Import every module that declares actors."""
-    from lifecycle.tasks import heartbeat  # noqa: F401
+    from lifecycle.tasks import heartbeat, mail  # noqa: F401
