@@ -104,6 +104,8 @@ def test_the_shipped_flows_write_mails_as_files_at_the_right_simulated_times(
                 ).scalar_one()
                 add_touchpoint(conn, buyer, "order_placed", ordered_at, order_id=order_id,
                                nth=5, total="64.50")
+                # Tomorrow they answer the survey of an earlier order with a 10: a promoter.
+                add_touchpoint(conn, buyer, "feedback", T0 + timedelta(days=1), score=10)
             run_until(app, scheduler, clock, T0 + timedelta(days=12))
         with app.engine.connect() as conn:
             statuses = dict(conn.execute(select(Message.template, Message.status)
@@ -115,12 +117,13 @@ def test_the_shipped_flows_write_mails_as_files_at_the_right_simulated_times(
     finally:
         runtime.set_app(None)
         app.close()
-    assert statuses == {"thank_you": "sent", "feedback_request": "sent", "winback_1": "sent"}
+    assert statuses == {"thank_you": "sent", "feedback_request": "sent", "winback_1": "sent",
+                        "review_request": "sent"}
     assert sent_touches == sent  # one timeline entry per mail sent
     files = eml_files(outbox)
     mine = {m["X-Lifecycle-Template"]: m for m in files.values()
             if m["X-Lifecycle-Customer-Id"] in (str(buyer), str(lapsing))}
-    assert set(mine) == {"thank_you", "feedback_request", "winback_1"}
+    assert set(mine) == {"thank_you", "feedback_request", "winback_1", "review_request"}
     thanks = mine["thank_you"]
     # The thank-you goes two hours after the order, on the next hourly tick.
     assert parsedate_to_datetime(thanks["Date"]) == T0 + timedelta(hours=3)
@@ -138,6 +141,11 @@ def test_the_shipped_flows_write_mails_as_files_at_the_right_simulated_times(
     winback = mine["winback_1"]
     local = parsedate_to_datetime(winback["Date"]).astimezone(zone("Europe/Berlin"))
     assert local.date() == date(2026, 3, 13) and 10 <= local.hour <= 11
+    # Advocacy: the daily refresh at the moment of the answer (3 March, 09:00 UTC) makes
+    # them a promoter; one business day later at 10:00 Berlin comes the review request.
+    review = mine["review_request"]
+    local = parsedate_to_datetime(review["Date"]).astimezone(zone("Europe/Berlin"))
+    assert local.date() == date(2026, 3, 4) and 10 <= local.hour <= 11
     for mail in mine.values():
         assert mail["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
         token = mail["List-Unsubscribe"].split("/u/")[1].split(">")[0]
