@@ -32,8 +32,14 @@ def is_timezone(name: str) -> bool:
     return True
 
 
-def as_utc(value: datetime) -> datetime:
-    """Convert an aware datetime to UTC; a naive one is taken to be UTC already."""
+def as_utc(value: datetime | str) -> datetime:
+    """Convert an aware datetime to UTC; a naive one is taken to be UTC already.
+
+    Text is parsed first: SQLite hands timestamps from raw SQL and aggregates
+    (``MIN``, ``MAX``) back as UTC text.
+    """
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value.astimezone(UTC)

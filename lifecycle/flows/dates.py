@@ -31,7 +31,7 @@ from lifecycle.flows.definitions import Flow
 from lifecycle.flows.engine import enroll
 from lifecycle.models import TriggerCursor
 from lifecycle.segments.sql import Dialect
-from lifecycle.timeutil import UTC, zone
+from lifecycle.timeutil import UTC, as_utc, zone
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ def _candidates(conn: Connection, options: dict[str, Any],
             JOIN customers AS c ON c.id = f.customer_id
             WHERE {month_day} IN :days""").bindparams(bindparam("days", expanding=True)),
             {"days": month_days}).all()
-        return [(row.id, row.timezone, _aware(row.first_at)) for row in rows]
+        return [(row.id, row.timezone, as_utc(row.first_at)) for row in rows]
     value = d.attribute_text("attributes", ":attribute")
     right = f"RIGHT({value}, 5)" if d.pg else f"substr({value}, -5)"
     rows = conn.execute(text(f"""
@@ -156,9 +156,3 @@ def _parse_date(value: str) -> tuple[date, bool] | None:
         return date.fromisoformat(value[:10]), True
     except ValueError:
         return None
-
-
-def _aware(value: datetime | str) -> datetime:
-    if isinstance(value, str):  # an aggregate over a timestamp is untyped text on SQLite
-        value = datetime.fromisoformat(value)
-    return value if value.tzinfo else value.replace(tzinfo=UTC)

@@ -38,7 +38,7 @@ from lifecycle.models import (
     Touchpoint,
     email_hash,
 )
-from lifecycle.timeutil import zone
+from lifecycle.timeutil import as_utc, zone
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +66,6 @@ class TurnReport:
     mails: int = 0
     capped: int = 0
     finished: Counter[str] = field(default_factory=Counter)
-
-
-def _insert(conn: Connection):  # type: ignore[no-untyped-def]
-    return pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
 
 
 class _Sql:
@@ -178,7 +174,7 @@ def enroll(conn: Connection, flow: Flow, customer_id: int, trigger_key: str, now
         if active:
             return None
         if (flow.reentry == "once_per" and flow.reentry_period is not None
-                and last is not None and _aware(last) > now - flow.reentry_period):
+                and last is not None and as_utc(last) > now - flow.reentry_period):
             return None
     key = (f"{flow.name}:{customer_id}" if flow.reentry == "once"
            else f"{flow.name}:{customer_id}:{trigger_key}")
@@ -186,13 +182,6 @@ def enroll(conn: Connection, flow: Flow, customer_id: int, trigger_key: str, now
         "customer_id": customer_id, "flow": flow.name, "entry_key": key,
         "step": flow.steps[0].id, "now": now, "start": start_at or now,
         "context": dict(context or {})}).scalar()
-
-
-def _aware(value: datetime | str) -> datetime:
-    """An aggregate over a timestamp column comes back untyped on SQLite (UTC text)."""
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 class _Turn:

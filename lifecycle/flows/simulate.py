@@ -42,6 +42,7 @@ from lifecycle.models import (
 )
 from lifecycle.segments.compute import refresh_all
 from lifecycle.segments.definitions import Definitions
+from lifecycle.timeutil import as_utc
 
 
 @dataclass
@@ -165,7 +166,7 @@ def _replay(conn: Connection, flow: Flow, defs: Definitions, start: datetime, en
         # The clock ticks every ``resolution``, like a scheduler; ticks where nothing
         # happens (no order, no due enrollment, no refresh) are skipped.
         due = conn.execute(select(func.min(FlowEnrollment.next_run_at)).where(active)).scalar()
-        moments = [m for m in (_utc(upcoming.ordered_at) if upcoming else None, due,
+        moments = [m for m in (as_utc(upcoming.ordered_at) if upcoming else None, due,
                                next_refresh, next_day) if m is not None]
         if not moments or min(moments) >= end:
             break
@@ -181,13 +182,13 @@ def _replay(conn: Connection, flow: Flow, defs: Definitions, start: datetime, en
             while next_day <= now:
                 next_day += DAY
         events = []
-        while upcoming is not None and _utc(upcoming.ordered_at) <= now:
+        while upcoming is not None and as_utc(upcoming.ordered_at) <= now:
             events.append(upcoming)
             upcoming = next(pending, None)
         if events:
             conn.execute(Touchpoint.__table__.insert(), [
                 {"customer_id": o.customer_id, "kind": "order_placed", "channel": "shop",
-                 "occurred_at": _utc(o.ordered_at), "recorded_at": _utc(o.ordered_at),
+                 "occurred_at": as_utc(o.ordered_at), "recorded_at": as_utc(o.ordered_at),
                  "data": _order_data(o)} for o in events])
         if events or result.refreshes:
             result.enrolled += dispatch(conn, flows, now, batch=1_000_000)
@@ -223,14 +224,6 @@ def _typed(*names: str):  # type: ignore[no-untyped-def]
     from lifecycle.models.base import UTCDateTime
 
     return [bindparam(name, type_=UTCDateTime()) for name in names]
-
-
-def _utc(value: datetime | str) -> datetime:
-    from lifecycle.timeutil import UTC
-
-    if isinstance(value, str):  # SQLite hands raw timestamps back as UTC text
-        return datetime.fromisoformat(value).replace(tzinfo=UTC)
-    return value.astimezone(UTC)
 
 
 def _order_data(order) -> dict:  # type: ignore[no-untyped-def,type-arg]

@@ -18,7 +18,7 @@ from lifecycle.models import SegmentCalibration, SegmentMembership
 from lifecycle.segments.compute import _run, assignments_for, latest_calibration
 from lifecycle.segments.definitions import ADVOCACY, NPS_SEGMENTS, RFM_PREFIX, STAGES, Definitions
 from lifecycle.segments.sql import Dialect, metrics_sql
-from lifecycle.timeutil import UTC
+from lifecycle.timeutil import as_utc
 
 
 def _number(value: Any) -> float | int | None:
@@ -95,6 +95,4 @@ def _iso(value: datetime | str | None) -> str | None:
     """ISO text of an instant; SQLite hands raw SQL timestamps back as UTC text."""
     if value is None:
         return None
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value).replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat()
+    return as_utc(value).isoformat()
