@@ -8,6 +8,7 @@ never lifts the frequency cap.
 
 from __future__ import annotations
 
+import functools
 from datetime import time, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -67,10 +68,20 @@ def parse(data: Any) -> Policies:
 
 
 def load_policies(flows_dir: Path) -> Policies:
-    """The policies of ``flows_dir``; the defaults when it has no policies file."""
+    """The policies of ``flows_dir``; the defaults when it has no policies file.
+
+    Read again only when the file changes (every mail sent asks for them).
+    """
     path = flows_dir / FILE_NAME
-    if not path.is_file():
+    try:
+        stamp = path.stat().st_mtime_ns
+    except FileNotFoundError:
         return Policies()
+    return _load_file(path, stamp)
+
+
+@functools.lru_cache(maxsize=16)
+def _load_file(path: Path, _stamp: int) -> Policies:
     located = load(path)
     try:
         return parse(located.data)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from dateutil.relativedelta import relativedelta
@@ -86,7 +88,7 @@ def send_one(app: App, message_id: int, transport: Transport | None = None,
             outbox.later(message_id, now, allowed, "quiet hours at send time")
             return "later"
         try:
-            rendered = (renderer or Renderer(app.settings.templates_dir)).render(
+            rendered = (renderer or _renderer(app.settings.templates_dir)).render(
                 message.template, build_context(
                     conn, app.settings, customer, as_of=now, message_id=message.id,
                     flow=message.flow, step=message.step,
@@ -123,6 +125,12 @@ def send_one(app: App, message_id: int, transport: Transport | None = None,
             outbox.touch(message, "email_sent", now, provider_message_id=provider_id,
                          subject=rendered.subject)
     return "sent"
+
+
+@functools.lru_cache(maxsize=8)
+def _renderer(folder: Path) -> Renderer:
+    """One sandbox per templates folder (Jinja reloads a template whose file changed)."""
+    return Renderer(folder)
 
 
 def _offer(context: dict[str, Any]) -> Offer | None:
