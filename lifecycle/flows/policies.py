@@ -86,12 +86,5 @@ def _load_file(path: Path, _stamp: int) -> Policies:
     try:
         return parse(located.data)
     except ValidationError as exc:
-        raise InvalidFile(_aliased(located.problems_from(exc))) from None
+        raise InvalidFile(located.problems_from(exc)) from None
 
-
-def _aliased(problems: list[Any]) -> list[Any]:
-    # pydantic names the fields; the file says from/to.
-    from dataclasses import replace
-
-    return [replace(p, message=p.message.replace("quiet_hours.start", "quiet_hours.from")
-                    .replace("quiet_hours.end", "quiet_hours.to")) for p in problems]
