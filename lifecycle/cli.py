@@ -6,7 +6,7 @@ import logging
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 from rich.console import Console
@@ -299,6 +299,13 @@ def sample_data(customers: int, orders_per_customer: float, years: float, seed: 
 # --------------------------------------------------------------------- segments
 
 
+def _exit_with_problems(exc: Any) -> NoReturn:
+    """Print an InvalidFile's problems, one FILE:LINE:COLUMN line each, and exit with 1."""
+    for problem in exc.problems:
+        click.echo(str(problem), err=True)
+    raise SystemExit(1) from None
+
+
 def _definitions(app: App, path: Path | None = None) -> Any:
     from lifecycle.segments.definitions import load_definitions
     from lifecycle.yamlfile import InvalidFile
@@ -306,9 +313,7 @@ def _definitions(app: App, path: Path | None = None) -> Any:
     try:
         return load_definitions(path or app.settings.segments_file)
     except InvalidFile as exc:
-        for problem in exc.problems:
-            click.echo(str(problem), err=True)
-        raise SystemExit(1) from None
+        _exit_with_problems(exc)
 
 
 def _as_of(app: App, value: str | None) -> datetime:
@@ -487,23 +492,13 @@ def flows_validate(path: Path | None) -> None:
               help="Also write each mail's HTML part here.")
 def flows_preview(flow: str, customer_id: str, as_of: str | None, html_dir: Path | None) -> None:
     """Render every mail FLOW would send to one customer (nothing is sent or stored)."""
-    from lifecycle.flows.definitions import Context, Send, load_flow
+    from lifecycle.flows.definitions import Send
     from lifecycle.mail.context import build_context
     from lifecycle.mail.templates import Renderer, TemplateError
-    from lifecycle.yamlfile import InvalidFile
 
     app = _ready_app()
     defs = _definitions(app)
-    path = app.settings.flows_dir / f"{flow}.yaml"
-    if not path.is_file():
-        raise Failure(f"no flow {flow!r}: {path} does not exist.")
-    try:
-        definition = load_flow(path, Context.from_folders(app.settings.templates_dir,
-                                                          set(defs.all_names())))
-    except InvalidFile as exc:
-        for problem in exc.problems:
-            click.echo(str(problem), err=True)
-        raise SystemExit(1) from None
+    definition = _named_flow(app, defs, flow)
     moment = _as_of(app, as_of)
     renderer = Renderer(app.settings.templates_dir)
     console = Console(highlight=False)
@@ -537,6 +532,21 @@ def flows_preview(flow: str, customer_id: str, as_of: str | None, html_dir: Path
         raise SystemExit(1)
 
 
+def _named_flow(app: Any, defs: Any, name: str) -> Any:
+    """The flow ``name`` of LIFECYCLE_FLOWS_DIR, checked; a clear error otherwise."""
+    from lifecycle.flows.definitions import Context, load_flow
+    from lifecycle.yamlfile import InvalidFile
+
+    path = app.settings.flows_dir / f"{name}.yaml"
+    if not path.is_file():
+        raise Failure(f"no flow {name!r}: {path} does not exist.")
+    try:
+        return load_flow(path, Context.from_folders(app.settings.templates_dir,
+                                                    set(defs.all_names())))
+    except InvalidFile as exc:
+        _exit_with_problems(exc)
+
+
 @flows.command("simulate")
 @click.argument("flow")
 @click.option("--from", "start", required=True, help="Start of the replay (ISO 8601 date).")
@@ -551,27 +561,21 @@ def flows_simulate(flow: str, start: str, end: str, show: int, segment_every: st
     from zoneinfo import ZoneInfo
 
     from lifecycle.durations import parse_duration
-    from lifecycle.flows.definitions import Context, load_flow
     from lifecycle.flows.policies import load_policies
     from lifecycle.flows.simulate import simulate
     from lifecycle.yamlfile import InvalidFile
 
     app = _ready_app()
     defs = _definitions(app)
-    path = app.settings.flows_dir / f"{flow}.yaml"
-    if not path.is_file():
-        raise Failure(f"no flow {flow!r}: {path} does not exist.")
+    definition = _named_flow(app, defs, flow)
     try:
-        definition = load_flow(path, Context.from_folders(app.settings.templates_dir,
-                                                          set(defs.all_names())))
         step = parse_duration(segment_every)
-        policies = load_policies(app.settings.flows_dir)
-    except InvalidFile as exc:
-        for problem in exc.problems:
-            click.echo(str(problem), err=True)
-        raise SystemExit(1) from None
     except ValueError as exc:
         raise Failure(f"--segment-every: {exc}") from None
+    try:
+        policies = load_policies(app.settings.flows_dir)
+    except InvalidFile as exc:
+        _exit_with_problems(exc)
     first, last = _as_of(app, start), _as_of(app, end)
     if last <= first:
         raise Failure("--to must be after --from.")
