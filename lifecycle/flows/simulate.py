@@ -16,19 +16,20 @@ enrolment or send can be up to that much later than it would be live.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, select, text
+from sqlalchemy import BindParameter, Connection, Engine, bindparam, func, select, text
 from sqlalchemy.pool import StaticPool
 
 from lifecycle.db import make_engine
 from lifecycle.flows.dates import fire as fire_dates
 from lifecycle.flows.definitions import Branch, Flow
 from lifecycle.flows.engine import Policies, advance
-from lifecycle.flows.triggers import CURSOR, dispatch
+from lifecycle.flows.triggers import dispatch
 from lifecycle.models import (
     Base,
     Customer,
@@ -38,8 +39,8 @@ from lifecycle.models import (
     Order,
     Suppression,
     Touchpoint,
-    TriggerCursor,
 )
+from lifecycle.models.base import UTCDateTime
 from lifecycle.segments.compute import refresh_all
 from lifecycle.segments.definitions import Definitions
 from lifecycle.timeutil import as_utc
@@ -85,12 +86,6 @@ def copy_for_replay(source: Connection, end: datetime) -> Engine:
             for chunk in streaming.execute(query).mappings().partitions(COPY_CHUNK):
                 target.execute(table.insert(), [dict(row) for row in chunk])
     return memory
-
-
-def _reset_cursor(conn: Connection, now: datetime) -> None:
-    newest = conn.execute(select(func.coalesce(func.max(Touchpoint.id), 0))).scalar_one()
-    conn.execute(TriggerCursor.__table__.insert().values(name=CURSOR, last_id=newest,
-                                                         updated_at=now))
 
 
 def segments_read(flow: Flow) -> frozenset[str]:
@@ -142,7 +137,7 @@ def _replay(conn: Connection, flow: Flow, defs: Definitions, start: datetime, en
     # The copy holds no enrollment, mail or segment stay: the flow has never run.
     if segment_flow:
         refresh_all(conn, defs, start, start, only=wanted)
-    _reset_cursor(conn, start)
+    dispatch(conn, flows, start)  # the first run places the cursor after the copied history
     if date_flow:  # places the date cursor, then takes the first day's dates
         fire_dates(conn, flows, start, default_tz)
         result.enrolled += fire_dates(conn, flows, start, default_tz, until=start + DAY)
@@ -218,17 +213,11 @@ def _replay(conn: Connection, flow: Flow, defs: Definitions, start: datetime, en
     return result
 
 
-def _typed(*names: str):  # type: ignore[no-untyped-def]
-    from sqlalchemy import bindparam
-
-    from lifecycle.models.base import UTCDateTime
-
+def _typed(*names: str) -> list[BindParameter[datetime]]:
     return [bindparam(name, type_=UTCDateTime()) for name in names]
 
 
 def _order_data(order) -> dict:  # type: ignore[no-untyped-def,type-arg]
-    import json
-
     items = json.loads(order.items) if isinstance(order.items, str) else (order.items or [])
     return {"order_id": order.external_id, "nth": int(order.nth), "total": str(order.total),
             "categories": sorted({i.get("category") for i in items if i.get("category")}),
