@@ -167,7 +167,8 @@ def _replay(conn: Connection, flow: Flow, defs: Definitions, start: datetime, en
             break
         ticks = -((start - min(moments)) // resolution)  # round up to the next tick
         now = min(start + ticks * resolution, end)
-        if next_refresh is not None and next_refresh <= now:
+        refreshed = next_refresh is not None and next_refresh <= now
+        if refreshed:
             refresh_all(conn, defs, now, now, recalibrate=False, only=wanted)
             result.refreshes += 1
             while next_refresh <= now:
@@ -185,7 +186,7 @@ def _replay(conn: Connection, flow: Flow, defs: Definitions, start: datetime, en
                 {"customer_id": o.customer_id, "kind": "order_placed", "channel": "shop",
                  "occurred_at": as_utc(o.ordered_at), "recorded_at": as_utc(o.ordered_at),
                  "data": _order_data(o)} for o in events])
-        if events or result.refreshes:
+        if events or refreshed:  # only these add touchpoints
             result.enrolled += dispatch(conn, flows, now, batch=1_000_000)
         result.ticks += 1
         while True:
