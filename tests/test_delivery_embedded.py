@@ -29,7 +29,7 @@ from lifecycle.processes import prepare, running_worker
 from lifecycle.sample import SampleShop, ShopShape
 from lifecycle.scheduler import Job, Scheduler, flows_job, mail_job, segments_job
 from lifecycle.timeutil import UTC, zone
-from tests.factories import add_order, add_touchpoint
+from tests.factories import add_customer, add_order, add_touchpoint
 
 SECRET = "s" * 40
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # a Monday
@@ -92,6 +92,12 @@ def test_the_shipped_flows_write_mails_as_files_at_the_right_simulated_times(
                 timezone="Europe/Berlin", marketing_consent=True))
             conn.execute(Order.__table__.delete().where(Order.customer_id == lapsing))
             add_order(conn, lapsing, T0 - timedelta(days=170), "42.00")  # lapses on day 11
+            # A first-time buyer (new tomorrow) and a regular whose fourth order makes them loyal.
+            newbie = add_customer(conn, "newbie", T0, timezone="Europe/Berlin")
+            regular = add_customer(conn, "regular", T0 - timedelta(days=100),
+                                   timezone="Europe/Berlin")
+            for days in (90, 60, 30):
+                add_order(conn, regular, T0 - timedelta(days=days), "20.00")
         with running_worker(app, broker):
             scheduler.tick()  # first run: segments computed, trigger cursors placed
             settle(app)
@@ -106,10 +112,19 @@ def test_the_shipped_flows_write_mails_as_files_at_the_right_simulated_times(
                                nth=5, total="64.50")
                 # Tomorrow they answer the survey of an earlier order with a 10: a promoter.
                 add_touchpoint(conn, buyer, "feedback", T0 + timedelta(days=1), score=10)
+                for customer, nth in ((newbie, 1), (regular, 4)):
+                    add_order(conn, customer, ordered_at, "20.00")
+                    add_touchpoint(conn, customer, "order_placed", ordered_at, nth=nth,
+                                   total="20.00")
             run_until(app, scheduler, clock, T0 + timedelta(days=12))
+            # Nothing is timed to the hour after this: three-hourly ticks (still at 09:00 UTC).
+            run_until(app, scheduler, clock, T0 + timedelta(days=29), step=timedelta(hours=3))
         with app.engine.connect() as conn:
             statuses = dict(conn.execute(select(Message.template, Message.status)
                                          .where(Message.customer_id.in_((buyer, lapsing)))).all())
+            later = {customer: dict(conn.execute(
+                select(Message.template, Message.status)
+                .where(Message.customer_id == customer)).all()) for customer in (newbie, regular)}
             sent_touches = conn.execute(select(func.count()).select_from(Touchpoint).where(
                 Touchpoint.kind == "email_sent")).scalar_one()
             sent = conn.execute(select(func.count()).select_from(Message).where(
@@ -118,21 +133,37 @@ def test_the_shipped_flows_write_mails_as_files_at_the_right_simulated_times(
         runtime.set_app(None)
         app.close()
     assert statuses == {"thank_you": "sent", "feedback_request": "sent", "winback_1": "sent",
-                        "review_request": "sent"}
+                        "winback_2": "sent", "winback_3": "sent", "review_request": "sent"}
     assert sent_touches == sent  # one timeline entry per mail sent
     files = eml_files(outbox)
     mine = {m["X-Lifecycle-Template"]: m for m in files.values()
             if m["X-Lifecycle-Customer-Id"] in (str(buyer), str(lapsing))}
-    assert set(mine) == {"thank_you", "feedback_request", "winback_1", "review_request"}
+    assert set(mine) == set(statuses)
+    # Their first order thanked and asked about like anyone's, then the nudge; the regular's
+    # loyalty thanks.
+    assert later == {
+        newbie: {"thank_you": "sent", "feedback_request": "sent", "second_purchase": "sent"},
+        regular: {"thank_you": "sent", "feedback_request": "sent", "loyalty_offer": "sent"}}
+    by_customer = {(m["X-Lifecycle-Customer-Id"], m["X-Lifecycle-Template"]): m
+                   for m in files.values()}
+    # New from the refresh of 3 March, 09:00 UTC (10:00 Berlin); three weeks later at 10:00
+    # Berlin is 24 March, 09:00 UTC, still winter time there.
+    nudge = by_customer[(str(newbie), "second_purchase")]
+    assert parsedate_to_datetime(nudge["Date"]) == datetime(2026, 3, 24, 9, tzinfo=UTC)
+    assert "NEXT10" in body(nudge, "plain")
+    # Loyal from the same refresh; the next day at 10:00 Berlin.
+    loyalty = by_customer[(str(regular), "loyalty_offer")]
+    assert parsedate_to_datetime(loyalty["Date"]) == datetime(2026, 3, 4, 9, tzinfo=UTC)
+    assert "THANKS15" in body(loyalty, "plain") and "ordered from us 4 times" in body(loyalty, "plain")
     thanks = mine["thank_you"]
     # The thank-you goes two hours after the order, on the next hourly tick.
     assert parsedate_to_datetime(thanks["Date"]) == T0 + timedelta(hours=3)
     assert order_id in body(thanks, "plain") and "64.50" in body(thanks, "plain")
     assert "Leaf and Bean" in body(thanks, "html")
-    # The feedback request: the first 10:00 in Berlin at least a week after enrolment
-    # (11:00 on 2 March there), so 10 March, 09:00 UTC.
+    # The feedback request: 10:00 in Berlin on the seventh day after enrolment (11:00 on
+    # 2 March there), so 9 March, 09:00 UTC.
     feedback = mine["feedback_request"]
-    assert parsedate_to_datetime(feedback["Date"]) == datetime(2026, 3, 10, 9, tzinfo=UTC)
+    assert parsedate_to_datetime(feedback["Date"]) == datetime(2026, 3, 9, 9, tzinfo=UTC)
     nps = [line for line in body(feedback, "plain").split() if "/f/" in line]
     assert len(nps) == 11 and nps[10].endswith("score=10")
     # Win-back: more than 180 days after the last order is 13 March; the daily refresh
@@ -141,6 +172,15 @@ def test_the_shipped_flows_write_mails_as_files_at_the_right_simulated_times(
     winback = mine["winback_1"]
     local = parsedate_to_datetime(winback["Date"]).astimezone(zone("Europe/Berlin"))
     assert local.date() == date(2026, 3, 13) and 10 <= local.hour <= 11
+    # Then 10 % a week later (at 10:00, though the first went at 11:00), and 20 % ten days
+    # after that: 30 March, the day after Berlin
+    # moved to summer time, so 10:00 there is 08:00 UTC (the three-hourly tick sends at 09:00).
+    second, last = mine["winback_2"], mine["winback_3"]
+    assert parsedate_to_datetime(second["Date"]) == datetime(2026, 3, 20, 9, tzinfo=UTC)
+    assert "BACK10" in body(second, "plain")
+    local = parsedate_to_datetime(last["Date"]).astimezone(zone("Europe/Berlin"))
+    assert local.date() == date(2026, 3, 30) and 10 <= local.hour <= 12
+    assert local.utcoffset() == timedelta(hours=2) and "BACK20" in body(last, "plain")
     # Advocacy: the daily refresh at the moment of the answer (3 March, 09:00 UTC) makes
     # them a promoter; one business day later at 10:00 Berlin comes the review request.
     review = mine["review_request"]

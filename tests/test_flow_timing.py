@@ -37,8 +37,25 @@ def test_the_same_wait_ends_at_each_customers_own_ten_oclock() -> None:
     wait = Wait(duration=relativedelta(days=1), at=(10, 0))
     ends = {tz: wait_until(wait, start, tz) for tz in ("Asia/Tokyo", "Europe/London",
                                                        "America/Los_Angeles")}
+    # 21:00, 13:00 and 05:00 on 1 June locally: "1 day at 10:00" is 10:00 the next day for all.
     assert {tz: e.astimezone(zone(tz)).strftime("%d %H:%M") for tz, e in ends.items()} == {
-        "Asia/Tokyo": "03 10:00", "Europe/London": "03 10:00", "America/Los_Angeles": "02 10:00"}
+        "Asia/Tokyo": "02 10:00", "Europe/London": "02 10:00", "America/Los_Angeles": "02 10:00"}
+    assert len(set(ends.values())) == 3  # three different instants
+
+
+def test_a_wait_in_days_ends_at_the_time_on_its_last_day_even_if_it_started_later_in_the_day(
+        ) -> None:
+    week = Wait(duration=relativedelta(days=7), at=(10, 0))
+    late_start = datetime(2026, 3, 13, 10, 0, 40, tzinfo=UTC)  # 11:00:40 in Berlin
+    assert wait_until(week, late_start, "Europe/Berlin") == datetime(2026, 3, 20, 9, tzinfo=UTC)
+
+
+def test_a_wait_in_hours_ends_at_the_first_such_time_after_it() -> None:
+    hours = Wait(duration=relativedelta(hours=2), at=(10, 0))
+    assert wait_until(hours, datetime(2026, 3, 13, 9, 30, tzinfo=UTC), "UTC") == \
+        datetime(2026, 3, 14, 10, tzinfo=UTC)
+    assert wait_until(hours, datetime(2026, 3, 13, 7, 30, tzinfo=UTC), "UTC") == \
+        datetime(2026, 3, 13, 10, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(("start", "days", "end"), [

@@ -28,9 +28,23 @@ def _at(local: datetime, hour: int, minute: int) -> datetime:
     return moved if moved >= local else moved + timedelta(days=1)
 
 
+def _whole_days(wait: Wait) -> bool:
+    """Whether the wait counts in days (or longer), so that ``at`` names a time on its last day."""
+    if wait.duration is not None:
+        d = wait.duration
+        return not (d.hours or d.minutes or d.seconds or d.microseconds)
+    return wait.business_days is not None or wait.until_weekday is not None
+
+
 def wait_until(wait: Wait, now: datetime, tz: str) -> datetime:
-    """The moment a wait that starts at ``now`` ends, for a customer in zone ``tz``."""
-    local = _local(now, tz)
+    """The moment a wait that starts at ``now`` ends, for a customer in zone ``tz``.
+
+    ``{for: 7 days, at: "10:00"}`` ends at 10:00 on the seventh day, whatever the
+    time of day it started (a turn that ran at 10:00:40 must not slip a day); with
+    a duration in hours or minutes, or no duration, ``at`` is the first such time
+    at or after the duration.
+    """
+    start = local = _local(now, tz)
     if wait.duration is not None:
         local = local + wait.duration  # relativedelta on the wall clock: calendar months
     elif wait.business_days is not None:
@@ -43,7 +57,11 @@ def wait_until(wait: Wait, now: datetime, tz: str) -> datetime:
         ahead = (wait.until_weekday - local.weekday()) % 7 or 7
         local = (local + timedelta(days=ahead)).replace(hour=0, minute=0, second=0, microsecond=0)
     if wait.at is not None:
-        local = _at(local, *wait.at)
+        if _whole_days(wait):
+            on_day = local.replace(hour=wait.at[0], minute=wait.at[1], second=0, microsecond=0)
+            local = on_day if on_day > start else _at(local, *wait.at)
+        else:
+            local = _at(local, *wait.at)
     return _utc(local.replace(tzinfo=zone(tz)))
 
 
