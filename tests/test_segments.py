@@ -11,7 +11,13 @@ from hypothesis import strategies as st
 from sqlalchemy import Connection, select
 
 from lifecycle.models import SegmentMembership, Touchpoint
-from lifecycle.segments.compute import assignments_for, latest_calibration, refresh_all, refresh_customer
+from lifecycle.segments.compute import (
+    KeptMetrics,
+    assignments_for,
+    latest_calibration,
+    refresh_all,
+    refresh_customer,
+)
 from lifecycle.segments.definitions import load_definitions
 from lifecycle.segments.explain import explain
 from lifecycle.timeutil import UTC
@@ -309,5 +315,37 @@ def test_customer_refreshes_after_random_orders_equal_a_full_refresh(
             stored.setdefault(segment, 0)
             stored[segment] += 1
         assert stored == {k: v for k, v in full.sizes.items() if v}
+    finally:
+        savepoint.rollback()
+
+
+@settings(max_examples=20, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(history=st.lists(event, min_size=2, max_size=8), days=st.lists(
+    st.lists(event, max_size=4), min_size=1, max_size=6))
+def test_daily_refreshes_with_kept_metrics_equal_refreshes_from_scratch(
+        conn: Connection, history: list[tuple[int, int, str, int]],
+        days: list[list[tuple[int, int, str, int]]]) -> None:
+    start = datetime(2026, 1, 1, 8, tzinfo=UTC)
+    savepoint = conn.begin_nested()
+    try:
+        ids = [add_customer(conn, f"k{i}", start - timedelta(days=400)) for i in range(4)]
+        for who, day, kind, amount in history:
+            if kind != "feedback":
+                add_order(conn, ids[who], start - timedelta(days=200 - 4 * day, minutes=amount),
+                          amount, status=kind)
+        kept = KeptMetrics()
+        refresh_all(conn, DEFS, start, start, kept=kept)
+        moment = start
+        for n, orders in enumerate(days, start=1):
+            for who, day, kind, amount in orders:  # orders of the day, after the last refresh
+                if kind != "feedback":
+                    add_order(conn, ids[who], moment + timedelta(hours=1 + day % 20,
+                                                                 minutes=amount % 60),
+                              amount, status=kind)
+            moment = start + timedelta(days=7 * n)  # a week on: recency moves for everyone
+            refresh_all(conn, DEFS, moment, moment, recalibrate=False, kept=kept)
+            fresh = refresh_all(conn, DEFS, moment, moment, recalibrate=False, write=False)
+            assert not fresh.entered and not fresh.exited, (n, fresh.entered, fresh.exited)
     finally:
         savepoint.rollback()

@@ -131,6 +131,23 @@ class _Sql:
             messages.c.id == bindparam("m_id"),
             messages.c.status == MessageStatus.SCHEDULED.value).values(
             due_at=bindparam("due"), updated_at=bindparam("now"))
+        touchpoints, stays = Touchpoint.__table__, SegmentMembership.__table__
+        self.touched = {}  # (any step?) -> did a mail of this enrollment get that touchpoint
+        for any_step in (True, False):
+            mails = select(messages.c.id).where(messages.c.enrollment_id == bindparam("e_id"))
+            if not any_step:
+                mails = mails.where(messages.c.step == bindparam("step"))
+            self.touched[any_step] = select(touchpoints.c.id).where(
+                touchpoints.c.message_id.in_(mails), touchpoints.c.kind == bindparam("kind"),
+                touchpoints.c.occurred_at <= bindparam("now")).limit(1)
+        self.staying = {}  # (entered since enrolment?) -> an open stay in the segment
+        for entered in (False, True):
+            open_stay = select(stays.c.id).where(
+                stays.c.customer_id == bindparam("customer_id"),
+                stays.c.segment == bindparam("segment"), stays.c.exited_at.is_(None))
+            if entered:
+                open_stay = open_stay.where(stays.c.entered_at > bindparam("since"))
+            self.staying[entered] = open_stay.limit(1)
         self.recent_mails = select(func.count()).select_from(messages).where(
             messages.c.customer_id == bindparam("customer_id"),
             messages.c.flow.in_(bindparam("flows", expanding=True)),
@@ -211,19 +228,13 @@ class _Turn:
         if kind in ("opened", "clicked", "replied"):
             touch = {"opened": "email_opened", "clicked": "email_clicked",
                      "replied": "replied"}[kind]
-            mails = select(Message.id).where(Message.enrollment_id == self.e.id)
-            if body is not True:
-                mails = mails.where(Message.step == body)
-            return self.conn.execute(select(Touchpoint.id).where(
-                Touchpoint.message_id.in_(mails), Touchpoint.kind == touch,
-                Touchpoint.occurred_at <= self.now).limit(1)).first() is not None
+            return self.conn.execute(_sql(self.conn).touched[body is True], {
+                "e_id": self.e.id, "step": body, "kind": touch, "now": self.now,
+            }).first() is not None
         if kind in ("in_segment", "entered_segment"):
-            stays = select(SegmentMembership.id).where(
-                SegmentMembership.customer_id == self.customer.id,
-                SegmentMembership.segment == body, SegmentMembership.exited_at.is_(None))
-            if kind == "entered_segment":
-                stays = stays.where(SegmentMembership.entered_at > self.e.enrolled_at)
-            return self.conn.execute(stays.limit(1)).first() is not None
+            return self.conn.execute(_sql(self.conn).staying[kind == "entered_segment"], {
+                "customer_id": self.customer.id, "segment": body, "since": self.e.enrolled_at,
+            }).first() is not None
         if kind == "attribute":
             return _compare((self.customer.attributes or {}).get(body["name"]), body["op"],
                             body.get("value"))

@@ -140,25 +140,70 @@ def _drop(conn: Connection, *tables: str) -> None:
         conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
 
 
-def _create_metrics(conn: Connection, d: Dialect, as_of: datetime) -> None:
-    """Fill a temporary table with every buyer's metrics as of ``as_of``."""
+@dataclass
+class KeptMetrics:
+    """Buyers' metrics kept between the full refreshes of a replay, in a temporary table.
+
+    Valid only while orders are never changed and arrive in time order, each
+    after the refresh before (a flow simulation's copy): a refresh then
+    recomputes only the buyers with an order since the last one (a few dozen a
+    day instead of every buyer) and derives the day counts from its own moment.
+    """
+
+    table: str = "lc_seg_metrics_kept"
+    through: datetime | None = None  # the as-of moment of the last refresh
+
+
+def _metrics_table(conn: Connection, d: Dialect, name: str) -> None:
     stamp, number = ("TIMESTAMPTZ", "NUMERIC") if d.pg else ("TIMESTAMP", "REAL")
     conn.exec_driver_sql(
-        f"CREATE TEMPORARY TABLE {METRICS_TABLE} (customer_id BIGINT NOT NULL, "
+        f"CREATE TEMPORARY TABLE {name} (customer_id BIGINT NOT NULL, "
         f"first_order_at {stamp}, last_order_at {stamp}, order_count INTEGER, "
         f"total_spend {number}, avg_spend {number}, days_since_last INTEGER, "
         f"days_since_first INTEGER, median_gap_days {number})")
-    _run(conn, f"INSERT INTO {METRICS_TABLE} {metrics_sql(d, None)}", {"as_of": as_of})
+
+
+def _create_metrics(conn: Connection, d: Dialect, as_of: datetime,
+                    kept: KeptMetrics | None = None) -> None:
+    """Fill a temporary table with every buyer's metrics as of ``as_of``."""
+    _metrics_table(conn, d, METRICS_TABLE)
+    if kept is None:
+        _run(conn, f"INSERT INTO {METRICS_TABLE} {metrics_sql(d, None)}", {"as_of": as_of})
+        return
+    times = {"as_of": as_of, "through": kept.through}
+    if kept.through is None or kept.through > as_of:
+        _drop(conn, kept.table)
+        _metrics_table(conn, d, kept.table)
+        conn.exec_driver_sql(f"CREATE UNIQUE INDEX {kept.table}_pk ON {kept.table} (customer_id)")
+        _run(conn, f"INSERT INTO {kept.table} {metrics_sql(d, None)}", times)
+    else:
+        changed = f"{kept.table}_changed"
+        _drop(conn, changed)
+        _run(conn, f"CREATE TEMPORARY TABLE {changed} AS SELECT DISTINCT customer_id FROM orders "
+             "WHERE status = 'completed' AND ordered_at > :through AND ordered_at <= :as_of", times)
+        among = f"SELECT customer_id FROM {changed}"
+        _run(conn, f"DELETE FROM {kept.table} WHERE customer_id IN ({among})", times)
+        _run(conn, f"INSERT INTO {kept.table} {metrics_sql(d, None, among=among)}", times)
+        _drop(conn, changed)
+    kept.through = as_of
+    _run(conn, f"""
+        INSERT INTO {METRICS_TABLE}
+        SELECT customer_id, first_order_at, last_order_at, order_count, total_spend, avg_spend,
+               {d.whole(d.days(':as_of', 'last_order_at'))},
+               {d.whole(d.days(':as_of', 'first_order_at'))}, median_gap_days
+        FROM {kept.table}""", times)
 
 
 def refresh_all(conn: Connection, defs: Definitions, as_of: datetime, now: datetime, *,
                 recalibrate: bool = True, write: bool = True,
                 progress: Callable[[str], None] | None = None,
-                only: frozenset[str] | None = None) -> RefreshReport:
+                only: frozenset[str] | None = None,
+                kept: KeptMetrics | None = None) -> RefreshReport:
     """Recompute every customer's segments as of ``as_of`` in ``conn``'s transaction.
 
     ``only`` limits the refresh to those segments (a flow simulation needs just
-    the ones its flow reads); stays in other segments are left alone.
+    the ones its flow reads); stays in other segments are left alone.  ``kept``
+    carries purchase metrics over from the refresh before (see :class:`KeptMetrics`).
     """
     step = progress or (lambda _message: None)
     d = Dialect(conn.dialect.name)
@@ -174,7 +219,7 @@ def refresh_all(conn: Connection, defs: Definitions, as_of: datetime, now: datet
     _drop(conn, METRICS_TABLE, ASSIGN_TABLE, MOVES_TABLE)
 
     step("Computing purchase metrics")
-    _create_metrics(conn, d, as_of)
+    _create_metrics(conn, d, as_of, kept)
     if d.pg:
         conn.exec_driver_sql(f"ALTER TABLE {METRICS_TABLE} ADD PRIMARY KEY (customer_id)")
         conn.exec_driver_sql(f"ANALYZE {METRICS_TABLE}")

@@ -139,14 +139,17 @@ METRIC_COLUMNS = {
 }
 
 
-def metrics_sql(d: Dialect, customer: str | None) -> str:
+def metrics_sql(d: Dialect, customer: str | None, among: str | None = None) -> str:
     """Purchase metrics as of ``:as_of`` for completed orders: one row per buyer.
 
-    ``customer`` restricts to one customer (a parameter placeholder) or None.
-    The median gap is the middle gap (mean of the two middle ones for an even
-    count) in fractional days, rounded to 4 places on both backends.
+    ``customer`` restricts to one customer (a parameter placeholder) or None;
+    ``among`` to the customers a subquery names.  The median gap is the middle
+    gap (mean of the two middle ones for an even count) in fractional days,
+    rounded to 4 places on both backends.
     """
     only = f"AND customer_id = {customer}" if customer else ""
+    if among:
+        only += f" AND customer_id IN ({among})"
     if d.pg:
         # One pass: the gap to the previous order by window, the median by an
         # ordered-set aggregate (NULL gaps of first orders are ignored). Orders
