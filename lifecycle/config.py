@@ -62,6 +62,23 @@ SETTINGS: tuple[Setting, ...] = (
             "SendGrid API key; required when LIFECYCLE_MAIL_TRANSPORT is `sendgrid`."),
     Setting("SENDGRID_API_HOST", DEFAULT_SENDGRID_API_HOST,
             "Base URL the SendGrid client posts to; point staging or tests at another server."),
+    Setting("LIFECYCLE_SENDGRID_CLIENT", "pooled",
+            "How the `sendgrid` transport posts: `pooled` (one keep-alive connection per worker "
+            "thread) or `official` (sendgrid-python's own client, a new connection per mail)."),
+    Setting("LIFECYCLE_SEND_TIMEOUT", "10",
+            "Seconds a transport waits for the SMTP server or SendGrid to answer one mail."),
+    Setting("LIFECYCLE_SEND_RATE", "0",
+            "Most mails per second across all workers (a SendGrid plan's limit); 0 means no "
+            "limit. Shared through Redis when the broker is Redis, else per process."),
+    Setting("LIFECYCLE_RETRY_BASE_SECONDS", "60",
+            "First wait before a mail the provider refused for a passing reason (5xx, timeout) is "
+            "tried again; each next wait doubles, with jitter, for 5 attempts."),
+    Setting("LIFECYCLE_SEND_LEASE_SECONDS", "120",
+            "How long a worker may hold a mail it is sending; after that the mail counts as "
+            "abandoned and is settled (file: sent again; SendGrid: by its events)."),
+    Setting("LIFECYCLE_SETTLE_SECONDS", "900",
+            "How long an abandoned or unanswered SendGrid mail waits for SendGrid's events "
+            "before it is sent again (only once events newer than it have arrived)."),
     Setting("SENDGRID_WEBHOOK_PUBLIC_KEY", "(unset)",
             "Base64 ECDSA public key that signs SendGrid's Event Webhook posts."),
     Setting("LIFECYCLE_SECRET_KEY", "(random per process)",
@@ -119,6 +136,12 @@ class Settings:
     flows_dir: Path = PROJECT_ROOT / "flows"
     templates_dir: Path = PROJECT_ROOT / "templates" / "email"
     segment_refresh_hours: float = 24.0
+    sendgrid_client: str = "pooled"
+    send_timeout: float = 10.0
+    send_rate: float = 0.0
+    retry_base_seconds: float = 60.0
+    send_lease_seconds: float = 120.0
+    settle_seconds: float = 900.0
 
     @property
     def is_embedded(self) -> bool:
@@ -164,6 +187,16 @@ def _positive(name: str, raw: str, kind: type[int] | type[float]) -> int | float
     return value
 
 
+def _not_negative(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number.") from None
+    if value < 0:
+        raise ConfigError(f"{name}={raw!r} must be 0 or more.")
+    return value
+
+
 def _folder(name: str, raw: str | None, default: Path) -> Path:
     if raw is None:
         return default
@@ -204,6 +237,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             raise ValueError
     except ValueError:
         raise ConfigError(f"LIFECYCLE_SMTP_URL={smtp_url!r} has a bad port.") from None
+
+    sendgrid_client = (get("LIFECYCLE_SENDGRID_CLIENT") or "pooled").lower()
+    if sendgrid_client not in ("pooled", "official"):
+        raise ConfigError(f"LIFECYCLE_SENDGRID_CLIENT={sendgrid_client!r} must be pooled or official.")
 
     api_key = get("SENDGRID_API_KEY")
     if transport == "sendgrid" and api_key is None:
@@ -269,5 +306,15 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
                               PROJECT_ROOT / "templates" / "email"),
         segment_refresh_hours=float(_positive("LIFECYCLE_SEGMENT_REFRESH_HOURS",
                                               get("LIFECYCLE_SEGMENT_REFRESH_HOURS") or "24", float)),
+        sendgrid_client=sendgrid_client,
+        send_timeout=float(_positive("LIFECYCLE_SEND_TIMEOUT",
+                                     get("LIFECYCLE_SEND_TIMEOUT") or "10", float)),
+        send_rate=_not_negative("LIFECYCLE_SEND_RATE", get("LIFECYCLE_SEND_RATE") or "0"),
+        retry_base_seconds=float(_positive("LIFECYCLE_RETRY_BASE_SECONDS",
+                                           get("LIFECYCLE_RETRY_BASE_SECONDS") or "60", float)),
+        send_lease_seconds=float(_positive("LIFECYCLE_SEND_LEASE_SECONDS",
+                                           get("LIFECYCLE_SEND_LEASE_SECONDS") or "120", float)),
+        settle_seconds=float(_positive("LIFECYCLE_SETTLE_SECONDS",
+                                       get("LIFECYCLE_SETTLE_SECONDS") or "900", float)),
         **kwargs,  # type: ignore[arg-type]
     )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,8 @@ from lifecycle.clock import ManualClock
 from lifecycle.config import load_settings
 from lifecycle.mail.outbox import QUEUE_LEASE, Outbox
 from lifecycle.mail.sending import MAX_ATTEMPTS, dispatch, send_one
-from lifecycle.mail.transports import FileTransport
+from lifecycle.mail.compose import Outgoing
+from lifecycle.mail.transports import FileTransport, SendError
 from lifecycle.models import (
     EnrollmentStatus,
     FlowEnrollment,
@@ -36,11 +36,12 @@ class Refusing:
     """A transport that refuses every mail (a provider outage)."""
 
     idempotent: bool = False
+    settles_by_events: bool = False
     calls: list[int] = field(default_factory=list)
 
-    def send(self, message_id: int, mail: EmailMessage) -> str:
-        self.calls.append(message_id)
-        raise ConnectionError("connection refused")
+    def send(self, mail: Outgoing) -> str:
+        self.calls.append(mail.message_id)
+        raise SendError("connection refused")
 
 
 @pytest.fixture
@@ -76,7 +77,7 @@ def timeline(app: App, message_id: int) -> list[str]:
 
 def test_a_due_mail_is_handed_out_once_and_sent_once(app: App) -> None:
     mid = a_mail(app)
-    queued: list[int] = []
+    queued: list[list[int]] = []
     assert dispatch(app, queued.append) == 1 and dispatch(app, queued.append) == 0
     assert send_one(app, mid) == "sent"
     assert send_one(app, mid) == "skipped"  # a duplicate delivery of the id does nothing
@@ -88,23 +89,23 @@ def test_a_due_mail_is_handed_out_once_and_sent_once(app: App) -> None:
 
 def test_a_mail_lost_by_the_broker_is_handed_out_again_after_its_lease(app: App) -> None:
     mid = a_mail(app)
-    lost: list[int] = []
+    lost: list[list[int]] = []
     dispatch(app, lost.append)  # the broker loses it
     app.clock.advance(QUEUE_LEASE - timedelta(seconds=1))  # type: ignore[attr-defined]
     assert dispatch(app, lost.append) == 0
     app.clock.advance(timedelta(seconds=2))  # type: ignore[attr-defined]
-    again: list[int] = []
-    assert dispatch(app, again.append) == 1 and again == [mid]
+    again: list[list[int]] = []
+    assert dispatch(app, again.append) == 1 and again == [[mid]]
     assert send_one(app, mid) == "sent"
 
 
 def test_two_claims_on_one_mail_give_it_to_one_worker(app: App) -> None:
     mid = a_mail(app)
-    dispatch(app, lambda _id: None)
+    dispatch(app, lambda _ids: None)
     with app.engine.begin() as conn:
-        assert Outbox(conn).claim(mid, T0) is True
+        assert Outbox(conn).claim([mid], T0) == [mid]
     with app.engine.begin() as conn:
-        assert Outbox(conn).claim(mid, T0) is False
+        assert Outbox(conn).claim([mid], T0) == []
 
 
 def test_an_unsubscribe_after_the_decision_stops_the_mail_at_send_time(app: App) -> None:
@@ -113,7 +114,7 @@ def test_an_unsubscribe_after_the_decision_stops_the_mail_at_send_time(app: App)
         conn.execute(insert(Suppression).values(
             email_hash=email_hash("cthank_youUTC@example.com"), scope="marketing",
             reason="unsubscribe", source="test", created_at=T0))
-    dispatch(app, lambda _id: None)
+    dispatch(app, lambda _ids: None)
     assert send_one(app, mid) == "suppressed"
     assert (row(app, mid).status, row(app, mid).last_error) == ("suppressed", "unsubscribe")
 
@@ -127,14 +128,14 @@ def test_a_mail_of_an_enrollment_that_exited_is_cancelled(app: App) -> None:
             exit_reason="goal: ordered", enrolled_at=T0, context={}).returning(FlowEnrollment.id)
         ).scalar_one()
         conn.execute(update(Message).where(Message.id == mid).values(enrollment_id=eid))
-    dispatch(app, lambda _id: None)
+    dispatch(app, lambda _ids: None)
     assert send_one(app, mid) == "cancelled"
     assert row(app, mid).last_error == "the flow ended: goal: ordered"
 
 
 def test_a_mail_that_comes_due_at_night_waits_for_the_morning(app: App) -> None:
     mid = a_mail(app, tz="Asia/Tokyo")  # 21:00 in Tokyo
-    dispatch(app, lambda _id: None)
+    dispatch(app, lambda _ids: None)
     assert send_one(app, mid) == "later"
     assert row(app, mid).status == "scheduled"
     assert row(app, mid).due_at == datetime(2026, 6, 3, 23, tzinfo=UTC)  # 08:00 in Tokyo
@@ -149,7 +150,7 @@ def test_a_template_error_fails_that_mail_with_the_reason_on_the_timeline(app: A
     app.settings = replace(app.settings, templates_dir=broken)
     bad, good = a_mail(app, template="oops"), a_mail(app, tz="Europe/Paris")
     app.settings = replace(app.settings, templates_dir=load_settings({}).templates_dir)
-    dispatch(app, lambda _id: None)
+    dispatch(app, lambda _ids: None)
     app.settings = replace(app.settings, templates_dir=broken)
     assert send_one(app, bad) == "failed"
     app.settings = replace(app.settings, templates_dir=load_settings({}).templates_dir)
@@ -164,14 +165,16 @@ def test_a_refusing_transport_retries_with_growing_waits_then_fails_for_good(app
     transport = Refusing()
     waits = []
     for _ in range(MAX_ATTEMPTS):
-        dispatch(app, lambda _id: None, transport)
+        dispatch(app, lambda _ids: None, transport)
         outcome = send_one(app, mid, transport)
         current = row(app, mid)
         if outcome == "later":
             waits.append(current.due_at - app.clock.now())
             app.clock.advance(current.due_at - app.clock.now())  # type: ignore[attr-defined]
     assert outcome == "failed" and len(transport.calls) == MAX_ATTEMPTS
-    assert waits == sorted(waits) and waits[1] == 2 * waits[0]
+    base = app.settings.retry_base_seconds
+    for n, wait in enumerate(waits, start=1):  # doubling, with jitter of +-50 %
+        assert 0.5 * base * 2 ** (n - 1) <= wait.total_seconds() <= 1.5 * base * 2 ** (n - 1)
     final = row(app, mid)
     assert final.status == "failed" and "connection refused" in final.last_error
     assert timeline(app, mid) == ["email_failed"]
@@ -180,10 +183,9 @@ def test_a_refusing_transport_retries_with_growing_waits_then_fails_for_good(app
 def test_the_file_transport_writes_the_same_file_when_a_mail_is_sent_again(
         tmp_path: Path) -> None:
     transport = FileTransport(tmp_path)
-    mail = EmailMessage()
-    mail["X-Lifecycle-Date"] = "2026-06-03"
-    mail["X-Lifecycle-Template"] = "thank_you"
-    mail.set_content("hello")
-    first = transport.send(7, mail)
-    assert transport.send(7, mail) == first
+    mail = Outgoing(message_id=7, sender="Shop <shop@example.com>", to="a@example.com",
+                    subject="Hi", text="hello", html=None, reply_to="r@example.com", date=T0,
+                    headers={"X-Lifecycle-Date": "2026-06-03", "X-Lifecycle-Template": "thank_you"})
+    first = transport.send(mail)
+    assert transport.send(mail) == first
     assert [p.name for p in tmp_path.rglob("*")] == ["2026-06-03", "00000007-thank_you.eml"]

@@ -398,8 +398,11 @@ def _send(conn: Connection, t: _Turn, step_id: str, action: Send, policies: Poli
 
 def _mail_context(t: _Turn, action: Send) -> dict[str, Any]:
     """What the sender needs later, fixed at decision time."""
+    marketing = t.flow.kind == "marketing"
     context: dict[str, Any] = {"order_id": (t.e.context or {}).get("order_id"),
-                               "marketing": t.flow.kind == "marketing"}
+                               "marketing": marketing,
+                               # counts towards the frequency cap (re-checked at send time)
+                               "capped": marketing and not t.flow.exempt_from_cap}
     if action.offer is not None:
         valid = action.offer.valid
         context["offer"] = {"percent": action.offer.percent, "prefix": action.offer.prefix,

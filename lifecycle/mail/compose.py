@@ -1,7 +1,13 @@
-"""Build the MIME message of one outbox row: the same parts and headers for every transport."""
+"""Build one outbox row's mail: the same parts and headers whichever transport sends it.
+
+:func:`compose` gives an :class:`Outgoing`, which the file and SMTP transports
+turn into MIME (:meth:`Outgoing.mime`) and the SendGrid transport into a v3
+mail/send payload; both carry the same subject, parts, Reply-To and headers.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid, parseaddr
@@ -11,40 +17,79 @@ from lifecycle.config import Settings
 from lifecycle.links import sign
 from lifecycle.mail.templates import Rendered
 
+#: Prefix of our ids in SendGrid's ``custom_args`` (they come back on every event).
+ARG_PREFIX = "lifecycle_"
+
 
 def domain_of(settings: Settings) -> str:
     return parseaddr(settings.mail_from)[1].rpartition("@")[2] or "localhost"
 
 
+@dataclass(frozen=True)
+class Outgoing:
+    """A mail ready for any transport."""
+
+    message_id: int
+    sender: str  # "Name <address>"
+    to: str
+    subject: str
+    text: str | None
+    html: str | None
+    reply_to: str
+    date: datetime
+    #: Extra headers, identical on every transport (List-Unsubscribe, Message-ID, X-Lifecycle-*).
+    headers: dict[str, str] = field(default_factory=dict)
+    #: Our ids as strings; SendGrid returns them on every event of this mail.
+    custom_args: dict[str, str] = field(default_factory=dict)
+    categories: tuple[str, ...] = ()
+
+    def mime(self) -> EmailMessage:
+        mail = EmailMessage()
+        mail["From"] = self.sender
+        mail["To"] = self.to
+        mail["Subject"] = self.subject
+        mail["Date"] = format_datetime(self.date)
+        mail["Reply-To"] = self.reply_to
+        for name, value in self.headers.items():
+            mail[name] = value
+        if self.categories:
+            mail["X-Lifecycle-Categories"] = ", ".join(self.categories)
+        if self.text is not None:
+            mail.set_content(self.text)
+        if self.html is not None:
+            if self.text is None:
+                mail.set_content(self.html, subtype="html")
+            else:
+                mail.add_alternative(self.html, subtype="html")
+        return mail
+
+
 def compose(settings: Settings, message: Any, rendered: Rendered, now: datetime,
-            local_day: str) -> EmailMessage:
+            local_day: str) -> Outgoing:
     """``message`` is a ``messages`` row; ``local_day`` the customer's date (file layout)."""
     domain = domain_of(settings)
-    data = {"c": message.customer_id, "m": message.id}
-    unsubscribe = sign(settings.secret_key, "unsubscribe", data)
+    unsubscribe = sign(settings.secret_key, "unsubscribe",
+                       {"c": message.customer_id, "m": message.id})
     reply = sign(settings.secret_key, "reply", {"m": message.id})
-    mail = EmailMessage()
-    mail["From"] = settings.mail_from
-    mail["To"] = message.to_email
-    mail["Subject"] = rendered.subject
-    mail["Date"] = format_datetime(now)
-    mail["Message-ID"] = make_msgid(idstring=f"lifecycle.{message.id}", domain=domain)
-    mail["Reply-To"] = f"reply+{reply}@{domain}"
-    mail["List-Unsubscribe"] = (f"<{settings.base_url}/u/{unsubscribe}>, "
-                                f"<mailto:unsubscribe+{unsubscribe}@{domain}>")
-    mail["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    for header, value in (("X-Lifecycle-Message-Id", message.id),
-                          ("X-Lifecycle-Customer-Id", message.customer_id),
-                          ("X-Lifecycle-Flow", message.flow or ""),
-                          ("X-Lifecycle-Step", message.step or ""),
-                          ("X-Lifecycle-Template", message.template),
-                          ("X-Lifecycle-Date", local_day)):
-        mail[header] = str(value)
-    if rendered.text is not None:
-        mail.set_content(rendered.text)
-    if rendered.html is not None:
-        if rendered.text is None:
-            mail.set_content(rendered.html, subtype="html")
-        else:
-            mail.add_alternative(rendered.html, subtype="html")
-    return mail
+    ids = {"message_id": message.id, "customer_id": message.customer_id,
+           "flow": message.flow or "", "step": message.step or ""}
+    headers = {
+        "Message-ID": make_msgid(idstring=f"lifecycle.{message.id}", domain=domain),
+        "List-Unsubscribe": (f"<{settings.base_url}/u/{unsubscribe}>, "
+                             f"<mailto:unsubscribe+{unsubscribe}@{domain}>"),
+        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        "X-Lifecycle-Message-Id": str(message.id),
+        "X-Lifecycle-Customer-Id": str(message.customer_id),
+        "X-Lifecycle-Flow": ids["flow"],
+        "X-Lifecycle-Step": ids["step"],
+        "X-Lifecycle-Template": message.template,
+        "X-Lifecycle-Date": local_day,
+    }
+    categories = (f"flow:{message.flow}", f"step:{message.flow}/{message.step}") \
+        if message.flow else ("flow:none",)
+    return Outgoing(
+        message_id=message.id, sender=settings.mail_from, to=message.to_email,
+        subject=rendered.subject, text=rendered.text, html=rendered.html,
+        reply_to=f"reply+{reply}@{domain}", date=now, headers=headers,
+        custom_args={ARG_PREFIX + key: str(value) for key, value in ids.items()},
+        categories=tuple(c[:255] for c in categories))

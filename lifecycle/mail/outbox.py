@@ -6,42 +6,75 @@ that decided to send it.  From there::
     scheduled --dispatch--> queued --claim--> sending --sent--> sent
         ^                     |                  |--failed--> failed
         |                     | lease expired:   |--suppressed / cancelled
-        +--- quiet hours -----+ handed out again +--retry--> scheduled (later)
+        +--- quiet hours,  ---+ handed out again +--no answer: stays sending,
+             retry, 429                             settled (below)
 
 Every transition names the status it leaves (``WHERE status = …``), so two
-schedulers or two workers can never both move one mail, and each runs in its
-own short transaction.  Crash windows:
+schedulers or two workers can never both move one mail, and each runs in a
+short transaction of its own.  Each attempt's outcome is appended to the
+row's ``attempt_log``.
 
-* scheduler dies after marking rows ``queued`` but before (or while) putting
-  their ids on the broker, or the broker loses them: the lease
-  (``lease_expires_at``) runs out and the next dispatch hands them out again;
-  a worker that then gets a duplicate id finds the row no longer ``queued``
-  and does nothing.
-* worker dies after ``claim`` and before the transport call: the row stays
-  ``sending`` until its lease expires.  What happens then depends on the
-  transport (``Transport.idempotent``): the file transport writes the same
-  file name again, so the row goes back to ``queued``; for a provider that
-  may already have accepted the mail the row is left for settlement by the
-  provider's own events (issue 5), never resent blindly.
-* worker dies after the transport accepted the mail but before ``sent`` is
-  committed: the same window as above, handled the same way.
+Crash windows, and what closes each:
+
+1. The scheduler dies after marking rows ``queued`` but before (or while)
+   putting their ids on the broker, or the broker loses them (Redis
+   restarted): the queue lease (``lease_expires_at``) runs out and the next
+   dispatch hands them out again.  A worker that gets a duplicate id finds
+   the row no longer ``queued`` and does nothing.
+2. A worker dies after its claim (``sending``) and before, during or after the
+   transport call, before the outcome is committed: the row stays
+   ``sending`` until its send lease runs out; :meth:`Outbox.settle` then
+   decides by transport:
+
+   * file (idempotent: the same file name again): queued again at once;
+   * SendGrid: never resent blindly.  Our message id rides in the mail's
+     ``custom_args``, so every SendGrid event names it.  An event for the
+     mail (``processed``, ``delivered``, …) settles it as ``sent``.  With no
+     event after ``LIFECYCLE_SETTLE_SECONDS`` *and* events newer than the
+     lease's end recorded for other mail (the webhook is flowing, so one for
+     this mail would have come), it is queued again.  With no event at all
+     for a day (SendGrid's retry horizon) it is failed as "outcome unknown".
+   * SMTP (neither): failed as "outcome unknown", on the timeline, so that
+     support staff decide; a blind resend could deliver it twice.
+3. The transport's request went out but no answer came (timeout, connection
+   lost mid-answer): the same as 2 — the row stays ``sending`` with its
+   lease ended now (:meth:`Outbox.unanswered`).
+4. The worker dies after committing ``sent``: nothing left to do; the
+   ``email_sent`` touchpoint is in the same transaction.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, bindparam, exists, func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from lifecycle.models import Message, MessageStatus, Touchpoint
+from lifecycle.models import Message, MessageStatus, ProviderEvent, Touchpoint
 
 #: How long a queued mail may wait for a worker before it is handed out again.
 QUEUE_LEASE = timedelta(minutes=5)
-#: How long a worker may take to send one mail before the row counts as abandoned.
+#: How long a worker may take to send one batch before its rows count as abandoned.
 SEND_LEASE = timedelta(minutes=2)
+#: An unsettled SendGrid mail with no event for this long is failed as unknown.
+GIVE_UP_SETTLING = timedelta(days=1)
+#: Events that mean SendGrid accepted the mail.
+ACCEPTED_EVENTS = ("processed", "delivered", "deferred", "bounce", "dropped", "open", "click",
+                   "spamreport", "unsubscribe", "group_unsubscribe", "group_resubscribe")
 
 _messages = Message.__table__
+_events = ProviderEvent.__table__
 _S = MessageStatus
+
+
+def log_entry(now: datetime, outcome: str, detail: str | None = None) -> dict[str, Any]:
+    entry: dict[str, Any] = {"at": now.isoformat(), "outcome": outcome}
+    if detail:
+        entry["detail"] = detail[:500]
+    return entry
 
 
 class Outbox:
@@ -49,7 +82,9 @@ class Outbox:
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
+        self.pg = conn.dialect.name == "postgresql"
 
+    # -- handing out -------------------------------------------------------
     def due(self, now: datetime, limit: int) -> list[int]:
         """Hand out due mails: scheduled ones, and queued ones whose lease ran out."""
         query = (select(_messages.c.id)
@@ -57,7 +92,7 @@ class Outbox:
                         | ((_messages.c.status == _S.QUEUED.value)
                            & (_messages.c.lease_expires_at < now)))
                  .order_by(_messages.c.due_at, _messages.c.id).limit(limit))
-        if self.conn.dialect.name == "postgresql":
+        if self.pg:
             query = query.with_for_update(skip_locked=True)
         ids = list(self.conn.execute(query).scalars())
         if ids:
@@ -65,50 +100,131 @@ class Outbox:
                 status=_S.QUEUED.value, lease_expires_at=now + QUEUE_LEASE, updated_at=now))
         return ids
 
-    def recover(self, now: datetime, idempotent: bool) -> int:
-        """Rows abandoned in ``sending``: queued again when resending is harmless."""
-        if not idempotent:
-            return 0
-        return self.conn.execute(update(Message).where(
-            Message.status == _S.SENDING.value, Message.lease_expires_at < now).values(
-            status=_S.QUEUED.value, lease_expires_at=now, updated_at=now,
-            last_error="a worker stopped while sending; sent again")).rowcount
-
-    def claim(self, message_id: int, now: datetime) -> bool:
-        """Take a queued mail for sending; False if another worker has (or had) it."""
-        return self.conn.execute(update(Message).where(
-            Message.id == message_id, Message.status == _S.QUEUED.value).values(
+    def claim(self, message_ids: Iterable[int], now: datetime,
+              lease: timedelta = SEND_LEASE) -> list[int]:
+        """Take queued mails for sending; the ids this worker got (others have, or had, the rest)."""
+        ids = list(message_ids)
+        if not ids:
+            return []
+        return sorted(self.conn.execute(update(Message).where(
+            Message.id.in_(ids), Message.status == _S.QUEUED.value).values(
             status=_S.SENDING.value, attempts=Message.attempts + 1,
-            lease_expires_at=now + SEND_LEASE, updated_at=now)).rowcount == 1
+            lease_expires_at=now + lease, updated_at=now).returning(Message.id)).scalars())
 
-    def _leave_sending(self, message_id: int, now: datetime, **values: object) -> bool:
+    # -- leaving `sending` ---------------------------------------------------
+    def _leave_sending(self, message: Any, now: datetime, entry: dict[str, Any],
+                       **values: object) -> bool:
         return self.conn.execute(update(Message).where(
-            Message.id == message_id, Message.status == _S.SENDING.value).values(
-            lease_expires_at=None, updated_at=now, **values)).rowcount == 1
+            Message.id == message.id, Message.status == _S.SENDING.value).values(
+            lease_expires_at=None, updated_at=now,
+            attempt_log=[*(message.attempt_log or []), entry], **values)).rowcount == 1
 
-    def sent(self, message_id: int, now: datetime, provider_id: str) -> bool:
-        return self._leave_sending(message_id, now, status=_S.SENT.value, sent_at=now,
+    def sent(self, message: Any, now: datetime, provider_id: str, subject: str) -> bool:
+        done = self._leave_sending(message, now, log_entry(now, "sent", provider_id),
+                                   status=_S.SENT.value, sent_at=now,
                                    provider_message_id=provider_id, last_error=None)
+        if done:
+            self.touch(message, "email_sent", now, provider_message_id=provider_id,
+                       subject=subject)
+        return done
 
-    def failed(self, message_id: int, now: datetime, reason: str) -> bool:
-        return self._leave_sending(message_id, now, status=_S.FAILED.value, last_error=reason)
+    def failed(self, message: Any, now: datetime, reason: str) -> bool:
+        """Given up for good; the reason goes on the customer's timeline."""
+        done = self._leave_sending(message, now, log_entry(now, "failed", reason),
+                                   status=_S.FAILED.value, last_error=reason)
+        if done:
+            self.touch(message, "email_failed", now, reason=reason)
+        return done
 
-    def withheld(self, message_id: int, now: datetime, status: MessageStatus,
+    def withheld(self, message: Any, now: datetime, status: MessageStatus,
                  reason: str) -> bool:
-        """Not sent after all: suppressed (address) or cancelled (the flow ended)."""
-        return self._leave_sending(message_id, now, status=status.value, last_error=reason)
+        """Not sent after all: suppressed (address, cap) or cancelled (the flow ended)."""
+        return self._leave_sending(message, now, log_entry(now, status.value, reason),
+                                   status=status.value, last_error=reason)
 
-    def later(self, message_id: int, now: datetime, due: datetime, reason: str) -> bool:
-        """Back to scheduled for ``due`` (quiet hours at send time, a retry)."""
-        return self._leave_sending(message_id, now, status=_S.SCHEDULED.value, due_at=due,
-                                   last_error=reason)
+    def later(self, message: Any, now: datetime, due: datetime, reason: str,
+              refund: bool = False) -> bool:
+        """Back to scheduled for ``due`` (quiet hours, a retry, a 429).
 
-    def touch(self, message: object, kind: str, now: datetime, **data: object) -> None:
+        ``refund``: this attempt does not count towards the limit (nothing was
+        tried, or the provider only asked us to slow down).
+        """
+        values: dict[str, object] = {"status": _S.SCHEDULED.value, "due_at": due,
+                                     "last_error": reason}
+        if refund:
+            values["attempts"] = Message.attempts - 1
+        return self._leave_sending(message, now, log_entry(now, "later", reason), **values)
+
+    def unanswered(self, message: Any, now: datetime, reason: str) -> bool:
+        """The request went out, no answer came: stays ``sending``, its lease ended, to settle."""
+        return self.conn.execute(update(Message).where(
+            Message.id == message.id, Message.status == _S.SENDING.value).values(
+            lease_expires_at=now, updated_at=now, last_error=reason,
+            attempt_log=[*(message.attempt_log or []), log_entry(now, "no answer", reason)]
+        )).rowcount == 1
+
+    # -- settling abandoned and unanswered mails ----------------------------
+    def settle(self, now: datetime, transport: Any, settle_after: timedelta) -> dict[str, int]:
+        """Decide every ``sending`` row whose lease ran out (see the module doc); counts."""
+        counts = {"requeued": 0, "sent": 0, "failed": 0}
+        stale = self.conn.execute(select(_messages).where(
+            _messages.c.status == _S.SENDING.value, _messages.c.lease_expires_at < now)
+            .order_by(_messages.c.id).limit(5000)).all()
+        if not stale:
+            return counts
+        if transport.idempotent:
+            for row in stale:
+                counts["requeued"] += self._requeue(row, now, "a worker stopped while sending; "
+                                                              "sent again (the transport is idempotent)")
+            return counts
+        if not transport.settles_by_events:
+            for row in stale:
+                counts["failed"] += self.failed(
+                    row, now, "outcome unknown: the worker stopped or lost the connection while "
+                              "the SMTP server had the mail; not resent, to avoid a duplicate")
+            return counts
+        seen = dict(self.conn.execute(
+            select(_events.c.message_id, func.max(_events.c.provider_message_id))
+            .where(_events.c.message_id.in_([r.id for r in stale]),
+                   _events.c.event.in_(ACCEPTED_EVENTS))
+            .group_by(_events.c.message_id)).all())
+        for row in stale:
+            ended = row.lease_expires_at
+            if row.id in seen:
+                provider_id = (seen[row.id] or "").split(".")[0]
+                counts["sent"] += self.sent(row, now, provider_id, subject="")
+            elif ended < now - GIVE_UP_SETTLING:
+                counts["failed"] += self.failed(
+                    row, now, "outcome unknown: SendGrid sent no event for this mail in a day; "
+                              "not resent, to avoid a duplicate")
+            elif ended < now - settle_after and self.conn.execute(select(exists().where(
+                    _events.c.recorded_at > ended + settle_after / 2))).scalar():
+                counts["requeued"] += self._requeue(
+                    row, now, "SendGrid reported no event for this mail while it reported "
+                              "others: it never arrived there; sent again")
+        return counts
+
+    def _requeue(self, row: Any, now: datetime, reason: str) -> int:
+        return self.conn.execute(update(Message).where(
+            Message.id == row.id, Message.status == _S.SENDING.value).values(
+            status=_S.QUEUED.value, lease_expires_at=now, updated_at=now, last_error=reason,
+            attempt_log=[*(row.attempt_log or []), log_entry(now, "requeued", reason)]
+        )).rowcount
+
+    # -- the timeline ---------------------------------------------------------
+    def touch(self, message: Any, kind: str, now: datetime, **data: object) -> None:
         """Record ``kind`` (email_sent, email_failed, …) on the customer's timeline, once."""
-        self.conn.execute(Touchpoint.__table__.insert().values(
-            customer_id=message.customer_id, kind=kind, channel="email",  # type: ignore[attr-defined]
-            occurred_at=now, recorded_at=now, message_id=message.id,  # type: ignore[attr-defined]
-            source_key=f"{kind}:{message.id}",  # type: ignore[attr-defined]
-            data={"flow": message.flow, "step": message.step,  # type: ignore[attr-defined]
-                  "template": message.template, **data}))  # type: ignore[attr-defined]
+        insert = pg_insert if self.pg else sqlite_insert
+        self.conn.execute(insert(Touchpoint).values(
+            customer_id=message.customer_id, kind=kind, channel="email",
+            occurred_at=now, recorded_at=now, message_id=message.id,
+            source_key=f"{kind}:{message.id}",
+            data={"flow": message.flow, "step": message.step, "template": message.template,
+                  **data}).on_conflict_do_nothing(index_elements=["source_key"]))
 
+
+#: Loads the rows a batch claimed, with what the send-time checks need.
+def claimed_rows(conn: Connection, ids: list[int]) -> list[Any]:
+    return list(conn.execute(select(_messages).where(
+        _messages.c.id.in_(bindparam("ids", expanding=True))).order_by(_messages.c.id),
+        {"ids": ids}).all())

@@ -1,10 +1,21 @@
-"""Dispatch due mails to workers, and send one mail: claim, re-check, render, hand over, record."""
+"""Dispatch due mails to workers, and send a batch: claim, re-check, render, hand over, record.
+
+A worker handles the ids of one broker message (at most :data:`SEND_BATCH`)
+in three short transactions: claim and send-time checks; render; then the
+outcomes.  The transport calls happen between the second and the third,
+outside any transaction, while the rows are ``sending`` under a lease (the
+crash windows are in :mod:`lifecycle.mail.outbox`).
+"""
 
 from __future__ import annotations
 
 import functools
 import logging
-from datetime import timedelta
+import random
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,27 +24,36 @@ from sqlalchemy import select
 
 from lifecycle.app import App
 from lifecycle.flows.definitions import Offer
-from lifecycle.flows.engine import _suppressed
-from lifecycle.mail.compose import compose
+from lifecycle.mail.compose import Outgoing, compose
 from lifecycle.mail.context import build_context
-from lifecycle.mail.outbox import Outbox
+from lifecycle.mail.outbox import Outbox, claimed_rows
+from lifecycle.mail.rate import SendRate, send_rate_for
 from lifecycle.mail.templates import Renderer, TemplateError
-from lifecycle.mail.transports import Transport, transport_for
-from lifecycle.models import Customer, EnrollmentStatus, FlowEnrollment, Message, MessageStatus
+from lifecycle.mail.transports import SendError, Transport, transport_for
+from lifecycle.models import (
+    Customer,
+    EnrollmentStatus,
+    FlowEnrollment,
+    Message,
+    MessageStatus,
+    Suppression,
+    email_hash,
+)
 from lifecycle.timeutil import zone
 
 log = logging.getLogger(__name__)
 
 #: Mails handed to the broker per dispatch.
-DISPATCH_BATCH = 1000
+DISPATCH_BATCH = 5000
+#: Mail ids per broker message: one worker sends them in one go.
+SEND_BATCH = 20
 #: Attempts before a mail the transport keeps refusing is failed for good.
 MAX_ATTEMPTS = 5
-#: The first retry waits this long; each next one twice as long.
-RETRY_BASE = timedelta(minutes=1)
 
 
-def dispatch(app: App, enqueue: Any, transport: Transport | None = None) -> int:
-    """Mark due mails queued (one transaction), then enqueue their ids; the count.
+def dispatch(app: App, enqueue: Callable[[list[int]], Any],
+             transport: Transport | None = None) -> int:
+    """Settle abandoned mails, mark due mails queued, then enqueue their ids; the count.
 
     Ids go to the broker only after the commit: a worker never sees a row that
     is not yet queued.  Whatever is lost on the way is handed out again when
@@ -43,88 +63,194 @@ def dispatch(app: App, enqueue: Any, transport: Transport | None = None) -> int:
     transport = transport or transport_for(app.settings)
     with app.engine.begin() as conn:
         outbox = Outbox(conn)
-        recovered = outbox.recover(now, transport.idempotent)
+        settled = outbox.settle(now, transport, timedelta(seconds=app.settings.settle_seconds))
         ids = outbox.due(now, DISPATCH_BATCH)
-    if recovered:
-        log.warning("%d mails were abandoned while sending and are queued again.", recovered)
-    for message_id in ids:
-        enqueue(message_id)
+    if any(settled.values()):
+        log.warning("Mails abandoned while sending were settled: %d queued again, %d found sent, "
+                    "%d failed as unknown.", settled["requeued"], settled["sent"],
+                    settled["failed"])
+    for start in range(0, len(ids), SEND_BATCH):
+        enqueue(ids[start:start + SEND_BATCH])
     return len(ids)
+
+
+@dataclass
+class _Ready:
+    row: Any
+    mail: Outgoing
+
+
+def send_batch(app: App, message_ids: list[int], transport: Transport | None = None,
+               renderer: Renderer | None = None, rate: SendRate | None = None) -> Counter[str]:
+    """Send the mails ``message_ids`` that are still queued; how many ended how."""
+    from lifecycle.flows.service import policies_of
+
+    outcomes: Counter[str] = Counter()
+    transport = transport or transport_for(app.settings)
+    renderer = renderer or _renderer(app.settings.templates_dir)
+    now = app.clock.now()
+    lease = timedelta(seconds=app.settings.send_lease_seconds)
+    policies = policies_of(app)
+    with app.engine.begin() as conn:
+        outbox = Outbox(conn)
+        ids = outbox.claim(message_ids, now, lease)
+        outcomes["skipped"] = len(message_ids) - len(ids)  # another worker has (or had) them
+        if not ids:
+            return outcomes
+        rows = claimed_rows(conn, ids)
+        customers = {c.id: c for c in conn.execute(select(Customer.__table__).where(
+            Customer.id.in_({r.customer_id for r in rows})))}
+        hashes = {r.id: email_hash(r.to_email) for r in rows}
+        suppressed: dict[str, set[str]] = {}
+        for h, scope, reason in conn.execute(select(
+                Suppression.email_hash, Suppression.scope, Suppression.reason)
+                .where(Suppression.email_hash.in_(set(hashes.values())))):
+            suppressed.setdefault(h, set()).add(f"{scope}:{reason}")
+        ended = dict(conn.execute(select(FlowEnrollment.id, FlowEnrollment.exit_reason).where(
+            FlowEnrollment.id.in_({r.enrollment_id for r in rows if r.enrollment_id}),
+            FlowEnrollment.status.in_((EnrollmentStatus.EXITED.value,
+                                       EnrollmentStatus.FAILED.value)))).all())
+        since = now - policies.cap_window
+        capped_sent = Counter(
+            customer_id for customer_id, context in conn.execute(
+                select(Message.customer_id, Message.context).where(
+                    Message.customer_id.in_({r.customer_id for r in rows}),
+                    Message.status == MessageStatus.SENT.value, Message.sent_at > since))
+            if (context or {}).get("capped"))
+        keep = []
+        for row in rows:
+            context = row.context or {}
+            customer = customers[row.customer_id]
+            marketing = bool(context.get("marketing"))
+            scopes = suppressed.get(hashes[row.id], set())
+            why = next((s.split(":", 1)[1] for s in sorted(scopes)
+                        if s.startswith("all:") or (marketing and s.startswith("marketing:"))),
+                       None)
+            if why is None and marketing and not customer.marketing_consent:
+                why = "no marketing consent"
+            if why is None and context.get("capped") and capped_sent[row.customer_id] >= \
+                    policies.cap:
+                why = f"frequency cap: {policies.cap} marketing mails already sent in the window"
+            if why is not None:
+                outbox.withheld(row, now, MessageStatus.SUPPRESSED, why)
+                outcomes["suppressed"] += 1
+                continue
+            if row.enrollment_id in ended:
+                outbox.withheld(row, now, MessageStatus.CANCELLED,
+                                f"the flow ended: {ended[row.enrollment_id] or 'exited'}")
+                outcomes["cancelled"] += 1
+                continue
+            tz = customer.timezone or app.settings.timezone
+            allowed = policies.quiet.next_allowed(now, tz)
+            if allowed > now:
+                outbox.later(row, now, allowed, "quiet hours at send time", refund=True)
+                outcomes["later"] += 1
+                continue
+            if context.get("capped"):
+                capped_sent[row.customer_id] += 1
+            keep.append(row)
+    ready: list[_Ready] = []
+    broken: list[tuple[Any, str]] = []
+    with app.engine.connect() as conn:
+        for row in keep:
+            customer = customers[row.customer_id]
+            tz = customer.timezone or app.settings.timezone
+            context = row.context or {}
+            try:
+                rendered = renderer.render(row.template, build_context(
+                    conn, app.settings, customer, as_of=now, message_id=row.id, flow=row.flow,
+                    step=row.step, order_external_id=context.get("order_id"),
+                    offer=_offer(context)))
+            except TemplateError as exc:
+                broken.append((row, f"template: {exc}"))
+                continue
+            ready.append(_Ready(row, compose(app.settings, row, rendered, now,
+                                             now.astimezone(zone(tz)).date().isoformat())))
+    if broken:
+        with app.engine.begin() as conn:
+            outbox = Outbox(conn)
+            for row, reason in broken:
+                outbox.failed(row, now, reason)
+                log.error("Mail %d was not sent: %s", row.id, reason)
+        outcomes["failed"] += len(broken)
+    _hand_over(app, ready, transport, rate, outcomes)
+    return outcomes
+
+
+def _hand_over(app: App, ready: list[_Ready], transport: Transport, rate: SendRate | None,
+               outcomes: Counter[str]) -> None:
+    """Send each mail and record the outcomes (per mail for SMTP, else per batch)."""
+    if rate is None:
+        from lifecycle.tasks.broker import current_broker
+
+        rate = send_rate_for(app.settings.send_rate, current_broker())
+    per_mail = not transport.idempotent and not transport.settles_by_events
+    results: list[tuple[_Ready, str | SendError, datetime]] = []
+    rate.wait_for_pause()
+    for index, item in enumerate(ready):
+        rate.take()
+        try:
+            result: str | SendError = transport.send(item.mail)
+        except SendError as exc:
+            result = exc
+        results.append((item, result, app.clock.now()))
+        if isinstance(result, SendError) and result.retry_after is not None:
+            rate.pause(result.retry_after)  # everyone waits; the rest of the batch too
+            for rest in ready[index + 1:]:
+                results.append((rest, SendError("not tried: SendGrid asked us to wait",
+                                                retry_after=result.retry_after),
+                                app.clock.now()))
+            break
+        if per_mail:
+            _record(app, results, outcomes)
+            results = []
+    _record(app, results, outcomes)
+
+
+def _record(app: App, results: list[tuple[_Ready, str | SendError, datetime]],
+            outcomes: Counter[str]) -> None:
+    if not results:
+        return
+    base = app.settings.retry_base_seconds
+    with app.engine.begin() as conn:
+        outbox = Outbox(conn)
+        for item, result, at in results:
+            row_ = item.row
+            if isinstance(result, str):
+                outbox.sent(row_, at, result, item.mail.subject)
+                outcomes["sent"] += 1
+            elif result.ambiguous:
+                outbox.unanswered(row_, at, result.reason)
+                outcomes["unanswered"] += 1
+                log.warning("Mail %d got no answer (%s); SendGrid's events will settle it.",
+                            row_.id, result.reason)
+            elif result.retry_after is not None:
+                outbox.later(row_, at, at + timedelta(seconds=result.retry_after),
+                             result.reason, refund=True)
+                outcomes["later"] += 1
+            elif result.permanent or row_.attempts >= MAX_ATTEMPTS:
+                outbox.failed(row_, at, result.reason)
+                outcomes["failed"] += 1
+                log.error("Mail %d failed for good after %d attempts: %s", row_.id,
+                          row_.attempts, result.reason)
+            else:
+                delay = retry_delay(base, row_.attempts)
+                outbox.later(row_, at, at + delay, result.reason)
+                outcomes["later"] += 1
+                log.warning("Mail %d was not taken (%s); it is tried again in %s.", row_.id,
+                            result.reason, delay)
+
+
+def retry_delay(base_seconds: float, attempt: int) -> timedelta:
+    """Exponential backoff with jitter: base x 2^(attempt-1), times 0.5 to 1.5."""
+    return timedelta(seconds=base_seconds * 2 ** (attempt - 1) * random.uniform(0.5, 1.5))
 
 
 def send_one(app: App, message_id: int, transport: Transport | None = None,
              renderer: Renderer | None = None) -> str:
-    """Send mail ``message_id`` if it is still queued; what happened, in one word."""
-    from lifecycle.flows.service import policies_of
-
-    now = app.clock.now()
-    with app.engine.begin() as conn:
-        if not Outbox(conn).claim(message_id, now):
-            return "skipped"  # another worker has it, or it is done
-    with app.engine.begin() as conn:
-        outbox = Outbox(conn)
-        message = conn.execute(select(Message.__table__).where(Message.id == message_id)).one()
-        customer = conn.execute(select(Customer.__table__)
-                                .where(Customer.id == message.customer_id)).one()
-        context = dict(message.context or {})
-        marketing = bool(context.get("marketing"))
-        reason = _suppressed(conn, message.to_email, marketing)
-        if reason is None and marketing and not customer.marketing_consent:
-            reason = "no marketing consent"
-        if reason is not None:
-            outbox.withheld(message_id, now, MessageStatus.SUPPRESSED, reason)
-            return "suppressed"
-        if message.enrollment_id is not None:
-            status, exit_reason = conn.execute(select(
-                FlowEnrollment.status, FlowEnrollment.exit_reason)
-                .where(FlowEnrollment.id == message.enrollment_id)).one()
-            if status in (EnrollmentStatus.EXITED.value, EnrollmentStatus.FAILED.value):
-                outbox.withheld(message_id, now, MessageStatus.CANCELLED,
-                                f"the flow ended: {exit_reason or status}")
-                return "cancelled"
-        tz = customer.timezone or app.settings.timezone
-        allowed = policies_of(app).quiet.next_allowed(now, tz)
-        if allowed > now:
-            outbox.later(message_id, now, allowed, "quiet hours at send time")
-            return "later"
-        try:
-            rendered = (renderer or _renderer(app.settings.templates_dir)).render(
-                message.template, build_context(
-                    conn, app.settings, customer, as_of=now, message_id=message.id,
-                    flow=message.flow, step=message.step,
-                    order_external_id=context.get("order_id"), offer=_offer(context)))
-        except TemplateError as exc:
-            outbox.failed(message_id, now, f"template: {exc}")
-            outbox.touch(message, "email_failed", now, reason=f"template: {exc}")
-            log.error("Mail %d was not sent: %s", message_id, exc)
-            return "failed"
-        mail = compose(app.settings, message, rendered, now,
-                       now.astimezone(zone(tz)).date().isoformat())
-    # The transport call is outside any transaction: the row is ours while it is
-    # `sending` (lease), and a crash here is the window the outbox documents.
-    try:
-        provider_id = (transport or transport_for(app.settings)).send(message_id, mail)
-    except Exception as exc:  # the transport says it did not take the mail
-        with app.engine.begin() as conn:
-            outbox = Outbox(conn)
-            why = f"{type(exc).__name__}: {exc}"
-            if message.attempts >= MAX_ATTEMPTS:  # the claim counted this attempt
-                outbox.failed(message_id, now, why)
-                outbox.touch(message, "email_failed", now, reason=why)
-                log.error("Mail %d failed for good after %d attempts: %s", message_id,
-                          message.attempts, why)
-                return "failed"
-            delay = RETRY_BASE * 2 ** (message.attempts - 1)
-            outbox.later(message_id, now, now + delay, why)
-            log.warning("Mail %d was not taken (%s); it is tried again in %s.", message_id, why,
-                        delay)
-            return "later"
-    with app.engine.begin() as conn:
-        outbox = Outbox(conn)
-        if outbox.sent(message_id, now, provider_id):
-            outbox.touch(message, "email_sent", now, provider_message_id=provider_id,
-                         subject=rendered.subject)
-    return "sent"
+    """Send one mail; what happened, in one word (a batch of one)."""
+    outcomes = send_batch(app, [message_id], transport, renderer)
+    return next((k for k, v in outcomes.items() if v), "skipped")
 
 
 @functools.lru_cache(maxsize=8)

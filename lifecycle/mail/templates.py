@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import css_inline
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
@@ -86,7 +87,17 @@ class Renderer:
         text = self._render(f"{name}/body.txt", context) if (folder / "body.txt").is_file() else None
         html = self._render(f"{name}/body.html", context) if (folder / "body.html").is_file() \
             else None
+        if html is not None:
+            try:  # mail clients drop <style>: every rule goes onto its elements
+                html = _INLINER.inline(html)
+            except ValueError as exc:
+                raise TemplateError(f"{name}/body.html", None, f"CSS could not be inlined: {exc}") \
+                    from None
         return Rendered(name, subject, text, html)
+
+
+#: Inlines <style> rules; never fetches a stylesheet a (manager-edited) template links to.
+_INLINER = css_inline.CSSInliner(load_remote_stylesheets=False, keep_at_rules=True)
 
 
 def _template_position(default: str) -> tuple[str, int | None]:

@@ -6,7 +6,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text
+from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from lifecycle.models.base import Base, BigIntPK, IdMixin, JSONType
@@ -54,5 +54,31 @@ class Message(IdMixin, Base):
     sent_at: Mapped[datetime | None]
     #: Template variables fixed at decision time (order id, offer code, …).
     context: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    #: Every send attempt's outcome: ``[{"at", "outcome", "detail"}, …]``.
+    attempt_log: Mapped[list[dict[str, Any]]] = mapped_column(
+        JSONType, default=list, server_default=text("'[]'"))
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+
+
+class ProviderEvent(IdMixin, Base):
+    """One event the mail provider reported (SendGrid's Event Webhook), kept as received.
+
+    ``event_id`` (SendGrid's ``sg_event_id``) is unique: SendGrid retries a
+    batch for a day, and a duplicate is dropped on insert.  ``message_id`` is
+    our mail, from the ``custom_args`` we sent; None for mail we do not know.
+    """
+
+    __tablename__ = "provider_events"
+    __table_args__ = (Index(None, "recorded_at"),)
+
+    provider: Mapped[str] = mapped_column(String(20))
+    event_id: Mapped[str] = mapped_column(String(100), unique=True)
+    event: Mapped[str] = mapped_column(String(40))
+    message_id: Mapped[int | None] = mapped_column(
+        BigIntPK, ForeignKey("messages.id"), index=True)
+    provider_message_id: Mapped[str | None] = mapped_column(String(200))
+    email: Mapped[str | None] = mapped_column(String(320))
+    occurred_at: Mapped[datetime]
+    recorded_at: Mapped[datetime]
+    data: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)

@@ -1,4 +1,4 @@
-"""Mail actors: ``mail.send`` takes a message id and opens its own transactions."""
+"""Mail actors: ``mail.send`` takes message ids and opens its own transactions."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from lifecycle.runtime import get_app
 from lifecycle.tasks import actor
 
 
-@actor("mail.send", max_retries=0, time_limit=120_000)  # retries live in the outbox
-def send(message_id: int) -> None:
-    """Send one outbox row (see :func:`lifecycle.mail.sending.send_one`)."""
-    from lifecycle.mail.sending import send_one
+@actor("mail.send", max_retries=0, time_limit=300_000)  # retries live in the outbox
+def send(message_ids: list[int]) -> None:
+    """Send a batch of outbox rows (see :func:`lifecycle.mail.sending.send_batch`)."""
+    from lifecycle.mail.sending import send_batch
 
-    send_one(get_app(), message_id)
+    send_batch(get_app(), list(message_ids))
