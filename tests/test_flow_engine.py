@@ -48,7 +48,8 @@ def test_the_thank_you_waits_two_hours_then_writes_one_mail(conn: Connection) ->
     report = run(conn, T0 + timedelta(hours=2))
     [mail] = mails(conn, cid)
     assert (mail.template, mail.status, mail.step) == ("thank_you", "scheduled", "thanks")
-    assert mail.due_at == T0 + timedelta(hours=2) and mail.context == {"order_id": "o1", "marketing": False, "capped": False}
+    assert mail.due_at == T0 + timedelta(hours=2)
+    assert mail.context == {"order_id": "o1", "marketing": False, "capped": False}
     assert report.mails == 1 and state(conn, eid).status == "completed"
     run(conn, T0 + timedelta(hours=3))
     assert len(mails(conn, cid)) == 1

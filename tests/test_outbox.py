@@ -13,9 +13,9 @@ from sqlalchemy.engine import make_url
 from lifecycle.app import App
 from lifecycle.clock import ManualClock
 from lifecycle.config import load_settings
+from lifecycle.mail.compose import Outgoing
 from lifecycle.mail.outbox import QUEUE_LEASE, Outbox
 from lifecycle.mail.sending import MAX_ATTEMPTS, dispatch, send_one
-from lifecycle.mail.compose import Outgoing
 from lifecycle.mail.transports import FileTransport, SendError
 from lifecycle.models import (
     EnrollmentStatus,
