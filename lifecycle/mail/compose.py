@@ -7,6 +7,7 @@ mail/send payload; both carry the same subject, parts, Reply-To and headers.
 
 from __future__ import annotations
 
+import email.policy
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.message import EmailMessage
@@ -17,6 +18,9 @@ from lifecycle.config import Settings
 from lifecycle.links import sign
 from lifecycle.mail.templates import Rendered
 
+#: CRLF line ends, and headers not folded below RFC 5322's 998 characters: a folded
+#: List-Unsubscribe reads back with a leading space, and some relays mangle it.
+MIME_POLICY = email.policy.SMTP.clone(max_line_length=998)
 #: Prefix of our ids in SendGrid's ``custom_args`` (they come back on every event).
 ARG_PREFIX = "lifecycle_"
 
@@ -44,7 +48,7 @@ class Outgoing:
     categories: tuple[str, ...] = ()
 
     def mime(self) -> EmailMessage:
-        mail = EmailMessage()
+        mail = EmailMessage(policy=MIME_POLICY)
         mail["From"] = self.sender
         mail["To"] = self.to
         mail["Subject"] = self.subject

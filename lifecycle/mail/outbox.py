@@ -207,7 +207,9 @@ class Outbox:
     def _requeue(self, row: Any, now: datetime, reason: str) -> int:
         return self.conn.execute(update(Message).where(
             Message.id == row.id, Message.status == _S.SENDING.value).values(
-            status=_S.QUEUED.value, lease_expires_at=now, updated_at=now, last_error=reason,
+            # the lease it had ran out: the next dispatch (this one too) hands it out
+            status=_S.QUEUED.value, lease_expires_at=row.lease_expires_at, updated_at=now,
+            last_error=reason,
             attempt_log=[*(row.attempt_log or []), log_entry(now, "requeued", reason)]
         )).rowcount
 

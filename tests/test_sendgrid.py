@@ -1,0 +1,293 @@
+"""SendGrid delivery against a real HTTP stand-in: payload shape, answers, settlement."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, insert, select
+from sqlalchemy.engine import make_url
+
+from lifecycle.app import App
+from lifecycle.clock import ManualClock
+from lifecycle.config import load_settings
+from lifecycle.mail.compose import Outgoing
+from lifecycle.mail.events import record_events
+from lifecycle.mail.rate import SendRate
+from lifecycle.mail.sending import dispatch, send_batch
+from lifecycle.mail.transports import FileTransport, SendError, SendGridTransport, sendgrid_payload
+from lifecycle.models import Message, Touchpoint
+from lifecycle.timeutil import UTC
+from tests.factories import add_customer, add_order
+from tests.fake_sendgrid import FakeSendGrid, check_payload
+
+T0 = datetime(2026, 6, 3, 12, tzinfo=UTC)
+KEY = "SG.test"
+CLIENTS = ("pooled", "official")
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeSendGrid]:
+    server = FakeSendGrid().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def fresh_fake(fake: FakeSendGrid) -> None:
+    fake.state.reset()
+    fake.state.hang_seconds = 3.0
+
+
+def outgoing(message_id: int = 41) -> Outgoing:
+    return Outgoing(
+        message_id=message_id, sender="Leaf and Bean <shop@leaf.example>",
+        to="ann@example.com", subject="Thank you", text="Thanks!\n",
+        html='<p style="color: red;">Thanks!</p>', reply_to="reply+tok@leaf.example", date=T0,
+        headers={"List-Unsubscribe": "<https://crm.leaf.example/u/x>, <mailto:u+x@leaf.example>",
+                 "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+                 "X-Lifecycle-Message-Id": str(message_id)},
+        custom_args={"lifecycle_message_id": str(message_id), "lifecycle_customer_id": "7",
+                     "lifecycle_flow": "thank_you", "lifecycle_step": "thanks"},
+        categories=("flow:thank_you", "step:thank_you/thanks"))
+
+
+def transport(fake: FakeSendGrid, client: str, key: str = KEY,
+              timeout: float = 2.0) -> SendGridTransport:
+    return SendGridTransport(key, fake.url, timeout, client)
+
+
+def test_the_payload_built_with_the_library_helpers_has_the_shape_sendgrid_wants() -> None:
+    payload = sendgrid_payload(outgoing())
+    assert check_payload(payload) == []
+    assert payload["from"] == {"email": "shop@leaf.example", "name": "Leaf and Bean"}
+    assert [c["type"] for c in payload["content"]] == ["text/plain", "text/html"]
+    assert payload["reply_to"] == {"email": "reply+tok@leaf.example"}
+    assert payload["headers"]["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    args = {**payload.get("custom_args", {}),
+            **payload["personalizations"][0].get("custom_args", {})}
+    assert args["lifecycle_message_id"] == "41" and all(isinstance(v, str) for v in args.values())
+    assert sorted(payload["categories"]) == ["flow:thank_you", "step:thank_you/thanks"]
+
+
+def test_the_stand_in_refuses_what_sendgrid_refuses() -> None:
+    payload = sendgrid_payload(outgoing())
+    payload["headers"]["Subject"] = "sneaky"
+    payload["custom_args"] = {"n": 5}
+    fields = {e["field"] for e in check_payload(payload)}
+    assert {"headers.Subject", "custom_args"} <= fields
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_an_accepted_mail_returns_sendgrids_message_id(fake: FakeSendGrid, client: str) -> None:
+    sender = transport(fake, client)
+    ids = [sender.send(outgoing(n)) for n in (1, 2, 3)]
+    log = fake.state.accepted
+    assert ids == [r["x_message_id"] for r in log] and all(ids)
+    assert [r["custom_args"]["lifecycle_message_id"] for r in log] == ["1", "2", "3"]
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_bad_key_fails_for_good_with_sendgrids_error_text(fake: FakeSendGrid,
+                                                            client: str) -> None:
+    with pytest.raises(SendError) as caught:
+        transport(fake, client, key="SG.wrong").send(outgoing())
+    assert caught.value.permanent and caught.value.status == 401
+    assert "authorization grant is invalid" in caught.value.reason
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_429_says_how_long_to_wait(fake: FakeSendGrid, client: str) -> None:
+    fake.state.mode, fake.state.reset_in = "limit", 3
+    with pytest.raises(SendError) as caught:
+        transport(fake, client).send(outgoing())
+    assert caught.value.status == 429 and not caught.value.permanent
+    assert caught.value.retry_after is not None and 1 <= caught.value.retry_after <= 3
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_500_is_worth_another_try(fake: FakeSendGrid, client: str) -> None:
+    fake.state.mode = "fail"
+    with pytest.raises(SendError) as caught:
+        transport(fake, client).send(outgoing())
+    assert caught.value.status == 500 and not caught.value.permanent
+    assert not caught.value.ambiguous and caught.value.retry_after is None
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_hanging_api_times_out_and_the_send_counts_as_unanswered(fake: FakeSendGrid,
+                                                                     client: str) -> None:
+    fake.state.mode = "hang"
+    started = time.monotonic()
+    with pytest.raises(SendError) as caught:
+        transport(fake, client, timeout=0.5).send(outgoing())
+    assert time.monotonic() - started < 2.5
+    assert caught.value.ambiguous and not caught.value.permanent
+
+
+def test_nothing_listening_is_a_plain_failure_not_an_ambiguous_one() -> None:
+    with pytest.raises(SendError) as caught:
+        SendGridTransport(KEY, "http://127.0.0.1:9", 1.0).send(outgoing())
+    assert not caught.value.ambiguous
+
+
+# ------------------------------------------------------------- through the outbox
+
+@pytest.fixture
+def app(fresh_database_url: str, tmp_path: Path, fake: FakeSendGrid) -> Iterator[App]:
+    settings = replace(load_settings({}), database_url=make_url(fresh_database_url),
+                       outbox_dir=tmp_path / "outbox", secret_key="k" * 40,
+                       mail_transport="sendgrid", sendgrid_api_key=KEY,
+                       sendgrid_api_host=fake.url, send_timeout=0.5, settle_seconds=600)
+    app = App(settings, clock=ManualClock(T0))
+    yield app
+    app.close()
+
+
+def mails(app: App, n: int) -> list[int]:
+    with app.engine.begin() as conn:
+        ids = []
+        for i in range(n):
+            cid = add_customer(conn, f"m{i}", T0 - timedelta(days=30))
+            add_order(conn, cid, T0 - timedelta(days=1), "20.00")
+            ids.append(conn.execute(insert(Message).values(
+                idempotency_key=f"k:{i}", customer_id=cid, flow="thank_you", step="thanks",
+                template="thank_you", to_email=f"m{i}@example.com", status="scheduled",
+                due_at=T0, attempts=0, context={}, created_at=T0, updated_at=T0,
+            ).returning(Message.id)).scalar_one())
+        return ids
+
+
+def rows(app: App) -> dict[int, object]:
+    with app.engine.connect() as conn:
+        return {r.id: r for r in conn.execute(select(Message.__table__))}
+
+
+def handed_out(app: App) -> list[int]:
+    batches: list[list[int]] = []
+    dispatch(app, batches.append)
+    return [i for batch in batches for i in batch]
+
+
+def test_mails_sent_through_sendgrid_are_recorded_with_its_message_id(app: App,
+                                                                      fake: FakeSendGrid) -> None:
+    ids = mails(app, 3)
+    outcome = send_batch(app, handed_out(app), rate=SendRate(0))
+    assert outcome["sent"] == 3
+    by_ours = {int(r["custom_args"]["lifecycle_message_id"]): r for r in fake.state.accepted}
+    assert sorted(by_ours) == ids  # each once
+    for mid, row in rows(app).items():
+        assert row.status == "sent" and row.provider_message_id == by_ours[mid]["x_message_id"]
+        assert [e["outcome"] for e in row.attempt_log] == ["sent"]
+    with app.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(Touchpoint).where(
+            Touchpoint.kind == "email_sent")).scalar_one() == 3
+    html = by_ours[ids[0]]["payload"]["content"][1]["value"]
+    assert "<style" not in html and 'style="' in html  # CSS inlined
+
+
+def test_a_429_puts_the_batch_back_without_using_up_attempts(app: App,
+                                                             fake: FakeSendGrid) -> None:
+    ids = mails(app, 3)
+    fake.state.mode, fake.state.reset_in = "limit", 2
+    rate = SendRate(0)
+    outcome = send_batch(app, handed_out(app), rate=rate)
+    assert outcome["later"] == 3 and fake.state.requests == 1  # the rest not even tried
+    assert rate.store.paused_until() > time.time()
+    for row in rows(app).values():
+        assert row.status == "scheduled" and row.attempts == 0
+        assert T0 < row.due_at <= T0 + timedelta(seconds=3)
+    fake.state.mode = "ok"
+    app.clock.advance(timedelta(seconds=3))  # type: ignore[attr-defined]
+    assert send_batch(app, handed_out(app), rate=rate)["sent"] == 3
+    assert len(fake.state.accepted) == len(ids)
+
+
+def test_a_rejected_mail_fails_with_sendgrids_reason_on_the_timeline(app: App) -> None:
+    [mid] = mails(app, 1)
+    app.settings = replace(app.settings, sendgrid_api_key="SG.wrong")
+    assert send_batch(app, handed_out(app), rate=SendRate(0))["failed"] == 1
+    row = rows(app)[mid]
+    assert row.status == "failed" and "SendGrid 401" in row.last_error
+    with app.engine.connect() as conn:
+        reason = conn.execute(select(Touchpoint.data).where(
+            Touchpoint.kind == "email_failed")).scalar_one()["reason"]
+    assert "authorization grant is invalid" in reason
+
+
+def test_an_unanswered_mail_that_sendgrid_did_take_is_settled_by_its_event(
+        app: App, fake: FakeSendGrid) -> None:
+    [mid] = mails(app, 1)
+    handed = handed_out(app)
+    fake.state.mode = "hang"  # the request goes out, no answer comes back
+    assert send_batch(app, handed, rate=SendRate(0))["unanswered"] == 1
+    assert rows(app)[mid].status == "sending"
+    # SendGrid had taken it after all: its processed event names our id.
+    event = {"event": "processed", "sg_event_id": "e1", "sg_message_id": "abc123.filter1",
+             "timestamp": int(T0.timestamp()), "email": "m0@example.com",
+             "lifecycle_message_id": str(mid)}
+    with app.engine.begin() as conn:
+        assert record_events(conn, [event, event], T0) == 1  # a retried batch: stored once
+    app.clock.advance(timedelta(seconds=1))  # type: ignore[attr-defined]
+    fake.state.mode = "ok"
+    assert handed_out(app) == []  # settled, not handed out again
+    row = rows(app)[mid]
+    assert row.status == "sent" and row.provider_message_id == "abc123"
+    assert fake.state.accepted == []
+
+
+def test_an_unanswered_mail_with_no_event_is_sent_again_once_events_flow_past_it(
+        app: App, fake: FakeSendGrid) -> None:
+    [mid, other] = mails(app, 2)
+    handed = handed_out(app)
+    fake.state.mode = "hang"
+    send_batch(app, [mid], rate=SendRate(0))
+    fake.state.mode = "ok"
+    send_batch(app, [i for i in handed if i != mid], rate=SendRate(0))
+    app.clock.advance(timedelta(seconds=700))  # type: ignore[attr-defined]
+    assert handed_out(app) == []  # no event has come since: keep waiting
+    with app.engine.begin() as conn:  # the webhook delivers the other mail's event
+        record_events(conn, fake.state.events, app.clock.now())
+    assert handed_out(app) == [mid]
+    assert send_batch(app, [mid], rate=SendRate(0))["sent"] == 1
+    ours = [r["custom_args"]["lifecycle_message_id"] for r in fake.state.accepted]
+    assert sorted(ours) == sorted([str(mid), str(other)])  # each exactly once
+    assert [e["outcome"] for e in rows(app)[mid].attempt_log] == ["no answer", "requeued",
+                                                                    "sent"]
+
+
+def test_the_file_transport_and_sendgrid_carry_the_same_headers_and_parts(
+        app: App, fake: FakeSendGrid, tmp_path: Path) -> None:
+    [mid] = mails(app, 1)
+    ids = handed_out(app)
+    captured: list[Outgoing] = []
+
+    class Both:
+        idempotent, settles_by_events = False, True
+
+        def send(self, mail: Outgoing) -> str:
+            captured.append(mail)
+            FileTransport(tmp_path / "eml").send(mail)
+            return SendGridTransport(KEY, fake.url, 1.0).send(mail)
+
+    assert send_batch(app, ids, transport=Both(), rate=SendRate(0))["sent"] == 1
+    [path] = (tmp_path / "eml").rglob("*.eml")
+    eml = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+    payload = fake.state.accepted[0]["payload"]
+    for name, value in payload["headers"].items():
+        assert eml[name] == value, name
+    assert eml["Subject"] == payload["subject"]
+    assert eml["Reply-To"] == payload["reply_to"]["email"]
+    def lines(text: str) -> str:  # MIME lines end in CRLF on the wire
+        return text.replace("\r\n", "\n").rstrip("\n")
+
+    parts = {p.get_content_type(): lines(p.get_content())  # type: ignore[attr-defined]
+             for p in eml.walk() if not p.is_multipart()}
+    assert parts == {c["type"]: lines(c["value"]) for c in payload["content"]}
+    assert captured[0].custom_args["lifecycle_message_id"] == str(mid)
