@@ -15,6 +15,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -57,22 +59,60 @@ def links(settings: Settings, customer_id: int, message_id: int | None,
     }
 
 
-def build_context(conn: Connection, settings: Settings, customer: Any, *, as_of: datetime,
+@dataclass
+class Facts:
+    """What templates read from the orders of some customers, loaded in three queries."""
+
+    latest: dict[int, Any] = field(default_factory=dict)  # customer id -> latest completed order
+    totals: dict[int, tuple[int, Decimal]] = field(default_factory=dict)  # count, spend
+    orders: dict[str, Any] = field(default_factory=dict)  # external id -> order
+
+
+_orders = Order.__table__
+
+
+def load_facts(conn: Connection, customer_ids: Iterable[int], order_ids: Iterable[str],
+               as_of: datetime) -> Facts:
+    """The facts for every mail of a batch at once (completed orders up to ``as_of``)."""
+    ids = sorted(set(customer_ids))
+    facts = Facts()
+    if not ids:
+        return facts
+    completed = ((_orders.c.customer_id.in_(ids)) & (_orders.c.status == "completed")
+                 & (_orders.c.ordered_at <= as_of))
+    ranked = select(_orders, func.row_number().over(
+        partition_by=_orders.c.customer_id,
+        order_by=(_orders.c.ordered_at.desc(), _orders.c.id.desc())).label("rn")
+    ).where(completed).subquery()
+    for row in conn.execute(select(ranked).where(ranked.c.rn == 1)):
+        facts.latest[row.customer_id] = row
+    for customer_id, count, spend in conn.execute(
+            select(_orders.c.customer_id, func.count(), func.coalesce(func.sum(_orders.c.total), 0))
+            .where(completed).group_by(_orders.c.customer_id)):
+        facts.totals[customer_id] = (int(count), Decimal(spend))
+    wanted = sorted({o for o in order_ids if o})
+    if wanted:
+        for row in conn.execute(select(_orders).where(_orders.c.external_id.in_(wanted))):
+            facts.orders[row.external_id] = row
+    return facts
+
+
+def build_context(conn: Connection | None, settings: Settings, customer: Any, *, as_of: datetime,
                   message_id: int | None = None, flow: str | None = None,
                   step: str | None = None, order_external_id: str | None = None,
-                  offer: Offer | None = None) -> dict[str, Any]:
-    """Everything a template may use for ``customer`` (a customers row) at ``as_of``."""
+                  offer: Offer | None = None, facts: Facts | None = None) -> dict[str, Any]:
+    """Everything a template may use for ``customer`` (a customers row) at ``as_of``.
+
+    ``facts`` preloaded by :func:`load_facts` (a batch of mails); else they are
+    read through ``conn`` for this customer alone.
+    """
+    if facts is None:
+        assert conn is not None
+        facts = load_facts(conn, [customer.id], [order_external_id or ""], as_of)
     tz = customer.timezone or settings.timezone
-    completed = select(Order).where(Order.customer_id == customer.id, Order.status == "completed",
-                                    Order.ordered_at <= as_of)
-    latest = conn.execute(completed.order_by(Order.ordered_at.desc()).limit(1)).first()
-    trigger = None
-    if order_external_id is not None:
-        trigger = conn.execute(select(Order).where(Order.external_id == order_external_id)).first()
-    count, spend = conn.execute(
-        select(func.count(), func.coalesce(func.sum(Order.total), 0))
-        .where(Order.customer_id == customer.id, Order.status == "completed",
-               Order.ordered_at <= as_of)).one()
+    latest = facts.latest.get(customer.id)
+    trigger = facts.orders.get(order_external_id) if order_external_id else None
+    count, spend = facts.totals.get(customer.id, (0, Decimal(0)))
     offer_vars = None
     code = None
     if offer is not None:

@@ -128,6 +128,24 @@ class Outbox:
                        subject=subject)
         return done
 
+    def sent_many(self, done: list[tuple[Any, datetime, str, str]]) -> None:
+        """Several ``sent`` at once: ``(row, at, provider id, subject)`` each (one round trip)."""
+        if not done:
+            return
+        self.conn.execute(_SENT, [
+            {"m_id": row.id, "at": at, "provider_id": provider_id,
+             "log": [*(row.attempt_log or []), log_entry(at, "sent", provider_id)]}
+            for row, at, provider_id, _subject in done])
+        insert = pg_insert if self.pg else sqlite_insert
+        self.conn.execute(insert(Touchpoint).on_conflict_do_nothing(
+            index_elements=["source_key"]), [
+            {"customer_id": row.customer_id, "kind": "email_sent", "channel": "email",
+             "occurred_at": at, "recorded_at": at, "message_id": row.id,
+             "source_key": f"email_sent:{row.id}",
+             "data": {"flow": row.flow, "step": row.step, "template": row.template,
+                      "provider_message_id": provider_id, "subject": subject}}
+            for row, at, provider_id, subject in done])
+
     def failed(self, message: Any, now: datetime, reason: str) -> bool:
         """Given up for good; the reason goes on the customer's timeline."""
         done = self._leave_sending(message, now, log_entry(now, "failed", reason),
@@ -223,6 +241,13 @@ class Outbox:
             source_key=f"{kind}:{message.id}",
             data={"flow": message.flow, "step": message.step, "template": message.template,
                   **data}).on_conflict_do_nothing(index_elements=["source_key"]))
+
+
+_SENT = update(_messages).where(
+    _messages.c.id == bindparam("m_id"), _messages.c.status == _S.SENDING.value).values(
+    status=_S.SENT.value, sent_at=bindparam("at"), updated_at=bindparam("at"),
+    provider_message_id=bindparam("provider_id"), last_error=None, lease_expires_at=None,
+    attempt_log=bindparam("log", type_=_messages.c.attempt_log.type))
 
 
 #: Loads the rows a batch claimed, with what the send-time checks need.

@@ -25,7 +25,7 @@ from sqlalchemy import select
 from lifecycle.app import App
 from lifecycle.flows.definitions import Offer
 from lifecycle.mail.compose import Outgoing, compose
-from lifecycle.mail.context import build_context
+from lifecycle.mail.context import build_context, load_facts
 from lifecycle.mail.outbox import Outbox, claimed_rows
 from lifecycle.mail.rate import SendRate, send_rate_for
 from lifecycle.mail.templates import Renderer, TemplateError
@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 #: Mails handed to the broker per dispatch.
 DISPATCH_BATCH = 5000
 #: Mail ids per broker message: one worker sends them in one go.
-SEND_BATCH = 20
+SEND_BATCH = 50
 #: Attempts before a mail the transport keeps refusing is failed for good.
 MAX_ATTEMPTS = 5
 
@@ -152,6 +152,8 @@ def send_batch(app: App, message_ids: list[int], transport: Transport | None = N
     ready: list[_Ready] = []
     broken: list[tuple[Any, str]] = []
     with app.engine.connect() as conn:
+        facts = load_facts(conn, [r.customer_id for r in keep],
+                           [(r.context or {}).get("order_id") or "" for r in keep], now)
         for row in keep:
             customer = customers[row.customer_id]
             tz = customer.timezone or app.settings.timezone
@@ -160,7 +162,7 @@ def send_batch(app: App, message_ids: list[int], transport: Transport | None = N
                 rendered = renderer.render(row.template, build_context(
                     conn, app.settings, customer, as_of=now, message_id=row.id, flow=row.flow,
                     step=row.step, order_external_id=context.get("order_id"),
-                    offer=_offer(context)))
+                    offer=_offer(context), facts=facts))
             except TemplateError as exc:
                 broken.append((row, f"template: {exc}"))
                 continue
@@ -214,12 +216,15 @@ def _record(app: App, results: list[tuple[_Ready, str | SendError, datetime]],
     base = app.settings.retry_base_seconds
     with app.engine.begin() as conn:
         outbox = Outbox(conn)
+        done = [(item.row, at, result, item.mail.subject) for item, result, at in results
+                if isinstance(result, str)]
+        outbox.sent_many(done)
+        outcomes["sent"] += len(done)
         for item, result, at in results:
             row_ = item.row
             if isinstance(result, str):
-                outbox.sent(row_, at, result, item.mail.subject)
-                outcomes["sent"] += 1
-            elif result.ambiguous:
+                continue
+            if result.ambiguous:
                 outbox.unanswered(row_, at, result.reason)
                 outcomes["unanswered"] += 1
                 log.warning("Mail %d got no answer (%s); SendGrid's events will settle it.",

@@ -1,0 +1,234 @@
+"""Benchmark: mails end to end — render, send to a SendGrid stand-in on loopback, record.
+
+Run:  uv run python -m benchmarks.delivery [--mails 50000] [--workers 2] [--threads 4]
+      [--client pooled|official] [--backend postgresql|sqlite]
+
+In one run it measures:
+
+* reference: how fast a minimal keep-alive HTTP client (one connection per
+  process, as many processes as workers) can post a mail/send payload to the
+  same stand-in, which runs in a process of its own;
+* Lifecycle: ``--mails`` outbox rows due now, handed out by ``dispatch`` to
+  Redis and sent by ``--workers`` ``lifecycle worker`` processes with the
+  ``sendgrid`` transport; mails per second from the first hand-out to the
+  last ``sent`` commit, and due-to-sent latency p50 / p99.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import multiprocessing
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import func, insert, select
+from sqlalchemy.engine import make_url
+
+from lifecycle.app import App
+from lifecycle.clock import SystemClock
+from lifecycle.config import load_settings
+from lifecycle.db import make_engine
+from lifecycle.mail.compose import compose
+from lifecycle.mail.sending import dispatch
+from lifecycle.mail.templates import Rendered
+from lifecycle.mail.transports import sendgrid_payload
+from lifecycle.models import Customer, Message, Order
+from lifecycle.tasks.broker import setup
+from lifecycle.tasks.mail import send
+from lifecycle.timeutil import zone
+
+POSTGRES_ADMIN_URL = os.environ.get("LIFECYCLE_TEST_POSTGRES_URL",
+                                    "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("LIFECYCLE_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
+KEY = "SG.bench"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _database(backend: str, folder: Path) -> str:
+    if backend == "sqlite":
+        return f"sqlite:///{folder / 'delivery.db'}"
+    admin = make_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql('DROP DATABASE IF EXISTS "lifecycle_bench_delivery"')
+        conn.exec_driver_sql('CREATE DATABASE "lifecycle_bench_delivery"')
+    admin.dispose()
+    return str(make_url(POSTGRES_ADMIN_URL).set(database="lifecycle_bench_delivery")
+               .render_as_string(hide_password=False))
+
+
+def _raw_poster(port: int, body: bytes, seconds: float, out: multiprocessing.Queue) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    done, end = 0, time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        conn.request("POST", "/v3/mail/send", body=body, headers=headers)
+        response = conn.getresponse()
+        response.read()
+        assert response.status == 202
+        done += 1
+    out.put(done)
+
+
+def raw_rate(port: int, body: bytes, processes: int, seconds: float = 5.0) -> float:
+    out: multiprocessing.Queue = multiprocessing.Queue()
+    procs = [multiprocessing.Process(target=_raw_poster, args=(port, body, seconds, out))
+             for _ in range(processes)]
+    for p in procs:
+        p.start()
+    total = sum(out.get() for _ in procs)
+    for p in procs:
+        p.join()
+    return total / seconds
+
+
+def control(port: int, order: dict) -> dict:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("POST", "/_control", body=json.dumps(order))
+    return json.loads(conn.getresponse().read())
+
+
+def accepted(port: int) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn.request("GET", "/_log")
+    return len(json.loads(conn.getresponse().read())["accepted"])
+
+
+def daytime_zone(now) -> str:  # type: ignore[no-untyped-def]
+    """A zone where it is mid-day now, so that quiet hours hold nothing back."""
+    for offset in range(-12, 15):
+        name = f"Etc/GMT{'+' if offset <= 0 else '-'}{abs(offset)}"  # POSIX signs are inverted
+        if 11 <= now.astimezone(zone(name)).hour <= 16:
+            return name
+    return "UTC"
+
+
+def load(app: App, n: int) -> None:
+    now = app.clock.now()
+    tz = daytime_zone(now)
+    with app.engine.begin() as conn:
+        ids = conn.execute(insert(Customer).returning(Customer.id), [
+            {"external_id": f"b{i}", "email": f"b{i}@example.com", "first_name": "Sam",
+             "attributes": {}, "marketing_consent": True, "timezone": tz,
+             "created_at": now - timedelta(days=90), "updated_at": now}
+            for i in range(n)]).scalars().all()
+        conn.execute(insert(Order), [
+            {"external_id": f"o{i}", "customer_id": cid, "ordered_at": now - timedelta(days=2),
+             "total": "42.50", "currency": "EUR", "status": "completed",
+             "items": [{"name": "Sencha", "quantity": 1, "price": "42.50"}],
+             "created_at": now, "updated_at": now} for i, cid in enumerate(ids)])
+        conn.execute(insert(Message), [
+            {"idempotency_key": f"bench:{cid}", "customer_id": cid, "flow": "thank_you",
+             "step": "thanks", "template": "thank_you", "to_email": f"b{i}@example.com",
+             "status": "scheduled", "due_at": now, "attempts": 0,
+             "context": {"order_id": f"o{i}", "marketing": False, "capped": False},
+             "created_at": now, "updated_at": now} for i, cid in enumerate(ids)])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mails", type=int, default=50_000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--client", choices=("pooled", "official"), default="pooled")
+    parser.add_argument("--backend", choices=("postgresql", "sqlite"), default="postgresql")
+    args = parser.parse_args()
+    import tempfile
+
+    port = free_port()
+    fake = subprocess.Popen([sys.executable, "-m", "tests.fake_sendgrid", "--port", str(port),
+                             "--api-key", KEY, "--no-bodies"], cwd=ROOT,
+                            stdout=subprocess.PIPE, text=True)
+    assert fake.stdout is not None
+    fake.stdout.readline()  # listening
+    workers: list[subprocess.Popen] = []
+    with tempfile.TemporaryDirectory() as folder:
+        url = _database(args.backend, Path(folder))
+        env = {**os.environ, "LIFECYCLE_DATABASE_URL": url, "LIFECYCLE_BROKER_URL": REDIS_URL,
+               "LIFECYCLE_MAIL_TRANSPORT": "sendgrid", "SENDGRID_API_KEY": KEY,
+               "SENDGRID_API_HOST": f"http://127.0.0.1:{port}",
+               "LIFECYCLE_SECRET_KEY": "b" * 40, "LIFECYCLE_WORKER_THREADS": str(args.threads),
+               "LIFECYCLE_SENDGRID_CLIENT": args.client, "LIFECYCLE_LOG_LEVEL": "WARNING"}
+        settings = replace(load_settings(env))
+        app = App(settings, clock=SystemClock())
+        app.upgrade_database()
+        try:
+            import redis
+
+            redis.Redis.from_url(REDIS_URL).flushdb()
+            # One real payload, as the transport builds it, for the reference client.
+            sample = compose(settings, _Row(), Rendered("thank_you", "Thank you for your order",
+                                                        "Thanks!\n" * 20, "<p>Thanks!</p>" * 40),
+                             app.clock.now(), "2026-11-23")
+            body = json.dumps(sendgrid_payload(sample)).encode()
+            reference = raw_rate(port, body, args.workers)
+            control(port, {"reset": True})
+
+            load(app, args.mails)
+            broker = setup(REDIS_URL)
+            workers = [subprocess.Popen([sys.executable, "-m", "lifecycle", "worker"], cwd=ROOT,
+                                        env=env) for _ in range(args.workers)]
+            time.sleep(3)  # workers up
+            started = time.perf_counter()
+            handed = 0
+            while True:
+                handed += dispatch(app, send.send)
+                with app.engine.connect() as conn:
+                    left = conn.execute(select(func.count()).select_from(Message).where(
+                        Message.status != "sent")).scalar_one()
+                if not left:
+                    break
+                time.sleep(0.2)
+            took = time.perf_counter() - started
+            with app.engine.connect() as conn:
+                latencies = sorted(
+                    (r.sent_at - r.due_at).total_seconds() for r in conn.execute(
+                        select(Message.sent_at, Message.due_at)))
+            broker.close()
+        finally:
+            for w in workers:
+                w.terminate()
+            for w in workers:
+                w.wait(30)
+            app.close()
+        sent_by_fake = accepted(port)
+        fake.terminate()
+        fake.wait(10)
+    rate = args.mails / took
+    print(f"\n{args.backend} + Redis, {args.workers} worker processes x {args.threads} threads, "
+          f"{args.client} client, {args.mails:,} mails; reference measured in this run")
+    print(f"{'reference: minimal keep-alive client, ' + str(args.workers) + ' processes':<52}"
+          f"{reference:8.0f} mails/s  1.00x")
+    print(f"{'Lifecycle: dispatch -> Redis -> workers -> SendGrid':<52}{rate:8.0f} mails/s "
+          f"{rate / reference:5.2f}x   ({took:.1f} s)")
+    p50 = latencies[len(latencies) // 2]
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    print(f"{'due-to-sent latency':<52}p50 {p50:.1f} s, p99 {p99:.1f} s")
+    print(f"{'accepted by the stand-in (each once)':<52}{sent_by_fake:8d}")
+    assert sent_by_fake == args.mails, "the stand-in's log disagrees with the outbox"
+
+
+class _Row:
+    id = 1
+    customer_id = 1
+    flow = "thank_you"
+    step = "thanks"
+    template = "thank_you"
+    to_email = "b0@example.com"
+
+
+if __name__ == "__main__":
+    main()
