@@ -26,10 +26,9 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
-from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 from lifecycle.app import App
@@ -40,10 +39,10 @@ from lifecycle.mail.compose import compose
 from lifecycle.mail.sending import dispatch
 from lifecycle.mail.templates import Rendered
 from lifecycle.mail.transports import sendgrid_payload
-from lifecycle.models import Customer, Message, Order
+from lifecycle.models import Message
 from lifecycle.tasks.broker import setup
 from lifecycle.tasks.mail import send
-from lifecycle.timeutil import zone
+from tests.factories import add_campaign
 
 POSTGRES_ADMIN_URL = os.environ.get("LIFECYCLE_TEST_POSTGRES_URL",
                                     "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
@@ -107,37 +106,6 @@ def accepted(port: int) -> int:
     return len(json.loads(conn.getresponse().read())["accepted"])
 
 
-def daytime_zone(now) -> str:  # type: ignore[no-untyped-def]
-    """A zone where it is mid-day now, so that quiet hours hold nothing back."""
-    for offset in range(-12, 15):
-        name = f"Etc/GMT{'+' if offset <= 0 else '-'}{abs(offset)}"  # POSIX signs are inverted
-        if 11 <= now.astimezone(zone(name)).hour <= 16:
-            return name
-    return "UTC"
-
-
-def load(app: App, n: int) -> None:
-    now = app.clock.now()
-    tz = daytime_zone(now)
-    with app.engine.begin() as conn:
-        ids = conn.execute(insert(Customer).returning(Customer.id), [
-            {"external_id": f"b{i}", "email": f"b{i}@example.com", "first_name": "Sam",
-             "attributes": {}, "marketing_consent": True, "timezone": tz,
-             "created_at": now - timedelta(days=90), "updated_at": now}
-            for i in range(n)]).scalars().all()
-        conn.execute(insert(Order), [
-            {"external_id": f"o{i}", "customer_id": cid, "ordered_at": now - timedelta(days=2),
-             "total": "42.50", "currency": "EUR", "status": "completed",
-             "items": [{"name": "Sencha", "quantity": 1, "price": "42.50"}],
-             "created_at": now, "updated_at": now} for i, cid in enumerate(ids)])
-        conn.execute(insert(Message), [
-            {"idempotency_key": f"bench:{cid}", "customer_id": cid, "flow": "thank_you",
-             "step": "thanks", "template": "thank_you", "to_email": f"b{i}@example.com",
-             "status": "scheduled", "due_at": now, "attempts": 0,
-             "context": {"order_id": f"o{i}", "marketing": False, "capped": False},
-             "created_at": now, "updated_at": now} for i, cid in enumerate(ids)])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mails", type=int, default=50_000)
@@ -177,7 +145,8 @@ def main() -> None:
             reference = raw_rate(port, body, args.workers)
             control(port, {"reset": True})
 
-            load(app, args.mails)
+            with app.engine.begin() as conn:
+                add_campaign(conn, args.mails, app.clock.now())
             broker = setup(REDIS_URL)
             workers = [subprocess.Popen([sys.executable, "-m", "lifecycle", "worker"], cwd=ROOT,
                                         env=env) for _ in range(args.workers)]

@@ -72,13 +72,15 @@ SETTINGS: tuple[Setting, ...] = (
             "limit. Shared through Redis when the broker is Redis, else per process."),
     Setting("LIFECYCLE_RETRY_BASE_SECONDS", "60",
             "First wait before a mail the provider refused for a passing reason (5xx, timeout) is "
-            "tried again; each next wait doubles, with jitter, for 5 attempts."),
+            "tried again; each next wait doubles, with jitter, for 8 attempts (waits of about "
+            "2 hours in all with the default)."),
     Setting("LIFECYCLE_SEND_LEASE_SECONDS", "120",
-            "How long a worker may hold a mail it is sending; after that the mail counts as "
-            "abandoned and is settled (file: sent again; SendGrid: by its events)."),
+            "How long a mail handed to the broker may wait for a worker, and a worker may hold "
+            "it while sending, before it is handed out again or settled (file: sent again; "
+            "SendGrid: by its events)."),
     Setting("LIFECYCLE_SETTLE_SECONDS", "900",
             "How long an abandoned or unanswered SendGrid mail waits for SendGrid's events "
-            "before it is sent again (only once events newer than it have arrived)."),
+            "before it is sent again (only while the event webhook is delivering events)."),
     Setting("SENDGRID_WEBHOOK_PUBLIC_KEY", "(unset)",
             "Base64 ECDSA public key that signs SendGrid's Event Webhook posts."),
     Setting("LIFECYCLE_SECRET_KEY", "(random per process)",

@@ -92,3 +92,41 @@ def add_touchpoint(conn, customer_id: int, kind: str, occurred_at, **data):  # t
     conn.execute(insert(Touchpoint).values(
         customer_id=customer_id, kind=kind, channel="email", occurred_at=occurred_at,
         recorded_at=occurred_at, data=data))
+
+
+def daytime_zone(now):  # type: ignore[no-untyped-def]
+    """A zone where it is mid-day at ``now``, so that quiet hours hold no mail back."""
+    from lifecycle.timeutil import zone
+
+    for offset in range(-12, 15):
+        name = f"Etc/GMT{'+' if offset <= 0 else '-'}{abs(offset)}"  # POSIX signs are inverted
+        if 11 <= now.astimezone(zone(name)).hour <= 16:
+            return name
+    return "UTC"
+
+
+def add_campaign(conn, n: int, now, template: str = "thank_you"):  # type: ignore[no-untyped-def]
+    """``n`` customers with an order each and a mail due ``now`` to each; the mail ids."""
+    from datetime import timedelta
+
+    from sqlalchemy import insert
+
+    from lifecycle.models import Customer, Message, Order
+
+    tz = daytime_zone(now)
+    ids = conn.execute(insert(Customer).returning(Customer.id), [
+        {"external_id": f"b{i}", "email": f"b{i}@example.com", "first_name": "Sam",
+         "attributes": {}, "marketing_consent": True, "timezone": tz,
+         "created_at": now - timedelta(days=90), "updated_at": now}
+        for i in range(n)]).scalars().all()
+    conn.execute(insert(Order), [
+        {"external_id": f"o{i}", "customer_id": cid, "ordered_at": now - timedelta(days=2),
+         "total": "42.50", "currency": "EUR", "status": "completed",
+         "items": [{"name": "Sencha", "quantity": 1, "price": "42.50"}],
+         "created_at": now, "updated_at": now} for i, cid in enumerate(ids)])
+    return conn.execute(insert(Message).returning(Message.id), [
+        {"idempotency_key": f"campaign:{cid}", "customer_id": cid, "flow": "thank_you",
+         "step": "thanks", "template": template, "to_email": f"b{i}@example.com",
+         "status": "scheduled", "due_at": now, "attempts": 0,
+         "context": {"order_id": f"o{i}", "marketing": False, "capped": False},
+         "created_at": now, "updated_at": now} for i, cid in enumerate(ids)]).scalars().all()

@@ -30,10 +30,11 @@ Crash windows, and what closes each:
    * SendGrid: never resent blindly.  Our message id rides in the mail's
      ``custom_args``, so every SendGrid event names it.  An event for the
      mail (``processed``, ``delivered``, …) settles it as ``sent``.  With no
-     event after ``LIFECYCLE_SETTLE_SECONDS`` *and* events newer than the
-     lease's end recorded for other mail (the webhook is flowing, so one for
-     this mail would have come), it is queued again.  With no event at all
-     for a day (SendGrid's retry horizon) it is failed as "outcome unknown".
+     event for it ``LIFECYCLE_SETTLE_SECONDS`` after its lease ended, while
+     the webhook was delivering events around that time (one recorded since
+     a settle window before the lease's end, so this mail's would have come),
+     it is queued again.  With the webhook silent, it waits; after a day
+     (SendGrid's retry horizon) it is failed as "outcome unknown".
    * SMTP (neither): failed as "outcome unknown", on the timeline, so that
      support staff decide; a blind resend could deliver it twice.
 3. The transport's request went out but no answer came (timeout, connection
@@ -55,10 +56,10 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from lifecycle.models import Message, MessageStatus, ProviderEvent, Touchpoint
 
-#: How long a queued mail may wait for a worker before it is handed out again.
-QUEUE_LEASE = timedelta(minutes=5)
-#: How long a worker may take to send one batch before its rows count as abandoned.
+#: How long a queued mail may wait for a worker, and a worker may take to send a
+#: batch, before the mail is handed out again or settled (LIFECYCLE_SEND_LEASE_SECONDS).
 SEND_LEASE = timedelta(minutes=2)
+QUEUE_LEASE = SEND_LEASE
 #: An unsettled SendGrid mail with no event for this long is failed as unknown.
 GIVE_UP_SETTLING = timedelta(days=1)
 #: Events that mean SendGrid accepted the mail.
@@ -85,7 +86,7 @@ class Outbox:
         self.pg = conn.dialect.name == "postgresql"
 
     # -- handing out -------------------------------------------------------
-    def due(self, now: datetime, limit: int) -> list[int]:
+    def due(self, now: datetime, limit: int, lease: timedelta = QUEUE_LEASE) -> list[int]:
         """Hand out due mails: scheduled ones, and queued ones whose lease ran out."""
         query = (select(_messages.c.id)
                  .where(((_messages.c.status == _S.SCHEDULED.value) & (_messages.c.due_at <= now))
@@ -97,7 +98,7 @@ class Outbox:
         ids = list(self.conn.execute(query).scalars())
         if ids:
             self.conn.execute(update(Message).where(Message.id.in_(ids)).values(
-                status=_S.QUEUED.value, lease_expires_at=now + QUEUE_LEASE, updated_at=now))
+                status=_S.QUEUED.value, lease_expires_at=now + lease, updated_at=now))
         return ids
 
     def claim(self, message_ids: Iterable[int], now: datetime,
@@ -119,8 +120,9 @@ class Outbox:
             lease_expires_at=None, updated_at=now,
             attempt_log=[*(message.attempt_log or []), entry], **values)).rowcount == 1
 
-    def sent(self, message: Any, now: datetime, provider_id: str, subject: str) -> bool:
-        done = self._leave_sending(message, now, log_entry(now, "sent", provider_id),
+    def sent(self, message: Any, now: datetime, provider_id: str, subject: str,
+             note: str | None = None) -> bool:
+        done = self._leave_sending(message, now, log_entry(now, "sent", note or provider_id),
                                    status=_S.SENT.value, sent_at=now,
                                    provider_message_id=provider_id, last_error=None)
         if done:
@@ -210,13 +212,14 @@ class Outbox:
             ended = row.lease_expires_at
             if row.id in seen:
                 provider_id = (seen[row.id] or "").split(".")[0]
-                counts["sent"] += self.sent(row, now, provider_id, subject="")
+                counts["sent"] += self.sent(row, now, provider_id, subject="",
+                                            note=f"settled by SendGrid's event: {provider_id}")
             elif ended < now - GIVE_UP_SETTLING:
                 counts["failed"] += self.failed(
                     row, now, "outcome unknown: SendGrid sent no event for this mail in a day; "
                               "not resent, to avoid a duplicate")
             elif ended < now - settle_after and self.conn.execute(select(exists().where(
-                    _events.c.recorded_at > ended + settle_after / 2))).scalar():
+                    _events.c.recorded_at > ended - settle_after))).scalar():
                 counts["requeued"] += self._requeue(
                     row, now, "SendGrid reported no event for this mail while it reported "
                               "others: it never arrived there; sent again")

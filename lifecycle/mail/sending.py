@@ -48,7 +48,7 @@ DISPATCH_BATCH = 5000
 #: Mail ids per broker message: one worker sends them in one go.
 SEND_BATCH = 50
 #: Attempts before a mail the transport keeps refusing is failed for good.
-MAX_ATTEMPTS = 5
+MAX_ATTEMPTS = 8  # with the default base: waits of 1, 2, 4 … 64 minutes, about 2 hours in all
 
 
 def dispatch(app: App, enqueue: Callable[[list[int]], Any],
@@ -64,13 +64,18 @@ def dispatch(app: App, enqueue: Callable[[list[int]], Any],
     with app.engine.begin() as conn:
         outbox = Outbox(conn)
         settled = outbox.settle(now, transport, timedelta(seconds=app.settings.settle_seconds))
-        ids = outbox.due(now, DISPATCH_BATCH)
+        ids = outbox.due(now, DISPATCH_BATCH, timedelta(seconds=app.settings.send_lease_seconds))
     if any(settled.values()):
         log.warning("Mails abandoned while sending were settled: %d queued again, %d found sent, "
                     "%d failed as unknown.", settled["requeued"], settled["sent"],
                     settled["failed"])
     for start in range(0, len(ids), SEND_BATCH):
-        enqueue(ids[start:start + SEND_BATCH])
+        try:
+            enqueue(ids[start:start + SEND_BATCH])
+        except Exception as exc:  # noqa: BLE001 - the rows are safe in the database
+            log.warning("The broker did not take %d mails (%s: %s); they are handed out again "
+                        "when their lease runs out.", len(ids) - start, type(exc).__name__, exc)
+            break
     return len(ids)
 
 

@@ -1,0 +1,258 @@
+"""Faults with real processes: a worker killed with SIGKILL, Redis restarted, SendGrid failing.
+
+Each test sends a campaign of thousands of mails through its own Redis server
+(started here, so that it can be killed without touching other tests) and two
+``lifecycle worker`` processes using the ``sendgrid`` transport against the
+stand-in.  The test process plays the scheduler (``dispatch``) and SendGrid's
+Event Webhook (it stores the stand-in's events).  Afterwards the stand-in's
+log is the witness: every mail accepted exactly once, none lost, and the
+outbox and the timeline agree.
+
+The in-process broker lives and dies with its only process, so these run on
+Redis; they run on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
+
+from lifecycle.app import App
+from lifecycle.clock import SystemClock
+from lifecycle.config import load_settings
+from lifecycle.mail.events import record_events
+from lifecycle.mail.sending import dispatch
+from lifecycle.models import Message, Touchpoint
+from lifecycle.tasks.broker import build
+from lifecycle.tasks.mail import send
+from tests.conftest import IN_CI
+from tests.factories import add_campaign
+from tests.fake_sendgrid import FakeSendGrid
+
+ROOT = Path(__file__).resolve().parent.parent
+KEY = "SG.faults"
+MAILS = 2000
+DEADLINE = 150.0  # seconds for one campaign
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class PrivateRedis:
+    """A redis-server of this test's own, on a free port, that can be killed and restarted."""
+
+    def __init__(self, folder: Path) -> None:
+        self.port = free_port()
+        self.folder = folder
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.folder)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[PrivateRedis]:
+    if shutil.which("redis-server") is None:
+        if IN_CI:
+            pytest.fail("redis-server is required in CI (CI=true)", pytrace=False)
+        pytest.skip("redis-server not installed")
+    server = PrivateRedis(tmp_path)
+    server.start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeSendGrid]:
+    server = FakeSendGrid(log_bodies=False)
+    server.state.api_key = KEY
+    server.start()
+    yield server
+    server.stop()
+
+
+class Campaign:
+    """A campaign's database, workers, scheduler loop and webhook pump."""
+
+    def __init__(self, database_url: str, redis: PrivateRedis, fake: FakeSendGrid,
+                 folder: Path) -> None:
+        self.env = {**os.environ, "LIFECYCLE_DATABASE_URL": database_url,
+                    "LIFECYCLE_BROKER_URL": redis.url, "LIFECYCLE_MAIL_TRANSPORT": "sendgrid",
+                    "SENDGRID_API_KEY": KEY, "SENDGRID_API_HOST": fake.url,
+                    "LIFECYCLE_SECRET_KEY": "f" * 40, "LIFECYCLE_WORKER_THREADS": "2",
+                    "LIFECYCLE_SEND_LEASE_SECONDS": "3", "LIFECYCLE_SETTLE_SECONDS": "2",
+                    "LIFECYCLE_RETRY_BASE_SECONDS": "0.2", "LIFECYCLE_SEND_TIMEOUT": "2",
+                    "LIFECYCLE_LOG_LEVEL": "WARNING", "LIFECYCLE_OUTBOX_DIR": str(folder)}
+        self.app = App(load_settings(self.env), clock=SystemClock())
+        self.fake = fake
+        self.redis = redis
+        self.broker = build(redis.url)
+        self.workers: list[subprocess.Popen[bytes]] = []
+        self.events_seen = 0
+        self.folder = folder
+        with self.app.engine.begin() as conn:
+            self.ids = list(add_campaign(conn, MAILS, self.app.clock.now()))
+
+    def start_worker(self) -> subprocess.Popen[bytes]:
+        log = open(self.folder / f"worker-{len(self.workers)}.log", "wb")  # noqa: SIM115
+        worker = subprocess.Popen([sys.executable, "-m", "lifecycle", "worker"], cwd=ROOT,
+                                  env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        self.workers.append(worker)
+        return worker
+
+    def enqueue(self, ids: list[int]) -> None:
+        self.broker.enqueue(send.message(ids))
+
+    def step(self) -> None:
+        """One scheduler tick and one webhook post."""
+        dispatch(self.app, self.enqueue)
+        with self.fake.state.lock:
+            new = list(self.fake.state.events[self.events_seen:])
+        if new:
+            with self.app.engine.begin() as conn:
+                record_events(conn, new, self.app.clock.now())
+            self.events_seen += len(new)
+
+    def accepted(self) -> int:
+        with self.fake.state.lock:
+            return len(self.fake.state.accepted)
+
+    def run(self, until_done: bool = True, until_accepted: int | None = None) -> None:
+        deadline = time.monotonic() + DEADLINE
+        while time.monotonic() < deadline:
+            self.step()
+            if until_accepted is not None and self.accepted() >= until_accepted:
+                return
+            if until_done and not self.open_mails():
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"the campaign did not finish: {self.statuses()}")
+
+    def open_mails(self) -> int:
+        with self.app.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(Message).where(
+                Message.status.not_in(("sent", "failed")))).scalar_one())
+
+    def statuses(self) -> dict[str, int]:
+        with self.app.engine.connect() as conn:
+            return dict(conn.execute(select(Message.status, func.count())  # type: ignore[arg-type]
+                                     .group_by(Message.status)).all())
+
+    def close(self) -> None:
+        for worker in self.workers:
+            if worker.poll() is None:
+                worker.terminate()
+        for worker in self.workers:
+            try:
+                worker.wait(20)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+        self.broker.close()
+        self.app.close()
+
+    def assert_each_sent_exactly_once(self) -> None:
+        with self.fake.state.lock:
+            witness = Counter(int(r["custom_args"]["lifecycle_message_id"])
+                              for r in self.fake.state.accepted)
+        twice = {mid: n for mid, n in witness.items() if n > 1}
+        assert not twice, f"sent more than once: {sorted(twice)[:10]}"
+        assert set(witness) == set(self.ids), "lost: " + str(sorted(set(self.ids) - set(witness))[:10])
+        assert self.statuses() == {"sent": MAILS}
+        with self.app.engine.connect() as conn:
+            timeline = Counter(conn.execute(select(Touchpoint.message_id).where(
+                Touchpoint.kind == "email_sent")).scalars())
+            provider_ids = dict(conn.execute(select(Message.id, Message.provider_message_id)).all())
+        assert timeline == Counter(set(self.ids)), "one email_sent on the timeline per mail"
+        by_ours = {int(r["custom_args"]["lifecycle_message_id"]): r["x_message_id"]
+                   for r in self.fake.state.accepted}
+        assert provider_ids == by_ours  # the outbox names SendGrid's own id for each mail
+
+
+@pytest.fixture
+def campaign(fresh_database_url: str, redis_server: PrivateRedis, fake: FakeSendGrid,
+             tmp_path: Path) -> Iterator[Campaign]:
+    url = make_url(fresh_database_url).render_as_string(hide_password=False)
+    run = Campaign(url, redis_server, fake, tmp_path)
+    yield run
+    run.close()
+
+
+def test_a_worker_killed_mid_campaign_loses_nothing_and_sends_nothing_twice(
+        campaign: Campaign) -> None:
+    first, _second = campaign.start_worker(), campaign.start_worker()
+    campaign.run(until_done=False, until_accepted=MAILS // 3)
+    first.send_signal(signal.SIGKILL)  # mid-batch: claimed rows, posted and unposted
+    first.wait(10)
+    campaign.start_worker()  # and it comes back
+    campaign.run()
+    campaign.assert_each_sent_exactly_once()
+    with campaign.app.engine.connect() as conn:
+        entries = [entry for log in conn.execute(select(Message.attempt_log)).scalars()
+                   for entry in log]
+    # The killed worker's claimed mails were settled: sent again where SendGrid never had
+    # them, found sent by their events where it had.
+    settled = [e for e in entries if e["outcome"] == "requeued"
+               or e.get("detail", "").startswith("settled by SendGrid's event")]
+    assert settled
+
+
+def test_a_redis_restart_mid_campaign_loses_nothing(campaign: Campaign) -> None:
+    campaign.start_worker()
+    campaign.start_worker()
+    campaign.run(until_done=False, until_accepted=MAILS // 3)
+    campaign.redis.kill()  # every queued message is gone with it
+    time.sleep(1)
+    campaign.step()  # the scheduler carries on; the broker refuses
+    campaign.redis.start()
+    campaign.run()
+    campaign.assert_each_sent_exactly_once()
+
+
+def test_sendgrid_failing_a_fifth_of_requests_and_rate_limiting_some_sends_each_mail_once(
+        campaign: Campaign, fake: FakeSendGrid) -> None:
+    fake.state.fail_share, fake.state.limit_share, fake.state.reset_in = 0.2, 0.02, 1
+    campaign.start_worker()
+    campaign.start_worker()
+    campaign.run()
+    campaign.assert_each_sent_exactly_once()
+    answers = fake.state.answers
+    assert answers.get(500, 0) > MAILS // 10 and answers.get(429, 0) > 0
+    with campaign.app.engine.connect() as conn:
+        retried = conn.execute(select(func.count()).select_from(Message).where(
+            Message.attempts > 1)).scalar_one()
+    assert retried > 0  # the 500s were retried, recorded on their rows
