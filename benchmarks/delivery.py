@@ -28,7 +28,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.engine import make_url
 
 from lifecycle.app import App
@@ -151,6 +151,8 @@ def main() -> None:
             workers = [subprocess.Popen([sys.executable, "-m", "lifecycle", "worker"], cwd=ROOT,
                                         env=env) for _ in range(args.workers)]
             time.sleep(3)  # workers up
+            with app.engine.begin() as conn:  # due from now: latency counts from here
+                conn.execute(update(Message).values(due_at=app.clock.now()))
             started = time.perf_counter()
             handed = 0
             while True:

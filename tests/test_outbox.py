@@ -189,3 +189,19 @@ def test_the_file_transport_writes_the_same_file_when_a_mail_is_sent_again(
     first = transport.send(mail)
     assert transport.send(mail) == first
     assert [p.name for p in tmp_path.rglob("*")] == ["2026-06-03", "00000007-thank_you.eml"]
+
+
+def test_the_frequency_cap_is_checked_again_at_send_time(app: App) -> None:
+    mid = a_mail(app, context={"marketing": True, "capped": True})
+    cid = row(app, mid).customer_id
+    with app.engine.begin() as conn:  # three capped mails went out this week meanwhile
+        for n in range(3):
+            conn.execute(insert(Message).values(
+                idempotency_key=f"earlier:{n}", customer_id=cid, flow="win_back", step="s",
+                template="winback_1", to_email="x@example.com", status="sent",
+                due_at=T0 - timedelta(days=n + 1), sent_at=T0 - timedelta(days=n + 1),
+                attempts=1, context={"marketing": True, "capped": True},
+                created_at=T0, updated_at=T0))
+    dispatch(app, lambda _ids: None)
+    assert send_one(app, mid) == "suppressed"
+    assert row(app, mid).last_error.startswith("frequency cap: 3")

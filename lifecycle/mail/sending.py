@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 #: Mails handed to the broker per dispatch.
 DISPATCH_BATCH = 5000
 #: Mail ids per broker message: one worker sends them in one go.
-SEND_BATCH = 50
+SEND_BATCH = 100
 #: Attempts before a mail the transport keeps refusing is failed for good.
 MAX_ATTEMPTS = 8  # with the default base: waits of 1, 2, 4 … 64 minutes, about 2 hours in all
 
