@@ -103,6 +103,7 @@ class FakeState:
     limit_share: float = 0.0  # share of requests answered 429
     hang_seconds: float = 30.0
     reset_in: float = 1.0  # 429: X-RateLimit-Reset this many seconds ahead
+    delay: float = 0.0  # seconds before each answer (a slower API)
     accepted: list[dict[str, Any]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
     requests: int = 0
@@ -269,6 +270,8 @@ class FakeSendGrid:
         if mode == "hang":
             await asyncio.sleep(s.hang_seconds)
             return 0, None, {}
+        if s.delay:
+            await asyncio.sleep(s.delay)
         if mode == "fail":
             return 500, {"errors": [{"message": "Internal server error", "field": None}]}, {}
         if mode == "bad_gateway":

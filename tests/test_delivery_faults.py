@@ -213,7 +213,8 @@ def campaign(fresh_database_url: str, redis_server: PrivateRedis, fake: FakeSend
 
 
 def test_a_worker_killed_mid_campaign_loses_nothing_and_sends_nothing_twice(
-        campaign: Campaign) -> None:
+        campaign: Campaign, fake: FakeSendGrid) -> None:
+    fake.state.delay = 0.005  # each batch takes a while: the kill lands inside one
     first, _second = campaign.start_worker(), campaign.start_worker()
     campaign.run(until_done=False, until_accepted=MAILS // 3)
     first.send_signal(signal.SIGKILL)  # mid-batch: claimed rows, posted and unposted
