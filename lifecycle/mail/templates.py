@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,11 +54,24 @@ class Renderer:
             keep_trailing_newline=True,
             trim_blocks=False,
         )
+        self._seen: dict[str, tuple[float, tuple[bool, bool, bool]]] = {}
+
+    def _parts(self, name: str) -> tuple[bool, bool, bool]:
+        """Which of subject.txt, body.txt, body.html email ``name`` has (looked up at most
+        every :data:`PARTS_TTL` seconds: a batch of mails must not stat every file each time)."""
+        now = time.monotonic()
+        cached = self._seen.get(name)
+        if cached is not None and now - cached[0] < PARTS_TTL:
+            return cached[1]
+        folder = self.folder / name
+        parts = ((folder / "subject.txt").is_file(), (folder / "body.txt").is_file(),
+                 (folder / "body.html").is_file())
+        self._seen[name] = (now, parts)
+        return parts
 
     def exists(self, name: str) -> bool:
-        folder = self.folder / name
-        return (not name.startswith("_") and (folder / "subject.txt").is_file()
-                and ((folder / "body.txt").is_file() or (folder / "body.html").is_file()))
+        subject, text, html = self._parts(name)
+        return not name.startswith("_") and subject and (text or html)
 
     def _render(self, path: str, context: dict[str, Any]) -> str:
         try:
@@ -83,10 +97,9 @@ class Renderer:
         if len(subject) > MAX_SUBJECT:
             raise TemplateError(f"{name}/subject.txt", 1,
                                 f"the subject is {len(subject)} characters; at most {MAX_SUBJECT}")
-        folder = self.folder / name
-        text = self._render(f"{name}/body.txt", context) if (folder / "body.txt").is_file() else None
-        html = self._render(f"{name}/body.html", context) if (folder / "body.html").is_file() \
-            else None
+        _subject, has_text, has_html = self._parts(name)
+        text = self._render(f"{name}/body.txt", context) if has_text else None
+        html = self._render(f"{name}/body.html", context) if has_html else None
         if html is not None:
             try:  # mail clients drop <style>: every rule goes onto its elements
                 html = _INLINER.inline(html)
@@ -96,6 +109,8 @@ class Renderer:
         return Rendered(name, subject, text, html)
 
 
+#: Seconds a template folder's list of parts is trusted before it is looked at again.
+PARTS_TTL = 2.0
 #: Inlines <style> rules; never fetches a stylesheet a (manager-edited) template links to.
 _INLINER = css_inline.CSSInliner(load_remote_stylesheets=False, keep_at_rules=True)
 
