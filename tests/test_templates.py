@@ -96,3 +96,21 @@ def test_an_email_without_a_subject_file_is_unknown(tmp_path: Path) -> None:
     (tmp_path / "thank_you" / "subject.txt").unlink()
     with pytest.raises(TemplateError, match="no such email"):
         Renderer(tmp_path).render("thank_you", full_context())
+
+
+def test_an_edited_template_is_picked_up_by_a_running_renderer(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    import lifecycle.mail.templates as templates
+
+    renderer = write(tmp_path, "hello", "Hi\n", "first\n")
+    assert renderer.render("hello", {}).text == "first\n"
+    body = tmp_path / "hello" / "body.txt"
+    body.write_text("second\n", encoding="utf-8")
+    os.utime(body, ns=(body.stat().st_mtime_ns + 10**9,) * 2)
+    assert renderer.render("hello", {}).text == "first\n"  # within the check interval
+    monkeypatch.setattr(templates, "CHECK_SECONDS", 0.0)
+    assert renderer.render("hello", {}).text == "second\n"
+    (tmp_path / "hello" / "body.html").write_text("<p>new part</p>", encoding="utf-8")
+    assert renderer.render("hello", {}).html == "<html><head></head><body><p>new part</p></body></html>"

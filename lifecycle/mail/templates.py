@@ -53,20 +53,34 @@ class Renderer:
             undefined=jinja2.StrictUndefined,
             keep_trailing_newline=True,
             trim_blocks=False,
+            auto_reload=False,  # see _fresh: one look at the folder every CHECK_SECONDS
         )
-        self._seen: dict[str, tuple[float, tuple[bool, bool, bool]]] = {}
+        self._seen: dict[str, tuple[bool, bool, bool]] = {}
+        self._checked = time.monotonic()
+        self._signature = _signature(folder)
+
+    def _fresh(self) -> None:
+        """Forget compiled templates and folder contents when a file changed (checked at most
+        every :data:`CHECK_SECONDS`: a batch of mails must not stat every file per mail)."""
+        now = time.monotonic()
+        if now - self._checked < CHECK_SECONDS:
+            return
+        self._checked = now
+        signature = _signature(self.folder)
+        if signature != self._signature:
+            self._signature = signature
+            self.env.cache.clear()  # type: ignore[union-attr]
+            self._seen.clear()
 
     def _parts(self, name: str) -> tuple[bool, bool, bool]:
-        """Which of subject.txt, body.txt, body.html email ``name`` has (looked up at most
-        every :data:`PARTS_TTL` seconds: a batch of mails must not stat every file each time)."""
-        now = time.monotonic()
-        cached = self._seen.get(name)
-        if cached is not None and now - cached[0] < PARTS_TTL:
-            return cached[1]
-        folder = self.folder / name
-        parts = ((folder / "subject.txt").is_file(), (folder / "body.txt").is_file(),
-                 (folder / "body.html").is_file())
-        self._seen[name] = (now, parts)
+        """Which of subject.txt, body.txt, body.html email ``name`` has."""
+        self._fresh()
+        parts = self._seen.get(name)
+        if parts is None:
+            folder = self.folder / name
+            parts = ((folder / "subject.txt").is_file(), (folder / "body.txt").is_file(),
+                     (folder / "body.html").is_file())
+            self._seen[name] = parts
         return parts
 
     def exists(self, name: str) -> bool:
@@ -109,10 +123,21 @@ class Renderer:
         return Rendered(name, subject, text, html)
 
 
-#: Seconds a template folder's list of parts is trusted before it is looked at again.
-PARTS_TTL = 2.0
+#: Seconds the templates folder is trusted unchanged before it is looked at again.
+CHECK_SECONDS = 2.0
 #: Inlines <style> rules; never fetches a stylesheet a (manager-edited) template links to.
 _INLINER = css_inline.CSSInliner(load_remote_stylesheets=False, keep_at_rules=True)
+
+
+def _signature(folder: Path) -> tuple[tuple[str, int], ...]:
+    """Every file under ``folder`` with its modification time (ns)."""
+    found = []
+    for path in folder.rglob("*") if folder.is_dir() else ():
+        try:
+            found.append((str(path), path.stat().st_mtime_ns))
+        except OSError:
+            continue
+    return tuple(sorted(found))
 
 
 def _template_position(default: str) -> tuple[str, int | None]:
