@@ -5,9 +5,10 @@ Run:  uv run python -m benchmarks.delivery [--mails 50000] [--workers 2] [--thre
 
 In one run it measures:
 
-* reference: how fast a minimal keep-alive HTTP client (one connection per
-  process, as many processes as workers) can post a mail/send payload to the
-  same stand-in, which runs in a process of its own;
+* reference: how fast a minimal keep-alive HTTP client can post a mail/send
+  payload to the same stand-in (which runs in a process of its own): one
+  connection per process, as many processes as workers (the figure the ratio
+  is taken against), and a single connection;
 * Lifecycle: ``--mails`` outbox rows due now, handed out by ``dispatch`` to
   Redis and sent by ``--workers`` ``lifecycle worker`` processes with the
   ``sendgrid`` transport; mails per second from the first hand-out to the
@@ -142,6 +143,7 @@ def main() -> None:
                                                         "Thanks!\n" * 20, "<p>Thanks!</p>" * 40),
                              app.clock.now(), "2026-11-23")
             body = json.dumps(sendgrid_payload(sample)).encode()
+            single = raw_rate(port, body, 1)
             reference = raw_rate(port, body, args.workers)
             control(port, {"reset": True})
 
@@ -183,8 +185,10 @@ def main() -> None:
           f"{args.client} client, {args.mails:,} mails; reference measured in this run")
     print(f"{'reference: minimal keep-alive client, ' + str(args.workers) + ' processes':<52}"
           f"{reference:8.0f} mails/s  1.00x")
+    print(f"{'reference: minimal keep-alive client, 1 connection':<52}"
+          f"{single:8.0f} mails/s {single / reference:5.2f}x")
     print(f"{'Lifecycle: dispatch -> Redis -> workers -> SendGrid':<52}{rate:8.0f} mails/s "
-          f"{rate / reference:5.2f}x   ({took:.1f} s)")
+          f"{rate / reference:5.2f}x   ({took:.1f} s; {rate / single:.2f}x one connection)")
     p50 = latencies[len(latencies) // 2]
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
     print(f"{'due-to-sent latency':<52}p50 {p50:.1f} s, p99 {p99:.1f} s")
