@@ -179,23 +179,14 @@ def _http_url(name: str, raw: str) -> str:
     return raw.rstrip("/")
 
 
-def _positive(name: str, raw: str, kind: type[int] | type[float]) -> int | float:
+def _positive(name: str, raw: str, kind: type[int] | type[float],
+              zero_allowed: bool = False) -> int | float:
     try:
         value = kind(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a {'whole ' if kind is int else ''}number.") from None
-    if value <= 0:
-        raise ConfigError(f"{name}={raw!r} must be greater than zero.")
-    return value
-
-
-def _not_negative(name: str, raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number.") from None
-    if value < 0:
-        raise ConfigError(f"{name}={raw!r} must be 0 or more.")
+    if value < 0 or (value == 0 and not zero_allowed):
+        raise ConfigError(f"{name}={raw!r} must be {'0 or more' if zero_allowed else 'greater than zero'}.")
     return value
 
 
@@ -311,7 +302,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         sendgrid_client=sendgrid_client,
         send_timeout=float(_positive("LIFECYCLE_SEND_TIMEOUT",
                                      get("LIFECYCLE_SEND_TIMEOUT") or "10", float)),
-        send_rate=_not_negative("LIFECYCLE_SEND_RATE", get("LIFECYCLE_SEND_RATE") or "0"),
+        send_rate=float(_positive("LIFECYCLE_SEND_RATE", get("LIFECYCLE_SEND_RATE") or "0", float,
+                                  zero_allowed=True)),
         retry_base_seconds=float(_positive("LIFECYCLE_RETRY_BASE_SECONDS",
                                            get("LIFECYCLE_RETRY_BASE_SECONDS") or "60", float)),
         send_lease_seconds=float(_positive("LIFECYCLE_SEND_LEASE_SECONDS",

@@ -50,11 +50,12 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, exists, func, select, update
+from sqlalchemy import Connection, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from lifecycle.models import Message, MessageStatus, ProviderEvent, Touchpoint
+from lifecycle.timeutil import as_utc
 
 #: How long a queued mail may wait for a worker, and a worker may take to send a
 #: batch, before the mail is handed out again or settled (LIFECYCLE_SEND_LEASE_SECONDS).
@@ -76,6 +77,11 @@ def log_entry(now: datetime, outcome: str, detail: str | None = None) -> dict[st
     if detail:
         entry["detail"] = detail[:500]
     return entry
+
+
+def _logged(row: Any, now: datetime, outcome: str, detail: str | None = None) -> list[Any]:
+    """``row``'s attempt log with one more entry."""
+    return [*(row.attempt_log or []), log_entry(now, outcome, detail)]
 
 
 class Outbox:
@@ -113,44 +119,43 @@ class Outbox:
             lease_expires_at=now + lease, updated_at=now).returning(Message.id)).scalars())
 
     # -- leaving `sending` ---------------------------------------------------
-    def _leave_sending(self, message: Any, now: datetime, entry: dict[str, Any],
+    def _leave_sending(self, message: Any, now: datetime, outcome: str, detail: str | None,
                        **values: object) -> bool:
         return self.conn.execute(update(Message).where(
             Message.id == message.id, Message.status == _S.SENDING.value).values(
             lease_expires_at=None, updated_at=now,
-            attempt_log=[*(message.attempt_log or []), entry], **values)).rowcount == 1
+            attempt_log=_logged(message, now, outcome, detail), **values)).rowcount == 1
 
-    def sent(self, message: Any, now: datetime, provider_id: str, subject: str,
-             note: str | None = None) -> bool:
-        done = self._leave_sending(message, now, log_entry(now, "sent", note or provider_id),
-                                   status=_S.SENT.value, sent_at=now,
-                                   provider_message_id=provider_id, last_error=None)
-        if done:
-            self.touch(message, "email_sent", now, provider_message_id=provider_id,
-                       subject=subject)
-        return done
-
-    def sent_many(self, done: list[tuple[Any, datetime, str, str]]) -> None:
-        """Several ``sent`` at once: ``(row, at, provider id, subject)`` each (one round trip)."""
+    def sent(self, done: list[tuple[Any, datetime, str, str]], note: str | None = None) -> int:
+        """Mails the provider took: ``(row, at, provider id, subject)`` each, in one round trip
+        (a batch); how many are ``sent`` now.  Each gets one ``email_sent`` on the timeline."""
         if not done:
-            return
+            return 0
         self.conn.execute(_SENT, [
             {"m_id": row.id, "at": at, "provider_id": provider_id,
-             "log": [*(row.attempt_log or []), log_entry(at, "sent", provider_id)]}
+             "log": _logged(row, at, "sent", note or provider_id)}
             for row, at, provider_id, _subject in done])
-        insert = pg_insert if self.pg else sqlite_insert
-        self.conn.execute(insert(Touchpoint).on_conflict_do_nothing(
-            index_elements=["source_key"]), [
-            {"customer_id": row.customer_id, "kind": "email_sent", "channel": "email",
-             "occurred_at": at, "recorded_at": at, "message_id": row.id,
-             "source_key": f"email_sent:{row.id}",
-             "data": {"flow": row.flow, "step": row.step, "template": row.template,
-                      "provider_message_id": provider_id, "subject": subject}}
-            for row, at, provider_id, subject in done])
+        # The update is conditional: only rows that are `sent` now get their timeline entry.
+        confirmed = set(self.conn.execute(select(_messages.c.id).where(
+            _messages.c.id.in_([row.id for row, *_ in done]),
+            _messages.c.status == _S.SENT.value)).scalars())
+        touches = [(row, at, provider_id, subject) for row, at, provider_id, subject in done
+                   if row.id in confirmed]
+        if touches:
+            insert = pg_insert if self.pg else sqlite_insert
+            self.conn.execute(insert(Touchpoint).on_conflict_do_nothing(
+                index_elements=["source_key"]), [
+                {"customer_id": row.customer_id, "kind": "email_sent", "channel": "email",
+                 "occurred_at": at, "recorded_at": at, "message_id": row.id,
+                 "source_key": f"email_sent:{row.id}",
+                 "data": {"flow": row.flow, "step": row.step, "template": row.template,
+                          "provider_message_id": provider_id, "subject": subject}}
+                for row, at, provider_id, subject in touches])
+        return len(confirmed)
 
     def failed(self, message: Any, now: datetime, reason: str) -> bool:
         """Given up for good; the reason goes on the customer's timeline."""
-        done = self._leave_sending(message, now, log_entry(now, "failed", reason),
+        done = self._leave_sending(message, now, "failed", reason,
                                    status=_S.FAILED.value, last_error=reason)
         if done:
             self.touch(message, "email_failed", now, reason=reason)
@@ -159,7 +164,7 @@ class Outbox:
     def withheld(self, message: Any, now: datetime, status: MessageStatus,
                  reason: str) -> bool:
         """Not sent after all: suppressed (address, cap) or cancelled (the flow ended)."""
-        return self._leave_sending(message, now, log_entry(now, status.value, reason),
+        return self._leave_sending(message, now, status.value, reason,
                                    status=status.value, last_error=reason)
 
     def later(self, message: Any, now: datetime, due: datetime, reason: str,
@@ -173,15 +178,14 @@ class Outbox:
                                      "last_error": reason}
         if refund:
             values["attempts"] = Message.attempts - 1
-        return self._leave_sending(message, now, log_entry(now, "later", reason), **values)
+        return self._leave_sending(message, now, "later", reason, **values)
 
     def unanswered(self, message: Any, now: datetime, reason: str) -> bool:
         """The request went out, no answer came: stays ``sending``, its lease ended, to settle."""
         return self.conn.execute(update(Message).where(
             Message.id == message.id, Message.status == _S.SENDING.value).values(
             lease_expires_at=now, updated_at=now, last_error=reason,
-            attempt_log=[*(message.attempt_log or []), log_entry(now, "no answer", reason)]
-        )).rowcount == 1
+            attempt_log=_logged(message, now, "no answer", reason))).rowcount == 1
 
     # -- settling abandoned and unanswered mails ----------------------------
     def settle(self, now: datetime, transport: Any, settle_after: timedelta) -> dict[str, int]:
@@ -208,18 +212,20 @@ class Outbox:
             .where(_events.c.message_id.in_([r.id for r in stale]),
                    _events.c.event.in_(ACCEPTED_EVENTS))
             .group_by(_events.c.message_id)).all())
+        # When the webhook last delivered anything: it was flowing around a lease's end if so.
+        last_event = self.conn.execute(select(func.max(_events.c.recorded_at))).scalar()
         for row in stale:
             ended = row.lease_expires_at
             if row.id in seen:
                 provider_id = (seen[row.id] or "").split(".")[0]
-                counts["sent"] += self.sent(row, now, provider_id, subject="",
+                counts["sent"] += self.sent([(row, now, provider_id, "")],
                                             note=f"settled by SendGrid's event: {provider_id}")
             elif ended < now - GIVE_UP_SETTLING:
                 counts["failed"] += self.failed(
                     row, now, "outcome unknown: SendGrid sent no event for this mail in a day; "
                               "not resent, to avoid a duplicate")
-            elif ended < now - settle_after and self.conn.execute(select(exists().where(
-                    _events.c.recorded_at > ended - settle_after))).scalar():
+            elif ended < now - settle_after and last_event is not None \
+                    and as_utc(last_event) > ended - settle_after:
                 counts["requeued"] += self._requeue(
                     row, now, "SendGrid reported no event for this mail while it reported "
                               "others: it never arrived there; sent again")
@@ -231,8 +237,7 @@ class Outbox:
             # the lease it had ran out: the next dispatch (this one too) hands it out
             status=_S.QUEUED.value, lease_expires_at=row.lease_expires_at, updated_at=now,
             last_error=reason,
-            attempt_log=[*(row.attempt_log or []), log_entry(now, "requeued", reason)]
-        )).rowcount
+            attempt_log=_logged(row, now, "requeued", reason))).rowcount
 
     # -- the timeline ---------------------------------------------------------
     def touch(self, message: Any, kind: str, now: datetime, **data: object) -> None:
@@ -253,8 +258,8 @@ _SENT = update(_messages).where(
     attempt_log=bindparam("log", type_=_messages.c.attempt_log.type))
 
 
-#: Loads the rows a batch claimed, with what the send-time checks need.
 def claimed_rows(conn: Connection, ids: list[int]) -> list[Any]:
+    """The ``messages`` rows of ``ids``, in id order."""
     return list(conn.execute(select(_messages).where(
         _messages.c.id.in_(bindparam("ids", expanding=True))).order_by(_messages.c.id),
         {"ids": ids}).all())

@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import dramatiq
 from dateutil.relativedelta import relativedelta
 from sqlalchemy import select
 
@@ -106,11 +107,12 @@ def send_batch(app: App, message_ids: list[int], transport: Transport | None = N
         customers = {c.id: c for c in conn.execute(select(Customer.__table__).where(
             Customer.id.in_({r.customer_id for r in rows})))}
         hashes = {r.id: email_hash(r.to_email) for r in rows}
-        suppressed: dict[str, set[str]] = {}
+        suppressed: dict[str, list[tuple[str, str]]] = {}  # hash -> (scope, reason), sorted
         for h, scope, reason in conn.execute(select(
                 Suppression.email_hash, Suppression.scope, Suppression.reason)
-                .where(Suppression.email_hash.in_(set(hashes.values())))):
-            suppressed.setdefault(h, set()).add(f"{scope}:{reason}")
+                .where(Suppression.email_hash.in_(set(hashes.values())))
+                .order_by(Suppression.scope, Suppression.reason)):
+            suppressed.setdefault(h, []).append((scope, reason))
         ended = dict(conn.execute(select(FlowEnrollment.id, FlowEnrollment.exit_reason).where(
             FlowEnrollment.id.in_({r.enrollment_id for r in rows if r.enrollment_id}),
             FlowEnrollment.status.in_((EnrollmentStatus.EXITED.value,
@@ -127,10 +129,8 @@ def send_batch(app: App, message_ids: list[int], transport: Transport | None = N
             context = row.context or {}
             customer = customers[row.customer_id]
             marketing = bool(context.get("marketing"))
-            scopes = suppressed.get(hashes[row.id], set())
-            why = next((s.split(":", 1)[1] for s in sorted(scopes)
-                        if s.startswith("all:") or (marketing and s.startswith("marketing:"))),
-                       None)
+            why = next((reason for scope, reason in suppressed.get(hashes[row.id], ())
+                        if scope == "all" or (marketing and scope == "marketing")), None)
             if why is None and marketing and not customer.marketing_consent:
                 why = "no marketing consent"
             if why is None and context.get("capped") and capped_sent[row.customer_id] >= \
@@ -188,9 +188,7 @@ def _hand_over(app: App, ready: list[_Ready], transport: Transport, rate: SendRa
                outcomes: Counter[str]) -> None:
     """Send each mail and record the outcomes (per mail for SMTP, else per batch)."""
     if rate is None:
-        from lifecycle.tasks.broker import current_broker
-
-        rate = send_rate_for(app.settings.send_rate, current_broker())
+        rate = send_rate_for(app.settings.send_rate, dramatiq.get_broker())
     per_mail = not transport.idempotent and not transport.settles_by_events
     results: list[tuple[_Ready, str | SendError, datetime]] = []
     rate.wait_for_pause()
@@ -223,31 +221,30 @@ def _record(app: App, results: list[tuple[_Ready, str | SendError, datetime]],
         outbox = Outbox(conn)
         done = [(item.row, at, result, item.mail.subject) for item, result, at in results
                 if isinstance(result, str)]
-        outbox.sent_many(done)
-        outcomes["sent"] += len(done)
+        outcomes["sent"] += outbox.sent(done)
         for item, result, at in results:
-            row_ = item.row
+            row = item.row
             if isinstance(result, str):
                 continue
             if result.ambiguous:
-                outbox.unanswered(row_, at, result.reason)
+                outbox.unanswered(row, at, result.reason)
                 outcomes["unanswered"] += 1
-                log.warning("Mail %d got no answer (%s); SendGrid's events will settle it.",
-                            row_.id, result.reason)
+                log.warning("Mail %d got no answer (%s); it is settled when its lease ends.",
+                            row.id, result.reason)
             elif result.retry_after is not None:
-                outbox.later(row_, at, at + timedelta(seconds=result.retry_after),
+                outbox.later(row, at, at + timedelta(seconds=result.retry_after),
                              result.reason, refund=True)
                 outcomes["later"] += 1
-            elif result.permanent or row_.attempts >= MAX_ATTEMPTS:
-                outbox.failed(row_, at, result.reason)
+            elif result.permanent or row.attempts >= MAX_ATTEMPTS:
+                outbox.failed(row, at, result.reason)
                 outcomes["failed"] += 1
-                log.error("Mail %d failed for good after %d attempts: %s", row_.id,
-                          row_.attempts, result.reason)
+                log.error("Mail %d failed for good after %d attempts: %s", row.id,
+                          row.attempts, result.reason)
             else:
-                delay = retry_delay(base, row_.attempts)
-                outbox.later(row_, at, at + delay, result.reason)
+                delay = retry_delay(base, row.attempts)
+                outbox.later(row, at, at + delay, result.reason)
                 outcomes["later"] += 1
-                log.warning("Mail %d was not taken (%s); it is tried again in %s.", row_.id,
+                log.warning("Mail %d was not taken (%s); it is tried again in %s.", row.id,
                             result.reason, delay)
 
 

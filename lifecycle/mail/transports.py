@@ -25,7 +25,6 @@ import http.client
 import json
 import os
 import smtplib
-import socket
 import tempfile
 import threading
 import time
@@ -128,12 +127,10 @@ class SmtpTransport:
     def _connection(self) -> smtplib.SMTP:
         conn = getattr(self._local, "conn", None)
         if conn is not None:
-            try:
+            try:  # the server may have hung up since the last mail
                 if conn.noop()[0] == 250:
                     return conn  # type: ignore[no-any-return]
-            except smtplib.SMTPException:
-                pass
-            except OSError:
+            except (smtplib.SMTPException, OSError):
                 pass
         cls = smtplib.SMTP_SSL if self.tls else smtplib.SMTP
         try:
@@ -242,7 +239,7 @@ class SendGridTransport:
         except HTTPError as exc:
             raise _classify(exc.status_code, exc.body, exc.headers) from exc
         except URLError as exc:
-            if isinstance(exc.reason, TimeoutError | socket.timeout):
+            if isinstance(exc.reason, TimeoutError):
                 raise SendError(f"SendGrid gave no answer in {self.timeout} s",
                                 ambiguous=True) from exc
             raise SendError(f"cannot reach SendGrid: {exc.reason}") from exc

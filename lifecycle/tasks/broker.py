@@ -50,10 +50,6 @@ def install(broker: dramatiq.Broker) -> dramatiq.Broker:
     return broker
 
 
-def current_broker() -> dramatiq.Broker:
-    return dramatiq.get_broker()
-
-
 def setup(url: str | None) -> dramatiq.Broker:
     return install(build(url))
 
