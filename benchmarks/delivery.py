@@ -22,20 +22,18 @@ import http.client
 import json
 import multiprocessing
 import os
-import socket
 import subprocess
 import sys
+import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from sqlalchemy import func, select, update
-from sqlalchemy.engine import make_url
 
+from benchmarks.common import fresh_database
 from lifecycle.app import App
 from lifecycle.clock import SystemClock
 from lifecycle.config import load_settings
-from lifecycle.db import make_engine
 from lifecycle.mail.compose import compose
 from lifecycle.mail.sending import dispatch
 from lifecycle.mail.templates import Rendered
@@ -44,30 +42,11 @@ from lifecycle.models import Message
 from lifecycle.tasks.broker import setup
 from lifecycle.tasks.mail import send
 from tests.factories import add_campaign
+from tests.ports import free_port
 
-POSTGRES_ADMIN_URL = os.environ.get("LIFECYCLE_TEST_POSTGRES_URL",
-                                    "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("LIFECYCLE_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
 KEY = "SG.bench"
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _database(backend: str, folder: Path) -> str:
-    if backend == "sqlite":
-        return f"sqlite:///{folder / 'delivery.db'}"
-    admin = make_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql('DROP DATABASE IF EXISTS "lifecycle_bench_delivery"')
-        conn.exec_driver_sql('CREATE DATABASE "lifecycle_bench_delivery"')
-    admin.dispose()
-    return str(make_url(POSTGRES_ADMIN_URL).set(database="lifecycle_bench_delivery")
-               .render_as_string(hide_password=False))
 
 
 def _raw_poster(port: int, body: bytes, seconds: float, out: multiprocessing.Queue) -> None:
@@ -115,8 +94,6 @@ def main() -> None:
     parser.add_argument("--client", choices=("pooled", "official"), default="pooled")
     parser.add_argument("--backend", choices=("postgresql", "sqlite"), default="postgresql")
     args = parser.parse_args()
-    import tempfile
-
     port = free_port()
     fake = subprocess.Popen([sys.executable, "-m", "tests.fake_sendgrid", "--port", str(port),
                              "--api-key", KEY, "--no-bodies"], cwd=ROOT,
@@ -125,13 +102,13 @@ def main() -> None:
     fake.stdout.readline()  # listening
     workers: list[subprocess.Popen] = []
     with tempfile.TemporaryDirectory() as folder:
-        url = _database(args.backend, Path(folder))
+        url = fresh_database(args.backend, Path(folder), "delivery")
         env = {**os.environ, "LIFECYCLE_DATABASE_URL": url, "LIFECYCLE_BROKER_URL": REDIS_URL,
                "LIFECYCLE_MAIL_TRANSPORT": "sendgrid", "SENDGRID_API_KEY": KEY,
                "SENDGRID_API_HOST": f"http://127.0.0.1:{port}",
                "LIFECYCLE_SECRET_KEY": "b" * 40, "LIFECYCLE_WORKER_THREADS": str(args.threads),
                "LIFECYCLE_SENDGRID_CLIENT": args.client, "LIFECYCLE_LOG_LEVEL": "WARNING"}
-        settings = replace(load_settings(env))
+        settings = load_settings(env)
         app = App(settings, clock=SystemClock())
         app.upgrade_database()
         try:

@@ -15,7 +15,6 @@ then measures in the same run:
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 from dataclasses import replace
@@ -25,9 +24,9 @@ from pathlib import Path
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
+from benchmarks.common import fresh_database
 from lifecycle.app import App
 from lifecycle.config import PROJECT_ROOT, load_settings
-from lifecycle.db import make_engine
 from lifecycle.flows.definitions import Context, load_folder
 from lifecycle.flows.policies import load_policies
 from lifecycle.flows.simulate import copy_for_replay, simulate
@@ -37,21 +36,7 @@ from lifecycle.segments.compute import refresh_all
 from lifecycle.segments.definitions import load_definitions
 from lifecycle.timeutil import UTC
 
-POSTGRES_ADMIN_URL = os.environ.get("LIFECYCLE_TEST_POSTGRES_URL",
-                                    "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 UNTIL = datetime(2026, 11, 1, tzinfo=UTC)
-
-
-def _database(backend: str, folder: Path) -> str:
-    if backend == "sqlite":
-        return f"sqlite:///{folder / 'simulate.db'}"
-    admin = make_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql('DROP DATABASE IF EXISTS "lifecycle_bench_simulate"')
-        conn.exec_driver_sql('CREATE DATABASE "lifecycle_bench_simulate"')
-    admin.dispose()
-    return str(make_url(POSTGRES_ADMIN_URL).set(database="lifecycle_bench_simulate")
-               .render_as_string(hide_password=False))
 
 
 def main() -> None:
@@ -60,7 +45,7 @@ def main() -> None:
     parser.add_argument("--backend", choices=("sqlite", "postgresql"), default="sqlite")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
-        url = _database(args.backend, Path(folder))
+        url = fresh_database(args.backend, Path(folder), "simulate")
         app = App(replace(load_settings({}), database_url=make_url(url)))
         app.upgrade_database()
         engine = app.engine

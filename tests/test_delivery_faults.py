@@ -40,17 +40,12 @@ from lifecycle.tasks.mail import send
 from tests.conftest import IN_CI
 from tests.factories import add_campaign
 from tests.fake_sendgrid import FakeSendGrid
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "SG.faults"
 MAILS = 2000
 DEADLINE = 150.0  # seconds for one campaign
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class PrivateRedis:

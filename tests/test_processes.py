@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,12 +25,7 @@ from lifecycle.models import ProcessHeartbeat
 from lifecycle.processes import prepare, running_worker
 from lifecycle.scheduler import Job, Scheduler, heartbeat_job
 from tests.conftest import RABBITMQ_URL, REDIS_URL, require_service
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.ports import free_port
 
 
 def wait_for(check: Callable[[], object], seconds: float = 20.0) -> object:

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 from lifecycle.app import App
@@ -24,7 +24,7 @@ from lifecycle.mail.sending import dispatch, send_batch
 from lifecycle.mail.transports import FileTransport, SendError, SendGridTransport, sendgrid_payload
 from lifecycle.models import Message, Touchpoint
 from lifecycle.timeutil import UTC
-from tests.factories import add_customer, add_order
+from tests.factories import add_campaign
 from tests.fake_sendgrid import FakeSendGrid, check_payload
 
 T0 = datetime(2026, 6, 3, 12, tzinfo=UTC)
@@ -152,16 +152,7 @@ def app(fresh_database_url: str, tmp_path: Path, fake: FakeSendGrid) -> Iterator
 
 def mails(app: App, n: int) -> list[int]:
     with app.engine.begin() as conn:
-        ids = []
-        for i in range(n):
-            cid = add_customer(conn, f"m{i}", T0 - timedelta(days=30))
-            add_order(conn, cid, T0 - timedelta(days=1), "20.00")
-            ids.append(conn.execute(insert(Message).values(
-                idempotency_key=f"k:{i}", customer_id=cid, flow="thank_you", step="thanks",
-                template="thank_you", to_email=f"m{i}@example.com", status="scheduled",
-                due_at=T0, attempts=0, context={}, created_at=T0, updated_at=T0,
-            ).returning(Message.id)).scalar_one())
-        return ids
+        return list(add_campaign(conn, n, T0))
 
 
 def rows(app: App) -> dict[int, object]:
@@ -230,7 +221,7 @@ def test_an_unanswered_mail_that_sendgrid_did_take_is_settled_by_its_event(
     assert rows(app)[mid].status == "sending"
     # SendGrid had taken it after all: its processed event names our id.
     event = {"event": "processed", "sg_event_id": "e1", "sg_message_id": "abc123.filter1",
-             "timestamp": int(T0.timestamp()), "email": "m0@example.com",
+             "timestamp": int(T0.timestamp()), "email": "b0@example.com",
              "lifecycle_message_id": str(mid)}
     with app.engine.begin() as conn:
         assert record_events(conn, [event, event], T0) == 1  # a retried batch: stored once

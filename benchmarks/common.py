@@ -1,0 +1,27 @@
+"""What several benchmarks share: a fresh database to load."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+
+from lifecycle.db import make_engine
+
+POSTGRES_ADMIN_URL = os.environ.get("LIFECYCLE_TEST_POSTGRES_URL",
+                                    "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+
+def fresh_database(backend: str, folder: Path, name: str) -> str:
+    """URL of an empty database ``name``: a SQLite file in ``folder``, or PostgreSQL (recreated)."""
+    if backend == "sqlite":
+        return f"sqlite:///{folder / (name + '.db')}"
+    database = f"lifecycle_bench_{name}"
+    admin = make_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{database}"')
+        conn.exec_driver_sql(f'CREATE DATABASE "{database}"')
+    admin.dispose()
+    return str(make_url(POSTGRES_ADMIN_URL).set(database=database)
+               .render_as_string(hide_password=False))
