@@ -210,7 +210,11 @@ def campaign(fresh_database_url: str, redis_server: PrivateRedis, fake: FakeSend
 def test_a_worker_killed_mid_campaign_loses_nothing_and_sends_nothing_twice(
         campaign: Campaign, fake: FakeSendGrid) -> None:
     fake.state.delay = 0.005  # each batch takes a while: the kill lands inside one
-    first, _second = campaign.start_worker(), campaign.start_worker()
+    first = campaign.start_worker()
+    # Only once the first worker is sending (all accepted so far are its own) does the second
+    # start: a slow start under load must not leave the first idle when it is killed.
+    campaign.run(until_done=False, until_accepted=50)
+    campaign.start_worker()
     campaign.run(until_done=False, until_accepted=MAILS // 3)
     first.send_signal(signal.SIGKILL)  # mid-batch: claimed rows, posted and unposted
     first.wait(10)
