@@ -103,7 +103,7 @@ def test_two_claims_on_one_mail_give_it_to_one_worker(app: App) -> None:
     mid = a_mail(app)
     dispatch(app, lambda _ids: None)
     with app.engine.begin() as conn:
-        assert Outbox(conn).claim([mid], T0) == [mid]
+        assert [row.id for row in Outbox(conn).claim([mid], T0)] == [mid]
     with app.engine.begin() as conn:
         assert Outbox(conn).claim([mid], T0) == []
 

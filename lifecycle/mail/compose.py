@@ -8,6 +8,7 @@ mail/send payload; both carry the same subject, parts, Reply-To and headers.
 from __future__ import annotations
 
 import email.policy
+import functools
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.message import EmailMessage
@@ -26,7 +27,12 @@ ARG_PREFIX = "lifecycle_"
 
 
 def domain_of(settings: Settings) -> str:
-    return parseaddr(settings.mail_from)[1].rpartition("@")[2] or "localhost"
+    return _domain(settings.mail_from)
+
+
+@functools.lru_cache(maxsize=8)
+def _domain(sender: str) -> str:
+    return parseaddr(sender)[1].rpartition("@")[2] or "localhost"
 
 
 @dataclass(frozen=True)

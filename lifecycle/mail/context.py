@@ -61,7 +61,7 @@ def links(settings: Settings, customer_id: int, message_id: int | None,
 
 @dataclass
 class Facts:
-    """What templates read from the orders of some customers, loaded in three queries."""
+    """What templates read from the orders of some customers, loaded in one or two queries."""
 
     latest: dict[int, Any] = field(default_factory=dict)  # customer id -> latest completed order
     totals: dict[int, tuple[int, Decimal]] = field(default_factory=dict)  # count, spend
@@ -73,24 +73,30 @@ _orders = Order.__table__
 
 def load_facts(conn: Connection, customer_ids: Iterable[int], order_ids: Iterable[str],
                as_of: datetime) -> Facts:
-    """The facts for every mail of a batch at once (completed orders up to ``as_of``)."""
+    """The facts for every mail of a batch at once (completed orders up to ``as_of``).
+
+    One query gives each customer's latest completed order with the count and
+    sum over all of them (window functions); a second reads the trigger orders
+    that are not among those (often none: the trigger is the latest order).
+    """
     ids = sorted(set(customer_ids))
     facts = Facts()
     if not ids:
         return facts
-    completed = ((_orders.c.customer_id.in_(ids)) & (_orders.c.status == "completed")
-                 & (_orders.c.ordered_at <= as_of))
-    ranked = select(_orders, func.row_number().over(
-        partition_by=_orders.c.customer_id,
-        order_by=(_orders.c.ordered_at.desc(), _orders.c.id.desc())).label("rn")
-    ).where(completed).subquery()
+    by_customer = {"partition_by": _orders.c.customer_id}
+    ranked = select(
+        _orders,
+        func.row_number().over(**by_customer, order_by=(_orders.c.ordered_at.desc(),
+                                                        _orders.c.id.desc())).label("rn"),
+        func.count().over(**by_customer).label("n"),
+        func.sum(_orders.c.total).over(**by_customer).label("spend"),
+    ).where(_orders.c.customer_id.in_(ids), _orders.c.status == "completed",
+            _orders.c.ordered_at <= as_of).subquery()
     for row in conn.execute(select(ranked).where(ranked.c.rn == 1)):
         facts.latest[row.customer_id] = row
-    for customer_id, count, spend in conn.execute(
-            select(_orders.c.customer_id, func.count(), func.coalesce(func.sum(_orders.c.total), 0))
-            .where(completed).group_by(_orders.c.customer_id)):
-        facts.totals[customer_id] = (int(count), Decimal(spend))
-    wanted = sorted({o for o in order_ids if o})
+        facts.totals[row.customer_id] = (int(row.n), Decimal(row.spend or 0))
+        facts.orders[row.external_id] = row
+    wanted = sorted({o for o in order_ids if o} - facts.orders.keys())
     if wanted:
         for row in conn.execute(select(_orders).where(_orders.c.external_id.in_(wanted))):
             facts.orders[row.external_id] = row

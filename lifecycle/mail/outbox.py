@@ -50,7 +50,8 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, select, update
+from psycopg.types.json import Jsonb
+from sqlalchemy import Connection, bindparam, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -108,15 +109,17 @@ class Outbox:
         return ids
 
     def claim(self, message_ids: Iterable[int], now: datetime,
-              lease: timedelta = SEND_LEASE) -> list[int]:
-        """Take queued mails for sending; the ids this worker got (others have, or had, the rest)."""
+              lease: timedelta = SEND_LEASE) -> list[Any]:
+        """Take queued mails for sending: the rows this worker got, as they are now (``sending``),
+        in id order; others have, or had, the rest."""
         ids = list(message_ids)
         if not ids:
             return []
-        return sorted(self.conn.execute(update(Message).where(
-            Message.id.in_(ids), Message.status == _S.QUEUED.value).values(
-            status=_S.SENDING.value, attempts=Message.attempts + 1,
-            lease_expires_at=now + lease, updated_at=now).returning(Message.id)).scalars())
+        return sorted(self.conn.execute(update(_messages).where(
+            _messages.c.id.in_(ids), _messages.c.status == _S.QUEUED.value).values(
+            status=_S.SENDING.value, attempts=_messages.c.attempts + 1,
+            lease_expires_at=now + lease, updated_at=now).returning(*_messages.c)).all(),
+            key=lambda row: row.id)
 
     # -- leaving `sending` ---------------------------------------------------
     def _leave_sending(self, message: Any, now: datetime, outcome: str, detail: str | None,
@@ -131,26 +134,41 @@ class Outbox:
         (a batch); how many are ``sent`` now.  Each gets one ``email_sent`` on the timeline."""
         if not done:
             return 0
-        self.conn.execute(_SENT, [
-            {"m_id": row.id, "at": at, "provider_id": provider_id,
-             "log": _logged(row, at, "sent", note or provider_id)}
-            for row, at, provider_id, _subject in done])
-        # The update is conditional: only rows that are `sent` now get their timeline entry.
-        confirmed = set(self.conn.execute(select(_messages.c.id).where(
-            _messages.c.id.in_([row.id for row, *_ in done]),
-            _messages.c.status == _S.SENT.value)).scalars())
+        params = [{"m_id": row.id, "at": at, "provider_id": provider_id,
+                   "log": _logged(row, at, "sent", note or provider_id)}
+                  for row, at, provider_id, _subject in done]
+        # The update is conditional: only rows it made `sent` get their timeline entry.
+        if self.pg:  # one statement for the batch, its columns as four arrays
+            confirmed = set(self.conn.execute(_SENT_PG, {
+                "ids": [p["m_id"] for p in params], "ats": [p["at"] for p in params],
+                "provider_ids": [p["provider_id"] for p in params],
+                "logs": [Jsonb(p["log"]) for p in params]}).scalars())
+        else:  # SQLite has no arrays: one UPDATE per mail, then which are sent now
+            self.conn.execute(_SENT, params)
+            confirmed = set(self.conn.execute(select(_messages.c.id).where(
+                _messages.c.id.in_([row.id for row, *_ in done]),
+                _messages.c.status == _S.SENT.value)).scalars())
         touches = [(row, at, provider_id, subject) for row, at, provider_id, subject in done
                    if row.id in confirmed]
-        if touches:
-            insert = pg_insert if self.pg else sqlite_insert
-            self.conn.execute(insert(Touchpoint).on_conflict_do_nothing(
-                index_elements=["source_key"]), [
-                {"customer_id": row.customer_id, "kind": "email_sent", "channel": "email",
-                 "occurred_at": at, "recorded_at": at, "message_id": row.id,
-                 "source_key": f"email_sent:{row.id}",
-                 "data": {"flow": row.flow, "step": row.step, "template": row.template,
-                          "provider_message_id": provider_id, "subject": subject}}
-                for row, at, provider_id, subject in touches])
+        if not touches:
+            return 0
+        entries = [
+            {"customer_id": row.customer_id, "kind": "email_sent", "channel": "email",
+             "occurred_at": at, "recorded_at": at, "message_id": row.id,
+             "source_key": f"email_sent:{row.id}",
+             "data": {"flow": row.flow, "step": row.step, "template": row.template,
+                      "provider_message_id": provider_id, "subject": subject}}
+            for row, at, provider_id, subject in touches]
+        if self.pg:
+            self.conn.execute(_EMAIL_SENT_PG, {
+                "customer_ids": [e["customer_id"] for e in entries],
+                "ats": [e["occurred_at"] for e in entries],
+                "message_ids": [e["message_id"] for e in entries],
+                "source_keys": [e["source_key"] for e in entries],
+                "data": [Jsonb(e["data"]) for e in entries]})
+        else:
+            self.conn.execute(sqlite_insert(Touchpoint).on_conflict_do_nothing(
+                index_elements=["source_key"]), entries)
         return len(confirmed)
 
     def failed(self, message: Any, now: datetime, reason: str) -> bool:
@@ -251,15 +269,25 @@ class Outbox:
                   **data}).on_conflict_do_nothing(index_elements=["source_key"]))
 
 
+#: `sent` for a batch on PostgreSQL: the server plans one UPDATE, not one per mail.
+_SENT_PG = text(
+    "UPDATE messages SET status = 'sent', sent_at = v.at, updated_at = v.at, "
+    "provider_message_id = v.provider_id, last_error = NULL, lease_expires_at = NULL, "
+    "attempt_log = v.log "
+    "FROM unnest(CAST(:ids AS bigint[]), CAST(:ats AS timestamptz[]), "
+    "CAST(:provider_ids AS varchar[]), CAST(:logs AS jsonb[])) AS v(id, at, provider_id, log) "
+    "WHERE messages.id = v.id AND messages.status = 'sending' RETURNING messages.id")
+#: Their ``email_sent`` touchpoints, likewise in one statement.
+_EMAIL_SENT_PG = text(
+    "INSERT INTO touchpoints (customer_id, kind, channel, occurred_at, recorded_at, message_id, "
+    "source_key, data) "
+    "SELECT v.customer_id, 'email_sent', 'email', v.at, v.at, v.message_id, v.source_key, v.data "
+    "FROM unnest(CAST(:customer_ids AS bigint[]), CAST(:ats AS timestamptz[]), "
+    "CAST(:message_ids AS bigint[]), CAST(:source_keys AS varchar[]), "
+    "CAST(:data AS jsonb[])) AS v(customer_id, at, message_id, source_key, data) "
+    "ON CONFLICT (source_key) DO NOTHING")
 _SENT = update(_messages).where(
     _messages.c.id == bindparam("m_id"), _messages.c.status == _S.SENDING.value).values(
     status=_S.SENT.value, sent_at=bindparam("at"), updated_at=bindparam("at"),
     provider_message_id=bindparam("provider_id"), last_error=None, lease_expires_at=None,
     attempt_log=bindparam("log", type_=_messages.c.attempt_log.type))
-
-
-def claimed_rows(conn: Connection, ids: list[int]) -> list[Any]:
-    """The ``messages`` rows of ``ids``, in id order."""
-    return list(conn.execute(select(_messages).where(
-        _messages.c.id.in_(bindparam("ids", expanding=True))).order_by(_messages.c.id),
-        {"ids": ids}).all())

@@ -27,7 +27,7 @@ from lifecycle.app import App
 from lifecycle.flows.definitions import Offer
 from lifecycle.mail.compose import Outgoing, compose
 from lifecycle.mail.context import build_context, load_facts
-from lifecycle.mail.outbox import Outbox, claimed_rows
+from lifecycle.mail.outbox import Outbox
 from lifecycle.mail.rate import SendRate, send_rate_for
 from lifecycle.mail.templates import Renderer, TemplateError
 from lifecycle.mail.transports import SendError, Transport, transport_for
@@ -99,11 +99,10 @@ def send_batch(app: App, message_ids: list[int], transport: Transport | None = N
     policies = policies_of(app)
     with app.engine.begin() as conn:
         outbox = Outbox(conn)
-        ids = outbox.claim(message_ids, now, lease)
-        outcomes["skipped"] = len(message_ids) - len(ids)  # another worker has (or had) them
-        if not ids:
+        rows = outbox.claim(message_ids, now, lease)
+        outcomes["skipped"] = len(message_ids) - len(rows)  # another worker has (or had) them
+        if not rows:
             return outcomes
-        rows = claimed_rows(conn, ids)
         customers = {c.id: c for c in conn.execute(select(Customer.__table__).where(
             Customer.id.in_({r.customer_id for r in rows})))}
         hashes = {r.id: email_hash(r.to_email) for r in rows}
