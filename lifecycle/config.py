@@ -82,7 +82,11 @@ SETTINGS: tuple[Setting, ...] = (
             "How long an abandoned or unanswered SendGrid mail waits for SendGrid's events "
             "before it is sent again (only while the event webhook is delivering events)."),
     Setting("SENDGRID_WEBHOOK_PUBLIC_KEY", "(unset)",
-            "Base64 ECDSA public key that signs SendGrid's Event Webhook posts."),
+            "Base64 ECDSA public key that signs SendGrid's Event Webhook posts (Mail Settings → "
+            "Signed Event Webhook). Without it the event webhook refuses every post."),
+    Setting("LIFECYCLE_WEBHOOK_MAX_AGE", "600",
+            "Seconds a signed webhook post may be old (by its signed timestamp) before it is "
+            "refused as a possible replay; 0 turns that check off."),
     Setting("LIFECYCLE_SECRET_KEY", "(random per process)",
             "Secret for signed links and session cookies, at least 32 characters. Required "
             "with the `sendgrid` transport, since links must survive restarts."),
@@ -144,6 +148,7 @@ class Settings:
     retry_base_seconds: float = 60.0
     send_lease_seconds: float = 120.0
     settle_seconds: float = 900.0
+    webhook_max_age: float = 600.0
 
     @property
     def is_embedded(self) -> bool:
@@ -310,5 +315,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
                                            get("LIFECYCLE_SEND_LEASE_SECONDS") or "120", float)),
         settle_seconds=float(_positive("LIFECYCLE_SETTLE_SECONDS",
                                        get("LIFECYCLE_SETTLE_SECONDS") or "900", float)),
+        webhook_max_age=float(_positive("LIFECYCLE_WEBHOOK_MAX_AGE",
+                                        get("LIFECYCLE_WEBHOOK_MAX_AGE") or "600", float,
+                                        zero_allowed=True)),
         **kwargs,  # type: ignore[arg-type]
     )

@@ -7,13 +7,16 @@ timeout so a writer waits instead of failing at once.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from psycopg.types.json import Jsonb
+from sqlalchemy import JSON, Connection, Engine, Table, TextClause, create_engine, event, text
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -70,3 +73,54 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """A session whose work commits on success and rolls back on any error."""
     with factory() as session, session.begin():
         yield session
+
+
+def pg_unnest_insert(conn: Connection, table: Table, rows: list[dict[str, Any]], *,
+                     skip_conflicts_on: tuple[str, ...] = (),
+                     returning: str | None = None) -> list[Any]:
+    """Insert ``rows`` into ``table`` on PostgreSQL in one short statement; the ``returning``
+    column of the rows inserted.
+
+    ``INSERT … SELECT FROM unnest(<one typed array per column>)``: the
+    statement text is the same for any number of rows, so it is parsed and
+    planned once, where a multi-row ``VALUES`` of thousands of parameters is
+    re-parsed by the driver on every call (psycopg caches only short queries).
+    ``skip_conflicts_on`` names the unique columns of ``ON CONFLICT … DO NOTHING``.
+    """
+    if not rows:
+        return []
+    names = tuple(rows[0])
+    statement = _unnest_statement(table, names, skip_conflicts_on, returning)
+    params = {}
+    for name in names:
+        values = [row[name] for row in rows]
+        params[name] = Jsonb(values, dumps=dumps_json) if _is_json(table, name) else values
+    result = conn.execute(statement, params)
+    return list(result.scalars()) if returning else []
+
+
+@functools.lru_cache(maxsize=64)
+def _unnest_statement(table: Table, names: tuple[str, ...], conflict: tuple[str, ...],
+                      returning: str | None) -> TextClause:
+    dialect = postgresql.dialect()
+    arrays = ", ".join(pg_json_array(name) if _is_json(table, name)
+                       else f"CAST(:{name} AS {table.c[name].type.compile(dialect=dialect)}[])"
+                       for name in names)
+    sql = (f"INSERT INTO {table.name} ({', '.join(names)}) SELECT * FROM unnest({arrays})"
+           + (f" ON CONFLICT ({', '.join(conflict)}) DO NOTHING" if conflict else "")
+           + (f" RETURNING {returning}" if returning else ""))
+    return text(sql)
+
+
+def _is_json(table: Table, name: str) -> bool:
+    return isinstance(table.c[name].type.dialect_impl(postgresql.dialect()), JSON)
+
+
+def pg_json_array(name: str) -> str:
+    """SQL for a ``jsonb[]`` from parameter ``name``, one JSON array of the documents.
+
+    One JSON text for all the rows: an array parameter of documents would be
+    quoted element by element by the driver, which costs more than the insert.
+    """
+    return (f"ARRAY(SELECT d FROM jsonb_array_elements(CAST(:{name} AS jsonb)) "
+            f"WITH ORDINALITY AS e(d, n) ORDER BY n)")

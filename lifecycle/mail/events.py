@@ -1,25 +1,95 @@
-"""Provider events in: stored once each, matched to our mail through ``custom_args``.
+"""Provider events in: stored once each, matched to our mail, applied to the timeline.
 
-This is the part of SendGrid's Event Webhook that delivery needs (settling a
-mail whose send outcome we missed, see :mod:`lifecycle.mail.outbox`): events
-are kept as received, deduplicated on ``sg_event_id``.  The webhook endpoint
-(signature check) and the touchpoints of opens, clicks and bounces build on it.
+SendGrid's Event Webhook posts batches of events and retries a batch for a
+day, so duplicates are normal: every event is stored once in
+``provider_events``, deduplicated on ``sg_event_id``, and only events stored
+*now* are applied — a duplicate changes nothing.  An event is matched to our
+mail through the ``lifecycle_message_id`` of the ``custom_args`` we sent
+(SendGrid returns them at the top level of each event); events for mail we do
+not know are kept, unmatched, and reach no timeline.
+
+Applying an event:
+
+* a touchpoint on the mail's customer's timeline (:data:`KINDS`); an open
+  that Apple Mail Privacy Protection made (``sg_machine_open``) is kept apart
+  from human opens as ``email_machine_opened``;
+* a suppression, at once, for a hard bounce, a spam report or an
+  unsubscribe, and for a mail SendGrid dropped because the address is on one
+  of those lists of its own (:func:`_suppression_of`) — whether or not the
+  mail is ours: an address that bounced does not come back to life;
+* a group resubscribe lifts the suppression its group unsubscribe made — only
+  if that unsubscribe is older: events arrive out of order, so a late
+  unsubscribe that is older than a resubscribe already seen is not applied.
+
+Stored events also settle mails whose send outcome we missed
+(:mod:`lifecycle.mail.outbox`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, delete, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from lifecycle.db import pg_unnest_insert
 from lifecycle.mail.compose import ARG_PREFIX
-from lifecycle.models import Message, ProviderEvent
+from lifecycle.models import (
+    Message,
+    ProviderEvent,
+    Suppression,
+    SuppressionReason,
+    Touchpoint,
+    email_hash,
+)
 
 MESSAGE_ARG = ARG_PREFIX + "message_id"
+
+#: SendGrid event -> touchpoint kind (``bounce`` covers ``type`` bounce and blocked).
+KINDS = {
+    "processed": "email_processed",
+    "delivered": "email_delivered",
+    "deferred": "email_deferred",
+    "dropped": "email_dropped",
+    "bounce": "email_bounced",
+    "open": "email_opened",
+    "click": "email_clicked",
+    "spamreport": "email_spam_report",
+    "unsubscribe": "email_unsubscribed",
+    "group_unsubscribe": "email_group_unsubscribed",
+    "group_resubscribe": "email_group_resubscribed",
+}
+MACHINE_OPEN = "email_machine_opened"
+#: Event fields worth keeping on the timeline entry (the whole event stays in provider_events).
+KEPT_FIELDS = ("sg_message_id", "type", "reason", "status", "response", "attempt", "url",
+               "useragent", "ip", "asm_group_id", "bounce_classification")
+#: What SendGrid says when it drops a mail to an address on one of its own lists.
+DROPPED_BECAUSE = {
+    "bounced address": ("all", SuppressionReason.HARD_BOUNCE),
+    "spam reporting address": ("all", SuppressionReason.SPAM_REPORT),
+    "unsubscribed address": ("marketing", SuppressionReason.UNSUBSCRIBE),
+}
+
+
+@dataclass
+class Receipt:
+    """What one post of events did."""
+
+    received: int = 0  # items in the post
+    stored: int = 0  # new events, stored now
+    duplicates: int = 0  # events stored before (SendGrid retried)
+    ignored: int = 0  # items that are not events (not an object, no sg_event_id)
+    unmatched: int = 0  # new events for mail we do not know
+    touchpoints: int = 0
+    suppressed: int = 0  # suppressions added
+    lifted: int = 0  # suppressions a resubscribe removed
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
 
 
 def _our_id(event: dict[str, Any]) -> int | None:
@@ -30,31 +100,156 @@ def _our_id(event: dict[str, Any]) -> int | None:
         return None
 
 
-def record_events(conn: Connection, events: Iterable[dict[str, Any]], now: datetime,
+def _occurred(event: dict[str, Any], now: datetime) -> datetime:
+    try:
+        return datetime.fromtimestamp(int(event.get("timestamp", 0)), UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return now
+
+
+def _insert(conn: Connection) -> Any:
+    return pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+
+
+def _insert_rows(conn: Connection, model: Any, rows: list[dict[str, Any]], unique: str,
+                 returning: str) -> list[Any]:
+    """Insert ``rows``, skipping those whose ``unique`` column is taken; ``returning`` of the
+    rows inserted.  One short statement on PostgreSQL (see :func:`pg_unnest_insert`)."""
+    if conn.dialect.name == "postgresql":
+        return pg_unnest_insert(conn, model.__table__, rows, skip_conflicts_on=(unique,),
+                                returning=returning)
+    return list(conn.execute(sqlite_insert(model).on_conflict_do_nothing(
+        index_elements=[unique]).returning(getattr(model, returning)), rows).scalars())
+
+
+def _store(conn: Connection, events: list[dict[str, Any]], now: datetime,
+           provider: str) -> tuple[list[dict[str, Any]], dict[int, int]]:
+    """Store the events not seen before; those, and our mail id -> customer id."""
+    ids = {i for i in map(_our_id, events) if i is not None}
+    ours = dict(conn.execute(select(Message.id, Message.customer_id).where(
+        Message.id.in_(ids))).all()) if ids else {}
+    rows = [{
+        "provider": provider, "event_id": str(event["sg_event_id"])[:100],
+        "event": str(event.get("event", ""))[:40],
+        "message_id": _our_id(event) if _our_id(event) in ours else None,
+        "provider_message_id": (str(event["sg_message_id"])[:200]
+                                if event.get("sg_message_id") else None),
+        "email": str(event.get("email", ""))[:320] or None,
+        "occurred_at": _occurred(event, now), "recorded_at": now, "data": event}
+        for event in events]
+    new = set(_insert_rows(conn, ProviderEvent, rows, "event_id", "event_id"))
+    return [e for e in events if str(e["sg_event_id"])[:100] in new], ours
+
+
+def _events_of(items: Iterable[Any]) -> tuple[list[dict[str, Any]], int]:
+    """The events among ``items`` (each ``sg_event_id`` once); how many items were not."""
+    seen: dict[str, dict[str, Any]] = {}
+    ignored = 0
+    for item in items:
+        if isinstance(item, dict) and item.get("sg_event_id") not in (None, ""):
+            seen.setdefault(str(item["sg_event_id"]), item)
+        else:
+            ignored += 1
+    return list(seen.values()), ignored
+
+
+def record_events(conn: Connection, events: Iterable[Any], now: datetime,
                   provider: str = "sendgrid") -> int:
-    """Store new events (a duplicate ``sg_event_id`` is skipped); how many were new."""
-    batch = [e for e in events if isinstance(e, dict) and e.get("sg_event_id")]
-    if not batch:
-        return 0
-    ids = {i for i in map(_our_id, batch) if i is not None}
-    known = set(conn.execute(select(Message.id).where(Message.id.in_(ids))).scalars()) \
-        if ids else set()
-    rows = []
-    for event in batch:
-        ours = _our_id(event)
-        try:
-            occurred = datetime.fromtimestamp(int(event.get("timestamp", 0)), UTC)
-        except (TypeError, ValueError, OverflowError):
-            occurred = now
-        rows.append({
-            "provider": provider, "event_id": str(event["sg_event_id"])[:100],
-            "event": str(event.get("event", ""))[:40],
-            "message_id": ours if ours in known else None,
-            "provider_message_id": (str(event["sg_message_id"])[:200]
-                                    if event.get("sg_message_id") else None),
-            "email": str(event.get("email", ""))[:320] or None,
-            "occurred_at": occurred, "recorded_at": now, "data": event})
-    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    result = conn.execute(insert(ProviderEvent).values(rows).on_conflict_do_nothing(
-        index_elements=["event_id"]).returning(ProviderEvent.id))
-    return len(result.all())
+    """Store new events without applying them; how many were new (duplicates are skipped)."""
+    batch, _ignored = _events_of(events)
+    return len(_store(conn, batch, now, provider)[0]) if batch else 0
+
+
+def receive_events(conn: Connection, items: list[Any], now: datetime,
+                   provider: str = "sendgrid") -> Receipt:
+    """Store and apply one post of events, in ``conn``'s transaction."""
+    receipt = Receipt(received=len(items))
+    events, receipt.ignored = _events_of(items)
+    if not events:
+        return receipt
+    new, ours = _store(conn, events, now, provider)
+    receipt.stored = len(new)
+    receipt.duplicates = len(events) - len(new)
+    touches = []
+    for event in new:
+        mine = _our_id(event)
+        if mine not in ours:
+            receipt.unmatched += 1
+            continue
+        kind = KINDS.get(str(event.get("event")))
+        if kind is None:
+            continue
+        machine = kind == "email_opened" and bool(event.get("sg_machine_open"))
+        touches.append({
+            "customer_id": ours[mine], "kind": MACHINE_OPEN if machine else kind,
+            "channel": "email", "occurred_at": _occurred(event, now), "recorded_at": now,
+            "message_id": mine, "source_key": f"{provider}:{event['sg_event_id']}"[:255],
+            "data": {"event": event.get("event"), "email": event.get("email"),
+                     "machine": machine,
+                     **{k: event[k] for k in KEPT_FIELDS if event.get(k) not in (None, "")}}})
+    if touches:
+        receipt.touchpoints = len(_insert_rows(conn, Touchpoint, touches, "source_key", "id"))
+    _suppress(conn, new, now, provider, receipt)
+    return receipt
+
+
+def _suppression_of(event: dict[str, Any]) -> tuple[str, SuppressionReason] | None:
+    """(scope, reason) of the suppression ``event`` calls for, if any."""
+    name = event.get("event")
+    if name == "bounce" and str(event.get("type", "bounce")).lower() != "blocked":
+        return "all", SuppressionReason.HARD_BOUNCE  # "blocked" is a passing refusal
+    if name == "spamreport":
+        return "all", SuppressionReason.SPAM_REPORT
+    if name in ("unsubscribe", "group_unsubscribe"):
+        return "marketing", SuppressionReason.UNSUBSCRIBE
+    if name == "dropped":
+        return DROPPED_BECAUSE.get(str(event.get("reason", "")).strip().lower())
+    return None
+
+
+def _group_source(provider: str, event: dict[str, Any]) -> str:
+    return f"{provider}:group:{event.get('asm_group_id', '')}"
+
+
+def _suppress(conn: Connection, new: list[dict[str, Any]], now: datetime, provider: str,
+              receipt: Receipt) -> None:
+    wanted = []
+    for event in sorted(new, key=lambda e: _occurred(e, now)):
+        address = str(event.get("email") or "").strip()
+        if "@" not in address:
+            continue
+        occurred = _occurred(event, now)
+        if event.get("event") == "group_resubscribe":
+            receipt.lifted += conn.execute(delete(Suppression).where(
+                Suppression.email_hash == email_hash(address),
+                Suppression.scope == "marketing",
+                Suppression.source == _group_source(provider, event),
+                Suppression.created_at <= occurred)).rowcount
+            continue
+        found = _suppression_of(event)
+        if found is None:
+            continue
+        source = provider
+        if event.get("event") == "group_unsubscribe":
+            source = _group_source(provider, event)
+            if _resubscribed_since(conn, address, event, occurred, provider):
+                continue  # a later resubscribe came first
+        scope, reason = found
+        wanted.append({"email_hash": email_hash(address), "email": address, "scope": scope,
+                       "reason": reason.value, "source": source, "created_at": occurred})
+    if wanted:
+        receipt.suppressed = len(conn.execute(_insert(conn)(Suppression).on_conflict_do_nothing(
+            index_elements=["email_hash", "scope"]).returning(Suppression.id), wanted).all())
+
+
+
+def _resubscribed_since(conn: Connection, address: str, event: dict[str, Any],
+                        occurred: datetime, provider: str) -> bool:
+    """Whether a resubscribe to the same group, newer than ``occurred``, is stored already."""
+    for data in conn.execute(select(ProviderEvent.data).where(
+            ProviderEvent.provider == provider, ProviderEvent.email == address,
+            ProviderEvent.event == "group_resubscribe",
+            ProviderEvent.occurred_at > occurred)).scalars():
+        if str(data.get("asm_group_id", "")) == str(event.get("asm_group_id", "")):
+            return True
+    return False

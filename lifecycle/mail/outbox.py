@@ -55,6 +55,7 @@ from sqlalchemy import Connection, bindparam, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from lifecycle.db import dumps_json, pg_json_array, pg_unnest_insert
 from lifecycle.models import Message, MessageStatus, ProviderEvent, Touchpoint
 from lifecycle.timeutil import as_utc
 
@@ -69,6 +70,7 @@ ACCEPTED_EVENTS = ("processed", "delivered", "deferred", "bounce", "dropped", "o
                    "spamreport", "unsubscribe", "group_unsubscribe", "group_resubscribe")
 
 _messages = Message.__table__
+_touchpoints = Touchpoint.__table__
 _events = ProviderEvent.__table__
 _S = MessageStatus
 
@@ -142,7 +144,7 @@ class Outbox:
             confirmed = set(self.conn.execute(_SENT_PG, {
                 "ids": [p["m_id"] for p in params], "ats": [p["at"] for p in params],
                 "provider_ids": [p["provider_id"] for p in params],
-                "logs": [Jsonb(p["log"]) for p in params]}).scalars())
+                "logs": Jsonb([p["log"] for p in params], dumps=dumps_json)}).scalars())
         else:  # SQLite has no arrays: one UPDATE per mail, then which are sent now
             self.conn.execute(_SENT, params)
             confirmed = set(self.conn.execute(select(_messages.c.id).where(
@@ -160,12 +162,7 @@ class Outbox:
                       "provider_message_id": provider_id, "subject": subject}}
             for row, at, provider_id, subject in touches]
         if self.pg:
-            self.conn.execute(_EMAIL_SENT_PG, {
-                "customer_ids": [e["customer_id"] for e in entries],
-                "ats": [e["occurred_at"] for e in entries],
-                "message_ids": [e["message_id"] for e in entries],
-                "source_keys": [e["source_key"] for e in entries],
-                "data": [Jsonb(e["data"]) for e in entries]})
+            pg_unnest_insert(self.conn, _touchpoints, entries, skip_conflicts_on=("source_key",))
         else:
             self.conn.execute(sqlite_insert(Touchpoint).on_conflict_do_nothing(
                 index_elements=["source_key"]), entries)
@@ -275,17 +272,8 @@ _SENT_PG = text(
     "provider_message_id = v.provider_id, last_error = NULL, lease_expires_at = NULL, "
     "attempt_log = v.log "
     "FROM unnest(CAST(:ids AS bigint[]), CAST(:ats AS timestamptz[]), "
-    "CAST(:provider_ids AS varchar[]), CAST(:logs AS jsonb[])) AS v(id, at, provider_id, log) "
+    f"CAST(:provider_ids AS varchar[]), {pg_json_array('logs')}) AS v(id, at, provider_id, log) "
     "WHERE messages.id = v.id AND messages.status = 'sending' RETURNING messages.id")
-#: Their ``email_sent`` touchpoints, likewise in one statement.
-_EMAIL_SENT_PG = text(
-    "INSERT INTO touchpoints (customer_id, kind, channel, occurred_at, recorded_at, message_id, "
-    "source_key, data) "
-    "SELECT v.customer_id, 'email_sent', 'email', v.at, v.at, v.message_id, v.source_key, v.data "
-    "FROM unnest(CAST(:customer_ids AS bigint[]), CAST(:ats AS timestamptz[]), "
-    "CAST(:message_ids AS bigint[]), CAST(:source_keys AS varchar[]), "
-    "CAST(:data AS jsonb[])) AS v(customer_id, at, message_id, source_key, data) "
-    "ON CONFLICT (source_key) DO NOTHING")
 _SENT = update(_messages).where(
     _messages.c.id == bindparam("m_id"), _messages.c.status == _S.SENDING.value).values(
     status=_S.SENT.value, sent_at=bindparam("at"), updated_at=bindparam("at"),

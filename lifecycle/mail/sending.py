@@ -40,6 +40,7 @@ from lifecycle.models import (
     Suppression,
     email_hash,
 )
+from lifecycle.subscriptions import MARKETING, flow_scope
 from lifecycle.timeutil import zone
 
 log = logging.getLogger(__name__)
@@ -128,8 +129,9 @@ def send_batch(app: App, message_ids: list[int], transport: Transport | None = N
             context = row.context or {}
             customer = customers[row.customer_id]
             marketing = bool(context.get("marketing"))
+            stops = ("all", MARKETING, flow_scope(row.flow)) if marketing else ("all",)
             why = next((reason for scope, reason in suppressed.get(hashes[row.id], ())
-                        if scope == "all" or (marketing and scope == "marketing")), None)
+                        if scope in stops), None)
             if why is None and marketing and not customer.marketing_consent:
                 why = "no marketing consent"
             if why is None and context.get("capped") and capped_sent[row.customer_id] >= \

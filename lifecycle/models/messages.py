@@ -70,7 +70,7 @@ class ProviderEvent(IdMixin, Base):
     """
 
     __tablename__ = "provider_events"
-    __table_args__ = (Index(None, "recorded_at"),)
+    __table_args__ = (Index(None, "recorded_at"), Index(None, "email", "event"))
 
     provider: Mapped[str] = mapped_column(String(20))
     event_id: Mapped[str] = mapped_column(String(100), unique=True)

@@ -14,6 +14,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from lifecycle.app import App
 from lifecycle.models import Customer, Message, Order, ProcessHeartbeat
+from lifecycle.web.subscriptions import subscription_routes
+from lifecycle.web.webhooks import webhook_routes
 
 #: A process that has not been seen for this long counts as gone.
 STALE_AFTER = timedelta(minutes=2)
@@ -24,6 +26,8 @@ templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 def create_app(app: App) -> FastAPI:
     web = FastAPI(title="Lifecycle", version="0.1.0")
     web.state.lifecycle = app
+    web.include_router(webhook_routes(app))
+    web.include_router(subscription_routes(app))
 
     @web.get("/healthz")
     def healthz() -> JSONResponse:

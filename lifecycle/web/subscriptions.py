@@ -1,0 +1,157 @@
+"""The pages behind the unsubscribe and preference links of every mail.
+
+``/u/<token>`` and ``/p/<token>`` carry a signed token (customer and mail,
+see :mod:`lifecycle.links`); a forged or altered token gets a 400 page and
+changes nothing.
+
+* ``GET /u/<token>`` asks (link checkers and mail scanners follow links:
+  a GET never unsubscribes);
+* ``POST /u/<token>`` unsubscribes from all marketing mail at once: the
+  button of that page, and the one-click ``List-Unsubscribe=One-Click`` post
+  that mail clients send (RFC 8058);
+* ``GET /p/<token>`` shows the choices: all marketing mail, or each marketing
+  flow; ``POST /p/<token>`` saves them (and resubscribes).
+
+The token itself is the credential, as RFC 8058 requires (the client posts
+without cookies), so these forms carry no CSRF token.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, Response
+from fastapi.templating import Jinja2Templates
+from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
+
+from lifecycle.app import App
+from lifecycle.flows.service import catalogue
+from lifecycle.links import BadToken, verify
+from lifecycle.models import Message
+from lifecycle.subscriptions import (
+    MARKETING,
+    choices,
+    customer_of,
+    opted_out,
+    resubscribe,
+    unsubscribe,
+)
+
+templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+
+
+def _masked(address: str) -> str:
+    """``a***@example.com``: enough to recognise, not to harvest from a forwarded link."""
+    name, _, domain = address.partition("@")
+    return f"{name[:1]}***@{domain}"
+
+
+def subscription_routes(app: App) -> APIRouter:
+    router = APIRouter()
+
+    def holder(conn: Any, purpose: str, token: str) -> tuple[Any, int | None] | None:
+        try:
+            data = verify(app.settings.secret_key, purpose, token)
+            customer_id, message_id = int(data["c"]), int(data.get("m") or 0)
+        except (BadToken, KeyError, TypeError, ValueError):
+            return None
+        customer = customer_of(conn, customer_id)
+        if customer is None or not customer.email:
+            return None  # erased since the mail went out: nothing to change
+        known = conn.execute(select(Message.id).where(Message.id == message_id)).first()
+        return customer, (message_id if known else None)
+
+    def bad_link(request: Request) -> Response:
+        return templates.TemplateResponse(request, "bad_link.html", {}, status_code=400)
+
+    def page(request: Request, name: str, token: str, customer: Any, **extra: Any) -> Response:
+        return templates.TemplateResponse(request, name, {
+            "token": token, "shop": app.settings.shop_name,
+            "address": _masked(customer.email), **extra})
+
+    def unsubscribe_page(request: Request, token: str, form: dict[str, list[str]] | None
+                         ) -> Response:
+        """The question (``form`` None: a GET), or the answer to a POST."""
+        with app.engine.begin() as conn:
+            found = holder(conn, "unsubscribe", token)
+            if found is None:
+                return bad_link(request)
+            customer, message_id = found
+            if form is not None:
+                one_click = form.get("List-Unsubscribe") == ["One-Click"]
+                unsubscribe(conn, customer, MARKETING, app.clock.now(),
+                            via="one-click" if one_click else "unsubscribe page",
+                            message_id=message_id)
+        return page(request, "unsubscribe.html", token, customer, done=form is not None,
+                    prefs=_preferences_token(app, token))
+
+    @router.get("/u/{token}", response_class=HTMLResponse)
+    def ask(request: Request, token: str) -> Response:
+        return unsubscribe_page(request, token, None)
+
+    @router.post("/u/{token}", response_class=HTMLResponse)
+    async def one_click(request: Request, token: str) -> Response:
+        form = parse_qs((await request.body()).decode("utf-8", "replace"))
+        return await run_in_threadpool(unsubscribe_page, request, token, form)
+
+    @router.get("/p/{token}", response_class=HTMLResponse)
+    def preferences(request: Request, token: str) -> Response:
+        with app.engine.connect() as conn:
+            found = holder(conn, "preferences", token)
+            if found is None:
+                return bad_link(request)
+            return _preferences_page(app, request, page, token, conn, found[0], saved=False)
+
+    def save_choices(request: Request, token: str, form: dict[str, list[str]]) -> Response:
+        now = app.clock.now()
+        with app.engine.begin() as conn:
+            found = holder(conn, "preferences", token)
+            if found is None:
+                return bad_link(request)
+            customer, message_id = found
+            offered = {c.scope for c in choices(_marketing_flows(app))}
+            shown = [s for s in form.get("scope", []) if s in offered]
+            wanted = {s for s in shown if form.get(s) == ["on"]}
+            order = [MARKETING] + [s for s in shown if s != MARKETING]  # all marketing first
+            for scope in order:
+                if scope not in shown:
+                    continue
+                if scope != MARKETING and MARKETING not in wanted:
+                    continue  # everything is stopped: the single flows keep their setting
+                change = resubscribe if scope in wanted else unsubscribe
+                change(conn, customer, scope, now, via="preferences page",
+                       message_id=message_id)
+            return _preferences_page(app, request, page, token, conn, customer, saved=True)
+
+    @router.post("/p/{token}", response_class=HTMLResponse)
+    async def save(request: Request, token: str) -> Response:
+        form = parse_qs((await request.body()).decode("utf-8", "replace"))
+        return await run_in_threadpool(save_choices, request, token, form)
+
+    return router
+
+
+def _marketing_flows(app: App) -> dict[str, str]:
+    return {name: flow.description for name, flow in catalogue(app).flows.items()
+            if flow.kind == "marketing"}
+
+
+def _preferences_token(app: App, unsubscribe_token: str) -> str:
+    """The preferences token of the same customer and mail."""
+    from lifecycle.links import sign
+
+    return sign(app.settings.secret_key, "preferences",
+                verify(app.settings.secret_key, "unsubscribe", unsubscribe_token))
+
+
+def _preferences_page(app: App, request: Request, page: Any, token: str, conn: Any,
+                      customer: Any, *, saved: bool) -> Response:
+    stopped = opted_out(conn, customer)
+    locked = sorted({reason.replace("_", " ") for reason in stopped.values()
+                     if reason != "unsubscribe"})
+    return page(request, "preferences.html", token, customer, saved=saved,
+                choices=choices(_marketing_flows(app)), stopped=set(stopped), locked=locked)

@@ -1,0 +1,186 @@
+"""Unsubscribe links, one-click unsubscribe (RFC 8058), the preference page, resubscribing."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import insert, select
+from sqlalchemy.engine import make_url
+
+from lifecycle.app import App
+from lifecycle.clock import ManualClock
+from lifecycle.config import load_settings
+from lifecycle.links import sign
+from lifecycle.mail.compose import compose
+from lifecycle.mail.sending import dispatch, send_batch
+from lifecycle.mail.templates import Rendered
+from lifecycle.mail.transports import FileTransport
+from lifecycle.models import Message, Suppression, Touchpoint, email_hash
+from lifecycle.timeutil import UTC
+from lifecycle.web.app import create_app
+from tests.factories import add_campaign
+
+T0 = datetime(2026, 6, 3, 12, tzinfo=UTC)
+SECRET = "s" * 40
+ONE_CLICK = {"content": b"List-Unsubscribe=One-Click",
+             "headers": {"Content-Type": "application/x-www-form-urlencoded"}}
+
+
+@pytest.fixture
+def app(fresh_database_url: str, tmp_path: Path) -> Iterator[App]:
+    settings = replace(load_settings({}), database_url=make_url(fresh_database_url),
+                       secret_key=SECRET, outbox_dir=tmp_path / "outbox")
+    app = App(settings, clock=ManualClock(T0))
+    yield app
+    app.close()
+
+
+@pytest.fixture
+def web(app: App) -> TestClient:
+    return TestClient(create_app(app))
+
+
+def a_customer_with_a_mail(app: App) -> tuple[int, int]:
+    """A customer and the (transactional) thank-you mail they got."""
+    with app.engine.begin() as conn:
+        [mid] = add_campaign(conn, 1, T0)
+        cid = conn.execute(select(Message.customer_id).where(Message.id == mid)).scalar_one()
+    assert send_due(app) == {mid: "sent"}
+    return cid, mid
+
+
+def token(purpose: str, cid: int, mid: int) -> str:
+    return sign(SECRET, purpose, {"c": cid, "m": mid})
+
+
+def due_mail(app: App, cid: int, flow: str, marketing: bool) -> int:
+    with app.engine.begin() as conn:
+        return int(conn.execute(insert(Message).returning(Message.id).values(
+            idempotency_key=f"{flow}:{cid}:{marketing}", customer_id=cid, flow=flow,
+            step="one", template="thank_you", to_email="b0@example.com", status="scheduled",
+            due_at=T0, attempts=0,
+            context={"order_id": "o0", "marketing": marketing, "capped": False},
+            created_at=T0, updated_at=T0)).scalar_one())
+
+
+def send_due(app: App) -> dict[int, str]:
+    ids: list[int] = []
+    dispatch(app, ids.extend)
+    send_batch(app, ids, transport=FileTransport(app.settings.outbox_dir))
+    with app.engine.connect() as conn:
+        return dict(conn.execute(select(Message.id, Message.status).where(
+            Message.id.in_(ids))).all())
+
+
+def scopes(app: App) -> set[str]:
+    with app.engine.connect() as conn:
+        return set(conn.execute(select(Suppression.scope)).scalars())
+
+
+def changes(app: App) -> list[tuple[str, Any]]:
+    with app.engine.connect() as conn:
+        return [(kind, data["scope"]) for kind, data in conn.execute(
+            select(Touchpoint.kind, Touchpoint.data).where(
+                Touchpoint.kind.in_(("unsubscribed", "resubscribed"))).order_by(Touchpoint.id))]
+
+
+def test_opening_the_unsubscribe_link_asks_and_changes_nothing(app: App, web: TestClient) -> None:
+    cid, mid = a_customer_with_a_mail(app)
+    page = web.get(f"/u/{token('unsubscribe', cid, mid)}")
+    assert page.status_code == 200 and "Unsubscribe from Our shop?" in page.text
+    assert "b***@example.com" in page.text and "b0@example.com" not in page.text
+    assert scopes(app) == set()
+
+
+def test_one_click_unsubscribes_at_once_and_a_second_post_changes_nothing(
+        app: App, web: TestClient) -> None:
+    cid, mid = a_customer_with_a_mail(app)
+    url = f"/u/{token('unsubscribe', cid, mid)}"
+    first = web.post(url, **ONE_CLICK)
+    assert first.status_code == 200 and "You are unsubscribed" in first.text
+    assert web.post(url, **ONE_CLICK).status_code == 200
+    assert scopes(app) == {"marketing"}
+    assert changes(app) == [("unsubscribed", "marketing")]
+    with app.engine.connect() as conn:
+        touch = conn.execute(select(Touchpoint).where(Touchpoint.kind == "unsubscribed")).one()
+    assert (touch.message_id, touch.data["via"]) == (mid, "one-click")
+
+
+def test_after_unsubscribing_marketing_mail_is_withheld_and_order_mail_still_goes(
+        app: App, web: TestClient) -> None:
+    cid, mid = a_customer_with_a_mail(app)
+    web.post(f"/u/{token('unsubscribe', cid, mid)}", **ONE_CLICK)
+    offer = due_mail(app, cid, "win_back", marketing=True)
+    thanks = due_mail(app, cid, "thank_you", marketing=False)
+    assert send_due(app) == {offer: "suppressed", thanks: "sent"}
+
+
+@pytest.mark.parametrize("path", ["/u/{t}", "/p/{t}"])
+def test_a_forged_or_altered_token_is_refused_and_changes_nothing(
+        app: App, web: TestClient, path: str) -> None:
+    cid, mid = a_customer_with_a_mail(app)
+    good = token("unsubscribe" if path.startswith("/u") else "preferences", cid, mid)
+    payload, _, signature = good.partition(".")
+    other = token("unsubscribe", cid + 1, mid).partition(".")[0]
+    wrong_purpose = token("feedback", cid, mid)
+    for bad in (f"{other}.{signature}", good[:-2], wrong_purpose, "nonsense"):
+        assert web.get(path.format(t=bad)).status_code == 400
+        answer = web.post(path.format(t=bad), **ONE_CLICK)
+        assert answer.status_code == 400 and "This link is not valid" in answer.text
+    assert scopes(app) == set() and changes(app) == []
+
+
+def test_the_preference_page_stops_one_flow_and_leaves_the_others(app: App,
+                                                                   web: TestClient) -> None:
+    cid, mid = a_customer_with_a_mail(app)
+    url = f"/p/{token('preferences', cid, mid)}"
+    page = web.get(url)
+    offered = re.findall(r'name="scope" value="([^"]+)"', page.text)
+    assert offered[0] == "marketing" and "flow:win_back" in offered
+    assert "thank_you" not in " ".join(offered)  # transactional: not a choice
+    keep = {s: "on" for s in offered if s != "flow:win_back"}
+    saved = web.post(url, data={"scope": offered, **keep})
+    assert saved.status_code == 200 and "Saved." in saved.text
+    assert re.search(r'name="flow:win_back" value="on">', saved.text)  # shown unchecked
+    assert scopes(app) == {"flow:win_back"}
+    offer = due_mail(app, cid, "win_back", marketing=True)
+    other = due_mail(app, cid, "loyalty_offer", marketing=True)
+    assert send_due(app) == {offer: "suppressed", other: "sent"}
+
+
+def test_resubscribing_lifts_the_unsubscribe_but_never_a_hard_bounce(app: App,
+                                                                      web: TestClient) -> None:
+    cid, mid = a_customer_with_a_mail(app)
+    web.post(f"/u/{token('unsubscribe', cid, mid)}", **ONE_CLICK)
+    url = f"/p/{token('preferences', cid, mid)}"
+    web.post(url, data={"scope": ["marketing"], "marketing": "on"})
+    assert scopes(app) == set()
+    assert changes(app) == [("unsubscribed", "marketing"), ("resubscribed", "marketing")]
+    with app.engine.begin() as conn:
+        conn.execute(insert(Suppression).values(
+            email_hash=email_hash("b0@example.com"), email="b0@example.com", scope="all",
+            reason="hard_bounce", source="sendgrid", created_at=T0))
+    page = web.post(url, data={"scope": ["marketing"], "marketing": "on"})
+    assert "cannot receive mail because: hard bounce" in page.text
+    assert scopes(app) == {"all"}
+
+
+def test_the_unsubscribe_header_of_a_sent_mail_leads_to_a_working_one_click(
+        app: App, web: TestClient) -> None:
+    cid, mid = a_customer_with_a_mail(app)
+    with app.engine.connect() as conn:
+        row = conn.execute(select(Message.__table__).where(Message.id == mid)).one()
+    mail = compose(app.settings, row, Rendered("thank_you", "Thanks", "Hi", None), T0,
+                   "2026-06-03")
+    link = re.match(r"<([^>]+)>", mail.headers["List-Unsubscribe"]).group(1)  # type: ignore[union-attr]
+    path = link.removeprefix(app.settings.base_url)
+    assert path.startswith("/u/")
+    assert web.post(path, **ONE_CLICK).status_code == 200
+    assert scopes(app) == {"marketing"}
