@@ -21,6 +21,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from lifecycle.apikeys import SCOPES
 from lifecycle.app import App
 from lifecycle.config import SETTINGS, ConfigError, load_settings
 from lifecycle.timeutil import parse_instant
@@ -323,6 +324,71 @@ def _as_of(app: App, value: str | None) -> datetime:
         return parse_instant(value, app.settings.timezone)
     except ValueError as exc:
         raise Failure(f"--as-of: {exc}") from None
+
+
+@cli.command("webhooks")
+def webhooks_command() -> None:
+    """The URLs to give SendGrid: Event Webhook and Inbound Parse."""
+    from lifecycle.links import inbound_key
+
+    app = _ready_app()
+    base = app.settings.base_url.rstrip("/")
+    click.echo(f"Event Webhook (signed):  {base}/webhooks/sendgrid/events")
+    click.echo(f"Inbound Parse:           {base}/webhooks/sendgrid/inbound?key="
+               f"{inbound_key(app.settings.secret_key)}")
+
+
+@cli.group("apikey")
+def apikey() -> None:
+    """Keys for the ingest API (/api/v1)."""
+
+
+@apikey.command("add")
+@click.argument("name")
+@click.option("--scope", "scopes", multiple=True, required=True,
+              type=click.Choice(sorted(SCOPES)),
+              help="What the key may do; repeat for several.")
+def apikey_add(name: str, scopes: tuple[str, ...]) -> None:
+    """Create a key; it is shown once and stored only as a hash."""
+    from lifecycle.apikeys import create_key
+
+    app = _ready_app()
+    with app.engine.begin() as conn:
+        key = create_key(conn, name, list(scopes), app.clock.now())
+    click.echo(key)
+    _stderr().print(f"Key {name!r} with {', '.join(sorted(scopes))}. Keep it now: it is not "
+                    "shown again.", highlight=False)
+
+
+@apikey.command("list")
+def apikey_list() -> None:
+    """Every key: prefix, name, scopes, last use, revoked."""
+    from sqlalchemy import select
+
+    from lifecycle.models import ApiKey
+
+    app = _ready_app()
+    table = Table("prefix", "name", "scopes", "created", "last used", "revoked")
+    with app.engine.connect() as conn:
+        for row in conn.execute(select(ApiKey.__table__).order_by(ApiKey.id)):
+            table.add_row(row.prefix, row.name, ", ".join(row.scopes or []),
+                          f"{row.created_at:%Y-%m-%d}",
+                          f"{row.last_used_at:%Y-%m-%d %H:%M}" if row.last_used_at else "never",
+                          f"{row.revoked_at:%Y-%m-%d}" if row.revoked_at else "")
+    Console().print(table)
+
+
+@apikey.command("revoke")
+@click.argument("prefix")
+def apikey_revoke(prefix: str) -> None:
+    """Revoke the key with this prefix (the 8 characters after ``lc_``)."""
+    from lifecycle.apikeys import revoke
+
+    app = _ready_app()
+    with app.engine.begin() as conn:
+        if not revoke(conn, prefix, app.clock.now()):
+            raise click.ClickException(f"No active key has the prefix {prefix!r}.")
+    click.echo(f"Key {prefix} is revoked.")
 
 
 @cli.group()
@@ -655,6 +721,50 @@ def customer_show(customer_id: str, as_json: bool, as_of: str | None) -> None:
         click.echo(json.dumps(data, indent=2))
         return
     _print_customer(data)
+
+
+@customer.command("export")
+@click.argument("customer_id")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the JSON here instead of standard output.")
+def customer_export(customer_id: str, out: Path | None) -> None:
+    """Everything held about CUSTOMER_ID (their id at the shop, or email), as JSON."""
+    import json
+
+    from lifecycle.privacy import export, find_customer
+
+    app = _ready_app()
+    with app.engine.connect() as conn:
+        found = find_customer(conn, customer_id)
+        if found is None:
+            raise Failure(f"no customer with customer_id or email {customer_id!r}.")
+        data = export(conn, found)
+    text = json.dumps(data, indent=2, ensure_ascii=False)
+    if out is None:
+        click.echo(text)
+    else:
+        out.write_text(text + "\n", encoding="utf-8")
+        _stderr().print(f"Wrote everything held about {customer_id} to {out}.", highlight=False)
+
+
+@customer.command("erase")
+@click.argument("customer_id")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def customer_erase(customer_id: str, yes: bool) -> None:
+    """Erase CUSTOMER_ID's personal data; the address stays only as a hash, never mailed."""
+    from lifecycle.privacy import erase, find_customer
+
+    app = _ready_app()
+    if not yes:
+        click.confirm(f"Erase the personal data of {customer_id}? This cannot be undone.",
+                      abort=True)
+    with app.engine.begin() as conn:
+        found = find_customer(conn, customer_id)
+        if found is None:
+            raise Failure(f"no customer with customer_id or email {customer_id!r}.")
+        counts = erase(conn, found, app.clock.now())
+    click.echo(f"Erased customer {customer_id} (now erased:{found.id}): "
+               + ", ".join(f"{name.replace('_', ' ')} {n}" for name, n in counts.items()) + ".")
 
 
 def _print_customer(data: dict[str, Any]) -> None:

@@ -72,3 +72,9 @@ def offer_code(secret: str, prefix: str, *parts: object) -> str:
                    hashlib.sha256).digest()
     code = base64.b32encode(mac[:5]).decode("ascii").rstrip("=")
     return f"{prefix}-{code}"
+
+
+def inbound_key(secret: str) -> str:
+    """The ``key`` of the Inbound Parse URL (SendGrid does not sign those posts: the URL it is
+    given carries this, and a post without it is refused)."""
+    return _signature(secret, "inbound-parse", "v1")

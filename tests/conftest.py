@@ -214,3 +214,29 @@ def broker_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
     yield REDIS_URL
     client.flushdb()
     client.close()
+
+
+# ---------------------------------------------------------------- an app on a fresh database
+
+@pytest.fixture
+def app(fresh_database_url: str, tmp_path: Path) -> Iterator[App]:
+    """An App on a fresh database (unless a test module has its own ``app``): secret
+    :data:`tests.factories.WEB_SECRET`, clock stopped at :data:`tests.factories.WEB_T0`."""
+    from lifecycle.clock import ManualClock
+    from tests.factories import WEB_SECRET, WEB_T0
+
+    app = App(replace(load_settings({}), database_url=make_url(fresh_database_url),
+                      secret_key=WEB_SECRET, outbox_dir=tmp_path / "outbox"),
+              clock=ManualClock(WEB_T0))
+    yield app
+    app.close()
+
+
+@pytest.fixture
+def web(app: App):  # type: ignore[no-untyped-def]
+    """A test client of ``app``'s web app."""
+    from fastapi.testclient import TestClient
+
+    from lifecycle.web.app import create_app
+
+    return TestClient(create_app(app))

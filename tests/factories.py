@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -130,3 +131,8 @@ def add_campaign(conn, n: int, now, template: str = "thank_you"):  # type: ignor
          "status": "scheduled", "due_at": now, "attempts": 0,
          "context": {"order_id": f"o{i}", "marketing": False, "capped": False},
          "created_at": now, "updated_at": now} for i, cid in enumerate(ids)]).scalars().all()
+
+
+#: The clock and secret of the ``web_app`` fixture (tests sign their own tokens with it).
+WEB_T0 = datetime(2026, 6, 3, 12, tzinfo=UTC)
+WEB_SECRET = "w" * 40

@@ -3,48 +3,25 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from dataclasses import replace
-from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import insert, select
-from sqlalchemy.engine import make_url
 
 from lifecycle.app import App
-from lifecycle.clock import ManualClock
-from lifecycle.config import load_settings
 from lifecycle.links import sign
 from lifecycle.mail.compose import compose
 from lifecycle.mail.sending import dispatch, send_batch
 from lifecycle.mail.templates import Rendered
 from lifecycle.mail.transports import FileTransport
 from lifecycle.models import Message, Suppression, Touchpoint, email_hash
-from lifecycle.timeutil import UTC
-from lifecycle.web.app import create_app
+from tests.factories import WEB_SECRET as SECRET
+from tests.factories import WEB_T0 as T0
 from tests.factories import add_campaign
 
-T0 = datetime(2026, 6, 3, 12, tzinfo=UTC)
-SECRET = "s" * 40
 ONE_CLICK = {"content": b"List-Unsubscribe=One-Click",
              "headers": {"Content-Type": "application/x-www-form-urlencoded"}}
-
-
-@pytest.fixture
-def app(fresh_database_url: str, tmp_path: Path) -> Iterator[App]:
-    settings = replace(load_settings({}), database_url=make_url(fresh_database_url),
-                       secret_key=SECRET, outbox_dir=tmp_path / "outbox")
-    app = App(settings, clock=ManualClock(T0))
-    yield app
-    app.close()
-
-
-@pytest.fixture
-def web(app: App) -> TestClient:
-    return TestClient(create_app(app))
 
 
 def a_customer_with_a_mail(app: App) -> tuple[int, int]:

@@ -116,7 +116,9 @@ def test_a_mail_is_delivered_opened_and_clicked_once_even_when_each_post_comes_t
     kinds = [kind for kind, _ in timeline(app)]
     assert kinds == ["email_sent", "email_processed", "email_delivered", "email_opened",
                      "email_clicked"]
-    assert timeline(app)[-1][1]["url"] == "https://shop.example/tea"
+    click = timeline(app)[-1][1]
+    assert (click["url"], click["flow"], click["step"]) == ("https://shop.example/tea",
+                                                          "thank_you", "thanks")
     assert stored(app) == 4
 
 
@@ -246,3 +248,10 @@ def test_a_group_resubscribe_lifts_the_group_unsubscribe_in_either_order_of_arri
     with app.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(Suppression).where(
             Suppression.email_hash == email_hash("B0@example.com"))).scalar_one() == 0
+
+
+def test_a_nul_character_in_an_event_is_dropped_not_fatal(app: App, web: TestClient) -> None:
+    mid = a_sent_mail(app)
+    answer = post(web, [event(mid, "click", 1, url="https://shop.example/\x00tea")])
+    assert answer.status_code == 200 and answer.json()["touchpoints"] == 1
+    assert timeline(app)[-1][1]["url"] == "https://shop.example/tea"

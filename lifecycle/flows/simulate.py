@@ -16,7 +16,6 @@ enrolment or send can be up to that much later than it would be live.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -41,6 +40,7 @@ from lifecycle.models import (
     Touchpoint,
 )
 from lifecycle.models.base import UTCDateTime
+from lifecycle.orders import order_data
 from lifecycle.segments.compute import KeptMetrics, refresh_all
 from lifecycle.segments.definitions import Definitions
 from lifecycle.timeutil import as_utc
@@ -188,7 +188,7 @@ def _replay(conn: Connection, flow: Flow, defs: Definitions, start: datetime, en
             conn.execute(Touchpoint.__table__.insert(), [
                 {"customer_id": o.customer_id, "kind": "order_placed", "channel": "shop",
                  "occurred_at": as_utc(o.ordered_at), "recorded_at": as_utc(o.ordered_at),
-                 "data": _order_data(o)} for o in events])
+                 "data": order_data(o)} for o in events])
         if events or refreshed:  # only these add touchpoints
             result.enrolled += dispatch(conn, flows, now, batch=1_000_000)
         result.ticks += 1
@@ -219,10 +219,3 @@ def _replay(conn: Connection, flow: Flow, defs: Definitions, start: datetime, en
 
 def _typed(*names: str) -> list[BindParameter[datetime]]:
     return [bindparam(name, type_=UTCDateTime()) for name in names]
-
-
-def _order_data(order) -> dict:  # type: ignore[no-untyped-def,type-arg]
-    items = json.loads(order.items) if isinstance(order.items, str) else (order.items or [])
-    return {"order_id": order.external_id, "nth": int(order.nth), "total": str(order.total),
-            "categories": sorted({i.get("category") for i in items if i.get("category")}),
-            "skus": sorted({i.get("sku") for i in items if i.get("sku")})}

@@ -48,6 +48,8 @@ from lifecycle.models import (
 )
 
 MESSAGE_ARG = ARG_PREFIX + "message_id"
+#: The address of every mail of an erased customer: their events reach no timeline.
+ERASED_ADDRESS = "erased@invalid"
 
 #: SendGrid event -> touchpoint kind (``bounce`` covers ``type`` bounce and blocked).
 KINDS = {
@@ -92,6 +94,17 @@ class Receipt:
         return dict(self.__dict__)
 
 
+def without_nul(value: Any) -> Any:
+    """``value`` with NUL characters taken out of every string (PostgreSQL stores none)."""
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, dict):
+        return {without_nul(k): without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_nul(v) for v in value]
+    return value
+
+
 def _our_id(event: dict[str, Any]) -> int | None:
     raw = event.get(MESSAGE_ARG)
     try:
@@ -123,11 +136,12 @@ def _insert_rows(conn: Connection, model: Any, rows: list[dict[str, Any]], uniqu
 
 
 def _store(conn: Connection, events: list[dict[str, Any]], now: datetime,
-           provider: str) -> tuple[list[dict[str, Any]], dict[int, int]]:
-    """Store the events not seen before; those, and our mail id -> customer id."""
+           provider: str) -> tuple[list[dict[str, Any]], dict[int, Any]]:
+    """Store the events not seen before; those, and our mails by id (customer, flow, step)."""
     ids = {i for i in map(_our_id, events) if i is not None}
-    ours = dict(conn.execute(select(Message.id, Message.customer_id).where(
-        Message.id.in_(ids))).all()) if ids else {}
+    ours = {row.id: row for row in conn.execute(select(
+        Message.id, Message.customer_id, Message.flow, Message.step).where(
+        Message.id.in_(ids), Message.to_email != ERASED_ADDRESS))} if ids else {}
     rows = [{
         "provider": provider, "event_id": str(event["sg_event_id"])[:100],
         "event": str(event.get("event", ""))[:40],
@@ -180,12 +194,13 @@ def receive_events(conn: Connection, items: list[Any], now: datetime,
         if kind is None:
             continue
         machine = kind == "email_opened" and bool(event.get("sg_machine_open"))
+        mail = ours[mine]
         touches.append({
-            "customer_id": ours[mine], "kind": MACHINE_OPEN if machine else kind,
+            "customer_id": mail.customer_id, "kind": MACHINE_OPEN if machine else kind,
             "channel": "email", "occurred_at": _occurred(event, now), "recorded_at": now,
             "message_id": mine, "source_key": f"{provider}:{event['sg_event_id']}"[:255],
             "data": {"event": event.get("event"), "email": event.get("email"),
-                     "machine": machine,
+                     "machine": machine, "flow": mail.flow, "step": mail.step,
                      **{k: event[k] for k in KEPT_FIELDS if event.get(k) not in (None, "")}}})
     if touches:
         receipt.touchpoints = len(_insert_rows(conn, Touchpoint, touches, "source_key", "id"))

@@ -14,6 +14,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from lifecycle.app import App
 from lifecycle.models import Customer, Message, Order, ProcessHeartbeat
+from lifecycle.web.api import api_routes, install_api_errors
+from lifecycle.web.feedback import feedback_routes
 from lifecycle.web.subscriptions import subscription_routes
 from lifecycle.web.webhooks import webhook_routes
 
@@ -28,6 +30,9 @@ def create_app(app: App) -> FastAPI:
     web.state.lifecycle = app
     web.include_router(webhook_routes(app))
     web.include_router(subscription_routes(app))
+    web.include_router(feedback_routes(app))
+    web.include_router(api_routes(app))
+    install_api_errors(web)
 
     @web.get("/healthz")
     def healthz() -> JSONResponse:

@@ -12,66 +12,36 @@ changes nothing.
 * ``GET /p/<token>`` shows the choices: all marketing mail, or each marketing
   flow; ``POST /p/<token>`` saves them (and resubscribes).
 
-The token itself is the credential, as RFC 8058 requires (the client posts
-without cookies), so these forms carry no CSRF token.
+The token is the credential (:mod:`lifecycle.web.linked`), as RFC 8058
+requires, so these forms carry no CSRF token.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
-from fastapi.templating import Jinja2Templates
-from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from lifecycle.app import App
 from lifecycle.flows.service import catalogue
-from lifecycle.links import BadToken, verify
-from lifecycle.models import Message
+from lifecycle.links import verify
 from lifecycle.subscriptions import (
     MARKETING,
     choices,
-    customer_of,
     opted_out,
     resubscribe,
     unsubscribe,
 )
-
-templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
-
-
-def _masked(address: str) -> str:
-    """``a***@example.com``: enough to recognise, not to harvest from a forwarded link."""
-    name, _, domain = address.partition("@")
-    return f"{name[:1]}***@{domain}"
+from lifecycle.web.linked import Linked
 
 
 def subscription_routes(app: App) -> APIRouter:
     router = APIRouter()
-
-    def holder(conn: Any, purpose: str, token: str) -> tuple[Any, int | None] | None:
-        try:
-            data = verify(app.settings.secret_key, purpose, token)
-            customer_id, message_id = int(data["c"]), int(data.get("m") or 0)
-        except (BadToken, KeyError, TypeError, ValueError):
-            return None
-        customer = customer_of(conn, customer_id)
-        if customer is None or not customer.email:
-            return None  # erased since the mail went out: nothing to change
-        known = conn.execute(select(Message.id).where(Message.id == message_id)).first()
-        return customer, (message_id if known else None)
-
-    def bad_link(request: Request) -> Response:
-        return templates.TemplateResponse(request, "bad_link.html", {}, status_code=400)
-
-    def page(request: Request, name: str, token: str, customer: Any, **extra: Any) -> Response:
-        return templates.TemplateResponse(request, name, {
-            "token": token, "shop": app.settings.shop_name,
-            "address": _masked(customer.email), **extra})
+    linked = Linked(app)
+    holder, bad_link, page = linked.holder, linked.bad_link, linked.page
 
     def unsubscribe_page(request: Request, token: str, form: dict[str, list[str]] | None
                          ) -> Response:

@@ -1,0 +1,170 @@
+"""Replies in: SendGrid Inbound Parse posts, matched to our mail and put on the timeline.
+
+Every mail goes out with ``Reply-To: reply+<token>@<domain>`` (a signed
+token naming the mail, see :mod:`lifecycle.mail.compose`).  A reply is
+matched by that token in its recipients; failing that, by our Message-ID in
+its ``In-Reply-To`` / ``References`` headers (some clients reply to From).
+A mail to ``unsubscribe+<token>@<domain>`` — the ``mailto:`` of
+``List-Unsubscribe`` — unsubscribes the customer from marketing mail.
+
+A matched reply becomes a ``replied`` touchpoint with the sender, the subject
+and the text with the quoted history cut off (HTML-only mail is reduced to
+text: no markup is kept).  Automatic answers — ``Auto-Submitted``,
+``X-Autoreply``, ``Precedence: auto_reply``, out-of-office subjects — are
+kept as ``auto_reply`` and do not count as replies.  SendGrid retries a post
+that failed, so each reply is kept once (by its own Message-ID).
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import hashlib
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from email.utils import getaddresses, parseaddr
+from html.parser import HTMLParser
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from lifecycle.links import BadToken, verify
+from lifecycle.models import Message, Touchpoint
+
+MAX_TEXT = 20_000
+_TOKEN = re.compile(r"^(reply|unsubscribe)\+([A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+)@", re.I)
+_OUR_ID = re.compile(r"lifecycle\.(\d+)@", re.I)
+_AUTO_SUBJECT = re.compile(
+    r"^\s*(out of (the )?office|automatic reply|auto(matic)?[- ]?(reply|response)|"
+    r"abwesenheitsnotiz|autosvar|r[ée]ponse automatique|absence|vacation)", re.I)
+_QUOTE_START = re.compile(
+    r"^(On .{3,200}(wrote|schrieb|a écrit|escribió)\s*:\s*$|-{2,} ?Original Message ?-{2,}|"
+    r"_{10,}|From: .+|Am .{3,200} schrieb .*:$|Le .{3,200} a écrit ?:$)", re.I)
+
+
+@dataclass
+class Inbound:
+    """One posted mail, as Inbound Parse gives it."""
+
+    sender: str
+    recipients: list[str]
+    subject: str
+    text: str
+    html: str
+    headers: dict[str, str]
+
+    @classmethod
+    def from_form(cls, form: dict[str, str]) -> Inbound:
+        raw_headers = email.message_from_string(form.get("headers", "") + "\n\n",
+                                                policy=email.policy.compat32)
+        headers = {k.lower(): str(v) for k, v in raw_headers.items()}
+        to = [form.get("to", ""), form.get("cc", "")]
+        try:
+            import json
+
+            envelope = json.loads(form.get("envelope") or "{}")
+            to += [str(a) for a in envelope.get("to") or []]
+        except (ValueError, AttributeError):
+            pass
+        recipients = [addr for _name, addr in getaddresses(to) if addr]
+        return cls(sender=parseaddr(form.get("from", ""))[1] or form.get("from", ""),
+                   recipients=recipients, subject=form.get("subject", ""),
+                   text=form.get("text", ""), html=form.get("html", ""), headers=headers)
+
+    def is_automatic(self) -> bool:
+        auto = self.headers.get("auto-submitted", "no").strip().lower()
+        precedence = self.headers.get("precedence", "").strip().lower()
+        return (auto not in ("", "no") or "x-autoreply" in self.headers
+                or "x-autorespond" in self.headers
+                or precedence in ("auto_reply", "bulk", "junk")
+                or bool(_AUTO_SUBJECT.match(self.subject)))
+
+
+class _Text(HTMLParser):
+    """Text of an HTML mail: tags, scripts and styles dropped, block ends as line breaks."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self._skip = 0
+
+    def handle_starttag(self, tag: str, attrs: Any) -> None:
+        if tag in ("script", "style", "head"):
+            self._skip += 1
+        elif tag in ("br", "p", "div", "tr", "li", "blockquote"):
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("script", "style", "head") and self._skip:
+            self._skip -= 1
+
+    def handle_data(self, data: str) -> None:
+        if not self._skip:
+            self.parts.append(data)
+
+
+def html_to_text(html: str) -> str:
+    parser = _Text()
+    parser.feed(html)
+    parser.close()
+    return re.sub(r"\n{3,}", "\n\n", "".join(parser.parts)).strip()
+
+
+def new_text(text: str) -> str:
+    """``text`` without the quoted history: up to the first ``>`` block or "On … wrote:"."""
+    kept: list[str] = []
+    for line in text.replace("\r\n", "\n").split("\n"):
+        if line.lstrip().startswith(">") or _QUOTE_START.match(line.strip()):
+            break
+        kept.append(line)
+    return "\n".join(kept).strip()[:MAX_TEXT]
+
+
+@dataclass
+class Matched:
+    purpose: str  # reply or unsubscribe
+    message: Any  # messages row
+    how: str  # reply-to token, or in-reply-to
+
+
+def match(conn: Connection, secret: str, inbound: Inbound) -> Matched | None:
+    """Our mail that ``inbound`` answers, by token first, then by Message-ID."""
+    for address in inbound.recipients:
+        found = _TOKEN.match(address)
+        if not found:
+            continue
+        purpose, token = found.group(1).lower(), found.group(2)
+        try:
+            data = verify(secret, purpose, token)
+            message_id = int(data.get("m") or 0)
+        except (BadToken, TypeError, ValueError):
+            continue
+        row = conn.execute(select(Message.__table__).where(Message.id == message_id)).first()
+        if row is not None:
+            return Matched(purpose, row, "reply-to token")
+    for header in ("in-reply-to", "references"):
+        for our in _OUR_ID.findall(inbound.headers.get(header, "")):
+            row = conn.execute(select(Message.__table__).where(Message.id == int(our))).first()
+            if row is not None:
+                return Matched("reply", row, header)
+    return None
+
+
+def record_reply(conn: Connection, matched: Matched, inbound: Inbound, now: datetime) -> bool:
+    """A ``replied`` (or ``auto_reply``) touchpoint for ``matched``; False if kept before."""
+    own_id = inbound.headers.get("message-id", "").strip()
+    key = "inbound:" + (own_id or hashlib.sha256(
+        f"{inbound.sender}|{inbound.subject}|{inbound.text}".encode()).hexdigest())
+    if conn.execute(select(Touchpoint.id).where(Touchpoint.source_key == key[:255])).first():
+        return False
+    body = inbound.text or html_to_text(inbound.html)
+    automatic = inbound.is_automatic()
+    conn.execute(Touchpoint.__table__.insert().values(
+        customer_id=matched.message.customer_id, kind="auto_reply" if automatic else "replied",
+        channel="email", occurred_at=now, recorded_at=now, message_id=matched.message.id,
+        source_key=key[:255],
+        data={"from": inbound.sender[:320], "subject": inbound.subject[:500],
+              "text": new_text(body), "matched_by": matched.how, "flow": matched.message.flow,
+              "step": matched.message.step}))
+    return True

@@ -1,0 +1,58 @@
+"""Orders on the timeline: the ``order_placed`` touchpoint that fires order triggers.
+
+An order reaches the flows through its ``order_placed`` touchpoint (see
+:mod:`lifecycle.flows.triggers`): the order id, its number among the
+customer's completed orders (``nth``), total, categories and SKUs.  The
+source key ``order_placed:<order id>`` makes it once per order, however
+often the order is posted again.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, func, select
+
+from lifecycle.db import pg_unnest_insert
+from lifecycle.models import Order, Touchpoint
+from lifecycle.timeutil import as_utc
+
+
+def order_data(order: Any) -> dict[str, Any]:
+    """The ``order_placed`` data of an order row that carries its ``nth``."""
+    items = json.loads(order.items) if isinstance(order.items, str) else (order.items or [])
+    return {"order_id": order.external_id, "nth": int(order.nth), "total": str(order.total),
+            "categories": sorted({i.get("category") for i in items if i.get("category")}),
+            "skus": sorted({i.get("sku") for i in items if i.get("sku")})}
+
+
+def announce_orders(conn: Connection, external_ids: Iterable[str], now: datetime) -> int:
+    """An ``order_placed`` touchpoint for each completed order of ``external_ids`` that has
+    none yet; how many were added."""
+    wanted = sorted(set(external_ids))
+    if not wanted:
+        return 0
+    orders = Order.__table__
+    theirs = select(orders.c.customer_id).where(orders.c.external_id.in_(wanted))
+    numbered = select(
+        orders.c.customer_id, orders.c.external_id, orders.c.ordered_at, orders.c.total,
+        orders.c["items"], func.row_number().over(
+            partition_by=orders.c.customer_id,
+            order_by=(orders.c.ordered_at, orders.c.id)).label("nth"),
+    ).where(orders.c.status == "completed", orders.c.customer_id.in_(theirs)).subquery()
+    rows = [{"customer_id": o.customer_id, "kind": "order_placed", "channel": "shop",
+             "occurred_at": as_utc(o.ordered_at), "recorded_at": now,
+             "source_key": f"order_placed:{o.external_id}"[:255], "data": order_data(o)}
+            for o in conn.execute(select(numbered).where(numbered.c.external_id.in_(wanted)))]
+    if not rows:
+        return 0
+    if conn.dialect.name == "postgresql":
+        return len(pg_unnest_insert(conn, Touchpoint.__table__, rows,
+                                    skip_conflicts_on=("source_key",), returning="id"))
+    from sqlalchemy.dialects.sqlite import insert
+
+    return len(conn.execute(insert(Touchpoint).on_conflict_do_nothing(
+        index_elements=["source_key"]).returning(Touchpoint.id), rows).all())

@@ -1,0 +1,231 @@
+"""The ingest API, ``/api/v1``: customers, orders, support contacts and custom events in.
+
+Every request needs an API key (``Authorization: Bearer lc_…``, see
+:mod:`lifecycle.apikeys`) with the scope of its endpoint: 401 without a valid
+key, 403 without the scope.  Each endpoint takes a JSON array of up to
+:data:`MAX_ITEMS` items and stores all of them or none: any invalid item
+gets 422 naming the item and the field (``loc``: ``["body", index,
+field]``), and nothing of that request is stored.  Customers and orders go
+through the same validation as the file importer; a new completed order
+lands on the timeline as ``order_placed`` and fires order triggers.
+Posting the same items again changes nothing (upserts; support contacts and
+events with an ``id`` are kept once per id).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, Depends, Request
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+from sqlalchemy import Connection, select
+
+from lifecycle.apikeys import ApiKeyRefused, authenticate
+from lifecycle.app import App
+from lifecycle.imports import import_records
+from lifecycle.imports.source import Record
+from lifecycle.models import Customer, Touchpoint
+from lifecycle.orders import announce_orders
+
+MAX_ITEMS = 1000
+BEARER = HTTPBearer(auto_error=False, description="An API key: lc_…")
+Text = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+def _no_nul(value: Any) -> Any:
+    """Refuse NUL characters anywhere in a value: PostgreSQL stores none in text or JSON."""
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError("must not contain NUL characters (\\u0000)")
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            _no_nul(key)
+            _no_nul(inner)
+    elif isinstance(value, list):
+        for inner in value:
+            _no_nul(inner)
+    return value
+
+
+class _Item(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    _plain = field_validator("*", mode="before")(classmethod(lambda cls, v: _no_nul(v)))
+
+
+class CustomerIn(_Item):
+    customer_id: Text = Field(description="The shop's own id of the customer.")
+    email: Annotated[str, Field(max_length=320)]
+    first_name: Text | None = None
+    last_name: Text | None = None
+    timezone: Annotated[str, Field(max_length=64)] | None = Field(
+        None, description="IANA timezone, e.g. Europe/Berlin.")
+    locale: Annotated[str, Field(max_length=35)] | None = None
+    created_at: AwareDatetime | None = None
+    marketing_consent: bool | None = None
+    attributes: dict[str, Any] | None = None
+
+
+class LineIn(BaseModel):
+    model_config = ConfigDict(extra="allow")  # more fields of a line are kept as given
+
+    _plain = model_validator(mode="before")(classmethod(lambda cls, v: _no_nul(v)))
+    sku: Text | None = None
+    name: Text | None = None
+    category: Text | None = None
+    quantity: Annotated[int, Field(ge=0, le=1_000_000)] = 1
+    price: Annotated[Decimal, Field(ge=0, le=10**9, decimal_places=2)] | None = None
+
+
+class OrderIn(_Item):
+    order_id: Text
+    customer_id: Text
+    ordered_at: AwareDatetime
+    total: Annotated[Decimal, Field(ge=0, le=10**9, decimal_places=2)]
+    currency: Annotated[str, Field(pattern="^[A-Za-z]{3}$")] = "EUR"
+    status: Literal["completed", "pending", "cancelled", "refunded"] = "completed"
+    items: Annotated[list[LineIn], Field(max_length=1000)] = []
+    email: Annotated[str, Field(max_length=320)] | None = None
+    first_name: Text | None = None
+    last_name: Text | None = None
+
+
+class SupportIn(_Item):
+    id: Text | None = Field(None, description="Your ticket or call id: kept once per id.")
+    customer_id: Text
+    type: Literal["ticket", "call", "chat"]
+    summary: Annotated[str, Field(min_length=1, max_length=4000)]
+    occurred_at: AwareDatetime
+    agent: Text | None = None
+
+
+class EventIn(_Item):
+    id: Text | None = Field(None, description="Your event id: kept once per id.")
+    customer_id: Text
+    name: Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[\w.:-]+$")]
+    occurred_at: AwareDatetime
+    properties: dict[str, Any] = {}
+
+
+class Stored(BaseModel):
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    announced: int = Field(0, description="Orders that fired order triggers now.")
+
+
+class _Invalid(Exception):
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        self.errors = errors
+
+
+def _items() -> Any:
+    return Body(..., max_length=MAX_ITEMS, description=f"Up to {MAX_ITEMS} items.")
+
+
+def api_routes(app: App) -> APIRouter:
+    router = APIRouter(prefix="/api/v1", tags=["ingest"])
+
+    def keyed(scope: str) -> Any:
+        def check(credentials: Annotated[HTTPAuthorizationCredentials | None,
+                                         Depends(BEARER)]) -> None:
+            with app.engine.begin() as conn:
+                authenticate(conn, credentials.credentials if credentials else None, scope,
+                             app.clock.now())
+        return Depends(check)
+
+    def imported(kind: str, items: list[Any]) -> Stored:
+        records = [Record(i, item.model_dump(mode="json", exclude_none=True))
+                   for i, item in enumerate(items)]
+        with app.engine.begin() as conn:
+            result = import_records(conn, kind, records, source_name="body",
+                                    clock=app.clock)
+            if result.issues:
+                raise _Invalid([{"loc": ["body", issue.line, *_field(issue.reason)],
+                                 "msg": issue.reason, "type": "value_error"}
+                                for issue in result.issues])
+            announced = announce_orders(conn, [i.order_id for i in items], app.clock.now()) \
+                if kind == "orders" else 0
+        return Stored(inserted=result.inserted, updated=result.updated,
+                      unchanged=result.unchanged, announced=announced)
+
+    @router.post("/customers", response_model=Stored, dependencies=[keyed("customers:write")])
+    def customers(items: Annotated[list[CustomerIn], _items()]) -> Stored:
+        """Create or update customers (by ``customer_id``)."""
+        return imported("customers", items)
+
+    @router.post("/orders", response_model=Stored, dependencies=[keyed("orders:write")])
+    def orders(items: Annotated[list[OrderIn], _items()]) -> Stored:
+        """Create or update orders (by ``order_id``); an unknown customer is created from the
+        order's email and names."""
+        return imported("orders", items)
+
+    def touched(kind: str, items: list[Any], data: Any) -> Stored:
+        with app.engine.begin() as conn:
+            ids = _customers(conn, [i.customer_id for i in items])
+            missing = [{"loc": ["body", n, "customer_id"], "type": "value_error",
+                        "msg": f"no customer with customer_id {i.customer_id!r}"}
+                       for n, i in enumerate(items) if i.customer_id not in ids]
+            if missing:
+                raise _Invalid(missing)
+            now = app.clock.now()
+            stored = 0
+            for item in items:
+                key = f"{kind}:{item.id}"[:255] if item.id else None
+                if key and conn.execute(select(Touchpoint.id).where(
+                        Touchpoint.source_key == key)).first():
+                    continue
+                conn.execute(Touchpoint.__table__.insert().values(
+                    customer_id=ids[item.customer_id], kind=kind,
+                    channel="support" if kind == "support" else "api",
+                    occurred_at=item.occurred_at, recorded_at=now, source_key=key,
+                    data=data(item)))
+                stored += 1
+        return Stored(inserted=stored, unchanged=len(items) - stored)
+
+    @router.post("/support", response_model=Stored, dependencies=[keyed("support:write")])
+    def support(items: Annotated[list[SupportIn], _items()]) -> Stored:
+        """Record support contacts (ticket, call, chat) on the customers' timelines."""
+        return touched("support", items, lambda i: {
+            "type": i.type, "summary": i.summary, "id": i.id, "agent": i.agent})
+
+    @router.post("/events", response_model=Stored, dependencies=[keyed("events:write")])
+    def events(items: Annotated[list[EventIn], _items()]) -> Stored:
+        """Record custom events (they can trigger flows: ``trigger: {event: NAME}``)."""
+        return touched("event", items, lambda i: {
+            "name": i.name, "id": i.id, "properties": i.properties})
+
+    return router
+
+
+def _field(reason: str) -> list[str]:
+    """The field an importer message starts with (``email is not …`` -> ``["email"]``)."""
+    first = reason.split(" ", 1)[0].split("[", 1)[0].rstrip(":")
+    return [first] if first.isidentifier() else []
+
+
+def _customers(conn: Connection, external_ids: list[str]) -> dict[str, int]:
+    return {external: cid for cid, external in conn.execute(select(
+        Customer.id, Customer.external_id).where(Customer.external_id.in_(set(external_ids))))}
+
+
+def install_api_errors(web: Any) -> None:
+    """401/403 for keys, 422 for invalid items (as FastAPI's own validation errors)."""
+
+    @web.exception_handler(ApiKeyRefused)
+    def refused(_request: Request, exc: ApiKeyRefused) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status,
+                            headers={"WWW-Authenticate": "Bearer"} if exc.status == 401 else None)
+
+    @web.exception_handler(_Invalid)
+    def invalid(_request: Request, exc: _Invalid) -> JSONResponse:
+        return JSONResponse({"detail": exc.errors}, status_code=422)

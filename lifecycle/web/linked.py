@@ -1,0 +1,58 @@
+"""What the pages behind the links of a mail share: the signed token, the page layout.
+
+A link's token (see :mod:`lifecycle.links`) names the customer and the mail;
+it is the credential (a mail client posts a one-click unsubscribe without
+cookies), so a page trusts nothing else.  A forged, altered or cut-short
+token — or one made for another purpose — gets :meth:`Linked.bad_link`
+(400) and changes nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import Response
+from fastapi.templating import Jinja2Templates
+from sqlalchemy import Connection, select
+
+from lifecycle.app import App
+from lifecycle.links import BadToken, verify
+from lifecycle.models import Message
+from lifecycle.subscriptions import customer_of
+
+templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+
+
+def masked(address: str) -> str:
+    """``a***@example.com``: enough to recognise, not to harvest from a forwarded link."""
+    name, _, domain = address.partition("@")
+    return f"{name[:1]}***@{domain}"
+
+
+class Linked:
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    def holder(self, conn: Connection, purpose: str, token: str) -> tuple[Any, int | None] | None:
+        """The customer row and mail id of a valid ``token``; None for a bad one."""
+        try:
+            data = verify(self.app.settings.secret_key, purpose, token)
+            customer_id, message_id = int(data["c"]), int(data.get("m") or 0)
+        except (BadToken, KeyError, TypeError, ValueError):
+            return None
+        customer = customer_of(conn, customer_id)
+        if customer is None or not customer.email:
+            return None  # erased since the mail went out: nothing to change
+        known = conn.execute(select(Message.id).where(Message.id == message_id)).first()
+        return customer, (message_id if known else None)
+
+    def bad_link(self, request: Request) -> Response:
+        return templates.TemplateResponse(request, "bad_link.html", {}, status_code=400)
+
+    def page(self, request: Request, name: str, token: str, customer: Any,
+             **extra: Any) -> Response:
+        return templates.TemplateResponse(request, name, {
+            "token": token, "shop": self.app.settings.shop_name,
+            "address": masked(customer.email), **extra})
