@@ -326,6 +326,81 @@ def _as_of(app: App, value: str | None) -> datetime:
         raise Failure(f"--as-of: {exc}") from None
 
 
+@cli.command("timeline")
+@click.argument("customer_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: the entries and the next "
+              "page's cursor.")
+@click.option("--kind", "kinds", multiple=True, help="Only this kind (repeat for several), "
+              "e.g. email_sent, replied, order_placed.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 500))
+@click.option("--before", help="Continue after this cursor (printed at the end of a page).")
+def timeline_command(customer_id: str, as_json: bool, kinds: tuple[str, ...], limit: int,
+                     before: str | None) -> None:
+    """CUSTOMER_ID's timeline (their id at the shop, or email), newest first."""
+    import json
+
+    from lifecycle.privacy import find_customer
+    from lifecycle.timeline import page
+
+    app = _ready_app()
+    with app.engine.connect() as conn:
+        found = find_customer(conn, customer_id)
+        if found is None:
+            raise Failure(f"no customer with customer_id or email {customer_id!r}.")
+        try:
+            entries = page(conn, found.id, kinds=kinds, before=before, limit=limit)
+        except ValueError as exc:
+            raise Failure(f"--before: {exc}.") from None
+    more = entries[-1].cursor if len(entries) == limit else None
+    if as_json:
+        click.echo(json.dumps({"customer_id": found.external_id,
+                               "entries": [e.as_json() for e in entries], "next": more},
+                              indent=2, ensure_ascii=False))
+        return
+    zone = found.timezone or app.settings.timezone
+    table = Table("when (" + zone + ")", "what", "kind", title=f"Timeline of {found.external_id}"
+                  f" ({found.email or 'no address'})")
+    from lifecycle.timeutil import zone as zone_of
+
+    for entry in entries:
+        table.add_row(f"{entry.occurred_at.astimezone(zone_of(zone)):%Y-%m-%d %H:%M}",
+                      entry.summary, entry.kind)
+    console = Console()
+    console.print(table)
+    if more:
+        console.print(f"More: lifecycle timeline {customer_id} --before '{more}'",
+                      highlight=False)
+    elif not entries:
+        console.print("Nothing on the timeline yet.")
+
+
+@cli.group("staff")
+def staff() -> None:
+    """Staff accounts for the web pages."""
+
+
+@staff.command("add")
+@click.argument("email")
+@click.option("--role", type=click.Choice(["support", "manager", "admin"]), required=True,
+              help="support: customers and timelines; manager: also flows; admin: everything.")
+@click.option("--name", help="Shown on the pages.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input "
+              "instead of asking for it.")
+def staff_add(email: str, role: str, name: str | None, password_stdin: bool) -> None:
+    """Create a staff account (the password is asked for, twice)."""
+    from lifecycle.staff import add_staff
+
+    password = (sys.stdin.readline().rstrip("\n") if password_stdin else
+                click.prompt("Password", hide_input=True, confirmation_prompt=True))
+    app = _ready_app()
+    try:
+        with app.engine.begin() as conn:
+            add_staff(conn, email, role, password, app.clock.now(), name=name)
+    except ValueError as exc:
+        raise Failure(f"{exc}.") from None
+    click.echo(f"{email.strip().lower()} can log in as {role}.")
+
+
 @cli.command("webhooks")
 def webhooks_command() -> None:
     """The URLs to give SendGrid: Event Webhook and Inbound Parse."""

@@ -16,6 +16,7 @@ from lifecycle.app import App
 from lifecycle.models import Customer, Message, Order, ProcessHeartbeat
 from lifecycle.web.api import api_routes, install_api_errors
 from lifecycle.web.feedback import feedback_routes
+from lifecycle.web.staff import staff_routes
 from lifecycle.web.subscriptions import subscription_routes
 from lifecycle.web.webhooks import webhook_routes
 
@@ -32,6 +33,7 @@ def create_app(app: App) -> FastAPI:
     web.include_router(subscription_routes(app))
     web.include_router(feedback_routes(app))
     web.include_router(api_routes(app))
+    web.include_router(staff_routes(app))
     install_api_errors(web)
 
     @web.get("/healthz")

@@ -1,0 +1,117 @@
+"""A customer's timeline: every touchpoint, newest first, in pages, with a line for people.
+
+Pages are keyset pages on ``(occurred_at, id)`` — the index
+``(customer_id, occurred_at)`` serves them however long the timeline is — and
+``before`` is the cursor of the last entry shown (:meth:`Entry.cursor`).
+:func:`summary` says each touchpoint in one line for support staff; the
+terminal (``lifecycle timeline``) and the web page use the same words.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, and_, or_, select
+
+from lifecycle.models import Touchpoint
+from lifecycle.timeutil import as_utc, parse_instant
+
+PAGE = 50
+MAX_PAGE = 500
+
+
+@dataclass(frozen=True)
+class Entry:
+    id: int
+    kind: str
+    channel: str
+    occurred_at: datetime
+    message_id: int | None
+    data: dict[str, Any]
+
+    @property
+    def summary(self) -> str:
+        return summary(self.kind, self.data)
+
+    @property
+    def cursor(self) -> str:
+        """Where the next page starts: ``<ISO time>~<id>``."""
+        return f"{self.occurred_at.isoformat()}~{self.id}"
+
+    def as_json(self) -> dict[str, Any]:
+        return {"id": self.id, "kind": self.kind, "channel": self.channel,
+                "occurred_at": self.occurred_at.isoformat(), "message_id": self.message_id,
+                "summary": self.summary, "data": self.data}
+
+
+def page(conn: Connection, customer_id: int, *, kinds: Sequence[str] = (),
+         before: str | None = None, limit: int = PAGE) -> list[Entry]:
+    """Up to ``limit`` entries older than the cursor ``before`` (newest first)."""
+    t = Touchpoint.__table__
+    query = select(t.c.id, t.c.kind, t.c.channel, t.c.occurred_at, t.c.message_id,
+                   t.c.data).where(t.c.customer_id == customer_id)
+    if kinds:
+        query = query.where(t.c.kind.in_(list(kinds)))
+    if before:
+        at, row_id = parse_cursor(before)
+        query = query.where(or_(t.c.occurred_at < at,
+                                and_(t.c.occurred_at == at, t.c.id < row_id)))
+    rows = conn.execute(query.order_by(t.c.occurred_at.desc(), t.c.id.desc())
+                        .limit(max(1, min(limit, MAX_PAGE))))
+    return [Entry(r.id, r.kind, r.channel, as_utc(r.occurred_at), r.message_id, r.data or {})
+            for r in rows]
+
+
+def parse_cursor(cursor: str) -> tuple[datetime, int]:
+    """``<ISO time>~<id>`` as (time, id); ValueError naming the problem."""
+    at, sep, row_id = cursor.rpartition("~")
+    if not sep or not row_id.isdigit():
+        raise ValueError(f"not a timeline cursor: {cursor!r} (expected TIME~ID)")
+    return parse_instant(at), int(row_id)
+
+
+def summary(kind: str, data: dict[str, Any]) -> str:
+    """One line for people."""
+    d = data
+    if d.get("erased"):
+        return f"{kind.replace('_', ' ')} (personal data erased)"
+    mail = f" — {d['flow']}/{d['step']}" if d.get("flow") and d.get("step") else ""
+    lines = {
+        "order_placed": lambda: f"Order {d.get('order_id')}: {d.get('total')} "
+                                f"(order no. {d.get('nth')})",
+        "email_sent": lambda: f"Mail sent: “{d.get('subject', '')}”{mail}",
+        "email_failed": lambda: f"Mail failed: {d.get('reason', '')}",
+        "email_processed": lambda: f"Mail accepted by SendGrid{mail}",
+        "email_delivered": lambda: f"Mail delivered{mail}",
+        "email_deferred": lambda: f"Delivery delayed: {d.get('response', '')}{mail}",
+        "email_dropped": lambda: f"Mail dropped by SendGrid: {d.get('reason', '')}{mail}",
+        "email_bounced": lambda: f"Mail {'blocked' if d.get('type') == 'blocked' else 'bounced'}:"
+                                 f" {d.get('reason', '')}{mail}",
+        "email_opened": lambda: f"Mail opened{mail}",
+        "email_machine_opened": lambda: f"Mail opened by a mail client's privacy proxy{mail}",
+        "email_clicked": lambda: f"Clicked {d.get('url', 'a link')}{mail}",
+        "email_spam_report": lambda: f"Marked the mail as spam{mail}",
+        "email_unsubscribed": lambda: f"Unsubscribed through SendGrid{mail}",
+        "email_group_unsubscribed": lambda: f"Unsubscribed from a SendGrid group{mail}",
+        "email_group_resubscribed": lambda: f"Subscribed again to a SendGrid group{mail}",
+        "replied": lambda: f"Replied: {_first_line(d.get('text', ''))}",
+        "auto_reply": lambda: f"Automatic answer: {d.get('subject', '')}",
+        "feedback": lambda: f"Feedback: {d.get('score')}/10"
+                            + (f" — {_first_line(d['comment'])}" if d.get("comment") else ""),
+        "support": lambda: f"Support {d.get('type', 'contact')}: {_first_line(d.get('summary', ''))}",
+        "event": lambda: f"Event {d.get('name', '')}",
+        "unsubscribed": lambda: f"Unsubscribed ({d.get('scope')}, via {d.get('via')})",
+        "resubscribed": lambda: f"Subscribed again ({d.get('scope')}, via {d.get('via')})",
+        "segment_entered": lambda: f"Entered segment {d.get('segment')}",
+        "segment_exited": lambda: f"Left segment {d.get('segment')}",
+    }
+    make = lines.get(kind)
+    return make() if make else kind.replace("_", " ")
+
+
+def _first_line(text: str, width: int = 120) -> str:
+    line = next((part.strip() for part in str(text).splitlines() if part.strip()), "")
+    return line if len(line) <= width else line[:width - 1] + "…"

@@ -1,0 +1,176 @@
+"""Pages for staff: login, customer search, a customer's timeline, the flow list.
+
+Sessions are a signed cookie (HMAC with ``LIFECYCLE_SECRET_KEY``, see
+:mod:`lifecycle.links`): the staff id, when it was issued (a session lasts
+:data:`SESSION_HOURS`) and the session's CSRF token, which every form
+carries and every POST must return.  The login form, which has no session
+yet, uses a double-submit cookie instead.  Each page names the least role it
+needs; a visitor without a session is sent to the login page, a staff member
+without the role gets 403.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import time
+from typing import Any
+from urllib.parse import parse_qs, quote
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy import func, or_, select
+from starlette.concurrency import run_in_threadpool
+
+from lifecycle.app import App
+from lifecycle.flows.service import catalogue
+from lifecycle.links import BadToken, sign, verify
+from lifecycle.models import Customer
+from lifecycle.staff import allows, check_password, staff_by_id
+from lifecycle.timeline import page as timeline_page
+from lifecycle.web.linked import templates
+
+SESSION_COOKIE = "lifecycle_session"
+LOGIN_COOKIE = "lifecycle_login"
+SESSION_HOURS = 12
+SEARCH_LIMIT = 50
+
+
+class _Visitor:
+    def __init__(self, staff: Any | None, csrf: str) -> None:
+        self.staff = staff
+        self.csrf = csrf
+
+
+def staff_routes(app: App) -> APIRouter:
+    router = APIRouter()
+    secret = app.settings.secret_key
+    secure = app.settings.base_url.startswith("https://")
+
+    def visitor(request: Request) -> _Visitor:
+        raw = request.cookies.get(SESSION_COOKIE, "")
+        try:
+            data = verify(secret, "session", raw) if raw else {}
+        except BadToken:
+            data = {}
+        fresh = time.time() - float(data.get("t", 0)) < SESSION_HOURS * 3600
+        staff = None
+        if data and fresh:
+            with app.engine.connect() as conn:
+                staff = staff_by_id(conn, int(data["u"]))
+        return _Visitor(staff, str(data.get("x", "")) if staff else "")
+
+    def guard(request: Request, role: str) -> tuple[_Visitor, Response | None]:
+        who = visitor(request)
+        if who.staff is None:
+            target = quote(request.url.path + (f"?{request.url.query}" if request.url.query
+                                               else ""))
+            return who, RedirectResponse(f"/login?next={target}", status_code=303)
+        if not allows(who.staff.role, role):
+            return who, templates.TemplateResponse(request, "forbidden.html", {
+                "who": who, "needed": role}, status_code=403)
+        return who, None
+
+    def csrf_ok(who: _Visitor, form: dict[str, list[str]]) -> bool:
+        return bool(who.csrf) and hmac.compare_digest((form.get("csrf") or [""])[0], who.csrf)
+
+    @router.get("/login", response_class=HTMLResponse)
+    def login_form(request: Request, next: str = "/customers") -> Response:
+        token = secrets.token_urlsafe(16)
+        answer = templates.TemplateResponse(request, "login.html", {
+            "csrf": token, "next": _local(next), "error": None})
+        answer.set_cookie(LOGIN_COOKIE, token, httponly=True, samesite="strict", secure=secure)
+        return answer
+
+    @router.post("/login", response_class=HTMLResponse)
+    async def login(request: Request) -> Response:
+        form = parse_qs((await request.body()).decode("utf-8", "replace"))
+        field = {k: (v or [""])[0] for k, v in form.items()}
+        expected = request.cookies.get(LOGIN_COOKIE, "")
+        if not expected or not hmac.compare_digest(field.get("csrf", ""), expected):
+            return Response("The login form expired; reload it.", status_code=403)
+
+        def check() -> Any:
+            with app.engine.begin() as conn:
+                return check_password(conn, field.get("email", ""), field.get("password", ""),
+                                      app.clock.now())
+
+        staff = await run_in_threadpool(check)
+        if staff is None:
+            return templates.TemplateResponse(request, "login.html", {
+                "csrf": expected, "next": _local(field.get("next", "/customers")),
+                "error": "Wrong email or password."}, status_code=401)
+        session = sign(secret, "session", {"u": staff.id, "t": int(time.time()),
+                                            "x": secrets.token_urlsafe(16)})
+        answer = RedirectResponse(_local(field.get("next", "/customers")), status_code=303)
+        answer.set_cookie(SESSION_COOKIE, session, httponly=True, samesite="lax", secure=secure,
+                          max_age=SESSION_HOURS * 3600)
+        answer.delete_cookie(LOGIN_COOKIE)
+        return answer
+
+    @router.post("/logout")
+    async def logout(request: Request) -> Response:
+        form = parse_qs((await request.body()).decode("utf-8", "replace"))
+        who = visitor(request)
+        if who.staff is not None and not csrf_ok(who, form):
+            return Response("Missing or wrong CSRF token.", status_code=403)
+        answer = RedirectResponse("/login", status_code=303)
+        answer.delete_cookie(SESSION_COOKIE)
+        return answer
+
+    @router.get("/customers", response_class=HTMLResponse)
+    def customers(request: Request, q: str = "") -> Response:
+        who, refused = guard(request, "support")
+        if refused:
+            return refused
+        found: list[Any] = []
+        text = q.strip()
+        if text:
+            c = Customer.__table__
+            pattern = f"%{text.lower()}%"
+            with app.engine.connect() as conn:
+                found = list(conn.execute(select(c).where(or_(
+                    c.c.external_id == text, func.lower(c.c.email) == text.lower(),
+                    func.lower(c.c.email).like(pattern),
+                    func.lower(func.coalesce(c.c.first_name, "") + " "
+                               + func.coalesce(c.c.last_name, "")).like(pattern)))
+                    .order_by(c.c.id).limit(SEARCH_LIMIT)))
+        return templates.TemplateResponse(request, "customers.html", {
+            "who": who, "q": text, "found": found, "limit": SEARCH_LIMIT})
+
+    @router.get("/customers/{customer_id}", response_class=HTMLResponse)
+    def customer(request: Request, customer_id: int, kind: str = "",
+                 before: str = "") -> Response:
+        who, refused = guard(request, "support")
+        if refused:
+            return refused
+        with app.engine.connect() as conn:
+            row = conn.execute(select(Customer.__table__).where(
+                Customer.id == customer_id)).first()
+            if row is None:
+                return Response("No such customer.", status_code=404)
+            try:
+                entries = timeline_page(conn, row.id, kinds=[kind] if kind else (),
+                                        before=before or None)
+            except ValueError:
+                return Response("Not a timeline cursor.", status_code=400)
+        return templates.TemplateResponse(request, "customer.html", {
+            "who": who, "customer": row, "entries": entries, "kind": kind,
+            "next": entries[-1].cursor if len(entries) == 50 else None})
+
+    @router.get("/flows", response_class=HTMLResponse)
+    def flows(request: Request) -> Response:
+        who, refused = guard(request, "manager")
+        if refused:
+            return refused
+        loaded = catalogue(app)
+        return templates.TemplateResponse(request, "flows.html", {
+            "who": who, "flows": sorted(loaded.flows.values(), key=lambda f: f.name),
+            "problems": loaded.problems})
+
+    return router
+
+
+def _local(target: str) -> str:
+    """Only paths on this site: ``next`` must not send anyone elsewhere."""
+    return target if target.startswith("/") and not target.startswith("//") else "/customers"

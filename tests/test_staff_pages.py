@@ -1,0 +1,110 @@
+"""Staff pages: login with a password, sessions, CSRF, roles, customer search and timeline."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+from click.testing import CliRunner
+from fastapi.testclient import TestClient
+from sqlalchemy import insert
+
+from lifecycle.app import App
+from lifecycle.cli import cli
+from lifecycle.models import Customer, Touchpoint
+from lifecycle.staff import add_staff
+from tests.factories import WEB_T0 as T0
+
+PASSWORD = "correct horse battery"
+
+
+def account(app: App, email: str, role: str) -> None:
+    with app.engine.begin() as conn:
+        add_staff(conn, email, role, PASSWORD, T0)
+
+
+def logged_in(web: TestClient, email: str, password: str = PASSWORD) -> TestClient:
+    form = web.get("/login")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', form.text).group(1)  # type: ignore[union-attr]
+    web.post("/login", data={"csrf": csrf, "email": email, "password": password,
+                             "next": "/customers"}, follow_redirects=False)
+    return web
+
+
+def a_customer(app: App) -> int:
+    with app.engine.begin() as conn:
+        cid = conn.execute(insert(Customer).returning(Customer.id).values(
+            external_id="C7", email="ann@example.com", first_name="Ann", last_name="Lee",
+            attributes={}, created_at=T0, updated_at=T0)).scalar_one()
+        conn.execute(insert(Touchpoint), [
+            {"customer_id": cid, "kind": "order_placed", "channel": "shop", "occurred_at": T0,
+             "recorded_at": T0, "data": {"order_id": "O9", "total": "12.00", "nth": 1}},
+            {"customer_id": cid, "kind": "replied", "channel": "email",
+             "occurred_at": T0 + timedelta(hours=1), "recorded_at": T0,
+             "data": {"text": "Why did I get this mail?"}}])
+    return int(cid)
+
+
+def test_an_anonymous_visitor_is_sent_to_the_login_page(web: TestClient) -> None:
+    answer = web.get("/customers?q=ann", follow_redirects=False)
+    assert answer.status_code == 303 and answer.headers["location"].startswith("/login?next=")
+
+
+def test_a_wrong_password_or_a_missing_login_csrf_is_refused(app: App, web: TestClient) -> None:
+    account(app, "sue@shop.example", "support")
+    logged_in(web, "sue@shop.example", "wrong password!")
+    assert web.get("/customers", follow_redirects=False).status_code == 303
+    answer = web.post("/login", data={"csrf": "forged", "email": "sue@shop.example",
+                                      "password": PASSWORD})
+    assert answer.status_code == 403
+
+
+def test_support_finds_a_customer_and_reads_the_timeline(app: App, web: TestClient) -> None:
+    account(app, "sue@shop.example", "support")
+    cid = a_customer(app)
+    logged_in(web, "sue@shop.example")
+    for query in ("ann@example.com", "C7", "ann lee", "EXAMPLE"):
+        found = web.get("/customers", params={"q": query})
+        assert f'href="/customers/{cid}"' in found.text, query
+    page = web.get(f"/customers/{cid}")
+    assert page.status_code == 200
+    assert page.text.index("Replied: Why did I get this mail?") < page.text.index("Order O9")
+    only = web.get(f"/customers/{cid}", params={"kind": "order_placed"})
+    assert "Order O9" in only.text and "Replied" not in only.text
+
+
+def test_support_is_refused_the_flows_page_and_a_manager_is_not(app: App,
+                                                                web: TestClient) -> None:
+    account(app, "sue@shop.example", "support")
+    account(app, "max@shop.example", "manager")
+    logged_in(web, "sue@shop.example")
+    refused = web.get("/flows")
+    assert refused.status_code == 403 and "needs the manager role" in refused.text
+    web.cookies.clear()
+    logged_in(web, "max@shop.example")
+    allowed = web.get("/flows")
+    assert allowed.status_code == 200 and "win_back" in allowed.text
+
+
+def test_logging_out_needs_the_session_csrf_and_ends_the_session(app: App,
+                                                                 web: TestClient) -> None:
+    account(app, "sue@shop.example", "support")
+    logged_in(web, "sue@shop.example")
+    assert web.post("/logout", data={"csrf": "nope"}).status_code == 403
+    csrf = re.search(r'name="csrf" value="([^"]+)"',  # type: ignore[union-attr]
+                     web.get("/customers").text).group(1)
+    web.post("/logout", data={"csrf": csrf}, follow_redirects=False)
+    web.cookies.clear()  # the browser drops the deleted cookie
+    assert web.get("/customers", follow_redirects=False).status_code == 303
+
+
+def test_staff_add_makes_an_account_and_refuses_a_short_password(
+        cli_env: dict[str, str]) -> None:
+    ok = CliRunner().invoke(cli, ["db", "upgrade"], env=cli_env)
+    assert ok.exit_code == 0, ok.output
+    made = CliRunner().invoke(cli, ["staff", "add", "Max@Shop.example", "--role", "manager",
+                                    "--password-stdin"], input=PASSWORD + "\n", env=cli_env)
+    assert made.exit_code == 0 and "max@shop.example can log in as manager" in made.output
+    short = CliRunner().invoke(cli, ["staff", "add", "b@shop.example", "--role", "support",
+                                     "--password-stdin"], input="short\n", env=cli_env)
+    assert short.exit_code == 2 and "at least 12 characters" in short.output
