@@ -105,6 +105,9 @@ def summary(kind: str, data: dict[str, Any]) -> str:
         "event": lambda: f"Event {d.get('name', '')}",
         "unsubscribed": lambda: f"Unsubscribed ({d.get('scope')}, via {d.get('via')})",
         "resubscribed": lambda: f"Subscribed again ({d.get('scope')}, via {d.get('via')})",
+        "mail_paused": lambda: f"Scheduled mail paused by {d.get('by')}{mail}",
+        "mail_resumed": lambda: f"Paused mail released by {d.get('by')}{mail}",
+        "mail_cancelled": lambda: f"Scheduled mail cancelled by {d.get('by')}{mail}",
         "segment_entered": lambda: f"Entered segment {d.get('segment')}",
         "segment_exited": lambda: f"Left segment {d.get('segment')}",
     }

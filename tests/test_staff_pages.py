@@ -108,3 +108,44 @@ def test_staff_add_makes_an_account_and_refuses_a_short_password(
     short = CliRunner().invoke(cli, ["staff", "add", "b@shop.example", "--role", "support",
                                      "--password-stdin"], input="short\n", env=cli_env)
     assert short.exit_code == 2 and "at least 12 characters" in short.output
+
+
+def test_support_pauses_resumes_and_cancels_a_scheduled_mail(app: App, web: TestClient) -> None:
+    from sqlalchemy import select
+
+    from lifecycle.mail.sending import dispatch
+    from lifecycle.models import Message
+
+    account(app, "sue@shop.example", "support")
+    cid = a_customer(app)
+    with app.engine.begin() as conn:
+        mid = conn.execute(insert(Message).returning(Message.id).values(
+            idempotency_key="wb", customer_id=cid, flow="win_back", step="miss-you",
+            template="winback_1", to_email="ann@example.com", status="scheduled",
+            due_at=T0 + timedelta(days=2), attempts=0, context={}, created_at=T0,
+            updated_at=T0)).scalar_one()
+    logged_in(web, "sue@shop.example")
+    page = web.get(f"/customers/{cid}")
+    assert "win_back/miss-you (winback_1)" in page.text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
+    base = f"/customers/{cid}/mails/{mid}"
+
+    def status() -> str:
+        with app.engine.connect() as conn:
+            return str(conn.execute(select(Message.status).where(Message.id == mid))
+                       .scalar_one())
+
+    assert web.post(f"{base}/pause", data={"csrf": "forged"}).status_code == 403
+    assert status() == "scheduled"
+    web.post(f"{base}/pause", data={"csrf": csrf}, follow_redirects=False)
+    assert status() == "paused"
+    app.clock.set(T0 + timedelta(days=3))  # type: ignore[attr-defined]
+    assert dispatch(app, lambda _ids: None) == 0  # a paused mail is not handed out
+    web.post(f"{base}/resume", data={"csrf": csrf}, follow_redirects=False)
+    assert status() == "scheduled"
+    web.post(f"{base}/cancel", data={"csrf": csrf}, follow_redirects=False)
+    assert status() == "cancelled"
+    assert web.post(f"{base}/pause", data={"csrf": csrf}).status_code == 409
+    timeline = web.get(f"/customers/{cid}").text
+    assert "Scheduled mail paused by sue@shop.example" in timeline
+    assert "Scheduled mail cancelled by sue@shop.example" in timeline

@@ -255,6 +255,30 @@ class Outbox:
             attempt_log=_logged(row, now, "requeued", reason))).rowcount
 
     # -- the timeline ---------------------------------------------------------
+    # -- support staff -----------------------------------------------------
+    def hold(self, message_id: int, action: str, now: datetime, staff: str) -> bool:
+        """``pause`` a scheduled mail, ``resume`` a paused one, or ``cancel`` either, for a
+        staff member; False if the mail is no longer in a state that allows it (it went out,
+        or someone else changed it first)."""
+        start, end = {"pause": ((_S.SCHEDULED,), _S.PAUSED),
+                      "resume": ((_S.PAUSED,), _S.SCHEDULED),
+                      "cancel": ((_S.SCHEDULED, _S.PAUSED), _S.CANCELLED)}[action]
+        done = {"pause": "paused", "resume": "resumed", "cancel": "cancelled"}[action]
+        row = self.conn.execute(select(_messages).where(_messages.c.id == message_id)).first()
+        if row is None or self.conn.execute(update(_messages).where(
+                _messages.c.id == message_id,
+                _messages.c.status.in_([s.value for s in start])).values(
+                status=end.value, updated_at=now,
+                last_error=f"{done} by {staff}" if action != "resume" else None,
+                attempt_log=_logged(row, now, done, staff))).rowcount != 1:
+            return False
+        self.conn.execute((pg_insert if self.pg else sqlite_insert)(Touchpoint).values(
+            customer_id=row.customer_id, kind=f"mail_{done}", channel="support",
+            occurred_at=now, recorded_at=now, message_id=row.id,
+            data={"by": staff, "flow": row.flow, "step": row.step, "template": row.template,
+                  "due_at": row.due_at.isoformat() if row.due_at else None}))
+        return True
+
     def touch(self, message: Any, kind: str, now: datetime, **data: object) -> None:
         """Record ``kind`` (email_sent, email_failed, …) on the customer's timeline, once."""
         insert = pg_insert if self.pg else sqlite_insert

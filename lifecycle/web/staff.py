@@ -25,7 +25,8 @@ from starlette.concurrency import run_in_threadpool
 from lifecycle.app import App
 from lifecycle.flows.service import catalogue
 from lifecycle.links import BadToken, sign, verify
-from lifecycle.models import Customer
+from lifecycle.mail.outbox import Outbox
+from lifecycle.models import Customer, Message
 from lifecycle.staff import allows, check_password, staff_by_id
 from lifecycle.timeline import page as timeline_page
 from lifecycle.web.linked import templates
@@ -154,9 +155,38 @@ def staff_routes(app: App) -> APIRouter:
                                         before=before or None)
             except ValueError:
                 return Response("Not a timeline cursor.", status_code=400)
+            m = Message.__table__
+            upcoming = list(conn.execute(select(m.c.id, m.c.flow, m.c.step, m.c.template,
+                                                m.c.due_at, m.c.status).where(
+                m.c.customer_id == row.id, m.c.status.in_(("scheduled", "paused")))
+                .order_by(m.c.due_at)))
         return templates.TemplateResponse(request, "customer.html", {
             "who": who, "customer": row, "entries": entries, "kind": kind,
-            "next": entries[-1].cursor if len(entries) == 50 else None})
+            "upcoming": upcoming, "next": entries[-1].cursor if len(entries) == 50 else None})
+
+    @router.post("/customers/{customer_id}/mails/{message_id}/{action}")
+    async def hold(request: Request, customer_id: int, message_id: int,
+                   action: str) -> Response:
+        form = parse_qs((await request.body()).decode("utf-8", "replace"))
+        who, refused = guard(request, "support")
+        if refused:
+            return refused
+        if not csrf_ok(who, form):
+            return Response("Missing or wrong CSRF token.", status_code=403)
+        if action not in ("pause", "resume", "cancel"):
+            return Response("Unknown action.", status_code=404)
+
+        def change() -> bool:
+            with app.engine.begin() as conn:
+                mine = conn.execute(select(Message.id).where(
+                    Message.id == message_id, Message.customer_id == customer_id)).first()
+                return mine is not None and Outbox(conn).hold(
+                    message_id, action, app.clock.now(), who.staff.email)
+
+        if not await run_in_threadpool(change):
+            return Response("That mail cannot be changed any more (it went out, or someone "
+                            "changed it first).", status_code=409)
+        return RedirectResponse(f"/customers/{customer_id}#upcoming", status_code=303)
 
     @router.get("/flows", response_class=HTMLResponse)
     def flows(request: Request) -> Response:
