@@ -108,6 +108,7 @@ def summary(kind: str, data: dict[str, Any]) -> str:
         "mail_paused": lambda: f"Scheduled mail paused by {d.get('by')}{mail}",
         "mail_resumed": lambda: f"Paused mail released by {d.get('by')}{mail}",
         "mail_cancelled": lambda: f"Scheduled mail cancelled by {d.get('by')}{mail}",
+        "note": lambda: f"Note by {d.get('by')}: {_first_line(d.get('text', ''))}",
         "segment_entered": lambda: f"Entered segment {d.get('segment')}",
         "segment_exited": lambda: f"Left segment {d.get('segment')}",
     }

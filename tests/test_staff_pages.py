@@ -149,3 +149,20 @@ def test_support_pauses_resumes_and_cancels_a_scheduled_mail(app: App, web: Test
     timeline = web.get(f"/customers/{cid}").text
     assert "Scheduled mail paused by sue@shop.example" in timeline
     assert "Scheduled mail cancelled by sue@shop.example" in timeline
+
+
+def test_support_adds_a_note_that_lands_on_the_timeline(app: App, web: TestClient) -> None:
+    account(app, "sue@shop.example", "support")
+    cid = a_customer(app)
+    logged_in(web, "sue@shop.example")
+    csrf = re.search(r'name="csrf" value="([^"]+)"',  # type: ignore[union-attr]
+                     web.get(f"/customers/{cid}").text).group(1)
+    assert web.post(f"/customers/{cid}/notes", data={"csrf": "forged", "note": "x"}
+                    ).status_code == 403
+    assert web.post(f"/customers/{cid}/notes", data={"csrf": csrf, "note": "  "}
+                    ).status_code == 422
+    web.post(f"/customers/{cid}/notes", data={
+        "csrf": csrf, "note": "Called about the win-back mail; paused the next one."},
+        follow_redirects=False)
+    page = web.get(f"/customers/{cid}", params={"kind": "note"}).text
+    assert "Note by sue@shop.example: Called about the win-back mail" in page

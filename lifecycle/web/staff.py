@@ -26,7 +26,7 @@ from lifecycle.app import App
 from lifecycle.flows.service import catalogue
 from lifecycle.links import BadToken, sign, verify
 from lifecycle.mail.outbox import Outbox
-from lifecycle.models import Customer, Message
+from lifecycle.models import Customer, Message, Touchpoint
 from lifecycle.staff import allows, check_password, staff_by_id
 from lifecycle.timeline import page as timeline_page
 from lifecycle.web.linked import templates
@@ -35,6 +35,8 @@ SESSION_COOKIE = "lifecycle_session"
 LOGIN_COOKIE = "lifecycle_login"
 SESSION_HOURS = 12
 SEARCH_LIMIT = 50
+#: Longest staff note kept (characters).
+MAX_NOTE = 4000
 
 
 class _Visitor:
@@ -187,6 +189,33 @@ def staff_routes(app: App) -> APIRouter:
             return Response("That mail cannot be changed any more (it went out, or someone "
                             "changed it first).", status_code=409)
         return RedirectResponse(f"/customers/{customer_id}#upcoming", status_code=303)
+
+    @router.post("/customers/{customer_id}/notes")
+    async def note(request: Request, customer_id: int) -> Response:
+        form = parse_qs((await request.body()).decode("utf-8", "replace"))
+        who, refused = guard(request, "support")
+        if refused:
+            return refused
+        if not csrf_ok(who, form):
+            return Response("Missing or wrong CSRF token.", status_code=403)
+        text = (form.get("note") or [""])[0].strip().replace("\x00", "")
+        if not text:
+            return Response("The note is empty.", status_code=422)
+
+        def write() -> bool:
+            now = app.clock.now()
+            with app.engine.begin() as conn:
+                if conn.execute(select(Customer.id).where(Customer.id == customer_id)).first() \
+                        is None:
+                    return False
+                conn.execute(Touchpoint.__table__.insert().values(
+                    customer_id=customer_id, kind="note", channel="support", occurred_at=now,
+                    recorded_at=now, data={"by": who.staff.email, "text": text[:MAX_NOTE]}))
+            return True
+
+        if not await run_in_threadpool(write):
+            return Response("No such customer.", status_code=404)
+        return RedirectResponse(f"/customers/{customer_id}#timeline", status_code=303)
 
     @router.get("/flows", response_class=HTMLResponse)
     def flows(request: Request) -> Response:
