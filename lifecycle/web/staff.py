@@ -77,6 +77,16 @@ def staff_routes(app: App) -> APIRouter:
     def csrf_ok(who: _Visitor, form: dict[str, list[str]]) -> bool:
         return bool(who.csrf) and hmac.compare_digest((form.get("csrf") or [""])[0], who.csrf)
 
+    async def posted(request: Request, role: str
+                     ) -> tuple[_Visitor, dict[str, list[str]], Response | None]:
+        """A staff form post: the visitor, the form, and the answer if it is refused (no
+        session or role: as :func:`guard`; a wrong CSRF token: 403)."""
+        form = parse_qs((await request.body()).decode("utf-8", "replace"))
+        who, refused = guard(request, role)
+        if refused is None and not csrf_ok(who, form):
+            refused = Response("Missing or wrong CSRF token.", status_code=403)
+        return who, form, refused
+
     @router.get("/login", response_class=HTMLResponse)
     def login_form(request: Request, next: str = "/customers") -> Response:
         token = secrets.token_urlsafe(16)
@@ -169,12 +179,9 @@ def staff_routes(app: App) -> APIRouter:
     @router.post("/customers/{customer_id}/mails/{message_id}/{action}")
     async def hold(request: Request, customer_id: int, message_id: int,
                    action: str) -> Response:
-        form = parse_qs((await request.body()).decode("utf-8", "replace"))
-        who, refused = guard(request, "support")
+        who, _form, refused = await posted(request, "support")
         if refused:
             return refused
-        if not csrf_ok(who, form):
-            return Response("Missing or wrong CSRF token.", status_code=403)
         if action not in ("pause", "resume", "cancel"):
             return Response("Unknown action.", status_code=404)
 
@@ -192,12 +199,9 @@ def staff_routes(app: App) -> APIRouter:
 
     @router.post("/customers/{customer_id}/notes")
     async def note(request: Request, customer_id: int) -> Response:
-        form = parse_qs((await request.body()).decode("utf-8", "replace"))
-        who, refused = guard(request, "support")
+        who, form, refused = await posted(request, "support")
         if refused:
             return refused
-        if not csrf_ok(who, form):
-            return Response("Missing or wrong CSRF token.", status_code=403)
         text = (form.get("note") or [""])[0].strip().replace("\x00", "")
         if not text:
             return Response("The note is empty.", status_code=422)
