@@ -19,7 +19,6 @@ touchpoints) — what storing them costs at the least.
 from __future__ import annotations
 
 import argparse
-import base64
 import http.client
 import json
 import os
@@ -30,8 +29,6 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, func, insert, select
 from sqlalchemy.engine import make_url
 
@@ -40,11 +37,10 @@ from lifecycle.app import App
 from lifecycle.clock import SystemClock
 from lifecycle.config import load_settings
 from lifecycle.mail.sending import dispatch, send_batch
-from lifecycle.mail.signature import SIGNATURE_HEADER, TIMESTAMP_HEADER
 from lifecycle.mail.transports import FileTransport
 from lifecycle.models import Message, Touchpoint
 from lifecycle.models.base import JSONType
-from tests.factories import add_campaign
+from tests.factories import add_campaign, webhook_headers, webhook_key
 from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,9 +86,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1_000)
     parser.add_argument("--backend", choices=("postgresql", "sqlite"), default="postgresql")
     args = parser.parse_args()
-    key = ec.generate_private_key(ec.SECP256R1())
-    public = base64.b64encode(key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)).decode()
+    key, public = webhook_key()
     port = free_port()
     with tempfile.TemporaryDirectory() as folder:
         url = fresh_database(args.backend, Path(folder), "webhooks")
@@ -131,11 +125,8 @@ def main() -> None:
 
             def post(batch: list[dict]) -> dict:
                 body = json.dumps(batch).encode()
-                stamp = str(int(time.time()))
-                signature = key.sign(stamp.encode() + body, ec.ECDSA(hashes.SHA256()))
-                web.request("POST", "/webhooks/sendgrid/events", body=body, headers={
-                    SIGNATURE_HEADER: base64.b64encode(signature).decode(),
-                    TIMESTAMP_HEADER: stamp, "Content-Type": "application/json"})
+                web.request("POST", "/webhooks/sendgrid/events", body=body,
+                            headers=webhook_headers(key, body, int(time.time())))
                 answer = web.getresponse()
                 data = json.loads(answer.read())
                 assert answer.status == 200, data

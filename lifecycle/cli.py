@@ -339,31 +339,27 @@ def timeline_command(customer_id: str, as_json: bool, kinds: tuple[str, ...], li
     """CUSTOMER_ID's timeline (their id at the shop, or email), newest first."""
     import json
 
-    from lifecycle.privacy import find_customer
-    from lifecycle.timeline import page
+    from lifecycle.timeline import next_cursor, page
+    from lifecycle.timeutil import zone
 
     app = _ready_app()
     with app.engine.connect() as conn:
-        found = find_customer(conn, customer_id)
-        if found is None:
-            raise Failure(f"no customer with customer_id or email {customer_id!r}.")
+        found = _known_customer(conn, customer_id)
         try:
             entries = page(conn, found.id, kinds=kinds, before=before, limit=limit)
         except ValueError as exc:
             raise Failure(f"--before: {exc}.") from None
-    more = entries[-1].cursor if len(entries) == limit else None
+    more = next_cursor(entries, limit)
     if as_json:
         click.echo(json.dumps({"customer_id": found.external_id,
                                "entries": [e.as_json() for e in entries], "next": more},
                               indent=2, ensure_ascii=False))
         return
-    zone = found.timezone or app.settings.timezone
-    table = Table("when (" + zone + ")", "what", "kind", title=f"Timeline of {found.external_id}"
+    tz = found.timezone or app.settings.timezone
+    table = Table(f"when ({tz})", "what", "kind", title=f"Timeline of {found.external_id}"
                   f" ({found.email or 'no address'})")
-    from lifecycle.timeutil import zone as zone_of
-
     for entry in entries:
-        table.add_row(f"{entry.occurred_at.astimezone(zone_of(zone)):%Y-%m-%d %H:%M}",
+        table.add_row(f"{entry.occurred_at.astimezone(zone(tz)):%Y-%m-%d %H:%M}",
                       entry.summary, entry.kind)
     console = Console()
     console.print(table)
@@ -462,7 +458,7 @@ def apikey_revoke(prefix: str) -> None:
     app = _ready_app()
     with app.engine.begin() as conn:
         if not revoke(conn, prefix, app.clock.now()):
-            raise click.ClickException(f"No active key has the prefix {prefix!r}.")
+            raise Failure(f"no active key has the prefix {prefix!r}.")
     click.echo(f"Key {prefix} is revoked.")
 
 
@@ -772,6 +768,16 @@ def _customer(conn: Any, external_id: str) -> Any:
     return customer
 
 
+def _known_customer(conn: Any, key: str) -> Any:
+    """The customer whose customer_id, row id or email is ``key`` (Failure if none)."""
+    from lifecycle.privacy import find_customer
+
+    found = find_customer(conn, key)
+    if found is None:
+        raise Failure(f"no customer with customer_id or email {key!r}.")
+    return found
+
+
 @cli.group()
 def customer() -> None:
     """One customer: what we know and why they are in each segment."""
@@ -806,13 +812,11 @@ def customer_export(customer_id: str, out: Path | None) -> None:
     """Everything held about CUSTOMER_ID (their id at the shop, or email), as JSON."""
     import json
 
-    from lifecycle.privacy import export, find_customer
+    from lifecycle.privacy import export
 
     app = _ready_app()
     with app.engine.connect() as conn:
-        found = find_customer(conn, customer_id)
-        if found is None:
-            raise Failure(f"no customer with customer_id or email {customer_id!r}.")
+        found = _known_customer(conn, customer_id)
         data = export(conn, found)
     text = json.dumps(data, indent=2, ensure_ascii=False)
     if out is None:
@@ -827,16 +831,14 @@ def customer_export(customer_id: str, out: Path | None) -> None:
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def customer_erase(customer_id: str, yes: bool) -> None:
     """Erase CUSTOMER_ID's personal data; the address stays only as a hash, never mailed."""
-    from lifecycle.privacy import erase, find_customer
+    from lifecycle.privacy import erase
 
     app = _ready_app()
     if not yes:
         click.confirm(f"Erase the personal data of {customer_id}? This cannot be undone.",
                       abort=True)
     with app.engine.begin() as conn:
-        found = find_customer(conn, customer_id)
-        if found is None:
-            raise Failure(f"no customer with customer_id or email {customer_id!r}.")
+        found = _known_customer(conn, customer_id)
         counts = erase(conn, found, app.clock.now())
     click.echo(f"Erased customer {customer_id} (now erased:{found.id}): "
                + ", ".join(f"{name.replace('_', ' ')} {n}" for name, n in counts.items()) + ".")

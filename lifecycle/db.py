@@ -17,6 +17,7 @@ from typing import Any
 from psycopg.types.json import Jsonb
 from sqlalchemy import JSON, Connection, Engine, Table, TextClause, create_engine, event, text
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -73,6 +74,25 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """A session whose work commits on success and rolls back on any error."""
     with factory() as session, session.begin():
         yield session
+
+
+def insert_new(conn: Connection, table: Table, rows: list[dict[str, Any]],
+               unique: tuple[str, ...], returning: str | None = None) -> list[Any]:
+    """Insert ``rows``, skipping each whose ``unique`` columns are taken already (by an earlier
+    row or one of these); the ``returning`` column of the rows inserted.
+
+    One short statement on PostgreSQL (:func:`pg_unnest_insert`); on SQLite one
+    ``INSERT … ON CONFLICT DO NOTHING`` per row, in one call.
+    """
+    if not rows:
+        return []
+    if conn.dialect.name == "postgresql":
+        return pg_unnest_insert(conn, table, rows, skip_conflicts_on=unique, returning=returning)
+    statement = sqlite_insert(table).on_conflict_do_nothing(index_elements=list(unique))
+    if returning is None:
+        conn.execute(statement, rows)
+        return []
+    return list(conn.execute(statement.returning(table.c[returning]), rows).scalars())
 
 
 def pg_unnest_insert(conn: Connection, table: Table, rows: list[dict[str, Any]], *,

@@ -35,13 +35,11 @@ def record_answer(conn: Connection, customer: Any, message_id: int | None, score
     (``defs`` None: not now); the segments entered and left."""
     if score not in SCORES:
         raise ValueError(f"a score is a whole number from 0 to 10, not {score!r}")
-    key = _key(customer.id, message_id)
-    found = conn.execute(select(Touchpoint.id, Touchpoint.data).where(
-        Touchpoint.source_key == key)).first()
+    found = _answer(conn, customer, message_id)
     if found is None:
         conn.execute(insert(Touchpoint).values(
             customer_id=customer.id, kind="feedback", channel="email", occurred_at=now,
-            recorded_at=now, message_id=message_id, source_key=key,
+            recorded_at=now, message_id=message_id, source_key=_key(customer.id, message_id),
             data={"score": score, "question": "nps"}))
     elif found.data.get("score") != score:
         conn.execute(update(Touchpoint).where(Touchpoint.id == found.id).values(
@@ -55,9 +53,7 @@ def record_answer(conn: Connection, customer: Any, message_id: int | None, score
 def add_comment(conn: Connection, customer: Any, message_id: int | None, comment: str,
                 now: datetime) -> bool:
     """Keep ``comment`` with the answer to mail ``message_id``; False if there is no answer."""
-    key = _key(customer.id, message_id)
-    found = conn.execute(select(Touchpoint.id, Touchpoint.data).where(
-        Touchpoint.source_key == key)).first()
+    found = _answer(conn, customer, message_id)
     if found is None:
         return False
     conn.execute(update(Touchpoint).where(Touchpoint.id == found.id).values(
@@ -67,5 +63,11 @@ def add_comment(conn: Connection, customer: Any, message_id: int | None, comment
 
 def answer_of(conn: Connection, customer: Any, message_id: int | None) -> dict[str, Any] | None:
     """The answer (score, comment) kept for mail ``message_id``, if any."""
-    return conn.execute(select(Touchpoint.data).where(
-        Touchpoint.source_key == _key(customer.id, message_id))).scalar()
+    found = _answer(conn, customer, message_id)
+    return None if found is None else dict(found.data)
+
+
+def _answer(conn: Connection, customer: Any, message_id: int | None) -> Any | None:
+    """The ``feedback`` touchpoint (id, data) of mail ``message_id``, if there is one."""
+    return conn.execute(select(Touchpoint.id, Touchpoint.data).where(
+        Touchpoint.source_key == _key(customer.id, message_id))).first()

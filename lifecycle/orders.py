@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from lifecycle.db import pg_unnest_insert
+from lifecycle.db import insert_new
 from lifecycle.models import Order, Touchpoint
 from lifecycle.timeutil import as_utc
 
@@ -47,12 +47,4 @@ def announce_orders(conn: Connection, external_ids: Iterable[str], now: datetime
              "occurred_at": as_utc(o.ordered_at), "recorded_at": now,
              "source_key": f"order_placed:{o.external_id}"[:255], "data": order_data(o)}
             for o in conn.execute(select(numbered).where(numbered.c.external_id.in_(wanted)))]
-    if not rows:
-        return 0
-    if conn.dialect.name == "postgresql":
-        return len(pg_unnest_insert(conn, Touchpoint.__table__, rows,
-                                    skip_conflicts_on=("source_key",), returning="id"))
-    from sqlalchemy.dialects.sqlite import insert
-
-    return len(conn.execute(insert(Touchpoint).on_conflict_do_nothing(
-        index_elements=["source_key"]).returning(Touchpoint.id), rows).all())
+    return len(insert_new(conn, Touchpoint.__table__, rows, ("source_key",), "id"))

@@ -77,19 +77,30 @@ def find_customer(conn: Connection, key: str) -> Any | None:
     return found
 
 
+def _held(conn: Connection, customer: Any) -> tuple[set[str], list[Any]]:
+    """The customer's addresses (profile and every mail's), and the conditions that find the
+    provider's events about their mails or addresses (none: nothing to find)."""
+    mails = Message.__table__
+    message_ids: list[int] = []
+    addresses = {customer.email} if customer.email else set()
+    for mid, address in conn.execute(select(mails.c.id, mails.c.to_email).where(
+            mails.c.customer_id == customer.id)):
+        message_ids.append(mid)
+        if address and address != ERASED_ADDRESS:
+            addresses.add(address)
+    events = ProviderEvent.__table__
+    about = [events.c.message_id.in_(message_ids)] if message_ids else []
+    about += [events.c.email.in_(addresses)] if addresses else []
+    return addresses, about
+
+
 def export(conn: Connection, customer: Any) -> dict[str, Any]:
     """Everything held about ``customer`` (a customers row), JSON-ready."""
     cid = customer.id
     mails = Message.__table__
-    message_ids = list(conn.execute(select(mails.c.id).where(mails.c.customer_id == cid))
-                       .scalars())
+    addresses, about = _held(conn, customer)
     events = ProviderEvent.__table__
-    about = [events.c.message_id.in_(message_ids)] if message_ids else []
-    if customer.email:
-        about.append(events.c.email == customer.email)
-    hashes = {email_hash(customer.email)} if customer.email else set()
-    hashes |= {email_hash(a) for a in conn.execute(select(mails.c.to_email).where(
-        mails.c.customer_id == cid)).scalars() if a and a != ERASED_ADDRESS}
+    hashes = {email_hash(a) for a in addresses}
     return {
         "customer": _plain(dict(customer._mapping)),
         "orders": _rows(conn, select(Order.__table__).where(Order.customer_id == cid)
@@ -112,10 +123,7 @@ def export(conn: Connection, customer: Any) -> dict[str, Any]:
 def erase(conn: Connection, customer: Any, now: datetime) -> dict[str, int]:
     """Remove ``customer``'s personal data (see the module doc); counts of what changed."""
     cid = customer.id
-    mails = Message.__table__
-    addresses = {customer.email} if customer.email else set()
-    addresses |= {a for a in conn.execute(select(mails.c.to_email).where(
-        mails.c.customer_id == cid)).scalars() if a and a != ERASED_ADDRESS}
+    addresses, about = _held(conn, customer)
     counts: dict[str, int] = {}
     for address in sorted(addresses):
         address_hash = email_hash(address)
@@ -127,8 +135,6 @@ def erase(conn: Connection, customer: Any, now: datetime) -> dict[str, int]:
             email_hash=address_hash, email=None, scope="all",
             reason=SuppressionReason.ERASED.value, source="erasure", created_at=now))
     counts["addresses"] = len(addresses)
-    message_ids = list(conn.execute(select(mails.c.id).where(mails.c.customer_id == cid))
-                       .scalars())
     counts["mails_cancelled"] = conn.execute(update(Message).where(
         Message.customer_id == cid, Message.status.in_(UNSENT)).values(
         status=MessageStatus.CANCELLED.value, last_error="the customer was erased",
@@ -152,8 +158,6 @@ def erase(conn: Connection, customer: Any, now: datetime) -> dict[str, int]:
         touched += 1
     counts["timeline"] = touched
     events = ProviderEvent.__table__
-    about = [events.c.message_id.in_(message_ids)] if message_ids else []
-    about += [events.c.email.in_(addresses)] if addresses else []
     counts["provider_events"] = conn.execute(update(events).where(or_(*about)).values(
         email=None, data={"erased": True})).rowcount if about else 0
     conn.execute(update(Customer).where(Customer.id == cid).values(

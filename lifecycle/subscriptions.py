@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, insert, select
 
+from lifecycle.db import insert_new
 from lifecycle.models import Customer, Suppression, SuppressionReason, Touchpoint, email_hash
 
 MARKETING = "marketing"
@@ -56,13 +57,11 @@ def opted_out(conn: Connection, customer: Any) -> dict[str, str]:
 def unsubscribe(conn: Connection, customer: Any, scope: str, now: datetime, *, via: str,
                 message_id: int | None = None) -> bool:
     """Stop ``scope`` for ``customer``; False if it was stopped already (nothing changes)."""
-    address_hash = email_hash(customer.email)
-    if conn.execute(select(Suppression.id).where(Suppression.email_hash == address_hash,
-                                                 Suppression.scope == scope)).first():
-        return False
-    conn.execute(insert(Suppression).values(
-        email_hash=address_hash, email=customer.email, scope=scope,
-        reason=SuppressionReason.UNSUBSCRIBE.value, source=via, created_at=now))
+    if not insert_new(conn, Suppression.__table__, [{
+            "email_hash": email_hash(customer.email), "email": customer.email, "scope": scope,
+            "reason": SuppressionReason.UNSUBSCRIBE.value, "source": via, "created_at": now}],
+            ("email_hash", "scope"), "id"):
+        return False  # stopped already (two clicks at once included)
     _touch(conn, customer, "unsubscribed", scope, via, now, message_id)
     return True
 

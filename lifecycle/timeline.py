@@ -65,6 +65,12 @@ def page(conn: Connection, customer_id: int, *, kinds: Sequence[str] = (),
             for r in rows]
 
 
+def next_cursor(entries: Sequence[Entry], limit: int) -> str | None:
+    """The cursor of the page after ``entries``, a page of ``limit``: None when it was the
+    last (not full)."""
+    return entries[-1].cursor if entries and len(entries) == limit else None
+
+
 def parse_cursor(cursor: str) -> tuple[datetime, int]:
     """``<ISO time>~<id>`` as (time, id); ValueError naming the problem."""
     at, sep, row_id = cursor.rpartition("~")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import csv
 import json
 from collections.abc import Sequence
@@ -136,3 +137,28 @@ def add_campaign(conn, n: int, now, template: str = "thank_you"):  # type: ignor
 #: The clock and secret of the ``web_app`` fixture (tests sign their own tokens with it).
 WEB_T0 = datetime(2026, 6, 3, 12, tzinfo=UTC)
 WEB_SECRET = "w" * 40
+
+
+def webhook_key() -> tuple[Any, str]:
+    """A new P-256 key pair for SendGrid's signed webhook: (private key, the base64 public key
+    as SendGrid shows it, for SENDGRID_WEBHOOK_PUBLIC_KEY)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    private = ec.generate_private_key(ec.SECP256R1())
+    public = private.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return private, base64.b64encode(public).decode()
+
+
+def webhook_headers(key: Any, body: bytes, timestamp: int) -> dict[str, str]:
+    """The headers SendGrid signs an event post with (ECDSA over ``timestamp + body``)."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from lifecycle.mail.signature import SIGNATURE_HEADER, TIMESTAMP_HEADER
+
+    stamp = str(timestamp)
+    signature = key.sign(stamp.encode() + body, ec.ECDSA(hashes.SHA256()))
+    return {SIGNATURE_HEADER: base64.b64encode(signature).decode(), TIMESTAMP_HEADER: stamp,
+            "Content-Type": "application/json"}

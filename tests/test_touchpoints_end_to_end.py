@@ -24,13 +24,13 @@ from lifecycle.mail.sending import dispatch, send_batch
 from lifecycle.models import Touchpoint
 from lifecycle.timeutil import UTC
 from lifecycle.web.app import create_app
-from tests.factories import add_campaign
+from tests.factories import add_campaign, webhook_headers, webhook_key
 from tests.fake_sendgrid import FakeSendGrid
-from tests.test_webhook_events import PUBLIC, signed
 
 T0 = datetime(2026, 6, 3, 12, tzinfo=UTC)
 KEY = "SG.test"  # the stand-in's default key
 SECRET = "e" * 40
+PRIVATE, PUBLIC = webhook_key()
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +75,8 @@ def test_delivered_opened_clicked_replied_and_unsubscribed_each_land_once(
     unsubscribe = re.match(r"<([^>]+)>", payload["headers"]["List-Unsubscribe"]).group(1)  # type: ignore[union-attr]
     for _ in range(2):  # every webhook posted twice
         assert web.post("/webhooks/sendgrid/events", content=body,
-                        headers=signed(body)).status_code == 200
+                        headers=webhook_headers(PRIVATE, body, int(T0.timestamp()))
+                        ).status_code == 200
         assert web.post(f"/webhooks/sendgrid/inbound?key={inbound_key(SECRET)}", files={
             "from": (None, "b0@example.com"), "to": (None, reply_to),
             "subject": (None, "Re: " + payload["subject"]),
@@ -88,7 +89,8 @@ def test_delivered_opened_clicked_replied_and_unsubscribed_each_land_once(
                         ).status_code == 200
     altered = body.replace(b"delivered", b"Delivered")
     assert web.post("/webhooks/sendgrid/events", content=altered,
-                    headers=signed(body)).status_code == 403
+                    headers=webhook_headers(PRIVATE, body, int(T0.timestamp()))
+                    ).status_code == 403
     with app.engine.connect() as conn:
         kinds = list(conn.execute(select(Touchpoint.kind).order_by(Touchpoint.id)).scalars())
     assert kinds == ["email_sent", "email_processed", "email_delivered", "email_opened",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Iterator
 from dataclasses import replace
@@ -11,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
@@ -21,26 +19,20 @@ from lifecycle.app import App
 from lifecycle.clock import ManualClock
 from lifecycle.config import load_settings
 from lifecycle.mail.sending import dispatch, send_batch
-from lifecycle.mail.signature import SIGNATURE_HEADER, TIMESTAMP_HEADER
 from lifecycle.mail.transports import FileTransport
 from lifecycle.models import Message, ProviderEvent, Suppression, Touchpoint, email_hash
 from lifecycle.timeutil import UTC
 from lifecycle.web.app import create_app
-from tests.factories import add_campaign
+from tests.factories import add_campaign, webhook_headers, webhook_key
 
 T0 = datetime(2026, 6, 3, 12, tzinfo=UTC)
 URL = "/webhooks/sendgrid/events"
-PRIVATE = ec.generate_private_key(ec.SECP256R1())
-PUBLIC = base64.b64encode(PRIVATE.public_key().public_bytes(
-    serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)).decode()
+PRIVATE, PUBLIC = webhook_key()
 
 
 def signed(body: bytes, at: datetime = T0, key: ec.EllipticCurvePrivateKey = PRIVATE
            ) -> dict[str, str]:
-    timestamp = str(int(at.timestamp()))
-    signature = key.sign(timestamp.encode() + body, ec.ECDSA(hashes.SHA256()))
-    return {SIGNATURE_HEADER: base64.b64encode(signature).decode(), TIMESTAMP_HEADER: timestamp,
-            "Content-Type": "application/json"}
+    return webhook_headers(key, body, int(at.timestamp()))
 
 
 def make_app(url: str, tmp_path: Path, **changes: Any) -> App:

@@ -33,10 +33,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, delete, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from lifecycle.db import pg_unnest_insert
+from lifecycle.db import insert_new
 from lifecycle.mail.compose import ARG_PREFIX
 from lifecycle.models import (
     Message,
@@ -120,21 +118,6 @@ def _occurred(event: dict[str, Any], now: datetime) -> datetime:
         return now
 
 
-def _insert(conn: Connection) -> Any:
-    return pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-
-
-def _insert_rows(conn: Connection, model: Any, rows: list[dict[str, Any]], unique: str,
-                 returning: str) -> list[Any]:
-    """Insert ``rows``, skipping those whose ``unique`` column is taken; ``returning`` of the
-    rows inserted.  One short statement on PostgreSQL (see :func:`pg_unnest_insert`)."""
-    if conn.dialect.name == "postgresql":
-        return pg_unnest_insert(conn, model.__table__, rows, skip_conflicts_on=(unique,),
-                                returning=returning)
-    return list(conn.execute(sqlite_insert(model).on_conflict_do_nothing(
-        index_elements=[unique]).returning(getattr(model, returning)), rows).scalars())
-
-
 def _store(conn: Connection, events: list[dict[str, Any]], now: datetime,
            provider: str) -> tuple[list[dict[str, Any]], dict[int, Any]]:
     """Store the events not seen before; those, and our mails by id (customer, flow, step)."""
@@ -151,7 +134,7 @@ def _store(conn: Connection, events: list[dict[str, Any]], now: datetime,
         "email": str(event.get("email", ""))[:320] or None,
         "occurred_at": _occurred(event, now), "recorded_at": now, "data": event}
         for event in events]
-    new = set(_insert_rows(conn, ProviderEvent, rows, "event_id", "event_id"))
+    new = set(insert_new(conn, ProviderEvent.__table__, rows, ("event_id",), "event_id"))
     return [e for e in events if str(e["sg_event_id"])[:100] in new], ours
 
 
@@ -203,7 +186,8 @@ def receive_events(conn: Connection, items: list[Any], now: datetime,
                      "machine": machine, "flow": mail.flow, "step": mail.step,
                      **{k: event[k] for k in KEPT_FIELDS if event.get(k) not in (None, "")}}})
     if touches:
-        receipt.touchpoints = len(_insert_rows(conn, Touchpoint, touches, "source_key", "id"))
+        receipt.touchpoints = len(insert_new(conn, Touchpoint.__table__, touches,
+                                             ("source_key",), "id"))
     _suppress(conn, new, now, provider, receipt)
     return receipt
 
@@ -229,11 +213,10 @@ def _group_source(provider: str, event: dict[str, Any]) -> str:
 def _suppress(conn: Connection, new: list[dict[str, Any]], now: datetime, provider: str,
               receipt: Receipt) -> None:
     wanted = []
-    for event in sorted(new, key=lambda e: _occurred(e, now)):
+    for occurred, event in sorted(((_occurred(e, now), e) for e in new), key=lambda p: p[0]):
         address = str(event.get("email") or "").strip()
         if "@" not in address:
             continue
-        occurred = _occurred(event, now)
         if event.get("event") == "group_resubscribe":
             receipt.lifted += conn.execute(delete(Suppression).where(
                 Suppression.email_hash == email_hash(address),
@@ -252,10 +235,8 @@ def _suppress(conn: Connection, new: list[dict[str, Any]], now: datetime, provid
         scope, reason = found
         wanted.append({"email_hash": email_hash(address), "email": address, "scope": scope,
                        "reason": reason.value, "source": source, "created_at": occurred})
-    if wanted:
-        receipt.suppressed = len(conn.execute(_insert(conn)(Suppression).on_conflict_do_nothing(
-            index_elements=["email_hash", "scope"]).returning(Suppression.id), wanted).all())
-
+    receipt.suppressed = len(insert_new(conn, Suppression.__table__, wanted,
+                                        ("email_hash", "scope"), "id"))
 
 
 def _resubscribed_since(conn: Connection, address: str, event: dict[str, Any],

@@ -20,6 +20,7 @@ from __future__ import annotations
 import email
 import email.policy
 import hashlib
+import json
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -61,8 +62,6 @@ class Inbound:
         headers = {k.lower(): str(v) for k, v in raw_headers.items()}
         to = [form.get("to", ""), form.get("cc", "")]
         try:
-            import json
-
             envelope = json.loads(form.get("envelope") or "{}")
             to += [str(a) for a in envelope.get("to") or []]
         except (ValueError, AttributeError):

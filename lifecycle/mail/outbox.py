@@ -55,7 +55,7 @@ from sqlalchemy import Connection, bindparam, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from lifecycle.db import dumps_json, pg_json_array, pg_unnest_insert
+from lifecycle.db import dumps_json, insert_new, pg_json_array
 from lifecycle.models import Message, MessageStatus, ProviderEvent, Touchpoint
 from lifecycle.timeutil import as_utc
 
@@ -161,11 +161,7 @@ class Outbox:
              "data": {"flow": row.flow, "step": row.step, "template": row.template,
                       "provider_message_id": provider_id, "subject": subject}}
             for row, at, provider_id, subject in touches]
-        if self.pg:
-            pg_unnest_insert(self.conn, _touchpoints, entries, skip_conflicts_on=("source_key",))
-        else:
-            self.conn.execute(sqlite_insert(Touchpoint).on_conflict_do_nothing(
-                index_elements=["source_key"]), entries)
+        insert_new(self.conn, _touchpoints, entries, ("source_key",))
         return len(confirmed)
 
     def failed(self, message: Any, now: datetime, reason: str) -> bool:
@@ -254,7 +250,6 @@ class Outbox:
             last_error=reason,
             attempt_log=_logged(row, now, "requeued", reason))).rowcount
 
-    # -- the timeline ---------------------------------------------------------
     # -- support staff -----------------------------------------------------
     def hold(self, message_id: int, action: str, now: datetime, staff: str) -> bool:
         """``pause`` a scheduled mail, ``resume`` a paused one, or ``cancel`` either, for a
@@ -272,13 +267,14 @@ class Outbox:
                 last_error=f"{done} by {staff}" if action != "resume" else None,
                 attempt_log=_logged(row, now, done, staff))).rowcount != 1:
             return False
-        self.conn.execute((pg_insert if self.pg else sqlite_insert)(Touchpoint).values(
+        self.conn.execute(_touchpoints.insert().values(
             customer_id=row.customer_id, kind=f"mail_{done}", channel="support",
             occurred_at=now, recorded_at=now, message_id=row.id,
             data={"by": staff, "flow": row.flow, "step": row.step, "template": row.template,
                   "due_at": row.due_at.isoformat() if row.due_at else None}))
         return True
 
+    # -- the timeline ---------------------------------------------------------
     def touch(self, message: Any, kind: str, now: datetime, **data: object) -> None:
         """Record ``kind`` (email_sent, email_failed, …) on the customer's timeline, once."""
         insert = pg_insert if self.pg else sqlite_insert

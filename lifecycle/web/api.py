@@ -32,6 +32,7 @@ from sqlalchemy import Connection, select
 
 from lifecycle.apikeys import ApiKeyRefused, authenticate
 from lifecycle.app import App
+from lifecycle.db import insert_new
 from lifecycle.imports import import_records
 from lifecycle.imports.source import Record
 from lifecycle.models import Customer, Touchpoint
@@ -178,18 +179,12 @@ def api_routes(app: App) -> APIRouter:
             if missing:
                 raise _Invalid(missing)
             now = app.clock.now()
-            stored = 0
-            for item in items:
-                key = f"{kind}:{item.id}"[:255] if item.id else None
-                if key and conn.execute(select(Touchpoint.id).where(
-                        Touchpoint.source_key == key)).first():
-                    continue
-                conn.execute(Touchpoint.__table__.insert().values(
-                    customer_id=ids[item.customer_id], kind=kind,
-                    channel="support" if kind == "support" else "api",
-                    occurred_at=item.occurred_at, recorded_at=now, source_key=key,
-                    data=data(item)))
-                stored += 1
+            stored = len(insert_new(conn, Touchpoint.__table__, [{
+                "customer_id": ids[item.customer_id], "kind": kind,
+                "channel": "support" if kind == "support" else "api",
+                "occurred_at": item.occurred_at, "recorded_at": now,
+                "source_key": f"{kind}:{item.id}"[:255] if item.id else None,
+                "data": data(item)} for item in items], ("source_key",), "id"))
         return Stored(inserted=stored, unchanged=len(items) - stored)
 
     @router.post("/support", response_model=Stored, dependencies=[keyed("support:write")])

@@ -9,7 +9,6 @@ once (:mod:`lifecycle.feedback`), then offers an optional comment, which
 from __future__ import annotations
 
 import logging
-from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
@@ -19,7 +18,7 @@ from lifecycle.app import App
 from lifecycle.feedback import SCORES, add_comment, answer_of, record_answer
 from lifecycle.segments.definitions import Definitions
 from lifecycle.segments.service import definitions
-from lifecycle.web.linked import Linked, templates
+from lifecycle.web.linked import Linked, read_form
 from lifecycle.yamlfile import InvalidFile
 
 log = logging.getLogger(__name__)
@@ -51,7 +50,7 @@ def feedback_routes(app: App) -> APIRouter:
                     log.info("Customer %d entered %s after a feedback answer.", customer.id,
                              ", ".join(entered))
             if comment is not None and not add_comment(conn, customer, message_id, comment, now):
-                return templates.TemplateResponse(request, "bad_link.html", {}, status_code=400)
+                return linked.bad_link(request)
             data = answer_of(conn, customer, message_id)
         if data is None:
             return linked.bad_link(request)
@@ -61,12 +60,12 @@ def feedback_routes(app: App) -> APIRouter:
     @router.get("/f/{token}", response_class=HTMLResponse)
     def click(request: Request, token: str, score: str = "") -> Response:
         if not score.isdigit() or int(score) not in SCORES:
-            return templates.TemplateResponse(request, "bad_link.html", {}, status_code=400)
+            return linked.bad_link(request)
         return answer(request, token, int(score), None)
 
     @router.post("/f/{token}", response_class=HTMLResponse)
     async def comment(request: Request, token: str) -> Response:
-        form = parse_qs((await request.body()).decode("utf-8", "replace"))
+        form = await read_form(request)
         text = (form.get("comment") or [""])[0]
         return await run_in_threadpool(answer, request, token, None, text)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 from fastapi import Request
 from fastapi.responses import Response
@@ -23,6 +24,11 @@ from lifecycle.models import Message
 from lifecycle.subscriptions import customer_of
 
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+
+
+async def read_form(request: Request) -> dict[str, list[str]]:
+    """The URL-encoded form a page posted (each field a list, as it may repeat)."""
+    return parse_qs((await request.body()).decode("utf-8", "replace"))
 
 
 def masked(address: str) -> str:

@@ -15,7 +15,7 @@ import hmac
 import secrets
 import time
 from typing import Any
-from urllib.parse import parse_qs, quote
+from urllib.parse import quote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -29,7 +29,7 @@ from lifecycle.mail.outbox import Outbox
 from lifecycle.models import Customer, Message, Touchpoint
 from lifecycle.staff import allows, check_password, staff_by_id
 from lifecycle.timeline import page as timeline_page
-from lifecycle.web.linked import templates
+from lifecycle.web.linked import read_form, templates
 
 SESSION_COOKIE = "lifecycle_session"
 LOGIN_COOKIE = "lifecycle_login"
@@ -81,7 +81,7 @@ def staff_routes(app: App) -> APIRouter:
                      ) -> tuple[_Visitor, dict[str, list[str]], Response | None]:
         """A staff form post: the visitor, the form, and the answer if it is refused (no
         session or role: as :func:`guard`; a wrong CSRF token: 403)."""
-        form = parse_qs((await request.body()).decode("utf-8", "replace"))
+        form = await read_form(request)
         who, refused = guard(request, role)
         if refused is None and not csrf_ok(who, form):
             refused = Response("Missing or wrong CSRF token.", status_code=403)
@@ -97,7 +97,7 @@ def staff_routes(app: App) -> APIRouter:
 
     @router.post("/login", response_class=HTMLResponse)
     async def login(request: Request) -> Response:
-        form = parse_qs((await request.body()).decode("utf-8", "replace"))
+        form = await read_form(request)
         field = {k: (v or [""])[0] for k, v in form.items()}
         expected = request.cookies.get(LOGIN_COOKIE, "")
         if not expected or not hmac.compare_digest(field.get("csrf", ""), expected):
@@ -123,7 +123,7 @@ def staff_routes(app: App) -> APIRouter:
 
     @router.post("/logout")
     async def logout(request: Request) -> Response:
-        form = parse_qs((await request.body()).decode("utf-8", "replace"))
+        form = await read_form(request)
         who = visitor(request)
         if who.staff is not None and not csrf_ok(who, form):
             return Response("Missing or wrong CSRF token.", status_code=403)

@@ -19,7 +19,6 @@ requires, so these forms carry no CSRF token.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
@@ -27,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 
 from lifecycle.app import App
 from lifecycle.flows.service import catalogue
-from lifecycle.links import verify
+from lifecycle.links import sign, verify
 from lifecycle.subscriptions import (
     MARKETING,
     choices,
@@ -35,7 +34,7 @@ from lifecycle.subscriptions import (
     resubscribe,
     unsubscribe,
 )
-from lifecycle.web.linked import Linked
+from lifecycle.web.linked import Linked, read_form
 
 
 def subscription_routes(app: App) -> APIRouter:
@@ -65,7 +64,7 @@ def subscription_routes(app: App) -> APIRouter:
 
     @router.post("/u/{token}", response_class=HTMLResponse)
     async def one_click(request: Request, token: str) -> Response:
-        form = parse_qs((await request.body()).decode("utf-8", "replace"))
+        form = await read_form(request)
         return await run_in_threadpool(unsubscribe_page, request, token, form)
 
     @router.get("/p/{token}", response_class=HTMLResponse)
@@ -99,7 +98,7 @@ def subscription_routes(app: App) -> APIRouter:
 
     @router.post("/p/{token}", response_class=HTMLResponse)
     async def save(request: Request, token: str) -> Response:
-        form = parse_qs((await request.body()).decode("utf-8", "replace"))
+        form = await read_form(request)
         return await run_in_threadpool(save_choices, request, token, form)
 
     return router
@@ -112,8 +111,6 @@ def _marketing_flows(app: App) -> dict[str, str]:
 
 def _preferences_token(app: App, unsubscribe_token: str) -> str:
     """The preferences token of the same customer and mail."""
-    from lifecycle.links import sign
-
     return sign(app.settings.secret_key, "preferences",
                 verify(app.settings.secret_key, "unsubscribe", unsubscribe_token))
 
