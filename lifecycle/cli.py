@@ -629,42 +629,31 @@ def flows_validate(path: Path | None) -> None:
               help="Also write each mail's HTML part here.")
 def flows_preview(flow: str, customer_id: str, as_of: str | None, html_dir: Path | None) -> None:
     """Render every mail FLOW would send to one customer (nothing is sent or stored)."""
-    from lifecycle.flows.definitions import Send
-    from lifecycle.mail.context import build_context
-    from lifecycle.mail.templates import Renderer, TemplateError
+    from lifecycle.flows.preview import preview_mails
 
     app = _ready_app()
     defs = _definitions(app)
     definition = _named_flow(app, defs, flow)
     moment = _as_of(app, as_of)
-    renderer = Renderer(app.settings.templates_dir)
     console = Console(highlight=False)
     failed = False
     with app.engine.connect() as conn:
         customer = _customer(conn, customer_id)
-        for step in definition.steps:
-            if not isinstance(step.action, Send):
+        for item in preview_mails(conn, app.settings, definition, customer, moment):
+            mail = item.mail
+            if mail is None:
+                click.echo(f"{item.label}: {item.error}", err=True)
+                failed = True
                 continue
-            context = build_context(conn, app.settings, customer, as_of=moment, flow=flow,
-                                    step=step.id, offer=step.action.offer)
-            for variant in step.action.variants:
-                label = f"step {step.id}" + (f", variant {variant.template}"
-                                             if len(step.action.variants) > 1 else "")
-                try:
-                    mail = renderer.render(variant.template, context)
-                except TemplateError as exc:
-                    click.echo(f"{label}: {exc}", err=True)
-                    failed = True
-                    continue
-                console.rule(f"{label}: {variant.template}")
-                console.print(f"From: {app.settings.mail_from}\nTo: {customer.email}\n"
-                              f"Subject: {mail.subject}\n", markup=False)
-                console.print(mail.text or "(no text part)", markup=False)
-                if html_dir is not None and mail.html is not None:
-                    html_dir.mkdir(parents=True, exist_ok=True)
-                    target = html_dir / f"{flow}-{step.id}-{variant.template}.html"
-                    target.write_text(mail.html, encoding="utf-8")
-                    console.print(f"HTML part: {target}", markup=False)
+            console.rule(f"{item.label}: {item.template}")
+            console.print(f"From: {app.settings.mail_from}\nTo: {customer.email}\n"
+                          f"Subject: {mail.subject}\n", markup=False)
+            console.print(mail.text or "(no text part)", markup=False)
+            if html_dir is not None and mail.html is not None:
+                html_dir.mkdir(parents=True, exist_ok=True)
+                target = html_dir / f"{flow}-{item.step}-{item.template}.html"
+                target.write_text(mail.html, encoding="utf-8")
+                console.print(f"HTML part: {target}", markup=False)
     if failed:
         raise SystemExit(1)
 

@@ -112,6 +112,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("LIFECYCLE_SEGMENT_REFRESH_HOURS", "24",
             "The scheduler runs a full segment refresh (and RFM recalibration) when the last one "
             "is older than this."),
+    Setting("LIFECYCLE_ATTRIBUTION_DAYS", "7",
+            "Flow results: an order counts as a conversion of the customer's latest mail sent "
+            "or clicked within this many days before it (the results page can try another)."),
     Setting("LIFECYCLE_LOG_LEVEL", "INFO",
             "Log level: DEBUG, INFO, WARNING or ERROR."),
 )
@@ -149,6 +152,7 @@ class Settings:
     send_lease_seconds: float = 120.0
     settle_seconds: float = 900.0
     webhook_max_age: float = 600.0
+    attribution_days: float = 7.0
 
     @property
     def is_embedded(self) -> bool:
@@ -318,5 +322,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         webhook_max_age=float(_positive("LIFECYCLE_WEBHOOK_MAX_AGE",
                                         get("LIFECYCLE_WEBHOOK_MAX_AGE") or "600", float,
                                         zero_allowed=True)),
+        attribution_days=float(_positive("LIFECYCLE_ATTRIBUTION_DAYS",
+                                         get("LIFECYCLE_ATTRIBUTION_DAYS") or "7", float)),
         **kwargs,  # type: ignore[arg-type]
     )

@@ -12,7 +12,8 @@ need, anonymised:
   ``erased:<row id>``, no email, no names, no attributes, no consent;
 * orders stay for revenue and segment figures (amounts, dates, products);
 * mails keep their flow, step, status and times; the address becomes
-  ``erased@invalid`` and scheduled mails are cancelled; flows are exited;
+  ``erased@invalid`` and scheduled mails are cancelled; the kept copies of
+  sent mails (``message_contents``) are deleted; flows are exited;
 * timeline entries keep their kind and time; their data is replaced by
   ``{"erased": true}`` (plus an NPS score, which is not personal);
 * provider events lose the address and their payload;
@@ -35,6 +36,7 @@ from lifecycle.models import (
     EnrollmentStatus,
     FlowEnrollment,
     Message,
+    MessageContent,
     MessageStatus,
     Order,
     ProviderEvent,
@@ -94,6 +96,10 @@ def _held(conn: Connection, customer: Any) -> tuple[set[str], list[Any]]:
     return addresses, about
 
 
+def _mail_ids(cid: int) -> Any:
+    return select(Message.id).where(Message.customer_id == cid).scalar_subquery()
+
+
 def export(conn: Connection, customer: Any) -> dict[str, Any]:
     """Everything held about ``customer`` (a customers row), JSON-ready."""
     cid = customer.id
@@ -107,6 +113,8 @@ def export(conn: Connection, customer: Any) -> dict[str, Any]:
                         .order_by(Order.ordered_at)),
         "mails": _rows(conn, select(mails).where(mails.c.customer_id == cid)
                        .order_by(mails.c.id)),
+        "mail_contents": _rows(conn, select(MessageContent.__table__).where(
+            MessageContent.message_id.in_(_mail_ids(cid))).order_by(MessageContent.message_id)),
         "timeline": _rows(conn, select(Touchpoint.__table__).where(
             Touchpoint.customer_id == cid).order_by(Touchpoint.occurred_at, Touchpoint.id)),
         "segments": _rows(conn, select(SegmentMembership.__table__).where(
@@ -139,6 +147,8 @@ def erase(conn: Connection, customer: Any, now: datetime) -> dict[str, int]:
         Message.customer_id == cid, Message.status.in_(UNSENT)).values(
         status=MessageStatus.CANCELLED.value, last_error="the customer was erased",
         updated_at=now)).rowcount
+    counts["mail_contents"] = conn.execute(delete(MessageContent).where(
+        MessageContent.message_id.in_(_mail_ids(cid)))).rowcount
     counts["mails"] = conn.execute(update(Message).where(Message.customer_id == cid).values(
         to_email=ERASED_ADDRESS, context={}, updated_at=now)).rowcount
     counts["flows_exited"] = conn.execute(update(FlowEnrollment).where(

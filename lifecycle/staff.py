@@ -64,3 +64,19 @@ def check_password(conn: Connection, email: str, password: str, now: datetime) -
 def staff_by_id(conn: Connection, staff_id: int) -> Any | None:
     return conn.execute(select(StaffUser.__table__).where(
         StaffUser.id == staff_id, StaffUser.is_active.is_(True))).first()
+
+
+def change_staff(conn: Connection, staff_id: int, *, role: str | None = None,
+                 active: bool | None = None) -> bool:
+    """Give an account another role, or (de)activate it; False if there is no such account."""
+    values: dict[str, Any] = {}
+    if role is not None:
+        if role not in RANK:
+            raise ValueError(f"role must be one of {', '.join(RANK)}, not {role!r}")
+        values["role"] = role
+    if active is not None:
+        values["is_active"] = active
+    if not values:
+        return False
+    return bool(conn.execute(update(StaffUser).where(StaffUser.id == staff_id)
+                             .values(**values)).rowcount)

@@ -21,6 +21,11 @@ from lifecycle.timeutil import as_utc, parse_instant
 
 PAGE = 50
 MAX_PAGE = 500
+#: The kinds a page offers to filter by, in the order people think of them.
+TIMELINE_KINDS = ("order_placed", "email_sent", "email_delivered", "email_opened",
+                  "email_clicked", "email_bounced", "replied", "feedback", "support", "note",
+                  "unsubscribed", "mail_paused", "mail_cancelled", "segment_entered",
+                  "segment_exited")
 
 
 @dataclass(frozen=True)
@@ -48,13 +53,17 @@ class Entry:
 
 
 def page(conn: Connection, customer_id: int, *, kinds: Sequence[str] = (),
-         before: str | None = None, limit: int = PAGE) -> list[Entry]:
-    """Up to ``limit`` entries older than the cursor ``before`` (newest first)."""
+         before: str | None = None, limit: int = PAGE,
+         message: int | None = None) -> list[Entry]:
+    """Up to ``limit`` entries older than the cursor ``before`` (newest first); only those
+    of one mail if ``message`` is given."""
     t = Touchpoint.__table__
     query = select(t.c.id, t.c.kind, t.c.channel, t.c.occurred_at, t.c.message_id,
                    t.c.data).where(t.c.customer_id == customer_id)
     if kinds:
         query = query.where(t.c.kind.in_(list(kinds)))
+    if message is not None:
+        query = query.where(t.c.message_id == message)
     if before:
         at, row_id = parse_cursor(before)
         query = query.where(or_(t.c.occurred_at < at,
@@ -88,7 +97,7 @@ def summary(kind: str, data: dict[str, Any]) -> str:
     lines = {
         "order_placed": lambda: f"Order {d.get('order_id')}: {d.get('total')} "
                                 f"(order no. {d.get('nth')})",
-        "email_sent": lambda: f"Mail sent: “{d.get('subject', '')}”{mail}",
+        "email_sent": lambda: f"Mail sent: “{d.get('subject') or ''}”{mail}",
         "email_failed": lambda: f"Mail failed: {d.get('reason', '')}",
         "email_processed": lambda: f"Mail accepted by SendGrid{mail}",
         "email_delivered": lambda: f"Mail delivered{mail}",

@@ -162,3 +162,34 @@ def webhook_headers(key: Any, body: bytes, timestamp: int) -> dict[str, str]:
     signature = key.sign(stamp.encode() + body, ec.ECDSA(hashes.SHA256()))
     return {SIGNATURE_HEADER: base64.b64encode(signature).decode(), TIMESTAMP_HEADER: stamp,
             "Content-Type": "application/json"}
+
+
+# ------------------------------------------------------------------- staff
+
+#: The password of every staff account the tests make.
+PASSWORD = "correct horse battery"
+
+
+def account(app, email: str, role: str) -> int:  # type: ignore[no-untyped-def]
+    """A staff account with :data:`PASSWORD`; its id."""
+    from lifecycle.staff import add_staff
+
+    with app.engine.begin() as conn:
+        return add_staff(conn, email, role, PASSWORD, WEB_T0)
+
+
+def csrf_of(page: str) -> str:
+    """The CSRF token a staff page's forms carry."""
+    import re
+
+    found = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert found, "the page has no form with a CSRF token"
+    return found.group(1)
+
+
+def logged_in(web, email: str, password: str = PASSWORD):  # type: ignore[no-untyped-def]
+    """``web`` (a TestClient) after logging in as ``email``."""
+    web.post("/login", data={"csrf": csrf_of(web.get("/login").text), "email": email,
+                             "password": password, "next": "/customers"},
+             follow_redirects=False)
+    return web

@@ -17,7 +17,7 @@ from lifecycle.config import load_settings
 from lifecycle.mail.events import receive_events
 from lifecycle.mail.sending import dispatch, send_batch
 from lifecycle.mail.transports import FileTransport
-from lifecycle.models import Customer, Message, Order, ProviderEvent, Suppression, Touchpoint
+from lifecycle.models import Customer, Message, MessageContent, Order, ProviderEvent, Suppression, Touchpoint
 from lifecycle.models import email_hash as hash_of
 from lifecycle.timeutil import UTC
 from tests.factories import add_campaign
@@ -58,6 +58,8 @@ def test_export_holds_everything_about_the_customer(cli_env: dict[str, str]) -> 
     assert data["customer"]["email"] == ADDRESS and data["customer"]["last_name"] == "Lovelace"
     assert [o["external_id"] for o in data["orders"]] == ["o0"]
     assert [m["status"] for m in data["mails"]] == ["sent"]
+    [content] = data["mail_contents"]  # the mail as it went out, with the customer's name
+    assert content["message_id"] == data["mails"][0]["id"] and "Hi Sam" in content["text"]
     kinds = [t["kind"] for t in data["timeline"]]
     assert {"email_sent", "email_opened", "support"} <= set(kinds)
     assert [e["event"] for e in data["provider_events"]] == ["open"]
@@ -86,6 +88,7 @@ def test_erase_removes_personal_data_keeps_figures_and_never_mails_the_address_a
         assert conn.execute(select(Message.status).where(Message.id == waiting)) \
             .scalar_one() == "cancelled"
         assert conn.execute(select(ProviderEvent.email)).scalar_one() is None
+        assert conn.execute(select(func.count()).select_from(MessageContent)).scalar_one() == 0
         [(scope, reason, email)] = conn.execute(select(
             Suppression.scope, Suppression.reason, Suppression.email).where(
             Suppression.email_hash == hash_of(ADDRESS))).all()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from datetime import timedelta
 
 from click.testing import CliRunner
@@ -12,23 +11,8 @@ from sqlalchemy import insert
 from lifecycle.app import App
 from lifecycle.cli import cli
 from lifecycle.models import Customer, Touchpoint
-from lifecycle.staff import add_staff
+from tests.factories import PASSWORD, account, csrf_of, logged_in
 from tests.factories import WEB_T0 as T0
-
-PASSWORD = "correct horse battery"
-
-
-def account(app: App, email: str, role: str) -> None:
-    with app.engine.begin() as conn:
-        add_staff(conn, email, role, PASSWORD, T0)
-
-
-def logged_in(web: TestClient, email: str, password: str = PASSWORD) -> TestClient:
-    form = web.get("/login")
-    csrf = re.search(r'name="csrf" value="([^"]+)"', form.text).group(1)  # type: ignore[union-attr]
-    web.post("/login", data={"csrf": csrf, "email": email, "password": password,
-                             "next": "/customers"}, follow_redirects=False)
-    return web
 
 
 def a_customer(app: App) -> int:
@@ -91,8 +75,7 @@ def test_logging_out_needs_the_session_csrf_and_ends_the_session(app: App,
     account(app, "sue@shop.example", "support")
     logged_in(web, "sue@shop.example")
     assert web.post("/logout", data={"csrf": "nope"}).status_code == 403
-    csrf = re.search(r'name="csrf" value="([^"]+)"',  # type: ignore[union-attr]
-                     web.get("/customers").text).group(1)
+    csrf = csrf_of(web.get("/customers").text)
     web.post("/logout", data={"csrf": csrf}, follow_redirects=False)
     web.cookies.clear()  # the browser drops the deleted cookie
     assert web.get("/customers", follow_redirects=False).status_code == 303
@@ -127,7 +110,7 @@ def test_support_pauses_resumes_and_cancels_a_scheduled_mail(app: App, web: Test
     logged_in(web, "sue@shop.example")
     page = web.get(f"/customers/{cid}")
     assert "win_back/miss-you (winback_1)" in page.text
-    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
+    csrf = csrf_of(page.text)
     base = f"/customers/{cid}/mails/{mid}"
 
     def status() -> str:
@@ -155,8 +138,7 @@ def test_support_adds_a_note_that_lands_on_the_timeline(app: App, web: TestClien
     account(app, "sue@shop.example", "support")
     cid = a_customer(app)
     logged_in(web, "sue@shop.example")
-    csrf = re.search(r'name="csrf" value="([^"]+)"',  # type: ignore[union-attr]
-                     web.get(f"/customers/{cid}").text).group(1)
+    csrf = csrf_of(web.get(f"/customers/{cid}").text)
     assert web.post(f"/customers/{cid}/notes", data={"csrf": "forged", "note": "x"}
                     ).status_code == 403
     assert web.post(f"/customers/{cid}/notes", data={"csrf": csrf, "note": "  "}

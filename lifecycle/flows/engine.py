@@ -24,7 +24,7 @@ from sqlalchemy import Connection, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from lifecycle.flows.definitions import Branch, Exit, Flow, Send, SetValue, Wait
+from lifecycle.flows.definitions import Branch, Exit, Flow, Offer, Send, SetValue, Wait
 from lifecycle.flows.timing import QuietHours, wait_until
 from lifecycle.models import (
     Customer,
@@ -396,6 +396,13 @@ def _send(conn: Connection, t: _Turn, step_id: str, action: Send, policies: Poli
     return 0 if capped else 1
 
 
+def offer_context(offer: Offer) -> dict[str, Any]:
+    """A step's offer as kept in the outbox row (the sender makes the code from it)."""
+    valid = offer.valid
+    return {"percent": offer.percent, "prefix": offer.prefix,
+            "valid": {"years": valid.years, "months": valid.months, "days": valid.days}}
+
+
 def _mail_context(t: _Turn, action: Send) -> dict[str, Any]:
     """What the sender needs later, fixed at decision time."""
     marketing = t.flow.kind == "marketing"
@@ -404,10 +411,7 @@ def _mail_context(t: _Turn, action: Send) -> dict[str, Any]:
                                # counts towards the frequency cap (re-checked at send time)
                                "capped": marketing and not t.flow.exempt_from_cap}
     if action.offer is not None:
-        valid = action.offer.valid
-        context["offer"] = {"percent": action.offer.percent, "prefix": action.offer.prefix,
-                            "valid": {"years": valid.years, "months": valid.months,
-                                      "days": valid.days}}
+        context["offer"] = offer_context(action.offer)
     return context
 
 

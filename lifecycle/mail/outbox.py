@@ -56,7 +56,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from lifecycle.db import dumps_json, insert_new, pg_json_array
-from lifecycle.models import Message, MessageStatus, ProviderEvent, Touchpoint
+from lifecycle.models import Message, MessageContent, MessageStatus, ProviderEvent, Touchpoint
 from lifecycle.timeutil import as_utc
 
 #: How long a queued mail may wait for a worker, and a worker may take to send a
@@ -72,6 +72,7 @@ ACCEPTED_EVENTS = ("processed", "delivered", "deferred", "bounce", "dropped", "o
 _messages = Message.__table__
 _touchpoints = Touchpoint.__table__
 _events = ProviderEvent.__table__
+_contents = MessageContent.__table__
 _S = MessageStatus
 
 
@@ -131,14 +132,16 @@ class Outbox:
             lease_expires_at=None, updated_at=now,
             attempt_log=_logged(message, now, outcome, detail), **values)).rowcount == 1
 
-    def sent(self, done: list[tuple[Any, datetime, str, str]], note: str | None = None) -> int:
-        """Mails the provider took: ``(row, at, provider id, subject)`` each, in one round trip
-        (a batch); how many are ``sent`` now.  Each gets one ``email_sent`` on the timeline."""
+    def sent(self, done: list[tuple[Any, datetime, str, Any]], note: str | None = None) -> int:
+        """Mails the provider took: ``(row, at, provider id, mail)`` each, in one round trip
+        (a batch); how many are ``sent`` now.  Each gets one ``email_sent`` on the timeline
+        and, where ``mail`` (an :class:`~lifecycle.mail.compose.Outgoing`) is given, its
+        content in ``message_contents``; a mail settled by the provider's events has none."""
         if not done:
             return 0
         params = [{"m_id": row.id, "at": at, "provider_id": provider_id,
                    "log": _logged(row, at, "sent", note or provider_id)}
-                  for row, at, provider_id, _subject in done]
+                  for row, at, provider_id, _mail in done]
         # The update is conditional: only rows it made `sent` get their timeline entry.
         if self.pg:  # one statement for the batch, its columns as four arrays
             confirmed = set(self.conn.execute(_SENT_PG, {
@@ -150,8 +153,7 @@ class Outbox:
             confirmed = set(self.conn.execute(select(_messages.c.id).where(
                 _messages.c.id.in_([row.id for row, *_ in done]),
                 _messages.c.status == _S.SENT.value)).scalars())
-        touches = [(row, at, provider_id, subject) for row, at, provider_id, subject in done
-                   if row.id in confirmed]
+        touches = [item for item in done if item[0].id in confirmed]
         if not touches:
             return 0
         entries = [
@@ -159,9 +161,16 @@ class Outbox:
              "occurred_at": at, "recorded_at": at, "message_id": row.id,
              "source_key": f"email_sent:{row.id}",
              "data": {"flow": row.flow, "step": row.step, "template": row.template,
-                      "provider_message_id": provider_id, "subject": subject}}
-            for row, at, provider_id, subject in touches]
+                      "provider_message_id": provider_id,
+                      "subject": mail.subject if mail is not None else None}}
+            for row, at, provider_id, mail in touches
+            if not (row.context or {}).get("test")]  # a manager's test send: not the customer's
         insert_new(self.conn, _touchpoints, entries, ("source_key",))
+        contents = [{"message_id": row.id, "subject": mail.subject, "text": mail.text,
+                     "html": mail.html, "headers": {"From": mail.sender, "To": mail.to,
+                                                    "Reply-To": mail.reply_to, **mail.headers}}
+                    for row, _at, _provider_id, mail in touches if mail is not None]
+        insert_new(self.conn, _contents, contents, ("message_id",))
         return len(confirmed)
 
     def failed(self, message: Any, now: datetime, reason: str) -> bool:
@@ -229,7 +238,7 @@ class Outbox:
             ended = row.lease_expires_at
             if row.id in seen:
                 provider_id = (seen[row.id] or "").split(".")[0]
-                counts["sent"] += self.sent([(row, now, provider_id, "")],
+                counts["sent"] += self.sent([(row, now, provider_id, None)],
                                             note=f"settled by SendGrid's event: {provider_id}")
             elif ended < now - GIVE_UP_SETTLING:
                 counts["failed"] += self.failed(

@@ -220,7 +220,7 @@ def _record(app: App, results: list[tuple[_Ready, str | SendError, datetime]],
     base = app.settings.retry_base_seconds
     with app.engine.begin() as conn:
         outbox = Outbox(conn)
-        done = [(item.row, at, result, item.mail.subject) for item, result, at in results
+        done = [(item.row, at, result, item.mail) for item, result, at in results
                 if isinstance(result, str)]
         outcomes["sent"] += outbox.sent(done)
         for item, result, at in results:

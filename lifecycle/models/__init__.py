@@ -9,13 +9,14 @@ from lifecycle.models.journeys import (
                                        SegmentMembership,
                                        TriggerCursor,
 )
-from lifecycle.models.messages import Message, MessageStatus, ProviderEvent
+from lifecycle.models.messages import Message, MessageContent, MessageStatus, ProviderEvent
 from lifecycle.models.staff import ApiKey, ProcessHeartbeat, StaffRole, StaffUser
 from lifecycle.models.touchpoints import Suppression, SuppressionReason, Touchpoint, email_hash
 
 __all__ = [
     "ApiKey", "Base", "Customer", "EnrollmentStatus", "FlowEnrollment", "Message",
-    "MessageStatus", "Order", "OrderStatus", "ProcessHeartbeat", "ProviderEvent", "SegmentCalibration",
+    "MessageContent", "MessageStatus", "Order", "OrderStatus", "ProcessHeartbeat",
+    "ProviderEvent", "SegmentCalibration",
     "SegmentMembership", "StaffRole", "StaffUser", "Suppression", "SuppressionReason",
     "Touchpoint", "TriggerCursor", "UTCDateTime", "email_hash",
 ]

@@ -82,3 +82,21 @@ class ProviderEvent(IdMixin, Base):
     occurred_at: Mapped[datetime]
     recorded_at: Mapped[datetime]
     data: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+
+
+class MessageContent(Base):
+    """A sent mail as it went out: subject, both parts and the extra headers.
+
+    Written in the transaction that marks the mail ``sent`` (so support can open
+    exactly what the customer got, whatever the templates say today).  A mail
+    settled from the provider's events after a crash has none: its rendering
+    was lost with the worker.
+    """
+
+    __tablename__ = "message_contents"
+
+    message_id: Mapped[int] = mapped_column(BigIntPK, ForeignKey("messages.id"), primary_key=True)
+    subject: Mapped[str] = mapped_column(Text)
+    text: Mapped[str | None] = mapped_column(Text)
+    html: Mapped[str | None] = mapped_column(Text)
+    headers: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)

@@ -14,9 +14,11 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from lifecycle.app import App
 from lifecycle.models import Customer, Message, Order, ProcessHeartbeat
+from lifecycle.web.admin import admin_routes
 from lifecycle.web.api import api_routes, install_api_errors
 from lifecycle.web.feedback import feedback_routes
-from lifecycle.web.staff import staff_routes
+from lifecycle.web.manage import manager_routes
+from lifecycle.web.staff import Gate, staff_routes
 from lifecycle.web.subscriptions import subscription_routes
 from lifecycle.web.webhooks import webhook_routes
 
@@ -33,7 +35,10 @@ def create_app(app: App) -> FastAPI:
     web.include_router(subscription_routes(app))
     web.include_router(feedback_routes(app))
     web.include_router(api_routes(app))
-    web.include_router(staff_routes(app))
+    gate = Gate(app)
+    web.include_router(staff_routes(app, gate))
+    web.include_router(manager_routes(app, gate))
+    web.include_router(admin_routes(app, gate))
     install_api_errors(web)
 
     @web.get("/healthz")

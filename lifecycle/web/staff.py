@@ -23,11 +23,20 @@ from sqlalchemy import func, or_, select
 from starlette.concurrency import run_in_threadpool
 
 from lifecycle.app import App
-from lifecycle.flows.service import catalogue
 from lifecycle.links import BadToken, sign, verify
 from lifecycle.mail.outbox import Outbox
-from lifecycle.models import Customer, Message, Touchpoint
+from lifecycle.models import (
+    Customer,
+    EnrollmentStatus,
+    FlowEnrollment,
+    Message,
+    MessageContent,
+    Touchpoint,
+)
+from lifecycle.segments.explain import explain
+from lifecycle.segments.service import definitions
 from lifecycle.staff import allows, check_password, staff_by_id
+from lifecycle.timeline import MAX_PAGE, PAGE, TIMELINE_KINDS, next_cursor
 from lifecycle.timeline import page as timeline_page
 from lifecycle.web.linked import read_form, templates
 
@@ -39,32 +48,38 @@ SEARCH_LIMIT = 50
 MAX_NOTE = 4000
 
 
-class _Visitor:
+class Visitor:
     def __init__(self, staff: Any | None, csrf: str) -> None:
         self.staff = staff
         self.csrf = csrf
 
 
-def staff_routes(app: App) -> APIRouter:
-    router = APIRouter()
-    secret = app.settings.secret_key
-    secure = app.settings.base_url.startswith("https://")
+class Gate:
+    """Who is asking, and whether their role may: every staff page and action goes through
+    :meth:`guard` (a page) or :meth:`posted` (a form post, CSRF checked too)."""
 
-    def visitor(request: Request) -> _Visitor:
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.secret = app.settings.secret_key
+        self.secure = app.settings.base_url.startswith("https://")
+
+    def visitor(self, request: Request) -> Visitor:
         raw = request.cookies.get(SESSION_COOKIE, "")
         try:
-            data = verify(secret, "session", raw) if raw else {}
+            data = verify(self.secret, "session", raw) if raw else {}
         except BadToken:
             data = {}
         fresh = time.time() - float(data.get("t", 0)) < SESSION_HOURS * 3600
         staff = None
         if data and fresh:
-            with app.engine.connect() as conn:
+            with self.app.engine.connect() as conn:
                 staff = staff_by_id(conn, int(data["u"]))
-        return _Visitor(staff, str(data.get("x", "")) if staff else "")
+        return Visitor(staff, str(data.get("x", "")) if staff else "")
 
-    def guard(request: Request, role: str) -> tuple[_Visitor, Response | None]:
-        who = visitor(request)
+    def guard(self, request: Request, role: str) -> tuple[Visitor, Response | None]:
+        """The visitor, and the answer if they may not see a page that needs ``role``: the
+        login page (no session) or 403 (a role below it)."""
+        who = self.visitor(request)
         if who.staff is None:
             target = quote(request.url.path + (f"?{request.url.query}" if request.url.query
                                                else ""))
@@ -74,18 +89,30 @@ def staff_routes(app: App) -> APIRouter:
                 "who": who, "needed": role}, status_code=403)
         return who, None
 
-    def csrf_ok(who: _Visitor, form: dict[str, list[str]]) -> bool:
+    @staticmethod
+    def csrf_ok(who: Visitor, form: dict[str, list[str]]) -> bool:
         return bool(who.csrf) and hmac.compare_digest((form.get("csrf") or [""])[0], who.csrf)
 
-    async def posted(request: Request, role: str
-                     ) -> tuple[_Visitor, dict[str, list[str]], Response | None]:
+    async def posted(self, request: Request, role: str
+                     ) -> tuple[Visitor, dict[str, list[str]], Response | None]:
         """A staff form post: the visitor, the form, and the answer if it is refused (no
-        session or role: as :func:`guard`; a wrong CSRF token: 403)."""
+        session or role: as :meth:`guard`; a wrong CSRF token: 403)."""
         form = await read_form(request)
-        who, refused = guard(request, role)
-        if refused is None and not csrf_ok(who, form):
+        who, refused = self.guard(request, role)
+        if refused is None and not self.csrf_ok(who, form):
             refused = Response("Missing or wrong CSRF token.", status_code=403)
         return who, form, refused
+
+
+def field(form: dict[str, list[str]], name: str) -> str:
+    """One posted field's first value, stripped ("" if absent)."""
+    return (form.get(name) or [""])[0].strip()
+
+
+def staff_routes(app: App, gate: Gate) -> APIRouter:
+    router = APIRouter()
+    secret, secure = gate.secret, gate.secure
+    visitor, guard, posted, csrf_ok = gate.visitor, gate.guard, gate.posted, gate.csrf_ok
 
     @router.get("/login", response_class=HTMLResponse)
     def login_form(request: Request, next: str = "/customers") -> Response:
@@ -167,14 +194,38 @@ def staff_routes(app: App) -> APIRouter:
                                         before=before or None)
             except ValueError:
                 return Response("Not a timeline cursor.", status_code=400)
-            m = Message.__table__
+            m, e = Message.__table__, FlowEnrollment.__table__
             upcoming = list(conn.execute(select(m.c.id, m.c.flow, m.c.step, m.c.template,
                                                 m.c.due_at, m.c.status).where(
                 m.c.customer_id == row.id, m.c.status.in_(("scheduled", "paused")))
                 .order_by(m.c.due_at)))
+            enrollments = list(conn.execute(select(
+                e.c.flow, e.c.current_step, e.c.enrolled_at, e.c.next_run_at).where(
+                e.c.customer_id == row.id, e.c.status == EnrollmentStatus.ACTIVE.value)
+                .order_by(e.c.enrolled_at)))
+            standing = explain(conn, definitions(app), row, app.clock.now())
         return templates.TemplateResponse(request, "customer.html", {
             "who": who, "customer": row, "entries": entries, "kind": kind,
-            "upcoming": upcoming, "next": entries[-1].cursor if len(entries) == 50 else None})
+            "kinds": TIMELINE_KINDS, "upcoming": upcoming, "enrollments": enrollments,
+            "standing": standing, "next": next_cursor(entries, PAGE)})
+
+    @router.get("/customers/{customer_id}/mails/{message_id}", response_class=HTMLResponse)
+    def mail(request: Request, customer_id: int, message_id: int) -> Response:
+        """One mail as it was sent: its kept content, status and every attempt."""
+        who, refused = guard(request, "support")
+        if refused:
+            return refused
+        with app.engine.connect() as conn:
+            message = conn.execute(select(Message.__table__).where(
+                Message.id == message_id, Message.customer_id == customer_id)).first()
+            if message is None:
+                return Response("No such mail for this customer.", status_code=404)
+            content = conn.execute(select(MessageContent.__table__).where(
+                MessageContent.message_id == message_id)).first()
+            events = timeline_page(conn, customer_id, message=message_id, limit=MAX_PAGE)
+        return templates.TemplateResponse(request, "mail.html", {
+            "who": who, "message": message, "content": content,
+            "events": list(reversed(events))})
 
     @router.post("/customers/{customer_id}/mails/{message_id}/{action}")
     async def hold(request: Request, customer_id: int, message_id: int,
@@ -220,16 +271,6 @@ def staff_routes(app: App) -> APIRouter:
         if not await run_in_threadpool(write):
             return Response("No such customer.", status_code=404)
         return RedirectResponse(f"/customers/{customer_id}#timeline", status_code=303)
-
-    @router.get("/flows", response_class=HTMLResponse)
-    def flows(request: Request) -> Response:
-        who, refused = guard(request, "manager")
-        if refused:
-            return refused
-        loaded = catalogue(app)
-        return templates.TemplateResponse(request, "flows.html", {
-            "who": who, "flows": sorted(loaded.flows.values(), key=lambda f: f.name),
-            "problems": loaded.problems})
 
     return router
 

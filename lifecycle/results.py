@@ -1,0 +1,236 @@
+"""Flow results: what each flow's mails did, step by step and variant by variant.
+
+The cohort of a report is every mail a flow decided (``messages.created_at``)
+in ``[start, end)``.  For each step and A/B variant :func:`flow_results`
+counts the mails decided, sent, and — once each per mail, however often it
+happened — delivered, opened by a person (privacy-proxy opens are kept
+apart, see :mod:`lifecycle.mail.events`), clicked, replied to, unsubscribed
+from and bounced.
+
+**Conversions** are last-touch: a completed order is credited to the
+customer's latest mail — of any flow — sent or clicked at most
+``window`` before the order.  An order counts once in all of Lifecycle, so
+the revenue of two flows adds up to no more than the shop took; a mail
+credited with an order is a conversion of its flow, step and variant, and
+the order's total is its revenue.
+
+Over time, :attr:`FlowResults.daily` holds mails sent and conversions per
+UTC day; :func:`segment_sizes` gives each segment's size at the end of every
+day, from the stays in ``segment_memberships``.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection, and_, case, func, or_, select
+
+from lifecycle.models import (
+    FlowEnrollment,
+    Message,
+    MessageStatus,
+    Order,
+    OrderStatus,
+    SegmentMembership,
+    Touchpoint,
+)
+from lifecycle.timeutil import as_utc
+
+#: Timeline kinds counted per mail, by the column they count in.
+EVENT_COLUMNS = {
+    "email_delivered": "delivered",
+    "email_opened": "opened",
+    "email_clicked": "clicked",
+    "replied": "replied",
+    "email_unsubscribed": "unsubscribed",
+    "email_group_unsubscribed": "unsubscribed",
+    "unsubscribed": "unsubscribed",
+    "email_bounced": "bounced",
+}
+COLUMNS = ("decided", "sent", "delivered", "opened", "clicked", "replied", "unsubscribed",
+           "bounced", "conversions")
+
+
+@dataclass
+class Row:
+    """One step (and variant) of a flow, or the flow's total."""
+
+    step: str
+    variant: str | None = None
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COLUMNS, 0))
+    revenue: Decimal = Decimal("0")
+
+    def rate(self, column: str) -> float | None:
+        """``column`` per mail sent (0–1); None before anything was sent."""
+        sent = self.counts["sent"]
+        return self.counts[column] / sent if sent else None
+
+
+@dataclass
+class Day:
+    day: date
+    sent: int = 0
+    conversions: int = 0
+    revenue: Decimal = Decimal("0")
+
+
+@dataclass
+class FlowResults:
+    flow: str
+    start: datetime
+    end: datetime
+    window: timedelta
+    #: Enrollments begun in the period, by their status now.
+    enrollments: dict[str, int]
+    rows: list[Row]
+    total: Row
+    daily: list[Day]
+
+    @property
+    def has_variants(self) -> bool:
+        return any(r.variant for r in self.rows)
+
+
+def flow_results(conn: Connection, flow: str, start: datetime, end: datetime,
+                 window: timedelta, step_order: list[str] | None = None) -> FlowResults:
+    """The results of ``flow`` for mails decided in ``[start, end)`` (see the module doc);
+    ``step_order`` lists the flow's step ids in the order of its file."""
+    m, t = Message.__table__, Touchpoint.__table__
+    cohort = and_(m.c.flow == flow, m.c.created_at >= start, m.c.created_at < end)
+    rows: dict[tuple[str, str | None], Row] = {}
+
+    def row(step: str | None, variant: str | None) -> Row:
+        key = (step or "", variant)
+        if key not in rows:
+            rows[key] = Row(step or "", variant)
+        return rows[key]
+
+    sent_expr = func.sum(case((m.c.status == MessageStatus.SENT.value, 1), else_=0))
+    for step, variant, decided, sent in conn.execute(
+            select(m.c.step, m.c.variant, func.count(), sent_expr).where(cohort)
+            .group_by(m.c.step, m.c.variant)):
+        r = row(step, variant)
+        r.counts["decided"], r.counts["sent"] = int(decided), int(sent or 0)
+    for step, variant, kind, mails in conn.execute(
+            select(m.c.step, m.c.variant, t.c.kind, func.count(func.distinct(t.c.message_id)))
+            .select_from(t.join(m, m.c.id == t.c.message_id))
+            .where(cohort, t.c.kind.in_(list(EVENT_COLUMNS)))
+            .group_by(m.c.step, m.c.variant, t.c.kind)):
+        row(step, variant).counts[EVENT_COLUMNS[kind]] += int(mails)
+
+    daily: dict[date, Day] = {}
+    for d in _days(start, end):
+        daily[d] = Day(d)
+    for (sent_at,) in conn.execute(select(m.c.sent_at).where(
+            cohort, m.c.status == MessageStatus.SENT.value)):
+        day = as_utc(sent_at).date()
+        if day in daily:
+            daily[day].sent += 1
+    for message, ordered_at, total in _conversions(conn, flow, start, end, window):
+        r = row(message.step, message.variant)
+        r.counts["conversions"] += 1
+        r.revenue += total
+        day = as_utc(ordered_at).date()
+        if day in daily:
+            daily[day].conversions += 1
+            daily[day].revenue += total
+
+    e = FlowEnrollment.__table__
+    enrollments = {status: int(n) for status, n in conn.execute(
+        select(e.c.status, func.count()).where(
+            e.c.flow == flow, e.c.enrolled_at >= start, e.c.enrolled_at < end)
+        .group_by(e.c.status))}
+    order = {s: i for i, s in enumerate(step_order or [])}
+    ordered = sorted(rows.values(), key=lambda r: (order.get(r.step, len(order)), r.step,
+                                                   r.variant or ""))
+    total = Row("all steps")
+    for r in ordered:
+        for column in COLUMNS:
+            total.counts[column] += r.counts[column]
+        total.revenue += r.revenue
+    return FlowResults(flow, start, end, window, enrollments, ordered, total,
+                       list(daily.values()))
+
+
+def _days(start: datetime, end: datetime) -> list[date]:
+    first, last = as_utc(start).date(), as_utc(end - timedelta(microseconds=1)).date()
+    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+def _conversions(conn: Connection, flow: str, start: datetime, end: datetime,
+                 window: timedelta) -> list[tuple[Any, datetime, Decimal]]:
+    """``(mail, order time, order total)`` for each order credited to a mail of the cohort."""
+    m, t, o = Message.__table__, Touchpoint.__table__, Order.__table__
+    customers = select(m.c.customer_id).where(
+        m.c.flow == flow, m.c.created_at >= start, m.c.created_at < end,
+        m.c.status == MessageStatus.SENT.value).distinct().scalar_subquery()
+    # Every touch of those customers (any flow's mail sent or clicked), by customer, in time.
+    touches: dict[int, list[tuple[datetime, int]]] = defaultdict(list)
+    mails: dict[int, Any] = {}
+    for mail in conn.execute(select(m.c.id, m.c.customer_id, m.c.flow, m.c.step, m.c.variant,
+                                    m.c.created_at, m.c.sent_at).where(
+            m.c.customer_id.in_(customers), m.c.status == MessageStatus.SENT.value,
+            m.c.sent_at >= start - window, m.c.sent_at < end + window)):
+        mails[mail.id] = mail
+        touches[mail.customer_id].append((as_utc(mail.sent_at), mail.id))
+    for customer_id, message_id, at in conn.execute(select(
+            t.c.customer_id, t.c.message_id, t.c.occurred_at).where(
+            t.c.customer_id.in_(customers), t.c.kind == "email_clicked",
+            t.c.occurred_at >= start - window, t.c.occurred_at < end + window)):
+        if message_id in mails:
+            touches[customer_id].append((as_utc(at), message_id))
+    for seq in touches.values():
+        seq.sort()
+    credited = []
+    for customer_id, ordered_at, total in conn.execute(select(
+            o.c.customer_id, o.c.ordered_at, o.c.total).where(
+            o.c.customer_id.in_(customers), o.c.status == OrderStatus.COMPLETED.value,
+            o.c.ordered_at >= start, o.c.ordered_at < end + window)):
+        seq, at = touches.get(customer_id), as_utc(ordered_at)
+        if not seq:
+            continue
+        i = bisect.bisect_right(seq, (at, float("inf"))) - 1
+        if i < 0 or seq[i][0] <= at - window:
+            continue
+        mail = mails[seq[i][1]]
+        created = as_utc(mail.created_at)
+        if mail.flow == flow and start <= created < end:
+            credited.append((mail, at, Decimal(total)))
+    return credited
+
+
+@dataclass
+class SegmentSeries:
+    segment: str
+    sizes: list[int]
+
+
+def segment_sizes(conn: Connection, start: datetime, end: datetime,
+                  segments: list[str] | None = None) -> tuple[list[date], list[SegmentSeries]]:
+    """Each segment's size at the end of every UTC day from ``start`` to ``end``."""
+    s = SegmentMembership.__table__
+    days = _days(start, end)
+    wanted = [s.c.segment.in_(segments)] if segments else []
+    base: dict[str, int] = defaultdict(int)
+    for segment, n in conn.execute(select(s.c.segment, func.count()).where(
+            s.c.entered_at < start, or_(s.c.exited_at.is_(None), s.c.exited_at >= start),
+            *wanted).group_by(s.c.segment)):
+        base[segment] = int(n)
+    change: dict[str, dict[date, int]] = defaultdict(lambda: defaultdict(int))
+    for column, sign in ((s.c.entered_at, 1), (s.c.exited_at, -1)):
+        for segment, at in conn.execute(select(s.c.segment, column).where(
+                column >= start, column < end, *wanted)):
+            change[segment][as_utc(at).date()] += sign
+    series = []
+    for segment in sorted(set(base) | set(change)):
+        size, sizes = base[segment], []
+        for d in days:
+            size += change[segment].get(d, 0)
+            sizes.append(size)
+        series.append(SegmentSeries(segment, sizes))
+    return days, series

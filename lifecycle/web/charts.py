@@ -1,0 +1,82 @@
+"""Charts as inline SVG, drawn on the server: no script, readable by screen readers.
+
+:func:`line_chart` draws one line per series over days.  The picture is
+``role="img"`` with a title; every page that shows one also shows the same
+figures in a table, which is what assistive technology reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date
+
+from markupsafe import Markup, escape
+
+#: Line colours, told apart by people with the common colour-vision deficiencies.
+COLOURS = ("#1b6ac9", "#d95f02", "#1b9e77", "#7570b3", "#e7298a", "#66a61e", "#a6761d",
+           "#666666")
+WIDTH, HEIGHT = 640, 220
+LEFT, RIGHT, TOP, BOTTOM = 48, 150, 12, 28
+
+
+def _nice_top(value: float) -> float:
+    """The smallest 1, 2 or 5 × 10ⁿ at or above ``value`` (the y axis's top)."""
+    if value <= 0:
+        return 1
+    step = 1.0
+    while step * 10 <= value:
+        step *= 10
+    for factor in (1, 2, 5, 10):
+        if step * factor >= value:
+            return step * factor
+    return step * 10
+
+
+def line_chart(title: str, days: Sequence[date],
+               series: Sequence[tuple[str, Sequence[float]]]) -> Markup:
+    """An SVG line chart of ``series`` (name, one value per day) over ``days``."""
+    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+    top = _nice_top(max((v for _, values in series for v in values), default=0))
+    n = max(len(days) - 1, 1)
+
+    def x(i: int) -> float:
+        return LEFT + plot_w * i / n
+
+    def y(v: float) -> float:
+        return TOP + plot_h * (1 - v / top)
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT}" '
+             f'width="100%" role="img" aria-label="{escape(title)}" class="chart">'
+             f'<title>{escape(title)}</title>']
+    for k in range(5):  # grid lines and y labels
+        v = top * k / 4
+        parts.append(f'<line x1="{LEFT}" x2="{LEFT + plot_w}" y1="{y(v):.1f}" y2="{y(v):.1f}" '
+                     f'stroke="#d9dee3"/><text x="{LEFT - 6}" y="{y(v) + 4:.1f}" '
+                     f'text-anchor="end" font-size="11">{_short(v)}</text>')
+    if days:
+        for i in sorted({0, len(days) // 2, len(days) - 1}):
+            parts.append(f'<text x="{x(i):.1f}" y="{HEIGHT - 8}" text-anchor="middle" '
+                         f'font-size="11">{days[i].isoformat()}</text>')
+    for index, (name, values) in enumerate(series):
+        colour = COLOURS[index % len(COLOURS)]
+        points = " ".join(f"{x(i):.1f},{y(v):.1f}" for i, v in enumerate(values))
+        if len(values) == 1:
+            parts.append(f'<circle cx="{x(0):.1f}" cy="{y(values[0]):.1f}" r="3" '
+                         f'fill="{colour}"/>')
+        elif values:
+            parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" '
+                         f'points="{points}"/>')
+        ly = TOP + 14 + 16 * index
+        parts.append(f'<rect x="{LEFT + plot_w + 12}" y="{ly - 9}" width="10" height="10" '
+                     f'fill="{colour}"/><text x="{LEFT + plot_w + 28}" y="{ly}" '
+                     f'font-size="12">{escape(name)}</text>')
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
+def _short(value: float) -> str:
+    if value >= 1_000_000:
+        return f"{value / 1_000_000:g}M"
+    if value >= 1000:
+        return f"{value / 1000:g}k"
+    return f"{value:g}"
