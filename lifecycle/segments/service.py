@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from pathlib import Path
 
 from sqlalchemy import select
 
@@ -16,9 +17,28 @@ from lifecycle.yamlfile import InvalidFile
 log = logging.getLogger(__name__)
 
 
+#: Parsed definitions by file, with the (modification time, size) they were read at.
+_loaded: dict[Path, tuple[tuple[int, int], Definitions]] = {}
+
+
 def definitions(app: App) -> Definitions:
-    """The segment definitions of ``LIFECYCLE_FLOWS_DIR/segments.yaml`` (InvalidFile if bad)."""
-    return load_definitions(app.settings.segments_file)
+    """The segment definitions of ``LIFECYCLE_FLOWS_DIR/segments.yaml`` (InvalidFile if bad).
+
+    Parsed again only when the file changed (its modification time or size): pages call
+    this on every request, and parsing and checking the file takes about 13 ms.
+    """
+    path = app.settings.segments_file
+    try:
+        info = path.stat()
+        stamp = (info.st_mtime_ns, info.st_size)
+    except OSError:
+        return load_definitions(path)  # says what is wrong with the path
+    kept = _loaded.get(path)
+    if kept is not None and kept[0] == stamp:
+        return kept[1]
+    defs = load_definitions(path)
+    _loaded[path] = (stamp, defs)
+    return defs
 
 
 def refresh_if_due(app: App) -> RefreshReport | None:

@@ -1,0 +1,232 @@
+"""The staff pages in a real browser: Debian's Chromium, headless, driven by Playwright.
+
+The web app runs under uvicorn on a free port of 127.0.0.1, on the same
+database as the test (SQLite and PostgreSQL).  Chromium is the system's
+(``/usr/bin/chromium``, or LIFECYCLE_TEST_CHROMIUM); when it is missing and
+the tests run as root on Debian, the session installs it with apt, else its
+tests are skipped (or, with CI=true, fail).  Every step leaves a screenshot in
+``test-artifacts/screenshots/``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import uvicorn
+from sqlalchemy import insert, select
+
+from lifecycle.app import App
+from lifecycle.mail.sending import dispatch, send_batch
+from lifecycle.mail.transports import FileTransport
+from lifecycle.models import Message, Touchpoint
+from lifecycle.segments.compute import refresh_all
+from lifecycle.segments.service import definitions
+from lifecycle.web.app import create_app
+from tests.conftest import IN_CI, _skipped_services
+from tests.factories import PASSWORD, account, add_campaign
+from tests.factories import WEB_T0 as T0
+from tests.ports import free_port
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+SHOTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "screenshots"
+#: What the machine's closed network needs (see the env notes): no background fetches.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--disable-dev-shm-usage"]
+
+
+def _install_chromium() -> str | None:
+    """The path of Chromium, installing Debian's package if we may; None if there is none."""
+    wanted = os.environ.get("LIFECYCLE_TEST_CHROMIUM") or shutil.which("chromium")
+    if wanted:
+        return wanted
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        for command in (["apt-get", "update", "-q"],
+                        ["apt-get", "install", "-y", "-q", "--no-install-recommends",
+                         "chromium"]):
+            subprocess.run(command, check=False, capture_output=True, timeout=600,
+                           env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    return shutil.which("chromium")
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[object]:
+    path = _install_chromium()
+    if path is None:
+        reason = "no chromium on this machine and it could not be installed (apt, as root)"
+        if IN_CI:
+            pytest.fail(f"Chromium is required in CI (CI=true): {reason}", pytrace=False)
+        _skipped_services["Chromium"] = reason
+        pytest.skip(reason)
+    with playwright_api.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=path, headless=True, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def site(app: App) -> Iterator[str]:
+    """The web app of ``app`` served on 127.0.0.1; its base URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(app), host="127.0.0.1", port=port,
+                                           log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture
+def page(browser, site: str, backend: str, request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    context = browser.new_context(base_url=site, viewport={"width": 1280, "height": 900})
+    tab = context.new_page()
+    tab.set_default_timeout(15_000)
+    tab.shots = _Shots(tab, f"{request.node.originalname}-{backend}")
+    yield tab
+    context.close()
+
+
+class _Shots:
+    def __init__(self, tab, name: str) -> None:  # type: ignore[no-untyped-def]
+        self.tab, self.name, self.n = tab, name, 0
+
+    def __call__(self, step: str) -> Path:
+        self.n += 1
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        target = SHOTS / f"{self.name}-{self.n:02d}-{step}.png"
+        self.tab.screenshot(path=str(target), full_page=True)
+        return target
+
+
+def a_customer_with_a_story(app: App) -> tuple[int, int, int]:
+    """A customer who got a thank-you mail, replied, and has a win-back mail scheduled:
+    (customer id, the sent mail, the scheduled mail)."""
+    with app.engine.begin() as conn:
+        [sent] = add_campaign(conn, 1, T0 - timedelta(days=1))
+        cid = conn.execute(select(Message.customer_id).where(Message.id == sent)).scalar_one()
+    app.clock.set(T0 - timedelta(days=1))  # type: ignore[attr-defined]
+    ids: list[int] = []
+    dispatch(app, ids.extend)
+    assert send_batch(app, ids, transport=FileTransport(app.settings.outbox_dir))["sent"] == 1
+    app.clock.set(T0)  # type: ignore[attr-defined]
+    with app.engine.begin() as conn:
+        mail = {"flow": "thank_you", "step": "thanks"}
+        conn.execute(insert(Touchpoint), [
+            {"customer_id": cid, "kind": kind, "channel": channel, "message_id": message,
+             "occurred_at": T0 - timedelta(hours=hours), "recorded_at": T0, "data": data}
+            for kind, channel, message, hours, data in [
+                ("email_delivered", "email", sent, 23.9, mail),
+                ("email_opened", "email", sent, 22, mail),
+                ("email_clicked", "email", sent, 21.9,
+                 {**mail, "url": "https://shop.example/orders/o0"}),
+                ("replied", "email", sent, 20,
+                 {"text": "Where is my parcel?\nIt has been a week."}),
+                ("support", "support", None, 6,
+                 {"type": "call", "summary": "Parcel delayed by the carrier; new one sent."}),
+                ("feedback", "email", None, 2,
+                 {"score": 9, "comment": "Quick help, thank you!"}),
+                ("note", "support", None, 1,
+                 {"by": "sue@shop.example", "text": "Sent a replacement; no charge."}),
+            ]])
+        later = conn.execute(insert(Message).returning(Message.id).values(
+            idempotency_key="wb", customer_id=cid, flow="win_back", step="miss-you",
+            template="winback_1", to_email="b0@example.com", status="scheduled",
+            due_at=T0 + timedelta(days=30), attempts=0, context={}, created_at=T0,
+            updated_at=T0)).scalar_one()
+        refresh_all(conn, definitions(app), T0, T0)
+    return int(cid), int(sent), int(later)
+
+
+def log_in(page, email: str) -> None:  # type: ignore[no-untyped-def]
+    page.goto("/login")
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+
+
+def test_support_finds_a_customer_reads_the_timeline_opens_a_mail_and_pauses_another(
+        app: App, page) -> None:  # type: ignore[no-untyped-def]
+    cid, sent, later = a_customer_with_a_story(app)
+    account(app, "sue@shop.example", "support")
+    log_in(page, "sue@shop.example")
+    page.get_by_label("Email, name or customer id").fill("b0@example.com")
+    page.get_by_role("button", name="Search").click()
+    page.shots("search")
+    page.get_by_role("link", name="b0", exact=False).first.click()
+    page.wait_for_url(f"**/customers/{cid}")
+    timeline = page.get_by_role("table", name="Timeline")
+    seen = timeline.inner_text()
+    for line in ("Note by sue@shop.example: Sent a replacement", "Feedback: 9/10",
+                 "Support call: Parcel delayed", "Replied: Where is my parcel?",
+                 "Clicked https://shop.example/orders/o0", "Mail opened — thank_you/thanks",
+                 "Mail delivered", "Mail sent: “Thank you for your order, Sam”"):
+        assert line in seen, line
+    assert seen.index("Note by") < seen.index("Replied:") < seen.index("Mail sent:")
+    page.shots("timeline")
+
+    page.get_by_role("link", name="open the mail").first.click()
+    page.wait_for_url(f"**/customers/{cid}/mails/{sent}")
+    frame = page.frame_locator("iframe.mail")
+    assert "Sam" in frame.locator("body").inner_text()
+    page.wait_for_load_state("load")
+    page.locator("iframe.mail").scroll_into_view_if_needed()
+    page.shots("sent-mail")
+
+    page.go_back()
+    page.get_by_role("button", name="pause win_back/miss-you").click()
+    page.wait_for_url(f"**/customers/{cid}#upcoming")
+    assert "paused" in page.get_by_role("table", name="Upcoming mails").inner_text()
+    page.shots("paused")
+    with app.engine.connect() as conn:
+        assert conn.execute(select(Message.status).where(Message.id == later)) \
+            .scalar_one() == "paused"
+
+    answer = page.goto("/flows")
+    assert answer is not None and answer.status == 403
+    assert "needs the manager role" in page.content()
+    page.shots("flows-refused")
+
+
+def test_the_login_and_search_work_from_the_keyboard_alone(app: App, page) -> None:  # type: ignore[no-untyped-def]
+    a_customer_with_a_story(app)
+    account(app, "sue@shop.example", "support")
+    page.goto("/login")
+    assert page.evaluate("document.activeElement.id") == "email"  # focus starts in the form
+    page.keyboard.type("sue@shop.example")
+    page.keyboard.press("Tab")
+    page.keyboard.type(PASSWORD)
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/customers")
+    assert page.evaluate("document.activeElement.id") == "q"
+    page.keyboard.type("Sam")
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/customers?q=Sam")
+    assert page.get_by_role("link", name="b0", exact=False).count() == 1
+    page.shots("keyboard")
+
+
+def test_a_manager_reads_flow_results_with_a_chart(app: App, page) -> None:  # type: ignore[no-untyped-def]
+    a_customer_with_a_story(app)
+    account(app, "max@shop.example", "manager")
+    log_in(page, "max@shop.example")
+    page.goto("/flows")
+    page.get_by_role("link", name="thank_you").first.click()
+    assert page.get_by_role("img", name="thank_you: mails sent and conversions per day") \
+        .is_visible()
+    row = page.get_by_role("row", name="thanks", exact=False).first.inner_text()
+    assert row.split()[0:3] == ["thanks", "—", "1"]
+    page.shots("flow-results")
