@@ -25,6 +25,10 @@ from lifecycle.web.webhooks import webhook_routes
 #: A process that has not been seen for this long counts as gone.
 STALE_AFTER = timedelta(minutes=2)
 
+#: The pages use no script; a mail shown in a sandboxed frame inherits this policy too.
+PAGE_POLICY = ("script-src 'none'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+               "frame-ancestors 'none'")
+
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 
 
@@ -40,6 +44,18 @@ def create_app(app: App) -> FastAPI:
     web.include_router(manager_routes(app, gate))
     web.include_router(admin_routes(app, gate))
     install_api_errors(web)
+
+    @web.middleware("http")
+    async def page_headers(request: Request, call_next: Any) -> Any:
+        """Every HTML page: no script runs (none is needed), no other site may frame it, forms
+        post only here, and links do not leak paths (customer ids) to other sites."""
+        answer = await call_next(request)
+        if answer.headers.get("content-type", "").startswith("text/html"):
+            answer.headers.setdefault("Content-Security-Policy", PAGE_POLICY)
+            answer.headers.setdefault("X-Frame-Options", "DENY")
+            answer.headers.setdefault("Referrer-Policy", "same-origin")
+            answer.headers.setdefault("X-Content-Type-Options", "nosniff")
+        return answer
 
     @web.get("/healthz")
     def healthz() -> JSONResponse:

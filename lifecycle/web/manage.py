@@ -160,9 +160,10 @@ def manager_routes(app: App, gate: Gate) -> APIRouter:
         for item in series:
             by_family.setdefault(defs.family(item.segment) if item.segment in names
                                  else "other", []).append(item)
-        charts = [line_chart(f"{family} segments: customers at the end of each day", day_list,
-                             [(i.segment.replace("_", " "), i.sizes) for i in items])
-                  for family, items in sorted(by_family.items())]
+        charts = [(family, line_chart(
+            f"{family} segments: customers at the end of each day", day_list,
+            [(i.segment.replace("_", " "), i.sizes) for i in items]))
+            for family, items in sorted(by_family.items())]
         return templates.TemplateResponse(request, "segments.html", {
             "who": who, "rows": rows, "charts": charts, "days": days, "day_list": day_list,
             "series": series})
