@@ -28,7 +28,7 @@ from lifecycle.segments.compute import refresh_all
 from lifecycle.segments.service import definitions
 from lifecycle.web.app import create_app
 from tests.factories import WEB_T0 as T0
-from tests.factories import account, add_campaign, csrf_of, logged_in
+from tests.factories import account, add_campaign, add_customer, csrf_of, logged_in
 
 #: Every staff route, with the least role it needs ({c}: a customer, {m}: a mail,
 #: {s}: a staff account, {k}: an API key prefix, {f}: a flow).
@@ -262,3 +262,19 @@ def test_pages_forbid_scripts_and_framing(app: App, web: TestClient) -> None:
         assert "frame-ancestors 'none'" in headers["content-security-policy"], path
         assert headers["x-frame-options"] == "DENY", path
     assert "content-security-policy" not in web.get("/healthz").headers  # JSON, not a page
+
+
+def test_flow_results_put_ab_variants_side_by_side(app: App, web: TestClient) -> None:
+    from tests.test_flow_results import mail
+
+    with app.engine.begin() as conn:
+        cid = add_customer(conn, "ab", T0 - timedelta(days=400))
+        for days, variant in enumerate(("winback_1", "winback_2", "winback_2"), start=1):
+            mail(conn, cid, "win_back", "miss-you", variant, T0 - timedelta(days=days))
+    account(app, "max@shop.example", "manager")
+    page = logged_in(web, "max@shop.example").get("/flows/win_back").text
+    assert "Per step and A/B variant" in page
+    first = page.index('<th scope="row">miss-you</th><td>winback_1</td>')
+    second = page.index('<th scope="row">miss-you</th><td>winback_2</td>')
+    assert first < second
+    assert '<td>winback_2</td>\n        <td class="n">2</td><td class="n">2</td>' in page

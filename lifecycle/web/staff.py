@@ -1,4 +1,6 @@
-"""Pages for staff: login, customer search, a customer's timeline, the flow list.
+"""Staff sessions and roles (:class:`Gate`), and support's pages: login, customer search,
+a customer's page and timeline, a sent mail, pausing mails, notes.  Managers' pages are in
+:mod:`lifecycle.web.manage`, admins' in :mod:`lifecycle.web.admin`.
 
 Sessions are a signed cookie (HMAC with ``LIFECYCLE_SECRET_KEY``, see
 :mod:`lifecycle.links`): the staff id, when it was issued (a session lasts
