@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import timedelta
 from html import escape
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -278,3 +279,23 @@ def test_flow_results_put_ab_variants_side_by_side(app: App, web: TestClient) ->
     second = page.index('<th scope="row">miss-you</th><td>winback_2</td>')
     assert first < second
     assert '<td>winback_2</td>\n        <td class="n">2</td><td class="n">2</td>' in page
+
+
+def test_broken_segment_definitions_name_the_problem_and_keep_the_timeline(
+        app: App, tmp_path: Path) -> None:
+    import shutil
+    from dataclasses import replace
+
+    cid, _mid = sent_mail(app)
+    flows = tmp_path / "flows"
+    shutil.copytree(app.settings.flows_dir, flows)
+    (flows / "segments.yaml").write_text("rfm:\n  grid: [not, a, grid\n", encoding="utf-8")
+    broken = App(replace(app.settings, flows_dir=flows), clock=app.clock)
+    account(broken, "max@shop.example", "manager")
+    web = logged_in(TestClient(create_app(broken)), "max@shop.example")
+    page = web.get(f"/customers/{cid}")
+    assert page.status_code == 200 and "segment definitions have problems" in page.text
+    assert "segments.yaml" in page.text and "Mail sent:" in page.text  # the timeline is there
+    segments = web.get("/segments")
+    assert segments.status_code == 422 and "segments.yaml" in segments.text
+    broken.close()

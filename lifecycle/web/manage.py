@@ -30,6 +30,7 @@ from lifecycle.segments.service import definitions
 from lifecycle.web.charts import line_chart
 from lifecycle.web.linked import templates
 from lifecycle.web.staff import Gate, field
+from lifecycle.yamlfile import InvalidFile
 
 #: Longest period a results page covers (days).
 MAX_DAYS = 730
@@ -146,7 +147,12 @@ def manager_routes(app: App, gate: Gate) -> APIRouter:
         who, refused = gate.guard(request, "manager")
         if refused:
             return refused
-        defs = definitions(app)
+        try:
+            defs = definitions(app)
+        except InvalidFile as exc:
+            return templates.TemplateResponse(request, "segments.html", {
+                "who": who, "problems": [str(p) for p in exc.problems], "rows": [],
+                "charts": [], "days": days, "day_list": [], "series": []}, status_code=422)
         start, end = _period(app, days)
         s = SegmentMembership.__table__
         with app.engine.connect() as conn:

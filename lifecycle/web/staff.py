@@ -41,6 +41,7 @@ from lifecycle.staff import allows, check_password, staff_by_id
 from lifecycle.timeline import MAX_PAGE, PAGE, TIMELINE_KINDS, next_cursor
 from lifecycle.timeline import page as timeline_page
 from lifecycle.web.linked import read_form, templates
+from lifecycle.yamlfile import InvalidFile
 
 SESSION_COOKIE = "lifecycle_session"
 LOGIN_COOKIE = "lifecycle_login"
@@ -205,11 +206,15 @@ def staff_routes(app: App, gate: Gate) -> APIRouter:
                 e.c.flow, e.c.current_step, e.c.enrolled_at, e.c.next_run_at).where(
                 e.c.customer_id == row.id, e.c.status == EnrollmentStatus.ACTIVE.value)
                 .order_by(e.c.enrolled_at)))
-            standing = explain(conn, definitions(app), row, app.clock.now())
+            standing, problems = None, []
+            try:  # a manager's broken segments.yaml must not hide the timeline from support
+                standing = explain(conn, definitions(app), row, app.clock.now())
+            except InvalidFile as exc:
+                problems = [str(p) for p in exc.problems]
         return templates.TemplateResponse(request, "customer.html", {
             "who": who, "customer": row, "entries": entries, "kind": kind,
             "kinds": TIMELINE_KINDS, "upcoming": upcoming, "enrollments": enrollments,
-            "standing": standing, "next": next_cursor(entries, PAGE)})
+            "standing": standing, "problems": problems, "next": next_cursor(entries, PAGE)})
 
     @router.get("/customers/{customer_id}/mails/{message_id}", response_class=HTMLResponse)
     def mail(request: Request, customer_id: int, message_id: int) -> Response:
