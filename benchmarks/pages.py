@@ -39,9 +39,8 @@ from urllib.parse import quote
 
 import httpx
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 
-from benchmarks.common import POSTGRES_ADMIN_URL, fresh_database
+from benchmarks.common import database_url, fresh_database
 from lifecycle.config import PROJECT_ROOT
 from lifecycle.db import make_engine
 from lifecycle.models import Touchpoint
@@ -60,11 +59,6 @@ PASSWORD = "benchmark password"
 NOW = datetime(2026, 11, 1, 12, tzinfo=UTC)
 KINDS = ["order_placed", "email_sent", "email_delivered", "email_opened", "email_clicked",
          "replied", "feedback", "note"]
-
-
-def _url_of_existing() -> str:
-    return str(make_url(POSTGRES_ADMIN_URL).set(database=f"lifecycle_bench_{NAME}")
-               .render_as_string(hide_password=False))
 
 
 def _loaded(url: str, touchpoints: int, mine: int) -> bool:
@@ -170,7 +164,7 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true")
     args = parser.parse_args()
 
-    url = _url_of_existing()
+    url = database_url(NAME)
     if not (args.reuse and _loaded(url, args.touchpoints, args.mine)):
         url = fresh_database("postgresql", Path("."), NAME)
         load(url, args.touchpoints, args.mine)

@@ -123,15 +123,16 @@ def flow_results(conn: Connection, flow: str, start: datetime, end: datetime,
             .group_by(m.c.step, m.c.variant, t.c.kind)):
         row(step, variant).counts[EVENT_COLUMNS[kind]] += int(mails)
 
-    daily: dict[date, Day] = {}
-    for d in _days(start, end):
-        daily[d] = Day(d)
-    for (sent_at,) in conn.execute(select(m.c.sent_at).where(
-            cohort, m.c.status == MessageStatus.SENT.value)):
+    daily = {d: Day(d) for d in _days(start, end)}
+    sent_mails = and_(cohort, m.c.status == MessageStatus.SENT.value)
+    cohort_sent: set[int] = set()
+    for message_id, sent_at in conn.execute(select(m.c.id, m.c.sent_at).where(sent_mails)):
+        cohort_sent.add(message_id)
         day = as_utc(sent_at).date()
         if day in daily:
             daily[day].sent += 1
-    for message, ordered_at, total in _conversions(conn, flow, start, end, window):
+    for message, ordered_at, total in _conversions(conn, sent_mails, cohort_sent, start, end,
+                                                   window):
         r = row(message.step, message.variant)
         r.counts["conversions"] += 1
         r.revenue += total
@@ -162,18 +163,17 @@ def _days(start: datetime, end: datetime) -> list[date]:
     return [first + timedelta(days=i) for i in range((last - first).days + 1)]
 
 
-def _conversions(conn: Connection, flow: str, start: datetime, end: datetime,
-                 window: timedelta) -> list[tuple[Any, datetime, Decimal]]:
-    """``(mail, order time, order total)`` for each order credited to a mail of the cohort."""
+def _conversions(conn: Connection, sent_mails: Any, cohort_sent: set[int], start: datetime,
+                 end: datetime, window: timedelta) -> list[tuple[Any, datetime, Decimal]]:
+    """``(mail, order time, order total)`` for each order credited to a mail of the cohort
+    (``sent_mails`` selects its sent mails, ``cohort_sent`` holds their ids)."""
     m, t, o = Message.__table__, Touchpoint.__table__, Order.__table__
-    customers = select(m.c.customer_id).where(
-        m.c.flow == flow, m.c.created_at >= start, m.c.created_at < end,
-        m.c.status == MessageStatus.SENT.value).distinct().scalar_subquery()
+    customers = select(m.c.customer_id).where(sent_mails).distinct().scalar_subquery()
     # Every touch of those customers (any flow's mail sent or clicked), by customer, in time.
     touches: dict[int, list[tuple[datetime, int]]] = defaultdict(list)
     mails: dict[int, Any] = {}
-    for mail in conn.execute(select(m.c.id, m.c.customer_id, m.c.flow, m.c.step, m.c.variant,
-                                    m.c.created_at, m.c.sent_at).where(
+    for mail in conn.execute(select(m.c.id, m.c.customer_id, m.c.step, m.c.variant,
+                                    m.c.sent_at).where(
             m.c.customer_id.in_(customers), m.c.status == MessageStatus.SENT.value,
             m.c.sent_at >= start - window, m.c.sent_at < end + window)):
         mails[mail.id] = mail
@@ -197,10 +197,8 @@ def _conversions(conn: Connection, flow: str, start: datetime, end: datetime,
         i = bisect.bisect_right(seq, (at, float("inf"))) - 1
         if i < 0 or seq[i][0] <= at - window:
             continue
-        mail = mails[seq[i][1]]
-        created = as_utc(mail.created_at)
-        if mail.flow == flow and start <= created < end:
-            credited.append((mail, at, Decimal(total)))
+        if seq[i][1] in cohort_sent:
+            credited.append((mails[seq[i][1]], at, Decimal(total)))
     return credited
 
 

@@ -9,7 +9,6 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, insert, select
 
@@ -246,11 +245,6 @@ def test_an_admin_adds_staff_changes_roles_and_manages_api_keys(app: App,
             .scalar_one() is not None
     nothing = web.post("/admin/apikeys", data={"csrf": csrf, "name": "x"})
     assert nothing.status_code == 422
-
-
-@pytest.fixture
-def web(app: App) -> TestClient:
-    return TestClient(create_app(app))
 
 
 def test_pages_forbid_scripts_and_framing(app: App, web: TestClient) -> None:

@@ -10,7 +10,7 @@ from lifecycle.flows.definitions import Catalogue, Context, load_folder
 from lifecycle.flows.engine import Policies, advance
 from lifecycle.flows.policies import load_policies
 from lifecycle.flows.triggers import dispatch
-from lifecycle.segments.definitions import load_definitions
+from lifecycle.segments.service import definitions
 from lifecycle.yamlfile import InvalidFile
 
 log = logging.getLogger(__name__)
@@ -20,7 +20,7 @@ _reported: set[str] = set()
 def catalogue(app: App) -> Catalogue:
     """The valid flows; each problem of an invalid file is logged once, the rest keep running."""
     try:
-        segments = set(load_definitions(app.settings.segments_file).all_names())
+        segments = set(definitions(app).all_names())
     except InvalidFile as exc:
         segments = set()
         problems = list(exc.problems)

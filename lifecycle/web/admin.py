@@ -19,8 +19,8 @@ from lifecycle.apikeys import SCOPES, create_key, revoke
 from lifecycle.app import App
 from lifecycle.models import ApiKey, StaffUser
 from lifecycle.staff import RANK, add_staff, change_staff
-from lifecycle.web.linked import templates
-from lifecycle.web.staff import Gate, Visitor, field
+from lifecycle.web.linked import field, templates
+from lifecycle.web.staff import Gate, Visitor
 
 
 def admin_routes(app: App, gate: Gate) -> APIRouter:
@@ -49,7 +49,7 @@ def admin_routes(app: App, gate: Gate) -> APIRouter:
             try:
                 with app.engine.begin() as conn:
                     add_staff(conn, field(form, "email"), field(form, "role"),
-                              (form.get("password") or [""])[0], app.clock.now(),
+                              field(form, "password", strip=False), app.clock.now(),
                               name=field(form, "name") or None)
             except ValueError as exc:
                 return str(exc)

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
-from fastapi.templating import Jinja2Templates
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -17,6 +15,7 @@ from lifecycle.models import Customer, Message, Order, ProcessHeartbeat
 from lifecycle.web.admin import admin_routes
 from lifecycle.web.api import api_routes, install_api_errors
 from lifecycle.web.feedback import feedback_routes
+from lifecycle.web.linked import templates
 from lifecycle.web.manage import manager_routes
 from lifecycle.web.staff import Gate, staff_routes
 from lifecycle.web.subscriptions import subscription_routes
@@ -29,7 +28,6 @@ STALE_AFTER = timedelta(minutes=2)
 PAGE_POLICY = ("script-src 'none'; object-src 'none'; base-uri 'none'; form-action 'self'; "
                "frame-ancestors 'none'")
 
-templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 
 
 def create_app(app: App) -> FastAPI:

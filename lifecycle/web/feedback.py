@@ -18,7 +18,7 @@ from lifecycle.app import App
 from lifecycle.feedback import SCORES, add_comment, answer_of, record_answer
 from lifecycle.segments.definitions import Definitions
 from lifecycle.segments.service import definitions
-from lifecycle.web.linked import Linked, read_form
+from lifecycle.web.linked import Linked, field, read_form
 from lifecycle.yamlfile import InvalidFile
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ def feedback_routes(app: App) -> APIRouter:
     @router.post("/f/{token}", response_class=HTMLResponse)
     async def comment(request: Request, token: str) -> Response:
         form = await read_form(request)
-        text = (form.get("comment") or [""])[0]
+        text = field(form, "comment", strip=False)
         return await run_in_threadpool(answer, request, token, None, text)
 
     return router

@@ -31,6 +31,13 @@ async def read_form(request: Request) -> dict[str, list[str]]:
     return parse_qs((await request.body()).decode("utf-8", "replace"))
 
 
+def field(form: dict[str, list[str]], name: str, strip: bool = True) -> str:
+    """One posted field's first value ("" if absent), stripped unless ``strip`` is False
+    (passwords, tokens and free text are taken as typed)."""
+    value = (form.get(name) or [""])[0]
+    return value.strip() if strip else value
+
+
 def masked(address: str) -> str:
     """``a***@example.com``: enough to recognise, not to harvest from a forwarded link."""
     name, _, domain = address.partition("@")

@@ -28,8 +28,8 @@ from lifecycle.models import Customer, Message, MessageStatus, SegmentMembership
 from lifecycle.results import flow_results, segment_sizes
 from lifecycle.segments.service import definitions
 from lifecycle.web.charts import line_chart
-from lifecycle.web.linked import templates
-from lifecycle.web.staff import Gate, field
+from lifecycle.web.linked import field, templates
+from lifecycle.web.staff import Gate
 from lifecycle.yamlfile import InvalidFile
 
 #: Longest period a results page covers (days).
@@ -45,8 +45,14 @@ def _period(app: App, days: int) -> tuple[datetime, datetime]:
 def manager_routes(app: App, gate: Gate) -> APIRouter:
     router = APIRouter()
 
-    def flow_named(name: str) -> Flow | None:
-        return catalogue(app).flows.get(name)
+    def flow_page(request: Request, name: str) -> tuple[Any, Flow, Response | None]:
+        """The visitor and the flow ``name``, or (with no flow) the answer if they may not see
+        it (as :meth:`Gate.guard`) or there is no such valid flow (404)."""
+        who, refused = gate.guard(request, "manager")
+        flow = None if refused else catalogue(app).flows.get(name)
+        if refused is None and flow is None:
+            refused = Response("No such flow.", status_code=404)
+        return who, flow, refused  # type: ignore[return-value]  (flow is set when not refused)
 
     @router.get("/flows", response_class=HTMLResponse)
     def flows(request: Request) -> Response:
@@ -60,12 +66,9 @@ def manager_routes(app: App, gate: Gate) -> APIRouter:
 
     @router.get("/flows/{name}", response_class=HTMLResponse)
     def results(request: Request, name: str, days: int = 90, window: float = 0) -> Response:
-        who, refused = gate.guard(request, "manager")
+        who, flow, refused = flow_page(request, name)
         if refused:
             return refused
-        flow = flow_named(name)
-        if flow is None:
-            return Response("No such flow.", status_code=404)
         attribution = window if 0 < window <= 365 else app.settings.attribution_days
         start, end = _period(app, days)
         with app.engine.connect() as conn:
@@ -81,12 +84,9 @@ def manager_routes(app: App, gate: Gate) -> APIRouter:
 
     @router.get("/flows/{name}/preview", response_class=HTMLResponse)
     def preview(request: Request, name: str, customer: str = "") -> Response:
-        who, refused = gate.guard(request, "manager")
+        who, flow, refused = flow_page(request, name)
         if refused:
             return refused
-        flow = flow_named(name)
-        if flow is None:
-            return Response("No such flow.", status_code=404)
         mails, person, missing = [], None, False
         key = customer.strip()
         with app.engine.connect() as conn:
@@ -108,7 +108,7 @@ def manager_routes(app: App, gate: Gate) -> APIRouter:
         who, form, refused = await gate.posted(request, "manager")
         if refused:
             return refused
-        flow = flow_named(name)
+        flow = catalogue(app).flows.get(name)
         step_id, template = field(form, "step"), field(form, "template")
         nonce, customer_id = field(form, "nonce"), field(form, "customer_id")
         step = next((s for s in flow.steps if s.id == step_id), None) if flow else None

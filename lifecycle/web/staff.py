@@ -40,7 +40,7 @@ from lifecycle.segments.service import definitions
 from lifecycle.staff import allows, check_password, staff_by_id
 from lifecycle.timeline import MAX_PAGE, PAGE, TIMELINE_KINDS, next_cursor
 from lifecycle.timeline import page as timeline_page
-from lifecycle.web.linked import read_form, templates
+from lifecycle.web.linked import field, read_form, templates
 from lifecycle.yamlfile import InvalidFile
 
 SESSION_COOKIE = "lifecycle_session"
@@ -94,7 +94,7 @@ class Gate:
 
     @staticmethod
     def csrf_ok(who: Visitor, form: dict[str, list[str]]) -> bool:
-        return bool(who.csrf) and hmac.compare_digest((form.get("csrf") or [""])[0], who.csrf)
+        return bool(who.csrf) and hmac.compare_digest(field(form, "csrf", strip=False), who.csrf)
 
     async def posted(self, request: Request, role: str
                      ) -> tuple[Visitor, dict[str, list[str]], Response | None]:
@@ -105,11 +105,6 @@ class Gate:
         if refused is None and not self.csrf_ok(who, form):
             refused = Response("Missing or wrong CSRF token.", status_code=403)
         return who, form, refused
-
-
-def field(form: dict[str, list[str]], name: str) -> str:
-    """One posted field's first value, stripped ("" if absent)."""
-    return (form.get(name) or [""])[0].strip()
 
 
 def staff_routes(app: App, gate: Gate) -> APIRouter:
@@ -128,24 +123,24 @@ def staff_routes(app: App, gate: Gate) -> APIRouter:
     @router.post("/login", response_class=HTMLResponse)
     async def login(request: Request) -> Response:
         form = await read_form(request)
-        field = {k: (v or [""])[0] for k, v in form.items()}
+        typed = {name: field(form, name, strip=False) for name in ("csrf", "email", "password")}
+        target = _local(field(form, "next", strip=False))
         expected = request.cookies.get(LOGIN_COOKIE, "")
-        if not expected or not hmac.compare_digest(field.get("csrf", ""), expected):
+        if not expected or not hmac.compare_digest(typed["csrf"], expected):
             return Response("The login form expired; reload it.", status_code=403)
 
         def check() -> Any:
             with app.engine.begin() as conn:
-                return check_password(conn, field.get("email", ""), field.get("password", ""),
-                                      app.clock.now())
+                return check_password(conn, typed["email"], typed["password"], app.clock.now())
 
         staff = await run_in_threadpool(check)
         if staff is None:
             return templates.TemplateResponse(request, "login.html", {
-                "csrf": expected, "next": _local(field.get("next", "/customers")),
+                "csrf": expected, "next": target,
                 "error": "Wrong email or password."}, status_code=401)
         session = sign(secret, "session", {"u": staff.id, "t": int(time.time()),
                                             "x": secrets.token_urlsafe(16)})
-        answer = RedirectResponse(_local(field.get("next", "/customers")), status_code=303)
+        answer = RedirectResponse(target, status_code=303)
         answer.set_cookie(SESSION_COOKIE, session, httponly=True, samesite="lax", secure=secure,
                           max_age=SESSION_HOURS * 3600)
         answer.delete_cookie(LOGIN_COOKIE)
@@ -260,7 +255,7 @@ def staff_routes(app: App, gate: Gate) -> APIRouter:
         who, form, refused = await posted(request, "support")
         if refused:
             return refused
-        text = (form.get("note") or [""])[0].strip().replace("\x00", "")
+        text = field(form, "note").replace("\x00", "")
         if not text:
             return Response("The note is empty.", status_code=422)
 
