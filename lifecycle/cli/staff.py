@@ -1,0 +1,40 @@
+"""``lifecycle staff``: accounts for the web pages."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from lifecycle.cli.base import (
+    Failure,
+    cli,
+    ready_app,
+)
+
+
+@cli.group("staff")
+def staff() -> None:
+    """Staff accounts for the web pages."""
+
+
+@staff.command("add")
+@click.argument("email")
+@click.option("--role", type=click.Choice(["support", "manager", "admin"]), required=True,
+              help="support: customers and timelines; manager: also flows; admin: everything.")
+@click.option("--name", help="Shown on the pages.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input "
+              "instead of asking for it.")
+def staff_add(email: str, role: str, name: str | None, password_stdin: bool) -> None:
+    """Create a staff account (the password is asked for, twice)."""
+    from lifecycle.staff import add_staff
+
+    password = (sys.stdin.readline().rstrip("\n") if password_stdin else
+                click.prompt("Password", hide_input=True, confirmation_prompt=True))
+    app = ready_app()
+    try:
+        with app.engine.begin() as conn:
+            add_staff(conn, email, role, password, app.clock.now(), name=name)
+    except ValueError as exc:
+        raise Failure(f"{exc}.") from None
+    click.echo(f"{email.strip().lower()} can log in as {role}.")
