@@ -1,4 +1,9 @@
-"""Orders on the timeline: the ``order_placed`` touchpoint that fires order triggers.
+"""Orders as they happen: stored, and on the timeline as the ``order_placed`` touchpoint
+that fires order triggers.
+
+:func:`place_orders` is the one way an order arrives live (the ingest API, the
+demo's shop): the orders are upserted like imported ones, and each new
+completed order is announced.
 
 An order reaches the flows through its ``order_placed`` touchpoint (see
 :mod:`lifecycle.flows.triggers`): the order id, its number among the
@@ -10,13 +15,17 @@ often the order is posted again.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, func, select
 
+from lifecycle.clock import Clock
 from lifecycle.db import insert_new
+from lifecycle.imports import ImportIssue, ImportResult, import_records
+from lifecycle.imports.source import Record
 from lifecycle.models import Order, Touchpoint
 from lifecycle.timeutil import as_utc
 
@@ -48,3 +57,30 @@ def announce_orders(conn: Connection, external_ids: Iterable[str], now: datetime
              "source_key": f"order_placed:{o.external_id}"[:255], "data": order_data(o)}
             for o in conn.execute(select(numbered).where(numbered.c.external_id.in_(wanted)))]
     return len(insert_new(conn, Touchpoint.__table__, rows, ("source_key",), "id"))
+
+
+class OrdersRefused(Exception):
+    """Some of the orders were not valid: nothing of them may be kept (roll back)."""
+
+    def __init__(self, issues: list[ImportIssue]) -> None:
+        super().__init__(f"{len(issues)} invalid orders")
+        self.issues = issues
+
+
+@dataclass(frozen=True)
+class Placed:
+    result: ImportResult
+    announced: int  # new completed orders that fire order triggers now
+
+
+def place_orders(conn: Connection, orders: Sequence[dict[str, Any]], clock: Clock, *,
+                 source_name: str = "body") -> Placed:
+    """Upsert ``orders`` (fields as in the import format) in ``conn``'s transaction and
+    announce each new completed one; :class:`OrdersRefused` if any is invalid (the caller
+    rolls back, so nothing of them is kept)."""
+    result = import_records(conn, "orders", [Record(n, dict(o)) for n, o in enumerate(orders)],
+                            source_name=source_name, clock=clock)
+    if result.issues:
+        raise OrdersRefused(result.issues)
+    announced = announce_orders(conn, [str(o["order_id"]) for o in orders], clock.now())
+    return Placed(result, announced)

@@ -36,7 +36,7 @@ from lifecycle.db import insert_new
 from lifecycle.imports import import_records
 from lifecycle.imports.source import Record
 from lifecycle.models import Customer, Touchpoint
-from lifecycle.orders import announce_orders
+from lifecycle.orders import OrdersRefused, place_orders
 
 MAX_ITEMS = 1000
 BEARER = HTTPBearer(auto_error=False, description="An API key: lc_…")
@@ -145,17 +145,20 @@ def api_routes(app: App) -> APIRouter:
         return Depends(check)
 
     def imported(kind: str, items: list[Any]) -> Stored:
-        records = [Record(i, item.model_dump(mode="json", exclude_none=True))
-                   for i, item in enumerate(items)]
+        fields = [item.model_dump(mode="json", exclude_none=True) for item in items]
+        announced = 0
         with app.engine.begin() as conn:
-            result = import_records(conn, kind, records, source_name="body",
-                                    clock=app.clock)
-            if result.issues:
-                raise _Invalid([{"loc": ["body", issue.line, *_field(issue.reason)],
-                                 "msg": issue.reason, "type": "value_error"}
-                                for issue in result.issues])
-            announced = announce_orders(conn, [i.order_id for i in items], app.clock.now()) \
-                if kind == "orders" else 0
+            if kind == "orders":
+                try:
+                    placed = place_orders(conn, fields, app.clock)
+                except OrdersRefused as exc:
+                    raise _invalid(exc.issues) from None
+                result, announced = placed.result, placed.announced
+            else:
+                result = import_records(conn, kind, [Record(n, f) for n, f in enumerate(fields)],
+                                        source_name="body", clock=app.clock)
+                if result.issues:
+                    raise _invalid(result.issues)
         return Stored(inserted=result.inserted, updated=result.updated,
                       unchanged=result.unchanged, announced=announced)
 
@@ -200,6 +203,12 @@ def api_routes(app: App) -> APIRouter:
             "name": i.name, "id": i.id, "properties": i.properties})
 
     return router
+
+
+def _invalid(issues: list[Any]) -> _Invalid:
+    """422 naming each bad item and, where the importer's message starts with it, the field."""
+    return _Invalid([{"loc": ["body", issue.line, *_field(issue.reason)], "msg": issue.reason,
+                      "type": "value_error"} for issue in issues])
 
 
 def _field(reason: str) -> list[str]:
