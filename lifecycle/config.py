@@ -36,11 +36,22 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Setting:
-    """One documented environment variable (the README table is checked against these)."""
+    """One documented environment variable (the README table is checked against these).
+
+    ``secret`` settings are never shown (``lifecycle config`` says only whether
+    they are set).  The value lands in the :class:`Settings` field named
+    :attr:`attribute`.
+    """
 
     name: str
     default: str
     description: str
+    secret: bool = False
+
+    @property
+    def attribute(self) -> str:
+        """The :class:`Settings` field: the name without ``LIFECYCLE_``, lower-cased."""
+        return self.name.removeprefix("LIFECYCLE_").lower()
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -59,7 +70,7 @@ SETTINGS: tuple[Setting, ...] = (
             "SMTP server of the `smtp` transport: `smtp://[user:password@]host:port` "
             "(`smtps://` for TLS)."),
     Setting("SENDGRID_API_KEY", "(unset)",
-            "SendGrid API key; required when LIFECYCLE_MAIL_TRANSPORT is `sendgrid`."),
+            "SendGrid API key; required when LIFECYCLE_MAIL_TRANSPORT is `sendgrid`.", secret=True),
     Setting("SENDGRID_API_HOST", DEFAULT_SENDGRID_API_HOST,
             "Base URL the SendGrid client posts to; point staging or tests at another server."),
     Setting("LIFECYCLE_SENDGRID_CLIENT", "pooled",
@@ -89,7 +100,7 @@ SETTINGS: tuple[Setting, ...] = (
             "refused as a possible replay; 0 turns that check off."),
     Setting("LIFECYCLE_SECRET_KEY", "(random per process)",
             "Secret for signed links and session cookies, at least 32 characters. Required "
-            "with the `sendgrid` transport, since links must survive restarts."),
+            "with the `sendgrid` transport, since links must survive restarts.", secret=True),
     Setting("LIFECYCLE_BASE_URL", "http://127.0.0.1:8000",
             "Public URL of the web app, used in unsubscribe and feedback links."),
     Setting("LIFECYCLE_SHOP_NAME", "Our shop", "The shop's name, shown in mail."),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -9,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lifecycle.config import DEFAULT_SENDGRID_API_HOST, SETTINGS, ConfigError, load_settings
+from lifecycle.config import DEFAULT_SENDGRID_API_HOST, SETTINGS, ConfigError, Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -91,3 +93,89 @@ def test_the_readme_documents_every_setting() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     for setting in SETTINGS:
         assert f"| `{setting.name}` |" in readme, f"{setting.name} missing from the README table"
+
+
+def _config_env(**values: str) -> dict[str, str | None]:
+    """A CliRunner environment with no Lifecycle or SendGrid variable but ``values`` (wide output)."""
+    env: dict[str, str | None] = {name: None for name in os.environ
+                                  if name.startswith(("LIFECYCLE_", "SENDGRID_"))}
+    env.update(values)
+    env["COLUMNS"] = "400"
+    return env
+
+
+def _run_config(env: dict[str, str | None], *args: str) -> str:
+    from click.testing import CliRunner
+
+    from lifecycle.cli import cli
+
+    result = CliRunner().invoke(cli, ["config", *args], env=env)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+SECRETS = {
+    "LIFECYCLE_DATABASE_URL": ("postgresql://app:db-pw-3141@db.internal/lc?sslpassword=ssl-pw-2718",
+                               ("db-pw-3141", "ssl-pw-2718")),
+    "LIFECYCLE_BROKER_URL": ("redis://:broker-pw-1618@redis.internal:6379/0", ("broker-pw-1618",)),
+    "LIFECYCLE_SMTP_URL": ("smtps://mailer:smtp-pw-1414@smtp.internal:465", ("smtp-pw-1414",)),
+    "SENDGRID_API_KEY": ("SG.api-key-1732", ("SG.api-key-1732", "api-key-1732")),
+    "LIFECYCLE_SECRET_KEY": ("secret-key-" + "9" * 30, ("secret-key-", "9" * 30)),
+}
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["table", "json"])
+def test_config_shows_every_setting_with_its_source_and_no_secret(as_json: bool) -> None:
+    env = _config_env(**{name: value for name, (value, _) in SECRETS.items()},
+                      LIFECYCLE_MAIL_TRANSPORT="sendgrid", LIFECYCLE_SHOP_NAME="Tea Corner")
+    output = _run_config(env, *(["--json"] if as_json else []))
+    for _, hidden in SECRETS.values():
+        for secret in hidden:
+            assert secret not in output
+    from_environment = {*SECRETS, "LIFECYCLE_MAIL_TRANSPORT", "LIFECYCLE_SHOP_NAME"}
+    if as_json:
+        described = json.loads(output)
+        rows = {row["name"]: row for row in described["settings"]}
+        assert list(rows) == [setting.name for setting in SETTINGS]
+        for name, row in rows.items():
+            assert row["source"] == ("environment" if name in from_environment else "default"), name
+        assert rows["LIFECYCLE_DATABASE_URL"]["value"] == (
+            "postgresql+psycopg://app:***@db.internal/lc?sslpassword=***")
+        assert rows["LIFECYCLE_BROKER_URL"]["value"] == "redis://:***@redis.internal:6379/0"
+        assert rows["LIFECYCLE_SMTP_URL"]["value"] == "smtps://mailer:***@smtp.internal:465"
+        assert rows["SENDGRID_API_KEY"]["value"] == "(set)"
+        assert rows["LIFECYCLE_SECRET_KEY"]["value"] == "(set)"
+        assert rows["LIFECYCLE_SHOP_NAME"]["value"] == "Tea Corner"
+        assert described["secret_key"] == "set"
+    else:
+        lines = {line.split()[1]: line for line in output.splitlines()
+                 if line.startswith("│") and line.split()[1] in {s.name for s in SETTINGS}}
+        for setting in SETTINGS:
+            expected = "environment" if setting.name in from_environment else "default"
+            assert expected in lines[setting.name].split("│")[3], lines[setting.name]
+        assert "smtps://mailer:***@smtp.internal:465" in lines["LIFECYCLE_SMTP_URL"]
+        assert "LIFECYCLE_SECRET_KEY is set" in output
+
+
+def test_config_says_the_secret_key_is_generated_per_process_when_unset() -> None:
+    described = json.loads(_run_config(_config_env(), "--json"))
+    rows = {row["name"]: row for row in described["settings"]}
+    assert described["secret_key"] == "generated per process"
+    assert rows["LIFECYCLE_SECRET_KEY"] == {"name": "LIFECYCLE_SECRET_KEY",
+                                            "value": "(generated per process)", "source": "default"}
+    assert all(row["source"] == "default" for row in described["settings"])
+    assert "generated per process" in _run_config(_config_env())
+
+
+def test_config_names_a_misspelt_variable_without_printing_its_value() -> None:
+    env = _config_env(LIFECYCLE_DATABSE_URL="postgresql://app:typo-pw-577@db/lc")
+    output = _run_config(env)
+    assert "LIFECYCLE_DATABSE_URL is set but is not a Lifecycle setting" in output
+    assert "typo-pw-577" not in output
+    assert json.loads(_run_config(env, "--json"))["unknown_variables"] == ["LIFECYCLE_DATABSE_URL"]
+
+
+def test_each_setting_lands_in_the_settings_field_config_reads() -> None:
+    fields = {field.name for field in dataclasses.fields(Settings)}
+    assert {setting.attribute for setting in SETTINGS} <= fields
+    assert fields - {setting.attribute for setting in SETTINGS} == set()

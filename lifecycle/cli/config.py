@@ -1,47 +1,119 @@
-"""``lifecycle config``: the settings this process sees."""
+"""``lifecycle config``: the settings this process sees, and where each came from.
+
+The rows come from :data:`lifecycle.config.SETTINGS`, so a new setting is shown
+without touching this module.  Nothing secret is printed: ``secret`` settings
+show only whether they are set, and the password (and any password-like query
+parameter) of every URL is replaced by ``***``.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import click
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy.engine import URL
 
-from lifecycle.cli.base import (
-    cli,
-    load_app,
-)
-from lifecycle.config import SETTINGS
+from lifecycle.cli.base import cli, load_app
+from lifecycle.config import SETTINGS, Setting, Settings
+
+HIDDEN = "***"
+#: Query parameters of a URL whose values are credentials.
+SECRET_PARAMETERS = frozenset({"password", "pass", "passwd", "pwd", "secret", "token",
+                               "key", "api_key", "apikey", "sslpassword", "access_token"})
+#: Prefixes of the variables Lifecycle reads; others with these prefixes are likely typos.
+PREFIXES = ("LIFECYCLE_", "SENDGRID_")
+
+
+def redact_url(text: str) -> str:
+    """``text`` with the password of a URL and its credential query parameters as ``***``.
+
+    Text that is not a URL with a scheme and a host comes back unchanged.
+    """
+    parts = urlsplit(text)
+    if not parts.scheme or "@" not in parts.netloc and not parts.query:
+        return text
+    netloc = parts.netloc
+    userinfo, at, host = netloc.rpartition("@")
+    if at and ":" in userinfo:
+        netloc = f"{userinfo.split(':', 1)[0]}:{HIDDEN}@{host}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode([(key, HIDDEN if key.lower() in SECRET_PARAMETERS else value)
+                           for key, value in pairs], safe="*")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def shown_value(setting: Setting, value: Any, from_environment: bool) -> str:
+    """How ``lifecycle config`` prints one setting's value: never a secret."""
+    if setting.secret:
+        if not value:
+            return "(unset)"
+        return "(set)" if from_environment else "(generated per process)"
+    if value is None:
+        return "(unset)"
+    if value == "":
+        return "(empty)"
+    if isinstance(value, URL):
+        value = value.render_as_string(hide_password=False)
+    if isinstance(value, Path):
+        return str(value)
+    return redact_url(str(value))
+
+
+def source(setting: Setting, environ: Mapping[str, str]) -> str:
+    """``environment`` when the variable holds a value, else ``default`` (blank counts as unset)."""
+    return "environment" if (environ.get(setting.name) or "").strip() else "default"
+
+
+def describe(settings: Settings, environ: Mapping[str, str]) -> dict[str, Any]:
+    """Every setting with its shown value and source, the secret key's state, unknown variables."""
+    rows = []
+    for setting in SETTINGS:
+        origin = source(setting, environ)
+        rows.append({"name": setting.name,
+                     "value": shown_value(setting, getattr(settings, setting.attribute),
+                                          origin == "environment"),
+                     "source": origin})
+    known = {setting.name for setting in SETTINGS}
+    key_set = bool((environ.get("LIFECYCLE_SECRET_KEY") or "").strip())
+    return {
+        "settings": rows,
+        "secret_key": "set" if key_set else "generated per process",
+        "unknown_variables": sorted(name for name in environ
+                                    if name.startswith(PREFIXES) and name not in known),
+    }
 
 
 @cli.command("config")
-def config_command() -> None:
-    """Show the configuration read from the environment (secrets hidden)."""
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def config_command(as_json: bool) -> None:
+    """Show every setting this process sees and where it came from (secrets hidden)."""
     settings = load_app().settings
-    table = Table("variable", "value", title="Lifecycle configuration")
-    values: dict[str, Any] = {
-        "LIFECYCLE_DATABASE_URL": settings.database_url.render_as_string(hide_password=True),
-        "LIFECYCLE_BROKER_URL": settings.broker_url or "(in-process)",
-        "LIFECYCLE_MAIL_TRANSPORT": settings.mail_transport,
-        "LIFECYCLE_OUTBOX_DIR": settings.outbox_dir,
-        "LIFECYCLE_SMTP_URL": settings.smtp_url,
-        "SENDGRID_API_KEY": "(set)" if settings.sendgrid_api_key else "(unset)",
-        "SENDGRID_API_HOST": settings.sendgrid_api_host,
-        "SENDGRID_WEBHOOK_PUBLIC_KEY": "(set)" if settings.sendgrid_webhook_public_key else "(unset)",
-        "LIFECYCLE_SECRET_KEY": "(set)",
-        "LIFECYCLE_BASE_URL": settings.base_url,
-        "LIFECYCLE_SHOP_NAME": settings.shop_name,
-        "LIFECYCLE_SHOP_URL": settings.shop_url,
-        "LIFECYCLE_SHOP_ADDRESS": settings.shop_address or "(empty)",
-        "LIFECYCLE_MAIL_FROM": settings.mail_from,
-        "LIFECYCLE_TIMEZONE": settings.timezone,
-        "LIFECYCLE_WORKER_THREADS": settings.worker_threads,
-        "LIFECYCLE_TICK_SECONDS": settings.tick_seconds,
-        "LIFECYCLE_FLOWS_DIR": settings.flows_dir,
-        "LIFECYCLE_TEMPLATES_DIR": settings.templates_dir,
-        "LIFECYCLE_SEGMENT_REFRESH_HOURS": settings.segment_refresh_hours,
-        "LIFECYCLE_LOG_LEVEL": settings.log_level,
-    }
-    for setting in SETTINGS:
-        table.add_row(setting.name, str(values[setting.name]))
-    Console().print(table)
+    described = describe(settings, os.environ)
+    if as_json:
+        click.echo(json.dumps(described, indent=2))
+        return
+    console = Console(highlight=False)
+    table = Table(title="Lifecycle configuration")
+    table.add_column("variable", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    table.add_column("from", no_wrap=True)
+    for row in described["settings"]:
+        table.add_row(row["name"], row["value"], row["source"])
+    console.print(table)
+    if described["secret_key"] == "set":
+        console.print("LIFECYCLE_SECRET_KEY is set: signed links and sessions outlive this process.")
+    else:
+        console.print("LIFECYCLE_SECRET_KEY is not set: a random key is generated per process, "
+                      "so links in sent mail and staff sessions stop working when it ends "
+                      "(set it for anything but a try-out).")
+    for name in described["unknown_variables"]:
+        console.print(f"{name} is set but is not a Lifecycle setting (a typo?); it is ignored.")
