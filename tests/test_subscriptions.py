@@ -22,6 +22,11 @@ from tests.factories import add_campaign
 
 ONE_CLICK = {"content": b"List-Unsubscribe=One-Click",
              "headers": {"Content-Type": "application/x-www-form-urlencoded"}}
+#: The same one-click post as ``multipart/form-data``, the encoding RFC 8058 recommends.
+ONE_CLICK_MULTIPART = {"files": {"List-Unsubscribe": (None, "One-Click")}}
+#: A one-click post in each encoding, for ``pytest.mark.parametrize``.
+ONE_CLICK_ENCODINGS = pytest.mark.parametrize(
+    "one_click", [ONE_CLICK, ONE_CLICK_MULTIPART], ids=["urlencoded", "multipart"])
 
 
 def a_customer_with_a_mail(app: App) -> tuple[int, int]:
@@ -76,18 +81,30 @@ def test_opening_the_unsubscribe_link_asks_and_changes_nothing(app: App, web: Te
     assert scopes(app) == set()
 
 
+@ONE_CLICK_ENCODINGS
 def test_one_click_unsubscribes_at_once_and_a_second_post_changes_nothing(
-        app: App, web: TestClient) -> None:
+        app: App, web: TestClient, one_click: dict[str, Any]) -> None:
     cid, mid = a_customer_with_a_mail(app)
     url = f"/u/{token('unsubscribe', cid, mid)}"
-    first = web.post(url, **ONE_CLICK)
+    first = web.post(url, **one_click)
     assert first.status_code == 200 and "You are unsubscribed" in first.text
-    assert web.post(url, **ONE_CLICK).status_code == 200
+    assert web.post(url, **one_click).status_code == 200
     assert scopes(app) == {"marketing"}
     assert changes(app) == [("unsubscribed", "marketing")]
     with app.engine.connect() as conn:
         touch = conn.execute(select(Touchpoint).where(Touchpoint.kind == "unsubscribed")).one()
     assert (touch.message_id, touch.data["via"]) == (mid, "one-click")
+
+
+def test_a_multipart_post_without_the_one_click_field_is_the_pages_button(
+        app: App, web: TestClient) -> None:
+    cid, mid = a_customer_with_a_mail(app)
+    answer = web.post(f"/u/{token('unsubscribe', cid, mid)}",
+                      files={"List-Unsubscribe": (None, "Something-Else")})
+    assert answer.status_code == 200 and "You are unsubscribed" in answer.text
+    with app.engine.connect() as conn:
+        touch = conn.execute(select(Touchpoint).where(Touchpoint.kind == "unsubscribed")).one()
+    assert touch.data["via"] == "unsubscribe page"
 
 
 def test_after_unsubscribing_marketing_mail_is_withheld_and_order_mail_still_goes(

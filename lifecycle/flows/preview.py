@@ -2,7 +2,8 @@
 
 Used by ``lifecycle flows preview`` and the managers' preview page: every send
 step, every A/B variant, rendered with the customer's data as of a moment —
-or the template's error, naming its file and line.
+or the template's error, naming its file and line.  Its links are test links
+(:mod:`lifecycle.mail.context`): following one changes nothing for the customer.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def preview_mails(conn: Connection, settings: Settings, flow: Flow, customer: An
         if not isinstance(step.action, Send):
             continue
         context = build_context(conn, settings, customer, as_of=as_of, flow=flow.name,
-                                step=step.id, offer=step.action.offer)
+                                step=step.id, offer=step.action.offer, test=True)
         ab = len(step.action.variants) > 1
         for variant in step.action.variants:
             try:

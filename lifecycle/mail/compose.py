@@ -17,6 +17,7 @@ from typing import Any
 
 from lifecycle.config import Settings
 from lifecycle.links import sign
+from lifecycle.mail.context import token_data
 from lifecycle.mail.templates import Rendered
 
 #: CRLF line ends, and headers not folded below RFC 5322's 998 characters: a folded
@@ -76,13 +77,23 @@ class Outgoing:
 
 def compose(settings: Settings, message: Any, rendered: Rendered, now: datetime,
             local_day: str) -> Outgoing:
-    """``message`` is a ``messages`` row; ``local_day`` the customer's date (file layout)."""
+    """``message`` is a ``messages`` row; ``local_day`` the customer's date (file layout).
+
+    A manager's test send (its context names ``test``, the manager, and
+    ``test_flow``) gets test tokens (:func:`lifecycle.mail.context.token_data`)
+    in its Reply-To and List-Unsubscribe, and ``X-Lifecycle-Test`` beside the
+    flow and step it shows.
+    """
     domain = domain_of(settings)
+    context = message.context or {}
+    test = bool(context.get("test"))
     unsubscribe = sign(settings.secret_key, "unsubscribe",
-                       {"c": message.customer_id, "m": message.id})
-    reply = sign(settings.secret_key, "reply", {"m": message.id})
+                       token_data(message.customer_id, message.id, test))
+    reply = sign(settings.secret_key, "reply",
+                 {"m": message.id, "t": 1} if test else {"m": message.id})
+    flow = message.flow or (str(context.get("test_flow") or "") if test else "")
     ids = {"message_id": message.id, "customer_id": message.customer_id,
-           "flow": message.flow or "", "step": message.step or ""}
+           "flow": flow, "step": message.step or ""}
     headers = {
         "Message-ID": make_msgid(idstring=f"lifecycle.{message.id}", domain=domain),
         "List-Unsubscribe": (f"<{settings.base_url}/u/{unsubscribe}>, "
@@ -95,8 +106,14 @@ def compose(settings: Settings, message: Any, rendered: Rendered, now: datetime,
         "X-Lifecycle-Template": message.template,
         "X-Lifecycle-Date": local_day,
     }
-    categories = (f"flow:{message.flow}", f"step:{message.flow}/{message.step}") \
-        if message.flow else ("flow:none",)
+    if test:
+        headers["X-Lifecycle-Test"] = "yes"  # its links change nothing for the customer
+        ids["test"] = "1"
+        categories: tuple[str, ...] = ("test",)
+    elif message.flow:
+        categories = (f"flow:{message.flow}", f"step:{message.flow}/{message.step}")
+    else:
+        categories = ("flow:none",)
     return Outgoing(
         message_id=message.id, sender=settings.mail_from, to=message.to_email,
         subject=rendered.subject, text=rendered.text, html=rendered.html,

@@ -11,6 +11,11 @@
 ``shop``           name, url, address, signature
 ``links``          unsubscribe, preferences, shop, review, referral, nps[0..10]
 =================  ==========================================================
+
+The links of a manager's test send or a preview (``test``) carry ``"t": 1`` in
+their signed token: the pages behind them say "this was a test mail" and change
+nothing for the customer the mail was rendered for (the flag is signed, so a
+test link cannot be made into a real one).
 """
 
 from __future__ import annotations
@@ -44,9 +49,17 @@ def _order(row: Any, tz: str) -> dict[str, Any]:
                       for item in row.items or []]}
 
 
+def token_data(customer_id: int, message_id: int | None, test: bool = False) -> dict[str, Any]:
+    """What a mail's signed tokens name: the customer, the mail, and ``t`` for a test mail."""
+    data: dict[str, Any] = {"c": customer_id, "m": message_id or 0}
+    if test:
+        data["t"] = 1
+    return data
+
+
 def links(settings: Settings, customer_id: int, message_id: int | None,
-          referral_code: str | None = None) -> dict[str, Any]:
-    data = {"c": customer_id, "m": message_id or 0}
+          referral_code: str | None = None, test: bool = False) -> dict[str, Any]:
+    data = token_data(customer_id, message_id, test)
     base = settings.base_url
     feedback = sign(settings.secret_key, "feedback", data)
     return {
@@ -106,8 +119,11 @@ def load_facts(conn: Connection, customer_ids: Iterable[int], order_ids: Iterabl
 def build_context(conn: Connection | None, settings: Settings, customer: Any, *, as_of: datetime,
                   message_id: int | None = None, flow: str | None = None,
                   step: str | None = None, order_external_id: str | None = None,
-                  offer: Offer | None = None, facts: Facts | None = None) -> dict[str, Any]:
+                  offer: Offer | None = None, facts: Facts | None = None,
+                  test: bool = False) -> dict[str, Any]:
     """Everything a template may use for ``customer`` (a customers row) at ``as_of``.
+
+    ``test``: a test send or a preview, whose links change nothing (module doc).
 
     ``facts`` preloaded by :func:`load_facts` (a batch of mails); else they are
     read through ``conn`` for this customer alone.
@@ -138,5 +154,5 @@ def build_context(conn: Connection | None, settings: Settings, customer: Any, *,
         "recommendation": None,
         "shop": {"name": settings.shop_name, "url": settings.shop_url,
                  "address": settings.shop_address, "signature": f"The {settings.shop_name} team"},
-        "links": links(settings, customer.id, message_id, code),
+        "links": links(settings, customer.id, message_id, code, test),
     }

@@ -12,7 +12,9 @@ Applying an event:
 
 * a touchpoint on the mail's customer's timeline (:data:`KINDS`); an open
   that Apple Mail Privacy Protection made (``sg_machine_open``) is kept apart
-  from human opens as ``email_machine_opened``;
+  from human opens as ``email_machine_opened``.  A manager's test send gets
+  none: it is not the customer's mail (its events are stored all the same,
+  and settle it);
 * a suppression, at once, for a hard bounce, a spam report or an
   unsubscribe, and for a mail SendGrid dropped because the address is on one
   of those lists of its own (:func:`_suppression_of`) — whether or not the
@@ -36,6 +38,7 @@ from sqlalchemy import Connection, delete, select
 
 from lifecycle.db import insert_new
 from lifecycle.mail.compose import ARG_PREFIX
+from lifecycle.mail.outbox import is_test
 from lifecycle.models import (
     Message,
     ProviderEvent,
@@ -123,7 +126,7 @@ def _store(conn: Connection, events: list[dict[str, Any]], now: datetime,
     """Store the events not seen before; those, and our mails by id (customer, flow, step)."""
     ids = {i for i in map(_our_id, events) if i is not None}
     ours = {row.id: row for row in conn.execute(select(
-        Message.id, Message.customer_id, Message.flow, Message.step).where(
+        Message.id, Message.customer_id, Message.flow, Message.step, Message.context).where(
         Message.id.in_(ids), Message.to_email != ERASED_ADDRESS))} if ids else {}
     rows = [{
         "provider": provider, "event_id": str(event["sg_event_id"])[:100],
@@ -174,7 +177,7 @@ def receive_events(conn: Connection, items: list[Any], now: datetime,
             receipt.unmatched += 1
             continue
         kind = KINDS.get(str(event.get("event")))
-        if kind is None:
+        if kind is None or is_test(ours[mine]):
             continue
         machine = kind == "email_opened" and bool(event.get("sg_machine_open"))
         mail = ours[mine]

@@ -13,6 +13,10 @@ text: no markup is kept).  Automatic answers — ``Auto-Submitted``,
 ``X-Autoreply``, ``Precedence: auto_reply``, out-of-office subjects — are
 kept as ``auto_reply`` and do not count as replies.  SendGrid retries a post
 that failed, so each reply is kept once (by its own Message-ID).
+
+A reply to a manager's test mail, or a mail to its ``unsubscribe+`` address,
+is matched (``Matched.test``: its signed token says so, or the mail it names is
+a test send) and then dropped: it reaches no timeline and suppresses nobody.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from lifecycle.links import BadToken, verify
+from lifecycle.mail.outbox import is_test
 from lifecycle.models import Message, Touchpoint
 
 MAX_TEXT = 20_000
@@ -125,6 +130,8 @@ class Matched:
     purpose: str  # reply or unsubscribe
     message: Any  # messages row
     how: str  # reply-to token, or in-reply-to
+    #: An answer to a manager's test mail: nothing is recorded for the customer.
+    test: bool = False
 
 
 def match(conn: Connection, secret: str, inbound: Inbound) -> Matched | None:
@@ -141,12 +148,12 @@ def match(conn: Connection, secret: str, inbound: Inbound) -> Matched | None:
             continue
         row = conn.execute(select(Message.__table__).where(Message.id == message_id)).first()
         if row is not None:
-            return Matched(purpose, row, "reply-to token")
+            return Matched(purpose, row, "reply-to token", bool(data.get("t")) or is_test(row))
     for header in ("in-reply-to", "references"):
         for our in _OUR_ID.findall(inbound.headers.get(header, "")):
             row = conn.execute(select(Message.__table__).where(Message.id == int(our))).first()
             if row is not None:
-                return Matched("reply", row, header)
+                return Matched("reply", row, header, is_test(row))
     return None
 
 

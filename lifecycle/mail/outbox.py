@@ -76,6 +76,13 @@ _contents = MessageContent.__table__
 _S = MessageStatus
 
 
+def is_test(message: Any) -> bool:
+    """Whether ``message`` (a ``messages`` row, with its context) is a manager's test send
+    (:mod:`lifecycle.web.manage`): addressed to the manager, rendered for a customer whose
+    timeline, subscriptions and feedback it never touches."""
+    return bool((message.context or {}).get("test"))
+
+
 def log_entry(now: datetime, outcome: str, detail: str | None = None) -> dict[str, Any]:
     entry: dict[str, Any] = {"at": now.isoformat(), "outcome": outcome}
     if detail:
@@ -164,7 +171,7 @@ class Outbox:
                       "provider_message_id": provider_id,
                       "subject": mail.subject if mail is not None else None}}
             for row, at, provider_id, mail in touches
-            if not (row.context or {}).get("test")]  # a manager's test send: not the customer's
+            if not is_test(row)]  # a manager's test send: not the customer's
         insert_new(self.conn, _touchpoints, entries, ("source_key",))
         contents = [{"message_id": row.id, "subject": mail.subject, "text": mail.text,
                      "html": mail.html, "headers": {"From": mail.sender, "To": mail.to,
@@ -285,7 +292,10 @@ class Outbox:
 
     # -- the timeline ---------------------------------------------------------
     def touch(self, message: Any, kind: str, now: datetime, **data: object) -> None:
-        """Record ``kind`` (email_sent, email_failed, …) on the customer's timeline, once."""
+        """Record ``kind`` (email_sent, email_failed, …) on the customer's timeline, once
+        (never for a test send: it is not the customer's mail)."""
+        if is_test(message):
+            return
         insert = pg_insert if self.pg else sqlite_insert
         self.conn.execute(insert(Touchpoint).values(
             customer_id=message.customer_id, kind=kind, channel="email",

@@ -27,7 +27,7 @@ from lifecycle.app import App
 from lifecycle.flows.definitions import Offer
 from lifecycle.mail.compose import Outgoing, compose
 from lifecycle.mail.context import build_context, load_facts
-from lifecycle.mail.outbox import Outbox
+from lifecycle.mail.outbox import Outbox, is_test
 from lifecycle.mail.rate import SendRate, send_rate_for
 from lifecycle.mail.templates import Renderer, TemplateError
 from lifecycle.mail.transports import SendError, Transport, transport_for
@@ -168,7 +168,7 @@ def send_batch(app: App, message_ids: list[int], transport: Transport | None = N
                 rendered = renderer.render(row.template, build_context(
                     conn, app.settings, customer, as_of=now, message_id=row.id, flow=row.flow,
                     step=row.step, order_external_id=context.get("order_id"),
-                    offer=_offer(context), facts=facts))
+                    offer=_offer(context), facts=facts, test=is_test(row)))
             except TemplateError as exc:
                 broken.append((row, f"template: {exc}"))
                 continue

@@ -3,7 +3,8 @@
 ``GET`` records the score (a click in the mail *is* the answer; clicking
 another score later replaces it) and refreshes the customer's segments at
 once (:mod:`lifecycle.feedback`), then offers an optional comment, which
-``POST`` keeps with the answer.  A score outside 0–10 gets 400.
+``POST`` keeps with the answer.  A score outside 0–10 gets 400.  A test mail's
+link (:class:`lifecycle.web.linked.Linked`) records nothing and says so.
 """
 
 from __future__ import annotations
@@ -42,7 +43,9 @@ def feedback_routes(app: App) -> APIRouter:
             found = linked.holder(conn, "feedback", token)
             if found is None:
                 return linked.bad_link(request)
-            customer, message_id = found
+            if found.test:
+                return linked.test_link(request)  # no answer is recorded for the customer
+            customer, message_id, _ = found
             if score is not None:
                 entered, _left = record_answer(conn, customer, message_id, score, now,
                                                segment_definitions())

@@ -4,13 +4,16 @@ A link's token (see :mod:`lifecycle.links`) names the customer and the mail;
 it is the credential (a mail client posts a one-click unsubscribe without
 cookies), so a page trusts nothing else.  A forged, altered or cut-short
 token — or one made for another purpose — gets :meth:`Linked.bad_link`
-(400) and changes nothing.
+(400) and changes nothing.  A link of a test mail (its token says so, or the
+mail it names is a manager's test send) gets :meth:`Linked.test_link`, a page
+that says so, and changes nothing either: it was rendered for a real customer
+who never got it.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qs
 
 from fastapi import Request
@@ -20,15 +23,39 @@ from sqlalchemy import Connection, select
 
 from lifecycle.app import App
 from lifecycle.links import BadToken, verify
+from lifecycle.mail.outbox import is_test
 from lifecycle.models import Message
 from lifecycle.subscriptions import customer_of
 
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 
 
+#: Limits of a posted ``multipart/form-data`` form: fields, files, bytes per part.
+MAX_FORM_FIELDS, MAX_FORM_FILES, MAX_FORM_PART = 100, 10, 64 * 1024
+
+
 async def read_form(request: Request) -> dict[str, list[str]]:
-    """The URL-encoded form a page posted (each field a list, as it may repeat)."""
-    return parse_qs((await request.body()).decode("utf-8", "replace"))
+    """The form a page or a mail client posted, URL-encoded or ``multipart/form-data`` (what
+    RFC 8058 recommends for one-click unsubscribes): each field a list, as it may repeat.
+
+    File parts are ignored; a multipart body that cannot be read (malformed, or over
+    :data:`MAX_FORM_FIELDS` / :data:`MAX_FORM_FILES` / :data:`MAX_FORM_PART`) reads as an
+    empty form.
+    """
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media_type != "multipart/form-data":
+        return parse_qs((await request.body()).decode("utf-8", "replace"))
+    try:
+        form = await request.form(max_files=MAX_FORM_FILES, max_fields=MAX_FORM_FIELDS,
+                                  max_part_size=MAX_FORM_PART)
+    except Exception:  # noqa: BLE001 - an unreadable form is the sender's, and carries nothing
+        return {}
+    fields: dict[str, list[str]] = {}
+    for name, value in form.multi_items():
+        if isinstance(value, str):
+            fields.setdefault(name, []).append(value)
+    await form.close()
+    return fields
 
 
 def field(form: dict[str, list[str]], name: str, strip: bool = True) -> str:
@@ -44,22 +71,40 @@ def masked(address: str) -> str:
     return f"{name[:1]}***@{domain}"
 
 
+class Holder(NamedTuple):
+    """Whom a valid link names: the customer row and the mail (None if unknown), or
+    (``test``) a test mail's link, which names nobody to change."""
+
+    customer: Any
+    message_id: int | None
+    test: bool = False
+
+
 class Linked:
     def __init__(self, app: App) -> None:
         self.app = app
 
-    def holder(self, conn: Connection, purpose: str, token: str) -> tuple[Any, int | None] | None:
-        """The customer row and mail id of a valid ``token``; None for a bad one."""
+    def holder(self, conn: Connection, purpose: str, token: str) -> Holder | None:
+        """Whom a valid ``token`` names; None for a bad one.  A test mail's link (flagged in
+        its signed token, or naming a test send) is ``Holder(None, id, test=True)``."""
         try:
             data = verify(self.app.settings.secret_key, purpose, token)
             customer_id, message_id = int(data["c"]), int(data.get("m") or 0)
         except (BadToken, KeyError, TypeError, ValueError):
             return None
+        mail = conn.execute(select(Message.id, Message.context).where(
+            Message.id == message_id)).first()
+        if data.get("t") or (mail is not None and is_test(mail)):
+            return Holder(None, message_id or None, test=True)
         customer = customer_of(conn, customer_id)
         if customer is None or not customer.email:
             return None  # erased since the mail went out: nothing to change
-        known = conn.execute(select(Message.id).where(Message.id == message_id)).first()
-        return customer, (message_id if known else None)
+        return Holder(customer, message_id if mail is not None else None)
+
+    def test_link(self, request: Request) -> Response:
+        """The page behind every link of a test mail: it says so; nothing changed."""
+        return templates.TemplateResponse(request, "test_link.html",
+                                          {"shop": self.app.settings.shop_name})
 
     def bad_link(self, request: Request) -> Response:
         return templates.TemplateResponse(request, "bad_link.html", {}, status_code=400)

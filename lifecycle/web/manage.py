@@ -120,7 +120,8 @@ def manager_routes(app: App, gate: Gate) -> APIRouter:
 
         def write() -> bool:
             now = app.clock.now()
-            context: dict[str, Any] = {"test": who.staff.email, "marketing": False}
+            context: dict[str, Any] = {"test": who.staff.email, "test_flow": name,
+                                       "marketing": False}
             if action.offer is not None:
                 context["offer"] = offer_context(action.offer)
             with app.engine.begin() as conn:

@@ -2,13 +2,15 @@
 
 ``/u/<token>`` and ``/p/<token>`` carry a signed token (customer and mail,
 see :mod:`lifecycle.links`); a forged or altered token gets a 400 page and
-changes nothing.
+changes nothing; a test mail's token gets a page saying it was a test, and
+changes nothing either (:class:`lifecycle.web.linked.Linked`).
 
 * ``GET /u/<token>`` asks (link checkers and mail scanners follow links:
   a GET never unsubscribes);
 * ``POST /u/<token>`` unsubscribes from all marketing mail at once: the
   button of that page, and the one-click ``List-Unsubscribe=One-Click`` post
-  that mail clients send (RFC 8058);
+  that mail clients send (RFC 8058), URL-encoded or ``multipart/form-data``
+  (the encoding RFC 8058 recommends): either is recorded as one-click;
 * ``GET /p/<token>`` shows the choices: all marketing mail, or each marketing
   flow; ``POST /p/<token>`` saves them (and resubscribes).
 
@@ -49,7 +51,9 @@ def subscription_routes(app: App) -> APIRouter:
             found = holder(conn, "unsubscribe", token)
             if found is None:
                 return bad_link(request)
-            customer, message_id = found
+            if found.test:
+                return linked.test_link(request)
+            customer, message_id, _ = found
             if form is not None:
                 one_click = form.get("List-Unsubscribe") == ["One-Click"]
                 unsubscribe(conn, customer, MARKETING, app.clock.now(),
@@ -73,7 +77,9 @@ def subscription_routes(app: App) -> APIRouter:
             found = holder(conn, "preferences", token)
             if found is None:
                 return bad_link(request)
-            return _preferences_page(app, request, page, token, conn, found[0], saved=False)
+            if found.test:
+                return linked.test_link(request)
+            return _preferences_page(app, request, page, token, conn, found.customer, saved=False)
 
     def save_choices(request: Request, token: str, form: dict[str, list[str]]) -> Response:
         now = app.clock.now()
@@ -81,7 +87,9 @@ def subscription_routes(app: App) -> APIRouter:
             found = holder(conn, "preferences", token)
             if found is None:
                 return bad_link(request)
-            customer, message_id = found
+            if found.test:
+                return linked.test_link(request)
+            customer, message_id, _ = found
             offered = {c.scope for c in choices(_marketing_flows(app))}
             shown = [s for s in form.get("scope", []) if s in offered]
             wanted = {s for s in shown if form.get(s) == ["on"]}

@@ -113,6 +113,10 @@ def _inbound(app: App, inbound: Inbound) -> dict[str, Any]:
             log.info("An inbound mail from %s matched none of our mails; it is dropped.",
                      inbound.sender)
             return {"matched": False}
+        if matched.test:
+            log.info("An inbound %s to test mail %d was dropped: a test mail changes nothing "
+                     "for the customer it was rendered for.", matched.purpose, matched.message.id)
+            return {"matched": True, "test": True}
         if matched.purpose == "unsubscribe":
             customer = customer_of(conn, matched.message.customer_id)
             done = customer is not None and customer.email is not None and unsubscribe(
