@@ -28,9 +28,16 @@ from lifecycle.mail.outbox import Outbox
 from lifecycle.mail.sending import dispatch, send_batch
 from lifecycle.mail.transports import FileTransport
 from lifecycle.models import Message, ProviderEvent, Suppression, Touchpoint
-from tests.factories import WEB_SECRET, add_campaign, account, csrf_of, logged_in, webhook_headers
+from tests.factories import (
+    WEB_SECRET,
+    account,
+    add_campaign,
+    csrf_of,
+    logged_in,
+    webhook_headers,
+    webhook_key,
+)
 from tests.factories import WEB_T0 as T0
-from tests.factories import webhook_key
 from tests.test_subscriptions import ONE_CLICK_ENCODINGS
 
 PRIVATE, PUBLIC = webhook_key()
