@@ -23,6 +23,8 @@ SCOPES = {
     "orders:write": "create and update orders (new completed orders fire order triggers)",
     "support:write": "record support tickets, calls and chats",
     "events:write": "record custom events",
+    "reviews:write": "record product reviews (the reviewer segment)",
+    "referrals:write": "record referrals (the referrer segment)",
 }
 
 

@@ -25,7 +25,7 @@ MAX_PAGE = 500
 TIMELINE_KINDS = ("order_placed", "email_sent", "email_delivered", "email_opened",
                   "email_clicked", "email_bounced", "replied", "feedback", "support", "note",
                   "unsubscribed", "mail_paused", "mail_cancelled", "segment_entered",
-                  "segment_exited")
+                  "segment_exited", "review", "referral")
 
 
 @dataclass(frozen=True)
@@ -118,6 +118,11 @@ def summary(kind: str, data: dict[str, Any]) -> str:
                             + (f" — {_first_line(d['comment'])}" if d.get("comment") else ""),
         "support": lambda: f"Support {d.get('type', 'contact')}: {_first_line(d.get('summary', ''))}",
         "event": lambda: f"Event {d.get('name', '')}",
+        "review": lambda: f"Reviewed {d.get('product') or d.get('sku') or 'the shop'}: "
+                          f"{d.get('rating')}/5"
+                          + (f" — {_first_line(d['text'])}" if d.get("text") else ""),
+        "referral": lambda: "Referred "
+                            + (d.get("referred_customer_id") or d.get("referred_email") or "someone"),
         "unsubscribed": lambda: f"Unsubscribed ({d.get('scope')}, via {d.get('via')})",
         "resubscribed": lambda: f"Subscribed again ({d.get('scope')}, via {d.get('via')})",
         "mail_paused": lambda: f"Scheduled mail paused by {d.get('by')}{mail}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -136,5 +137,23 @@ def test_support_contacts_and_events_land_on_the_timeline_once_per_id(
 def test_the_openapi_document_describes_every_endpoint_and_the_key(web: TestClient) -> None:
     spec = web.get("/openapi.json").json()
     assert {"/api/v1/customers", "/api/v1/orders", "/api/v1/support",
-            "/api/v1/events"} <= set(spec["paths"])
+            "/api/v1/events", "/api/v1/reviews", "/api/v1/referrals"} <= set(spec["paths"])
     assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+
+
+def test_a_time_with_an_offset_postgresql_refuses_is_stored_in_utc_and_one_out_of_range_is_422(
+        app: App, web: TestClient) -> None:
+    """Schemathesis found +16:00 (Python allows offsets up to 24 hours, PostgreSQL to 15:59)."""
+    headers = key(app, *ALL)
+    web.post("/api/v1/customers", json=[ann()], headers=headers)
+    call = {"customer_id": "C1", "type": "call", "summary": "Hi",
+            "occurred_at": "2000-01-01T00:00:00+16:00"}
+    assert web.post("/api/v1/support", json=[call], headers=headers).status_code == 200
+    with app.engine.connect() as conn:
+        stored = conn.execute(select(Touchpoint.occurred_at).where(Touchpoint.kind == "support")
+                              ).scalar_one()
+    assert stored.replace(tzinfo=None) == datetime(1999, 12, 31, 8)
+    early = dict(call, occurred_at="0001-01-01T00:00:00+16:00")
+    answer = web.post("/api/v1/support", json=[early], headers=headers)
+    assert answer.status_code == 422 and answer.json()["detail"][0]["loc"] == [
+        "body", 0, "occurred_at"]

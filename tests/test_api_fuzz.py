@@ -60,4 +60,4 @@ def test_no_generated_request_makes_the_api_answer_with_a_5xx(api_app: App,
 
         no_5xx()
     assert sorted(tried) == ["/api/v1/customers", "/api/v1/events", "/api/v1/orders",
-                             "/api/v1/support"]
+                             "/api/v1/referrals", "/api/v1/reviews", "/api/v1/support"]

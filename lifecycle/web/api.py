@@ -10,10 +10,18 @@ through the same validation as the file importer; a new completed order
 lands on the timeline as ``order_placed`` and fires order triggers.
 Posting the same items again changes nothing (upserts; support contacts and
 events with an ``id`` are kept once per id).
+
+Reviews and referrals land as ``review`` / ``referral`` touchpoints, once per
+``id``, and the segments of each customer who got a new one are refreshed in
+the same transaction (:func:`lifecycle.segments.compute.refresh_customer`), so
+a reviewer is in ``reviewer`` — and ``advocacy_ask`` asks them for a referral
+rather than a review — when the request returns.
 """
 
 from __future__ import annotations
 
+import logging
+from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -21,6 +29,7 @@ from fastapi import APIRouter, Body, Depends, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -34,9 +43,16 @@ from lifecycle.apikeys import ApiKeyRefused, authenticate
 from lifecycle.app import App
 from lifecycle.db import insert_new
 from lifecycle.imports import import_records
+from lifecycle.imports.rows import RowError, normalise_email
 from lifecycle.imports.source import Record
 from lifecycle.models import Customer, Touchpoint
 from lifecycle.orders import OrdersRefused, place_orders
+from lifecycle.segments.compute import refresh_customer
+from lifecycle.segments.service import definitions
+from lifecycle.timeutil import UTC
+from lifecycle.yamlfile import InvalidFile
+
+log = logging.getLogger(__name__)
 
 MAX_ITEMS = 1000
 BEARER = HTTPBearer(auto_error=False, description="An API key: lc_…")
@@ -55,6 +71,18 @@ def _no_nul(value: Any) -> Any:
         for inner in value:
             _no_nul(inner)
     return value
+
+
+def _in_utc(value: datetime) -> datetime:
+    """``value`` as UTC (PostgreSQL refuses offsets beyond ±15:59, which Python allows)."""
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is out of range") from None
+
+
+#: A moment with its UTC offset, stored in UTC.
+Instant = Annotated[AwareDatetime, AfterValidator(_in_utc)]
 
 
 class _Item(BaseModel):
@@ -105,7 +133,7 @@ class SupportIn(_Item):
     customer_id: Text
     type: Literal["ticket", "call", "chat"]
     summary: Annotated[str, Field(min_length=1, max_length=4000)]
-    occurred_at: AwareDatetime
+    occurred_at: Instant
     agent: Text | None = None
 
 
@@ -113,8 +141,29 @@ class EventIn(_Item):
     id: Text | None = Field(None, description="Your event id: kept once per id.")
     customer_id: Text
     name: Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[\w.:-]+$")]
-    occurred_at: AwareDatetime
+    occurred_at: Instant
     properties: dict[str, Any] = {}
+
+
+class ReviewIn(_Item):
+    id: Text = Field(description="Your review id: kept once per id.")
+    customer_id: Text = Field(description="The reviewer.")
+    product: Text | None = Field(None, description="The product's name.")
+    sku: Text | None = None
+    rating: Annotated[int, Field(ge=1, le=5, description="Stars, 1 to 5.")]
+    text: Annotated[str, Field(max_length=4000)] | None = None
+    url: Annotated[str, Field(max_length=2000, pattern=r"^https?://[^\s]+$")] | None = Field(
+        None, description="Where the review is published.")
+    occurred_at: Instant
+
+
+class ReferralIn(_Item):
+    id: Text = Field(description="Your referral id: kept once per id.")
+    customer_id: Text = Field(description="The referrer.")
+    referred_customer_id: Text | None = Field(
+        None, description="The referred customer's customer_id (give this or referred_email).")
+    referred_email: Annotated[str, Field(max_length=320)] | None = None
+    occurred_at: Instant
 
 
 class Stored(BaseModel):
@@ -173,7 +222,10 @@ def api_routes(app: App) -> APIRouter:
         order's email and names."""
         return imported("orders", items)
 
-    def touched(kind: str, items: list[Any], data: Any) -> Stored:
+    def touched(kind: str, items: list[Any], data: Any, refresh: bool = False) -> Stored:
+        """Each item as a ``kind`` touchpoint (once per ``id``); with ``refresh``, the segments
+        of the customers who got a new one are refreshed in the same transaction."""
+        defs = segment_definitions(kind) if refresh else None
         with app.engine.begin() as conn:
             ids = _customers(conn, [i.customer_id for i in items])
             missing = [{"loc": ["body", n, "customer_id"], "type": "value_error",
@@ -182,13 +234,27 @@ def api_routes(app: App) -> APIRouter:
             if missing:
                 raise _Invalid(missing)
             now = app.clock.now()
-            stored = len(insert_new(conn, Touchpoint.__table__, [{
+            rows = [{
                 "customer_id": ids[item.customer_id], "kind": kind,
                 "channel": "support" if kind == "support" else "api",
                 "occurred_at": item.occurred_at, "recorded_at": now,
                 "source_key": f"{kind}:{item.id}"[:255] if item.id else None,
-                "data": data(item)} for item in items], ("source_key",), "id"))
-        return Stored(inserted=stored, unchanged=len(items) - stored)
+                "data": data(item)} for item in items]
+            touched_customers = insert_new(conn, Touchpoint.__table__, rows, ("source_key",),
+                                           "customer_id")  # one per row inserted
+            if defs is not None:  # one by one until the set-based refresh of several lands
+                for customer_id in sorted(set(touched_customers)):
+                    refresh_customer(conn, defs, customer_id, now, now)
+        return Stored(inserted=len(touched_customers),
+                      unchanged=len(items) - len(touched_customers))
+
+    def segment_definitions(kind: str) -> Any:
+        try:
+            return definitions(app)
+        except InvalidFile as exc:
+            log.error("Segments are not refreshed after posted %ss: %s has problems:\n%s",
+                      kind, app.settings.segments_file, exc)
+            return None
 
     @router.post("/support", response_model=Stored, dependencies=[keyed("support:write")])
     def support(items: Annotated[list[SupportIn], _items()]) -> Stored:
@@ -202,7 +268,61 @@ def api_routes(app: App) -> APIRouter:
         return touched("event", items, lambda i: {
             "name": i.name, "id": i.id, "properties": i.properties})
 
+    @router.post("/reviews", response_model=Stored, dependencies=[keyed("reviews:write")])
+    def reviews(items: Annotated[list[ReviewIn], _items()]) -> Stored:
+        """Record product reviews (once per ``id``): the reviewer enters ``reviewer`` now."""
+        _unique_ids(items)
+        return touched("review", items, lambda i: {
+            "id": i.id, "product": i.product, "sku": i.sku, "rating": i.rating,
+            "text": i.text, "url": i.url}, refresh=True)
+
+    @router.post("/referrals", response_model=Stored, dependencies=[keyed("referrals:write")])
+    def referrals(items: Annotated[list[ReferralIn], _items()]) -> Stored:
+        """Record referrals (once per ``id``): the referrer (``customer_id``) enters
+        ``referrer`` now; the referred customer is named by ``referred_customer_id`` or
+        ``referred_email``."""
+        _unique_ids(items)
+        problems, emails = [], {}  # emails: item id -> the referred address, normalised
+        for n, item in enumerate(items):
+            if item.referred_customer_id is None and item.referred_email is None:
+                problems.append(_problem(n, "referred_customer_id",
+                                         "give referred_customer_id or referred_email"))
+            elif item.referred_customer_id == item.customer_id:
+                problems.append(_problem(n, "referred_customer_id",
+                                         "a customer cannot refer themselves"))
+            if item.referred_email is not None:
+                try:
+                    emails[item.id] = normalise_email(item.referred_email)
+                except RowError as exc:
+                    problems.append(_problem(n, "referred_email", str(exc)))
+        if problems:
+            raise _Invalid(problems)
+        with app.engine.connect() as conn:
+            known = _customers(conn, [i.referred_customer_id for i in items
+                                      if i.referred_customer_id])
+        return touched("referral", items, lambda i: {
+            "id": i.id, "referred_customer_id": i.referred_customer_id,
+            "referred_email": emails.get(i.id),
+            "referred_known": i.referred_customer_id in known if i.referred_customer_id
+            else None}, refresh=True)
+
     return router
+
+
+def _problem(n: int, field: str, msg: str) -> dict[str, Any]:
+    return {"loc": ["body", n, field], "type": "value_error", "msg": msg}
+
+
+def _unique_ids(items: list[Any]) -> None:
+    """422 for an ``id`` given twice in one request (which of the two would count?)."""
+    seen: dict[str, int] = {}
+    problems = []
+    for n, item in enumerate(items):
+        if item.id in seen:
+            problems.append(_problem(n, "id", f"id {item.id!r} is also item {seen[item.id]}"))
+        seen.setdefault(item.id, n)
+    if problems:
+        raise _Invalid(problems)
 
 
 def _invalid(issues: list[Any]) -> _Invalid:

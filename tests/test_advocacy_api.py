@@ -1,0 +1,161 @@
+"""Reviews and referrals through the ingest API: once per id, on the timeline, and the
+customer in ``reviewer`` / ``referrer`` when the request returns — so ``advocacy_ask``
+asks a reviewer for a referral, never for another review."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from lifecycle.app import App
+from lifecycle.flows.engine import advance, enroll
+from lifecycle.flows.service import catalogue, policies_of
+from lifecycle.models import Message, SegmentMembership, Touchpoint
+from lifecycle.timeline import page
+from tests.factories import WEB_T0 as T0
+from tests.test_api import ann, key
+
+SCOPES = ("customers:write", "reviews:write", "referrals:write")
+
+
+def review(n: int = 1, customer: int = 1, **changes: Any) -> dict[str, Any]:
+    return {"id": f"R{n}", "customer_id": f"C{customer}", "product": "Sencha", "sku": "TEA-1",
+            "rating": 5, "text": "Lovely tea.\nWould buy again.",
+            "url": "https://shop.example/p/tea-1#r1", "occurred_at": "2026-06-02T18:00:00Z",
+            **changes}
+
+
+def referral(n: int = 1, customer: int = 1, **changes: Any) -> dict[str, Any]:
+    return {"id": f"F{n}", "customer_id": f"C{customer}", "referred_customer_id": "C2",
+            "occurred_at": "2026-06-02T18:00:00Z", **changes}
+
+
+def open_segments(app: App, external_id: str) -> set[str]:
+    from lifecycle.models import Customer
+
+    with app.engine.connect() as conn:
+        cid = conn.execute(select(Customer.id).where(Customer.external_id == external_id)
+                           ).scalar_one()
+        return set(conn.execute(select(SegmentMembership.segment).where(
+            SegmentMembership.customer_id == cid, SegmentMembership.exited_at.is_(None))
+        ).scalars())
+
+
+def timeline(app: App, external_id: str) -> list[tuple[str, str]]:
+    from lifecycle.models import Customer
+
+    with app.engine.connect() as conn:
+        cid = conn.execute(select(Customer.id).where(Customer.external_id == external_id)
+                           ).scalar_one()
+        return [(e.kind, e.summary) for e in page(conn, cid)]
+
+
+@pytest.fixture
+def headers(app: App, web: TestClient) -> dict[str, str]:
+    """A key for customers, reviews and referrals; customers C1 and C2 posted."""
+    found = key(app, *SCOPES)
+    assert web.post("/api/v1/customers", json=[ann(1), ann(2)], headers=found).status_code == 200
+    return found
+
+
+def test_a_review_puts_the_customer_in_reviewer_when_the_request_returns_once_per_id(
+        app: App, web: TestClient, headers: dict[str, str]) -> None:
+    assert "reviewer" not in open_segments(app, "C1")
+    first = web.post("/api/v1/reviews", json=[review()], headers=headers)
+    assert first.status_code == 200 and first.json()["inserted"] == 1
+    assert "reviewer" in open_segments(app, "C1")
+    again = web.post("/api/v1/reviews", json=[review()], headers=headers).json()
+    assert (again["inserted"], again["unchanged"]) == (0, 1)
+    entries = timeline(app, "C1")
+    assert entries.count(("review", "Reviewed Sencha: 5/5 — Lovely tea.")) == 1
+    assert ("segment_entered", "Entered segment reviewer") in [
+        (kind, text) for kind, text in entries]
+    with app.engine.connect() as conn:
+        data = conn.execute(select(Touchpoint.data).where(Touchpoint.kind == "review")
+                            ).scalar_one()
+    assert data == {"id": "R1", "product": "Sencha", "sku": "TEA-1", "rating": 5,
+                    "text": "Lovely tea.\nWould buy again.",
+                    "url": "https://shop.example/p/tea-1#r1"}
+
+
+def test_a_referral_puts_the_referrer_in_referrer_and_names_who_was_referred(
+        app: App, web: TestClient, headers: dict[str, str]) -> None:
+    posted = [referral(1), referral(2, referred_customer_id=None,
+                                    referred_email="Friend@Example.COM")]
+    assert web.post("/api/v1/referrals", json=posted, headers=headers).json()["inserted"] == 2
+    assert web.post("/api/v1/referrals", json=posted, headers=headers).json()["inserted"] == 0
+    assert "referrer" in open_segments(app, "C1")
+    assert "referrer" not in open_segments(app, "C2")  # the referred is not a referrer
+    kinds = [text for kind, text in timeline(app, "C1") if kind == "referral"]
+    assert sorted(kinds) == ["Referred C2", "Referred Friend@example.com"]
+
+
+def test_a_review_outside_the_window_records_it_but_makes_no_reviewer(
+        app: App, web: TestClient, headers: dict[str, str]) -> None:
+    old = review(occurred_at=(T0 - timedelta(days=400)).isoformat())
+    assert web.post("/api/v1/reviews", json=[old], headers=headers).json()["inserted"] == 1
+    assert "reviewer" not in open_segments(app, "C1")
+
+
+@pytest.mark.parametrize(("path", "item", "field"), [
+    ("reviews", review(rating=6), "rating"),
+    ("reviews", review(rating=0), "rating"),
+    ("reviews", review(text="bad\x00text"), "text"),
+    ("reviews", review(url="javascript:alert(1)"), "url"),
+    ("reviews", review(customer=9), "customer_id"),
+    ("reviews", {k: v for k, v in review().items() if k != "id"}, "id"),
+    ("referrals", referral(referred_customer_id=None), "referred_customer_id"),
+    ("referrals", referral(referred_customer_id="C1"), "referred_customer_id"),
+    ("referrals", referral(referred_customer_id=None, referred_email="not an address"),
+     "referred_email"),
+    ("referrals", referral(occurred_at="2026-06-02T18:00:00"), "occurred_at"),
+])
+def test_a_bad_review_or_referral_gets_422_naming_item_and_field_and_nothing_is_stored(
+        app: App, web: TestClient, headers: dict[str, str], path: str, item: dict[str, Any],
+        field: str) -> None:
+    good = review(5) if path == "reviews" else referral(5)
+    answer = web.post(f"/api/v1/{path}", json=[good, item], headers=headers)
+    assert answer.status_code == 422, answer.text
+    assert [1, field] in [problem["loc"][1:3] for problem in answer.json()["detail"]]
+    with app.engine.connect() as conn:
+        assert conn.execute(select(Touchpoint.id).where(
+            Touchpoint.kind.in_(("review", "referral")))).first() is None
+
+
+def test_the_same_id_twice_in_one_post_is_refused(app: App, web: TestClient,
+                                                   headers: dict[str, str]) -> None:
+    answer = web.post("/api/v1/reviews", json=[review(1), review(1, rating=1)], headers=headers)
+    assert answer.status_code == 422 and answer.json()["detail"][0]["loc"] == ["body", 1, "id"]
+
+
+def test_reviews_and_referrals_need_their_scopes(app: App, web: TestClient,
+                                                  headers: dict[str, str]) -> None:
+    other = key(app, "events:write")
+    assert web.post("/api/v1/reviews", json=[review()], headers=other).status_code == 403
+    assert web.post("/api/v1/referrals", json=[referral()], headers=other).status_code == 403
+    assert web.post("/api/v1/reviews", json=[review()]).status_code == 401
+
+
+def test_advocacy_ask_asks_a_reviewer_for_a_referral_and_never_for_another_review(
+        app: App, web: TestClient, headers: dict[str, str]) -> None:
+    """C1 reviewed (posted through the API), C2 did not; both became promoters."""
+    assert web.post("/api/v1/reviews", json=[review()], headers=headers).status_code == 200
+    flows = catalogue(app).flows
+    with app.engine.begin() as conn:
+        from lifecycle.models import Customer
+
+        ids = dict(conn.execute(select(Customer.external_id, Customer.id)).all())
+        for external in ("C1", "C2"):
+            assert enroll(conn, flows["advocacy_ask"], ids[external], f"promoter:{external}",
+                          T0) is not None
+    with app.engine.begin() as conn:
+        for day in range(1, 5):  # the flow waits a business day, until 10:00 in their zone
+            advance(conn, flows, T0 + timedelta(days=day), policies=policies_of(app),
+                    default_tz="UTC")
+        sent = {cid: template for cid, template in conn.execute(
+            select(Message.customer_id, Message.template).where(Message.flow == "advocacy_ask"))}
+    assert sent == {ids["C1"]: "referral_invite", ids["C2"]: "review_request"}
