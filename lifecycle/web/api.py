@@ -297,14 +297,9 @@ def api_routes(app: App) -> APIRouter:
                     problems.append(_problem(n, "referred_email", str(exc)))
         if problems:
             raise _Invalid(problems)
-        with app.engine.connect() as conn:
-            known = _customers(conn, [i.referred_customer_id for i in items
-                                      if i.referred_customer_id])
         return touched("referral", items, lambda i: {
             "id": i.id, "referred_customer_id": i.referred_customer_id,
-            "referred_email": emails.get(i.id),
-            "referred_known": i.referred_customer_id in known if i.referred_customer_id
-            else None}, refresh=True)
+            "referred_email": emails.get(i.id)}, refresh=True)
 
     return router
 
