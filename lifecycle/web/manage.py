@@ -4,7 +4,9 @@ Every page needs the ``manager`` role (admins have it too).  A test send is
 an outbox row like any other mail — the workers send it, once — addressed
 to the manager who asked, with a key made from a token of the form, so a
 double-clicked button sends one mail.  It is kept out of flow results and off
-the customer's timeline.
+the customer's timeline, and never touches that customer: its context names
+the manager (``test``) and the flow (``test_flow``), which makes its tokens
+test tokens and its headers say so (:mod:`lifecycle.mail.compose`).
 """
 
 from __future__ import annotations
