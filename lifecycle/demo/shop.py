@@ -8,6 +8,7 @@ upserted like ``POST /api/v1/customers`` would.
 How many orders: on average :data:`NEW_PER_CUSTOMER_DAY` × customers first
 orders and :data:`REPEAT_PER_CUSTOMER_DAY` × customers repeat orders per day
 of shop time (a lively month for the sample shop), drawn as a Poisson process
+(a quarter of the first orders from customers who signed up earlier and never ordered),
 and thinned by the customer's local hour (:data:`lifecycle.sample.HOUR_WEIGHTS`),
 so orders come in their daytime.  Repeat orders come from customers who
 bought within the last :data:`ACTIVE_DAYS`, the frequent buyers more often;
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 
 #: First orders per customer of the shop and day of shop time (2,000 customers: 5 a day).
 NEW_PER_CUSTOMER_DAY = 1 / 400
+#: Share of first orders placed by customers who signed up earlier without ordering.
+PROSPECTS_SHARE = 0.25
 #: Repeat orders per customer and day (2,000 customers: 8 a day).
 REPEAT_PER_CUSTOMER_DAY = 1 / 250
 #: Customers whose last order is at most this many days old may order again unprompted.
@@ -120,9 +123,14 @@ class LiveShop:
         # (customer, or the zone and locale of a new one; when)
         want: list[tuple[str | tuple[str, str], datetime]] = []
         size = max(self.customers, 1)
+        prospects = [b for b in self.buyers.values() if b.orders == 0]
         for _ in range(poisson(self.rng, NEW_PER_CUSTOMER_DAY * size * days / DAYTIME)):
+            when = last + (now - last) * self.rng.random()
+            if prospects and self.rng.random() < PROSPECTS_SHARE:  # signed up long ago
+                want.append((self.rng.choice(prospects).external_id, when))
+                continue
             where = self.rng.choices([z[:2] for z in ZONES], [z[2] for z in ZONES])[0]
-            want.append((where, last + (now - last) * self.rng.random()))
+            want.append((where, when))
         active = [b for b in self.buyers.values() if b.last_order_at is not None
                   and (now - b.last_order_at).days <= ACTIVE_DAYS]
         if active:

@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 #: Real seconds between two moves of the shop and the audience.
 STEP_SECONDS = 0.2
+#: Real seconds after the start of the first status line (later ones: every ``status_every``).
+FIRST_STATUS_SECONDS = 4.0
 #: Real seconds between two heartbeats of the demo (its clock position, for the next start).
 HEARTBEAT_SECONDS = 2.0
 
@@ -62,7 +64,8 @@ class Simulation:
         with self.app.engine.connect() as conn:
             self.shop.load(conn)
         self.shop.step(self.app.clock.now())
-        beat = status = time.monotonic()
+        beat = time.monotonic()
+        status = beat - self.status_every + FIRST_STATUS_SECONDS
         while not stop.wait(STEP_SECONDS):
             now = self.app.clock.now()
             try:
