@@ -146,6 +146,29 @@ def test_the_demo_refuses_the_sendgrid_transport(monkeypatch: pytest.MonkeyPatch
     assert not (tmp_path / "x.db").exists()  # refused before anything was made
 
 
+def test_staff_password_gives_an_account_a_new_password_and_names_a_missing_one(
+        fresh_database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lifecycle.staff import add_staff, check_password
+
+    app = App(replace(load_settings({}), database_url=make_url(fresh_database_url)))
+    with app.engine.begin() as conn:
+        add_staff(conn, "sue@shop.example", "support", "an old password", T0)
+    monkeypatch.setenv("LIFECYCLE_DATABASE_URL", fresh_database_url)
+    runner = CliRunner()
+    done = runner.invoke(cli, ["staff", "password", "Sue@shop.example", "--password-stdin"],
+                         input="a brand new password\n")
+    assert done.exit_code == 0, done.output
+    short = runner.invoke(cli, ["staff", "password", "sue@shop.example", "--password-stdin"],
+                          input="short\n")
+    assert short.exit_code == 2 and "at least 12 characters" in short.output
+    nobody = runner.invoke(cli, ["staff", "password", "bob@shop.example", "--generate"])
+    assert nobody.exit_code == 2 and "no staff account for 'bob@shop.example'" in nobody.output
+    with app.engine.begin() as conn:
+        assert check_password(conn, "sue@shop.example", "a brand new password", T0)
+        assert check_password(conn, "sue@shop.example", "an old password", T0) is None
+    app.close()
+
+
 # ---------------------------------------------------------------- the shop
 
 @pytest.fixture
