@@ -82,9 +82,9 @@ def demo(host: str, port: int, customers: int, speed: float, seed: int,
                       "a real shop (use `lifecycle run`), or point LIFECYCLE_DATABASE_URL "
                       "elsewhere (an empty folder) for the demo.")
     if not known:
-        load_sample(setup, customers, 2.5, 3.0, seed, setup.clock.now(), None)
-        with setup.engine.begin() as conn:
+        with setup.engine.begin() as conn:  # marked first: an interrupted load is tried again
             heartbeat.record(conn, "demo", setup.clock.now(), {"speed": speed * 3600})
+        load_sample(setup, customers, 2.5, 3.0, seed, setup.clock.now(), None)
     else:
         click.echo(f"The database already holds {known} customers; no sample data added "
                    "(an earlier demo made them).")

@@ -95,7 +95,8 @@ class LiveShop:
         rows = conn.execute(select(customers.c.external_id, customers.c.timezone, stats.c.n,
                                    stats.c["first"], stats.c["last"])
                             .outerjoin(stats, stats.c.customer_id == customers.c.id)
-                            .where(customers.c.email.is_not(None))).all()
+                            .where(customers.c.email.is_not(None))
+                            .order_by(customers.c.id)).all()
         default_tz = self.app.settings.timezone
         for row in rows:
             n = int(row.n or 0)
