@@ -19,7 +19,7 @@ import uvicorn
 
 from lifecycle import runtime
 from lifecycle.app import App
-from lifecycle.scheduler import Scheduler
+from lifecycle.scheduler import Job, Scheduler
 from lifecycle.tasks import broker as broker_module
 from lifecycle.tasks import load_actors
 
@@ -67,8 +67,9 @@ def running_worker(app: App, broker: dramatiq.Broker) -> Iterator[dramatiq.Worke
 
 
 @contextmanager
-def running_scheduler(app: App) -> Iterator[Scheduler]:
-    scheduler = Scheduler(app)
+def running_scheduler(app: App, jobs: list[Job] | None = None) -> Iterator[Scheduler]:
+    """The scheduler in a thread of its own, with ``jobs`` (default: the usual ones)."""
+    scheduler = Scheduler(app, jobs)
     stop = threading.Event()
     thread = threading.Thread(target=scheduler.run, args=(stop,), name="scheduler", daemon=True)
     thread.start()

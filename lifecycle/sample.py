@@ -63,6 +63,19 @@ HOURS = tuple(range(24))
 HOUR_WEIGHTS = (1, 1, 0, 0, 0, 0, 1, 2, 4, 5, 5, 6, 7, 6, 5, 5, 5, 6, 8, 10, 11, 10, 7, 3)
 
 
+def basket(rng: random.Random) -> tuple[list[dict[str, Any]], Decimal]:
+    """What one order holds: a few products of :data:`CATALOG` (line items), and the total."""
+    picks = rng.sample(CATALOG, k=min(len(CATALOG), 1 + int(rng.expovariate(1.2))))
+    items = []
+    total = Decimal("0")
+    for sku, name, category, price in picks:
+        quantity = 1 if rng.random() < 0.75 else rng.randint(2, 4)
+        items.append({"sku": sku, "name": name, "category": category,
+                      "quantity": quantity, "price": price})
+        total += Decimal(price) * quantity
+    return items, total
+
+
 @dataclass(frozen=True)
 class ShopShape:
     customers: int = 2_000
@@ -165,14 +178,7 @@ class SampleShop:
                 # The hour moves the order within its local day; never before sign-up.
                 ordered_at = min(max(local.astimezone(UTC), profile.created_at + timedelta(minutes=5)),
                                  self.until)
-                picks = rng.sample(CATALOG, k=min(len(CATALOG), 1 + int(rng.expovariate(1.2))))
-                items = []
-                total = Decimal("0")
-                for sku, name, category, price in picks:
-                    quantity = 1 if rng.random() < 0.75 else rng.randint(2, 4)
-                    items.append({"sku": sku, "name": name, "category": category,
-                                  "quantity": quantity, "price": price})
-                    total += Decimal(price) * quantity
+                items, total = basket(rng)
                 roll = rng.random()
                 if ordered_at > recent and roll < 0.3:
                     status = "pending"

@@ -43,6 +43,16 @@ def add_staff(conn: Connection, email: str, role: str, password: str, now: datet
         is_active=True, created_at=now)).scalar_one())
 
 
+def set_password(conn: Connection, email: str, password: str) -> bool:
+    """Give the account of ``email`` a new password; False if there is no such account,
+    ValueError for a short password."""
+    if len(password) < MIN_PASSWORD:
+        raise ValueError(f"the password must have at least {MIN_PASSWORD} characters")
+    return bool(conn.execute(update(StaffUser).where(
+        StaffUser.email == email.strip().lower()).values(
+        password_hash=_hasher.hash(password))).rowcount)
+
+
 def check_password(conn: Connection, email: str, password: str, now: datetime) -> Any | None:
     """The active account of ``email`` if ``password`` is right; None otherwise."""
     row = conn.execute(select(StaffUser.__table__).where(

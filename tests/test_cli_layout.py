@@ -30,5 +30,5 @@ def test_the_groups_keep_their_subcommands() -> None:
         "flows": ["preview", "simulate", "validate"],
         "import": ["customers", "orders"],
         "segments": ["list", "refresh", "validate"],
-        "staff": ["add"],
+        "staff": ["add", "password"],
     }

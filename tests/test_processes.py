@@ -24,7 +24,6 @@ from lifecycle.config import load_settings
 from lifecycle.models import ProcessHeartbeat
 from lifecycle.processes import prepare, running_worker
 from lifecycle.scheduler import Job, Scheduler, heartbeat_job
-from lifecycle.staff import check_password
 from tests.conftest import RABBITMQ_URL, REDIS_URL, require_service
 from tests.ports import free_port
 
@@ -147,29 +146,3 @@ def test_worker_and_scheduler_processes_share_work_through_redis(
     for code, err in results:
         assert code == 0, err
         assert "Traceback" not in err
-
-
-def test_the_demo_sets_up_a_sample_shop_and_says_where_to_look(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LIFECYCLE_", "SENDGRID_"))}
-    port = free_port()
-    done = subprocess.run([sys.executable, "-m", "lifecycle", "demo", "--customers", "300",
-                           "--seconds", "1", "--port", str(port)], env=env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert "300 customers" in done.stdout
-    assert str(tmp_path / "lifecycle.db") in done.stdout
-    assert str(tmp_path / "outbox") in done.stdout
-    assert f"http://127.0.0.1:{port}/" in done.stdout
-    staff_line = next(line for line in done.stdout.splitlines() if line.startswith("Staff:"))
-    password = staff_line.split("password ")[1].split()[0]
-    demo = App(load_settings({"LIFECYCLE_DATABASE_URL": f"sqlite:///{tmp_path / 'lifecycle.db'}"}))
-    with demo.engine.begin() as conn:  # the printed password logs in
-        assert check_password(conn, "admin@demo.invalid", password, demo.clock.now()).role \
-            == "admin"
-    demo.close()
-    again = subprocess.run([sys.executable, "-m", "lifecycle", "demo", "--seconds", "0",
-                            "--port", str(port)], env=env, cwd=tmp_path, capture_output=True,
-                           text=True, timeout=120)
-    assert again.returncode == 0, again.stderr
-    assert "already holds 300 customers" in again.stdout
-    assert "Staff:" not in again.stdout  # the account exists: no new password

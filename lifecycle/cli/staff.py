@@ -38,3 +38,32 @@ def staff_add(email: str, role: str, name: str | None, password_stdin: bool) -> 
     except ValueError as exc:
         raise Failure(f"{exc}.") from None
     click.echo(f"{email.strip().lower()} can log in as {role}.")
+
+
+@staff.command("password")
+@click.argument("email")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input "
+              "instead of asking for it.")
+@click.option("--generate", is_flag=True, help="Make a random password and print it.")
+def staff_password(email: str, password_stdin: bool, generate: bool) -> None:
+    """Set a new password for a staff account (a forgotten one, or the demo's admin)."""
+    import secrets
+
+    from lifecycle.staff import set_password
+
+    if generate:
+        password = secrets.token_urlsafe(12)
+    elif password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = click.prompt("New password", hide_input=True, confirmation_prompt=True)
+    app = ready_app()
+    try:
+        with app.engine.begin() as conn:
+            found = set_password(conn, email, password)
+    except ValueError as exc:
+        raise Failure(f"{exc}.") from None
+    if not found:
+        raise Failure(f"no staff account for {email.strip().lower()!r}.")
+    click.echo(f"{email.strip().lower()} has a new password"
+               + (f": {password}" if generate else "."))

@@ -18,6 +18,7 @@ from sqlalchemy import Connection
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from lifecycle.clock import real_seconds
 from lifecycle.models import ProcessHeartbeat
 from lifecycle.runtime import get_app
 from lifecycle.tasks import actor
@@ -52,6 +53,6 @@ def heartbeat(sent_at: str) -> None:
     """Record that a worker is alive; ``sent_at`` is the scheduler's ISO time of sending."""
     app = get_app()
     now = app.clock.now()
-    delay = (now - datetime.fromisoformat(sent_at)).total_seconds()
+    delay = real_seconds(app.clock, now - datetime.fromisoformat(sent_at))
     with app.engine.begin() as conn:
         record(conn, "worker", now, {"broker_delay_seconds": round(max(delay, 0.0), 3)})

@@ -1,0 +1,89 @@
+"""The web app's public doors, as SendGrid and the customers walk through them.
+
+:class:`HttpDoors` sends the demo audience's actions to the running web app
+over HTTP: signed Event Webhook posts (ECDSA P-256 over timestamp and body,
+with the demo's own key pair: :func:`webhook_key`), Inbound Parse posts as
+``multipart/form-data`` with the URL key, a GET of a link from a mail, and a
+one-click unsubscribe POST (RFC 8058).  Links from mails are followed on the
+local server whatever their host (``LIFECYCLE_BASE_URL`` may name a public
+one): only their path and query are used.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import urllib.request
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from lifecycle.links import inbound_key
+from lifecycle.mail.signature import SIGNATURE_HEADER, TIMESTAMP_HEADER
+
+#: Seconds a visit may take before it counts as failed.
+TIMEOUT = 30.0
+
+
+def webhook_key() -> tuple[ec.EllipticCurvePrivateKey, str]:
+    """A new P-256 key pair: the private key, and the base64 public key as SendGrid shows it
+    (the value of ``SENDGRID_WEBHOOK_PUBLIC_KEY``)."""
+    private = ec.generate_private_key(ec.SECP256R1())
+    public = private.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return private, base64.b64encode(public).decode()
+
+
+def multipart(fields: dict[str, str]) -> tuple[bytes, str]:
+    """``fields`` as a ``multipart/form-data`` body, and its content type."""
+    boundary = "demo" + secrets.token_hex(12)
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n'
+             f"Content-Type: text/plain; charset=utf-8\r\n\r\n{value}\r\n"
+             for name, value in fields.items()]
+    body = ("".join(parts) + f"--{boundary}--\r\n").encode("utf-8")
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+class HttpDoors:
+    """The audience's way in: the web app at ``server`` (``http://host:port``)."""
+
+    def __init__(self, server: str, secret_key: str, signing_key: ec.EllipticCurvePrivateKey) -> None:
+        self.server = server.rstrip("/")
+        self.secret_key = secret_key
+        self.signing_key = signing_key
+
+    def _send(self, path: str, body: bytes | None = None,
+              headers: dict[str, str] | None = None) -> Any:
+        request = urllib.request.Request(self.server + path, data=body, headers=headers or {},
+                                         method="POST" if body is not None else "GET")
+        with urllib.request.urlopen(request, timeout=TIMEOUT) as answer:  # noqa: S310 - our server
+            return answer.read()
+
+    @staticmethod
+    def _local(url: str) -> str:
+        parts = urlsplit(url)
+        return parts.path + (f"?{parts.query}" if parts.query else "")
+
+    def events(self, events: list[dict[str, Any]], at: datetime) -> None:
+        body = json.dumps(events).encode("utf-8")
+        stamp = str(int(at.timestamp()))
+        signature = self.signing_key.sign(stamp.encode() + body, ec.ECDSA(hashes.SHA256()))
+        self._send("/webhooks/sendgrid/events", body, {
+            SIGNATURE_HEADER: base64.b64encode(signature).decode(), TIMESTAMP_HEADER: stamp,
+            "Content-Type": "application/json"})
+
+    def inbound(self, form: dict[str, str]) -> None:
+        body, content_type = multipart(form)
+        self._send(f"/webhooks/sendgrid/inbound?key={inbound_key(self.secret_key)}", body,
+                   {"Content-Type": content_type})
+
+    def follow(self, url: str) -> None:
+        self._send(self._local(url))
+
+    def one_click(self, url: str) -> None:
+        self._send(self._local(url), b"List-Unsubscribe=One-Click",
+                   {"Content-Type": "application/x-www-form-urlencoded"})
