@@ -33,6 +33,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import Connection, select
 
+from lifecycle.mail.outbox import is_test
 from lifecycle.models import Customer, Message, MessageContent, MessageStatus
 
 log = logging.getLogger(__name__)
@@ -239,7 +240,7 @@ class Audience:
             .order_by(messages.c.sent_at)).all()
         new = 0
         for row in rows:
-            if row.id in self._seen or (row.context or {}).get("test") \
+            if row.id in self._seen or is_test(row) \
                     or row.sent_at < self._since:
                 continue
             self._seen.add(row.id)
