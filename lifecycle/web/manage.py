@@ -73,7 +73,11 @@ def manager_routes(app: App, gate: Gate) -> APIRouter:
         start, end = _period(app, days)
         with app.engine.connect() as conn:
             found = flow_results(conn, name, start, end, timedelta(days=attribution),
-                                 [s.id for s in flow.steps])
+                                 [s.id for s in flow.steps], sends=[
+                                     (s.id, [v.template for v in s.action.variants]
+                                      if len(s.action.variants) > 1 else [None])
+                                     for s in flow.steps if isinstance(s.action, Send)],
+                                 currency=app.settings.currency)
         day_list = [d.day for d in found.daily]
         chart = line_chart(f"{name}: mails sent and conversions per day", day_list, [
             ("sent", [d.sent for d in found.daily]),
