@@ -270,8 +270,7 @@ def staff_routes(app: App, gate: Gate) -> APIRouter:
                 return Response("Not a timeline cursor.", status_code=400)
             if after and not before and len(entries) < PAGE:  # reached the top: the first page
                 entries, after = timeline_page(conn, row.id, kinds=kinds), ""
-            paged = bool(before or after)
-            newer = paged and bool(entries) and bool(timeline_page(
+            newer = bool(before or after) and bool(entries) and bool(timeline_page(
                 conn, row.id, kinds=kinds, after=entries[0].cursor, limit=1))
             m, e, o = Message.__table__, FlowEnrollment.__table__, Order.__table__
             upcoming = list(conn.execute(select(m.c.id, m.c.flow, m.c.step, m.c.template,
@@ -296,7 +295,7 @@ def staff_routes(app: App, gate: Gate) -> APIRouter:
             "who": who, "customer": row, "path": customer_path(row), "entries": entries,
             "kind": kind, "kinds": TIMELINE_KINDS, "upcoming": upcoming,
             "enrollments": enrollments, "standing": standing, "problems": problems,
-            "next": next_cursor(entries, PAGE), "newer": newer, "paged": paged,
+            "next": next_cursor(entries, PAGE), "newer": newer,
             "tz": row.timezone or app.settings.timezone, "since": since})
 
     return router
