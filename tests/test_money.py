@@ -15,14 +15,15 @@ from sqlalchemy import Connection, select
 from lifecycle.app import App
 from lifecycle.cli import cli
 from lifecycle.config import ConfigError, load_settings
-from lifecycle.models import Customer
+from lifecycle.mail.context import build_context
+from lifecycle.models import Customer, Order
 from lifecycle.money import money, reader_locale
 from lifecycle.results import flow_results
 from lifecycle.segments.compute import refresh_all
 from lifecycle.segments.definitions import load_definitions
 from lifecycle.segments.explain import explain
 from tests.factories import WEB_T0 as T0
-from tests.factories import account, add_customer, add_order, logged_in
+from tests.factories import account, add_customer, add_order, logged_in, write_csv
 from tests.test_flow_results import mail
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -100,6 +101,13 @@ def test_flow_revenue_counts_the_reporting_currency_and_keeps_others_apart(
     assert sum(d.revenue for d in r.daily) == 30
 
 
+def test_a_mail_s_metrics_sum_only_the_reporting_currency(conn: Connection) -> None:
+    cid = a_customer_paying_in_two_currencies(conn)
+    row = conn.execute(select(Customer.__table__).where(Customer.id == cid)).one()
+    context = build_context(conn, load_settings({}), row, as_of=T0)
+    assert context["metrics"] == {"order_count": 3, "total_spend": "160.00", "currency": "USD"}
+
+
 def test_the_customer_page_writes_spend_for_the_reader_and_shows_other_currencies_apart(
         app: App, web: TestClient) -> None:
     with app.engine.begin() as conn:
@@ -123,6 +131,20 @@ def test_customer_show_prints_amounts_with_their_currency_for_the_terminal_s_loc
     assert result.exit_code == 0, result.output
     assert f"spent 160,00{NBSP}$ (average 80,00{NBSP}$)" in result.stdout
     assert f"also 900,00{NBSP}€ in 1 order(s) paid in EUR, kept apart" in result.stdout
+
+
+def test_imported_and_sample_orders_without_a_currency_are_in_the_reporting_currency(
+        app: App, cli_env: dict[str, str], tmp_path: Path) -> None:
+    env = {**cli_env, "LIFECYCLE_CURRENCY": "EUR"}
+    path = write_csv(tmp_path / "orders.csv", ["order_id", "customer_id", "ordered_at", "total"],
+                     [["O1", "C9", "2026-05-01T10:00:00Z", "12.00"]])
+    result = CliRunner().invoke(cli, ["import", "orders", str(path)], env=env)
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(cli, ["sample-data", "--customers", "20", "--until",
+                                      "2026-06-01"], env=env)
+    assert result.exit_code == 0, result.output
+    with app.engine.connect() as conn:
+        assert set(conn.execute(select(Order.currency).distinct()).scalars()) == {"EUR"}
 
 
 def test_the_readme_states_metrics_in_the_units_the_commands_print(
