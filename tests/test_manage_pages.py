@@ -217,7 +217,9 @@ def test_the_segments_page_lists_sizes_now_and_over_time(app: App, web: TestClie
     account(app, "max@shop.example", "manager")
     page = logged_in(web, "max@shop.example").get("/segments", params={"days": 7})
     assert page.status_code == 200 and "<svg" in page.text
-    assert '<td>new</td><td>retention</td><td class="n">1</td>' in page.text
+    assert '<td>New <code class="note">new</code></td><td>retention</td><td class="n">1</td>' \
+        in page.text  # in words, with the name flows use
+    assert "Can&#39;t lose them (RFM) <code" in page.text
 
 
 def test_an_admin_adds_staff_changes_roles_and_manages_api_keys(app: App,

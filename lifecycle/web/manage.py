@@ -26,6 +26,7 @@ from lifecycle.flows.preview import preview_mails
 from lifecycle.flows.service import catalogue
 from lifecycle.models import Customer, Message, MessageStatus, SegmentMembership
 from lifecycle.results import flow_results, segment_sizes
+from lifecycle.segments.definitions import segment_words
 from lifecycle.segments.service import definitions
 from lifecycle.web.charts import line_chart
 from lifecycle.web.linked import field, templates
@@ -172,7 +173,7 @@ def manager_routes(app: App, gate: Gate) -> APIRouter:
                                  else "other", []).append(item)
         charts = [(family, line_chart(
             f"{family} segments: customers at the end of each day", day_list,
-            [(i.segment.replace("_", " "), i.sizes) for i in items]))
+            [(segment_words(i.segment), i.sizes) for i in items]))
             for family, items in sorted(by_family.items())]
         return templates.TemplateResponse(request, "segments.html", {
             "who": who, "rows": rows, "charts": charts, "days": days, "day_list": day_list,
