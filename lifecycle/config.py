@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from lifecycle.money import known_currency
 from lifecycle.timeutil import is_timezone
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -112,6 +113,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("LIFECYCLE_TIMEZONE", "UTC",
             "The shop's IANA timezone: used for imported times without an offset and for "
             "customers whose own timezone is unknown."),
+    Setting("LIFECYCLE_CURRENCY", "USD",
+            "The shop's reporting currency (ISO 4217). Spend metrics (RFM M, VIP, custom "
+            "segments on spend) and flow revenue count only orders in it; orders in other "
+            "currencies still count as orders and are shown apart, per currency, never added in."),
     Setting("LIFECYCLE_WORKER_THREADS", "4",
             "Worker threads per `lifecycle worker` (or `lifecycle run`) process."),
     Setting("LIFECYCLE_TICK_SECONDS", "5",
@@ -150,6 +155,7 @@ class Settings:
     shop_address: str = ""
     mail_from: str = "Our shop <shop@example.com>"
     timezone: str = "UTC"
+    currency: str = "USD"
     worker_threads: int = 4
     tick_seconds: float = 5.0
     log_level: str = "INFO"
@@ -280,6 +286,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError(f"LIFECYCLE_TIMEZONE={timezone!r} is not an IANA timezone "
                           "such as Europe/Berlin.")
 
+    currency = (get("LIFECYCLE_CURRENCY") or "USD").upper()
+    if not known_currency(currency):
+        raise ConfigError(f"LIFECYCLE_CURRENCY={currency!r} is not an ISO 4217 currency code "
+                          "such as USD or EUR.")
+
     log_level = (get("LIFECYCLE_LOG_LEVEL") or "INFO").upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"LIFECYCLE_LOG_LEVEL={log_level!r} must be DEBUG, INFO, WARNING or ERROR.")
@@ -309,6 +320,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         shop_address=get("LIFECYCLE_SHOP_ADDRESS") or "",
         mail_from=mail_from,
         timezone=timezone,
+        currency=currency,
         worker_threads=int(_positive("LIFECYCLE_WORKER_THREADS",
                                      get("LIFECYCLE_WORKER_THREADS") or "4", int)),
         tick_seconds=float(_positive("LIFECYCLE_TICK_SECONDS",

@@ -34,6 +34,7 @@ def order_data(order: Any) -> dict[str, Any]:
     """The ``order_placed`` data of an order row that carries its ``nth``."""
     items = json.loads(order.items) if isinstance(order.items, str) else (order.items or [])
     return {"order_id": order.external_id, "nth": int(order.nth), "total": str(order.total),
+            "currency": order.currency,
             "categories": sorted({i.get("category") for i in items if i.get("category")}),
             "skus": sorted({i.get("sku") for i in items if i.get("sku")})}
 
@@ -48,7 +49,7 @@ def announce_orders(conn: Connection, external_ids: Iterable[str], now: datetime
     theirs = select(orders.c.customer_id).where(orders.c.external_id.in_(wanted))
     numbered = select(
         orders.c.customer_id, orders.c.external_id, orders.c.ordered_at, orders.c.total,
-        orders.c["items"], func.row_number().over(
+        orders.c.currency, orders.c["items"], func.row_number().over(
             partition_by=orders.c.customer_id,
             order_by=(orders.c.ordered_at, orders.c.id)).label("nth"),
     ).where(orders.c.status == "completed", orders.c.customer_id.in_(theirs)).subquery()

@@ -12,7 +12,13 @@ customer's latest mail — of any flow — sent or clicked at most
 ``window`` before the order.  An order counts once in all of Lifecycle, so
 the revenue of two flows adds up to no more than the shop took; a mail
 credited with an order is a conversion of its flow, step and variant, and
-the order's total is its revenue.
+the order's total is its revenue.  Revenue is counted in the shop's reporting
+currency (``LIFECYCLE_CURRENCY``); a converting order in another currency
+is a conversion all the same, and its total is kept apart, per currency
+(:attr:`Row.other_revenue`), never added to the revenue.
+
+Every send step of the flow (each A/B variant) has its row from the start,
+zeros before any mail went out.
 
 Over time, :attr:`FlowResults.daily` holds mails sent and conversions per
 UTC day; :func:`segment_sizes` gives each segment's size at the end of every
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import bisect
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -39,6 +46,7 @@ from lifecycle.models import (
     SegmentMembership,
     Touchpoint,
 )
+from lifecycle.money import Amounts
 from lifecycle.timeutil import as_utc
 
 #: Timeline kinds counted per mail, by the column they count in.
@@ -63,7 +71,10 @@ class Row:
     step: str
     variant: str | None = None
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COLUMNS, 0))
+    #: Revenue in the reporting currency.
     revenue: Decimal = Decimal("0")
+    #: Revenue of converting orders in other currencies, each currency on its own.
+    other_revenue: Amounts = field(default_factory=Amounts)
 
     def rate(self, column: str) -> float | None:
         """``column`` per mail sent (0–1); None before anything was sent."""
@@ -76,7 +87,7 @@ class Day:
     day: date
     sent: int = 0
     conversions: int = 0
-    revenue: Decimal = Decimal("0")
+    revenue: Decimal = Decimal("0")  # in the reporting currency
 
 
 @dataclass
@@ -90,6 +101,8 @@ class FlowResults:
     rows: list[Row]
     total: Row
     daily: list[Day]
+    #: The reporting currency of every ``revenue``.
+    currency: str = "USD"
 
     @property
     def has_variants(self) -> bool:
@@ -97,9 +110,13 @@ class FlowResults:
 
 
 def flow_results(conn: Connection, flow: str, start: datetime, end: datetime,
-                 window: timedelta, step_order: list[str] | None = None) -> FlowResults:
+                 window: timedelta, step_order: list[str] | None = None, *,
+                 sends: Sequence[tuple[str, Sequence[str | None]]] = (),
+                 currency: str = "USD") -> FlowResults:
     """The results of ``flow`` for mails decided in ``[start, end)`` (see the module doc);
-    ``step_order`` lists the flow's step ids in the order of its file."""
+    ``step_order`` lists the flow's step ids in the order of its file, ``sends`` its send
+    steps with their A/B variants (None for a step of one template): each gets its row
+    even before a mail went out.  Revenue is in ``currency``; other currencies apart."""
     m, t = Message.__table__, Touchpoint.__table__
     cohort = and_(m.c.flow == flow, m.c.created_at >= start, m.c.created_at < end)
     rows: dict[tuple[str, str | None], Row] = {}
@@ -110,6 +127,9 @@ def flow_results(conn: Connection, flow: str, start: datetime, end: datetime,
             rows[key] = Row(step or "", variant)
         return rows[key]
 
+    for step, variants in sends:
+        for variant in variants:
+            row(step, variant)
     sent_expr = func.sum(case((m.c.status == MessageStatus.SENT.value, 1), else_=0))
     for step, variant, decided, sent in conn.execute(
             select(m.c.step, m.c.variant, func.count(), sent_expr).where(cohort)
@@ -131,14 +151,18 @@ def flow_results(conn: Connection, flow: str, start: datetime, end: datetime,
         day = as_utc(sent_at).date()
         if day in daily:
             daily[day].sent += 1
-    for message, ordered_at, total in _conversions(conn, sent_mails, cohort_sent, start, end,
-                                                   window):
+    for message, ordered_at, total, paid_in in _conversions(conn, sent_mails, cohort_sent,
+                                                            start, end, window):
         r = row(message.step, message.variant)
         r.counts["conversions"] += 1
-        r.revenue += total
         day = as_utc(ordered_at).date()
         if day in daily:
             daily[day].conversions += 1
+        if paid_in != currency:
+            r.other_revenue.add(paid_in, total)
+            continue
+        r.revenue += total
+        if day in daily:
             daily[day].revenue += total
 
     e = FlowEnrollment.__table__
@@ -154,8 +178,10 @@ def flow_results(conn: Connection, flow: str, start: datetime, end: datetime,
         for column in COLUMNS:
             total.counts[column] += r.counts[column]
         total.revenue += r.revenue
+        for paid_in, amount in r.other_revenue:
+            total.other_revenue.add(paid_in, amount)
     return FlowResults(flow, start, end, window, enrollments, ordered, total,
-                       list(daily.values()))
+                       list(daily.values()), currency)
 
 
 def _days(start: datetime, end: datetime) -> list[date]:
@@ -164,8 +190,8 @@ def _days(start: datetime, end: datetime) -> list[date]:
 
 
 def _conversions(conn: Connection, sent_mails: Any, cohort_sent: set[int], start: datetime,
-                 end: datetime, window: timedelta) -> list[tuple[Any, datetime, Decimal]]:
-    """``(mail, order time, order total)`` for each order credited to a mail of the cohort
+                 end: datetime, window: timedelta) -> list[tuple[Any, datetime, Decimal, str]]:
+    """``(mail, order time, order total, its currency)`` for each order credited to a mail of the cohort
     (``sent_mails`` selects its sent mails, ``cohort_sent`` holds their ids)."""
     m, t, o = Message.__table__, Touchpoint.__table__, Order.__table__
     customers = select(m.c.customer_id).where(sent_mails).distinct().scalar_subquery()
@@ -187,8 +213,8 @@ def _conversions(conn: Connection, sent_mails: Any, cohort_sent: set[int], start
     for seq in touches.values():
         seq.sort()
     credited = []
-    for customer_id, ordered_at, total in conn.execute(select(
-            o.c.customer_id, o.c.ordered_at, o.c.total).where(
+    for customer_id, ordered_at, total, currency in conn.execute(select(
+            o.c.customer_id, o.c.ordered_at, o.c.total, o.c.currency).where(
             o.c.customer_id.in_(customers), o.c.status == OrderStatus.COMPLETED.value,
             o.c.ordered_at >= start, o.c.ordered_at < end + window)):
         seq, at = touches.get(customer_id), as_utc(ordered_at)
@@ -198,7 +224,7 @@ def _conversions(conn: Connection, sent_mails: Any, cohort_sent: set[int], start
         if i < 0 or seq[i][0] <= at - window:
             continue
         if seq[i][1] in cohort_sent:
-            credited.append((mails[seq[i][1]], at, Decimal(total)))
+            credited.append((mails[seq[i][1]], at, Decimal(str(total)), currency))
     return credited
 
 

@@ -17,6 +17,8 @@ from typing import Any
 from sqlalchemy import Connection, and_, or_, select
 
 from lifecycle.models import Touchpoint
+from lifecycle.money import FALLBACK_LOCALE, money
+from lifecycle.segments.definitions import segment_words
 from lifecycle.timeutil import as_utc, parse_instant
 
 PAGE = 50
@@ -41,6 +43,10 @@ class Entry:
     def summary(self) -> str:
         return summary(self.kind, self.data)
 
+    def said(self, locale: Any) -> str:
+        """:attr:`summary` with amounts formatted for ``locale``."""
+        return summary(self.kind, self.data, locale)
+
     @property
     def cursor(self) -> str:
         """Where the next page starts: ``<ISO time>~<id>``."""
@@ -54,9 +60,10 @@ class Entry:
 
 def page(conn: Connection, customer_id: int, *, kinds: Sequence[str] = (),
          before: str | None = None, limit: int = PAGE,
-         message: int | None = None) -> list[Entry]:
+         message: int | None = None, after: str | None = None) -> list[Entry]:
     """Up to ``limit`` entries older than the cursor ``before`` (newest first); only those
-    of one mail if ``message`` is given."""
+    of one mail if ``message`` is given.  With ``after`` instead: the ``limit`` entries
+    just newer than that cursor (the page before; still newest first)."""
     t = Touchpoint.__table__
     query = select(t.c.id, t.c.kind, t.c.channel, t.c.occurred_at, t.c.message_id,
                    t.c.data).where(t.c.customer_id == customer_id)
@@ -68,8 +75,15 @@ def page(conn: Connection, customer_id: int, *, kinds: Sequence[str] = (),
         at, row_id = parse_cursor(before)
         query = query.where(or_(t.c.occurred_at < at,
                                 and_(t.c.occurred_at == at, t.c.id < row_id)))
-    rows = conn.execute(query.order_by(t.c.occurred_at.desc(), t.c.id.desc())
-                        .limit(max(1, min(limit, MAX_PAGE))))
+    ordering = (t.c.occurred_at.desc(), t.c.id.desc())
+    if after:
+        at, row_id = parse_cursor(after)
+        query = query.where(or_(t.c.occurred_at > at,
+                                and_(t.c.occurred_at == at, t.c.id > row_id)))
+        ordering = (t.c.occurred_at.asc(), t.c.id.asc())  # nearest the cursor first
+    rows = list(conn.execute(query.order_by(*ordering).limit(max(1, min(limit, MAX_PAGE)))))
+    if after:
+        rows.reverse()
     return [Entry(r.id, r.kind, r.channel, as_utc(r.occurred_at), r.message_id, r.data or {})
             for r in rows]
 
@@ -88,14 +102,14 @@ def parse_cursor(cursor: str) -> tuple[datetime, int]:
     return parse_instant(at), int(row_id)
 
 
-def summary(kind: str, data: dict[str, Any]) -> str:
-    """One line for people."""
+def summary(kind: str, data: dict[str, Any], locale: Any = FALLBACK_LOCALE) -> str:
+    """One line for people (amounts with their currency, as ``locale`` writes them)."""
     d = data
     if d.get("erased"):
         return f"{kind.replace('_', ' ')} (personal data erased)"
     mail = f" — {d['flow']}/{d['step']}" if d.get("flow") and d.get("step") else ""
     lines = {
-        "order_placed": lambda: f"Order {d.get('order_id')}: {d.get('total')} "
+        "order_placed": lambda: f"Order {d.get('order_id')}: {_amount(d, locale)} "
                                 f"(order no. {d.get('nth')})",
         "email_sent": lambda: f"Mail sent: “{d.get('subject') or ''}”{mail}",
         "email_failed": lambda: f"Mail failed: {d.get('reason', '')}",
@@ -129,11 +143,22 @@ def summary(kind: str, data: dict[str, Any]) -> str:
         "mail_resumed": lambda: f"Paused mail released by {d.get('by')}{mail}",
         "mail_cancelled": lambda: f"Scheduled mail cancelled by {d.get('by')}{mail}",
         "note": lambda: f"Note by {d.get('by')}: {_first_line(d.get('text', ''))}",
-        "segment_entered": lambda: f"Entered segment {d.get('segment')}",
-        "segment_exited": lambda: f"Left segment {d.get('segment')}",
+        "segment_entered": lambda: f"Entered segment “{segment_words(str(d.get('segment')))}”",
+        "segment_exited": lambda: f"Left segment “{segment_words(str(d.get('segment')))}”",
     }
     make = lines.get(kind)
     return make() if make else kind.replace("_", " ")
+
+
+def _amount(d: dict[str, Any], locale: Any) -> str:
+    """An order's total with its currency; the bare figure when the entry names none."""
+    total, currency = d.get("total"), d.get("currency")
+    if total is None or not currency:
+        return str(total)
+    try:
+        return money(total, str(currency), locale)
+    except (ArithmeticError, ValueError):
+        return f"{total} {currency}"
 
 
 def _first_line(text: str, width: int = 120) -> str:

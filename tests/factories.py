@@ -73,7 +73,7 @@ _orders = iter(range(1, 10**9))
 
 
 def add_order(conn, customer_id: int, ordered_at, total, status: str = "completed",  # type: ignore[no-untyped-def]
-              items=()):
+              items=(), currency: str = "USD"):
     from decimal import Decimal
 
     from sqlalchemy import insert
@@ -82,7 +82,7 @@ def add_order(conn, customer_id: int, ordered_at, total, status: str = "complete
 
     conn.execute(insert(Order).values(
         external_id=f"o{next(_orders)}", customer_id=customer_id, ordered_at=ordered_at,
-        total=Decimal(str(total)), currency="USD", status=status, items=list(items),
+        total=Decimal(str(total)), currency=currency, status=status, items=list(items),
         created_at=ordered_at, updated_at=ordered_at))
 
 

@@ -74,8 +74,8 @@ def test_a_new_completed_order_fires_order_triggers_once(app: App, web: TestClie
     with app.engine.connect() as conn:
         data = conn.execute(select(Touchpoint.data).where(
             Touchpoint.kind == "order_placed")).scalar_one()
-    assert data == {"order_id": "O1", "nth": 1, "total": "42.50", "categories": ["tea"],
-                    "skus": ["TEA-1"]}
+    assert data == {"order_id": "O1", "nth": 1, "total": "42.50", "currency": "EUR",
+                    "categories": ["tea"], "skus": ["TEA-1"]}
     tick(app)
     assert count(app, FlowEnrollment, FlowEnrollment.flow == "thank_you") == 1
 

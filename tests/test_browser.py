@@ -16,22 +16,23 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import uvicorn
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 
 from lifecycle.app import App
 from lifecycle.mail.sending import dispatch, send_batch
 from lifecycle.mail.transports import FileTransport
-from lifecycle.models import Message, Touchpoint
+from lifecycle.models import Customer, Message, Touchpoint
 from lifecycle.segments.compute import refresh_all
 from lifecycle.segments.service import definitions
 from lifecycle.web.app import create_app
 from tests.conftest import IN_CI, _skipped_services
-from tests.factories import PASSWORD, account, add_campaign
+from tests.factories import PASSWORD, account, add_campaign, add_customer, add_order
 from tests.factories import WEB_T0 as T0
 from tests.ports import free_port
 
@@ -114,10 +115,14 @@ class _Shots:
 
 def a_customer_with_a_story(app: App) -> tuple[int, int, int]:
     """A customer who got a thank-you mail, replied, and has a win-back mail scheduled:
-    (customer id, the sent mail, the scheduled mail)."""
+    (customer id, the sent mail, the scheduled mail).  The shop reports in euros, as the
+    customer paid."""
+    app.settings = replace(app.settings, currency="EUR")
     with app.engine.begin() as conn:
         [sent] = add_campaign(conn, 1, T0 - timedelta(days=1))
         cid = conn.execute(select(Message.customer_id).where(Message.id == sent)).scalar_one()
+        conn.execute(update(Customer).where(Customer.id == cid).values(
+            timezone="Europe/Berlin"))  # 14:00 there when the mail is due: no quiet hours
     app.clock.set(T0 - timedelta(days=1))  # type: ignore[attr-defined]
     ids: list[int] = []
     dispatch(app, ids.extend)
@@ -167,7 +172,7 @@ def test_support_finds_a_customer_reads_the_timeline_opens_a_mail_and_pauses_ano
     page.get_by_role("button", name="Search").click()
     page.shots("search")
     page.get_by_role("link", name="b0", exact=False).first.click()
-    page.wait_for_url(f"**/customers/{cid}")
+    page.wait_for_url("**/customers/b0")  # the shop's customer id
     timeline = page.get_by_role("table", name="Timeline")
     seen = timeline.inner_text()
     for line in ("Note by sue@shop.example: Sent a replacement", "Feedback: 9/10",
@@ -188,7 +193,7 @@ def test_support_finds_a_customer_reads_the_timeline_opens_a_mail_and_pauses_ano
 
     page.go_back()
     page.get_by_role("button", name="pause win_back/miss-you").click()
-    page.wait_for_url(f"**/customers/{cid}#upcoming")
+    page.wait_for_url("**/customers/b0#upcoming")
     assert "paused" in page.get_by_role("table", name="Upcoming mails").inner_text()
     page.shots("paused")
     with app.engine.connect() as conn:
@@ -230,3 +235,78 @@ def test_a_manager_reads_flow_results_with_a_chart(app: App, page) -> None:  # t
     row = page.get_by_role("row", name="thanks", exact=False).first.inner_text()
     assert row.split()[0:3] == ["thanks", "—", "1"]
     page.shots("flow-results")
+
+
+def test_a_customer_page_reads_right_for_a_german_reader(  # type: ignore[no-untyped-def]
+        app: App, browser, site: str, backend: str) -> None:
+    """Money in the reader's format with its currency (others apart), times in the customer's
+    zone, segments as words, a standing newer than the last refresh said so, timeline pages
+    that say what they show, and form fields at the page's font size."""
+    with app.engine.begin() as conn:
+        cid = add_customer(conn, "C-42", T0, first_name="Lena", last_name="Vogel",
+                           timezone="Europe/Berlin")
+        add_order(conn, cid, T0 - timedelta(days=300), "1234.50", currency="EUR")
+        add_order(conn, cid, T0 - timedelta(days=200), "80.00", currency="EUR")
+        add_order(conn, cid, T0 - timedelta(days=100), "25.00", currency="GBP")
+        conn.execute(insert(Touchpoint), [
+            {"customer_id": cid, "kind": "note", "channel": "support", "recorded_at": T0,
+             "occurred_at": T0 - timedelta(hours=2 * i), "data": {"by": "sue@shop.example",
+                                                               "text": f"Call {60 - i}"}}
+            for i in range(60)])
+        app.settings = replace(app.settings, currency="EUR")
+        refresh_all(conn, definitions(app), T0 - timedelta(days=150),
+                    T0 - timedelta(days=150))
+    account(app, "sue@shop.example", "support")
+    context = browser.new_context(base_url=site, viewport={"width": 1280, "height": 900},
+                                  locale="de-DE")
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    shots = _Shots(page, f"german-reader-{backend}")
+    try:
+        log_in(page, "sue@shop.example")
+        page.goto("/customers/C-42")
+        assert page.get_by_role("heading", level=1).inner_text().startswith("Lena Vogel")
+        standing = page.get_by_role("table", name="Where they stand").inner_text()
+        assert "spent 1.314,50\xa0€ in all, 657,25\xa0€ on average" in standing
+        assert "also 25,00\xa0£ in 1 order paid in GBP, kept apart" in standing
+        assert page.get_by_role("status").inner_text().startswith(
+            "Their standing has changed since the last stored segment refresh.")
+        badges = page.get_by_label("Segments").inner_text()
+        assert "_" not in badges and "(RFM)" in badges
+        assert "time zone Europe/Berlin" in page.content()
+        assert "customer since " + (T0 - timedelta(days=300)).strftime("%Y-%m-%d") \
+            in page.content()  # not the day the customer row was made
+        timeline = page.get_by_role("table", name="Timeline").inner_text()
+        assert "When (Europe/Berlin)" in timeline
+        assert "2026-06-03 14:00\tNote by sue@shop.example: Call 60" in timeline  # 12:00 UTC
+        assert page.locator("#shown").inner_text().startswith("The newest 50 entries")
+        body = page.evaluate("getComputedStyle(document.body).fontSize")
+        for field in ("#note", "#kind"):
+            assert page.evaluate(f"getComputedStyle(document.querySelector('{field}'))"
+                                 ".fontSize") == body, field
+        shots("customer")
+        page.get_by_role("link", name="Older entries").first.click()
+        assert page.locator("#shown").inner_text().startswith("The oldest 1")
+        shots("older")
+        page.get_by_role("link", name="Newer entries").first.click()
+        assert page.locator("#shown").inner_text().startswith("The newest 50 entries")
+        page.get_by_role("link", name="Older entries").first.click()
+        page.get_by_role("link", name="First page (newest)").first.click()
+        assert page.locator("#shown").inner_text().startswith("The newest 50 entries")
+    finally:
+        context.close()
+
+
+def test_a_manager_sees_every_step_of_a_flow_before_any_mail(  # type: ignore[no-untyped-def]
+        app: App, page) -> None:
+    account(app, "max@shop.example", "manager")
+    log_in(page, "max@shop.example")
+    page.goto("/flows/win_back")
+    steps = page.get_by_role("table", name="Per step").inner_text()
+    for step in ("miss-you", "ten-percent", "last-chance"):
+        row = page.get_by_role("row", name=step, exact=False).first.inner_text().split()
+        assert row[:4] == [step, "—", "0", "0"], row
+    assert "all steps" in steps
+    labels = page.locator("svg.chart text[text-anchor=end]").all_text_contents()
+    assert labels == ["0", "1", "2", "3", "4"]
+    page.shots("flow-before-any-mail")

@@ -25,7 +25,9 @@ from lifecycle.models import (
     Touchpoint,
 )
 from lifecycle.segments.compute import refresh_all
+from lifecycle.segments.definitions import segment_words
 from lifecycle.segments.service import definitions
+from lifecycle.timeutil import as_utc, zone
 from lifecycle.web.app import create_app
 from tests.factories import WEB_T0 as T0
 from tests.factories import account, add_campaign, add_customer, csrf_of, logged_in
@@ -34,7 +36,7 @@ from tests.factories import account, add_campaign, add_customer, csrf_of, logged
 #: {s}: a staff account, {k}: an API key prefix, {f}: a flow).
 ROUTES = [
     ("GET", "/customers", "support"),
-    ("GET", "/customers/{c}", "support"),
+    ("GET", "/customers/{x}", "support"),  # x: the shop's customer id (or row id)
     ("GET", "/customers/{c}/mails/{m}", "support"),
     ("POST", "/customers/{c}/mails/{m}/pause", "support"),
     ("POST", "/customers/{c}/notes", "support"),
@@ -66,7 +68,7 @@ def sent_mail(app: App) -> tuple[int, int]:
 
 def test_every_staff_route_is_in_the_role_table(app: App) -> None:
     listed = {(method, path.format(c="{customer_id}", m="{message_id}", s="{staff_id}",
-                                   k="{prefix}", f="{name}"))
+                                   k="{prefix}", f="{name}", x="{key:path}"))
               for method, path, _ in ROUTES}
     found = {(method, route.path) for route in _flat(create_app(app).routes)
              for method in getattr(route, "methods", None) or ()
@@ -95,7 +97,7 @@ def test_each_role_is_refused_every_page_and_action_above_it(app: App, web: Test
         prefix = create_key(conn, "shop", ["orders:write"], T0).split("_")[1]
     before = _state(app)
     for method, template, needed in ROUTES:
-        path = template.format(c=cid, m=mid, s=ids["support"], k=prefix, f="thank_you")
+        path = template.format(c=cid, m=mid, s=ids["support"], k=prefix, f="thank_you", x=cid)
         anonymous = TestClient(web.app).request(method, path, follow_redirects=False)
         assert anonymous.status_code == 303 and anonymous.headers["location"].startswith(
             "/login"), path
@@ -140,10 +142,14 @@ def test_the_customer_page_shows_metrics_rfm_stage_badges_and_active_flows(
                                       SegmentMembership.exited_at.is_(None))).all()
     account(app, "sue@shop.example", "support")
     page = logged_in(web, "sue@shop.example").get(f"/customers/{cid}").text
-    assert "Retention stage</th><td>new" in page
-    assert "1 · spent 42.5 in all" in page and "R " in page and "F " in page
+    assert "Retention stage</th><td>New" in page
+    # the order was paid in EUR, the shop reports in USD: kept apart, never added in
+    assert "1 · spent $0.00 in all" in page and "R " in page and "F " in page
+    assert "also €42.50 in 1 order paid in EUR, kept apart" in page
+    tz = zone(page.split("time zone ")[1].split(" ")[0])
     for segment, at in entered:
-        assert f"{segment.replace('_', ' ')} since {at:%Y-%m-%d}" in page
+        assert escape(f"{segment_words(segment)} since {as_utc(at).astimezone(tz):%Y-%m-%d}") \
+            in page
     assert "feedback_request</td><td>ask" in page
 
 
@@ -211,7 +217,9 @@ def test_the_segments_page_lists_sizes_now_and_over_time(app: App, web: TestClie
     account(app, "max@shop.example", "manager")
     page = logged_in(web, "max@shop.example").get("/segments", params={"days": 7})
     assert page.status_code == 200 and "<svg" in page.text
-    assert '<td>new</td><td>retention</td><td class="n">1</td>' in page.text
+    assert '<td>New <code class="note">new</code></td><td>retention</td><td class="n">1</td>' \
+        in page.text  # in words, with the name flows use
+    assert "Can&#39;t lose them (RFM) <code" in page.text
 
 
 def test_an_admin_adds_staff_changes_roles_and_manages_api_keys(app: App,

@@ -7,6 +7,7 @@ import json
 from click.testing import CliRunner
 
 from lifecycle.cli import cli
+from lifecycle.segments.definitions import segment_words
 
 README_KEYS = {"customer_id", "email", "name", "timezone", "as_of", "metrics", "rfm",
                "retention_stage", "advocacy", "segments", "stored_but_no_longer_true",
@@ -36,7 +37,7 @@ def test_refresh_then_show_explains_a_customer(cli_env: dict[str, str]) -> None:
     if shown["metrics"]["order_count"]:
         assert shown["rfm"]["segment"] and 1 <= shown["rfm"]["r"] <= 5
     text = run(cli_env, "customer", "show", "C0000002", "--as-of", "2026-06-01T12:00:00Z")
-    assert f"Retention stage: {stage}" in text
+    assert f"Retention stage: {segment_words(stage)}" in text
 
 
 def test_refreshing_one_customer_reports_their_moves(cli_env: dict[str, str]) -> None:
@@ -51,7 +52,7 @@ def test_refreshing_one_customer_reports_their_moves(cli_env: dict[str, str]) ->
 
 def test_an_unknown_customer_is_one_clear_error(cli_env: dict[str, str]) -> None:
     result = CliRunner().invoke(cli, ["customer", "show", "nobody"], env=cli_env)
-    assert result.exit_code == 2 and "no customer with customer_id 'nobody'" in result.stderr
+    assert result.exit_code == 2 and "no customer with customer_id or email 'nobody'" in result.stderr
 
 
 def test_the_scheduler_refreshes_segments_when_the_last_refresh_is_old(

@@ -84,11 +84,14 @@ def exit_with_problems(exc: Any) -> NoReturn:
 
 
 def segment_definitions(app: App, path: Path | None = None) -> Any:
+    from dataclasses import replace
+
     from lifecycle.segments.definitions import load_definitions
     from lifecycle.yamlfile import InvalidFile
 
     try:
-        return load_definitions(path or app.settings.segments_file)
+        return replace(load_definitions(path or app.settings.segments_file),
+                       currency=app.settings.currency)
     except InvalidFile as exc:
         exit_with_problems(exc)
 

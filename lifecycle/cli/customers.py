@@ -11,7 +11,6 @@ from rich.table import Table
 
 from lifecycle.cli.base import (
     cli,
-    customer_by_id,
     known_customer,
     parse_as_of,
     ready_app,
@@ -30,7 +29,8 @@ def customer() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (keys: see the README).")
 @click.option("--as-of", "as_of", help="As of this date (ISO 8601); default now.")
 def customer_show(customer_id: str, as_json: bool, as_of: str | None) -> None:
-    """Metrics, R/F/M scores, retention stage, advocacy and segments of CUSTOMER_ID."""
+    """Metrics, R/F/M scores, retention stage, advocacy and segments of CUSTOMER_ID (their id
+    at the shop, or email)."""
     import json
 
     from lifecycle.segments.explain import explain
@@ -39,7 +39,7 @@ def customer_show(customer_id: str, as_json: bool, as_of: str | None) -> None:
     defs = segment_definitions(app)
     moment = parse_as_of(app, as_of)
     with app.engine.connect() as conn:
-        data = explain(conn, defs, customer_by_id(conn, customer_id), moment)
+        data = explain(conn, defs, known_customer(conn, customer_id), moment)
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
@@ -87,35 +87,48 @@ def customer_erase(customer_id: str, yes: bool) -> None:
 
 
 def _print_customer(data: dict[str, Any]) -> None:
+    from lifecycle.money import money, terminal_locale
+    from lifecycle.segments.definitions import RFM_PREFIX, segment_words
+
     console = Console(highlight=False)
+    locale = terminal_locale()
     m = data["metrics"]
+    cur = m["currency"]
     title = f"{data['customer_id']}  {data['email'] or ''}  {data['name'] or ''}".strip()
     console.print(f"[bold]{title}[/bold]  (timezone {data['timezone'] or 'of the shop'})")
     console.print(f"As of {data['as_of']}")
     if m["order_count"]:
         console.print(
-            f"Orders {m['order_count']}, spent {m['total_spend']:.2f} (average {m['avg_spend']:.2f}); "
-            f"first {m['first_order_at'][:10]}, last {m['last_order_at'][:10]} "
+            f"Orders {m['order_count']}, spent {money(m['total_spend'], cur, locale)} "
+            + (f"(average {money(m['avg_spend'], cur, locale)}); "
+               if m["avg_spend"] is not None else f"(none in {cur}); ")
+            + f"first {m['first_order_at'][:10]}, last {m['last_order_at'][:10]} "
             f"({m['days_since_last_order']} days ago); typical gap "
             + (f"{m['median_gap_days']:.1f} days" if m["median_gap_days"] is not None else "unknown "
                "(one order)"))
+        for other in m["other_currencies"]:
+            console.print(f"  also {money(other['total'], other['currency'], locale)} in "
+                          f"{other['orders']} order(s) paid in {other['currency']}, kept apart: "
+                          f"spend counts only orders in {cur}, the reporting currency")
     else:
         console.print("No completed orders.")
     rfm = data["rfm"]
     if rfm:
-        console.print(f"RFM: R{rfm['r']} F{rfm['f']} M{rfm['m']} (FM {rfm['fm']}) → {rfm['segment']}"
+        console.print(f"RFM: R{rfm['r']} F{rfm['f']} M{rfm['m']} (FM {rfm['fm']}) → "
+                      f"{segment_words(RFM_PREFIX + rfm['segment'])}"
                       f"   [dim]cut points of the refresh as of {rfm['calibrated_as_of']}[/dim]")
     adv = data["advocacy"]
     nps = f"{adv['nps']} (NPS {adv['nps_score']})" if adv["nps"] else "no recent NPS answer"
     extras = [label for label in ("reviewer", "referrer") if adv[label]]
-    console.print(f"Retention stage: [bold]{data['retention_stage']}[/bold]   Advocacy: {nps}"
+    console.print(f"Retention stage: [bold]{segment_words(data['retention_stage'])}[/bold]"
+                  f"   Advocacy: {nps}"
                   + (f", {', '.join(extras)}" if extras else ""))
     table = Table("family", "segment", "since", "why")
     for item in data["segments"]:
         since = item["since"][:16].replace("T", " ") if item["since"] else "not stored yet"
         why = ", ".join(f"{k} {v}" for k, v in item["reason"].items() if v is not None)
-        table.add_row(item["family"], item["segment"], since, why)
+        table.add_row(item["family"], segment_words(item["segment"]), since, why)
     console.print(table)
     if data["stored_but_no_longer_true"]:
         console.print("Stored but no longer true (the next refresh closes them): "
-                      + ", ".join(data["stored_but_no_longer_true"]))
+                      + ", ".join(map(segment_words, data["stored_but_no_longer_true"])))

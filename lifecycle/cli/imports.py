@@ -25,7 +25,7 @@ from lifecycle.cli.base import (
 
 
 def _import(kind: str, file: str, fmt: str | None, strict: bool, timezone: str | None,
-            currency: str) -> None:
+            currency: str | None) -> None:
     from lifecycle.imports import ImportAborted, ImportIssue, import_records
     from lifecycle.imports.rows import Defaults
     from lifecycle.imports.source import SourceError, open_source
@@ -54,7 +54,8 @@ def _import(kind: str, file: str, fmt: str | None, strict: bool, timezone: str |
             with app.engine.begin() as conn:
                 result = import_records(
                     conn, kind, source.records(lambda n: progress.advance(task, n)),
-                    source_name=source.name, defaults=Defaults(zone_name, currency.upper()),
+                    source_name=source.name,
+                    defaults=Defaults(zone_name, (currency or app.settings.currency).upper()),
                     strict=strict, clock=app.clock, on_issue=on_issue)
     except ImportAborted:
         err.print("Aborted at the first bad row (--strict): nothing was imported.", markup=False,
@@ -88,8 +89,8 @@ _import_options = [
     click.option("--strict", is_flag=True,
                  help="Stop at the first bad row and import nothing."),
     click.option("--timezone", help="Zone of times without an offset (default LIFECYCLE_TIMEZONE)."),
-    click.option("--currency", default="USD", show_default=True,
-                 help="Currency of orders whose row names none."),
+    click.option("--currency", help="Currency of orders whose row names none (default "
+                 "LIFECYCLE_CURRENCY, the shop's reporting currency)."),
 ]
 
 
@@ -102,7 +103,7 @@ def _with_import_options(fn: Any) -> Any:
 @import_group.command("customers")
 @_with_import_options
 def import_customers(file: str, fmt: str | None, strict: bool, timezone: str | None,
-                     currency: str) -> None:
+                     currency: str | None) -> None:
     """Upsert customers by customer_id (columns: see the README)."""
     _import("customers", file, fmt, strict, timezone, currency)
 
@@ -110,6 +111,6 @@ def import_customers(file: str, fmt: str | None, strict: bool, timezone: str | N
 @import_group.command("orders")
 @_with_import_options
 def import_orders(file: str, fmt: str | None, strict: bool, timezone: str | None,
-                  currency: str) -> None:
+                  currency: str | None) -> None:
     """Upsert orders by order_id; unknown customers are created."""
     _import("orders", file, fmt, strict, timezone, currency)

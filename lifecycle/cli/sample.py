@@ -32,7 +32,8 @@ def load_sample(app: App, customers: int, orders_per_customer: float, years: flo
     from lifecycle.sample import SampleShop, ShopShape, write_files
 
     shop = SampleShop(ShopShape(customers=customers, orders_per_customer=orders_per_customer,
-                                years=years), until=until, seed=seed)
+                                years=years, currency=app.settings.currency),
+                      until=until, seed=seed)  # the shop sells in its reporting currency
     if out is not None:
         paths = write_files(shop, out)
         click.echo(f"Wrote {paths[0]} and {paths[1]}; load them with `lifecycle import`.")

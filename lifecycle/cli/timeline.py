@@ -27,6 +27,7 @@ def timeline_command(customer_id: str, as_json: bool, kinds: tuple[str, ...], li
     """CUSTOMER_ID's timeline (their id at the shop, or email), newest first."""
     import json
 
+    from lifecycle.money import terminal_locale
     from lifecycle.timeline import next_cursor, page
     from lifecycle.timeutil import zone
 
@@ -46,9 +47,10 @@ def timeline_command(customer_id: str, as_json: bool, kinds: tuple[str, ...], li
     tz = found.timezone or app.settings.timezone
     table = Table(f"when ({tz})", "what", "kind", title=f"Timeline of {found.external_id}"
                   f" ({found.email or 'no address'})")
+    locale = terminal_locale()
     for entry in entries:
         table.add_row(f"{entry.occurred_at.astimezone(zone(tz)):%Y-%m-%d %H:%M}",
-                      entry.summary, entry.kind)
+                      entry.said(locale), entry.kind)
     console = Console()
     console.print(table)
     if more:

@@ -146,8 +146,8 @@ def _replay(conn: Connection, flow: Flow, defs: Definitions, start: datetime, en
         result.enrolled += fire_dates(conn, flows, start, default_tz, until=start + DAY)
     # Orders of the window, each with its number among the customer's completed orders.
     orders = conn.execute(text("""
-        SELECT customer_id, external_id, ordered_at, total, items, nth FROM (
-            SELECT customer_id, external_id, ordered_at, total, items,
+        SELECT customer_id, external_id, ordered_at, total, currency, items, nth FROM (
+            SELECT customer_id, external_id, ordered_at, total, currency, items,
                    ROW_NUMBER() OVER (PARTITION BY customer_id ORDER BY ordered_at, id) AS nth
             FROM orders WHERE status = 'completed') AS o
         WHERE ordered_at >= :start AND ordered_at < :end ORDER BY ordered_at""")

@@ -5,7 +5,7 @@
 ``order``          the order that triggered the flow, else the latest completed
                    one: id, total, currency, ordered_at, date, lines
 ``last_order``     the latest completed order: id, date (in the customer's zone)
-``metrics``        order_count, total_spend
+``metrics``        order_count, total_spend (in ``currency``, the reporting currency), currency
 ``offer``          code, percent, expires (a date in the customer's zone), or None
 ``recommendation`` a product name to suggest, or None
 ``shop``           name, url, address, signature
@@ -26,7 +26,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, case, func, select
 
 from lifecycle.config import Settings
 from lifecycle.flows.definitions import Offer
@@ -77,7 +77,8 @@ class Facts:
     """What templates read from the orders of some customers, loaded in one or two queries."""
 
     latest: dict[int, Any] = field(default_factory=dict)  # customer id -> latest completed order
-    totals: dict[int, tuple[int, Decimal]] = field(default_factory=dict)  # count, spend
+    #: count of completed orders, spend in the reporting currency (others never added in)
+    totals: dict[int, tuple[int, Decimal]] = field(default_factory=dict)
     orders: dict[str, Any] = field(default_factory=dict)  # external id -> order
 
 
@@ -85,12 +86,13 @@ _orders = Order.__table__
 
 
 def load_facts(conn: Connection, customer_ids: Iterable[int], order_ids: Iterable[str],
-               as_of: datetime) -> Facts:
+               as_of: datetime, currency: str = "USD") -> Facts:
     """The facts for every mail of a batch at once (completed orders up to ``as_of``).
 
-    One query gives each customer's latest completed order with the count and
-    sum over all of them (window functions); a second reads the trigger orders
-    that are not among those (often none: the trigger is the latest order).
+    One query gives each customer's latest completed order with the count of all of them
+    and the sum of those in ``currency``, the shop's reporting currency (window functions);
+    a second reads the trigger orders that are not among those (often none: the trigger is
+    the latest order).
     """
     ids = sorted(set(customer_ids))
     facts = Facts()
@@ -102,7 +104,8 @@ def load_facts(conn: Connection, customer_ids: Iterable[int], order_ids: Iterabl
         func.row_number().over(**by_customer, order_by=(_orders.c.ordered_at.desc(),
                                                         _orders.c.id.desc())).label("rn"),
         func.count().over(**by_customer).label("n"),
-        func.sum(_orders.c.total).over(**by_customer).label("spend"),
+        func.sum(case((_orders.c.currency == currency, _orders.c.total), else_=0))
+        .over(**by_customer).label("spend"),
     ).where(_orders.c.customer_id.in_(ids), _orders.c.status == "completed",
             _orders.c.ordered_at <= as_of).subquery()
     for row in conn.execute(select(ranked).where(ranked.c.rn == 1)):
@@ -130,7 +133,8 @@ def build_context(conn: Connection | None, settings: Settings, customer: Any, *,
     """
     if facts is None:
         assert conn is not None
-        facts = load_facts(conn, [customer.id], [order_external_id or ""], as_of)
+        facts = load_facts(conn, [customer.id], [order_external_id or ""], as_of,
+                           settings.currency)
     tz = customer.timezone or settings.timezone
     latest = facts.latest.get(customer.id)
     trigger = facts.orders.get(order_external_id) if order_external_id else None
@@ -149,7 +153,8 @@ def build_context(conn: Connection | None, settings: Settings, customer: Any, *,
         "order": _order(order_row, tz) if order_row is not None else None,
         "last_order": ({"id": latest.external_id, "date": _local_date(latest.ordered_at, tz)}
                        if latest is not None else None),
-        "metrics": {"order_count": int(count), "total_spend": f"{Decimal(spend):.2f}"},
+        "metrics": {"order_count": int(count), "total_spend": f"{Decimal(spend):.2f}",
+                    "currency": settings.currency},
         "offer": offer_vars,
         "recommendation": None,
         "shop": {"name": settings.shop_name, "url": settings.shop_url,

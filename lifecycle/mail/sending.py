@@ -159,7 +159,8 @@ def send_batch(app: App, message_ids: list[int], transport: Transport | None = N
     broken: list[tuple[Any, str]] = []
     with app.engine.connect() as conn:
         facts = load_facts(conn, [r.customer_id for r in keep],
-                           [(r.context or {}).get("order_id") or "" for r in keep], now)
+                           [(r.context or {}).get("order_id") or "" for r in keep], now,
+                           app.settings.currency)
         for row in keep:
             customer = customers[row.customer_id]
             tz = customer.timezone or app.settings.timezone

@@ -206,7 +206,7 @@ def refresh_all(conn: Connection, defs: Definitions, as_of: datetime, now: datet
     carries purchase metrics over from the refresh before (see :class:`KeptMetrics`).
     """
     step = progress or (lambda _message: None)
-    d = Dialect(conn.dialect.name)
+    d = Dialect.of(conn, defs)
     _lock(conn, shared=False)
     last = _last_change(conn)
     if write and last is not None and last > as_of:
@@ -348,7 +348,7 @@ def refresh_all(conn: Connection, defs: Definitions, as_of: datetime, now: datet
 def assignments_for(conn: Connection, defs: Definitions, customer_id: int, as_of: datetime,
                     cutoffs: Cutoffs | None) -> dict[str, dict[str, Any]]:
     """The segments one customer is in as of ``as_of``: ``{segment: reason}``."""
-    d = Dialect(conn.dialect.name)
+    d = Dialect.of(conn, defs)
     params = Params({"as_of": as_of, "cid": customer_id})
     metrics = f"({metrics_sql(d, ':cid')})"
     sql = assignment_sql(defs, d, as_of, cutoffs, metrics, ":cid", params)
@@ -367,7 +367,7 @@ def refresh_customer(conn: Connection, defs: Definitions, customer_id: int, as_o
     cutoffs = latest_calibration(conn)
     if cutoffs is None:
         _drop(conn, METRICS_TABLE)
-        _create_metrics(conn, Dialect(conn.dialect.name), as_of)
+        _create_metrics(conn, Dialect.of(conn, defs), as_of)
         cutoffs, buyers = calibrate(conn, METRICS_TABLE, defs)
         _drop(conn, METRICS_TABLE)
         if cutoffs is not None:

@@ -283,6 +283,20 @@ class CustomSegment:
     condition: Condition
 
 
+#: Words that do not read right with underscores turned into spaces.
+_SPELLED = {"cant": "can't", "dont": "don't", "wont": "won't", "vip": "VIP", "nps": "NPS"}
+
+
+def segment_words(segment: str) -> str:
+    """A segment's name as words for people: ``rfm_cant_lose_them`` → "Can't lose them (RFM)",
+    ``at_risk`` → "At risk".  Pages, badges, the timeline and the command line all use it."""
+    rfm = segment.startswith(RFM_PREFIX)
+    name = segment[len(RFM_PREFIX):] if rfm else segment
+    words = " ".join(_SPELLED.get(w, w) for w in name.split("_") if w)
+    words = words[:1].upper() + words[1:]
+    return f"{words} (RFM)" if rfm else words
+
+
 @dataclass(frozen=True)
 class Definitions:
     file: str
@@ -290,6 +304,10 @@ class Definitions:
     retention: RetentionSettings
     advocacy: AdvocacySettings
     custom: tuple[CustomSegment, ...]
+    #: The shop's reporting currency (``LIFECYCLE_CURRENCY``): spend metrics count only
+    #: orders in it.  Not part of the file; :func:`lifecycle.segments.service.definitions`
+    #: sets it from the settings.
+    currency: str = "USD"
 
     def all_names(self) -> list[str]:
         return [*STAGES, *self.rfm.names, *ADVOCACY, *(c.name for c in self.custom)]

@@ -9,12 +9,14 @@ the JSON keys documented in the README.
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, select
 
-from lifecycle.models import SegmentCalibration, SegmentMembership
+from lifecycle.models import Order, OrderStatus, SegmentCalibration, SegmentMembership
+from lifecycle.money import Amounts
 from lifecycle.segments.compute import _run, assignments_for, latest_calibration
 from lifecycle.segments.definitions import ADVOCACY, NPS_SEGMENTS, RFM_PREFIX, STAGES, Definitions
 from lifecycle.segments.sql import Dialect, metrics_sql
@@ -30,12 +32,12 @@ def _number(value: Any) -> float | int | None:
 
 def explain(conn: Connection, defs: Definitions, customer: Any, as_of: datetime) -> dict[str, Any]:
     """``customer`` is a row (or object) with the customers table's columns."""
-    d = Dialect(conn.dialect.name)
+    d = Dialect.of(conn, defs)
     row = _run(conn, metrics_sql(d, ":cid"), {"as_of": as_of, "cid": customer.id}).mappings().first()
     metrics: dict[str, Any] = {
         "order_count": 0, "total_spend": 0, "avg_spend": None, "first_order_at": None,
         "last_order_at": None, "days_since_last_order": None, "days_since_first_order": None,
-        "median_gap_days": None}
+        "median_gap_days": None, "currency": defs.currency, "other_currencies": []}
     if row is not None:
         metrics.update({
             "order_count": int(row["order_count"]),
@@ -47,6 +49,16 @@ def explain(conn: Connection, defs: Definitions, customer: Any, as_of: datetime)
             "days_since_first_order": _number(row["days_since_first"]),
             "median_gap_days": _number(row["median_gap_days"]),
         })
+    # Orders in other currencies are kept apart, each currency summed on its own.
+    o = Order.__table__
+    others, counts = Amounts(), Counter[str]()
+    for currency, total in conn.execute(select(o.c.currency, o.c.total).where(
+            o.c.customer_id == customer.id, o.c.status == OrderStatus.COMPLETED.value,
+            o.c.ordered_at <= as_of, o.c.currency != defs.currency)):
+        others.add(currency, total)
+        counts[currency] += 1
+    metrics["other_currencies"] = [{"currency": c, "orders": counts[c], "total": f"{a:.2f}"}
+                                   for c, a in others]
     cutoffs = latest_calibration(conn)
     calibrated = conn.execute(select(SegmentCalibration.as_of)
                               .order_by(SegmentCalibration.id.desc()).limit(1)).scalar()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -35,10 +36,10 @@ def definitions(app: App) -> Definitions:
         return load_definitions(path)  # says what is wrong with the path
     kept = _loaded.get(path)
     if kept is not None and kept[0] == stamp:
-        return kept[1]
+        return replace(kept[1], currency=app.settings.currency)
     defs = load_definitions(path)
     _loaded[path] = (stamp, defs)
-    return defs
+    return replace(defs, currency=app.settings.currency)
 
 
 def refresh_if_due(app: App) -> RefreshReport | None:

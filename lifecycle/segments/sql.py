@@ -42,7 +42,27 @@ class Params:
 
 @dataclass(frozen=True)
 class Dialect:
+    """The database's SQL flavour, and the reporting currency spend is counted in."""
+
     name: str
+    #: ISO 4217 code (``LIFECYCLE_CURRENCY``, carried by :attr:`Definitions.currency`):
+    #: ``total_spend`` and ``avg_spend`` count only completed orders in it.
+    currency: str = "USD"
+
+    def __post_init__(self) -> None:
+        if not (len(self.currency) == 3 and self.currency.isascii() and self.currency.isalpha()
+                and self.currency.isupper()):
+            raise ValueError(f"not a currency code: {self.currency!r}")  # it is put in the SQL
+
+    @classmethod
+    def of(cls, conn: Any, defs: Definitions) -> Dialect:
+        """The dialect of ``conn``, counting spend in ``defs``' reporting currency."""
+        return cls(conn.dialect.name, defs.currency)
+
+    @property
+    def in_currency(self) -> str:
+        """SQL: the order row is in the reporting currency (a literal: the code is checked)."""
+        return f"currency = '{self.currency}'"
 
     @property
     def pg(self) -> bool:
@@ -143,7 +163,10 @@ def metrics_sql(d: Dialect, customer: str | None, among: str | None = None) -> s
     """Purchase metrics as of ``:as_of`` for completed orders: one row per buyer.
 
     ``customer`` restricts to one customer (a parameter placeholder) or None;
-    ``among`` to the customers a subquery names.  The median gap is the middle
+    ``among`` to the customers a subquery names.  Every completed order counts as an
+    order (count, first, last, gaps); ``total_spend`` sums only the orders in the
+    reporting currency (``d.currency``, 0 if none) and ``avg_spend`` is their mean
+    (NULL if none): amounts in different currencies are never added.  The median gap is the middle
     gap (mean of the two middle ones for an even count) in fractional days,
     rounded to 4 places on both backends.
     """
@@ -156,15 +179,16 @@ def metrics_sql(d: Dialect, customer: str | None, among: str | None = None) -> s
         # at the same instant give a zero gap whichever comes first.
         return f"""
         SELECT customer_id, first_order_at, last_order_at, order_count, total_spend,
-               ROUND(total_spend / order_count, 2) AS avg_spend,
+               ROUND(total_spend / NULLIF(spend_orders, 0), 2) AS avg_spend,
                {d.whole(d.days(':as_of', 'last_order_at'))} AS days_since_last,
                {d.whole(d.days(':as_of', 'first_order_at'))} AS days_since_first,
                ROUND(median_gap::numeric, 4) AS median_gap_days
         FROM (SELECT customer_id, MIN(ordered_at) AS first_order_at,
                      MAX(ordered_at) AS last_order_at, COUNT(*) AS order_count,
-                     SUM(total) AS total_spend,
+                     SUM(CASE WHEN {d.in_currency} THEN total ELSE 0 END) AS total_spend,
+                     COUNT(CASE WHEN {d.in_currency} THEN 1 END) AS spend_orders,
                      percentile_cont(0.5) WITHIN GROUP (ORDER BY gap) AS median_gap
-              FROM (SELECT customer_id, ordered_at, total,
+              FROM (SELECT customer_id, ordered_at, total, currency,
                            EXTRACT(EPOCH FROM ordered_at - LAG(ordered_at) OVER (
                                PARTITION BY customer_id ORDER BY ordered_at)) / 86400 AS gap
                     FROM orders WHERE status = 'completed' AND ordered_at <= :as_of {only}) AS o
@@ -172,13 +196,15 @@ def metrics_sql(d: Dialect, customer: str | None, among: str | None = None) -> s
     gap = d.days("ordered_at", "prev_at")
     return f"""
         SELECT agg.customer_id, agg.first_order_at, agg.last_order_at, agg.order_count,
-               agg.total_spend, ROUND(agg.total_spend * 1.0 / agg.order_count, 2) AS avg_spend,
+               agg.total_spend,
+               ROUND(agg.total_spend * 1.0 / NULLIF(agg.spend_orders, 0), 2) AS avg_spend,
                {d.whole(d.days(':as_of', 'agg.last_order_at'))} AS days_since_last,
                {d.whole(d.days(':as_of', 'agg.first_order_at'))} AS days_since_first,
                ROUND(med.median_gap, 4) AS median_gap_days
         FROM (SELECT customer_id, MIN(ordered_at) AS first_order_at,
                      MAX(ordered_at) AS last_order_at, COUNT(*) AS order_count,
-                     SUM(total) AS total_spend
+                     SUM(CASE WHEN {d.in_currency} THEN total ELSE 0 END) AS total_spend,
+                     COUNT(CASE WHEN {d.in_currency} THEN 1 END) AS spend_orders
               FROM orders WHERE status = 'completed' AND ordered_at <= :as_of {only}
               GROUP BY customer_id) AS agg
         LEFT JOIN (

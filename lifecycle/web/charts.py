@@ -21,24 +21,27 @@ LEFT, RIGHT, TOP, BOTTOM = 48, 200, 12, 28
 DASHES = ("", "6 3", "2 3")
 
 
-def _nice_top(value: float) -> float:
-    """The smallest 1, 2 or 5 × 10ⁿ at or above ``value`` (the y axis's top)."""
-    if value <= 0:
-        return 1
-    step = 1.0
-    while step * 10 <= value:
+#: Grid intervals on the y axis (five labels: 0 and four steps up).
+TICKS = 4
+
+
+def _nice_step(value: float) -> int:
+    """The smallest whole 1, 2 or 5 × 10ⁿ step whose :data:`TICKS` steps reach ``value``:
+    the axis counts things, so every label is a whole number (0, 1, 2, 3, 4 for a top of 1)."""
+    step = 1
+    while True:
+        for factor in (1, 2, 5):
+            if step * factor * TICKS >= value:
+                return step * factor
         step *= 10
-    for factor in (1, 2, 5, 10):
-        if step * factor >= value:
-            return step * factor
-    return step * 10
 
 
 def line_chart(title: str, days: Sequence[date],
                series: Sequence[tuple[str, Sequence[float]]]) -> Markup:
     """An SVG line chart of ``series`` (name, one value per day) over ``days``."""
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
-    top = _nice_top(max((v for _, values in series for v in values), default=0))
+    step = _nice_step(max((v for _, values in series for v in values), default=0))
+    top = step * TICKS
     n = max(len(days) - 1, 1)
 
     def x(i: int) -> float:
@@ -50,8 +53,8 @@ def line_chart(title: str, days: Sequence[date],
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT}" '
              f'width="100%" role="img" aria-label="{escape(title)}" class="chart">'
              f'<title>{escape(title)}</title>']
-    for k in range(5):  # grid lines and y labels
-        v = top * k / 4
+    for k in range(TICKS + 1):  # grid lines and y labels, whole numbers
+        v = step * k
         parts.append(f'<line x1="{LEFT}" x2="{LEFT + plot_w}" y1="{y(v):.1f}" y2="{y(v):.1f}" '
                      f'stroke="#d9dee3"/><text x="{LEFT - 6}" y="{y(v) + 4:.1f}" '
                      f'text-anchor="end" font-size="11">{_short(v)}</text>')
@@ -78,9 +81,9 @@ def line_chart(title: str, days: Sequence[date],
     return Markup("".join(parts))
 
 
-def _short(value: float) -> str:
+def _short(value: int) -> str:
     if value >= 1_000_000:
         return f"{value / 1_000_000:g}M"
     if value >= 1000:
         return f"{value / 1000:g}k"
-    return f"{value:g}"
+    return str(value)

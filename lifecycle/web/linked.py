@@ -12,6 +12,7 @@ who never got it.
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import parse_qs
@@ -19,15 +20,44 @@ from urllib.parse import parse_qs
 from fastapi import Request
 from fastapi.responses import Response
 from fastapi.templating import Jinja2Templates
+from jinja2 import pass_context
 from sqlalchemy import Connection, select
 
 from lifecycle.app import App
 from lifecycle.links import BadToken, verify
 from lifecycle.mail.outbox import is_test
 from lifecycle.models import Message
+from lifecycle.money import FALLBACK_LOCALE, money, number, reader_locale
+from lifecycle.segments.definitions import segment_words
 from lifecycle.subscriptions import customer_of
+from lifecycle.timeutil import as_utc, zone
 
-templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+
+def _reader(request: Request) -> dict[str, Any]:
+    """What every page knows of its reader: the locale amounts are written for (their
+    browser's ``Accept-Language``, negotiated by Babel; see :mod:`lifecycle.money`)."""
+    return {"locale": reader_locale(request.headers.get("accept-language"))}
+
+
+@pass_context
+def _money(context: Any, amount: Any, currency: str) -> str:
+    return money(amount, currency, context.get("locale") or FALLBACK_LOCALE)
+
+
+@pass_context
+def _number(context: Any, value: Any) -> str:
+    return number(value, context.get("locale") or FALLBACK_LOCALE)
+
+
+def _local(moment: datetime | None, tz: str, fmt: str = "%Y-%m-%d %H:%M") -> str:
+    """An instant as wall-clock time in the zone ``tz`` ("—" for none)."""
+    return "—" if moment is None else as_utc(moment).astimezone(zone(tz)).strftime(fmt)
+
+
+templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"),
+                            context_processors=[_reader])
+templates.env.filters.update({"money": _money, "number": _number, "local": _local,
+                              "segment": segment_words})
 
 
 #: Limits of a posted ``multipart/form-data`` form: fields, files, bytes per part.

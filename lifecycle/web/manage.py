@@ -28,6 +28,7 @@ from lifecycle.flows.preview import preview_mails
 from lifecycle.flows.service import catalogue
 from lifecycle.models import Customer, Message, MessageStatus, SegmentMembership
 from lifecycle.results import flow_results, segment_sizes
+from lifecycle.segments.definitions import segment_words
 from lifecycle.segments.service import definitions
 from lifecycle.web.charts import line_chart
 from lifecycle.web.linked import field, templates
@@ -75,7 +76,11 @@ def manager_routes(app: App, gate: Gate) -> APIRouter:
         start, end = _period(app, days)
         with app.engine.connect() as conn:
             found = flow_results(conn, name, start, end, timedelta(days=attribution),
-                                 [s.id for s in flow.steps])
+                                 [s.id for s in flow.steps], sends=[
+                                     (s.id, [v.template for v in s.action.variants]
+                                      if len(s.action.variants) > 1 else [None])
+                                     for s in flow.steps if isinstance(s.action, Send)],
+                                 currency=app.settings.currency)
         day_list = [d.day for d in found.daily]
         chart = line_chart(f"{name}: mails sent and conversions per day", day_list, [
             ("sent", [d.sent for d in found.daily]),
@@ -171,7 +176,7 @@ def manager_routes(app: App, gate: Gate) -> APIRouter:
                                  else "other", []).append(item)
         charts = [(family, line_chart(
             f"{family} segments: customers at the end of each day", day_list,
-            [(i.segment.replace("_", " "), i.sizes) for i in items]))
+            [(segment_words(i.segment), i.sizes) for i in items]))
             for family, items in sorted(by_family.items())]
         return templates.TemplateResponse(request, "segments.html", {
             "who": who, "rows": rows, "charts": charts, "days": days, "day_list": day_list,

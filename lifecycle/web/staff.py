@@ -33,6 +33,7 @@ from lifecycle.models import (
     FlowEnrollment,
     Message,
     MessageContent,
+    Order,
     Touchpoint,
 )
 from lifecycle.segments.explain import explain
@@ -40,6 +41,7 @@ from lifecycle.segments.service import definitions
 from lifecycle.staff import allows, check_password, staff_by_id
 from lifecycle.timeline import MAX_PAGE, PAGE, TIMELINE_KINDS, next_cursor
 from lifecycle.timeline import page as timeline_page
+from lifecycle.timeutil import as_utc
 from lifecycle.web.linked import field, read_form, templates
 from lifecycle.yamlfile import InvalidFile
 
@@ -112,6 +114,12 @@ def staff_routes(app: App, gate: Gate) -> APIRouter:
     secret, secure = gate.secret, gate.secure
     visitor, guard, posted, csrf_ok = gate.visitor, gate.guard, gate.posted, gate.csrf_ok
 
+    def path_of(customer_id: int) -> str:
+        with app.engine.connect() as conn:
+            row = conn.execute(select(Customer.__table__).where(
+                Customer.id == customer_id)).first()
+        return customer_path(row) if row is not None else "/customers"
+
     @router.get("/login", response_class=HTMLResponse)
     def login_form(request: Request, next: str = "/customers") -> Response:
         token = secrets.token_urlsafe(16)
@@ -176,41 +184,6 @@ def staff_routes(app: App, gate: Gate) -> APIRouter:
         return templates.TemplateResponse(request, "customers.html", {
             "who": who, "q": text, "found": found, "limit": SEARCH_LIMIT})
 
-    @router.get("/customers/{customer_id}", response_class=HTMLResponse)
-    def customer(request: Request, customer_id: int, kind: str = "",
-                 before: str = "") -> Response:
-        who, refused = guard(request, "support")
-        if refused:
-            return refused
-        with app.engine.connect() as conn:
-            row = conn.execute(select(Customer.__table__).where(
-                Customer.id == customer_id)).first()
-            if row is None:
-                return Response("No such customer.", status_code=404)
-            try:
-                entries = timeline_page(conn, row.id, kinds=[kind] if kind else (),
-                                        before=before or None)
-            except ValueError:
-                return Response("Not a timeline cursor.", status_code=400)
-            m, e = Message.__table__, FlowEnrollment.__table__
-            upcoming = list(conn.execute(select(m.c.id, m.c.flow, m.c.step, m.c.template,
-                                                m.c.due_at, m.c.status).where(
-                m.c.customer_id == row.id, m.c.status.in_(("scheduled", "paused")))
-                .order_by(m.c.due_at)))
-            enrollments = list(conn.execute(select(
-                e.c.flow, e.c.current_step, e.c.enrolled_at, e.c.next_run_at).where(
-                e.c.customer_id == row.id, e.c.status == EnrollmentStatus.ACTIVE.value)
-                .order_by(e.c.enrolled_at)))
-            standing, problems = None, []
-            try:  # a manager's broken segments.yaml must not hide the timeline from support
-                standing = explain(conn, definitions(app), row, app.clock.now())
-            except InvalidFile as exc:
-                problems = [str(p) for p in exc.problems]
-        return templates.TemplateResponse(request, "customer.html", {
-            "who": who, "customer": row, "entries": entries, "kind": kind,
-            "kinds": TIMELINE_KINDS, "upcoming": upcoming, "enrollments": enrollments,
-            "standing": standing, "problems": problems, "next": next_cursor(entries, PAGE)})
-
     @router.get("/customers/{customer_id}/mails/{message_id}", response_class=HTMLResponse)
     def mail(request: Request, customer_id: int, message_id: int) -> Response:
         """One mail as it was sent: its kept content, status and every attempt."""
@@ -225,9 +198,12 @@ def staff_routes(app: App, gate: Gate) -> APIRouter:
             content = conn.execute(select(MessageContent.__table__).where(
                 MessageContent.message_id == message_id)).first()
             events = timeline_page(conn, customer_id, message=message_id, limit=MAX_PAGE)
+            person = conn.execute(select(Customer.__table__).where(
+                Customer.id == customer_id)).one()
         return templates.TemplateResponse(request, "mail.html", {
             "who": who, "message": message, "content": content,
-            "events": list(reversed(events))})
+            "events": list(reversed(events)), "path": customer_path(person),
+            "tz": person.timezone or app.settings.timezone})
 
     @router.post("/customers/{customer_id}/mails/{message_id}/{action}")
     async def hold(request: Request, customer_id: int, message_id: int,
@@ -248,7 +224,7 @@ def staff_routes(app: App, gate: Gate) -> APIRouter:
         if not await run_in_threadpool(change):
             return Response("That mail cannot be changed any more (it went out, or someone "
                             "changed it first).", status_code=409)
-        return RedirectResponse(f"/customers/{customer_id}#upcoming", status_code=303)
+        return RedirectResponse(f"{await run_in_threadpool(path_of, customer_id)}#upcoming", status_code=303)
 
     @router.post("/customers/{customer_id}/notes")
     async def note(request: Request, customer_id: int) -> Response:
@@ -272,9 +248,76 @@ def staff_routes(app: App, gate: Gate) -> APIRouter:
 
         if not await run_in_threadpool(write):
             return Response("No such customer.", status_code=404)
-        return RedirectResponse(f"/customers/{customer_id}#timeline", status_code=303)
+        return RedirectResponse(f"{await run_in_threadpool(path_of, customer_id)}#timeline", status_code=303)
+
+    # Last among the /customers routes: a shop's customer id may contain a slash.
+    @router.get("/customers/{key:path}", response_class=HTMLResponse)
+    def customer(request: Request, key: str, kind: str = "", before: str = "",
+                 after: str = "") -> Response:
+        """A customer's page, by the shop's customer id (or the row id)."""
+        who, refused = guard(request, "support")
+        if refused:
+            return refused
+        with app.engine.connect() as conn:
+            row = customer_by_key(conn, key)
+            if row is None:
+                return Response("No such customer.", status_code=404)
+            kinds = [kind] if kind else ()
+            try:
+                entries = timeline_page(conn, row.id, kinds=kinds, before=before or None,
+                                        after=None if before else after or None)
+            except ValueError:
+                return Response("Not a timeline cursor.", status_code=400)
+            if after and not before and len(entries) < PAGE:  # reached the top: the first page
+                entries, after = timeline_page(conn, row.id, kinds=kinds), ""
+            newer = bool(before or after) and bool(entries) and bool(timeline_page(
+                conn, row.id, kinds=kinds, after=entries[0].cursor, limit=1))
+            m, e, o = Message.__table__, FlowEnrollment.__table__, Order.__table__
+            upcoming = list(conn.execute(select(m.c.id, m.c.flow, m.c.step, m.c.template,
+                                                m.c.due_at, m.c.status).where(
+                m.c.customer_id == row.id, m.c.status.in_(("scheduled", "paused")))
+                .order_by(m.c.due_at)))
+            enrollments = list(conn.execute(select(
+                e.c.flow, e.c.current_step, e.c.enrolled_at, e.c.next_run_at).where(
+                e.c.customer_id == row.id, e.c.status == EnrollmentStatus.ACTIVE.value)
+                .order_by(e.c.enrolled_at)))
+            first_order = conn.execute(select(func.min(o.c.ordered_at)).where(
+                o.c.customer_id == row.id)).scalar()
+            standing, problems = None, []
+            try:  # a manager's broken segments.yaml must not hide the timeline from support
+                standing = explain(conn, definitions(app), row, app.clock.now())
+            except InvalidFile as exc:
+                problems = [str(p) for p in exc.problems]
+        since = as_utc(row.created_at)
+        if first_order is not None:  # an import may date the customer after their orders
+            since = min(since, as_utc(first_order))
+        return templates.TemplateResponse(request, "customer.html", {
+            "who": who, "customer": row, "path": customer_path(row), "entries": entries,
+            "kind": kind, "kinds": TIMELINE_KINDS, "upcoming": upcoming,
+            "enrollments": enrollments, "standing": standing, "problems": problems,
+            "next": next_cursor(entries, PAGE), "newer": newer,
+            "tz": row.timezone or app.settings.timezone, "since": since})
 
     return router
+
+
+def customer_by_key(conn: Any, key: str) -> Any | None:
+    """The customer whose shop id (``customer_id``) is ``key``, else whose row id it is."""
+    c = Customer.__table__
+    row = conn.execute(select(c).where(c.c.external_id == key)).first()
+    if row is None and key.isdigit():
+        row = conn.execute(select(c).where(c.c.id == int(key))).first()
+    return row
+
+
+def customer_path(row: Any) -> str:
+    """The address of a customer's page: by the shop's customer id (unique, and looked up
+    first, so it always opens this customer); by the row id if there is none."""
+    return f"/customers/{quote(row.external_id, safe='')}" if row.external_id \
+        else f"/customers/{row.id}"
+
+
+templates.env.filters["customer_path"] = customer_path
 
 
 def _local(target: str) -> str:
