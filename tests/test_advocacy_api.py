@@ -72,7 +72,7 @@ def test_a_review_puts_the_customer_in_reviewer_when_the_request_returns_once_pe
     assert (again["inserted"], again["unchanged"]) == (0, 1)
     entries = timeline(app, "C1")
     assert entries.count(("review", "Reviewed Sencha: 5/5 — Lovely tea.")) == 1
-    assert ("segment_entered", "Entered segment reviewer") in [
+    assert ("segment_entered", "Entered segment “Reviewer”") in [
         (kind, text) for kind, text in entries]
     with app.engine.connect() as conn:
         data = conn.execute(select(Touchpoint.data).where(Touchpoint.kind == "review")
