@@ -25,10 +25,13 @@ from lifecycle.cli.base import (
 
 
 def _import(kind: str, file: str, fmt: str | None, strict: bool, timezone: str | None,
-            currency: str) -> None:
-    from lifecycle.imports import ImportAborted, ImportIssue, import_records
+            currency: str, refresh: bool = False) -> None:
+    import time
+
+    from lifecycle.imports import HISTORY, ImportAborted, ImportIssue, import_records
     from lifecycle.imports.rows import Defaults
     from lifecycle.imports.source import SourceError, open_source
+    from lifecycle.orders import refresh_changed
     from lifecycle.timeutil import is_timezone
 
     app = ready_app()
@@ -56,6 +59,12 @@ def _import(kind: str, file: str, fmt: str | None, strict: bool, timezone: str |
                     conn, kind, source.records(lambda n: progress.advance(task, n)),
                     source_name=source.name, defaults=Defaults(zone_name, currency.upper()),
                     strict=strict, clock=app.clock, on_issue=on_issue)
+                report, started = None, time.perf_counter()
+                if refresh and result.customers_changed:
+                    progress.update(task, description="Refreshing segments")
+                    report = refresh_changed(conn, app.settings.segments_file, app.clock,
+                                             channel=HISTORY)
+                refresh_seconds = time.perf_counter() - started
     except ImportAborted:
         err.print("Aborted at the first bad row (--strict): nothing was imported.", markup=False,
                   soft_wrap=True)
@@ -74,6 +83,22 @@ def _import(kind: str, file: str, fmt: str | None, strict: bool, timezone: str |
     if kind == "orders" and result.customers_created:
         console.print(f"{result.customers_created} customers named in the file were not known "
                       "and were created with what the file says.")
+    if kind == "orders":
+        console.print(f"{result.announced} completed orders added to their customers' timelines"
+                      + (f", {result.status_changes} status changes (refunds, cancellations)"
+                         if result.status_changes else "") + " (history: no flow triggers).")
+        if report is not None:
+            console.print(
+                f"Segments refreshed for the {report.customers} customers whose completed orders "
+                f"changed, in {refresh_seconds:.1f} s: {sum(report.entered.values())} entries, "
+                f"{sum(report.exited.values())} exits (history too: they start no flows).")
+        elif refresh and result.customers_changed:
+            console.print("Segments were not refreshed: segments.yaml has problems (see the log);"
+                          " the next full refresh (`lifecycle segments refresh`) takes the orders "
+                          "in.", style="yellow")
+        elif result.customers_changed:
+            console.print(f"Segments of the {result.customers_changed} customers whose completed "
+                          "orders changed are left to the next full refresh (--no-refresh).")
 
 
 @cli.group("import")
@@ -109,7 +134,10 @@ def import_customers(file: str, fmt: str | None, strict: bool, timezone: str | N
 
 @import_group.command("orders")
 @_with_import_options
+@click.option("--no-refresh", "refresh", is_flag=True, default=True, flag_value=False,
+              help="Leave the segments of the customers to the next full refresh.")
 def import_orders(file: str, fmt: str | None, strict: bool, timezone: str | None,
-                  currency: str) -> None:
-    """Upsert orders by order_id; unknown customers are created."""
-    _import("orders", file, fmt, strict, timezone, currency)
+                  currency: str, refresh: bool) -> None:
+    """Upsert orders by order_id; unknown customers are created; then the segments of the
+    customers whose completed orders changed are refreshed (unless --no-refresh)."""
+    _import("orders", file, fmt, strict, timezone, currency, refresh)

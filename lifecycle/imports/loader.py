@@ -216,3 +216,111 @@ def merge_orders(conn: Connection, table: Table, now: datetime) -> tuple[int, in
         WHERE NOT EXISTS (SELECT 1 FROM orders AS o WHERE o.external_id = s.external_id)"""),
         {"now": now}).rowcount
     return inserted, updated
+
+
+#: Temporary table of the customers whose completed orders the last orders import changed.
+CHANGED_TABLE = "lc_import_changed"
+
+
+def note_changed_customers(conn: Connection, table: Table) -> int:
+    """Keep in :data:`CHANGED_TABLE` the customers whose completed orders the staged orders
+    change (run before :func:`merge_orders`): a new completed order, a completed order whose
+    time, total, items, status or customer changes, an order that becomes completed.  How many.
+    """
+    s = table.name
+    changed = " OR ".join(_differs(conn, f"o.{col}", f"s.{col}") for col in (
+        "ordered_at", "total", "status", "items"))
+    conn.exec_driver_sql(f"DROP TABLE IF EXISTS {CHANGED_TABLE}")
+    conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {CHANGED_TABLE} "
+                         "(customer_id BIGINT NOT NULL PRIMARY KEY)")
+    count = conn.execute(text(f"""
+        INSERT INTO {CHANGED_TABLE} (customer_id)
+        SELECT c.id FROM {s} AS s JOIN customers AS c ON c.external_id = s.customer_external_id
+        LEFT JOIN orders AS o ON o.external_id = s.external_id
+        WHERE (o.id IS NULL AND s.status = 'completed')
+           OR (o.id IS NOT NULL AND (o.status = 'completed' OR s.status = 'completed')
+               AND (o.customer_id <> c.id OR {changed}))
+        UNION
+        SELECT o.customer_id FROM {s} AS s
+        JOIN customers AS c ON c.external_id = s.customer_external_id
+        JOIN orders AS o ON o.external_id = s.external_id
+        WHERE o.customer_id <> c.id AND o.status = 'completed'""")).rowcount
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"ANALYZE {CHANGED_TABLE}")
+    return count
+
+
+def _order_data(conn: Connection, n: str) -> str:
+    """SQL for the ``order_placed`` data of the order row aliased ``n`` (with its ``nth``):
+    order id, number among the customer's completed orders, total with its cents, and the
+    sorted distinct categories and SKUs of its line items — the same document on both
+    backends (keys in :func:`dumps_json`'s order)."""
+    if conn.dialect.name == "postgresql":
+        def values(key: str) -> str:
+            return (f"COALESCE((SELECT jsonb_agg(v ORDER BY v COLLATE \"C\") FROM ("
+                    f"SELECT DISTINCT e ->> '{key}' AS v FROM jsonb_array_elements({n}.items) AS e"
+                    f" WHERE COALESCE(e ->> '{key}', '') <> '') AS x), '[]'::jsonb)")
+        return (f"jsonb_build_object('categories', {values('category')}, 'nth', {n}.nth, "
+                f"'order_id', {n}.external_id, 'skus', {values('sku')}, "
+                f"'total', CAST({n}.total AS TEXT))")
+
+    def items(key: str) -> str:
+        return (f"json((SELECT json_group_array(v) FROM ("
+                f"SELECT DISTINCT json_extract(e.value, '$.{key}') AS v "
+                f"FROM json_each({n}.items) AS e WHERE COALESCE(v, '') <> '' ORDER BY v)))")
+    return (f"json_object('categories', {items('category')}, 'nth', {n}.nth, "
+            f"'order_id', {n}.external_id, 'skus', {items('sku')}, "
+            f"'total', printf('%.2f', {n}.total))")
+
+
+def _order_key(column: str) -> str:
+    return f"SUBSTR('order_placed:' || {column}, 1, 255)"
+
+
+def announce_orders(conn: Connection, table: Table, now: datetime, channel: str) -> int:
+    """An ``order_placed`` touchpoint (source key ``order_placed:<order id>``) for each staged
+    order that is completed and has none yet, in one ``INSERT … SELECT``; how many.
+
+    ``channel`` is ``shop`` for orders arriving live (they fire order triggers) and
+    ``import`` for history (:mod:`lifecycle.flows.triggers` skips those).  (The ``WITH``
+    goes inside the ``INSERT``: sqlite3 counts no rows of a statement that starts with it.)
+    """
+    s = table.name
+    return conn.execute(_now(f"""
+        INSERT INTO touchpoints (customer_id, kind, channel, occurred_at, recorded_at,
+                                 source_key, data)
+        WITH fresh AS MATERIALIZED (
+            SELECT o.id, o.customer_id FROM orders AS o JOIN {s} AS s
+              ON s.external_id = o.external_id
+            WHERE o.status = 'completed' AND NOT EXISTS (
+                SELECT 1 FROM touchpoints AS t WHERE t.source_key = {_order_key('o.external_id')})
+        ), numbered AS (
+            SELECT o.id, o.customer_id, o.external_id, o.ordered_at, o.total, o.items,
+                   ROW_NUMBER() OVER (PARTITION BY o.customer_id
+                                      ORDER BY o.ordered_at, o.id) AS nth
+            FROM orders AS o
+            WHERE o.status = 'completed'
+              AND o.customer_id IN (SELECT customer_id FROM fresh)
+        )
+        SELECT n.customer_id, 'order_placed', :channel, n.ordered_at, :now,
+               {_order_key('n.external_id')}, {_order_data(conn, 'n')}
+        FROM numbered AS n WHERE n.id IN (SELECT id FROM fresh)
+        ON CONFLICT (source_key) DO NOTHING"""), {"now": now, "channel": channel}).rowcount
+
+
+def record_status_changes(conn: Connection, table: Table, now: datetime, channel: str) -> int:
+    """An ``order_status_changed`` touchpoint at ``now`` for each order on the timeline (one
+    that is or was completed) whose staged status differs (run before :func:`merge_orders`):
+    a refund, a cancellation, or completed again; how many."""
+    s = table.name
+    data = ("jsonb_build_object('order_id', o.external_id, 'status', s.status, 'total', "
+            "CAST(s.total AS TEXT), 'was', o.status)" if conn.dialect.name == "postgresql" else
+            "json_object('order_id', o.external_id, 'status', s.status, "
+            "'total', printf('%.2f', s.total), 'was', o.status)")
+    return conn.execute(_now(f"""
+        INSERT INTO touchpoints (customer_id, kind, channel, occurred_at, recorded_at, data)
+        SELECT o.customer_id, 'order_status_changed', :channel, :now, :now, {data}
+        FROM orders AS o JOIN {s} AS s ON s.external_id = o.external_id
+        WHERE o.status <> s.status AND (o.status = 'completed' OR EXISTS (
+            SELECT 1 FROM touchpoints AS t WHERE t.source_key = {_order_key('o.external_id')}))"""),
+        {"now": now, "channel": channel}).rowcount

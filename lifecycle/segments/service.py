@@ -27,7 +27,11 @@ def definitions(app: App) -> Definitions:
     Parsed again only when the file changed (its modification time or size): pages call
     this on every request, and parsing and checking the file takes about 13 ms.
     """
-    path = app.settings.segments_file
+    return definitions_in(app.settings.segments_file)
+
+
+def definitions_in(path: Path) -> Definitions:
+    """The segment definitions of the file ``path``, cached like :func:`definitions`."""
     try:
         info = path.stat()
         stamp = (info.st_mtime_ns, info.st_size)

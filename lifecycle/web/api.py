@@ -7,7 +7,8 @@ key, 403 without the scope.  Each endpoint takes a JSON array of up to
 gets 422 naming the item and the field (``loc``: ``["body", index,
 field]``), and nothing of that request is stored.  Customers and orders go
 through the same validation as the file importer; a new completed order
-lands on the timeline as ``order_placed`` and fires order triggers.
+lands on the timeline as ``order_placed`` and fires order triggers, and the segments of
+the customers whose completed orders changed are refreshed in the same transaction.
 Posting the same items again changes nothing (upserts; support contacts and
 events with an ``id`` are kept once per id).
 """
@@ -150,7 +151,8 @@ def api_routes(app: App) -> APIRouter:
         with app.engine.begin() as conn:
             if kind == "orders":
                 try:
-                    placed = place_orders(conn, fields, app.clock)
+                    placed = place_orders(conn, fields, app.clock,
+                                          segments=app.settings.segments_file)
                 except OrdersRefused as exc:
                     raise _invalid(exc.issues) from None
                 result, announced = placed.result, placed.announced
