@@ -184,7 +184,12 @@ def merge_customers(conn: Connection, table: Table, now: datetime) -> tuple[int,
 
 
 def create_missing_customers(conn: Connection, table: Table, now: datetime) -> int:
-    """Create customers that staged orders name but the database does not know yet."""
+    """Create customers that staged orders name but the database does not know yet.
+
+    In id order, skipping any that a concurrent transaction creates first: two requests
+    with the first orders of the same new customers wait for each other instead of one
+    failing (or deadlocking) on the unique id.
+    """
     return conn.execute(_now(f"""
         INSERT INTO customers (external_id, email, first_name, last_name, timezone,
                                attributes, marketing_consent, created_at, updated_at)
@@ -193,7 +198,8 @@ def create_missing_customers(conn: Connection, table: Table, now: datetime) -> i
         FROM {table.name} AS s
         WHERE NOT EXISTS (SELECT 1 FROM customers AS c
                           WHERE c.external_id = s.customer_external_id)
-        GROUP BY s.customer_external_id"""), {"now": now}).rowcount
+        GROUP BY s.customer_external_id ORDER BY s.customer_external_id
+        ON CONFLICT (external_id) DO NOTHING"""), {"now": now}).rowcount
 
 
 def merge_orders(conn: Connection, table: Table, now: datetime) -> tuple[int, int]:
@@ -213,7 +219,9 @@ def merge_orders(conn: Connection, table: Table, now: datetime) -> tuple[int, in
                             created_at, updated_at)
         SELECT s.external_id, c.id, s.ordered_at, s.total, s.currency, s.status, s.items, :now, :now
         FROM {s} AS s JOIN customers AS c ON c.external_id = s.customer_external_id
-        WHERE NOT EXISTS (SELECT 1 FROM orders AS o WHERE o.external_id = s.external_id)"""),
+        WHERE NOT EXISTS (SELECT 1 FROM orders AS o WHERE o.external_id = s.external_id)
+        ORDER BY s.external_id
+        ON CONFLICT (external_id) DO NOTHING"""),
         {"now": now}).rowcount
     return inserted, updated
 

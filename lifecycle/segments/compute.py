@@ -235,8 +235,8 @@ def refresh_customers(conn: Connection, defs: Definitions, customers: str | Iter
     full refresh's statements restricted to them, scored against the latest calibration (made
     first if there is none), like :func:`refresh_customer` for each of them but in one pass.
 
-    ``customers`` is a SQL query of customer ids (e.g. ``SELECT customer_id FROM t``) or the
-    ids themselves.  On PostgreSQL it holds the customer refresh lock of each of them (in
+    ``customers`` is a SQL query of one column, customer ids (``SELECT customer_id FROM t``),
+    or the ids themselves.  On PostgreSQL it holds the customer refresh lock of each of them (in
     id order, so two refreshes of overlapping customers queue rather than deadlock), or, for
     more than :data:`LOCK_EACH_MAX` customers, the full refresh's exclusive lock.
     ``channel`` is that of the ``segment_entered`` / ``segment_exited`` touchpoints
@@ -248,7 +248,7 @@ def refresh_customers(conn: Connection, defs: Definitions, customers: str | Iter
                          "(customer_id BIGINT NOT NULL PRIMARY KEY)")
     if isinstance(customers, str):
         conn.exec_driver_sql(f"INSERT INTO {IDS_TABLE} (customer_id) "
-                             f"SELECT DISTINCT customer_id FROM ({customers}) AS wanted")
+                             f"SELECT DISTINCT * FROM ({customers}) AS wanted")
     else:
         ids = sorted(set(customers))
         if ids:
