@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -11,10 +12,12 @@ from typing import Any
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 from sqlalchemy import Connection, func, select
+from sqlalchemy.engine import make_url
 
 from lifecycle.app import App
 from lifecycle.cli import cli
 from lifecycle.clock import ManualClock
+from lifecycle.config import load_settings
 from lifecycle.flows.service import tick
 from lifecycle.flows.triggers import dispatch
 from lifecycle.imports import ImportResult, import_records, import_rows
@@ -24,7 +27,14 @@ from lifecycle.orders import place_orders
 from lifecycle.sample import SampleShop, ShopShape
 from lifecycle.timeline import page
 from tests.factories import WEB_T0 as T0
-from tests.factories import account, add_touchpoint, logged_in, write_csv
+from tests.factories import (
+    account,
+    add_customer,
+    add_order,
+    add_touchpoint,
+    logged_in,
+    write_csv,
+)
 
 
 def an_order(n: int, customer: str = "C1", at: datetime = T0 - timedelta(days=3),
@@ -199,3 +209,28 @@ def test_the_customer_page_counts_as_many_orders_as_its_timeline_shows(
     shown = re.findall(r"Order (O\d): ", text)
     assert shown == ["O1", "O2"]
     assert re.search(r"<th scope=\"row\">Orders</th><td>2 ", text)
+
+
+def test_upgrading_a_database_puts_the_orders_imported_before_on_the_timeline(
+        fresh_database_url: str) -> None:
+    from alembic import command
+
+    app = App(replace(load_settings({}), database_url=make_url(fresh_database_url)))
+    config = app.alembic_config()
+    with app.engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0006")
+    with app.engine.begin() as conn:  # what an import stored before revision 0007
+        cid = add_customer(conn, "C1", T0 - timedelta(days=90))
+        add_order(conn, cid, T0 - timedelta(days=20), "12.5", items=[{"category": "tea"}])
+        add_order(conn, cid, T0 - timedelta(days=10), 30)
+        add_order(conn, cid, T0 - timedelta(days=5), 30, status="refunded")
+    app.upgrade_database()
+    app.upgrade_database()  # (nothing twice)
+    with app.engine.connect() as conn:
+        got = [(e.summary, e.data["categories"], e.channel)
+               for e in page(conn, cid, kinds=["order_placed"])]
+    app.close()
+    assert [(summary.split(": ")[1], categories, channel)
+            for summary, categories, channel in got] == [
+        ("30.00 (order no. 2)", [], "import"), ("12.50 (order no. 1)", ["tea"], "import")]
