@@ -2,7 +2,9 @@
 
 :func:`import_records` validates each record, streams the good ones into a
 staging table and merges them in set-based SQL (see :mod:`.loader`), all in
-the caller's transaction.  Bad records are reported through ``on_issue`` as
+the caller's transaction; each completed order lands on its customer's
+timeline as ``order_placed`` (channel :data:`HISTORY` for imports: no flow
+triggers).  Bad records are reported through ``on_issue`` as
 ``FILE:LINE: reason`` and skipped; with ``strict`` the first one raises
 :class:`ImportAborted` and the caller's rollback leaves nothing written.
 """

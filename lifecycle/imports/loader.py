@@ -5,8 +5,12 @@ executemany on SQLite).  Then, in the caller's transaction:
 
 1. duplicates inside the file are reported and the last occurrence kept;
 2. (orders) customers named but not known are created with what the file says;
-3. one ``UPDATE … FROM staging`` changes only rows whose values differ;
-4. one ``INSERT … SELECT`` adds rows not there yet.
+3. (orders) the customers whose completed orders change are noted (for the
+   segment refresh) and status changes of orders on the timeline recorded;
+4. one ``UPDATE … FROM staging`` changes only rows whose values differ;
+5. one ``INSERT … SELECT`` adds rows not there yet;
+6. (orders) one ``INSERT … SELECT`` puts each newly completed order on the
+   timeline (``order_placed``, once per order).
 
 So a second import of the same file updates nothing, and the counts say so.
 """
