@@ -236,13 +236,29 @@ def refresh_customers(conn: Connection, defs: Definitions, customers: str | Iter
     first if there is none), like :func:`refresh_customer` for each of them but in one pass.
 
     ``customers`` is a SQL query of one column, customer ids (``SELECT customer_id FROM t``),
-    or the ids themselves.  On PostgreSQL it holds the customer refresh lock of each of them (in
-    id order, so two refreshes of overlapping customers queue rather than deadlock), or, for
-    more than :data:`LOCK_EACH_MAX` customers, the full refresh's exclusive lock.
+    or the ids themselves.  A single customer goes through :func:`refresh_customer` (the
+    same result in fewer statements: about half the time of the set-based pass for one).
+    On PostgreSQL it holds the customer refresh lock of each of them (in id order, so two
+    refreshes of overlapping customers queue rather than deadlock), or, for more than
+    :data:`LOCK_EACH_MAX` customers, the full refresh's exclusive lock.
     ``channel`` is that of the ``segment_entered`` / ``segment_exited`` touchpoints
     (``import``: moves that an import of history caused, which fire no flow triggers).
     """
     d = Dialect(conn.dialect.name)
+    report = RefreshReport(as_of, True)
+    if isinstance(customers, str):
+        few = list(conn.execute(text(f"SELECT DISTINCT * FROM ({customers}) AS wanted LIMIT 2"))
+                   .scalars())
+    else:
+        customers = sorted(set(customers))
+        few = customers
+    if len(few) <= 1:  # one customer: the customer refresh's few statements do the same
+        for cid in few:
+            entered, exited = refresh_customer(conn, defs, cid, as_of, now, channel=channel)
+            report.customers = 1
+            report.entered.update(entered)
+            report.exited.update(exited)
+        return report
     _drop(conn, IDS_TABLE)
     conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {IDS_TABLE} "
                          "(customer_id BIGINT NOT NULL PRIMARY KEY)")
@@ -250,15 +266,9 @@ def refresh_customers(conn: Connection, defs: Definitions, customers: str | Iter
         conn.exec_driver_sql(f"INSERT INTO {IDS_TABLE} (customer_id) "
                              f"SELECT DISTINCT * FROM ({customers}) AS wanted")
     else:
-        ids = sorted(set(customers))
-        if ids:
-            conn.execute(text(f"INSERT INTO {IDS_TABLE} (customer_id) VALUES (:cid)"),
-                         [{"cid": cid} for cid in ids])
+        conn.execute(text(f"INSERT INTO {IDS_TABLE} (customer_id) VALUES (:cid)"),
+                     [{"cid": cid} for cid in customers])
     n = conn.execute(text(f"SELECT COUNT(*) FROM {IDS_TABLE}")).scalar_one()
-    report = RefreshReport(as_of, True)
-    if n == 0:
-        _drop(conn, IDS_TABLE)
-        return report
     if d.pg:
         conn.exec_driver_sql(f"ANALYZE {IDS_TABLE}")
         _lock(conn, shared=n <= LOCK_EACH_MAX)
@@ -442,8 +452,9 @@ def assignments_for(conn: Connection, defs: Definitions, customer_id: int, as_of
 
 
 def refresh_customer(conn: Connection, defs: Definitions, customer_id: int, as_of: datetime,
-                     now: datetime) -> tuple[list[str], list[str]]:
-    """Bring one customer's memberships up to date; return ``(entered, exited)`` segments."""
+                     now: datetime, *, channel: str = "system") -> tuple[list[str], list[str]]:
+    """Bring one customer's memberships up to date; return ``(entered, exited)`` segments.
+    ``channel``: that of the moves' touchpoints (see :func:`refresh_customers`)."""
     _lock(conn, shared=True)
     if conn.dialect.name == "postgresql":  # one customer refresh at a time per customer
         conn.execute(text("SELECT pg_advisory_xact_lock(:key, :cid)"),
@@ -467,7 +478,7 @@ def refresh_customer(conn: Connection, defs: Definitions, customer_id: int, as_o
         from lifecycle.models import Touchpoint
 
         conn.execute(Touchpoint.__table__.insert(), [
-            {"customer_id": customer_id, "kind": kind, "channel": "system", "occurred_at": as_of,
+            {"customer_id": customer_id, "kind": kind, "channel": channel, "occurred_at": as_of,
              "recorded_at": now, "data": {"segment": s}}
             for kind, names in (("segment_exited", exited), ("segment_entered", entered))
             for s in names])
