@@ -71,8 +71,7 @@ def _loaded(url: str, customers: int) -> bool:
 
 def load(url: str, customers: int, now: datetime) -> None:
     """The sample shop through the importer, then a full segment refresh."""
-    subprocess.run([sys.executable, "-m", "lifecycle", "db", "upgrade"], check=True,
-                   env={**os.environ, "LIFECYCLE_DATABASE_URL": url}, capture_output=True)
+    upgrade(url)
     engine = make_engine(url)
     shop = SampleShop(ShopShape(customers=customers), until=now - timedelta(days=1), seed=7)
     started = time.perf_counter()
@@ -88,6 +87,11 @@ def load(url: str, customers: int, now: datetime) -> None:
         refresh_all(conn, load_definitions(PROJECT_ROOT / "flows" / "segments.yaml"), now, now)
     print(f"full segment refresh: {time.perf_counter() - started:.0f} s")
     engine.dispose()
+
+
+def upgrade(url: str) -> None:
+    subprocess.run([sys.executable, "-m", "lifecycle", "db", "upgrade"], check=True,
+                   env={**os.environ, "LIFECYCLE_DATABASE_URL": url}, capture_output=True)
 
 
 def one_order_customers(url: str, n: int, seed: int) -> list[str]:
@@ -168,6 +172,8 @@ def main() -> None:
     if not (args.reuse and _loaded(url, args.customers)):
         url = fresh_database("postgresql", Path("."), NAME)
         load(url, args.customers, now)
+    else:
+        upgrade(url)
     engine = make_engine(url)
     with engine.begin() as conn:
         key = create_key(conn, "benchmark", ["orders:write"], now)
