@@ -26,12 +26,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, func, select
 
 from lifecycle.clock import Clock
-from lifecycle.imports import ImportIssue, ImportResult, import_records, loader
+from lifecycle.imports import HISTORY, ImportIssue, ImportResult, import_records, loader
 from lifecycle.imports.source import Record
-from lifecycle.segments.compute import RefreshReport, refresh_customers
+from lifecycle.models import Customer
+from lifecycle.segments.compute import (
+    RefreshReport,
+    latest_calibration,
+    refresh_all,
+    refresh_customers,
+)
 from lifecycle.segments.definitions import Definitions
 from lifecycle.yamlfile import InvalidFile
 
@@ -106,6 +112,41 @@ def refresh_changed(conn: Connection, segments: Definitions | Path | None, clock
     now = clock.now()
     return refresh_customers(conn, segments, f"SELECT customer_id FROM {loader.CHANGED_TABLE}",
                              now, now, channel=channel)
+
+
+#: An import refreshes the customers it changed when they are at most this share of all
+#: customers; more are left to the next full refresh, which costs no more than theirs.
+IMPORT_REFRESH_SHARE = 0.1
+
+
+def refresh_imported(conn: Connection, segments: Path, clock: Clock,
+                     result: ImportResult) -> tuple[str, RefreshReport | None]:
+    """The segment refresh an orders import ends with, in its transaction; what was done and
+    its report.  Its moves are history (channel ``import``): they start no flows.
+
+    ``full``: no calibration yet (the shop's first history): a full refresh, which makes
+    one.  ``partial``: the customers whose completed orders changed, if they are at most
+    :data:`IMPORT_REFRESH_SHARE` of all customers.  ``deferred``: more than that; the next
+    full refresh takes them in (a partial refresh of most of the shop costs more than the
+    full one: measured by ``benchmarks.imports``).  ``unchanged``: nobody to refresh.
+    ``invalid``: ``segments.yaml`` has problems (logged).
+    """
+    if not result.customers_changed:
+        return "unchanged", None
+    try:
+        defs = _definitions(segments)
+    except InvalidFile as exc:
+        log.error("Segments are not refreshed after the import: segments.yaml has problems:\n%s",
+                  exc)
+        return "invalid", None
+    now = clock.now()
+    if latest_calibration(conn) is None:
+        return "full", refresh_all(conn, defs, now, now, channel=HISTORY)
+    everybody = conn.execute(select(func.count()).select_from(Customer)).scalar_one()
+    if result.customers_changed > IMPORT_REFRESH_SHARE * everybody:
+        return "deferred", None
+    return "partial", refresh_customers(
+        conn, defs, f"SELECT customer_id FROM {loader.CHANGED_TABLE}", now, now, channel=HISTORY)
 
 
 def _definitions(path: Path | None) -> Definitions:

@@ -8,7 +8,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 from sqlalchemy import Connection, func, select
@@ -206,30 +205,40 @@ def test_the_refresh_can_be_switched_off(conn: Connection) -> None:
     assert placed.announced == 1 and placed.segments is None and stays(conn, "C1") == set()
 
 
-@pytest.mark.parametrize("refresh", [True, False])
 def test_lifecycle_import_orders_ends_by_refreshing_the_customers_it_changed(
-        cli_env: dict[str, str], tmp_path: Path, refresh: bool) -> None:
-    path = write_csv(tmp_path / "orders.csv", ["order_id", "customer_id", "email", "ordered_at",
-                                               "total"], [
-        ["O1", "C1", "c1@example.com", (datetime.now() - timedelta(days=30)).isoformat(), "10"],
-        ["O2", "C1", "", (datetime.now() - timedelta(days=2)).isoformat(), "10"],
-        ["O3", "C2", "c2@example.com", (datetime.now() - timedelta(days=2)).isoformat(), "10"]]
-        + [[f"D{n}", f"D{n}", f"d{n}@example.com",
-            (datetime.now() - timedelta(days=n)).isoformat(), "50"] for n in range(8)])
-    done = CliRunner().invoke(cli, ["import", "orders", str(path)]
-                              + ([] if refresh else ["--no-refresh"]),
-                              env={**cli_env, "COLUMNS": "200"})
-    assert done.exit_code == 0, done.output
+        cli_env: dict[str, str], tmp_path: Path) -> None:
+    def import_orders(rows: list[tuple[str, str, int, str]], *options: str) -> str:
+        path = write_csv(tmp_path / "orders.csv", ["order_id", "customer_id", "email",
+                                                   "ordered_at", "total"],
+                         [[order, customer, f"{customer}@example.com",
+                           (datetime.now() - timedelta(days=days)).isoformat(), total]
+                          for order, customer, days, total in rows])
+        done = CliRunner().invoke(cli, ["import", "orders", str(path), *options],
+                                  env={**cli_env, "COLUMNS": "300"})
+        assert done.exit_code == 0, done.output
+        return " ".join(done.stdout.split())
+
     app = App(replace(load_settings(cli_env), database_url=make_url(
         cli_env["LIFECYCLE_DATABASE_URL"])))
+    # The first history: a full refresh makes the first calibration.
+    said = import_orders([("O1", "C1", 30, "10"), ("O2", "C1", 2, "10")]
+                         + [(f"D{n}", f"D{n}", n, "50") for n in range(19)])
+    assert "Segments refreshed for all 20 customers (the first calibration" in said
     with app.engine.connect() as conn:
-        if refresh:
-            assert "Segments refreshed for the 10 customers" in done.stdout
-            assert "repeat" in stays(conn, "C1") and "new" in stays(conn, "C2")
-            channels = set(conn.execute(select(Touchpoint.channel).where(
-                Touchpoint.kind == "segment_entered")).scalars())
-            assert channels == {"import"}  # history: the engine passes over these moves
-        else:
-            assert "left to the next full refresh" in done.stdout
-            assert stays(conn, "C1") == set()
+        assert "repeat" in stays(conn, "C1") and "new" in stays(conn, "D3")
+        channels = set(conn.execute(select(Touchpoint.channel).where(
+            Touchpoint.kind == "segment_entered")).scalars())
+        assert channels == {"import"}  # history: the engine passes over these moves
+    # Later, a second order of D3 (1 customer of 20): that customer's segments at once.
+    said = import_orders([("O3", "D3", 1, "10")])
+    assert "Segments refreshed for the 1 customers whose completed orders changed" in said
+    with app.engine.connect() as conn:
+        assert "new" not in stays(conn, "D3")  # two orders now
+    # Orders of 5 customers of 20: more than a tenth, left to the next full refresh.
+    said = import_orders([(f"E{n}", f"D{n + 4}", 1, "10") for n in range(5)])
+    assert "are left to the next full refresh" in said and "more than 10%" in said
+    said = import_orders([("O4", "D1", 1, "10")], "--no-refresh")
+    assert "left to the next full refresh" in said and "(--no-refresh)" in said
+    with app.engine.connect() as conn:
+        assert "new" in stays(conn, "D4") and "new" in stays(conn, "D1")
     app.close()

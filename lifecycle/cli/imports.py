@@ -28,10 +28,10 @@ def _import(kind: str, file: str, fmt: str | None, strict: bool, timezone: str |
             currency: str, refresh: bool = False) -> None:
     import time
 
-    from lifecycle.imports import HISTORY, ImportAborted, ImportIssue, import_records
+    from lifecycle.imports import ImportAborted, ImportIssue, import_records
     from lifecycle.imports.rows import Defaults
     from lifecycle.imports.source import SourceError, open_source
-    from lifecycle.orders import refresh_changed
+    from lifecycle.orders import IMPORT_REFRESH_SHARE, refresh_imported
     from lifecycle.timeutil import is_timezone
 
     app = ready_app()
@@ -59,11 +59,10 @@ def _import(kind: str, file: str, fmt: str | None, strict: bool, timezone: str |
                     conn, kind, source.records(lambda n: progress.advance(task, n)),
                     source_name=source.name, defaults=Defaults(zone_name, currency.upper()),
                     strict=strict, clock=app.clock, on_issue=on_issue)
-                report, started = None, time.perf_counter()
-                if refresh and result.customers_changed:
-                    progress.update(task, description="Refreshing segments")
-                    report = refresh_changed(conn, app.settings.segments_file, app.clock,
-                                             channel=HISTORY)
+                how, report, started = "off", None, time.perf_counter()
+                if refresh and kind == "orders":
+                    how, report = refresh_imported(conn, app.settings.segments_file, app.clock,
+                                                   result)
                 refresh_seconds = time.perf_counter() - started
     except ImportAborted:
         err.print("Aborted at the first bad row (--strict): nothing was imported.", markup=False,
@@ -87,18 +86,27 @@ def _import(kind: str, file: str, fmt: str | None, strict: bool, timezone: str |
         console.print(f"{result.announced} completed orders added to their customers' timelines"
                       + (f", {result.status_changes} status changes (refunds, cancellations)"
                          if result.status_changes else "") + " (history: no flow triggers).")
-        if report is not None:
-            console.print(
-                f"Segments refreshed for the {report.customers} customers whose completed orders "
-                f"changed, in {refresh_seconds:.1f} s: {sum(report.entered.values())} entries, "
-                f"{sum(report.exited.values())} exits (history too: they start no flows).")
-        elif refresh and result.customers_changed:
-            console.print("Segments were not refreshed: segments.yaml has problems (see the log);"
-                          " the next full refresh (`lifecycle segments refresh`) takes the orders "
-                          "in.", style="yellow")
-        elif result.customers_changed:
-            console.print(f"Segments of the {result.customers_changed} customers whose completed "
-                          "orders changed are left to the next full refresh (--no-refresh).")
+        changed = result.customers_changed
+        moved = ("" if report is None else f" in {refresh_seconds:.1f} s: "
+                 f"{sum(report.entered.values())} entries, {sum(report.exited.values())} exits "
+                 "(history too: they start no flows)")
+        later = ("left to the next full refresh (the scheduler's every "
+                 "LIFECYCLE_SEGMENT_REFRESH_HOURS, or `lifecycle segments refresh` now)")
+        said = {
+            "partial": f"Segments refreshed for the {changed} customers whose completed orders "
+                       f"changed{moved}.",
+            "full": f"Segments refreshed for all {report.customers if report else 0} customers "
+                    f"(the first calibration of RFM scores){moved}.",
+            "deferred": f"Segments of the {changed} customers whose completed orders changed are "
+                        f"{later}: they are more than {IMPORT_REFRESH_SHARE:.0%} of all "
+                        "customers, and refreshing that many costs more than a full refresh.",
+            "invalid": f"Segments of the {changed} customers whose completed orders changed are "
+                       f"{later}: segments.yaml has problems (see the log).",
+            "off": f"Segments of the {changed} customers whose completed orders changed are "
+                   f"{later} (--no-refresh).",
+        }
+        if changed and how in said:
+            console.print(said[how], style="yellow" if how == "invalid" else None)
 
 
 @cli.group("import")

@@ -207,12 +207,13 @@ def refresh_all(conn: Connection, defs: Definitions, as_of: datetime, now: datet
                 recalibrate: bool = True, write: bool = True,
                 progress: Callable[[str], None] | None = None,
                 only: frozenset[str] | None = None,
-                kept: KeptMetrics | None = None) -> RefreshReport:
+                kept: KeptMetrics | None = None, channel: str = "system") -> RefreshReport:
     """Recompute every customer's segments as of ``as_of`` in ``conn``'s transaction.
 
     ``only`` limits the refresh to those segments (a flow simulation needs just
     the ones its flow reads); stays in other segments are left alone.  ``kept``
     carries purchase metrics over from the refresh before (see :class:`KeptMetrics`).
+    ``channel``: that of the moves' touchpoints (see :func:`refresh_customers`).
     """
     step = progress or (lambda _message: None)
     d = Dialect(conn.dialect.name)
@@ -226,7 +227,7 @@ def refresh_all(conn: Connection, defs: Definitions, as_of: datetime, now: datet
         note = ""
     report = RefreshReport(as_of, write, note=note)
     return _refresh(conn, defs, d, report, now, recalibrate=recalibrate, step=step, only=only,
-                    kept=kept)
+                    kept=kept, channel=channel)
 
 
 def refresh_customers(conn: Connection, defs: Definitions, customers: str | Iterable[int],
