@@ -131,7 +131,7 @@ def test_a_refresh_of_some_customers_equals_refreshing_each_of_them(conn: Connec
     at_once.rollback()
     names = ", ".join(f"'B{n}'" for n in range(8))
     by_query = refresh_customers(conn, DEFS, f"SELECT id FROM customers WHERE external_id IN "
-                                 f"({names})", later, later)
+                                 f"({names}) AND id % 1 = 0", later, later)  # (any SQL)
     assert outcome() == expected and by_query.customers == 8
     assert sum(report.entered.values()) > 0
 

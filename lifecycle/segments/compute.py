@@ -264,8 +264,8 @@ def refresh_customers(conn: Connection, defs: Definitions, customers: str | Iter
     conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {IDS_TABLE} "
                          "(customer_id BIGINT NOT NULL PRIMARY KEY)")
     if isinstance(customers, str):
-        conn.exec_driver_sql(f"INSERT INTO {IDS_TABLE} (customer_id) "
-                             f"SELECT DISTINCT * FROM ({customers}) AS wanted")
+        conn.execute(text(f"INSERT INTO {IDS_TABLE} (customer_id) "
+                          f"SELECT DISTINCT * FROM ({customers}) AS wanted"))
     else:
         conn.execute(text(f"INSERT INTO {IDS_TABLE} (customer_id) VALUES (:cid)"),
                      [{"cid": cid} for cid in customers])
