@@ -99,7 +99,7 @@ def _import(kind: str, file: str, fmt: str | None, strict: bool, timezone: str |
                     f"(the first calibration of RFM scores){moved}.",
             "deferred": f"Segments of the {changed} customers whose completed orders changed are "
                         f"{later}: they are more than {IMPORT_REFRESH_SHARE:.0%} of all "
-                        "customers, and refreshing that many costs more than a full refresh.",
+                        "customers, and refreshing that many costs about what a full refresh does.",
             "invalid": f"Segments of the {changed} customers whose completed orders changed are "
                        f"{later}: segments.yaml has problems (see the log).",
             "off": f"Segments of the {changed} customers whose completed orders changed are "
