@@ -24,7 +24,7 @@ from lifecycle.timeutil import as_utc, parse_instant
 PAGE = 50
 MAX_PAGE = 500
 #: The kinds a page offers to filter by, in the order people think of them.
-TIMELINE_KINDS = ("order_placed", "email_sent", "email_delivered", "email_opened",
+TIMELINE_KINDS = ("order_placed", "order_status_changed", "email_sent", "email_delivered", "email_opened",
                   "email_clicked", "email_bounced", "replied", "feedback", "support", "note",
                   "unsubscribed", "mail_paused", "mail_cancelled", "segment_entered",
                   "segment_exited", "review", "referral")
@@ -111,6 +111,8 @@ def summary(kind: str, data: dict[str, Any], locale: Any = FALLBACK_LOCALE) -> s
     lines = {
         "order_placed": lambda: f"Order {d.get('order_id')}: {_amount(d, locale)} "
                                 f"(order no. {d.get('nth')})",
+        "order_status_changed": lambda: f"Order {d.get('order_id')} is now {d.get('status')} "
+                                        f"(was {d.get('was')}): {_amount(d, locale)}",
         "email_sent": lambda: f"Mail sent: “{d.get('subject') or ''}”{mail}",
         "email_failed": lambda: f"Mail failed: {d.get('reason', '')}",
         "email_processed": lambda: f"Mail accepted by SendGrid{mail}",

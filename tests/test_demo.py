@@ -24,6 +24,7 @@ from lifecycle.imports import import_rows
 from lifecycle.mail.sending import dispatch, send_batch
 from lifecycle.mail.transports import FileTransport
 from lifecycle.models import Customer, Message, MessageContent, Order, Suppression, Touchpoint
+from lifecycle.orders import LIVE
 from lifecycle.sample import SampleShop, ShopShape
 from lifecycle.tasks import heartbeat
 from lifecycle.timeutil import UTC
@@ -197,7 +198,7 @@ def test_the_live_shop_places_orders_through_the_live_path_as_its_clock_runs(sho
         live = conn.execute(select(Order.external_id, Order.customer_id, Order.ordered_at)
                             .where(Order.external_id.like("W%"))).all()
         announced = conn.execute(select(func.count()).select_from(Touchpoint).where(
-            Touchpoint.kind == "order_placed")).scalar_one()
+            Touchpoint.kind == "order_placed", Touchpoint.channel == LIVE)).scalar_one()
         newcomers = conn.execute(select(Customer.created_at, func.min(Order.ordered_at))
                                  .join(Order, Order.customer_id == Customer.id)
                                  .where(Customer.created_at >= T0)

@@ -25,10 +25,14 @@ from lifecycle.cli.base import (
 
 
 def _import(kind: str, file: str, fmt: str | None, strict: bool, timezone: str | None,
-            currency: str | None) -> None:
+            currency: str | None, refresh: bool = False) -> None:
+    import time
+
     from lifecycle.imports import ImportAborted, ImportIssue, import_records
     from lifecycle.imports.rows import Defaults
     from lifecycle.imports.source import SourceError, open_source
+    from lifecycle.orders import IMPORT_REFRESH_SHARE, refresh_imported
+    from lifecycle.segments.service import definitions
     from lifecycle.timeutil import is_timezone
 
     app = ready_app()
@@ -57,6 +61,11 @@ def _import(kind: str, file: str, fmt: str | None, strict: bool, timezone: str |
                     source_name=source.name,
                     defaults=Defaults(zone_name, (currency or app.settings.currency).upper()),
                     strict=strict, clock=app.clock, on_issue=on_issue)
+                how, report, started = "off", None, time.perf_counter()
+                if refresh and kind == "orders":
+                    how, report = refresh_imported(conn, lambda: definitions(app), app.clock,
+                                                   result)
+                refresh_seconds = time.perf_counter() - started
     except ImportAborted:
         err.print("Aborted at the first bad row (--strict): nothing was imported.", markup=False,
                   soft_wrap=True)
@@ -75,6 +84,31 @@ def _import(kind: str, file: str, fmt: str | None, strict: bool, timezone: str |
     if kind == "orders" and result.customers_created:
         console.print(f"{result.customers_created} customers named in the file were not known "
                       "and were created with what the file says.")
+    if kind == "orders":
+        console.print(f"{result.announced} completed orders added to their customers' timelines"
+                      + (f", {result.status_changes} status changes (refunds, cancellations)"
+                         if result.status_changes else "") + " (history: no flow triggers).")
+        changed = result.customers_changed
+        moved = ("" if report is None else f" in {refresh_seconds:.1f} s: "
+                 f"{sum(report.entered.values())} entries, {sum(report.exited.values())} exits "
+                 "(history too: they start no flows)")
+        later = ("left to the next full refresh (the scheduler's every "
+                 "LIFECYCLE_SEGMENT_REFRESH_HOURS, or `lifecycle segments refresh` now)")
+        said = {
+            "partial": f"Segments refreshed for the {changed} customers whose completed orders "
+                       f"changed{moved}.",
+            "full": f"Segments refreshed for all {report.customers if report else 0} customers "
+                    f"(the first calibration of RFM scores){moved}.",
+            "deferred": f"Segments of the {changed} customers whose completed orders changed are "
+                        f"{later}: they are more than {IMPORT_REFRESH_SHARE:.0%} of all "
+                        "customers, and refreshing that many costs about what a full refresh does.",
+            "invalid": f"Segments of the {changed} customers whose completed orders changed are "
+                       f"{later}: segments.yaml has problems (see the log).",
+            "off": f"Segments of the {changed} customers whose completed orders changed are "
+                   f"{later} (--no-refresh).",
+        }
+        if changed and how in said:
+            console.print(said[how], style="yellow" if how == "invalid" else None)
 
 
 @cli.group("import")
@@ -110,7 +144,10 @@ def import_customers(file: str, fmt: str | None, strict: bool, timezone: str | N
 
 @import_group.command("orders")
 @_with_import_options
+@click.option("--no-refresh", "refresh", is_flag=True, default=True, flag_value=False,
+              help="Leave the segments of the customers to the next full refresh.")
 def import_orders(file: str, fmt: str | None, strict: bool, timezone: str | None,
-                  currency: str | None) -> None:
-    """Upsert orders by order_id; unknown customers are created."""
-    _import("orders", file, fmt, strict, timezone, currency)
+                  currency: str | None, refresh: bool) -> None:
+    """Upsert orders by order_id; unknown customers are created; then the segments of the
+    customers whose completed orders changed are refreshed (unless --no-refresh)."""
+    _import("orders", file, fmt, strict, timezone, currency, refresh)

@@ -33,6 +33,7 @@ from lifecycle.imports import import_rows
 from lifecycle.models import Customer, Order
 from lifecycle.orders import place_orders
 from lifecycle.sample import DOMAINS, FIRST_NAMES, HOUR_WEIGHTS, LAST_NAMES, ZONES, basket
+from lifecycle.segments.service import definitions
 from lifecycle.timeutil import as_utc, zone
 
 log = logging.getLogger(__name__)
@@ -171,12 +172,13 @@ class LiveShop:
             items, total = basket(self.rng)
             orders.append({"order_id": f"{ORDER_PREFIX}{self.next_order:07d}", "customer_id": who,
                            "ordered_at": min(when, now).isoformat(), "total": str(total),
-                           "currency": "USD", "status": "completed", "items": items})
+                           "currency": self.app.settings.currency, "status": "completed", "items": items})
             self.next_order += 1
         with self.app.engine.begin() as conn:
             if people:
                 import_rows(conn, "customers", people, clock=self.app.clock)
-            placed = place_orders(conn, orders, self.app.clock, source_name="demo shop")
+            placed = place_orders(conn, orders, self.app.clock, source_name="demo shop",
+                                  segments=lambda: definitions(self.app))
         for order in orders:
             buyer = self.buyers[order["customer_id"]]
             at = datetime.fromisoformat(order["ordered_at"])

@@ -6,7 +6,10 @@ and enrols (see :func:`lifecycle.flows.engine.enroll`; the trigger key is the
 touchpoint, so reading an event twice enrols once).  The first time it runs
 the cursor starts at the newest touchpoint: history recorded before the
 engine was switched on — an initial import, the first segment refresh —
-triggers nothing.
+triggers nothing.  Touchpoints an import writes (channel ``import``: the
+``order_placed`` of imported orders) are history whenever they are written:
+the cursor passes over them and they trigger nothing, however many there are
+(up to :data:`SKIP_BATCHES` batches of them are passed in one call).
 
 ========================  ==================================================
 trigger                   touchpoint kind (and data)
@@ -26,13 +29,16 @@ import functools
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Select, Update, bindparam, func, select, update
+from sqlalchemy import Connection, Select, Update, bindparam, case, func, select, update
 
 from lifecycle.flows.definitions import Flow
 from lifecycle.flows.engine import enroll
+from lifecycle.imports import HISTORY
 from lifecycle.models import Touchpoint, TriggerCursor
 
 CURSOR = "touchpoints"
+#: Batches of nothing but imported history one call passes over before it stops.
+SKIP_BATCHES = 100
 KIND_OF_TRIGGER = {
     "order_placed": "order_placed", "segment_entered": "segment_entered",
     "segment_exited": "segment_exited", "feedback_received": "feedback",
@@ -75,7 +81,9 @@ def _statements(dialect: str) -> tuple[Select[Any], Select[Any], Update]:
     if dialect == "postgresql":
         read = read.with_for_update()
     events = (select(touchpoints.c.id, touchpoints.c.customer_id, touchpoints.c.kind,
-                     touchpoints.c.data)
+                     touchpoints.c.channel,
+                     case((touchpoints.c.channel == HISTORY, None), else_=touchpoints.c.data)
+                     .label("data"))
               .where(touchpoints.c.id > bindparam("last")).order_by(touchpoints.c.id)
               .limit(bindparam("batch")))
     move = (update(cursors).where(cursors.c.name == CURSOR)
@@ -93,11 +101,21 @@ def dispatch(conn: Connection, flows: dict[str, Flow], now: datetime, batch: int
                                                              updated_at=now))
         return 0
     events = conn.execute(select_events, {"last": last, "batch": batch}).all()
+    skipped = 0
+    while (len(events) == batch and skipped < SKIP_BATCHES
+           and all(event.channel == HISTORY for event in events)):
+        skipped += 1  # a batch of imported history only: pass over it to what follows
+        last = events[-1].id
+        events = conn.execute(select_events, {"last": last, "batch": batch}).all()
     if not events:
+        if skipped:
+            conn.execute(move, {"last": last, "now": now})
         return 0
     ordered = sorted(flows.values(), key=lambda f: (-f.priority, f.name))
     enrolled = 0
     for event in events:
+        if event.channel == HISTORY:
+            continue
         data = event.data or {}
         for flow in ordered:
             if matches(flow, event.kind, data):

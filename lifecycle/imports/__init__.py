@@ -2,7 +2,9 @@
 
 :func:`import_records` validates each record, streams the good ones into a
 staging table and merges them in set-based SQL (see :mod:`.loader`), all in
-the caller's transaction.  Bad records are reported through ``on_issue`` as
+the caller's transaction; each completed order lands on its customer's
+timeline as ``order_placed`` (channel :data:`HISTORY` for imports: no flow
+triggers).  Bad records are reported through ``on_issue`` as
 ``FILE:LINE: reason`` and skipped; with ``strict`` the first one raises
 :class:`ImportAborted` and the caller's rollback leaves nothing written.
 """
@@ -21,6 +23,8 @@ from lifecycle.imports.rows import Defaults, RowError, customer_row, order_row
 from lifecycle.imports.source import BadRecord, Record
 
 KINDS = ("customers", "orders")
+#: The channel of touchpoints written by an import: history, which fires no flow triggers.
+HISTORY = "import"
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,12 @@ class ImportResult:
     unchanged: int = 0
     skipped: int = 0  # bad rows and earlier duplicates
     customers_created: int = 0  # orders import only
+    #: Orders import only: ``order_placed`` touchpoints added (orders newly completed), refunds
+    #: and other status changes of orders on the timeline, and the customers whose completed
+    #: orders changed (kept in :data:`loader.CHANGED_TABLE` for a segment refresh).
+    announced: int = 0
+    status_changes: int = 0
+    customers_changed: int = 0
     issues: list[ImportIssue] = field(default_factory=list)
 
 
@@ -63,8 +73,13 @@ def import_records(
     strict: bool = False,
     clock: Clock = system_clock,
     on_issue: Callable[[ImportIssue], None] | None = None,
+    channel: str = HISTORY,
 ) -> ImportResult:
-    """Import ``records`` of ``kind`` (customers or orders) in ``conn``'s transaction."""
+    """Import ``records`` of ``kind`` (customers or orders) in ``conn``'s transaction.
+
+    Orders put each completed order on the timeline (``order_placed``) on ``channel``:
+    :data:`HISTORY` for imported history (no flow triggers), ``shop`` for live orders.
+    """
     if kind not in KINDS:
         raise ValueError(f"unknown import kind {kind!r}")
     defaults = defaults or Defaults()
@@ -94,7 +109,7 @@ def import_records(
             row["line"] = record.line
             yield row
 
-    _stage_and_merge(conn, kind, good_rows(), result, report, clock)
+    _stage_and_merge(conn, kind, good_rows(), result, report, clock, channel)
     return result
 
 
@@ -120,7 +135,7 @@ def import_rows(
     def report(line: int, reason: str) -> None:
         raise ValueError(f"generated row {line}: {reason}")
 
-    _stage_and_merge(conn, kind, count(rows), result, report, clock)
+    _stage_and_merge(conn, kind, count(rows), result, report, clock, HISTORY)
     return result
 
 
@@ -131,6 +146,7 @@ def _stage_and_merge(
     result: ImportResult,
     report: Callable[[int, str], None],
     clock: Clock,
+    channel: str,
 ) -> None:
     table = loader.customer_staging() if kind == "customers" else loader.order_staging()
     loader.create_staging(conn, table)
@@ -145,6 +161,9 @@ def _stage_and_merge(
         result.inserted, result.updated = loader.merge_customers(conn, table, now)
     else:
         result.customers_created = loader.create_missing_customers(conn, table, now)
+        result.customers_changed = loader.note_changed_customers(conn, table)
+        result.status_changes = loader.record_status_changes(conn, table, now, channel)
         result.inserted, result.updated = loader.merge_orders(conn, table, now)
+        result.announced = loader.announce_orders(conn, table, now, channel)
     result.unchanged = staged - result.inserted - result.updated
     loader.drop_staging(conn, table)

@@ -5,8 +5,12 @@ executemany on SQLite).  Then, in the caller's transaction:
 
 1. duplicates inside the file are reported and the last occurrence kept;
 2. (orders) customers named but not known are created with what the file says;
-3. one ``UPDATE … FROM staging`` changes only rows whose values differ;
-4. one ``INSERT … SELECT`` adds rows not there yet.
+3. (orders) the customers whose completed orders change are noted (for the
+   segment refresh) and status changes of orders on the timeline recorded;
+4. one ``UPDATE … FROM staging`` changes only rows whose values differ;
+5. one ``INSERT … SELECT`` adds rows not there yet;
+6. (orders) one ``INSERT … SELECT`` puts each newly completed order on the
+   timeline (``order_placed``, once per order).
 
 So a second import of the same file updates nothing, and the counts say so.
 """
@@ -184,7 +188,12 @@ def merge_customers(conn: Connection, table: Table, now: datetime) -> tuple[int,
 
 
 def create_missing_customers(conn: Connection, table: Table, now: datetime) -> int:
-    """Create customers that staged orders name but the database does not know yet."""
+    """Create customers that staged orders name but the database does not know yet.
+
+    In id order, skipping any that a concurrent transaction creates first: two requests
+    with the first orders of the same new customers wait for each other instead of one
+    failing (or deadlocking) on the unique id.
+    """
     return conn.execute(_now(f"""
         INSERT INTO customers (external_id, email, first_name, last_name, timezone,
                                attributes, marketing_consent, created_at, updated_at)
@@ -193,7 +202,8 @@ def create_missing_customers(conn: Connection, table: Table, now: datetime) -> i
         FROM {table.name} AS s
         WHERE NOT EXISTS (SELECT 1 FROM customers AS c
                           WHERE c.external_id = s.customer_external_id)
-        GROUP BY s.customer_external_id"""), {"now": now}).rowcount
+        GROUP BY s.customer_external_id ORDER BY s.customer_external_id
+        ON CONFLICT (external_id) DO NOTHING"""), {"now": now}).rowcount
 
 
 def merge_orders(conn: Connection, table: Table, now: datetime) -> tuple[int, int]:
@@ -213,6 +223,119 @@ def merge_orders(conn: Connection, table: Table, now: datetime) -> tuple[int, in
                             created_at, updated_at)
         SELECT s.external_id, c.id, s.ordered_at, s.total, s.currency, s.status, s.items, :now, :now
         FROM {s} AS s JOIN customers AS c ON c.external_id = s.customer_external_id
-        WHERE NOT EXISTS (SELECT 1 FROM orders AS o WHERE o.external_id = s.external_id)"""),
+        WHERE NOT EXISTS (SELECT 1 FROM orders AS o WHERE o.external_id = s.external_id)
+        ORDER BY s.external_id
+        ON CONFLICT (external_id) DO NOTHING"""),
         {"now": now}).rowcount
     return inserted, updated
+
+
+#: Temporary table of the customers whose completed orders the last orders import changed.
+CHANGED_TABLE = "lc_import_changed"
+
+
+def note_changed_customers(conn: Connection, table: Table) -> int:
+    """Keep in :data:`CHANGED_TABLE` the customers whose completed orders the staged orders
+    change (run before :func:`merge_orders`): a new completed order, a completed order whose
+    time, total, items, status or customer changes, an order that becomes completed.  How many.
+    """
+    s = table.name
+    changed = " OR ".join(_differs(conn, f"o.{col}", f"s.{col}") for col in (
+        "ordered_at", "total", "status", "items"))
+    conn.exec_driver_sql(f"DROP TABLE IF EXISTS {CHANGED_TABLE}")
+    conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {CHANGED_TABLE} "
+                         "(customer_id BIGINT NOT NULL PRIMARY KEY)")
+    count = conn.execute(text(f"""
+        INSERT INTO {CHANGED_TABLE} (customer_id)
+        SELECT c.id FROM {s} AS s JOIN customers AS c ON c.external_id = s.customer_external_id
+        LEFT JOIN orders AS o ON o.external_id = s.external_id
+        WHERE (o.id IS NULL AND s.status = 'completed')
+           OR (o.id IS NOT NULL AND (o.status = 'completed' OR s.status = 'completed')
+               AND (o.customer_id <> c.id OR {changed}))
+        UNION
+        SELECT o.customer_id FROM {s} AS s
+        JOIN customers AS c ON c.external_id = s.customer_external_id
+        JOIN orders AS o ON o.external_id = s.external_id
+        WHERE o.customer_id <> c.id AND o.status = 'completed'""")).rowcount
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"ANALYZE {CHANGED_TABLE}")
+    return count
+
+
+def _order_data(conn: Connection, n: str) -> str:
+    """SQL for the ``order_placed`` data of the order row aliased ``n`` (with its ``nth``):
+    order id, number among the customer's completed orders, total with its cents and currency, and the
+    sorted distinct categories and SKUs of its line items — the same document on both
+    backends (keys in :func:`dumps_json`'s order)."""
+    if conn.dialect.name == "postgresql":
+        def values(key: str) -> str:
+            return (f"COALESCE((SELECT jsonb_agg(v ORDER BY v COLLATE \"C\") FROM ("
+                    f"SELECT DISTINCT e ->> '{key}' AS v FROM jsonb_array_elements({n}.items) AS e"
+                    f" WHERE COALESCE(e ->> '{key}', '') <> '') AS x), '[]'::jsonb)")
+        return (f"jsonb_build_object('categories', {values('category')}, 'currency', {n}.currency, "
+                f"'nth', {n}.nth, "
+                f"'order_id', {n}.external_id, 'skus', {values('sku')}, "
+                f"'total', CAST({n}.total AS TEXT))")
+
+    def items(key: str) -> str:
+        return (f"json((SELECT json_group_array(v) FROM ("
+                f"SELECT DISTINCT json_extract(e.value, '$.{key}') AS v "
+                f"FROM json_each({n}.items) AS e WHERE COALESCE(v, '') <> '' ORDER BY v)))")
+    return (f"json_object('categories', {items('category')}, 'currency', {n}.currency, "
+            f"'nth', {n}.nth, "
+            f"'order_id', {n}.external_id, 'skus', {items('sku')}, "
+            f"'total', printf('%.2f', {n}.total))")
+
+
+def _order_key(column: str) -> str:
+    return f"SUBSTR('order_placed:' || {column}, 1, 255)"
+
+
+def announce_orders(conn: Connection, table: Table, now: datetime, channel: str) -> int:
+    """An ``order_placed`` touchpoint (source key ``order_placed:<order id>``) for each staged
+    order that is completed and has none yet, in one ``INSERT … SELECT``; how many.
+
+    ``channel`` is ``shop`` for orders arriving live (they fire order triggers) and
+    ``import`` for history (:mod:`lifecycle.flows.triggers` skips those).  (The ``WITH``
+    goes inside the ``INSERT``: sqlite3 counts no rows of a statement that starts with it.)
+    """
+    s = table.name
+    return conn.execute(_now(f"""
+        INSERT INTO touchpoints (customer_id, kind, channel, occurred_at, recorded_at,
+                                 source_key, data)
+        WITH fresh AS MATERIALIZED (
+            SELECT o.id, o.customer_id FROM orders AS o JOIN {s} AS s
+              ON s.external_id = o.external_id
+            WHERE o.status = 'completed' AND NOT EXISTS (
+                SELECT 1 FROM touchpoints AS t WHERE t.source_key = {_order_key('o.external_id')})
+        ), numbered AS (
+            SELECT o.id, o.customer_id, o.external_id, o.ordered_at, o.total, o.currency,
+                   o.items, ROW_NUMBER() OVER (PARTITION BY o.customer_id
+                                      ORDER BY o.ordered_at, o.id) AS nth
+            FROM orders AS o
+            WHERE o.status = 'completed'
+              AND o.customer_id IN (SELECT customer_id FROM fresh)
+        )
+        SELECT n.customer_id, 'order_placed', :channel, n.ordered_at, :now,
+               {_order_key('n.external_id')}, {_order_data(conn, 'n')}
+        FROM numbered AS n WHERE n.id IN (SELECT id FROM fresh)
+        ON CONFLICT (source_key) DO NOTHING"""), {"now": now, "channel": channel}).rowcount
+
+
+def record_status_changes(conn: Connection, table: Table, now: datetime, channel: str) -> int:
+    """An ``order_status_changed`` touchpoint at ``now`` for each order on the timeline (one
+    that is or was completed) whose staged status differs (run before :func:`merge_orders`):
+    a refund, a cancellation, or completed again; how many."""
+    s = table.name
+    data = ("jsonb_build_object('currency', s.currency, 'order_id', o.external_id, "
+            "'status', s.status, 'total', CAST(s.total AS TEXT), 'was', o.status)"
+            if conn.dialect.name == "postgresql" else
+            "json_object('currency', s.currency, 'order_id', o.external_id, 'status', s.status, "
+            "'total', printf('%.2f', s.total), 'was', o.status)")
+    return conn.execute(_now(f"""
+        INSERT INTO touchpoints (customer_id, kind, channel, occurred_at, recorded_at, data)
+        SELECT o.customer_id, 'order_status_changed', :channel, :now, :now, {data}
+        FROM orders AS o JOIN {s} AS s ON s.external_id = o.external_id
+        WHERE o.status <> s.status AND (o.status = 'completed' OR EXISTS (
+            SELECT 1 FROM touchpoints AS t WHERE t.source_key = {_order_key('o.external_id')}))"""),
+        {"now": now, "channel": channel}).rowcount

@@ -10,7 +10,10 @@ A **full refresh** as of a moment:
    ``segment_exited`` / ``segment_entered`` touchpoint for each move.
 
 A **customer refresh** runs the very same SQL restricted to one customer,
-scoring against the latest calibration, and applies the difference.  So
+scoring against the latest calibration, and applies the difference; a
+**partial refresh** (:func:`refresh_customers`: the customers of a batch of
+arriving orders, or of an import) runs the full refresh's set-based
+statements restricted to a set of customers, scored the same way.  So
 between two full refreshes nobody's RFM score moves because someone else
 bought something; the next full refresh recalibrates.
 
@@ -24,7 +27,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -56,6 +59,10 @@ FULL_REFRESH_WORK_MEM = "256MB"
 ANALYZE_AFTER_MOVES = 50_000
 #: Advisory lock key (PostgreSQL): full refreshes exclusive, customer refreshes shared.
 LOCK_KEY = 7_414_001
+#: Most customers a partial refresh locks one by one (PostgreSQL's lock table is shared
+#: by all sessions: 64 per connection by default); more take the full refresh's lock.
+LOCK_EACH_MAX = 1_000
+IDS_TABLE = "lc_seg_ids"
 
 
 @dataclass
@@ -164,11 +171,13 @@ def _metrics_table(conn: Connection, d: Dialect, name: str) -> None:
 
 
 def _create_metrics(conn: Connection, d: Dialect, as_of: datetime,
-                    kept: KeptMetrics | None = None) -> None:
-    """Fill a temporary table with every buyer's metrics as of ``as_of``."""
+                    kept: KeptMetrics | None = None, among: str | None = None) -> None:
+    """Fill a temporary table with every buyer's metrics as of ``as_of`` (only those of the
+    customers the subquery ``among`` names, if given)."""
     _metrics_table(conn, d, METRICS_TABLE)
     if kept is None:
-        _run(conn, f"INSERT INTO {METRICS_TABLE} {metrics_sql(d, None)}", {"as_of": as_of})
+        _run(conn, f"INSERT INTO {METRICS_TABLE} {metrics_sql(d, None, among=among)}",
+             {"as_of": as_of})
         return
     times = {"as_of": as_of, "through": kept.through}
     if kept.through is None or kept.through > as_of:
@@ -198,12 +207,13 @@ def refresh_all(conn: Connection, defs: Definitions, as_of: datetime, now: datet
                 recalibrate: bool = True, write: bool = True,
                 progress: Callable[[str], None] | None = None,
                 only: frozenset[str] | None = None,
-                kept: KeptMetrics | None = None) -> RefreshReport:
+                kept: KeptMetrics | None = None, channel: str = "system") -> RefreshReport:
     """Recompute every customer's segments as of ``as_of`` in ``conn``'s transaction.
 
     ``only`` limits the refresh to those segments (a flow simulation needs just
     the ones its flow reads); stays in other segments are left alone.  ``kept``
     carries purchase metrics over from the refresh before (see :class:`KeptMetrics`).
+    ``channel``: that of the moves' touchpoints (see :func:`refresh_customers`).
     """
     step = progress or (lambda _message: None)
     d = Dialect.of(conn, defs)
@@ -216,10 +226,91 @@ def refresh_all(conn: Connection, defs: Definitions, as_of: datetime, now: datet
     else:
         note = ""
     report = RefreshReport(as_of, write, note=note)
+    return _refresh(conn, defs, d, report, now, recalibrate=recalibrate, step=step, only=only,
+                    kept=kept, channel=channel)
+
+
+def refresh_customers(conn: Connection, defs: Definitions, customers: str | Iterable[int],
+                      as_of: datetime, now: datetime, *, channel: str = "system") -> RefreshReport:
+    """Bring the memberships of ``customers`` up to date as of ``as_of`` in set-based SQL: the
+    full refresh's statements restricted to them, scored against the latest calibration (made
+    first if there is none), like :func:`refresh_customer` for each of them but in one pass.
+
+    ``customers`` is a SQL query of one column, customer ids (``SELECT customer_id FROM t``),
+    or the ids themselves.  A single customer goes through :func:`refresh_customer` (the
+    same result in fewer statements: about half the time of the set-based pass for one).
+    On PostgreSQL it holds the customer refresh lock of each of them (in id order, so two
+    refreshes of overlapping customers queue rather than deadlock), or, for more than
+    :data:`LOCK_EACH_MAX` customers, the full refresh's exclusive lock.
+    ``channel`` is that of the ``segment_entered`` / ``segment_exited`` touchpoints
+    (``import``: moves that an import of history caused, which fire no flow triggers).
+    """
+    d = Dialect.of(conn, defs)
+    report = RefreshReport(as_of, True)
+    if isinstance(customers, str):
+        few = list(conn.execute(text(f"SELECT DISTINCT * FROM ({customers}) AS wanted LIMIT 2"))
+                   .scalars())
+    else:
+        customers = sorted(set(customers))
+        few = customers
+    if len(few) <= 1:  # one customer: the customer refresh's few statements do the same
+        for cid in few:
+            entered, exited = refresh_customer(conn, defs, cid, as_of, now, channel=channel)
+            report.customers = 1
+            report.entered.update(entered)
+            report.exited.update(exited)
+        return report
+    _drop(conn, IDS_TABLE)
+    conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {IDS_TABLE} "
+                         "(customer_id BIGINT NOT NULL PRIMARY KEY)")
+    if isinstance(customers, str):
+        conn.execute(text(f"INSERT INTO {IDS_TABLE} (customer_id) "
+                          f"SELECT DISTINCT * FROM ({customers}) AS wanted"))
+    else:
+        conn.execute(text(f"INSERT INTO {IDS_TABLE} (customer_id) VALUES (:cid)"),
+                     [{"cid": cid} for cid in customers])
+    n = conn.execute(text(f"SELECT COUNT(*) FROM {IDS_TABLE}")).scalar_one()
+    if d.pg:
+        conn.exec_driver_sql(f"ANALYZE {IDS_TABLE}")
+        _lock(conn, shared=n <= LOCK_EACH_MAX)
+        if n <= LOCK_EACH_MAX:  # the customer refresh lock of each, in one ordered pass
+            conn.execute(text(
+                f"SELECT COUNT(pg_advisory_xact_lock(:key, CAST(customer_id % 2147483648 "
+                f"AS INTEGER))) FROM (SELECT customer_id FROM {IDS_TABLE} "
+                f"ORDER BY customer_id % 2147483648) AS ordered"), {"key": LOCK_KEY % 2**31})
+    _ensure_calibration(conn, defs, d, as_of, now)
+    report = _refresh(conn, defs, d, report, now, recalibrate=False,
+                      step=lambda _message: None, among=f"SELECT customer_id FROM {IDS_TABLE}",
+                      channel=channel)
+    _drop(conn, IDS_TABLE)
+    return report
+
+
+def _ensure_calibration(conn: Connection, defs: Definitions, d: Dialect, as_of: datetime,
+                        now: datetime) -> Cutoffs | None:
+    """The latest calibration; if there is none yet, one made from every buyer now."""
+    cutoffs = latest_calibration(conn)
+    if cutoffs is None:
+        _drop(conn, METRICS_TABLE)
+        _create_metrics(conn, d, as_of)
+        cutoffs, buyers = calibrate(conn, METRICS_TABLE, defs)
+        _drop(conn, METRICS_TABLE)
+        if cutoffs is not None:
+            conn.execute(SegmentCalibration.__table__.insert().values(
+                as_of=as_of, computed_at=now, customers=buyers, cutoffs=cutoffs.to_json()))
+    return cutoffs
+
+
+def _refresh(conn: Connection, defs: Definitions, d: Dialect, report: RefreshReport,
+             now: datetime, *, recalibrate: bool, step: Callable[[str], None],
+             only: frozenset[str] | None = None, kept: KeptMetrics | None = None,
+             among: str | None = None, channel: str = "system") -> RefreshReport:
+    """The refresh proper, under its lock: everybody, or the customers ``among`` names."""
+    as_of, write = report.as_of, report.written
     _drop(conn, METRICS_TABLE, ASSIGN_TABLE, MOVES_TABLE)
 
     step("Computing purchase metrics")
-    _create_metrics(conn, d, as_of, kept)
+    _create_metrics(conn, d, as_of, kept, among)
     if d.pg:
         conn.exec_driver_sql(f"ALTER TABLE {METRICS_TABLE} ADD PRIMARY KEY (customer_id)")
         conn.exec_driver_sql(f"ANALYZE {METRICS_TABLE}")
@@ -228,7 +319,7 @@ def refresh_all(conn: Connection, defs: Definitions, as_of: datetime, now: datet
 
     step("Calibrating RFM scores")
     cutoffs = latest_calibration(conn) if not recalibrate else None
-    if cutoffs is None:
+    if cutoffs is None and among is None:  # (a partial refresh is never calibrated on its own)
         cutoffs, buyers = calibrate(conn, METRICS_TABLE, defs)
         if cutoffs is not None and write:
             conn.execute(SegmentCalibration.__table__.insert().values(
@@ -238,7 +329,7 @@ def refresh_all(conn: Connection, defs: Definitions, as_of: datetime, now: datet
     step("Assigning segments")
     params = Params({"as_of": as_of})
     select_sql = assignment_sql(defs, d, as_of, cutoffs, METRICS_TABLE, None, params,
-                                reasons=False, only=only)
+                                reasons=False, only=only, among=among)
     reason_type = "JSONB" if d.pg else "JSON"
     conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {ASSIGN_TABLE} (customer_id BIGINT NOT NULL, "
                          f"segment VARCHAR(100) NOT NULL, reason {reason_type}, r INTEGER, "
@@ -253,7 +344,8 @@ def refresh_all(conn: Connection, defs: Definitions, as_of: datetime, now: datet
     report.sizes = Counter({segment: n for segment, n in conn.execute(text(
         f"SELECT segment, COUNT(*) FROM {ASSIGN_TABLE} GROUP BY segment"))})
     report.customers = conn.execute(text(
-        "SELECT COUNT(*) FROM customers WHERE created_at <= :as_of")
+        "SELECT COUNT(*) FROM customers WHERE created_at <= :as_of"
+        + (f" AND id IN ({among})" if among else ""))
         .bindparams(bindparam("as_of", type_=UTCDateTime())), {"as_of": as_of}).scalar_one()
 
     step("Finding moves")
@@ -261,6 +353,8 @@ def refresh_all(conn: Connection, defs: Definitions, as_of: datetime, now: datet
     if only is not None:
         names = ", ".join("'" + name.replace("'", "''") + "'" for name in sorted(only))
         open_stays += f" AND segment_memberships.segment IN ({names})"
+    if among is not None:
+        open_stays += f" AND segment_memberships.customer_id IN ({among})"
     if write:
         conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {MOVES_TABLE} (customer_id BIGINT NOT NULL, "
                              f"segment VARCHAR(100) NOT NULL, entered BOOLEAN NOT NULL)")
@@ -294,7 +388,7 @@ def refresh_all(conn: Connection, defs: Definitions, as_of: datetime, now: datet
         moves = conn.execute(text(f"SELECT segment, entered, COUNT(*) FROM {MOVES_TABLE} "
                                   "GROUP BY segment, entered")).all()
         step("Recording moves")
-        times = {"as_of": as_of, "now": now}
+        times = {"as_of": as_of, "now": now, "channel": channel}
         _run(conn, f"""
             UPDATE segment_memberships SET exited_at = :as_of
             WHERE {open_stays} AND EXISTS (
@@ -316,7 +410,7 @@ def refresh_all(conn: Connection, defs: Definitions, as_of: datetime, now: datet
         _run(conn, f"""
             INSERT INTO touchpoints (customer_id, kind, channel, occurred_at, recorded_at, data)
             SELECT customer_id, CASE WHEN entered THEN 'segment_entered' ELSE 'segment_exited' END,
-                   'system', :as_of, :now, {data}
+                   :channel, :as_of, :now, {data}
             FROM {MOVES_TABLE}""", times)
         moved = sum(count for _segment, _entered, count in moves)
         if d.pg and moved > ANALYZE_AFTER_MOVES:  # keep plans good for the next refresh
@@ -339,7 +433,8 @@ def refresh_all(conn: Connection, defs: Definitions, as_of: datetime, now: datet
     for segment, entered, count in moves:
         (report.entered if entered else report.exited)[segment] += count
     _drop(conn, METRICS_TABLE, ASSIGN_TABLE, MOVES_TABLE)
-    log.info("Segments refreshed as of %s for %d customers: %d entries, %d exits%s.",
+    log.log(logging.INFO if among is None else logging.DEBUG,
+            "Segments refreshed as of %s for %d customers: %d entries, %d exits%s.",
              as_of.isoformat(), report.customers, sum(report.entered.values()),
              sum(report.exited.values()), "" if write else " (report only)")
     return report
@@ -358,21 +453,14 @@ def assignments_for(conn: Connection, defs: Definitions, customer_id: int, as_of
 
 
 def refresh_customer(conn: Connection, defs: Definitions, customer_id: int, as_of: datetime,
-                     now: datetime) -> tuple[list[str], list[str]]:
-    """Bring one customer's memberships up to date; return ``(entered, exited)`` segments."""
+                     now: datetime, *, channel: str = "system") -> tuple[list[str], list[str]]:
+    """Bring one customer's memberships up to date; return ``(entered, exited)`` segments.
+    ``channel``: that of the moves' touchpoints (see :func:`refresh_customers`)."""
     _lock(conn, shared=True)
     if conn.dialect.name == "postgresql":  # one customer refresh at a time per customer
         conn.execute(text("SELECT pg_advisory_xact_lock(:key, :cid)"),
                      {"key": LOCK_KEY % 2**31, "cid": customer_id % 2**31})
-    cutoffs = latest_calibration(conn)
-    if cutoffs is None:
-        _drop(conn, METRICS_TABLE)
-        _create_metrics(conn, Dialect.of(conn, defs), as_of)
-        cutoffs, buyers = calibrate(conn, METRICS_TABLE, defs)
-        _drop(conn, METRICS_TABLE)
-        if cutoffs is not None:
-            conn.execute(SegmentCalibration.__table__.insert().values(
-                as_of=as_of, computed_at=now, customers=buyers, cutoffs=cutoffs.to_json()))
+    cutoffs = _ensure_calibration(conn, defs, Dialect.of(conn, defs), as_of, now)
     wanted = assignments_for(conn, defs, customer_id, as_of, cutoffs)
     current = set(conn.execute(select(SegmentMembership.segment).where(
         SegmentMembership.customer_id == customer_id,
@@ -391,7 +479,7 @@ def refresh_customer(conn: Connection, defs: Definitions, customer_id: int, as_o
         from lifecycle.models import Touchpoint
 
         conn.execute(Touchpoint.__table__.insert(), [
-            {"customer_id": customer_id, "kind": kind, "channel": "system", "occurred_at": as_of,
+            {"customer_id": customer_id, "kind": kind, "channel": channel, "occurred_at": as_of,
              "recorded_at": now, "data": {"segment": s}}
             for kind, names in (("segment_exited", exited), ("segment_entered", entered))
             for s in names])

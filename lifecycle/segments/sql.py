@@ -232,8 +232,21 @@ def _score(d: Dialect, column: str, cuts: tuple[float, ...], p: Params) -> str:
                           for v in values) + ")"
 
 
-def _condition(cond: Condition, d: Dialect, p: Params, as_of: datetime,
-               customer: str | None) -> str:
+@dataclass(frozen=True)
+class Who:
+    """Whose segments a query computes: one customer (a placeholder), the customers a
+    subquery names (``among``), or everybody."""
+
+    customer: str | None = None
+    among: str | None = None
+
+    def on(self, column: str) -> str:
+        """``AND …`` restricting ``column`` (a customer id) to them; empty for everybody."""
+        only = f"AND {column} = {self.customer}" if self.customer else ""
+        return only + (f" AND {column} IN ({self.among})" if self.among else "")
+
+
+def _condition(cond: Condition, d: Dialect, p: Params, as_of: datetime, customer: Who) -> str:
     if isinstance(cond, All):
         return "(" + " AND ".join(_condition(c, d, p, as_of, customer) for c in cond.parts) + ")"
     if isinstance(cond, AnyOf):
@@ -260,13 +273,13 @@ def _condition(cond: Condition, d: Dialect, p: Params, as_of: datetime,
     # the set is restricted to them so that their index rows are all it reads.
     if isinstance(cond, TouchpointCondition):
         since = f"AND t.occurred_at > {p.add(as_of - cond.within)}" if cond.within else ""
-        only = f"AND t.customer_id = {customer}" if customer else ""
+        only = customer.on("t.customer_id")
         return (f"(c.id IN (SELECT t.customer_id FROM touchpoints AS t "
                 f"WHERE t.kind = {p.add(cond.kind)} AND t.occurred_at <= :as_of {since} {only} "
                 f"GROUP BY t.customer_id HAVING COUNT(*) >= {p.add(cond.at_least)}))")
     if isinstance(cond, BoughtCondition):
         since = f"AND o.ordered_at > {p.add(as_of - cond.within)}" if cond.within else ""
-        only = f"AND o.customer_id = {customer}" if customer else ""
+        only = customer.on("o.customer_id")
         return (f"(c.id IN (SELECT o.customer_id FROM orders AS o "
                 f"WHERE o.status = 'completed' AND o.ordered_at <= :as_of {since} {only} "
                 f"AND {d.item_field('o.items', cond.field, cond.value, p)} "
@@ -293,17 +306,19 @@ def rfm_reason(d: Dialect, a: str = "a") -> str:
 
 def assignment_sql(defs: Definitions, d: Dialect, as_of: datetime, cutoffs: Cutoffs | None,
                    metrics: str, customer: str | None, p: Params, reasons: bool = True,
-                   only: frozenset[str] | None = None) -> str:
+                   only: frozenset[str] | None = None, among: str | None = None) -> str:
     """``SELECT customer_id, segment, reason, r, f, m`` for every segment each customer is in.
 
     ``metrics`` is a table name or a parenthesised query giving :func:`metrics_sql`'s
-    columns; ``customer`` restricts to one customer (a placeholder) or None.
+    columns; ``customer`` restricts to one customer (a placeholder) or None, ``among`` to
+    the customers a subquery names.
     Without ``reasons`` the stage and RFM rows carry no JSON reason (a full
     refresh builds it later for the few rows that enter); RFM rows always
     carry their scores in ``r``, ``f`` and ``m``.  ``only`` names the segments
     wanted (None: all); the parts that cannot yield one of them are left out.
     """
-    only_one = f"AND id = {customer}" if customer else ""
+    who = Who(customer, among)
+    only_one = who.on("id")
     ret = defs.retention
     adv = defs.advocacy
     parts: list[str] = []
@@ -349,7 +364,7 @@ def assignment_sql(defs: Definitions, d: Dialect, as_of: datetime, cutoffs: Cuto
 
     # Advocacy: the latest NPS answer in its window, reviews and referrals in theirs.
     score = d.json_number("t.data", "score")
-    tp_only = f"AND t.customer_id = {customer}" if customer else ""
+    tp_only = who.on("t.customer_id")
     since = p.add(as_of - timedelta(days=adv.nps_window_days))
     nps = f"""SELECT customer_id, CASE WHEN score >= 9 THEN 'promoter'
                          WHEN score >= 7 THEN 'passive' ELSE 'detractor' END,
@@ -375,7 +390,7 @@ def assignment_sql(defs: Definitions, d: Dialect, as_of: datetime, cutoffs: Cuto
     for custom in defs.custom:
         if not wanted(custom.name):
             continue
-        test = _condition(custom.condition, d, p, as_of, customer)
+        test = _condition(custom.condition, d, p, as_of, who)
         parts.append(f"SELECT c.id, {p.add(custom.name)}, {d.json_object()}, {nulls} FROM c "
                      f"LEFT JOIN {metrics} AS m ON m.customer_id = c.id WHERE COALESCE({test}, FALSE)")
 

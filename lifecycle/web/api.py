@@ -7,13 +7,14 @@ key, 403 without the scope.  Each endpoint takes a JSON array of up to
 gets 422 naming the item and the field (``loc``: ``["body", index,
 field]``), and nothing of that request is stored.  Customers and orders go
 through the same validation as the file importer; a new completed order
-lands on the timeline as ``order_placed`` and fires order triggers.
+lands on the timeline as ``order_placed`` and fires order triggers, and the segments of
+the customers whose completed orders changed are refreshed in the same transaction.
 Posting the same items again changes nothing (upserts; support contacts and
 events with an ``id`` are kept once per id).
 
 Reviews and referrals land as ``review`` / ``referral`` touchpoints, once per
 ``id``, and the segments of each customer who got a new one are refreshed in
-the same transaction (:func:`lifecycle.segments.compute.refresh_customer`), so
+the same transaction (:func:`lifecycle.segments.compute.refresh_customers`), so
 a reviewer is in ``reviewer`` — and ``advocacy_ask`` asks them for a referral
 rather than a review — when the request returns.
 """
@@ -47,7 +48,7 @@ from lifecycle.imports.rows import RowError, normalise_email
 from lifecycle.imports.source import Record
 from lifecycle.models import Customer, Touchpoint
 from lifecycle.orders import OrdersRefused, place_orders
-from lifecycle.segments.compute import refresh_customer
+from lifecycle.segments.compute import refresh_customers
 from lifecycle.segments.service import definitions
 from lifecycle.timeutil import UTC
 from lifecycle.yamlfile import InvalidFile
@@ -199,7 +200,8 @@ def api_routes(app: App) -> APIRouter:
         with app.engine.begin() as conn:
             if kind == "orders":
                 try:
-                    placed = place_orders(conn, fields, app.clock)
+                    placed = place_orders(conn, fields, app.clock,
+                                          segments=lambda: definitions(app))
                 except OrdersRefused as exc:
                     raise _invalid(exc.issues) from None
                 result, announced = placed.result, placed.announced
@@ -242,9 +244,8 @@ def api_routes(app: App) -> APIRouter:
                 "data": data(item)} for item in items]
             touched_customers = insert_new(conn, Touchpoint.__table__, rows, ("source_key",),
                                            "customer_id")  # one per row inserted
-            if defs is not None:  # one by one until the set-based refresh of several lands
-                for customer_id in sorted(set(touched_customers)):
-                    refresh_customer(conn, defs, customer_id, now, now)
+            if defs is not None and touched_customers:
+                refresh_customers(conn, defs, touched_customers, now, now)
         return Stored(inserted=len(touched_customers),
                       unchanged=len(items) - len(touched_customers))
 
