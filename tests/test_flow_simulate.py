@@ -6,13 +6,15 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from click.testing import CliRunner
-from sqlalchemy import Connection
+from sqlalchemy import Connection, select
 
 from lifecycle.cli import cli
+from lifecycle.clock import ManualClock
 from lifecycle.flows.definitions import Context, load_folder
 from lifecycle.flows.engine import Policies
-from lifecycle.flows.simulate import segments_read, simulate
-from lifecycle.models import Suppression, email_hash
+from lifecycle.flows.simulate import _replay, copy_for_replay, segments_read, simulate
+from lifecycle.models import Suppression, Touchpoint, email_hash
+from lifecycle.orders import place_orders
 from lifecycle.segments.definitions import load_definitions
 from lifecycle.timeutil import UTC
 from tests.conftest import count
@@ -128,3 +130,24 @@ def test_a_simulated_feedback_answer_in_history_feeds_the_advocacy_segments(
     result = run(conn, "advocacy_ask")
     assert [customer for _due, customer, *_ in result.mails] == ["fan"]
     assert result.mails[0][0] > START + timedelta(days=5)
+
+
+def test_a_replay_of_orders_announced_before_counts_each_order_once(conn: Connection) -> None:
+    """Orders already on the timeline (as every imported or posted one is) are announced
+    again by the replay at their time: the copied entries of the window are not kept too."""
+    place_orders(conn, [{"order_id": f"O{n}", "customer_id": "ann", "email": "ann@example.com",
+                         "ordered_at": (START + timedelta(days=10 * n)).isoformat(),
+                         "total": "20.00"} for n in range(-1, 3)], ManualClock(START),
+                 refresh=False)
+    memory = copy_for_replay(conn, END)
+    try:
+        with memory.begin() as copy:
+            result = _replay(copy, FLOWS["thank_you"], DEFS, START, END, policies=Policies(),
+                             default_tz="UTC", resolution=timedelta(hours=1),
+                             segment_every=timedelta(days=1))
+            announced = copy.execute(select(Touchpoint.data).where(
+                Touchpoint.kind == "order_placed")).scalars().all()
+    finally:
+        memory.dispose()
+    assert sorted(data["order_id"] for data in announced) == ["O-1", "O0", "O1", "O2"]
+    assert result.enrolled == 3  # the three orders of the window, each once

@@ -138,6 +138,11 @@ def _replay(conn: Connection, flow: Flow, defs: Definitions, start: datetime, en
     date_flow = flow.trigger.kind == "date"
     # The copy holds no enrollment, mail or segment stay: the flow has never run.
     kept = KeptMetrics()  # orders only arrive, in time order: metrics carry over
+    if flow.trigger.kind == "order_placed":  # the replay announces the window's orders itself,
+        # each at its time: the copied entries of those orders would count them twice
+        touchpoints = Touchpoint.__table__
+        conn.execute(touchpoints.delete().where(touchpoints.c.kind == "order_placed",
+                                                touchpoints.c.occurred_at >= start))
     if segment_flow:
         refresh_all(conn, defs, start, start, only=wanted, kept=kept)
     dispatch(conn, flows, start)  # the first run places the cursor after the copied history
