@@ -111,8 +111,8 @@ def test_the_demo_shows_the_shipped_flows_mailing_and_customers_answering_within
             decided, sent, delivered, opens = all_steps(web.get("/flows/thank_you").text)[:4]
             assert decided >= sent > 0 and delivered > 0 and opens > 0
             segments = web.get("/segments").text
-            promoters = re.search(r"promoter</td><td>[^<]*</td><td class=\"n\">([\d,]+)",
-                                  segments, re.I)
+            promoters = re.search(r"<code class=\"note\">promoter</code></td><td>[^<]*</td>"
+                                  r"<td class=\"n\">([\d,]+)", segments)
             assert promoters and int(promoters.group(1)) > 0  # NPS answers moved segments
     finally:
         process.send_signal(signal.SIGINT)  # Ctrl-C
