@@ -3,7 +3,7 @@
 The rows come from :data:`lifecycle.config.SETTINGS`, so a new setting is shown
 without touching this module.  Nothing secret is printed: ``secret`` settings
 show only whether they are set, and the password (and any password-like query
-parameter) of every URL is replaced by ``***``.
+parameter) of every URL is replaced by ``***`` (:func:`lifecycle.config.redact_url`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import click
 from rich.console import Console
@@ -21,34 +20,10 @@ from rich.table import Table
 from sqlalchemy.engine import URL
 
 from lifecycle.cli.base import cli, load_app
-from lifecycle.config import SETTINGS, Setting, Settings
+from lifecycle.config import SETTINGS, Setting, Settings, redact_url
 
-HIDDEN = "***"
-#: Query parameters of a URL whose values are credentials.
-SECRET_PARAMETERS = frozenset({"password", "pass", "passwd", "pwd", "secret", "token",
-                               "key", "api_key", "apikey", "sslpassword", "access_token"})
 #: Prefixes of the variables Lifecycle reads; others with these prefixes are likely typos.
 PREFIXES = ("LIFECYCLE_", "SENDGRID_")
-
-
-def redact_url(text: str) -> str:
-    """``text`` with the password of a URL and its credential query parameters as ``***``.
-
-    Text that is not a URL with a scheme and a host comes back unchanged.
-    """
-    parts = urlsplit(text)
-    if not parts.scheme or "@" not in parts.netloc and not parts.query:
-        return text
-    netloc = parts.netloc
-    userinfo, at, host = netloc.rpartition("@")
-    if at and ":" in userinfo:
-        netloc = f"{userinfo.split(':', 1)[0]}:{HIDDEN}@{host}"
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode([(key, HIDDEN if key.lower() in SECRET_PARAMETERS else value)
-                           for key, value in pairs], safe="*")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def shown_value(setting: Setting, value: Any, from_environment: bool) -> str:
