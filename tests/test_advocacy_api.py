@@ -112,6 +112,9 @@ def test_a_review_outside_the_window_records_it_but_makes_no_reviewer(
     ("referrals", referral(referred_customer_id="C1"), "referred_customer_id"),
     ("referrals", referral(referred_customer_id=None, referred_email="not an address"),
      "referred_email"),
+    ("referrals", referral(referred_customer_id=None, referred_email="ann1@example.com"),
+     "referred_email"),  # the referrer's own address: a self-referral by email
+    ("referrals", referral(referred_email="ANN1@Example.COM"), "referred_email"),
     ("referrals", referral(occurred_at="2026-06-02T18:00:00"), "occurred_at"),
 ])
 def test_a_bad_review_or_referral_gets_422_naming_item_and_field_and_nothing_is_stored(
