@@ -245,6 +245,9 @@ def api_routes(app: App) -> APIRouter:
                 "occurred_at": item.occurred_at, "recorded_at": now,
                 "source_key": f"{kind}:{item.id}"[:255] if item.id else None,
                 "data": data(item)} for item in items]
+            # In one order for every post: two posts naming the same ids in other orders would
+            # each wait for an id the other holds uncommitted (a deadlock on PostgreSQL).
+            rows.sort(key=lambda row: row["source_key"] or "")
             touched_customers = insert_new(conn, Touchpoint.__table__, rows, ("source_key",),
                                            "customer_id")  # one per row inserted
             if defs is not None:  # one by one until the set-based refresh of several lands
