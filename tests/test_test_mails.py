@@ -182,6 +182,21 @@ def test_the_links_of_a_preview_are_test_links(app: App, web: TestClient,
     assert standing(app, test_mail.customer_id) == before
 
 
+@pytest.mark.parametrize("kind", ["u", "p", "f"])
+def test_a_preview_link_made_before_tokens_carried_the_flag_changes_nothing(
+        app: App, web: TestClient, test_mail: SentTest, kind: str) -> None:
+    """A preview renders for no mail (``m`` 0): its links, pasted or followed by a link
+    scanner, must not unsubscribe the customer or answer for them."""
+    purpose = {"u": "unsubscribe", "p": "preferences", "f": "feedback"}[kind]
+    old = sign(WEB_SECRET, purpose, {"c": test_mail.customer_id, "m": 0})
+    before = standing(app, test_mail.customer_id)
+    answers = [web.get(f"/{kind}/{old}", params={"score": "0"} if kind == "f" else None),
+               web.post(f"/{kind}/{old}", data={"scope": "marketing", "comment": "x"})]
+    for answer in answers:
+        assert answer.status_code == 200 and TEST_PAGE in answer.text, answer.text
+    assert standing(app, test_mail.customer_id) == before
+
+
 def inbound(web: TestClient, to: str, headers: str = "Message-ID: <r1@mail.example>\n") -> Any:
     form = {"from": f"Max <{MANAGER}>", "to": to, "subject": "Re: How did we do?",
             "headers": headers, "text": "Looks good, ship it. Unsubscribe"}

@@ -129,7 +129,8 @@ class Linked:
 
     def holder(self, conn: Connection, purpose: str, token: str) -> Holder | None:
         """Whom a valid ``token`` names; None for a bad one.  A test mail's link (flagged in
-        its signed token, or naming a test send) is ``Holder(None, id, test=True)``."""
+        its signed token, naming a test send, or naming no mail at all: a preview's) is
+        ``Holder(None, id, test=True)``."""
         try:
             data = verify(self.app.settings.secret_key, purpose, token)
             customer_id, message_id = int(data["c"]), int(data.get("m") or 0)
@@ -137,7 +138,8 @@ class Linked:
             return None
         mail = conn.execute(select(Message.id, Message.context).where(
             Message.id == message_id)).first()
-        if data.get("t") or (mail is not None and is_test(mail)):
+        if data.get("t") or not message_id or (mail is not None and is_test(mail)):
+            # no mail (``m`` 0) is a preview's link: previews made before tokens carried ``t``
             return Holder(None, message_id or None, test=True)
         customer = customer_of(conn, customer_id)
         if customer is None or not customer.email:
