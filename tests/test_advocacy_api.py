@@ -218,3 +218,25 @@ def _waiting_on_locks(app: App) -> int:
         return int(conn.execute(text(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
             "AND wait_event_type = 'Lock'")).scalar_one())
+
+
+@pytest.mark.parametrize("path", ["reviews", "referrals"])
+def test_an_erased_customer_cannot_be_given_a_review_or_referral(
+        app: App, web: TestClient, headers: dict[str, str], path: str) -> None:
+    """Erasure leaves a shell named ``erased:<id>``: a post naming it must not put personal
+    data (a review's text, whom they referred) back on it, nor segments."""
+    from lifecycle.privacy import erase
+
+    with app.engine.begin() as conn:
+        shell = conn.execute(select(Customer.__table__).where(Customer.external_id == "C1")
+                             ).one()
+        erase(conn, shell, T0)
+    item = (review if path == "reviews" else referral)(customer=1)
+    item["customer_id"] = f"erased:{shell.id}"
+    answer = web.post(f"/api/v1/{path}", json=[item], headers=headers)
+    assert answer.status_code == 422 and answer.json()["detail"][0]["loc"] == [
+        "body", 0, "customer_id"]
+    with app.engine.connect() as conn:
+        assert conn.execute(select(Touchpoint.kind).where(
+            Touchpoint.customer_id == shell.id, Touchpoint.kind.in_(("review", "referral")))
+        ).first() is None

@@ -47,6 +47,7 @@ from lifecycle.imports.rows import RowError, normalise_email
 from lifecycle.imports.source import Record
 from lifecycle.models import Customer, Touchpoint
 from lifecycle.orders import OrdersRefused, place_orders
+from lifecycle.privacy import ERASED_PREFIX
 from lifecycle.segments.compute import refresh_customer
 from lifecycle.segments.service import definitions
 from lifecycle.timeutil import UTC
@@ -351,8 +352,11 @@ def _field(reason: str) -> list[str]:
 
 
 def _customers(conn: Connection, external_ids: list[str]) -> dict[str, int]:
+    """Row ids by customer_id; an erased customer's shell (``erased:<id>``) is nobody."""
     return {external: cid for cid, external in conn.execute(select(
-        Customer.id, Customer.external_id).where(Customer.external_id.in_(set(external_ids))))}
+        Customer.id, Customer.external_id).where(
+        Customer.external_id.in_(set(external_ids)),
+        ~(Customer.external_id.startswith(ERASED_PREFIX) & Customer.email.is_(None))))}
 
 
 def install_api_errors(web: Any) -> None:
