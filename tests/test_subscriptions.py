@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import re
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 from sqlalchemy import insert, select
 
@@ -23,11 +19,10 @@ from lifecycle.mail.templates import Rendered
 from lifecycle.mail.transports import FileTransport
 from lifecycle.models import Message, Suppression, Touchpoint, email_hash
 from lifecycle.web import linked
-from lifecycle.web.app import create_app
 from tests.factories import WEB_SECRET as SECRET
 from tests.factories import WEB_T0 as T0
 from tests.factories import add_campaign
-from tests.ports import free_port
+from tests.conftest import raw_post
 
 ONE_CLICK = {"content": b"List-Unsubscribe=One-Click",
              "headers": {"Content-Type": "application/x-www-form-urlencoded"}}
@@ -187,40 +182,6 @@ def test_the_unsubscribe_header_of_a_sent_mail_leads_to_a_working_one_click(
     assert path.startswith("/u/")
     assert web.post(path, **ONE_CLICK).status_code == 200
     assert scopes(app) == {"marketing"}
-
-
-@pytest.fixture
-def served(app: App) -> Iterator[int]:
-    """``app``'s web app under uvicorn on 127.0.0.1 (a real server reads bodies as they come,
-    where the test client hands them over whole); its port."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(app), host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    yield port
-    server.should_exit = True
-    thread.join(10)
-
-
-def raw_post(port: int, path: str, headers: dict[str, str], body: bytes) -> tuple[int, float]:
-    """POST ``body`` (perhaps less than its Content-Length) on a socket and wait for the
-    answer; its status and how many seconds it took."""
-    started = time.monotonic()
-    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
-        head = "".join(f"{k}: {v}\r\n" for k, v in {"Host": "127.0.0.1", **headers}.items())
-        sock.sendall(f"POST {path} HTTP/1.1\r\n{head}\r\n".encode("ascii") + body)
-        answer = b""
-        while b"\r\n" not in answer:
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            answer += chunk
-    return int(answer.split(b" ", 2)[1]), time.monotonic() - started
 
 
 def test_a_form_declared_larger_than_the_limit_is_refused_before_its_body_is_read(
