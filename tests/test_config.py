@@ -240,3 +240,11 @@ def test_a_bad_url_is_named_without_its_password(name: str, url: str, secret: st
     result = CliRunner().invoke(cli, ["config"], env=_config_env(**{name: url}))
     assert result.exit_code == 2 and name in result.output, result.output
     assert secret not in result.output
+
+
+def test_config_prints_values_with_square_brackets_as_they_are() -> None:
+    """The table is drawn with rich, whose markup would eat ``[bold]`` or crash on ``[/]``."""
+    env = _config_env(LIFECYCLE_SHOP_NAME="Tea [/] Corner",
+                      LIFECYCLE_SHOP_ADDRESS="[bold]1 Road[/bold]")
+    output = _run_config(env)
+    assert "Tea [/] Corner" in output and "[bold]1 Road[/bold]" in output

@@ -17,6 +17,7 @@ from typing import Any
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 from sqlalchemy.engine import URL
 
 from lifecycle.cli.base import cli, load_app
@@ -81,8 +82,8 @@ def config_command(as_json: bool) -> None:
     table.add_column("variable", no_wrap=True)
     table.add_column("value", overflow="fold")
     table.add_column("from", no_wrap=True)
-    for row in described["settings"]:
-        table.add_row(row["name"], row["value"], row["source"])
+    for row in described["settings"]:  # Text: a value is shown as it is, never as rich markup
+        table.add_row(Text(row["name"]), Text(row["value"]), Text(row["source"]))
     console.print(table)
     if described["secret_key"] == "set":
         console.print("LIFECYCLE_SECRET_KEY is set: signed links and sessions outlive this process.")
@@ -91,4 +92,5 @@ def config_command(as_json: bool) -> None:
                       "so links in sent mail and staff sessions stop working when it ends "
                       "(set it for anything but a try-out).")
     for name in described["unknown_variables"]:
-        console.print(f"{name} is set but is not a Lifecycle setting (a typo?); it is ignored.")
+        console.print(Text(f"{name} is set but is not a Lifecycle setting (a typo?); "
+                           "it is ignored."))
