@@ -281,6 +281,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError(f"LIFECYCLE_BROKER_URL={redact_url(broker_url)!r} must start with "
                           "redis:// or "
                           "amqp:// (leave it unset for the in-process broker).")
+    if broker_url is not None:  # schemes are case-insensitive; redis-py takes only lower case
+        scheme, sep, rest = broker_url.partition("://")
+        broker_url = f"{scheme.lower()}{sep}{rest}"
 
     transport = (get("LIFECYCLE_MAIL_TRANSPORT") or "file").lower()
     if transport not in MAIL_TRANSPORTS:

@@ -248,3 +248,16 @@ def test_config_prints_values_with_square_brackets_as_they_are() -> None:
                       LIFECYCLE_SHOP_ADDRESS="[bold]1 Road[/bold]")
     output = _run_config(env)
     assert "Tea [/] Corner" in output and "[bold]1 Road[/bold]" in output
+
+
+@pytest.mark.parametrize("url", ["REDIS://:broker-pw-91@127.0.0.1:6379/9",
+                                 "Amqp://guest:broker-pw-91@127.0.0.1:5672/"])
+def test_a_broker_url_the_settings_accept_builds_a_broker_whatever_the_schemes_case(
+        url: str) -> None:
+    """URL schemes are case-insensitive: the settings accepted these, and building the broker
+    failed with the password in the error."""
+    from lifecycle.tasks.broker import build
+
+    broker = build(load_settings({"LIFECYCLE_BROKER_URL": url}).broker_url)
+    assert type(broker).__name__ == ("RedisBroker" if url.startswith("R") else "RabbitmqBroker")
+    broker.close()
