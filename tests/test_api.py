@@ -197,3 +197,16 @@ def test_a_body_sent_too_slowly_is_refused_in_bounded_time(
     status, seconds = raw_post(served, "/api/v1/reviews", {"Content-Type": "application/json",
                                                            "Content-Length": "100"}, b"[")
     assert status == 408 and seconds < 10
+
+
+def test_an_order_time_before_year_one_in_utc_is_422_not_a_server_error(
+        app: App, web: TestClient) -> None:
+    """0001-01-01T00:00+01:00 is a valid ISO time whose UTC moment Python cannot hold."""
+    headers = key(app, *ALL)
+    web.post("/api/v1/customers", json=[ann()], headers=headers)
+    early = order(ordered_at="0001-01-01T00:00:00+01:00")
+    answer = web.post("/api/v1/orders", json=[order(2), early], headers=headers)
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["detail"][0]["loc"][:2] == ["body", 1]
+    with app.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(Order)).scalar_one() == 0
