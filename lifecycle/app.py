@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from alembic import command
 from lifecycle.clock import Clock, system_clock
-from lifecycle.config import PROJECT_ROOT, Settings, load_settings
+from lifecycle.config import PROJECT_ROOT, Settings, load_settings, redact_url
 from lifecycle.db import make_engine, make_sessionmaker
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,8 @@ class App:
         url = self.settings.database_url
         if url.get_backend_name() == "sqlite":
             return f"SQLite file {Path(url.database or '').resolve()}"
-        return f"PostgreSQL {url.render_as_string(hide_password=True)}"
+        # the front page shows this without a login: no password, in the userinfo or the query
+        return f"PostgreSQL {redact_url(url.render_as_string(hide_password=True))}"
 
     def close(self) -> None:
         if "engine" in self.__dict__:

@@ -11,12 +11,13 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.utils import parseaddr
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -32,7 +33,50 @@ DEFAULT_SENDGRID_API_HOST = "https://api.sendgrid.com"
 
 
 class ConfigError(ValueError):
-    """A configuration value cannot be used; the message names the variable."""
+    """A configuration value cannot be used; the message names the variable (and shows its
+    value with :func:`redact_url`: never a password)."""
+
+
+HIDDEN = "***"
+_SCHEMED = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*://)(.*)$", re.S)
+#: Names of query parameters (and path parameters) whose values are credentials.
+_SECRET_NAME = re.compile(r"pass|pwd|secret|token|key|auth|credential|sig", re.I)
+_PARAMETER = re.compile(r"([?&;#])([^=&;#]*)=([^&;#]*)")
+
+
+def redact_url(text: str) -> str:
+    """``text`` with the password of a URL and its credential parameters as ``***``.
+
+    Every spelling a parser might read a password from is hidden, even where
+    the URL is malformed (a password with an unencoded ``/``, ``?`` or ``#``,
+    which ``urlsplit`` reads as path, query or fragment): the userinfo runs
+    up to the *last* ``@``.  Parameters (after ``?``, ``&``, ``;`` or ``#``)
+    whose percent-decoded name looks like a credential (``password``,
+    ``client_secret``, ``auth_token``, ``sslkey`` …) are hidden too.  Text
+    without a ``scheme://`` comes back unchanged.
+    """
+    found = _SCHEMED.match(text)
+    if found is None:
+        return text
+    scheme, rest = found.groups()
+    userinfo, at, after = rest.rpartition("@")
+    user, colon, _password = userinfo.partition(":")
+    if at and colon and not any(c in user for c in "/?#"):
+        rest = f"{user}:{HIDDEN}@{after}"
+
+    def parameter(match: re.Match[str]) -> str:
+        lead, name, value = match.groups()
+        return f"{lead}{name}={HIDDEN}" if _SECRET_NAME.search(unquote(name)) else match.group(0)
+
+    return scheme + _PARAMETER.sub(parameter, rest)
+
+
+def _split(name: str, raw: str) -> SplitResult:
+    """``urlsplit(raw)``; ConfigError naming ``name`` for a URL it cannot split."""
+    try:
+        return urlsplit(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name}={redact_url(raw)!r} is not a URL ({exc}).") from None
 
 
 @dataclass(frozen=True)
@@ -184,8 +228,8 @@ class Settings:
 def _database_url(raw: str) -> URL:
     try:
         url = make_url(raw)
-    except ArgumentError:
-        raise ConfigError(f"LIFECYCLE_DATABASE_URL={raw!r} is not a database URL "
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
+        raise ConfigError(f"LIFECYCLE_DATABASE_URL={redact_url(raw)!r} is not a database URL "
                           "(expected sqlite:///FILE or postgresql://USER@HOST/DB).") from None
     backend = url.get_backend_name()
     if backend == "postgresql":
@@ -199,9 +243,9 @@ def _database_url(raw: str) -> URL:
 
 
 def _http_url(name: str, raw: str) -> str:
-    parts = urlsplit(raw)
+    parts = _split(name, raw)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigError(f"{name}={raw!r} is not an http(s) URL.")
+        raise ConfigError(f"{name}={redact_url(raw)!r} is not an http(s) URL.")
     return raw.rstrip("/")
 
 
@@ -238,9 +282,14 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     database_url = _database_url(get("LIFECYCLE_DATABASE_URL") or "sqlite:///lifecycle.db")
 
     broker_url = get("LIFECYCLE_BROKER_URL")
-    if broker_url is not None and urlsplit(broker_url).scheme not in BROKER_SCHEMES:
-        raise ConfigError(f"LIFECYCLE_BROKER_URL={broker_url!r} must start with redis:// or "
+    if broker_url is not None and _split("LIFECYCLE_BROKER_URL", broker_url).scheme \
+            not in BROKER_SCHEMES:
+        raise ConfigError(f"LIFECYCLE_BROKER_URL={redact_url(broker_url)!r} must start with "
+                          "redis:// or "
                           "amqp:// (leave it unset for the in-process broker).")
+    if broker_url is not None:  # schemes are case-insensitive; redis-py takes only lower case
+        scheme, sep, rest = broker_url.partition("://")
+        broker_url = f"{scheme.lower()}{sep}{rest}"
 
     transport = (get("LIFECYCLE_MAIL_TRANSPORT") or "file").lower()
     if transport not in MAIL_TRANSPORTS:
@@ -248,14 +297,15 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
                           f"{', '.join(MAIL_TRANSPORTS)}.")
 
     smtp_url = get("LIFECYCLE_SMTP_URL") or "smtp://127.0.0.1:1025"
-    smtp_parts = urlsplit(smtp_url)
+    smtp_parts = _split("LIFECYCLE_SMTP_URL", smtp_url)
     if smtp_parts.scheme not in ("smtp", "smtps") or not smtp_parts.hostname:
-        raise ConfigError(f"LIFECYCLE_SMTP_URL={smtp_url!r} must look like smtp://host:port.")
+        raise ConfigError(f"LIFECYCLE_SMTP_URL={redact_url(smtp_url)!r} must look like "
+                          "smtp://host:port.")
     try:
         if smtp_parts.port == 0:
             raise ValueError
     except ValueError:
-        raise ConfigError(f"LIFECYCLE_SMTP_URL={smtp_url!r} has a bad port.") from None
+        raise ConfigError(f"LIFECYCLE_SMTP_URL={redact_url(smtp_url)!r} has a bad port.") from None
 
     sendgrid_client = (get("LIFECYCLE_SENDGRID_CLIENT") or "pooled").lower()
     if sendgrid_client not in ("pooled", "official"):

@@ -48,6 +48,8 @@ from lifecycle.models import (
 )
 
 #: Mails not yet out when the customer is erased: they never go.
+#: The customer_id an erased customer keeps (followed by the row id): a shell, not a person.
+ERASED_PREFIX = "erased:"
 UNSENT = (MessageStatus.SCHEDULED.value, MessageStatus.QUEUED.value,
           MessageStatus.PAUSED.value)
 
@@ -171,6 +173,6 @@ def erase(conn: Connection, customer: Any, now: datetime) -> dict[str, int]:
     counts["provider_events"] = conn.execute(update(events).where(or_(*about)).values(
         email=None, data={"erased": True})).rowcount if about else 0
     conn.execute(update(Customer).where(Customer.id == cid).values(
-        external_id=f"erased:{cid}", email=None, first_name=None, last_name=None,
+        external_id=f"{ERASED_PREFIX}{cid}", email=None, first_name=None, last_name=None,
         attributes={}, marketing_consent=False, locale=None, updated_at=now))
     return counts

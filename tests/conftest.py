@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -240,3 +242,42 @@ def web(app: App):  # type: ignore[no-untyped-def]
     from lifecycle.web.app import create_app
 
     return TestClient(create_app(app))
+
+
+@pytest.fixture
+def served(app: App) -> Iterator[int]:
+    """``app``'s web app under uvicorn on 127.0.0.1 (a real server reads bodies as they come,
+    where the test client hands them over whole); its port."""
+    import uvicorn
+
+    from lifecycle.web.app import create_app
+    from tests.ports import free_port
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(app), host="127.0.0.1", port=port,
+                                           log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    yield port
+    server.should_exit = True
+    thread.join(10)
+
+
+def raw_post(port: int, path: str, headers: dict[str, str], body: bytes) -> tuple[int, float]:
+    """POST ``body`` (perhaps less than its Content-Length) on a socket and wait for the
+    answer; its status and how many seconds it took."""
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        head = "".join(f"{k}: {v}\r\n" for k, v in {"Host": "127.0.0.1", **headers}.items())
+        sock.sendall(f"POST {path} HTTP/1.1\r\n{head}\r\n".encode("ascii") + body)
+        answer = b""
+        while b"\r\n" not in answer:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+    return int(answer.split(b" ", 2)[1]), time.monotonic() - started

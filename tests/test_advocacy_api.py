@@ -4,17 +4,19 @@ asks a reviewer for a referral, never for another review."""
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from lifecycle.app import App
 from lifecycle.flows.engine import advance, enroll
 from lifecycle.flows.service import catalogue, policies_of
-from lifecycle.models import Message, SegmentMembership, Touchpoint
+from lifecycle.models import Customer, Message, SegmentMembership, Touchpoint
 from lifecycle.timeline import page
 from tests.factories import WEB_T0 as T0
 from tests.test_api import ann, key
@@ -112,6 +114,9 @@ def test_a_review_outside_the_window_records_it_but_makes_no_reviewer(
     ("referrals", referral(referred_customer_id="C1"), "referred_customer_id"),
     ("referrals", referral(referred_customer_id=None, referred_email="not an address"),
      "referred_email"),
+    ("referrals", referral(referred_customer_id=None, referred_email="ann1@example.com"),
+     "referred_email"),  # the referrer's own address: a self-referral by email
+    ("referrals", referral(referred_email="ANN1@Example.COM"), "referred_email"),
     ("referrals", referral(occurred_at="2026-06-02T18:00:00"), "occurred_at"),
 ])
 def test_a_bad_review_or_referral_gets_422_naming_item_and_field_and_nothing_is_stored(
@@ -159,3 +164,79 @@ def test_advocacy_ask_asks_a_reviewer_for_a_referral_and_never_for_another_revie
         sent = {cid: template for cid, template in conn.execute(
             select(Message.customer_id, Message.template).where(Message.flow == "advocacy_ask"))}
     assert sent == {ids["C1"]: "referral_invite", ids["C2"]: "review_request"}
+
+
+def test_two_posts_naming_the_same_ids_in_opposite_orders_at_once_both_succeed(
+        app: App, web: TestClient, headers: dict[str, str]) -> None:
+    """Each post waits for the other's uncommitted ids: inserted in the order given, the two
+    would wait for each other (a deadlock PostgreSQL breaks with a 500)."""
+    from lifecycle.web.app import create_app
+
+    held = app.engine.connect()
+    held.begin()  # holds R3 uncommitted, so both posts are under way before either ends
+    held.execute(Touchpoint.__table__.insert().values(
+        customer_id=select(Customer.id).where(Customer.external_id == "C2").scalar_subquery(),
+        kind="review", channel="api", occurred_at=T0, recorded_at=T0, source_key="review:R3",
+        data={}))
+    answers: dict[str, Any] = {}
+
+    def post(name: str, order: list[int]) -> None:
+        try:
+            answers[name] = TestClient(create_app(app)).post(
+                "/api/v1/reviews", json=[review(n, customer=1 + n % 2) for n in order],
+                headers=headers)
+        except Exception as exc:  # noqa: BLE001 - the failure is the finding
+            answers[name] = exc
+
+    threads = [threading.Thread(target=post, args=("ab", [1, 3, 2])),
+               threading.Thread(target=post, args=("ba", [2, 3, 1]))]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 20
+    while _waiting_on_locks(app) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    held.rollback()
+    held.close()
+    for thread in threads:
+        thread.join(60)
+    assert {name: getattr(a, "status_code", a) for name, a in answers.items()} == {
+        "ab": 200, "ba": 200}
+    assert sum(a.json()["inserted"] for a in answers.values()) == 3
+    with app.engine.connect() as conn:
+        assert sorted(conn.execute(select(Touchpoint.source_key).where(
+            Touchpoint.kind == "review")).scalars()) == ["review:R1", "review:R2", "review:R3"]
+    assert "reviewer" in open_segments(app, "C1") and "reviewer" in open_segments(app, "C2")
+
+
+def _waiting_on_locks(app: App) -> int:
+    """How many sessions wait for a lock (PostgreSQL); SQLite's writers queue on its busy
+    timeout, which nothing counts: taken as both waiting after a moment."""
+    if app.engine.dialect.name != "postgresql":
+        time.sleep(0.5)
+        return 2
+    with app.engine.connect() as conn:
+        return int(conn.execute(text(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND wait_event_type = 'Lock'")).scalar_one())
+
+
+@pytest.mark.parametrize("path", ["reviews", "referrals"])
+def test_an_erased_customer_cannot_be_given_a_review_or_referral(
+        app: App, web: TestClient, headers: dict[str, str], path: str) -> None:
+    """Erasure leaves a shell named ``erased:<id>``: a post naming it must not put personal
+    data (a review's text, whom they referred) back on it, nor segments."""
+    from lifecycle.privacy import erase
+
+    with app.engine.begin() as conn:
+        shell = conn.execute(select(Customer.__table__).where(Customer.external_id == "C1")
+                             ).one()
+        erase(conn, shell, T0)
+    item = (review if path == "reviews" else referral)(customer=1)
+    item["customer_id"] = f"erased:{shell.id}"
+    answer = web.post(f"/api/v1/{path}", json=[item], headers=headers)
+    assert answer.status_code == 422 and answer.json()["detail"][0]["loc"] == [
+        "body", 0, "customer_id"]
+    with app.engine.connect() as conn:
+        assert conn.execute(select(Touchpoint.kind).where(
+            Touchpoint.customer_id == shell.id, Touchpoint.kind.in_(("review", "referral")))
+        ).first() is None

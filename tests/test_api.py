@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
@@ -13,6 +16,8 @@ from lifecycle.apikeys import create_key, revoke
 from lifecycle.app import App
 from lifecycle.flows.service import tick
 from lifecycle.models import Customer, FlowEnrollment, Order, Touchpoint
+from lifecycle.web import limits
+from tests.conftest import raw_post
 from tests.factories import WEB_T0 as T0
 
 ALL = ["customers:write", "orders:write", "support:write", "events:write"]
@@ -157,3 +162,51 @@ def test_a_time_with_an_offset_postgresql_refuses_is_stored_in_utc_and_one_out_o
     answer = web.post("/api/v1/support", json=[early], headers=headers)
     assert answer.status_code == 422 and answer.json()["detail"][0]["loc"] == [
         "body", 0, "occurred_at"]
+
+
+def test_a_body_declared_larger_than_the_limit_is_refused_before_it_is_read_or_a_key_checked(
+        app: App, served: int) -> None:
+    """FastAPI reads a JSON body before the key is checked: without a bound anyone could post
+    gigabytes here."""
+    status, _ = raw_post(served, "/api/v1/reviews", {"Content-Type": "application/json",
+                                                     "Content-Length": str(10**10)}, b"[")
+    assert status == 413  # answered with 10 GB still unsent
+
+
+def test_a_chunked_body_past_the_limit_is_refused_and_stores_nothing(
+        app: App, served: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(limits, "MAX_API_BODY", 64 * 1024)
+    headers = {**key(app, "customers:write"), "Content-Type": "application/json"}
+
+    def body() -> Iterator[bytes]:  # no Content-Length: refused as it passes the limit
+        yield b"["
+        for n in range(1000):
+            yield (b"," if n else b"") + json.dumps(ann(n)).encode()
+        yield b"]"
+
+    answer = httpx.post(f"http://127.0.0.1:{served}/api/v1/customers", headers=headers,
+                        content=body(), timeout=30)
+    assert answer.status_code == 413
+    with app.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(Customer)).scalar_one() == 0
+
+
+def test_a_body_sent_too_slowly_is_refused_in_bounded_time(
+        app: App, served: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(limits, "API_BODY_SECONDS", 0.5)
+    status, seconds = raw_post(served, "/api/v1/reviews", {"Content-Type": "application/json",
+                                                           "Content-Length": "100"}, b"[")
+    assert status == 408 and seconds < 10
+
+
+def test_an_order_time_before_year_one_in_utc_is_422_not_a_server_error(
+        app: App, web: TestClient) -> None:
+    """0001-01-01T00:00+01:00 is a valid ISO time whose UTC moment Python cannot hold."""
+    headers = key(app, *ALL)
+    web.post("/api/v1/customers", json=[ann()], headers=headers)
+    early = order(ordered_at="0001-01-01T00:00:00+01:00")
+    answer = web.post("/api/v1/orders", json=[order(2), early], headers=headers)
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["detail"][0]["loc"][:2] == ["body", 1]
+    with app.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(Order)).scalar_one() == 0

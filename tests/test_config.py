@@ -179,3 +179,85 @@ def test_each_setting_lands_in_the_settings_field_config_reads() -> None:
     fields = {field.name for field in dataclasses.fields(Settings)}
     assert {setting.attribute for setting in SETTINGS} <= fields
     assert fields - {setting.attribute for setting in SETTINGS} == set()
+
+
+#: URLs an operator may well type, each with the secrets that must not be printed: passwords
+#: with unencoded ``/``, ``?`` or ``#`` (base64 passwords have ``/``), credentials in the query
+#: under any name or separator, percent-encoded names.
+ODD_SECRETS = {
+    "slash in the password": ("LIFECYCLE_BROKER_URL", "redis://:abc/def+gh=@redis.internal:6379/0",
+                              ("abc/def", "def+gh")),
+    "hash in the password": ("LIFECYCLE_BROKER_URL", "redis://:pa#ss7@redis.internal:6379/0",
+                             ("pa#ss7", "ss7")),
+    "question mark in the password": ("LIFECYCLE_BROKER_URL", "amqp://u:pa?ss8@mq.internal/",
+                                      ("pa?ss8", "ss8")),
+    "at sign in an smtp password": ("LIFECYCLE_SMTP_URL", "smtps://me:p@ss-9@smtp.internal:465",
+                                    ("p@ss-9", "ss-9")),
+    "semicolon before the password parameter": (
+        "LIFECYCLE_BROKER_URL", "redis://redis.internal:6379/0?db=0;password=semi-pw-31",
+        ("semi-pw-31",)),
+    "a client secret parameter": (
+        "SENDGRID_API_HOST", "https://relay.internal/?client_secret=cs-41&auth_token=at-59",
+        ("cs-41", "at-59")),
+    "a percent-encoded parameter name": (
+        "LIFECYCLE_BROKER_URL", "redis://redis.internal:6379/0?pass%77ord=pe-26", ("pe-26",)),
+    "userinfo of an https URL": ("SENDGRID_API_HOST", "https://relay:https-pw-53@relay.internal",
+                                 ("https-pw-53",)),
+}
+
+
+@pytest.mark.parametrize("case", list(ODD_SECRETS), ids=list(ODD_SECRETS))
+def test_config_hides_a_password_however_the_url_spells_it(case: str) -> None:
+    name, url, hidden = ODD_SECRETS[case]
+    env = _config_env(**{name: url})
+    for output in (_run_config(env, "--json"), _run_config(env)):
+        for secret in hidden:
+            assert secret not in output
+    row = {r["name"]: r for r in json.loads(_run_config(env, "--json"))["settings"]}[name]
+    assert "***" in row["value"] and row["source"] == "environment"
+
+
+@pytest.mark.parametrize(("name", "url", "secret"), [
+    ("LIFECYCLE_BROKER_URL", "http://u:broker-pw-61@redis.internal", "broker-pw-61"),
+    ("LIFECYCLE_SMTP_URL", "smtps://apikey:smtp/pw-62@smtp.internal:465", "pw-62"),
+    ("LIFECYCLE_SMTP_URL", "smtp://u:smtp-pw-63@smtp.internal:99999", "smtp-pw-63"),
+    ("SENDGRID_API_HOST", "ftp://u:host-pw-64@relay.internal", "host-pw-64"),
+    ("LIFECYCLE_BASE_URL", "ftp://u:base-pw-65@shop.internal", "base-pw-65"),
+    ("LIFECYCLE_DATABASE_URL", "postgresql://u:db-pw-66@db.internal:notaport/lc", "db-pw-66"),
+    ("LIFECYCLE_DATABASE_URL", "mysql+nope://u:db-pw-67@db.internal/lc", "db-pw-67"),
+    ("LIFECYCLE_BROKER_URL", "redis://:broker-pw-68@[::1", "broker-pw-68"),
+    ("LIFECYCLE_SMTP_URL", "smtp://:smtp-pw-69@[::1", "smtp-pw-69"),
+], ids=["broker scheme", "smtp slash", "smtp port", "api host", "base url", "database port",
+        "database dialect", "broker ipv6", "smtp ipv6"])
+def test_a_bad_url_is_named_without_its_password(name: str, url: str, secret: str) -> None:
+    with pytest.raises(ConfigError, match=name) as refused:
+        load_settings({name: url})
+    assert secret not in str(refused.value)
+    from click.testing import CliRunner
+
+    from lifecycle.cli import cli
+
+    result = CliRunner().invoke(cli, ["config"], env=_config_env(**{name: url}))
+    assert result.exit_code == 2 and name in result.output, result.output
+    assert secret not in result.output
+
+
+def test_config_prints_values_with_square_brackets_as_they_are() -> None:
+    """The table is drawn with rich, whose markup would eat ``[bold]`` or crash on ``[/]``."""
+    env = _config_env(LIFECYCLE_SHOP_NAME="Tea [/] Corner",
+                      LIFECYCLE_SHOP_ADDRESS="[bold]1 Road[/bold]")
+    output = _run_config(env)
+    assert "Tea [/] Corner" in output and "[bold]1 Road[/bold]" in output
+
+
+@pytest.mark.parametrize("url", ["REDIS://:broker-pw-91@127.0.0.1:6379/9",
+                                 "Amqp://guest:broker-pw-91@127.0.0.1:5672/"])
+def test_a_broker_url_the_settings_accept_builds_a_broker_whatever_the_schemes_case(
+        url: str) -> None:
+    """URL schemes are case-insensitive: the settings accepted these, and building the broker
+    failed with the password in the error."""
+    from lifecycle.tasks.broker import build
+
+    broker = build(load_settings({"LIFECYCLE_BROKER_URL": url}).broker_url)
+    assert type(broker).__name__ == ("RedisBroker" if url.startswith("R") else "RabbitmqBroker")
+    broker.close()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import insert, select
@@ -16,6 +18,8 @@ from lifecycle.mail.sending import dispatch, send_batch
 from lifecycle.mail.templates import Rendered
 from lifecycle.mail.transports import FileTransport
 from lifecycle.models import Message, Suppression, Touchpoint, email_hash
+from lifecycle.web import linked
+from tests.conftest import raw_post
 from tests.factories import WEB_SECRET as SECRET
 from tests.factories import WEB_T0 as T0
 from tests.factories import add_campaign
@@ -178,3 +182,65 @@ def test_the_unsubscribe_header_of_a_sent_mail_leads_to_a_working_one_click(
     assert path.startswith("/u/")
     assert web.post(path, **ONE_CLICK).status_code == 200
     assert scopes(app) == {"marketing"}
+
+
+def test_a_form_declared_larger_than_the_limit_is_refused_before_its_body_is_read(
+        app: App, served: int) -> None:
+    cid, mid = a_customer_with_a_mail(app)
+    status, _ = raw_post(served, f"/u/{token('unsubscribe', cid, mid)}",
+                         {"Content-Type": "application/x-www-form-urlencoded",
+                          "Content-Length": str(10**9)}, b"List-Unsubscribe=One-Click")
+    assert status == 413  # answered with a gigabyte still unsent: nothing waited for it
+    assert scopes(app) == set()
+
+
+@pytest.mark.parametrize("kind", ["urlencoded", "multipart file part"])
+def test_a_form_growing_past_the_limit_without_a_length_is_refused_and_changes_nothing(
+        app: App, served: int, kind: str) -> None:
+    cid, mid = a_customer_with_a_mail(app)
+    if kind == "urlencoded":
+        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        first = b"List-Unsubscribe=One-Click&pad="
+    else:
+        headers = {"Content-Type": "multipart/form-data; boundary=XyZ"}
+        first = (b'--XyZ\r\nContent-Disposition: form-data; name="List-Unsubscribe"\r\n\r\n'
+                 b'One-Click\r\n--XyZ\r\nContent-Disposition: form-data; name="f"; '
+                 b'filename="big.bin"\r\n\r\n')
+    sent = {"bytes": 0}
+
+    def body() -> Iterator[bytes]:  # 64 MB, chunked: no Content-Length to refuse up front
+        yield first
+        for _ in range(1024):
+            sent["bytes"] += 65536
+            yield b"a" * 65536
+
+    answer = httpx.post(f"http://127.0.0.1:{served}/u/{token('unsubscribe', cid, mid)}",
+                        headers=headers, content=body(), timeout=30)
+    assert answer.status_code == 413
+    assert scopes(app) == set()
+
+
+def test_a_form_sent_too_slowly_is_refused_in_bounded_time(
+        app: App, served: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(linked, "FORM_SECONDS", 0.5)
+    cid, mid = a_customer_with_a_mail(app)
+    status, seconds = raw_post(served, f"/u/{token('unsubscribe', cid, mid)}",
+                               {"Content-Type": "application/x-www-form-urlencoded",
+                                "Content-Length": "26"}, b"List-Unsubscribe=")  # 9 bytes short
+    assert status == 408 and seconds < 10
+    assert scopes(app) == set()
+
+
+@pytest.mark.parametrize("body", [
+    b"--XyZ\r\nContent-Disposition: form-data\r\n\r\nno name\r\n--XyZ--\r\n",
+    b"no boundary at all",
+    b"--XyZ\r\n" + b"X-Header: " + b"h" * 100_000 + b"\r\n\r\nx\r\n--XyZ--\r\n",
+    b"".join(b'--XyZ\r\nContent-Disposition: form-data; name="f%d"\r\n\r\nv\r\n' % n
+             for n in range(500)) + b"--XyZ--\r\n",
+], ids=["part without a name", "no boundary", "huge part header", "500 fields"])
+def test_a_malformed_or_overfull_multipart_post_is_never_a_server_error(
+        app: App, web: TestClient, body: bytes) -> None:
+    cid, mid = a_customer_with_a_mail(app)
+    answer = web.post(f"/u/{token('unsubscribe', cid, mid)}", content=body,
+                      headers={"Content-Type": "multipart/form-data; boundary=XyZ"})
+    assert answer.status_code < 500

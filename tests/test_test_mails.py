@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.engine import make_url
 
 from lifecycle.app import App
@@ -27,7 +27,7 @@ from lifecycle.links import inbound_key, sign
 from lifecycle.mail.outbox import Outbox
 from lifecycle.mail.sending import dispatch, send_batch
 from lifecycle.mail.transports import FileTransport
-from lifecycle.models import Message, ProviderEvent, Suppression, Touchpoint
+from lifecycle.models import Customer, Message, ProviderEvent, Suppression, Touchpoint
 from tests.factories import (
     WEB_SECRET,
     account,
@@ -182,6 +182,21 @@ def test_the_links_of_a_preview_are_test_links(app: App, web: TestClient,
     assert standing(app, test_mail.customer_id) == before
 
 
+@pytest.mark.parametrize("kind", ["u", "p", "f"])
+def test_a_preview_link_made_before_tokens_carried_the_flag_changes_nothing(
+        app: App, web: TestClient, test_mail: SentTest, kind: str) -> None:
+    """A preview renders for no mail (``m`` 0): its links, pasted or followed by a link
+    scanner, must not unsubscribe the customer or answer for them."""
+    purpose = {"u": "unsubscribe", "p": "preferences", "f": "feedback"}[kind]
+    old = sign(WEB_SECRET, purpose, {"c": test_mail.customer_id, "m": 0})
+    before = standing(app, test_mail.customer_id)
+    answers = [web.get(f"/{kind}/{old}", params={"score": "0"} if kind == "f" else None),
+               web.post(f"/{kind}/{old}", data={"scope": "marketing", "comment": "x"})]
+    for answer in answers:
+        assert answer.status_code == 200 and TEST_PAGE in answer.text, answer.text
+    assert standing(app, test_mail.customer_id) == before
+
+
 def inbound(web: TestClient, to: str, headers: str = "Message-ID: <r1@mail.example>\n") -> Any:
     form = {"from": f"Max <{MANAGER}>", "to": to, "subject": "Re: How did we do?",
             "headers": headers, "text": "Looks good, ship it. Unsubscribe"}
@@ -230,3 +245,43 @@ def test_a_failed_test_mail_is_not_on_the_customers_timeline(
             Message.id == test_mail.message_id)).one()
         Outbox(conn).touch(row, "email_failed", T0, reason="the manager's mailbox is full")
     assert standing(app, test_mail.customer_id) == before
+
+
+def test_a_test_send_goes_at_once_in_the_customers_night_and_is_not_in_their_upcoming_mails(
+        app: App, web: TestClient) -> None:
+    """Quiet hours are the customer's; a test mail is the manager's: held for the customer's
+    morning it would sit among *their* upcoming mails, where pausing it writes on their
+    timeline."""
+    with app.engine.begin() as conn:
+        [real] = add_campaign(conn, 1, T0)
+        cid = int(conn.execute(select(Message.customer_id).where(Message.id == real))
+                  .scalar_one())
+        conn.execute(update(Customer).where(Customer.id == cid).values(
+            timezone="Pacific/Kiritimati"))  # 02:00 there at T0: quiet hours
+    account(app, MANAGER, "manager")
+    logged_in(web, MANAGER)
+    page = web.get("/flows/feedback_request/preview", params={"customer": "b0"})
+    nonce = page.text.split('name="nonce" value="')[1].split('"')[0]
+    assert web.post("/flows/feedback_request/test", follow_redirects=False, data={
+        "csrf": csrf_of(page.text), "nonce": nonce, "step": "ask",
+        "template": "feedback_request", "customer_id": str(cid), "customer": "b0"}
+    ).status_code == 303
+    with app.engine.connect() as conn:
+        mid = int(conn.execute(select(Message.id).where(Message.to_email == MANAGER))
+                  .scalar_one())
+    account(app, "sue@shop.example", "support")
+    support = TestClient(web.app)
+    logged_in(support, "sue@shop.example")
+    assert f"/mails/{mid}" not in support.get(f"/customers/{cid}").text
+    ids: list[int] = []
+    dispatch(app, ids.extend)
+    outcomes = send_batch(app, ids, transport=FileTransport(app.settings.outbox_dir))
+    assert (outcomes["sent"], outcomes["later"]) == (1, 1)  # the test now; b0's in their morning
+    with app.engine.connect() as conn:
+        assert conn.execute(select(Message.status).where(Message.id == mid)).scalar_one() == \
+            "sent"
+    assert f"/mails/{mid}" not in support.get(f"/customers/{cid}").text
+    assert support.post(f"/customers/{cid}/mails/{mid}/pause", follow_redirects=False,
+                        data={"csrf": csrf_of(support.get(f"/customers/{cid}").text)}
+                        ).status_code in (404, 409)
+    assert standing(app, cid)[0] == []

@@ -49,3 +49,15 @@ def test_health_marks_processes_not_seen_lately_as_gone(fresh_database_url: str)
     [process] = client.get("/healthz").json()["processes"]
     assert process["alive"] is False
     app.close()
+
+
+def test_the_database_named_on_the_front_page_shows_no_password() -> None:
+    """The front page needs no login; libpq also reads passwords from the URL's query."""
+    url = ("postgresql://app:user-pw-81@db.internal/lc?password=query-pw-82"
+           "&sslpassword=ssl-pw-83&sslmode=require")
+    app = App(replace(load_settings({}), database_url=make_url(url)))
+    label = app.database_label()
+    for secret in ("user-pw-81", "query-pw-82", "ssl-pw-83"):
+        assert secret not in label
+    assert label == ("PostgreSQL postgresql://app:***@db.internal/lc?password=***"
+                     "&sslmode=require&sslpassword=***")

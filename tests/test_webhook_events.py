@@ -22,7 +22,9 @@ from lifecycle.mail.sending import dispatch, send_batch
 from lifecycle.mail.transports import FileTransport
 from lifecycle.models import Message, ProviderEvent, Suppression, Touchpoint, email_hash
 from lifecycle.timeutil import UTC
+from lifecycle.web import webhooks
 from lifecycle.web.app import create_app
+from tests.conftest import raw_post
 from tests.factories import add_campaign, webhook_headers, webhook_key
 
 T0 = datetime(2026, 6, 3, 12, tzinfo=UTC)
@@ -247,3 +249,22 @@ def test_a_nul_character_in_an_event_is_dropped_not_fatal(app: App, web: TestCli
     answer = post(web, [event(mid, "click", 1, url="https://shop.example/\x00tea")])
     assert answer.status_code == 200 and answer.json()["touchpoints"] == 1
     assert timeline(app)[-1][1]["url"] == "https://shop.example/tea"
+
+
+def test_a_post_declared_larger_than_any_event_batch_is_refused_before_it_is_read(
+        app: App, served: int) -> None:
+    """SendGrid posts batches of up to 768 KB; anyone may post here before the signature is
+    checked, so the body is bounded before it is read."""
+    status, _ = raw_post(served, URL, {"Content-Type": "application/json",
+                                       "Content-Length": str(10**9), **signed(b"[]")}, b"[")
+    assert status == 413  # answered with a gigabyte still unsent
+    assert stored(app) == 0
+
+
+def test_a_post_sent_too_slowly_is_refused_in_bounded_time(
+        app: App, served: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(webhooks, "EVENTS_SECONDS", 0.5)
+    status, seconds = raw_post(served, URL, {"Content-Type": "application/json",
+                                             "Content-Length": "100", **signed(b"[]")}, b"[")
+    assert status == 408 and seconds < 10
+    assert stored(app) == 0

@@ -3,7 +3,7 @@
 The rows come from :data:`lifecycle.config.SETTINGS`, so a new setting is shown
 without touching this module.  Nothing secret is printed: ``secret`` settings
 show only whether they are set, and the password (and any password-like query
-parameter) of every URL is replaced by ``***``.
+parameter) of every URL is replaced by ``***`` (:func:`lifecycle.config.redact_url`).
 """
 
 from __future__ import annotations
@@ -13,42 +13,18 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 from sqlalchemy.engine import URL
 
 from lifecycle.cli.base import cli, load_app
-from lifecycle.config import SETTINGS, Setting, Settings
+from lifecycle.config import SETTINGS, Setting, Settings, redact_url
 
-HIDDEN = "***"
-#: Query parameters of a URL whose values are credentials.
-SECRET_PARAMETERS = frozenset({"password", "pass", "passwd", "pwd", "secret", "token",
-                               "key", "api_key", "apikey", "sslpassword", "access_token"})
 #: Prefixes of the variables Lifecycle reads; others with these prefixes are likely typos.
 PREFIXES = ("LIFECYCLE_", "SENDGRID_")
-
-
-def redact_url(text: str) -> str:
-    """``text`` with the password of a URL and its credential query parameters as ``***``.
-
-    Text that is not a URL with a scheme and a host comes back unchanged.
-    """
-    parts = urlsplit(text)
-    if not parts.scheme or "@" not in parts.netloc and not parts.query:
-        return text
-    netloc = parts.netloc
-    userinfo, at, host = netloc.rpartition("@")
-    if at and ":" in userinfo:
-        netloc = f"{userinfo.split(':', 1)[0]}:{HIDDEN}@{host}"
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode([(key, HIDDEN if key.lower() in SECRET_PARAMETERS else value)
-                           for key, value in pairs], safe="*")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def shown_value(setting: Setting, value: Any, from_environment: bool) -> str:
@@ -106,8 +82,8 @@ def config_command(as_json: bool) -> None:
     table.add_column("variable", no_wrap=True)
     table.add_column("value", overflow="fold")
     table.add_column("from", no_wrap=True)
-    for row in described["settings"]:
-        table.add_row(row["name"], row["value"], row["source"])
+    for row in described["settings"]:  # Text: a value is shown as it is, never as rich markup
+        table.add_row(Text(row["name"]), Text(row["value"]), Text(row["source"]))
     console.print(table)
     if described["secret_key"] == "set":
         console.print("LIFECYCLE_SECRET_KEY is set: signed links and sessions outlive this process.")
@@ -116,4 +92,5 @@ def config_command(as_json: bool) -> None:
                       "so links in sent mail and staff sessions stop working when it ends "
                       "(set it for anything but a try-out).")
     for name in described["unknown_variables"]:
-        console.print(f"{name} is set but is not a Lifecycle setting (a typo?); it is ignored.")
+        console.print(Text(f"{name} is set but is not a Lifecycle setting (a typo?); "
+                           "it is ignored."))

@@ -13,6 +13,8 @@ import dramatiq
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import AgeLimit, Callbacks, Pipelines, Retries, ShutdownNotifications, TimeLimit
 
+from lifecycle.config import redact_url
+
 log = logging.getLogger(__name__)
 
 #: Every actor of Lifecycle, registered by :func:`lifecycle.tasks.actor`.
@@ -29,15 +31,16 @@ def build(url: str | None) -> dramatiq.Broker:
     """Return a broker for ``url``: None is the in-process stub broker."""
     if url is None:
         return StubBroker(middleware=_middleware())
-    if url.startswith(("redis://", "rediss://")):
+    scheme = url.partition("://")[0].lower()  # schemes are case-insensitive (RFC 3986)
+    if scheme in ("redis", "rediss"):
         from dramatiq.brokers.redis import RedisBroker
 
         return RedisBroker(url=url, middleware=_middleware(), namespace="lifecycle")
-    if url.startswith(("amqp://", "amqps://")):
+    if scheme in ("amqp", "amqps"):
         from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
         return RabbitmqBroker(url=url, middleware=_middleware())
-    raise ValueError(f"unsupported broker URL {url!r}")
+    raise ValueError(f"unsupported broker URL {redact_url(url)!r}")
 
 
 def install(broker: dramatiq.Broker) -> dramatiq.Broker:

@@ -48,6 +48,7 @@ from lifecycle.imports.rows import RowError, normalise_email
 from lifecycle.imports.source import Record
 from lifecycle.models import Customer, Touchpoint
 from lifecycle.orders import OrdersRefused, place_orders
+from lifecycle.privacy import ERASED_PREFIX
 from lifecycle.segments.compute import refresh_customers
 from lifecycle.segments.service import definitions
 from lifecycle.timeutil import UTC
@@ -224,15 +225,20 @@ def api_routes(app: App) -> APIRouter:
         order's email and names."""
         return imported("orders", items)
 
-    def touched(kind: str, items: list[Any], data: Any, refresh: bool = False) -> Stored:
+    def touched(kind: str, items: list[Any], data: Any, refresh: bool = False,
+                check: Any = None) -> Stored:
         """Each item as a ``kind`` touchpoint (once per ``id``); with ``refresh``, the segments
-        of the customers who got a new one are refreshed in the same transaction."""
+        of the customers who got a new one are refreshed in the same transaction.  ``check``
+        (conn, customer row ids by customer_id) returns more problems, read in that
+        transaction."""
         defs = segment_definitions(kind) if refresh else None
         with app.engine.begin() as conn:
             ids = _customers(conn, [i.customer_id for i in items])
             missing = [{"loc": ["body", n, "customer_id"], "type": "value_error",
                         "msg": f"no customer with customer_id {i.customer_id!r}"}
                        for n, i in enumerate(items) if i.customer_id not in ids]
+            if not missing and check is not None:
+                missing = check(conn, ids)
             if missing:
                 raise _Invalid(missing)
             now = app.clock.now()
@@ -242,6 +248,9 @@ def api_routes(app: App) -> APIRouter:
                 "occurred_at": item.occurred_at, "recorded_at": now,
                 "source_key": f"{kind}:{item.id}"[:255] if item.id else None,
                 "data": data(item)} for item in items]
+            # In one order for every post: two posts naming the same ids in other orders would
+            # each wait for an id the other holds uncommitted (a deadlock on PostgreSQL).
+            rows.sort(key=lambda row: row["source_key"] or "")
             touched_customers = insert_new(conn, Touchpoint.__table__, rows, ("source_key",),
                                            "customer_id")  # one per row inserted
             if defs is not None and touched_customers:
@@ -298,9 +307,19 @@ def api_routes(app: App) -> APIRouter:
                     problems.append(_problem(n, "referred_email", str(exc)))
         if problems:
             raise _Invalid(problems)
+
+        def not_themselves(conn: Connection, ids: dict[str, int]) -> list[dict[str, Any]]:
+            """A referred address that is the referrer's own (in any case) is a self-referral."""
+            own = dict(conn.execute(select(Customer.id, Customer.email).where(
+                Customer.id.in_({ids[i.customer_id] for i in items if i.id in emails}))).all())
+            return [_problem(n, "referred_email", "a customer cannot refer themselves "
+                                                  "(it is their own address)")
+                    for n, item in enumerate(items) if item.id in emails
+                    and (own.get(ids[item.customer_id]) or "").lower() == emails[item.id].lower()]
+
         return touched("referral", items, lambda i: {
             "id": i.id, "referred_customer_id": i.referred_customer_id,
-            "referred_email": emails.get(i.id)}, refresh=True)
+            "referred_email": emails.get(i.id)}, refresh=True, check=not_themselves)
 
     return router
 
@@ -334,8 +353,11 @@ def _field(reason: str) -> list[str]:
 
 
 def _customers(conn: Connection, external_ids: list[str]) -> dict[str, int]:
+    """Row ids by customer_id; an erased customer's shell (``erased:<id>``) is nobody."""
     return {external: cid for cid, external in conn.execute(select(
-        Customer.id, Customer.external_id).where(Customer.external_id.in_(set(external_ids))))}
+        Customer.id, Customer.external_id).where(
+        Customer.external_id.in_(set(external_ids)),
+        ~(Customer.external_id.startswith(ERASED_PREFIX) & Customer.email.is_(None))))}
 
 
 def install_api_errors(web: Any) -> None:

@@ -16,6 +16,7 @@ from lifecycle.models import Customer, Message, Order, ProcessHeartbeat
 from lifecycle.web.admin import admin_routes
 from lifecycle.web.api import api_routes, install_api_errors
 from lifecycle.web.feedback import feedback_routes
+from lifecycle.web.limits import BodyLimit
 from lifecycle.web.linked import templates
 from lifecycle.web.manage import manager_routes
 from lifecycle.web.staff import Gate, staff_routes
@@ -43,6 +44,7 @@ def create_app(app: App) -> FastAPI:
     web.include_router(manager_routes(app, gate))
     web.include_router(admin_routes(app, gate))
     install_api_errors(web)
+    web.add_middleware(BodyLimit)  # the API reads its body before its key is checked
 
     @web.middleware("http")
     async def page_headers(request: Request, call_next: Any) -> Any:

@@ -12,16 +12,20 @@ who never got it.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncGenerator
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import parse_qs
 
-from fastapi import Request
+from fastapi import HTTPException, Request
 from fastapi.responses import Response
 from fastapi.templating import Jinja2Templates
 from jinja2 import pass_context
 from sqlalchemy import Connection, select
+from starlette.formparsers import MultiPartParser
+from starlette.requests import ClientDisconnect
 
 from lifecycle.app import App
 from lifecycle.links import BadToken, verify
@@ -62,22 +66,61 @@ templates.env.filters.update({"money": _money, "number": _number, "local": _loca
 
 #: Limits of a posted ``multipart/form-data`` form: fields, files, bytes per part.
 MAX_FORM_FIELDS, MAX_FORM_FILES, MAX_FORM_PART = 100, 10, 64 * 1024
+#: Largest form body read (bytes), in either encoding: the largest form a page posts (a
+#: 4,000-character comment, URL-encoded) is well below it.
+MAX_FORM_BYTES = 256 * 1024
+#: Seconds a client may take to send a form body, from the first byte read.
+FORM_SECONDS = 10.0
+
+
+async def read_body(request: Request, limit: int, seconds: float) -> bytes:
+    """The request's body, refused before it is read if it is larger than ``limit`` bytes.
+
+    A declared ``Content-Length`` over ``limit`` is refused at once (413) without
+    reading a byte; a body without one (chunked) is read up to ``limit`` and then
+    refused (413); a body not complete within ``seconds`` is refused (408), so a
+    slow or endless body holds neither memory nor the connection for long.
+    """
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"The body is larger than {limit} bytes.")
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(seconds):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise HTTPException(413, f"The body is larger than {limit} bytes.")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise HTTPException(408, f"The body did not arrive within {seconds:g} seconds.") from None
+    except ClientDisconnect:
+        raise HTTPException(400, "The client went away before its body arrived.") from None
+    return b"".join(chunks)
 
 
 async def read_form(request: Request) -> dict[str, list[str]]:
     """The form a page or a mail client posted, URL-encoded or ``multipart/form-data`` (what
     RFC 8058 recommends for one-click unsubscribes): each field a list, as it may repeat.
 
-    File parts are ignored; a multipart body that cannot be read (malformed, or over
-    :data:`MAX_FORM_FIELDS` / :data:`MAX_FORM_FILES` / :data:`MAX_FORM_PART`) reads as an
-    empty form.
+    The body is bounded before it is read (:func:`read_body`: :data:`MAX_FORM_BYTES`,
+    :data:`FORM_SECONDS`).  File parts are ignored; a multipart body that cannot be read
+    (malformed, or over :data:`MAX_FORM_FIELDS` / :data:`MAX_FORM_FILES` /
+    :data:`MAX_FORM_PART`) reads as an empty form.
     """
+    body = await read_body(request, MAX_FORM_BYTES, FORM_SECONDS)
     media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     if media_type != "multipart/form-data":
-        return parse_qs((await request.body()).decode("utf-8", "replace"))
+        return parse_qs(body.decode("utf-8", "replace"))
+
+    async def chunks() -> AsyncGenerator[bytes, None]:
+        yield body
+
+    parser = MultiPartParser(request.headers, chunks(), max_files=MAX_FORM_FILES,
+                             max_fields=MAX_FORM_FIELDS, max_part_size=MAX_FORM_PART)
     try:
-        form = await request.form(max_files=MAX_FORM_FILES, max_fields=MAX_FORM_FIELDS,
-                                  max_part_size=MAX_FORM_PART)
+        form = await parser.parse()
     except Exception:  # noqa: BLE001 - an unreadable form is the sender's, and carries nothing
         return {}
     fields: dict[str, list[str]] = {}
@@ -116,7 +159,8 @@ class Linked:
 
     def holder(self, conn: Connection, purpose: str, token: str) -> Holder | None:
         """Whom a valid ``token`` names; None for a bad one.  A test mail's link (flagged in
-        its signed token, or naming a test send) is ``Holder(None, id, test=True)``."""
+        its signed token, naming a test send, or naming no mail at all: a preview's) is
+        ``Holder(None, id, test=True)``."""
         try:
             data = verify(self.app.settings.secret_key, purpose, token)
             customer_id, message_id = int(data["c"]), int(data.get("m") or 0)
@@ -124,7 +168,8 @@ class Linked:
             return None
         mail = conn.execute(select(Message.id, Message.context).where(
             Message.id == message_id)).first()
-        if data.get("t") or (mail is not None and is_test(mail)):
+        if data.get("t") or not message_id or (mail is not None and is_test(mail)):
+            # no mail (``m`` 0) is a preview's link: previews made before tokens carried ``t``
             return Holder(None, message_id or None, test=True)
         customer = customer_of(conn, customer_id)
         if customer is None or not customer.email:

@@ -33,10 +33,16 @@ from lifecycle.mail.signature import (
     WebhookVerifier,
 )
 from lifecycle.subscriptions import MARKETING, customer_of, unsubscribe
+from lifecycle.web.linked import read_body
 
 log = logging.getLogger(__name__)
 #: Largest form part accepted (bytes): Inbound Parse posts up to 20 MB in all.
 MAX_INBOUND_PART = 20 * 1024 * 1024
+#: Largest Event Webhook post read (bytes): SendGrid posts batches of up to 768 KB, and
+#: anyone may post before the signature is checked.
+MAX_EVENTS_BODY = 4 * 1024 * 1024
+#: Seconds an Event Webhook post may take to arrive.
+EVENTS_SECONDS = 30.0
 
 
 def webhook_routes(app: App) -> APIRouter:
@@ -47,7 +53,7 @@ def webhook_routes(app: App) -> APIRouter:
     @router.post("/webhooks/sendgrid/events")
     async def sendgrid_events(request: Request) -> JSONResponse:
         """SendGrid's Event Webhook: a signed JSON array of events."""
-        body = await request.body()
+        body = await read_body(request, MAX_EVENTS_BODY, EVENTS_SECONDS)
         if verifier is None:
             log.warning("A SendGrid event post was refused: SENDGRID_WEBHOOK_PUBLIC_KEY is not "
                         "set, so its signature cannot be checked.")
