@@ -234,8 +234,8 @@ def test_the_status_line_counts_flow_mails_and_survives_a_managers_test_send(sho
 
     app, clock = shop_app
     lines: list[str] = []
-    simulation = Simulation(app, LiveShop(app, seed=5), Audience(doors=None, since=T0),  # type: ignore[arg-type]
-                            say=lines.append)
+    audience = Audience(doors=None, since=T0)  # type: ignore[arg-type]
+    simulation = Simulation(app, LiveShop(app, seed=5), audience, say=lines.append)
     clock.advance(timedelta(hours=1))
     with app.engine.begin() as conn:
         cid = conn.execute(select(Customer.id).order_by(Customer.id)).scalars().first()
