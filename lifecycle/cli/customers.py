@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lifecycle.cli.base import (
+    Failure,
     cli,
     known_customer,
     parse_as_of,
@@ -33,13 +34,16 @@ def customer_show(customer_id: str, as_json: bool, as_of: str | None) -> None:
     at the shop, or email)."""
     import json
 
-    from lifecycle.segments.explain import explain
+    from lifecycle.segments.explain import NotACustomerYet, explain
 
     app = ready_app()
     defs = segment_definitions(app)
     moment = parse_as_of(app, as_of)
     with app.engine.connect() as conn:
-        data = explain(conn, defs, known_customer(conn, customer_id), moment)
+        try:
+            data = explain(conn, defs, known_customer(conn, customer_id), moment)
+        except NotACustomerYet as exc:
+            raise Failure(str(exc)) from None
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
