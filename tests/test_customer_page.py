@@ -180,3 +180,36 @@ def test_customer_show_accepts_an_email_like_timeline_and_export(
     result = CliRunner().invoke(cli, ["customer", "show", "ann@example.com"], env=cli_env)
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("C1  ann@example.com")
+
+
+def test_a_customer_whose_record_begins_after_the_clock_gets_a_page_saying_so(
+        app: App, web: TestClient) -> None:
+    with app.engine.begin() as conn:  # an import dated them ahead, or another process's clock
+        cid = add_customer(conn, "C1", T0 + DAY)
+        add_order(conn, cid, T0 + DAY, "20.00")
+    answer = support(app, web).get("/customers/C1")
+    assert answer.status_code == 200  # it was a 500 (StopIteration in explain)
+    assert "C1 was not a customer yet at 2026-06-03T12:00:00+00:00" in answer.text
+    assert 'id="timeline"' in answer.text
+
+
+def test_customer_show_as_of_before_the_customer_existed_says_so_in_one_line(
+        app: App, cli_env: dict[str, str]) -> None:
+    with app.engine.begin() as conn:
+        add_customer(conn, "C1", T0, email="ann@example.com")
+    result = CliRunner().invoke(cli, ["customer", "show", "C1", "--as-of", "2020-01-01"], env=cli_env)
+    assert result.exit_code == 2, result.output  # it was a StopIteration traceback
+    assert "C1 was not a customer yet at 2020-01-01T00:00:00+00:00" in result.output
+
+
+def test_the_last_order_s_age_reads_as_words_one_day_not_one_days(
+        app: App, web: TestClient, cli_env: dict[str, str]) -> None:
+    with app.engine.begin() as conn:
+        cid = add_customer(conn, "C1", T0 - 30 * DAY)
+        add_order(conn, cid, T0 - 20 * DAY, "20.00")
+        add_order(conn, cid, T0 - DAY, "20.00")
+    assert "(1 day ago)" in support(app, web).get(f"/customers/{cid}").text
+    shown = CliRunner().invoke(cli, ["customer", "show", "C1", "--as-of", (T0 - DAY).isoformat()],
+                               env=cli_env)
+    assert shown.exit_code == 0, shown.output
+    assert "(today)" in shown.stdout and "days ago" not in shown.stdout

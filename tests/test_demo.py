@@ -229,6 +229,27 @@ def test_an_order_planned_after_a_click_is_placed_at_its_time(shop_app: Any) -> 
     assert after >= before + 1
 
 
+def test_the_status_line_counts_flow_mails_and_survives_a_managers_test_send(shop_app: Any) -> None:
+    from lifecycle.demo.show import Simulation
+
+    app, clock = shop_app
+    lines: list[str] = []
+    audience = Audience(doors=None, since=T0)  # type: ignore[arg-type]
+    simulation = Simulation(app, LiveShop(app, seed=5), audience, say=lines.append)
+    clock.advance(timedelta(hours=1))
+    with app.engine.begin() as conn:
+        cid = conn.execute(select(Customer.id).order_by(Customer.id)).scalars().first()
+        for n, (flow, context) in enumerate((("thank_you", {}),
+                                             (None, {"test": "sue@shop.example"}))):
+            conn.execute(Message.__table__.insert().values(
+                idempotency_key=f"status:{n}", customer_id=cid, flow=flow, step="thanks",
+                template="thank_you", to_email="x@example.com", status="sent",
+                due_at=clock.now(), sent_at=clock.now(), attempts=1, context=context,
+                created_at=clock.now(), updated_at=clock.now()))
+    line = simulation.status(clock.now())  # a test send (no flow) once made this raise
+    assert "mails sent: thank_you 1;" in line
+
+
 # ------------------------------------------------------------ the audience
 
 def a_mail(n: int, flow: str = "feedback_request", marketing: bool = True) -> Mail:

@@ -220,6 +220,7 @@ def test_the_segments_page_lists_sizes_now_and_over_time(app: App, web: TestClie
     assert '<td>New <code class="note">new</code></td><td>retention</td><td class="n">1</td>' \
         in page.text  # in words, with the name flows use
     assert "Can&#39;t lose them (RFM) <code" in page.text
+    assert ">RFM segments</h3>" in page.text and "Rfm" not in page.text  # the chart's heading
 
 
 def test_an_admin_adds_staff_changes_roles_and_manages_api_keys(app: App,

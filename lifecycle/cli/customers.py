@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lifecycle.cli.base import (
+    Failure,
     cli,
     known_customer,
     parse_as_of,
@@ -33,13 +34,16 @@ def customer_show(customer_id: str, as_json: bool, as_of: str | None) -> None:
     at the shop, or email)."""
     import json
 
-    from lifecycle.segments.explain import explain
+    from lifecycle.segments.explain import NotACustomerYet, explain
 
     app = ready_app()
     defs = segment_definitions(app)
     moment = parse_as_of(app, as_of)
     with app.engine.connect() as conn:
-        data = explain(conn, defs, known_customer(conn, customer_id), moment)
+        try:
+            data = explain(conn, defs, known_customer(conn, customer_id), moment)
+        except NotACustomerYet as exc:
+            raise Failure(str(exc)) from None
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
@@ -86,6 +90,12 @@ def customer_erase(customer_id: str, yes: bool) -> None:
                + ", ".join(f"{name.replace('_', ' ')} {n}" for name, n in counts.items()) + ".")
 
 
+def days_ago(days: float | int) -> str:
+    """``days`` whole days elapsed, in words: "today", "1 day ago", "12 days ago"."""
+    whole = int(round(days))
+    return "today" if whole == 0 else f"{whole} day{'s' if whole != 1 else ''} ago"
+
+
 def _print_customer(data: dict[str, Any]) -> None:
     from lifecycle.money import money, terminal_locale
     from lifecycle.segments.definitions import RFM_PREFIX, segment_words
@@ -103,7 +113,7 @@ def _print_customer(data: dict[str, Any]) -> None:
             + (f"(average {money(m['avg_spend'], cur, locale)}); "
                if m["avg_spend"] is not None else f"(none in {cur}); ")
             + f"first {m['first_order_at'][:10]}, last {m['last_order_at'][:10]} "
-            f"({m['days_since_last_order']} days ago); typical gap "
+            f"({days_ago(m['days_since_last_order'])}); typical gap "
             + (f"{m['median_gap_days']:.1f} days" if m["median_gap_days"] is not None else "unknown "
                "(one order)"))
         for other in m["other_currencies"]:

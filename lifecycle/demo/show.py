@@ -94,7 +94,8 @@ class Simulation:
         with self.app.engine.connect() as conn:
             sent = Counter(dict(conn.execute(
                 select(Message.flow, func.count()).where(
-                    Message.status == MessageStatus.SENT.value, Message.sent_at >= self.started)
+                    Message.status == MessageStatus.SENT.value, Message.sent_at >= self.started,
+                    Message.flow.is_not(None))  # a manager's test send belongs to no flow
                 .group_by(Message.flow)).all()))
         days = (now - self.started).total_seconds() / 86400
         mails = ", ".join(f"{flow} {n}" for flow, n in sorted(sent.items())) or "none yet"

@@ -30,8 +30,19 @@ def _number(value: Any) -> float | int | None:
     return int(number) if number.is_integer() else round(number, 4)
 
 
+class NotACustomerYet(ValueError):
+    """The moment asked about is before the customer's record begins: segments count a customer
+    from their ``created_at`` on, so there is no standing to explain."""
+
+
 def explain(conn: Connection, defs: Definitions, customer: Any, as_of: datetime) -> dict[str, Any]:
-    """``customer`` is a row (or object) with the customers table's columns."""
+    """``customer`` is a row (or object) with the customers table's columns.
+
+    Raises :class:`NotACustomerYet` when ``as_of`` is before the customer's ``created_at``."""
+    if customer.created_at is not None and as_utc(customer.created_at) > as_utc(as_of):
+        raise NotACustomerYet(
+            f"{customer.external_id} was not a customer yet at {_iso(as_of)}: their record begins "
+            f"at {_iso(customer.created_at)}, and segments count a customer from then on.")
     d = Dialect.of(conn, defs)
     row = _run(conn, metrics_sql(d, ":cid"), {"as_of": as_of, "cid": customer.id}).mappings().first()
     metrics: dict[str, Any] = {

@@ -36,7 +36,7 @@ from lifecycle.models import (
     Order,
     Touchpoint,
 )
-from lifecycle.segments.explain import explain
+from lifecycle.segments.explain import NotACustomerYet, explain
 from lifecycle.segments.service import definitions
 from lifecycle.staff import allows, check_password, staff_by_id
 from lifecycle.timeline import MAX_PAGE, PAGE, TIMELINE_KINDS, next_cursor
@@ -283,18 +283,20 @@ def staff_routes(app: App, gate: Gate) -> APIRouter:
                 .order_by(e.c.enrolled_at)))
             first_order = conn.execute(select(func.min(o.c.ordered_at)).where(
                 o.c.customer_id == row.id)).scalar()
-            standing, problems = None, []
+            standing, problems, not_yet = None, [], None
             try:  # a manager's broken segments.yaml must not hide the timeline from support
                 standing = explain(conn, definitions(app), row, app.clock.now())
             except InvalidFile as exc:
                 problems = [str(p) for p in exc.problems]
+            except NotACustomerYet as exc:  # a record dated after this process's clock
+                not_yet = str(exc)
         since = as_utc(row.created_at)
         if first_order is not None:  # an import may date the customer after their orders
             since = min(since, as_utc(first_order))
         return templates.TemplateResponse(request, "customer.html", {
             "who": who, "customer": row, "path": customer_path(row), "entries": entries,
             "kind": kind, "kinds": TIMELINE_KINDS, "upcoming": upcoming,
-            "enrollments": enrollments, "standing": standing, "problems": problems,
+            "enrollments": enrollments, "standing": standing, "problems": problems, "not_yet": not_yet,
             "next": next_cursor(entries, PAGE), "newer": newer,
             "tz": row.timezone or app.settings.timezone, "since": since})
 
