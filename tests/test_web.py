@@ -13,9 +13,11 @@ from lifecycle.clock import ManualClock
 from lifecycle.config import load_settings
 from lifecycle.imports import import_rows
 from lifecycle.sample import SampleShop, ShopShape
+from lifecycle.staff import add_staff
 from lifecycle.tasks import heartbeat
 from lifecycle.timeutil import UTC
 from lifecycle.web.app import create_app
+from tests.factories import csrf_of
 
 NOW = datetime(2026, 5, 1, 9, tzinfo=UTC)
 
@@ -25,14 +27,24 @@ def make_app(url: str) -> tuple[App, ManualClock]:
     return App(replace(load_settings({}), database_url=make_url(url)), clock=clock), clock
 
 
-def test_the_front_page_counts_what_the_database_holds(fresh_database_url: str) -> None:
+def test_the_front_page_counts_what_the_database_holds_for_staff_only(fresh_database_url: str) -> None:
     app, _ = make_app(fresh_database_url)
     shop = SampleShop(ShopShape(customers=50), until=NOW)
     with app.engine.begin() as conn:
         import_rows(conn, "customers", shop.customers())
         orders = import_rows(conn, "orders", shop.orders())
-    page = TestClient(create_app(app)).get("/")
-    assert page.status_code == 200
+    client = TestClient(create_app(app))
+    public = client.get("/")
+    assert public.status_code == 200 and "/login" in public.text
+    assert "Customers" not in public.text and app.database_label() not in public.text
+    assert str(app.settings.outbox_dir.resolve()) not in public.text
+    with app.engine.begin() as conn:
+        add_staff(conn, "sue@shop.example", "support", "correct horse battery", NOW)
+    login = client.get("/login")
+    assert client.post("/login", data={"email": "sue@shop.example",
+                                       "password": "correct horse battery",
+                                       "csrf": csrf_of(login.text)}).status_code == 200
+    page = client.get("/")
     assert '<th scope="row">Customers</th><td>50</td>' in page.text
     assert f'<th scope="row">Orders</th><td>{orders.inserted}</td>' in page.text
     app.close()

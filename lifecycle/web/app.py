@@ -79,6 +79,10 @@ def create_app(app: App) -> FastAPI:
 
     @web.get("/", response_class=HTMLResponse)
     def index(request: Request) -> HTMLResponse:
+        """The front page: a link to the login; what the database holds and where mail goes
+        only for staff who are logged in (a public page names no path and no figure)."""
+        if gate.visitor(request).staff is None:
+            return templates.TemplateResponse(request, "index.html", {"counts": None})
         with app.sessions() as session:
             counts = {
                 "customers": session.scalar(select(func.count()).select_from(Customer)),
