@@ -63,4 +63,7 @@ def parse_instant(text: str, default_zone: str = "UTC") -> datetime:
         raise ValueError(f"{raw!r} is not an ISO 8601 date or date-time") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=zone(default_zone))
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+14:00: before the first UTC instant
+        raise ValueError(f"{raw!r} is outside the range of dates") from None

@@ -180,3 +180,21 @@ def test_customer_show_accepts_an_email_like_timeline_and_export(
     result = CliRunner().invoke(cli, ["customer", "show", "ann@example.com"], env=cli_env)
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("C1  ann@example.com")
+
+
+def test_odd_customer_addresses_and_forged_timeline_cursors_are_refused_not_server_errors(
+        app: App, web: TestClient) -> None:
+    with app.engine.begin() as conn:
+        cid = add_customer(conn, "C1", T0 - 3 * DAY)
+        add_order(conn, cid, T0 - 2 * DAY, "20.00")
+    w = support(app, web)
+    # "²" is a digit to str.isdigit but no number to int(); 30 digits overflow a BIGINT
+    for key in ("%C2%B2", "9" * 30, "9" * 5000):
+        assert w.get(f"/customers/{key}").status_code == 404, key
+    for cursor in ("2026-01-01T00:00:00~" + "9" * 30, "2026-01-01T00:00:00~%C2%B2",
+                   "0001-01-01T00:00:00%2B14:00~1", "9999-12-31T23:59:59-14:00~1"):
+        for direction in ("after", "before"):
+            answer = w.get(f"/customers/{cid}?{direction}={cursor}")
+            assert answer.status_code == 400, (direction, cursor)
+            assert answer.text == "Not a timeline cursor."
+    assert w.get(f"/customers/{cid}").status_code == 200
