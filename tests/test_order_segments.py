@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -242,3 +243,27 @@ def test_lifecycle_import_orders_ends_by_refreshing_the_customers_it_changed(
     with app.engine.connect() as conn:
         assert "new" in stays(conn, "D4") and "new" in stays(conn, "D1")
     app.close()
+
+
+def test_the_scheduled_full_refresh_is_written_when_an_order_s_refresh_commits_while_it_waits(
+        app: App) -> None:
+    from lifecycle.segments.service import refresh_if_due
+
+    with app.engine.begin() as conn:
+        a_shop(conn)  # calibrated at T0
+    due = T0 + timedelta(days=2)
+    app.clock.set(due)  # type: ignore[attr-defined]
+    order = app.engine.connect()
+    pending = order.begin()  # an order's request, its segment refresh done, not committed yet
+    place_orders(order, [an_order(1, days_ago=20), an_order(2, days_ago=1)],
+                 ManualClock(due + timedelta(seconds=1)), segments=DEFS)
+    reports: list[Any] = []
+    job = threading.Thread(target=lambda: reports.append(refresh_if_due(app)))
+    job.start()  # the scheduler's full refresh reads the clock, then waits for the request
+    time.sleep(0.5)
+    app.clock.set(due + timedelta(seconds=2))  # type: ignore[attr-defined]
+    pending.commit()
+    order.close()
+    job.join(60)
+    assert reports and reports[0] is not None
+    assert reports[0].written, reports[0].note  # not "report only": the nightly moves are kept

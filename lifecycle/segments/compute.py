@@ -132,6 +132,13 @@ def _lock(conn: Connection, shared: bool) -> None:
         conn.execute(text(f"SELECT {fn}(:key)"), {"key": LOCK_KEY})
 
 
+def lock_full_refresh(conn: Connection) -> None:
+    """Take the full refresh's exclusive lock (PostgreSQL; held to the end of the transaction)
+    before reading the clock for its ``as_of``: customer refreshes that commit while it waits
+    then lie before that moment, not after it."""
+    _lock(conn, shared=False)
+
+
 def _last_change(conn: Connection, customer_id: int | None = None) -> datetime | None:
     entered = select(func.max(SegmentMembership.entered_at))
     exited = select(func.max(SegmentMembership.exited_at))
