@@ -267,3 +267,36 @@ def test_the_scheduled_full_refresh_is_written_when_an_order_s_refresh_commits_w
     job.join(60)
     assert reports and reports[0] is not None
     assert reports[0].written, reports[0].note  # not "report only": the nightly moves are kept
+
+
+def test_an_order_s_refresh_that_waits_for_a_full_refresh_never_ends_a_stay_before_it_began(
+        app: App) -> None:
+    with app.engine.begin() as conn:
+        a_shop(conn)
+        place_orders(conn, [an_order(1, days_ago=20)], ManualClock(T0), refresh=False)
+    full = app.engine.connect()
+    running = full.begin()  # the nightly full refresh, not committed yet: C1 enters "new"
+    refresh_all(full, DEFS, T0 + timedelta(seconds=2), T0 + timedelta(seconds=2))
+    clock = ManualClock(T0 + timedelta(seconds=1))  # the order's request reads its clock...
+    failures: list[BaseException] = []
+
+    def post() -> None:
+        try:
+            with app.engine.begin() as conn:  # ...and waits for the full refresh
+                place_orders(conn, [an_order(2, days_ago=1)], clock, segments=DEFS)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            failures.append(exc)
+
+    request = threading.Thread(target=post)
+    request.start()
+    time.sleep(0.5)
+    clock.set(T0 + timedelta(seconds=3))
+    running.commit()
+    full.close()
+    request.join(60)
+    assert failures == []
+    with app.engine.connect() as conn:
+        assert "repeat" in stays(conn, "C1")
+        backwards = conn.execute(select(SegmentMembership.segment).where(
+            SegmentMembership.exited_at < SegmentMembership.entered_at)).scalars().all()
+        assert backwards == []
