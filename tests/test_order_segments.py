@@ -300,3 +300,38 @@ def test_an_order_s_refresh_that_waits_for_a_full_refresh_never_ends_a_stay_befo
         backwards = conn.execute(select(SegmentMembership.segment).where(
             SegmentMembership.exited_at < SegmentMembership.entered_at)).scalars().all()
         assert backwards == []
+
+
+def test_the_same_new_order_posted_twice_at_once_keeps_the_later_post_s_values(
+        app: App) -> None:
+    from lifecycle.models import Order
+
+    with app.engine.begin() as conn:  # a known customer with one order
+        place_orders(conn, [an_order(0, days_ago=30)], ManualClock(T0), segments=DEFS)
+    first = app.engine.connect()
+    running = first.begin()  # the order's first post, not committed yet
+    place_orders(first, [an_order(1, days_ago=2)], ManualClock(T0), segments=DEFS)
+    failures: list[BaseException] = []
+
+    def refund() -> None:  # the shop's next post of the same order: refunded
+        try:
+            with app.engine.begin() as conn:
+                place_orders(conn, [an_order(1, days_ago=2, status="refunded")],
+                             ManualClock(T0 + timedelta(minutes=1)), segments=DEFS)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            failures.append(exc)
+
+    second = threading.Thread(target=refund)
+    second.start()
+    time.sleep(0.5)
+    running.commit()
+    first.close()
+    second.join(60)
+    assert failures == []
+    with app.engine.connect() as conn:
+        assert conn.execute(select(Order.status).where(Order.external_id == "O1")).scalar_one() \
+            == "refunded"
+        cid = conn.execute(select(Customer.id).where(Customer.external_id == "C1")).scalar_one()
+        assert [e.kind for e in page(conn, cid, kinds=("order_placed", "order_status_changed"))] \
+            == ["order_status_changed", "order_placed", "order_placed"]
+        assert "repeat" not in stays(conn, "C1")  # one completed order: not repeat
