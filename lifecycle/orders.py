@@ -112,9 +112,9 @@ def refresh_changed(conn: Connection, segments: Segments | None, clock: Clock, *
             log.error("Segments of customers with new orders are not refreshed: "
                       "segments.yaml has problems:\n%s", exc)
             return None
-    now = clock.now()
+    now = clock.now()  # read again once the refresh holds its locks
     return refresh_customers(conn, segments, f"SELECT customer_id FROM {loader.CHANGED_TABLE}",
-                             now, now, channel=channel)
+                             now, now, channel=channel, clock=clock)
 
 
 #: An import refreshes the customers it changed when they are at most this share of all

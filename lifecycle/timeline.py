@@ -94,10 +94,16 @@ def next_cursor(entries: Sequence[Entry], limit: int) -> str | None:
     return entries[-1].cursor if entries and len(entries) == limit else None
 
 
+#: The largest row id a BIGINT holds: a larger one in a forged cursor or address is refused.
+MAX_ROW_ID = 2**63 - 1
+
+
 def parse_cursor(cursor: str) -> tuple[datetime, int]:
     """``<ISO time>~<id>`` as (time, id); ValueError naming the problem."""
     at, sep, row_id = cursor.rpartition("~")
-    if not sep or not row_id.isdigit():
+    # ASCII digits of a row id that fits a BIGINT ("²" is a digit to str.isdigit, int() refuses it)
+    if not sep or not (row_id.isascii() and row_id.isdigit()) or len(row_id) > 19 \
+            or int(row_id) > MAX_ROW_ID:
         raise ValueError(f"not a timeline cursor: {cursor!r} (expected TIME~ID)")
     return parse_instant(at), int(row_id)
 

@@ -65,5 +65,5 @@ def parse_instant(text: str, default_zone: str = "UTC") -> datetime:
         parsed = parsed.replace(tzinfo=zone(default_zone))
     try:
         return parsed.astimezone(UTC)
-    except OverflowError:  # e.g. 0001-01-01T00:00+01:00: its UTC moment is before year 1
-        raise ValueError(f"{raw!r} is out of range") from None
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+14:00: before the first UTC instant
+        raise ValueError(f"{raw!r} is outside the range of dates") from None

@@ -213,3 +213,21 @@ def test_the_last_order_s_age_reads_as_words_one_day_not_one_days(
                                env=cli_env)
     assert shown.exit_code == 0, shown.output
     assert "(today)" in shown.stdout and "days ago" not in shown.stdout
+
+
+def test_odd_customer_addresses_and_forged_timeline_cursors_are_refused_not_server_errors(
+        app: App, web: TestClient) -> None:
+    with app.engine.begin() as conn:
+        cid = add_customer(conn, "C1", T0 - 3 * DAY)
+        add_order(conn, cid, T0 - 2 * DAY, "20.00")
+    w = support(app, web)
+    # "²" is a digit to str.isdigit but no number to int(); 30 digits overflow a BIGINT
+    for key in ("%C2%B2", "9" * 30, "9" * 5000):
+        assert w.get(f"/customers/{key}").status_code == 404, key
+    for cursor in ("2026-01-01T00:00:00~" + "9" * 30, "2026-01-01T00:00:00~%C2%B2",
+                   "0001-01-01T00:00:00%2B14:00~1", "9999-12-31T23:59:59-14:00~1"):
+        for direction in ("after", "before"):
+            answer = w.get(f"/customers/{cid}?{direction}={cursor}")
+            assert answer.status_code == 400, (direction, cursor)
+            assert answer.text == "Not a timeline cursor."
+    assert w.get(f"/customers/{cid}").status_code == 200

@@ -300,3 +300,19 @@ def test_a_database_without_the_schema_is_told_to_upgrade(tmp_path: Path) -> Non
     assert result.exit_code == 2
     assert "lifecycle db upgrade" in result.stderr
     create_engine(env["LIFECYCLE_DATABASE_URL"]).dispose()
+
+
+def test_a_time_before_the_first_utc_instant_is_a_bad_row_and_the_good_rows_land(
+        conn: Connection, tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "orders.jsonl", [
+        {"order_id": "o1", "customer_id": "c1", "ordered_at": "0001-01-01T00:00:00+14:00",
+         "total": "3"},
+        {"order_id": "o2", "customer_id": "c1", "ordered_at": "9999-12-31T23:59:59-14:00",
+         "total": "3"},
+        {"order_id": "o3", "customer_id": "c1", "ordered_at": "2024-01-01", "total": "3"},
+    ])
+    result = run_import(conn, "orders", path)
+    assert [(i.line, i.reason) for i in result.issues] == [
+        (1, "ordered_at: '0001-01-01T00:00:00+14:00' is outside the range of dates"),
+        (2, "ordered_at: '9999-12-31T23:59:59-14:00' is outside the range of dates")]
+    assert result.inserted == 1 and result.skipped == 2

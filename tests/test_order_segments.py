@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -242,3 +243,95 @@ def test_lifecycle_import_orders_ends_by_refreshing_the_customers_it_changed(
     with app.engine.connect() as conn:
         assert "new" in stays(conn, "D4") and "new" in stays(conn, "D1")
     app.close()
+
+
+def test_the_scheduled_full_refresh_is_written_when_an_order_s_refresh_commits_while_it_waits(
+        app: App) -> None:
+    from lifecycle.segments.service import refresh_if_due
+
+    with app.engine.begin() as conn:
+        a_shop(conn)  # calibrated at T0
+    due = T0 + timedelta(days=2)
+    app.clock.set(due)  # type: ignore[attr-defined]
+    order = app.engine.connect()
+    pending = order.begin()  # an order's request, its segment refresh done, not committed yet
+    place_orders(order, [an_order(1, days_ago=20), an_order(2, days_ago=1)],
+                 ManualClock(due + timedelta(seconds=1)), segments=DEFS)
+    reports: list[Any] = []
+    job = threading.Thread(target=lambda: reports.append(refresh_if_due(app)))
+    job.start()  # the scheduler's full refresh reads the clock, then waits for the request
+    time.sleep(0.5)
+    app.clock.set(due + timedelta(seconds=2))  # type: ignore[attr-defined]
+    pending.commit()
+    order.close()
+    job.join(60)
+    assert reports and reports[0] is not None
+    assert reports[0].written, reports[0].note  # not "report only": the nightly moves are kept
+
+
+def test_an_order_s_refresh_that_waits_for_a_full_refresh_never_ends_a_stay_before_it_began(
+        app: App) -> None:
+    with app.engine.begin() as conn:
+        a_shop(conn)
+        place_orders(conn, [an_order(1, days_ago=20)], ManualClock(T0), refresh=False)
+    full = app.engine.connect()
+    running = full.begin()  # the nightly full refresh, not committed yet: C1 enters "new"
+    refresh_all(full, DEFS, T0 + timedelta(seconds=2), T0 + timedelta(seconds=2))
+    clock = ManualClock(T0 + timedelta(seconds=1))  # the order's request reads its clock...
+    failures: list[BaseException] = []
+
+    def post() -> None:
+        try:
+            with app.engine.begin() as conn:  # ...and waits for the full refresh
+                place_orders(conn, [an_order(2, days_ago=1)], clock, segments=DEFS)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            failures.append(exc)
+
+    request = threading.Thread(target=post)
+    request.start()
+    time.sleep(0.5)
+    clock.set(T0 + timedelta(seconds=3))
+    running.commit()
+    full.close()
+    request.join(60)
+    assert failures == []
+    with app.engine.connect() as conn:
+        assert "repeat" in stays(conn, "C1")
+        backwards = conn.execute(select(SegmentMembership.segment).where(
+            SegmentMembership.exited_at < SegmentMembership.entered_at)).scalars().all()
+        assert backwards == []
+
+
+def test_the_same_new_order_posted_twice_at_once_keeps_the_later_post_s_values(
+        app: App) -> None:
+    from lifecycle.models import Order
+
+    with app.engine.begin() as conn:  # a known customer with one order
+        place_orders(conn, [an_order(0, days_ago=30)], ManualClock(T0), segments=DEFS)
+    first = app.engine.connect()
+    running = first.begin()  # the order's first post, not committed yet
+    place_orders(first, [an_order(1, days_ago=2)], ManualClock(T0), segments=DEFS)
+    failures: list[BaseException] = []
+
+    def refund() -> None:  # the shop's next post of the same order: refunded
+        try:
+            with app.engine.begin() as conn:
+                place_orders(conn, [an_order(1, days_ago=2, status="refunded")],
+                             ManualClock(T0 + timedelta(minutes=1)), segments=DEFS)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            failures.append(exc)
+
+    second = threading.Thread(target=refund)
+    second.start()
+    time.sleep(0.5)
+    running.commit()
+    first.close()
+    second.join(60)
+    assert failures == []
+    with app.engine.connect() as conn:
+        assert conn.execute(select(Order.status).where(Order.external_id == "O1")).scalar_one() \
+            == "refunded"
+        cid = conn.execute(select(Customer.id).where(Customer.external_id == "C1")).scalar_one()
+        assert [e.kind for e in page(conn, cid, kinds=("order_placed", "order_status_changed"))] \
+            == ["order_status_changed", "order_placed", "order_placed"]
+        assert "repeat" not in stays(conn, "C1")  # one completed order: not repeat

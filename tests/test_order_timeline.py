@@ -234,3 +234,29 @@ def test_upgrading_a_database_puts_the_orders_imported_before_on_the_timeline(
     assert [(summary.split(": ")[1], categories, channel)
             for summary, categories, channel in got] == [
         ("$30.00 (order no. 2)", [], "import"), ("$12.50 (order no. 1)", ["tea"], "import")]
+
+
+def test_upgrading_a_database_whose_long_order_ids_share_a_source_key_does_not_fail(
+        fresh_database_url: str) -> None:
+    from sqlalchemy import insert
+
+    from alembic import command
+    from lifecycle.models import Order
+
+    app = App(replace(load_settings({}), database_url=make_url(fresh_database_url)))
+    config = app.alembic_config()
+    with app.engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0006")
+    with app.engine.begin() as conn:  # ids of 251 characters: "order_placed:" + id is cut at 255
+        cid = add_customer(conn, "C1", T0 - timedelta(days=90))
+        conn.execute(insert(Order), [
+            {"external_id": "x" * 250 + str(n), "customer_id": cid,
+             "ordered_at": T0 - timedelta(days=n), "total": 10, "currency": "USD",
+             "status": "completed", "items": [], "created_at": T0, "updated_at": T0}
+            for n in (1, 2)])
+    app.upgrade_database()
+    with app.engine.connect() as conn:
+        placed = page(conn, cid, kinds=["order_placed"])
+    app.close()
+    assert len(placed) == 1  # one entry for the key they share, as an import writes it

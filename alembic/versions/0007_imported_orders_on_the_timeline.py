@@ -56,7 +56,8 @@ def upgrade() -> None:
               FROM orders AS o WHERE o.status = 'completed') AS n
         WHERE NOT EXISTS (SELECT 1 FROM touchpoints AS t
                           WHERE t.source_key = {key.format('n.external_id')})
-        ORDER BY n.ordered_at""")
+        ORDER BY n.ordered_at
+        ON CONFLICT (source_key) DO NOTHING""")  # ids longer than 242 characters may share a key
 
 
 def downgrade() -> None:

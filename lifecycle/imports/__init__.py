@@ -160,6 +160,8 @@ def _stage_and_merge(
     if kind == "customers":
         result.inserted, result.updated = loader.merge_customers(conn, table, now)
     else:
+        if channel != HISTORY:
+            loader.lock_orders(conn, table)
         result.customers_created = loader.create_missing_customers(conn, table, now)
         result.customers_changed = loader.note_changed_customers(conn, table)
         result.status_changes = loader.record_status_changes(conn, table, now, channel)

@@ -187,6 +187,27 @@ def merge_customers(conn: Connection, table: Table, now: datetime) -> tuple[int,
     return inserted, updated
 
 
+#: Advisory lock key (PostgreSQL) of live order posts, taken per bucket of order ids.
+ORDER_LOCK_KEY = 7_414_002
+#: Buckets of order ids a live post locks (at most this many locks per transaction: PostgreSQL's
+#: lock table is shared, 64 per connection by default).
+ORDER_LOCK_BUCKETS = 256
+
+
+def lock_orders(conn: Connection, table: Table) -> None:
+    """(PostgreSQL) Lock the staged orders' ids, by bucket and in bucket order, until the
+    transaction ends: two live posts of the same order (say, placed and then refunded a moment
+    later) run one after the other, so the second sees the first's order and updates it,
+    instead of its insert being skipped as a conflict and its values lost.  Imports of
+    history do not lock (they would hold live orders up for their whole length)."""
+    if conn.dialect.name != "postgresql":
+        return  # SQLite: one writer at a time already
+    conn.execute(text(f"""
+        SELECT COUNT(pg_advisory_xact_lock(:key, bucket)) FROM (
+            SELECT DISTINCT hashtext(external_id) & {ORDER_LOCK_BUCKETS - 1} AS bucket
+            FROM {table.name} ORDER BY bucket) AS ordered"""), {"key": ORDER_LOCK_KEY})
+
+
 def create_missing_customers(conn: Connection, table: Table, now: datetime) -> int:
     """Create customers that staged orders name but the database does not know yet.
 

@@ -35,6 +35,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, func, select, text
 from sqlalchemy.sql.elements import TextClause
 
+from lifecycle.clock import Clock
 from lifecycle.models import SegmentCalibration, SegmentMembership
 from lifecycle.models.base import UTCDateTime
 from lifecycle.segments.definitions import STAGES, Definitions
@@ -130,6 +131,13 @@ def _lock(conn: Connection, shared: bool) -> None:
             conn.exec_driver_sql(f"SET LOCAL work_mem = '{FULL_REFRESH_WORK_MEM}'")
         fn = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
         conn.execute(text(f"SELECT {fn}(:key)"), {"key": LOCK_KEY})
+
+
+def lock_full_refresh(conn: Connection) -> None:
+    """Take the full refresh's exclusive lock (PostgreSQL; held to the end of the transaction)
+    before reading the clock for its ``as_of``: customer refreshes that commit while it waits
+    then lie before that moment, not after it."""
+    _lock(conn, shared=False)
 
 
 def _last_change(conn: Connection, customer_id: int | None = None) -> datetime | None:
@@ -231,7 +239,8 @@ def refresh_all(conn: Connection, defs: Definitions, as_of: datetime, now: datet
 
 
 def refresh_customers(conn: Connection, defs: Definitions, customers: str | Iterable[int],
-                      as_of: datetime, now: datetime, *, channel: str = "system") -> RefreshReport:
+                      as_of: datetime, now: datetime, *, channel: str = "system",
+                      clock: Clock | None = None) -> RefreshReport:
     """Bring the memberships of ``customers`` up to date as of ``as_of`` in set-based SQL: the
     full refresh's statements restricted to them, scored against the latest calibration (made
     first if there is none), like :func:`refresh_customer` for each of them but in one pass.
@@ -244,6 +253,9 @@ def refresh_customers(conn: Connection, defs: Definitions, customers: str | Iter
     :data:`LOCK_EACH_MAX` customers, the full refresh's exclusive lock.
     ``channel`` is that of the ``segment_entered`` / ``segment_exited`` touchpoints
     (``import``: moves that an import of history caused, which fire no flow triggers).
+    ``clock`` (a live refresh: an arriving order's): ``as_of`` and ``now`` are read from it
+    once the locks are held, so that moves a full refresh wrote while this one waited never
+    lie after this one's (a stay left before it was entered).
     """
     d = Dialect.of(conn, defs)
     report = RefreshReport(as_of, True)
@@ -255,7 +267,8 @@ def refresh_customers(conn: Connection, defs: Definitions, customers: str | Iter
         few = customers
     if len(few) <= 1:  # one customer: the customer refresh's few statements do the same
         for cid in few:
-            entered, exited = refresh_customer(conn, defs, cid, as_of, now, channel=channel)
+            entered, exited = refresh_customer(conn, defs, cid, as_of, now, channel=channel,
+                                               clock=clock)
             report.customers = 1
             report.entered.update(entered)
             report.exited.update(exited)
@@ -278,6 +291,9 @@ def refresh_customers(conn: Connection, defs: Definitions, customers: str | Iter
                 f"SELECT COUNT(pg_advisory_xact_lock(:key, CAST(customer_id % 2147483648 "
                 f"AS INTEGER))) FROM (SELECT customer_id FROM {IDS_TABLE} "
                 f"ORDER BY customer_id % 2147483648) AS ordered"), {"key": LOCK_KEY % 2**31})
+    if clock is not None:  # under the locks (SQLite: the transaction's write lock)
+        as_of = now = clock.now()
+        report = RefreshReport(as_of, True)
     _ensure_calibration(conn, defs, d, as_of, now)
     report = _refresh(conn, defs, d, report, now, recalibrate=False,
                       step=lambda _message: None, among=f"SELECT customer_id FROM {IDS_TABLE}",
@@ -453,13 +469,16 @@ def assignments_for(conn: Connection, defs: Definitions, customer_id: int, as_of
 
 
 def refresh_customer(conn: Connection, defs: Definitions, customer_id: int, as_of: datetime,
-                     now: datetime, *, channel: str = "system") -> tuple[list[str], list[str]]:
+                     now: datetime, *, channel: str = "system",
+                     clock: Clock | None = None) -> tuple[list[str], list[str]]:
     """Bring one customer's memberships up to date; return ``(entered, exited)`` segments.
-    ``channel``: that of the moves' touchpoints (see :func:`refresh_customers`)."""
+    ``channel``, ``clock``: as for :func:`refresh_customers`."""
     _lock(conn, shared=True)
     if conn.dialect.name == "postgresql":  # one customer refresh at a time per customer
         conn.execute(text("SELECT pg_advisory_xact_lock(:key, :cid)"),
                      {"key": LOCK_KEY % 2**31, "cid": customer_id % 2**31})
+    if clock is not None:  # under the locks (SQLite: the transaction's write lock)
+        as_of = now = clock.now()
     cutoffs = _ensure_calibration(conn, defs, Dialect.of(conn, defs), as_of, now)
     wanted = assignments_for(conn, defs, customer_id, as_of, cutoffs)
     current = set(conn.execute(select(SegmentMembership.segment).where(

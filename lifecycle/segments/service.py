@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from lifecycle.app import App
 from lifecycle.models import SegmentCalibration
-from lifecycle.segments.compute import RefreshReport, refresh_all
+from lifecycle.segments.compute import RefreshReport, lock_full_refresh, refresh_all
 from lifecycle.segments.definitions import Definitions, load_definitions
 from lifecycle.yamlfile import InvalidFile
 
@@ -44,11 +44,11 @@ def definitions(app: App) -> Definitions:
 
 def refresh_if_due(app: App) -> RefreshReport | None:
     """Scheduler job: a full refresh when the last one is older than the setting."""
-    now = app.clock.now()
     with app.engine.begin() as conn:
         last = conn.execute(select(SegmentCalibration.computed_at)
                             .order_by(SegmentCalibration.id.desc()).limit(1)).scalar()
-        if last is not None and now - last < timedelta(hours=app.settings.segment_refresh_hours):
+        if last is not None and app.clock.now() - last < timedelta(
+                hours=app.settings.segment_refresh_hours):
             return None
         try:
             defs = definitions(app)
@@ -56,4 +56,9 @@ def refresh_if_due(app: App) -> RefreshReport | None:
             log.error("Segments are not refreshed: %s has problems:\n%s",
                       app.settings.segments_file, exc)
             return None
+        # The clock is read under the full refresh's lock (SQLite: the transaction's write
+        # lock): a customer refresh (an arriving order's) that commits while this one waits
+        # must not lie after its ``as_of``, which would make it report only.
+        lock_full_refresh(conn)
+        now = app.clock.now()
         return refresh_all(conn, defs, now, now)

@@ -254,7 +254,8 @@ def api_routes(app: App) -> APIRouter:
             touched_customers = insert_new(conn, Touchpoint.__table__, rows, ("source_key",),
                                            "customer_id")  # one per row inserted
             if defs is not None and touched_customers:
-                refresh_customers(conn, defs, touched_customers, now, now)
+                refresh_customers(conn, defs, touched_customers, now, now,
+                                  clock=app.clock)
         return Stored(inserted=len(touched_customers),
                       unchanged=len(items) - len(touched_customers))
 

@@ -39,7 +39,7 @@ from lifecycle.models import (
 from lifecycle.segments.explain import NotACustomerYet, explain
 from lifecycle.segments.service import definitions
 from lifecycle.staff import allows, check_password, staff_by_id
-from lifecycle.timeline import MAX_PAGE, PAGE, TIMELINE_KINDS, next_cursor
+from lifecycle.timeline import MAX_PAGE, MAX_ROW_ID, PAGE, TIMELINE_KINDS, next_cursor
 from lifecycle.timeline import page as timeline_page
 from lifecycle.timeutil import as_utc
 from lifecycle.web.linked import field, read_form, templates
@@ -307,7 +307,8 @@ def customer_by_key(conn: Any, key: str) -> Any | None:
     """The customer whose shop id (``customer_id``) is ``key``, else whose row id it is."""
     c = Customer.__table__
     row = conn.execute(select(c).where(c.c.external_id == key)).first()
-    if row is None and key.isdigit():
+    if row is None and key.isascii() and key.isdigit() and len(key) <= 19 \
+            and int(key) <= MAX_ROW_ID:  # a row id ("²" or 30 digits are none)
         row = conn.execute(select(c).where(c.c.id == int(key))).first()
     return row
 
