@@ -20,7 +20,7 @@ from lifecycle.config import load_settings
 from lifecycle.mail.compose import Outgoing
 from lifecycle.mail.events import record_events
 from lifecycle.mail.rate import SendRate
-from lifecycle.mail.sending import dispatch, send_batch
+from lifecycle.mail.sending import MAX_ATTEMPTS, dispatch, send_batch
 from lifecycle.mail.transports import FileTransport, SendError, SendGridTransport, sendgrid_payload
 from lifecycle.models import Message, Touchpoint
 from lifecycle.timeutil import UTC
@@ -198,6 +198,25 @@ def test_a_429_puts_the_batch_back_without_using_up_attempts(app: App,
     app.clock.advance(timedelta(seconds=3))  # type: ignore[attr-defined]
     assert send_batch(app, handed_out(app), rate=rate)["sent"] == 3
     assert len(fake.state.accepted) == len(ids)
+
+
+def test_a_stand_in_refusing_each_mail_fewer_times_than_the_outbox_tries_never_fails_one(
+        app: App, fake: FakeSendGrid) -> None:
+    # The fault schedule of test_delivery_faults: 500s at random, but at most MAX_ATTEMPTS - 1
+    # for one mail.  Even refusing every request it allows, the mail goes out on its last
+    # attempt, once; unbounded, it would be failed for good (the "lost" mail of issue 14).
+    [mid] = mails(app, 1)
+    fake.state.fail_share, fake.state.max_refusals = 1.0, MAX_ATTEMPTS - 1
+    outcomes = []
+    for _ in range(MAX_ATTEMPTS):
+        outcome = send_batch(app, handed_out(app), rate=SendRate(0))
+        outcomes.append(next(kind for kind in ("sent", "later", "failed") if outcome[kind]))
+        app.clock.advance(rows(app)[mid].due_at - app.clock.now())  # type: ignore[attr-defined]
+    assert outcomes == ["later"] * (MAX_ATTEMPTS - 1) + ["sent"]
+    row = rows(app)[mid]
+    assert row.status == "sent" and row.attempts == MAX_ATTEMPTS
+    assert fake.state.refusals == {str(mid): MAX_ATTEMPTS - 1}  # the 500s it answered
+    assert [r["custom_args"]["lifecycle_message_id"] for r in fake.state.accepted] == [str(mid)]
 
 
 def test_a_rejected_mail_fails_with_sendgrids_reason_on_the_timeline(app: App) -> None:
