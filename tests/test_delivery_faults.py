@@ -110,7 +110,7 @@ class Campaign:
                     "LIFECYCLE_BROKER_URL": redis.url, "LIFECYCLE_MAIL_TRANSPORT": "sendgrid",
                     "SENDGRID_API_KEY": KEY, "SENDGRID_API_HOST": fake.url,
                     "LIFECYCLE_SECRET_KEY": "f" * 40, "LIFECYCLE_WORKER_THREADS": "2",
-                    "LIFECYCLE_SEND_LEASE_SECONDS": "3", "LIFECYCLE_SETTLE_SECONDS": "2",
+                    "LIFECYCLE_SEND_LEASE_SECONDS": "5", "LIFECYCLE_SETTLE_SECONDS": "2",
                     "LIFECYCLE_RETRY_BASE_SECONDS": "0.2", "LIFECYCLE_SEND_TIMEOUT": "2",
                     "LIFECYCLE_LOG_LEVEL": "WARNING", "LIFECYCLE_OUTBOX_DIR": str(folder)}
         self.app = App(load_settings(self.env), clock=SystemClock())
