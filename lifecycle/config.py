@@ -133,7 +133,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("LIFECYCLE_SEND_LEASE_SECONDS", "120",
             "How long a mail handed to the broker may wait for a worker, and a worker may hold "
             "it while sending, before it is handed out again or settled (file: sent again; "
-            "SendGrid: by its events)."),
+            "SendGrid: by its events). Longer than LIFECYCLE_SEND_TIMEOUT: a worker starts no "
+            "send in the last LIFECYCLE_SEND_TIMEOUT of it, and hands the rest of its batch "
+            "back."),
     Setting("LIFECYCLE_SETTLE_SECONDS", "900",
             "How long an abandoned or unanswered SendGrid mail waits for SendGrid's events "
             "before it is sent again (only while the event webhook is delivering events)."),
@@ -351,6 +353,14 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError(f"LIFECYCLE_MAIL_FROM={mail_from!r} must look like "
                           "'Shop Name <shop@example.com>' with an ASCII name and no ; or ,.")
     base_url = _http_url("LIFECYCLE_BASE_URL", get("LIFECYCLE_BASE_URL") or "http://127.0.0.1:8000")
+    send_timeout = float(_positive("LIFECYCLE_SEND_TIMEOUT",
+                                   get("LIFECYCLE_SEND_TIMEOUT") or "10", float))
+    send_lease = float(_positive("LIFECYCLE_SEND_LEASE_SECONDS",
+                                 get("LIFECYCLE_SEND_LEASE_SECONDS") or "120", float))
+    if send_lease <= send_timeout:
+        raise ConfigError(f"LIFECYCLE_SEND_LEASE_SECONDS={send_lease:g} must be longer than "
+                          f"LIFECYCLE_SEND_TIMEOUT={send_timeout:g}: a worker starts no send "
+                          f"that could outlast its claim on the mail.")
     kwargs: dict[str, object] = {}
     if secret_key is not None:
         kwargs["secret_key"] = secret_key
@@ -382,14 +392,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         segment_refresh_hours=float(_positive("LIFECYCLE_SEGMENT_REFRESH_HOURS",
                                               get("LIFECYCLE_SEGMENT_REFRESH_HOURS") or "24", float)),
         sendgrid_client=sendgrid_client,
-        send_timeout=float(_positive("LIFECYCLE_SEND_TIMEOUT",
-                                     get("LIFECYCLE_SEND_TIMEOUT") or "10", float)),
+        send_timeout=send_timeout,
         send_rate=float(_positive("LIFECYCLE_SEND_RATE", get("LIFECYCLE_SEND_RATE") or "0", float,
                                   zero_allowed=True)),
         retry_base_seconds=float(_positive("LIFECYCLE_RETRY_BASE_SECONDS",
                                            get("LIFECYCLE_RETRY_BASE_SECONDS") or "60", float)),
-        send_lease_seconds=float(_positive("LIFECYCLE_SEND_LEASE_SECONDS",
-                                           get("LIFECYCLE_SEND_LEASE_SECONDS") or "120", float)),
+        send_lease_seconds=send_lease,
         settle_seconds=float(_positive("LIFECYCLE_SETTLE_SECONDS",
                                        get("LIFECYCLE_SETTLE_SECONDS") or "900", float)),
         webhook_max_age=float(_positive("LIFECYCLE_WEBHOOK_MAX_AGE",

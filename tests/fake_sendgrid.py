@@ -3,12 +3,16 @@
 ``POST /v3/mail/send`` checks the payload's shape as SendGrid documents it and
 answers 202 with an ``X-Message-Id`` header, or 400 with SendGrid's error
 body.  It can be told to answer 429 (with ``X-RateLimit-*`` headers), 500, or
-hang, always or for a share of requests.  Every accepted mail is logged (the
+hang, always or for a share of requests; ``max_refusals`` bounds how many 500s
+one mail (our ``lifecycle_message_id``) gets, so that a test of faults the
+outbox rides out can keep its fault schedule inside the outbox's retry budget
+(a mail refused ``MAX_ATTEMPTS`` times is failed for good, by design).  Every accepted mail is logged (the
 witness of the fault tests) and gets a ``processed`` event, as SendGrid's Event
 Webhook would post it, carrying our ``custom_args``.
 
 Control over HTTP, so that tests in other processes can use it:
-``POST /_control`` (JSON: mode, fail_share, limit_share, hang_seconds, reset),
+``POST /_control`` (JSON: mode, fail_share, limit_share, max_refusals, hang_seconds,
+reset),
 ``GET /_log``, ``GET /_events``.
 
 Run alone: ``python -m tests.fake_sendgrid --port 8025``.
@@ -24,6 +28,7 @@ import random
 import threading
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,6 +106,9 @@ class FakeState:
     mode: str = "ok"  # ok | fail (500) | limit (429) | hang | bad_gateway (502)
     fail_share: float = 0.0  # share of requests answered 500
     limit_share: float = 0.0  # share of requests answered 429
+    #: 500s at most per mail (then it is answered as if no fault were set); None: no bound.
+    max_refusals: int | None = None
+    refusals: Counter[str | None] = field(default_factory=Counter)  # 500s so far, per mail
     hang_seconds: float = 30.0
     reset_in: float = 1.0  # 429: X-RateLimit-Reset this many seconds ahead
     delay: float = 0.0  # seconds before each answer (a slower API)
@@ -115,6 +123,8 @@ class FakeState:
     def reset(self) -> None:
         with self.lock:
             self.mode, self.fail_share, self.limit_share = "ok", 0.0, 0.0
+            self.max_refusals = None
+            self.refusals.clear()
             self.accepted.clear()
             self.events.clear()
             self.requests = 0
@@ -122,6 +132,20 @@ class FakeState:
 
 
 _ids = itertools.count(1)
+
+
+def _custom_args(payload: dict[str, Any]) -> dict[str, Any]:
+    """The mail's ``custom_args`` as SendGrid merges them (the personalization's win)."""
+    return {**(payload.get("custom_args") or {}),
+            **(payload["personalizations"][0].get("custom_args") or {})}
+
+
+def _message_id(body: bytes) -> str | None:
+    """Our ``lifecycle_message_id`` in a mail/send body; None if the body names none."""
+    try:
+        return _custom_args(json.loads(body)).get("lifecycle_message_id")
+    except (ValueError, AttributeError, KeyError, IndexError, TypeError):
+        return None
 
 
 class FakeSendGrid:
@@ -255,6 +279,12 @@ class FakeSendGrid:
                 mode = "fail"
             elif mode == "ok" and roll < s.fail_share + s.limit_share:
                 mode = "limit"
+            if mode == "fail" and s.max_refusals is not None:
+                mail = _message_id(body)
+                if s.refusals[mail] >= s.max_refusals:
+                    mode = "ok"
+                else:
+                    s.refusals[mail] += 1
         status, answer, extra = await self._mail_send(mode, headers, body)
         with s.lock:
             s.answers[status] = s.answers.get(status, 0) + 1
@@ -289,8 +319,7 @@ class FakeSendGrid:
         if errors:
             return 400, {"errors": errors}, {}
         message_id = uuid.uuid4().hex[:22]
-        args = {**(payload.get("custom_args") or {}),
-                **(payload["personalizations"][0].get("custom_args") or {})}
+        args = _custom_args(payload)
         to = payload["personalizations"][0]["to"][0]["email"]
         record = {"x_message_id": message_id, "to": to, "custom_args": args,
                   "subject": payload.get("subject")}

@@ -72,6 +72,8 @@ def test_production_values_are_taken_as_given() -> None:
     ({"LIFECYCLE_MAIL_FROM": "no address"}, "LIFECYCLE_MAIL_FROM"),
     ({"LIFECYCLE_SHOP_URL": "shop.example"}, "LIFECYCLE_SHOP_URL"),
     ({"LIFECYCLE_FLOWS_DIR": "/no/such/folder"}, "LIFECYCLE_FLOWS_DIR"),
+    ({"LIFECYCLE_SEND_LEASE_SECONDS": "10", "LIFECYCLE_SEND_TIMEOUT": "10"},
+     "LIFECYCLE_SEND_LEASE_SECONDS=10 must be longer than LIFECYCLE_SEND_TIMEOUT=10"),
 ])
 def test_each_bad_value_is_refused_naming_its_variable(env: dict[str, str], named: str) -> None:
     with pytest.raises(ConfigError, match=named):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import email
 import email.policy
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -20,7 +21,7 @@ from lifecycle.config import load_settings
 from lifecycle.mail.compose import Outgoing
 from lifecycle.mail.events import record_events
 from lifecycle.mail.rate import SendRate
-from lifecycle.mail.sending import dispatch, send_batch
+from lifecycle.mail.sending import LEASE_ENDING, MAX_ATTEMPTS, dispatch, send_batch
 from lifecycle.mail.transports import FileTransport, SendError, SendGridTransport, sendgrid_payload
 from lifecycle.models import Message, Touchpoint
 from lifecycle.timeutil import UTC
@@ -198,6 +199,79 @@ def test_a_429_puts_the_batch_back_without_using_up_attempts(app: App,
     app.clock.advance(timedelta(seconds=3))  # type: ignore[attr-defined]
     assert send_batch(app, handed_out(app), rate=rate)["sent"] == 3
     assert len(fake.state.accepted) == len(ids)
+
+
+def test_a_stand_in_refusing_each_mail_fewer_times_than_the_outbox_tries_never_fails_one(
+        app: App, fake: FakeSendGrid) -> None:
+    # The fault schedule of test_delivery_faults: 500s at random, but at most MAX_ATTEMPTS - 1
+    # for one mail.  Even refusing every request it allows, the mail goes out on its last
+    # attempt, once; unbounded, it would be failed for good (the "lost" mail of issue 14).
+    [mid] = mails(app, 1)
+    fake.state.fail_share, fake.state.max_refusals = 1.0, MAX_ATTEMPTS - 1
+    outcomes = []
+    for _ in range(MAX_ATTEMPTS):
+        outcome = send_batch(app, handed_out(app), rate=SendRate(0))
+        outcomes.append(next(kind for kind in ("sent", "later", "failed") if outcome[kind]))
+        app.clock.advance(rows(app)[mid].due_at - app.clock.now())  # type: ignore[attr-defined]
+    assert outcomes == ["later"] * (MAX_ATTEMPTS - 1) + ["sent"]
+    row = rows(app)[mid]
+    assert row.status == "sent" and row.attempts == MAX_ATTEMPTS
+    assert fake.state.refusals == {str(mid): MAX_ATTEMPTS - 1}  # the 500s it answered
+    assert [r["custom_args"]["lifecycle_message_id"] for r in fake.state.accepted] == [str(mid)]
+
+
+class Stalling:
+    """SendGrid through a worker that stalls after its first post of a batch (a slow machine,
+    a long wait for the send rate) while ``meanwhile`` runs: the scheduler and other workers."""
+
+    idempotent, settles_by_events = False, True
+
+    def __init__(self, fake: FakeSendGrid, meanwhile: Callable[[], None]) -> None:
+        self.real = SendGridTransport(KEY, fake.url, 0.5)
+        self.meanwhile: Callable[[], None] | None = meanwhile
+
+    def send(self, mail: Outgoing) -> str:
+        answer = self.real.send(mail)
+        if self.meanwhile is not None:
+            self.meanwhile, meanwhile = None, self.meanwhile
+            meanwhile()
+        return answer
+
+
+def test_a_worker_whose_claim_is_ending_hands_the_rest_of_its_batch_back_untried(
+        app: App, fake: FakeSendGrid) -> None:
+    first, second = mails(app, 2)
+    lease = timedelta(seconds=app.settings.send_lease_seconds - app.settings.send_timeout + 1)
+    stall = Stalling(fake, lambda: app.clock.advance(lease))  # type: ignore[attr-defined]
+    outcome = send_batch(app, handed_out(app), stall, rate=SendRate(0))
+    assert outcome["sent"] == 1 and outcome["later"] == 1
+    row = rows(app)[second]
+    assert row.status == "scheduled" and row.attempts == 0 and row.due_at == app.clock.now()
+    assert [e.get("detail") for e in row.attempt_log] == [LEASE_ENDING]
+    assert handed_out(app) == [second]  # at once, to the next worker
+    assert [r["custom_args"]["lifecycle_message_id"] for r in fake.state.accepted] == [str(first)]
+
+
+def test_a_worker_that_outlives_its_claim_does_not_send_what_the_scheduler_handed_out_again(
+        app: App, fake: FakeSendGrid) -> None:
+    # Worker A stalls past its lease and the settle window; the webhook reports its first mail,
+    # the scheduler hands the second out again, worker B sends it.  A must not send it too.
+    first, second = mails(app, 2)
+    app.settings = replace(app.settings, send_lease_seconds=3, settle_seconds=2)
+    batch = handed_out(app)
+
+    def scheduler_and_worker_b() -> None:
+        app.clock.advance(timedelta(seconds=6))  # type: ignore[attr-defined]
+        with app.engine.begin() as conn:
+            record_events(conn, list(fake.state.events), app.clock.now())
+        again = handed_out(app)  # settles the first as sent by its event, hands out the second
+        assert again == [second]
+        assert send_batch(app, again, rate=SendRate(0))["sent"] == 1
+
+    send_batch(app, batch, Stalling(fake, scheduler_and_worker_b), rate=SendRate(0))
+    accepted = Counter(r["custom_args"]["lifecycle_message_id"] for r in fake.state.accepted)
+    assert accepted == {str(first): 1, str(second): 1}
+    assert {r.status for r in rows(app).values()} == {"sent"}
 
 
 def test_a_rejected_mail_fails_with_sendgrids_reason_on_the_timeline(app: App) -> None:

@@ -42,6 +42,17 @@ Crash windows, and what closes each:
    lease ended now (:meth:`Outbox.unanswered`).
 4. The worker dies after committing ``sent``: nothing left to do; the
    ``email_sent`` touchpoint is in the same transaction.
+5. The worker lives on past its lease (a slow batch, a long wait for the
+   send rate): the scheduler may settle its rows as in 2, and another worker
+   send them, while it still holds them.  So a worker starts no transport
+   call later than ``LIFECYCLE_SEND_TIMEOUT`` before its lease ends (every
+   call it makes is answered or timed out while the lease holds) and puts the
+   rest of its batch back, ``scheduled`` and due at once, the attempt not
+   counted.  Left open: a worker whose outcome commit itself comes after its
+   lease ended (a database stalled for longer than the rest of the lease)
+   moves the rows as it finds them, by status — for SendGrid, whose
+   settlement waits ``LIFECYCLE_SETTLE_SECONDS`` more, that needs a stall of
+   that length too.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ A worker handles the ids of one broker message (at most :data:`SEND_BATCH`)
 in three short transactions: claim and send-time checks; render; then the
 outcomes.  The transport calls happen between the second and the third,
 outside any transaction, while the rows are ``sending`` under a lease (the
-crash windows are in :mod:`lifecycle.mail.outbox`).
+crash windows are in :mod:`lifecycle.mail.outbox`); no call starts later than
+``LIFECYCLE_SEND_TIMEOUT`` before that lease ends.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from lifecycle.models import (
     email_hash,
 )
 from lifecycle.subscriptions import MARKETING, flow_scope
-from lifecycle.timeutil import zone
+from lifecycle.timeutil import as_utc, zone
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,8 @@ log = logging.getLogger(__name__)
 DISPATCH_BATCH = 5000
 #: Mail ids per broker message: one worker sends them in one go.
 SEND_BATCH = 100
+#: Why a mail of a batch was put back untried: its claim would end before an answer could come.
+LEASE_ENDING = "not tried: the worker's claim on it was ending"
 #: Attempts before a mail the transport keeps refusing is failed for good.
 MAX_ATTEMPTS = 8  # with the default base: waits of 1, 2, 4 … 64 minutes, about 2 hours in all
 
@@ -194,9 +197,23 @@ def _hand_over(app: App, ready: list[_Ready], transport: Transport, rate: SendRa
         rate = send_rate_for(app.settings.send_rate, dramatiq.get_broker())
     per_mail = not transport.idempotent and not transport.settles_by_events
     results: list[tuple[_Ready, str | SendError, datetime]] = []
+    if not ready:
+        return
+    # The last moment a post may start: its answer (or timeout) must come while the claim holds,
+    # before the scheduler may settle the rows and another worker send them (outbox, window 5).
+    last_start = as_utc(ready[0].row.lease_expires_at) - timedelta(
+        seconds=app.settings.send_timeout)
     rate.wait_for_pause()
     for index, item in enumerate(ready):
         rate.take()
+        if app.clock.now() > last_start:
+            at = app.clock.now()
+            results += [(rest, SendError(LEASE_ENDING, retry_after=0.0), at)
+                        for rest in ready[index:]]
+            log.warning("%d mails of a batch were not sent before the worker's claim on them "
+                        "neared its end (LIFECYCLE_SEND_LEASE_SECONDS); they are handed out "
+                        "again.", len(ready) - index)
+            break
         try:
             result: str | SendError = transport.send(item.mail)
         except SendError as exc:
