@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
+from lifecycle.clock import Clock
 from lifecycle.models import Touchpoint
 from lifecycle.segments.compute import refresh_customer
 from lifecycle.segments.definitions import Definitions
@@ -30,9 +31,12 @@ def _key(customer_id: int, message_id: int | None) -> str:
 
 
 def record_answer(conn: Connection, customer: Any, message_id: int | None, score: int,
-                  now: datetime, defs: Definitions | None) -> tuple[list[str], list[str]]:
+                  now: datetime, defs: Definitions | None,
+                  clock: Clock | None = None) -> tuple[list[str], list[str]]:
     """Keep ``score`` as the customer's answer to mail ``message_id``; refresh their segments
-    (``defs`` None: not now); the segments entered and left."""
+    (``defs`` None: not now); the segments entered and left.  ``clock``: read again once the
+    refresh holds its locks, so a refresh that waited for the nightly one never ends a stay
+    before it began (see :func:`refresh_customers`)."""
     if score not in SCORES:
         raise ValueError(f"a score is a whole number from 0 to 10, not {score!r}")
     found = _answer(conn, customer, message_id)
@@ -47,7 +51,7 @@ def record_answer(conn: Connection, customer: Any, message_id: int | None, score
             data={**found.data, "score": score, "changed_from": found.data.get("score")}))
     if defs is None:
         return [], []
-    return refresh_customer(conn, defs, customer.id, now, now)
+    return refresh_customer(conn, defs, customer.id, now, now, clock=clock)
 
 
 def add_comment(conn: Connection, customer: Any, message_id: int | None, comment: str,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from sqlalchemy import Connection, select
 
+from lifecycle.app import App
 from lifecycle.flows.definitions import Context, Flow, load_flow, load_folder
 from lifecycle.flows.engine import Policies, advance, enroll
 from lifecycle.flows.timing import QuietHours
@@ -181,20 +182,27 @@ def test_the_frequency_cap_counts_marketing_mail_across_flows(conn: Connection,
     assert mails(conn, cid)[-1].status == "scheduled"  # the window has passed
 
 
-def test_touchpoints_after_the_engine_starts_trigger_flows_once(conn: Connection) -> None:
+def test_touchpoints_after_the_engine_starts_trigger_flows_once(app: App) -> None:
+    """Each step its own transaction, as in the scheduler: the engine reads what others
+    committed (on PostgreSQL, of transactions older than any still running)."""
     from lifecycle.flows.triggers import dispatch
 
-    cid = add_customer(conn, "hal", T0 - timedelta(days=60))
-    add_touchpoint(conn, cid, "segment_entered", T0 - timedelta(days=1), segment="lapsed")
-    assert dispatch(conn, FLOWS, T0) == 0  # the first run only sets the cursor: history is quiet
-    add_touchpoint(conn, cid, "order_placed", T0, order_id="o9", nth=2, total="12.00")
-    add_touchpoint(conn, cid, "segment_entered", T0, segment="vip")
-    add_touchpoint(conn, cid, "feedback", T0, score=10)
-    assert dispatch(conn, FLOWS, T0) == 3  # thank_you, feedback_request, loyalty_offer
-    assert dispatch(conn, FLOWS, T0) == 0
-    flows = {row.flow: row.context for row in conn.execute(
-        select(FlowEnrollment.flow, FlowEnrollment.context)
-        .where(FlowEnrollment.customer_id == cid))}
+    with app.engine.begin() as conn:
+        cid = add_customer(conn, "hal", T0 - timedelta(days=60))
+        add_touchpoint(conn, cid, "segment_entered", T0 - timedelta(days=1), segment="lapsed")
+    with app.engine.begin() as conn:
+        assert dispatch(conn, FLOWS, T0) == 0  # the first run only sets the cursor: history is quiet
+    with app.engine.begin() as conn:
+        add_touchpoint(conn, cid, "order_placed", T0, order_id="o9", nth=2, total="12.00")
+        add_touchpoint(conn, cid, "segment_entered", T0, segment="vip")
+        add_touchpoint(conn, cid, "feedback", T0, score=10)
+    with app.engine.begin() as conn:
+        assert dispatch(conn, FLOWS, T0) == 3  # thank_you, feedback_request, loyalty_offer
+    with app.engine.begin() as conn:
+        assert dispatch(conn, FLOWS, T0) == 0
+        flows = {row.flow: row.context for row in conn.execute(
+            select(FlowEnrollment.flow, FlowEnrollment.context)
+            .where(FlowEnrollment.customer_id == cid))}
     assert set(flows) == {"thank_you", "feedback_request", "loyalty_offer"}
     assert flows["thank_you"]["order_id"] == "o9"
 

@@ -25,11 +25,10 @@ event                     ``event`` (name)
 
 from __future__ import annotations
 
-import functools
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Select, Update, bindparam, case, func, select, update
+from sqlalchemy import Connection, case, func, select, text, tuple_, update
 
 from lifecycle.flows.definitions import Flow
 from lifecycle.flows.engine import enroll
@@ -73,43 +72,87 @@ def matches(flow: Flow, kind: str, data: dict[str, Any]) -> bool:
     return False
 
 
-@functools.cache
-def _statements(dialect: str) -> tuple[Select[Any], Select[Any], Update]:
-    """Built once: the cursor read (locked on PostgreSQL), the event read, the cursor move."""
-    cursors, touchpoints = TriggerCursor.__table__, Touchpoint.__table__
-    read = select(cursors.c.last_id).where(cursors.c.name == CURSOR)
-    if dialect == "postgresql":
-        read = read.with_for_update()
-    events = (select(touchpoints.c.id, touchpoints.c.customer_id, touchpoints.c.kind,
-                     touchpoints.c.channel,
-                     case((touchpoints.c.channel == HISTORY, None), else_=touchpoints.c.data)
-                     .label("data"))
-              .where(touchpoints.c.id > bindparam("last")).order_by(touchpoints.c.id)
-              .limit(bindparam("batch")))
-    move = (update(cursors).where(cursors.c.name == CURSOR)
-            .values(last_id=bindparam("last"), updated_at=bindparam("now")))
-    return read, events, move
+class _Stream:
+    """The touchpoints after a cursor, a batch at a time, in an order in which no touchpoint
+    can still appear behind the cursor.
+
+    SQLite commits one writer at a time, so ids become visible in id order.  PostgreSQL
+    takes an id when a row is inserted but shows the row when its transaction commits: a
+    long transaction (an order's segment refresh, the nightly full refresh) can commit ids
+    below ones already read.  There the stream reads only rows of transactions older than
+    every transaction still running (``txid`` below the snapshot's ``xmin``: none of those
+    can write again), in ``(txid, id)`` order.  Rows written before revision 0008 have no
+    txid; a cursor without ``last_txid`` reads them first, by id, as before.
+    """
+
+    def __init__(self, conn: Connection, last_id: int, last_txid: int | None) -> None:
+        self.conn, self.last_id, self.last_txid = conn, last_id, last_txid
+        self.pg = conn.dialect.name == "postgresql"
+        self.horizon = conn.execute(text(HORIZON)).scalar_one() if self.pg else None
+
+    def read(self, batch: int) -> list[Any]:
+        """The next ``batch`` touchpoints after the cursor (the cursor does not move)."""
+        t = Touchpoint.__table__
+        query = select(t.c.id, t.c.txid, t.c.customer_id, t.c.kind, t.c.channel,
+                       case((t.c.channel == HISTORY, None), else_=t.c.data).label("data"))
+        if not self.pg:
+            query = query.where(t.c.id > self.last_id).order_by(t.c.id)
+        elif self.last_txid is None:  # rows from before revision 0008 first
+            query = query.where(t.c.txid.is_(None), t.c.id > self.last_id).order_by(t.c.id)
+        else:
+            query = (query.where(tuple_(t.c.txid, t.c.id) > tuple_(self.last_txid, self.last_id),
+                                 t.c.txid < self.horizon).order_by(t.c.txid, t.c.id))
+        rows = self.conn.execute(query.limit(batch)).all()
+        if self.pg and self.last_txid is None and len(rows) < batch:
+            self.last_txid = 0  # the rows without a txid are all read after these
+        return rows
+
+    def passed(self, row: Any) -> None:
+        self.last_id = row.id
+        if self.pg and row.txid is not None:
+            self.last_txid = row.txid
+
+    def save(self, now: datetime) -> None:
+        cursors = TriggerCursor.__table__
+        self.conn.execute(update(cursors).where(cursors.c.name == CURSOR).values(
+            last_id=self.last_id, last_txid=self.last_txid, updated_at=now))
+
+
+#: PostgreSQL: the oldest transaction still running; every transaction below it has ended.
+HORIZON = "SELECT (pg_snapshot_xmin(pg_current_snapshot())::text)::bigint"
+
+
+def _start(conn: Connection, now: datetime) -> None:
+    """The first run: the cursor after every touchpoint there is (history triggers nothing)."""
+    newest = conn.execute(select(func.coalesce(func.max(Touchpoint.id), 0))).scalar_one()
+    below = (conn.execute(text(HORIZON)).scalar_one() - 1
+             if conn.dialect.name == "postgresql" else None)
+    conn.execute(TriggerCursor.__table__.insert().values(
+        name=CURSOR, last_id=newest if below is None else 2**62, last_txid=below,
+        updated_at=now))
 
 
 def dispatch(conn: Connection, flows: dict[str, Flow], now: datetime, batch: int = 1000) -> int:
     """Read up to ``batch`` new touchpoints and enrol; return how many enrolments were made."""
-    read, select_events, move = _statements(conn.dialect.name)
-    last = conn.execute(read).scalar()
-    if last is None:
-        newest = conn.execute(select(func.coalesce(func.max(Touchpoint.id), 0))).scalar_one()
-        conn.execute(TriggerCursor.__table__.insert().values(name=CURSOR, last_id=newest,
-                                                             updated_at=now))
+    cursors = TriggerCursor.__table__
+    read = select(cursors.c.last_id, cursors.c.last_txid).where(cursors.c.name == CURSOR)
+    if conn.dialect.name == "postgresql":
+        read = read.with_for_update()
+    cursor = conn.execute(read).first()
+    if cursor is None:
+        _start(conn, now)
         return 0
-    events = conn.execute(select_events, {"last": last, "batch": batch}).all()
+    stream = _Stream(conn, cursor.last_id, cursor.last_txid)
+    events = stream.read(batch)
     skipped = 0
     while (len(events) == batch and skipped < SKIP_BATCHES
            and all(event.channel == HISTORY for event in events)):
         skipped += 1  # a batch of imported history only: pass over it to what follows
-        last = events[-1].id
-        events = conn.execute(select_events, {"last": last, "batch": batch}).all()
+        stream.passed(events[-1])
+        events = stream.read(batch)
     if not events:
-        if skipped:
-            conn.execute(move, {"last": last, "now": now})
+        if skipped or stream.last_txid != cursor.last_txid:
+            stream.save(now)
         return 0
     ordered = sorted(flows.values(), key=lambda f: (-f.priority, f.name))
     enrolled = 0
@@ -124,5 +167,6 @@ def dispatch(conn: Connection, flows: dict[str, Flow], now: datetime, batch: int
                     context["order_id"] = data["order_id"]
                 if enroll(conn, flow, event.customer_id, f"tp:{event.id}", now, context):
                     enrolled += 1
-    conn.execute(move, {"last": events[-1].id, "now": now})
+    stream.passed(events[-1])
+    stream.save(now)
     return enrolled

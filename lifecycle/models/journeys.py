@@ -6,7 +6,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text, text
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from lifecycle.models.base import Base, BigIntPK, IdMixin, JSONType
@@ -83,10 +83,12 @@ class SegmentCalibration(IdMixin, Base):
 
 
 class TriggerCursor(Base):
-    """How far the flow engine has read a stream of events (touchpoint ids)."""
+    """How far the flow engine has read a stream of events: the last touchpoint read, and on
+    PostgreSQL the transaction that wrote it (empty until the rows without one are read)."""
 
     __tablename__ = "flow_trigger_cursors"
 
     name: Mapped[str] = mapped_column(String(50), primary_key=True)
     last_id: Mapped[int] = mapped_column(BigIntPK)
+    last_txid: Mapped[int | None] = mapped_column(BigInteger)
     updated_at: Mapped[datetime]

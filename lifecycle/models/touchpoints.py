@@ -7,7 +7,7 @@ import hashlib
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from lifecycle.models.base import Base, BigIntPK, IdMixin, JSONType
@@ -20,6 +20,7 @@ class Touchpoint(IdMixin, Base):
     __table_args__ = (
         Index(None, "customer_id", "occurred_at"),
         Index(None, "kind", "occurred_at"),
+        Index(None, "txid", "id"),
     )
 
     customer_id: Mapped[int] = mapped_column(BigIntPK, ForeignKey("customers.id"))
@@ -34,6 +35,10 @@ class Touchpoint(IdMixin, Base):
     #: Identity of the source event (e.g. ``sendgrid:<sg_event_id>``) so a
     #: redelivered event lands once.
     source_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    #: PostgreSQL: the id of the transaction that wrote the row (its default,
+    #: ``pg_current_xact_id()``); flow triggers read in this order (see
+    #: :mod:`lifecycle.flows.triggers`).  Empty on SQLite and for rows before revision 0008.
+    txid: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class SuppressionReason(enum.StrEnum):

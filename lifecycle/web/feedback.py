@@ -48,7 +48,7 @@ def feedback_routes(app: App) -> APIRouter:
             customer, message_id, _ = found
             if score is not None:
                 entered, _left = record_answer(conn, customer, message_id, score, now,
-                                               segment_definitions())
+                                               segment_definitions(), clock=app.clock)
                 if entered:
                     log.info("Customer %d entered %s after a feedback answer.", customer.id,
                              ", ".join(entered))
