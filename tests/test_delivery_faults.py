@@ -15,9 +15,7 @@ Redis; they run on SQLite and PostgreSQL.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -37,59 +35,14 @@ from lifecycle.mail.sending import MAX_ATTEMPTS, dispatch
 from lifecycle.models import Message, Touchpoint
 from lifecycle.tasks.broker import build
 from lifecycle.tasks.mail import send
-from tests.conftest import IN_CI
 from tests.factories import add_campaign
 from tests.fake_sendgrid import FakeSendGrid
-from tests.ports import free_port
+from tests.private_redis import PrivateRedis
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "SG.faults"
 MAILS = 2000
 DEADLINE = 150.0  # seconds for one campaign
-
-
-class PrivateRedis:
-    """A redis-server of this test's own, on a free port, that can be killed and restarted."""
-
-    def __init__(self, folder: Path) -> None:
-        self.port = free_port()
-        self.folder = folder
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.folder)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[PrivateRedis]:
-    if shutil.which("redis-server") is None:
-        if IN_CI:
-            pytest.fail("redis-server is required in CI (CI=true)", pytrace=False)
-        pytest.skip("redis-server not installed")
-    server = PrivateRedis(tmp_path)
-    server.start()
-    yield server
-    server.kill()
 
 
 @pytest.fixture
