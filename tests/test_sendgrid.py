@@ -135,6 +135,18 @@ def test_a_hanging_api_times_out_and_the_send_counts_as_unanswered(fake: FakeSen
     assert caught.value.ambiguous and not caught.value.permanent
 
 
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_mail_the_library_helpers_refuse_fails_for_good_before_anything_is_posted(
+        fake: FakeSendGrid, client: str) -> None:
+    # The helpers refuse a body that begins like an API key; raised as their own exception, a
+    # worker could not tell it from a fault mid-post and would leave the mail to settle.
+    mail = replace(outgoing(), text="SG.abc123.def456 is not a key\n")
+    with pytest.raises(SendError) as caught:
+        transport(fake, client).send(mail)
+    assert caught.value.permanent and not caught.value.ambiguous
+    assert "ApiKeyIncludedException" in caught.value.reason and fake.state.requests == 0
+
+
 def test_nothing_listening_is_a_plain_failure_not_an_ambiguous_one() -> None:
     with pytest.raises(SendError) as caught:
         SendGridTransport(KEY, "http://127.0.0.1:9", 1.0).send(outgoing())
