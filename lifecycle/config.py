@@ -122,7 +122,8 @@ SETTINGS: tuple[Setting, ...] = (
             "How the `sendgrid` transport posts: `pooled` (one keep-alive connection per worker "
             "thread) or `official` (sendgrid-python's own client, a new connection per mail)."),
     Setting("LIFECYCLE_SEND_TIMEOUT", "10",
-            "Seconds a transport waits for the SMTP server or SendGrid to answer one mail."),
+            "Seconds a transport waits for each answer: SendGrid's to a mail's post, the SMTP "
+            "server's to each command of a send."),
     Setting("LIFECYCLE_SEND_RATE", "0",
             "Most mails per second across all workers (a SendGrid plan's limit); 0 means no "
             "limit. Shared through Redis when the broker is Redis, else per process."),

@@ -13,6 +13,7 @@ CI=true a missing service fails the run instead.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import threading
 import time
@@ -30,6 +31,7 @@ from sqlalchemy.orm import Session
 from lifecycle.app import App
 from lifecycle.config import load_settings
 from lifecycle.db import make_engine
+from tests.private_redis import PrivateRedis
 
 POSTGRES_ADMIN_URL = os.environ.get("LIFECYCLE_TEST_POSTGRES_URL",
                                     "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
@@ -216,6 +218,20 @@ def broker_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
     yield REDIS_URL
     client.flushdb()
     client.close()
+
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[PrivateRedis]:
+    """A redis-server of the test's own (on a free port), which the test may kill."""
+    if shutil.which("redis-server") is None:
+        if IN_CI:
+            pytest.fail("redis-server is required in CI (CI=true)", pytrace=False)
+        pytest.skip("redis-server not installed")
+    server = PrivateRedis(tmp_path)
+    server.start()
+    yield server
+    server.kill()
 
 
 # ---------------------------------------------------------------- an app on a fresh database

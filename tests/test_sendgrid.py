@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+import redis
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
@@ -21,12 +22,14 @@ from lifecycle.config import load_settings
 from lifecycle.mail.compose import Outgoing
 from lifecycle.mail.events import record_events
 from lifecycle.mail.rate import SendRate
-from lifecycle.mail.sending import LEASE_ENDING, MAX_ATTEMPTS, dispatch, send_batch
+from lifecycle.mail.sending import LEASE_ENDING, MAX_ATTEMPTS, NOT_TRIED, dispatch, send_batch
 from lifecycle.mail.transports import FileTransport, SendError, SendGridTransport, sendgrid_payload
 from lifecycle.models import Message, Touchpoint
 from lifecycle.timeutil import UTC
 from tests.factories import add_campaign
 from tests.fake_sendgrid import FakeSendGrid, check_payload
+from tests.ports import free_port
+from tests.private_redis import PrivateRedis
 
 T0 = datetime(2026, 6, 3, 12, tzinfo=UTC)
 KEY = "SG.test"
@@ -130,6 +133,18 @@ def test_a_hanging_api_times_out_and_the_send_counts_as_unanswered(fake: FakeSen
         transport(fake, client, timeout=0.5).send(outgoing())
     assert time.monotonic() - started < 2.5
     assert caught.value.ambiguous and not caught.value.permanent
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_mail_the_library_helpers_refuse_fails_for_good_before_anything_is_posted(
+        fake: FakeSendGrid, client: str) -> None:
+    # The helpers refuse a body that begins like an API key; raised as their own exception, a
+    # worker could not tell it from a fault mid-post and would leave the mail to settle.
+    mail = replace(outgoing(), text="SG.abc123.def456 is not a key\n")
+    with pytest.raises(SendError) as caught:
+        transport(fake, client).send(mail)
+    assert caught.value.permanent and not caught.value.ambiguous
+    assert "ApiKeyIncludedException" in caught.value.reason and fake.state.requests == 0
 
 
 def test_nothing_listening_is_a_plain_failure_not_an_ambiguous_one() -> None:
@@ -272,6 +287,87 @@ def test_a_worker_that_outlives_its_claim_does_not_send_what_the_scheduler_hande
     accepted = Counter(r["custom_args"]["lifecycle_message_id"] for r in fake.state.accepted)
     assert accepted == {str(first): 1, str(second): 1}
     assert {r.status for r in rows(app).values()} == {"sent"}
+
+
+def test_a_worker_whose_send_rate_store_is_unreachable_puts_its_claimed_batch_back_untried(
+        app: App, fake: FakeSendGrid) -> None:
+    # The shared pause after a 429 lives in Redis: with Redis gone, the wait for it fails right
+    # after the claim.  Nothing was posted, so the mails go back, not left `sending` to wait a
+    # day for SendGrid events that cannot come.
+    ids = mails(app, 3)
+    unreachable = redis.Redis(port=free_port(), socket_connect_timeout=1)
+    outcome = send_batch(app, handed_out(app), rate=SendRate(0, unreachable))
+    assert outcome["later"] == 3 and fake.state.requests == 0
+    base = timedelta(seconds=app.settings.retry_base_seconds)
+    for row in rows(app).values():
+        assert row.status == "scheduled" and row.attempts == 0
+        assert T0 + base / 2 <= row.due_at <= T0 + base * 1.5  # a short wait, not a day
+        [entry] = row.attempt_log
+        assert entry["outcome"] == "later" and entry["detail"].startswith(NOT_TRIED)
+        assert "ConnectionError" in entry["detail"]
+    app.clock.advance(base * 1.5)  # type: ignore[attr-defined]
+    assert send_batch(app, handed_out(app), rate=SendRate(0))["sent"] == 3
+    assert sorted(int(r["custom_args"]["lifecycle_message_id"])
+                  for r in fake.state.accepted) == ids
+
+
+def test_a_worker_whose_redis_dies_mid_batch_records_what_it_sent_and_puts_the_rest_back(
+        app: App, fake: FakeSendGrid, redis_server: PrivateRedis) -> None:
+    first, second, third = mails(app, 3)
+    client = redis.Redis.from_url(redis_server.url, socket_connect_timeout=1)
+    rate = SendRate(1000, client)  # each mail takes its place in the second's window in Redis
+    try:  # Redis is killed once the first mail is posted: the second's place cannot be taken
+        outcome = send_batch(app, handed_out(app), Stalling(fake, redis_server.kill), rate=rate)
+    finally:
+        client.close()
+    assert outcome["sent"] == 1 and outcome["later"] == 2
+    found = rows(app)
+    assert found[first].status == "sent"
+    assert found[first].provider_message_id == fake.state.accepted[0]["x_message_id"]
+    for mid in (second, third):
+        assert found[mid].status == "scheduled" and found[mid].attempts == 0
+        assert [e["detail"].split(":")[0] for e in found[mid].attempt_log] == \
+            [NOT_TRIED.split(":")[0]]
+    assert [r["custom_args"]["lifecycle_message_id"] for r in fake.state.accepted] == [str(first)]
+
+
+class BreakingOnSecond:
+    """SendGrid through a client that posts the second mail of a batch and then fails with an
+    error of its own (not a SendError): the post may have reached SendGrid."""
+
+    idempotent, settles_by_events = False, True
+
+    def __init__(self, fake: FakeSendGrid) -> None:
+        self.real = SendGridTransport(KEY, fake.url, 0.5)
+        self.calls = 0
+
+    def send(self, mail: Outgoing) -> str:
+        self.calls += 1
+        answer = self.real.send(mail)
+        if self.calls == 2:
+            raise RuntimeError("the client broke after posting")
+        return answer
+
+
+def test_a_transport_that_breaks_mid_post_leaves_that_mail_to_settle_and_the_rest_untried(
+        app: App, fake: FakeSendGrid) -> None:
+    first, second, third = mails(app, 3)
+    with pytest.raises(RuntimeError):  # a fault in a transport is not swallowed
+        send_batch(app, handed_out(app), BreakingOnSecond(fake), rate=SendRate(0))
+    found = rows(app)
+    assert found[first].status == "sent"  # recorded, not left to the events
+    # Its post may have started: settled by SendGrid's events, never resent blindly.
+    assert found[second].status == "sending" and found[second].lease_expires_at == T0
+    assert found[second].attempt_log[-1]["outcome"] == "no answer"
+    assert found[third].status == "scheduled" and found[third].attempts == 0
+    assert found[third].attempt_log[-1]["detail"].startswith(NOT_TRIED)
+    with app.engine.begin() as conn:
+        record_events(conn, list(fake.state.events), T0)
+    app.clock.advance(timedelta(seconds=1))  # type: ignore[attr-defined]
+    handed_out(app)
+    assert rows(app)[second].status == "sent"  # by its `processed` event
+    assert sorted(int(r["custom_args"]["lifecycle_message_id"])
+                  for r in fake.state.accepted) == [first, second]
 
 
 def test_a_rejected_mail_fails_with_sendgrids_reason_on_the_timeline(app: App) -> None:

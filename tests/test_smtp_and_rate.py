@@ -8,10 +8,11 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+import redis
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
@@ -20,13 +21,14 @@ from lifecycle.clock import ManualClock
 from lifecycle.config import load_settings
 from lifecycle.mail.compose import Outgoing
 from lifecycle.mail.rate import SendRate, send_rate_for
-from lifecycle.mail.sending import dispatch, send_batch
+from lifecycle.mail.sending import NOT_TRIED, dispatch, send_batch
 from lifecycle.mail.transports import SendError, SmtpTransport
 from lifecycle.models import Message, Touchpoint
 from lifecycle.tasks.broker import build
 from lifecycle.timeutil import UTC
 from tests.factories import add_campaign
 from tests.fake_smtp import FakeSmtp
+from tests.private_redis import PrivateRedis
 
 T0 = datetime(2026, 6, 3, 12, tzinfo=UTC)
 
@@ -92,6 +94,93 @@ def test_mails_sent_by_smtp_are_recorded_one_by_one(fresh_database_url: str, tmp
                 Touchpoint.kind == "email_sent")).all()) == 3
         assert sorted(int(email.message_from_bytes(m.data)["X-Lifecycle-Message-Id"])
                       for m in smtp.messages) == sorted(ids)
+    finally:
+        app.close()
+
+
+class KillingRedis:
+    """SMTP through a worker whose Redis (the send rate's store) is killed once its first mail
+    of a batch has gone out."""
+
+    idempotent, settles_by_events = False, False
+
+    def __init__(self, smtp: FakeSmtp, redis_server: PrivateRedis) -> None:
+        self.real = SmtpTransport(smtp.url, timeout=5)
+        self.redis_server = redis_server
+
+    def send(self, mail: Outgoing) -> str:
+        answer = self.real.send(mail)
+        self.redis_server.kill()
+        return answer
+
+
+def test_smtp_mails_not_yet_sent_when_the_rate_store_fails_go_back_untried(
+        fresh_database_url: str, smtp: FakeSmtp, redis_server: PrivateRedis) -> None:
+    settings = replace(load_settings({}), database_url=make_url(fresh_database_url),
+                       mail_transport="smtp", smtp_url=smtp.url, secret_key="k" * 40)
+    app = App(settings, clock=ManualClock(T0))
+    client = redis.Redis.from_url(redis_server.url, socket_connect_timeout=1)
+    try:
+        with app.engine.begin() as conn:
+            first, *rest = add_campaign(conn, 3, T0)
+        batches: list[list[int]] = []
+        dispatch(app, batches.append)
+        # SMTP mails are recorded one by one; the second's place in Redis's window fails.
+        outcome = send_batch(app, batches[0], KillingRedis(smtp, redis_server),
+                             rate=SendRate(1000, client))
+        assert outcome["sent"] == 1 and outcome["later"] == 2
+        with app.engine.connect() as conn:
+            found = {r.id: r for r in conn.execute(select(Message.__table__))}
+        assert found[first].status == "sent"
+        for mid in rest:  # not `sending`: SMTP's settlement would fail them as outcome unknown
+            assert found[mid].status == "scheduled" and found[mid].attempts == 0
+            [entry] = found[mid].attempt_log
+            assert entry["detail"].startswith(NOT_TRIED)
+        assert [int(email.message_from_bytes(m.data)["X-Lifecycle-Message-Id"])
+                for m in smtp.messages] == [first]
+    finally:
+        client.close()
+        app.close()
+
+
+class Outlasting:
+    """SMTP whose send outlasts the worker's lease (each command waits up to the timeout): the
+    scheduler runs, ``lease`` later, before the worker hears back."""
+
+    idempotent, settles_by_events = False, False
+
+    def __init__(self, app: App, smtp: FakeSmtp, lease: timedelta) -> None:
+        self.app, self.real, self.lease = app, SmtpTransport(smtp.url, timeout=5), lease
+
+    def send(self, mail: Outgoing) -> str:
+        answer = self.real.send(mail)
+        self.app.clock.advance(self.lease)  # type: ignore[attr-defined]
+        assert dispatch(self.app, lambda ids: None) == 0  # settled, not handed out again
+        return answer
+
+
+def test_an_smtp_send_that_outlasts_its_lease_is_recorded_as_outcome_unknown_never_sent_twice(
+        fresh_database_url: str, smtp: FakeSmtp) -> None:
+    settings = replace(load_settings({}), database_url=make_url(fresh_database_url),
+                       mail_transport="smtp", smtp_url=smtp.url, secret_key="k" * 40)
+    app = App(settings, clock=ManualClock(T0))
+    try:
+        with app.engine.begin() as conn:
+            [mid] = add_campaign(conn, 1, T0)
+        batches: list[list[int]] = []
+        dispatch(app, batches.append)
+        lease = timedelta(seconds=settings.send_lease_seconds + 1)
+        outcome = send_batch(app, batches[0], Outlasting(app, smtp, lease), rate=SendRate(0))
+        assert outcome["sent"] == 0  # the worker's late `sent` found the mail settled
+        with app.engine.connect() as conn:
+            row = conn.execute(select(Message.__table__)).one()
+            failed = conn.execute(select(Touchpoint.id).where(
+                Touchpoint.kind == "email_failed", Touchpoint.message_id == mid)).all()
+        assert row.status == "failed" and row.last_error.startswith("outcome unknown")
+        assert len(failed) == 1  # on the timeline, for support staff to decide
+        app.clock.advance(timedelta(days=1))  # type: ignore[attr-defined]
+        assert dispatch(app, batches.append) == 0
+        assert len(smtp.messages) == 1
     finally:
         app.close()
 

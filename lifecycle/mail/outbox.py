@@ -42,17 +42,36 @@ Crash windows, and what closes each:
    lease ended now (:meth:`Outbox.unanswered`).
 4. The worker dies after committing ``sent``: nothing left to do; the
    ``email_sent`` touchpoint is in the same transaction.
-5. The worker lives on past its lease (a slow batch, a long wait for the
-   send rate): the scheduler may settle its rows as in 2, and another worker
-   send them, while it still holds them.  So a worker starts no transport
-   call later than ``LIFECYCLE_SEND_TIMEOUT`` before its lease ends (every
-   call it makes is answered or timed out while the lease holds) and puts the
+5. The worker lives on past its lease (a slow batch, a long wait for the send
+   rate): the scheduler may settle its rows as in 2, and another worker send
+   them, while it still holds them.  So a worker starts no transport call
+   later than ``LIFECYCLE_SEND_TIMEOUT`` before its lease ends and puts the
    rest of its batch back, ``scheduled`` and due at once, the attempt not
-   counted.  Left open: a worker whose outcome commit itself comes after its
-   lease ended (a database stalled for longer than the rest of the lease)
-   moves the rows as it finds them, by status — for SendGrid, whose
-   settlement waits ``LIFECYCLE_SETTLE_SECONDS`` more, that needs a stall of
-   that length too.
+   counted.  The timeout bounds each wait of a call (connecting, each read),
+   not the call as a whole: a SendGrid post, one request and one answer, ends
+   while the lease holds; an SMTP send waits up to the timeout for each of its
+   commands (connecting, EHLO, login, MAIL, RCPT, DATA, the end of the
+   message), so it can outlast the lease, as can a server answering byte by
+   byte.  Such a mail is settled as in 2 while its call is under way: SMTP
+   fails it as "outcome unknown" (the worker's ``sent`` then finds it no
+   longer ``sending`` and changes nothing: staff see it, nothing goes twice);
+   SendGrid finds it sent by its event, and sends it again only after
+   ``LIFECYCLE_SETTLE_SECONDS`` more with no event for it, so only a post
+   still unanswered that much after the lease's end could go twice.  Left
+   open as well: a worker whose outcome commit itself comes after its lease
+   ended (a database stalled for longer than the rest of the lease) moves the
+   rows as it finds them, by status — for SendGrid, whose settlement waits
+   ``LIFECYCLE_SETTLE_SECONDS`` more, that needs a stall of that length too.
+6. The worker fails after its claim but before a mail's transport call starts
+   (the send rate's store in Redis unreachable while it waits for a 429's
+   pause or a place in the second's window, the database while rendering):
+   it records the outcomes of the calls it made and puts every mail it had
+   not posted back, ``scheduled`` after one ``LIFECYCLE_RETRY_BASE_SECONDS``
+   (jittered), the attempt not counted, the error in its attempt log — not
+   left ``sending``, where a SendGrid mail that was never posted would wait
+   for an event that cannot come.  Only a mail whose call had started (an
+   error raised by the transport itself) stays ``sending``, settled as in 3.
+   If the database fails for that too, or the worker dies, window 2 applies.
 """
 
 from __future__ import annotations

@@ -5,7 +5,9 @@ in three short transactions: claim and send-time checks; render; then the
 outcomes.  The transport calls happen between the second and the third,
 outside any transaction, while the rows are ``sending`` under a lease (the
 crash windows are in :mod:`lifecycle.mail.outbox`); no call starts later than
-``LIFECYCLE_SEND_TIMEOUT`` before that lease ends.
+``LIFECYCLE_SEND_TIMEOUT`` before that lease ends, and a mail the worker fails
+before posting (Redis, the database) goes back untried rather than staying
+``sending``.
 """
 
 from __future__ import annotations
@@ -52,6 +54,9 @@ DISPATCH_BATCH = 5000
 SEND_BATCH = 100
 #: Why a mail of a batch was put back untried: its claim would end before an answer could come.
 LEASE_ENDING = "not tried: the worker's claim on it was ending"
+#: Why a claimed mail was put back untried: the worker failed before its transport call started
+#: (the send rate's store, the pause after a 429, the database while rendering).
+NOT_TRIED = "not tried: the worker failed before posting it"
 #: Attempts before a mail the transport keeps refusing is failed for good.
 MAX_ATTEMPTS = 8  # with the default base: waits of 1, 2, 4 … 64 minutes, about 2 hours in all
 
@@ -159,6 +164,20 @@ def send_batch(app: App, message_ids: list[int], transport: Transport | None = N
             if context.get("capped"):
                 capped_sent[row.customer_id] += 1
             keep.append(row)
+    try:
+        ready = _render(app, keep, customers, renderer, now, outcomes)
+    except BaseException as exc:  # nothing was posted: the rows go back (not those failed)
+        _put_back(app, keep, exc, outcomes)
+        if not isinstance(exc, Exception):
+            raise  # the worker stopping
+        return outcomes
+    _hand_over(app, ready, transport, rate, outcomes)
+    return outcomes
+
+
+def _render(app: App, keep: list[Any], customers: dict[int, Any], renderer: Renderer,
+            now: datetime, outcomes: Counter[str]) -> list[_Ready]:
+    """Render and compose the claimed mails; a mail whose template fails is failed for good."""
     ready: list[_Ready] = []
     broken: list[tuple[Any, str]] = []
     with app.engine.connect() as conn:
@@ -186,49 +205,94 @@ def send_batch(app: App, message_ids: list[int], transport: Transport | None = N
                 outbox.failed(row, now, reason)
                 log.error("Mail %d was not sent: %s", row.id, reason)
         outcomes["failed"] += len(broken)
-    _hand_over(app, ready, transport, rate, outcomes)
-    return outcomes
+    return ready
+
+
+def _put_back(app: App, rows: list[Any], error: BaseException, outcomes: Counter[str]) -> None:
+    """Put ``rows``, claimed but not posted, back to ``scheduled`` after a short wait (one retry
+    base, jittered), the attempt not counted, because ``error`` stopped the worker before their
+    transport calls started (outbox, crash window 6).  Rows no longer ``sending`` are left as
+    they are; if the database fails here too, the rows stay ``sending`` (window 2)."""
+    if not rows:
+        return
+    now = app.clock.now()
+    reason = f"{NOT_TRIED}: {type(error).__name__}: {error}"
+    put_back = 0
+    with app.engine.begin() as conn:
+        outbox = Outbox(conn)
+        for row in rows:
+            put_back += outbox.later(row, now, now + retry_delay(app.settings.retry_base_seconds, 1),
+                                     reason, refund=True)
+    outcomes["later"] += put_back
+    log.warning("%d claimed mails were not sent because the worker failed before posting them "
+                "(%s: %s); they are scheduled again, the attempt not counted.", put_back,
+                type(error).__name__, error)
 
 
 def _hand_over(app: App, ready: list[_Ready], transport: Transport, rate: SendRate | None,
                outcomes: Counter[str]) -> None:
-    """Send each mail and record the outcomes (per mail for SMTP, else per batch)."""
-    if rate is None:
-        rate = send_rate_for(app.settings.send_rate, dramatiq.get_broker())
-    per_mail = not transport.idempotent and not transport.settles_by_events
-    results: list[tuple[_Ready, str | SendError, datetime]] = []
+    """Send each mail and record the outcomes (per mail for SMTP, else per batch).
+
+    An error outside a transport call (the send rate's store in Redis, the
+    pause after a 429) records what was sent and puts the mails not yet posted
+    back (:func:`_put_back`); one raised by a transport call itself leaves that
+    mail to be settled, as its post may have started (outbox, windows 3 and 6).
+    """
     if not ready:
         return
+    per_mail = not transport.idempotent and not transport.settles_by_events
+    results: list[tuple[_Ready, str | SendError, datetime]] = []
+    handled: set[int] = set()  # the mails whose post started (or that were put aside)
+    posting: _Ready | None = None
     # The last moment a post may start: its answer (or timeout) must come while the claim holds,
     # before the scheduler may settle the rows and another worker send them (outbox, window 5).
     last_start = as_utc(ready[0].row.lease_expires_at) - timedelta(
         seconds=app.settings.send_timeout)
-    rate.wait_for_pause()
-    for index, item in enumerate(ready):
-        rate.take()
-        if app.clock.now() > last_start:
-            at = app.clock.now()
-            results += [(rest, SendError(LEASE_ENDING, retry_after=0.0), at)
-                        for rest in ready[index:]]
-            log.warning("%d mails of a batch were not sent before the worker's claim on them "
-                        "neared its end (LIFECYCLE_SEND_LEASE_SECONDS); they are handed out "
-                        "again.", len(ready) - index)
-            break
-        try:
-            result: str | SendError = transport.send(item.mail)
-        except SendError as exc:
-            result = exc
-        results.append((item, result, app.clock.now()))
-        if isinstance(result, SendError) and result.retry_after is not None:
-            rate.pause(result.retry_after)  # everyone waits; the rest of the batch too
-            for rest in ready[index + 1:]:
-                results.append((rest, SendError("not tried: SendGrid asked us to wait",
-                                                retry_after=result.retry_after),
-                                app.clock.now()))
-            break
-        if per_mail:
-            _record(app, results, outcomes)
-            results = []
+    try:
+        if rate is None:
+            rate = send_rate_for(app.settings.send_rate, dramatiq.get_broker())
+        rate.wait_for_pause()
+        for index, item in enumerate(ready):
+            rate.take()
+            if app.clock.now() > last_start:
+                at = app.clock.now()
+                results += [(rest, SendError(LEASE_ENDING, retry_after=0.0), at)
+                            for rest in ready[index:]]
+                handled.update(rest.row.id for rest in ready[index:])
+                log.warning("%d mails of a batch were not sent before the worker's claim on them "
+                            "neared its end (LIFECYCLE_SEND_LEASE_SECONDS); they are handed out "
+                            "again.", len(ready) - index)
+                break
+            posting = item
+            handled.add(item.row.id)
+            try:
+                result: str | SendError = transport.send(item.mail)
+            except SendError as exc:
+                result = exc
+            posting = None
+            results.append((item, result, app.clock.now()))
+            if isinstance(result, SendError) and result.retry_after is not None:
+                rest = ready[index + 1:]
+                handled.update(r.row.id for r in rest)
+                results += [(r, SendError("not tried: SendGrid asked us to wait",
+                                          retry_after=result.retry_after), app.clock.now())
+                            for r in rest]
+                rate.pause(result.retry_after)  # everyone waits; the rest of the batch too
+                break
+            if per_mail:
+                _record(app, results, outcomes)
+                results = []
+    except BaseException as exc:
+        if posting is not None:  # raised by the transport call: its post may have started
+            results.append((posting, SendError(
+                f"the transport failed while sending: {type(exc).__name__}: {exc}",
+                ambiguous=True), app.clock.now()))
+        _record(app, results, outcomes)
+        _put_back(app, [item.row for item in ready if item.row.id not in handled], exc,
+                  outcomes)
+        if posting is not None or not isinstance(exc, Exception):
+            raise  # a fault in a transport, or the worker stopping: let it be seen
+        return
     _record(app, results, outcomes)
 
 

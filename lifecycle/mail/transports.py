@@ -144,9 +144,14 @@ class SmtpTransport:
         return conn
 
     def send(self, mail: Outgoing) -> str:
+        try:  # nothing is sent yet: a mail that cannot be written as MIME fails for good
+            message = mail.mime()
+        except Exception as exc:  # noqa: BLE001 - the email package raises several kinds
+            raise SendError(f"cannot build the MIME message: {type(exc).__name__}: {exc}",
+                            permanent=True) from exc
         conn = self._connection()
         try:
-            conn.send_message(mail.mime(), from_addr=parseaddr(mail.sender)[1], to_addrs=[mail.to])
+            conn.send_message(message, from_addr=parseaddr(mail.sender)[1], to_addrs=[mail.to])
         except smtplib.SMTPRecipientsRefused as exc:
             code, text = next(iter(exc.recipients.values()))
             raise SendError(f"SMTP {code}: {text.decode(errors='replace')}",
@@ -238,10 +243,15 @@ class SendGridTransport:
                          "Content-Type": "application/json", "User-Agent": "lifecycle"}
 
     def send(self, mail: Outgoing) -> str:
-        payload = sendgrid_payload(mail)
+        try:  # nothing is posted yet: a mail the library's helpers refuse fails for good
+            payload = sendgrid_payload(mail)
+            body = json.dumps(payload).encode() if self.client != "official" else b""
+        except Exception as exc:  # noqa: BLE001 - the helpers raise their own kinds
+            raise SendError(f"cannot build the SendGrid request: {type(exc).__name__}: {exc}",
+                            permanent=True) from exc
         if self.client == "official":
             return self._send_official(payload)
-        return self._send_pooled(json.dumps(payload).encode())
+        return self._send_pooled(body)
 
     # -- the library's own client: a new connection per request
     def _send_official(self, payload: dict[str, Any]) -> str:
