@@ -13,15 +13,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-import uvicorn
 from sqlalchemy import insert, select, update
 
 from lifecycle.app import App
@@ -30,11 +27,9 @@ from lifecycle.mail.transports import FileTransport
 from lifecycle.models import Customer, Message, Touchpoint
 from lifecycle.segments.compute import refresh_all
 from lifecycle.segments.service import definitions
-from lifecycle.web.app import create_app
 from tests.conftest import IN_CI, _skipped_services
 from tests.factories import PASSWORD, account, add_campaign, add_customer, add_order
 from tests.factories import WEB_T0 as T0
-from tests.ports import free_port
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
@@ -75,20 +70,9 @@ def browser() -> Iterator[object]:
 
 
 @pytest.fixture
-def site(app: App) -> Iterator[str]:
-    """The web app of ``app`` served on 127.0.0.1; its base URL."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(app), host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+def site(served: int) -> str:
+    """The web app of ``app`` served on 127.0.0.1 (conftest's ``served``); its base URL."""
+    return f"http://127.0.0.1:{served}"
 
 
 @pytest.fixture

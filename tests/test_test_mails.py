@@ -75,6 +75,22 @@ class SentTest:
         return found.group(1).replace("&amp;", "&")
 
 
+def manager_tests_feedback_request_for(app: App, web: TestClient, cid: int) -> int:
+    """A manager's "Send a test to me" of feedback_request's ask, rendered for customer b0
+    (row id ``cid``); the test mail's id."""
+    account(app, MANAGER, "manager")
+    logged_in(web, MANAGER)
+    page = web.get("/flows/feedback_request/preview", params={"customer": "b0"})
+    nonce = page.text.split('name="nonce" value="')[1].split('"')[0]
+    assert web.post("/flows/feedback_request/test", follow_redirects=False, data={
+        "csrf": csrf_of(page.text), "nonce": nonce, "step": "ask",
+        "template": "feedback_request", "customer_id": str(cid), "customer": "b0"}
+    ).status_code == 303
+    with app.engine.connect() as conn:
+        return int(conn.execute(select(Message.id).where(Message.to_email == MANAGER))
+                   .scalar_one())
+
+
 def standing(app: App, customer_id: int) -> tuple[list[tuple[str, Any]], int]:
     """The customer's timeline (kind, mail) and how many suppressions there are."""
     with app.engine.connect() as conn:
@@ -93,20 +109,10 @@ def test_mail(app: App, web: TestClient) -> SentTest:
         [real] = add_campaign(conn, 1, T0)
         cid = int(conn.execute(select(Message.customer_id).where(Message.id == real))
                   .scalar_one())
-    account(app, MANAGER, "manager")
-    logged_in(web, MANAGER)
-    page = web.get("/flows/feedback_request/preview", params={"customer": "b0"})
-    nonce = page.text.split('name="nonce" value="')[1].split('"')[0]
-    assert web.post("/flows/feedback_request/test", follow_redirects=False, data={
-        "csrf": csrf_of(page.text), "nonce": nonce, "step": "ask",
-        "template": "feedback_request", "customer_id": str(cid), "customer": "b0"}
-    ).status_code == 303
+    mid = manager_tests_feedback_request_for(app, web, cid)
     ids: list[int] = []
     dispatch(app, ids.extend)
     assert send_batch(app, ids, transport=FileTransport(app.settings.outbox_dir))["sent"] == 2
-    with app.engine.connect() as conn:
-        mid = int(conn.execute(select(Message.id).where(Message.to_email == MANAGER))
-                  .scalar_one())
     [path] = app.settings.outbox_dir.glob(f"*/{mid:08d}-*.eml")
     mail = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
     assert isinstance(mail, EmailMessage)
@@ -258,17 +264,7 @@ def test_a_test_send_goes_at_once_in_the_customers_night_and_is_not_in_their_upc
                   .scalar_one())
         conn.execute(update(Customer).where(Customer.id == cid).values(
             timezone="Pacific/Kiritimati"))  # 02:00 there at T0: quiet hours
-    account(app, MANAGER, "manager")
-    logged_in(web, MANAGER)
-    page = web.get("/flows/feedback_request/preview", params={"customer": "b0"})
-    nonce = page.text.split('name="nonce" value="')[1].split('"')[0]
-    assert web.post("/flows/feedback_request/test", follow_redirects=False, data={
-        "csrf": csrf_of(page.text), "nonce": nonce, "step": "ask",
-        "template": "feedback_request", "customer_id": str(cid), "customer": "b0"}
-    ).status_code == 303
-    with app.engine.connect() as conn:
-        mid = int(conn.execute(select(Message.id).where(Message.to_email == MANAGER))
-                  .scalar_one())
+    mid = manager_tests_feedback_request_for(app, web, cid)
     account(app, "sue@shop.example", "support")
     support = TestClient(web.app)
     logged_in(support, "sue@shop.example")
