@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 
@@ -80,16 +80,40 @@ def running_scheduler(app: App, jobs: list[Job] | None = None) -> Iterator[Sched
         thread.join(timeout=60)
 
 
-def serve_web(app: App, host: str, port: int, stop: threading.Event) -> None:
-    """Serve the web app until ``stop`` is set or a signal arrives."""
+class _Server(uvicorn.Server):
+    """uvicorn's server, whose first SIGINT/SIGTERM sets ``stop`` (the watcher of
+    :func:`serve_web` then closes it) instead of closing it at once; a second one is
+    uvicorn's own (a third SIGINT forces the exit)."""
+
+    def __init__(self, config: uvicorn.Config, stop: threading.Event) -> None:
+        super().__init__(config)
+        self.stop = stop
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.stop.is_set():
+            super().handle_exit(sig, frame)
+        else:
+            self.stop.set()
+
+
+def serve_web(app: App, host: str, port: int, stop: threading.Event,
+              before_exit: Callable[[], None] | None = None) -> None:
+    """Serve the web app until ``stop`` is set or a signal arrives (which sets ``stop``);
+    ``before_exit`` runs, the server still listening, before it closes."""
     from lifecycle.web.app import create_app
 
     config = uvicorn.Config(create_app(app), host=host, port=port, log_level="warning",
                             lifespan="off")
-    server = uvicorn.Server(config)
+    server = _Server(config, stop) if before_exit is not None else uvicorn.Server(config)
+
+    def watch() -> None:
+        stop.wait()
+        if before_exit is not None:
+            before_exit()
+        server.should_exit = True
+
     log.info("The web app listens on http://%s:%d/.", host, port)
-    watcher = threading.Thread(target=lambda: (stop.wait(), setattr(server, "should_exit", True)),
-                               daemon=True)
+    watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     # uvicorn catches SIGINT/SIGTERM itself and re-raises them to our handler
     # when it has drained, which sets ``stop`` for the other parts.

@@ -19,7 +19,13 @@ from lifecycle.config import load_settings
 from lifecycle.demo.audience import Audience, Habit, Mail, plan
 from lifecycle.demo.doors import HttpDoors, webhook_key
 from lifecycle.demo.shop import LiveShop
-from lifecycle.demo.stage import demo_jobs, demo_settings, is_demo_database, resume_point
+from lifecycle.demo.stage import (
+    demo_jobs,
+    demo_overrides,
+    demo_settings,
+    is_demo_database,
+    resume_point,
+)
 from lifecycle.imports import import_rows
 from lifecycle.mail.sending import dispatch, send_batch
 from lifecycle.mail.transports import FileTransport
@@ -86,15 +92,49 @@ def test_health_judges_a_process_by_real_time_under_a_fast_clock(fresh_database_
 
 # ------------------------------------------------------------ the settings
 
-def test_demo_links_name_the_port_it_serves_on_unless_the_base_url_is_set() -> None:
+def test_demo_links_name_the_port_it_serves_on_and_the_shop_an_example_site_unless_set() -> None:
     settings = load_settings({})
     mine = demo_settings(settings, host="0.0.0.0", port=8123, speed=43_200,
                          webhook_public_key="k", environ={})
-    assert mine.base_url == "http://127.0.0.1:8123" and mine.shop_url == "http://127.0.0.1:8123"
-    theirs = demo_settings(load_settings({"LIFECYCLE_BASE_URL": "https://crm.example.com"}),
-                           host="127.0.0.1", port=8123, speed=43_200, webhook_public_key="k",
-                           environ={"LIFECYCLE_BASE_URL": "https://crm.example.com"})
+    assert mine.base_url == "http://127.0.0.1:8123"
+    assert mine.shop_url == "https://leaf-and-bean.example"  # its review page is not ours
+    env = {"LIFECYCLE_BASE_URL": "https://crm.example.com",
+           "LIFECYCLE_SHOP_URL": "https://tea.example.org"}
+    theirs = demo_settings(load_settings(env), host="127.0.0.1", port=8123, speed=43_200,
+                           webhook_public_key="k", environ=env)
     assert theirs.base_url == "https://crm.example.com"
+    assert theirs.shop_url == "https://tea.example.org"
+
+
+def test_the_demo_names_each_setting_it_overrides_and_leaves_the_environments_alone() -> None:
+    every = demo_overrides("0.0.0.0", 8123, environ={})
+    assert every == {"LIFECYCLE_BASE_URL": ("base_url", "http://127.0.0.1:8123"),
+                     "LIFECYCLE_SHOP_NAME": ("shop_name", "Leaf & Bean"),
+                     "LIFECYCLE_SHOP_URL": ("shop_url", "https://leaf-and-bean.example"),
+                     "LIFECYCLE_MAIL_FROM": ("mail_from", "Leaf & Bean <hello@leafandbean.example>"),
+                     "LIFECYCLE_SHOP_ADDRESS": ("shop_address", "Teestraße 12, 10115 Berlin, Germany")}
+    env = {"LIFECYCLE_SHOP_NAME": "Tea Corner", "LIFECYCLE_SHOP_URL": " "}
+    assert set(demo_overrides("127.0.0.1", 8123, environ=env)) == set(every) - {"LIFECYCLE_SHOP_NAME"}
+    settings = demo_settings(load_settings(env), host="127.0.0.1", port=8123, speed=1,
+                             webhook_public_key="k", environ=env)
+    assert settings.shop_name == "Tea Corner"
+
+
+def test_commands_on_a_database_the_demo_made_warn_once_that_it_runs_on_the_demos_clock(
+        fresh_database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    app = App(replace(load_settings({}), database_url=make_url(fresh_database_url)))
+    app.upgrade_database()
+    monkeypatch.setenv("LIFECYCLE_DATABASE_URL", fresh_database_url)
+    plain = CliRunner().invoke(cli, ["segments", "list"])
+    assert plain.exit_code == 0, plain.output
+    assert "lifecycle demo" not in plain.output
+    with app.engine.begin() as conn:
+        heartbeat.record(conn, "demo", app.clock.now() + timedelta(days=90), {})
+    app.close()
+    warned = CliRunner().invoke(cli, ["segments", "list"])
+    assert warned.exit_code == 0, warned.output
+    assert warned.output.count("was made by `lifecycle demo`") == 1
+    assert "90 days ahead of real time" in warned.output
 
 
 def test_demo_durations_meant_in_real_time_are_stretched_by_the_clocks_speed() -> None:
@@ -370,3 +410,112 @@ def test_the_audience_leaves_alone_mails_sent_before_it_started_and_test_sends(
         conn.execute(MessageContent.__table__.insert().values(
             message_id=mid, subject="Hi", text="Hi", html=None, headers={}))
     assert audience.read(conn, T0 + timedelta(days=1)) == 1  # only the new one
+
+
+class ClosedDoors:
+    """A web app that does not listen (yet, or any more): every visit is refused."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    def ready(self) -> bool:
+        self.asked += 1
+        return False
+
+    def _refuse(self, *_: Any) -> None:
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    events = inbound = follow = one_click = reviews = referrals = _refuse
+
+
+def test_the_audience_counts_only_what_the_web_app_accepted(conn: Connection) -> None:
+    everything = Habit(delivered=1, opens=1, clicks=1, replies=1, answers=1, unsubscribes=1)
+    audience = Audience(ClosedDoors(), since=T0, seed=1,  # type: ignore[arg-type]
+                        habits={"thank_you": everything})
+    [mid] = add_campaign(conn, 1, T0)
+    conn.execute(Message.__table__.update().where(Message.id == mid).values(
+        status="sent", sent_at=T0 + timedelta(minutes=1), context={"marketing": True}))
+    conn.execute(MessageContent.__table__.insert().values(
+        message_id=mid, subject="Hi", text="Hi https://shop.example.com/tea", html=None,
+        headers={"List-Unsubscribe": "<http://127.0.0.1:8123/u/x.sig>"}))
+    assert audience.read(conn, T0 + timedelta(hours=1)) == 1
+    assert audience.act(T0 + timedelta(days=6)) == 0  # every visit was refused
+    assert audience.done == {}  # so the status line counts none of them
+
+
+def test_the_simulation_waits_for_the_web_app_to_answer_before_anyone_acts(shop_app: Any) -> None:
+    import threading
+
+    from lifecycle.demo.show import Simulation
+
+    app, _clock = shop_app
+    doors = ClosedDoors()
+    shop = LiveShop(app, seed=5)
+    simulation = Simulation(app, shop, Audience(doors, since=T0), say=lambda _: None)  # type: ignore[arg-type]
+    simulation._engine_on = lambda: True  # type: ignore[method-assign]
+    stop = threading.Event()
+    thread = threading.Thread(target=simulation.run, args=(stop,))
+    thread.start()
+    try:
+        for _ in range(100):  # it asks every step (0.2 s); a few asks are enough to judge
+            if doors.asked >= 3:
+                break
+            stop.wait(0.05)
+    finally:
+        stop.set()
+        thread.join()
+    assert doors.asked >= 3  # it kept asking whether the web app answers
+    assert shop.placed == 0  # neither the shop nor its readers moved while the app was closed
+
+
+def test_readers_of_review_asks_and_referral_invites_post_them_to_the_api_into_their_segments(
+        fresh_database_url: str, tmp_path: Any) -> None:
+    from lifecycle.apikeys import create_key
+    from lifecycle.models import SegmentMembership
+
+    app = App(replace(load_settings({}), database_url=make_url(fresh_database_url),
+                      secret_key="s" * 40, outbox_dir=tmp_path / "outbox",
+                      base_url="http://127.0.0.1:8123"), clock=ManualClock(T0))
+    with app.engine.begin() as conn:
+        asked, invited = add_campaign(conn, 2, T0, template="review_request")
+        conn.execute(Message.__table__.update().where(Message.id == invited).values(
+            template="referral_invite", context={
+                "order_id": "o1", "marketing": True, "capped": False,
+                "offer": {"percent": 10, "prefix": "FRIEND10",
+                          "valid": {"years": 0, "months": 0, "days": 60}}}))
+        api_key = create_key(conn, "demo", ["reviews:write", "referrals:write"], T0)
+    ids: list[int] = []
+    dispatch(app, ids.extend)
+    assert send_batch(app, ids, transport=FileTransport(app.settings.outbox_dir))["sent"] == 2
+    client = TestClient(create_app(app))
+
+    class ClientDoors(HttpDoors):
+        def _send(self, path: str, body: bytes | None = None,
+                  headers: dict[str, str] | None = None) -> Any:
+            answer = client.request("POST" if body is not None else "GET", path, content=body,
+                                    headers=headers)
+            assert answer.status_code == 200, answer.text
+            return answer.content
+
+    private, _ = webhook_key()
+    keen = Habit(delivered=1, opens=1, clicks=0, replies=0, unsubscribes=0, reviews=1,
+                 referrals=1)
+    audience = Audience(ClientDoors("http://testserver", app.settings.secret_key, private,
+                                    api_key), since=T0 - timedelta(hours=1), seed=1,
+                        habits={"thank_you": keen})
+    with app.engine.connect() as conn:
+        assert audience.read(conn, T0 + timedelta(minutes=1)) == 2
+    audience.doors.events = lambda *_: None  # type: ignore[method-assign] # no webhook key here
+    app.clock.set(T0 + timedelta(days=3))  # every reaction is due by then
+    audience.act(app.clock.now())
+    assert audience.done["review"] == 1 and audience.done["referral"] == 1
+    with app.engine.connect() as conn:
+        kinds = dict(conn.execute(select(Customer.external_id, Touchpoint.kind).join(
+            Touchpoint, Touchpoint.customer_id == Customer.id).where(
+            Touchpoint.kind.in_(("review", "referral")))).all())
+        segments = set(conn.execute(select(Customer.external_id, SegmentMembership.segment).join(
+            SegmentMembership, SegmentMembership.customer_id == Customer.id).where(
+            SegmentMembership.exited_at.is_(None),
+            SegmentMembership.segment.in_(("reviewer", "referrer")))).all())
+    assert kinds == {"b0": "review", "b1": "referral"}
+    assert segments == {("b0", "reviewer"), ("b1", "referrer")}

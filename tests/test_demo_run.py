@@ -1,6 +1,6 @@
 """``lifecycle demo`` as a newcomer runs it: a real process on a fresh SQLite file in an empty
-folder, mail from the shipped flows in ``outbox/`` within a minute, events, replies and NPS
-answers on the timelines, figures on the pages, links to the port it serves on, Ctrl-C."""
+folder, mail from the shipped flows in ``outbox/`` within a minute, events, replies, NPS
+answers and reviews on the timelines, figures on the pages, links to the port it serves on, Ctrl-C."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ pytestmark = pytest.mark.slow
 #: What the demo must show within a minute of its start (the README promises it).
 MINUTE = 60.0
 KINDS = {"order_placed", "email_sent", "email_delivered", "email_opened", "email_clicked",
-         "replied", "feedback"}
+         "replied", "feedback", "review"}
 
 
 def clean_env() -> dict[str, str]:
@@ -92,6 +92,9 @@ def test_the_demo_shows_the_shipped_flows_mailing_and_customers_answering_within
         started = time.monotonic()
         assert "2000 customers" in said and str(tmp_path / "outbox") in said
         assert "a day every 2 s" in said  # says what the clock does
+        assert "LIFECYCLE_SHOP_NAME='Leaf & Bean'" in said  # and which settings it sets itself
+        assert "LIFECYCLE_SHOP_URL='https://leaf-and-bean.example'" in said
+        assert "--speed 0.02" in said  # how to try pausing a scheduled mail
         password = said.split("password ")[1].split()[0]
         while True:
             flows = flows_in(tmp_path / "outbox")
@@ -114,19 +117,33 @@ def test_the_demo_shows_the_shipped_flows_mailing_and_customers_answering_within
             promoters = re.search(r"<code class=\"note\">promoter</code></td><td>[^<]*</td>"
                                   r"<td class=\"n\">([\d,]+)", segments)
             assert promoters and int(promoters.group(1)) > 0  # NPS answers moved segments
+            reviewers = re.search(r"<code class=\"note\">reviewer</code></td><td>[^<]*</td>"
+                                  r"<td class=\"n\">([\d,]+)", segments)
+            assert reviewers and int(reviewers.group(1)) > 0  # reviews came in through the API
     finally:
         process.send_signal(signal.SIGINT)  # Ctrl-C
-        out, err = process.communicate(timeout=90)
+        stopped = None
+        while process.stdout is not None and (line := process.stdout.readline()):
+            if line.startswith("Lifecycle stopped."):
+                stopped = time.monotonic()
+        process.wait(timeout=90)
+        exited = time.monotonic()
+        err = process.stderr.read() if process.stderr else ""
         app.close()
     assert process.returncode == 0, err
     assert "Traceback" not in err
-    assert out.rstrip().endswith("Lifecycle stopped.")
-    for paths in flows.values():  # every link of every mail leads to the port it serves on
-        for link in links_in(paths[0]):
-            assert link.startswith(f"http://127.0.0.1:{port}"), link
+    assert "could not post" not in err  # the audience acted only while the web app listened
+    assert stopped is not None and exited - stopped < 1.0  # said when it had really stopped
+    for paths in flows.values():  # every link of every mail leads to the port it serves on,
+        for link in links_in(paths[0]):  # or to the sample shop's example site
+            assert link.startswith((f"http://127.0.0.1:{port}",
+                                    "https://leaf-and-bean.example")), link
     first = email.message_from_bytes(next(iter(flows.values()))[0].read_bytes(),
                                      policy=email.policy.default)
     assert first["From"] == "Leaf & Bean <hello@leafandbean.example>"  # the sample shop
+    asks = flows.get("advocacy_ask", [])
+    review_links = [link for path in asks for link in links_in(path) if "/reviews" in link]
+    assert all(link.startswith("https://leaf-and-bean.example/") for link in review_links)
 
 
 def test_a_second_start_resumes_the_shop_and_says_how_to_log_in_again(tmp_path: Path) -> None:

@@ -59,7 +59,25 @@ def ready_app() -> App:
     if current != head:
         raise Failure(f"the database schema is at {current or 'nothing'}, not {head}: "
                       "run `lifecycle db upgrade` first.")
+    _warn_of_demo_clock(app)
     return app
+
+
+def _warn_of_demo_clock(app: App) -> None:
+    """Say on stderr when the database is one ``lifecycle demo`` made: its times are on the
+    demo's fast clock, ahead of the real clock this command reads."""
+    from lifecycle.demo.stage import is_demo_database, resume_point
+
+    with app.engine.connect() as conn:
+        if not is_demo_database(conn):
+            return
+        ahead = resume_point(conn, app.clock.now()) - app.clock.now()
+    stderr().print(
+        f"Note: {app.database_label()} was made by `lifecycle demo` and runs on the demo's "
+        f"fast clock ({ahead.total_seconds() / 86400:.0f} days ahead of real time): this "
+        "command reads it on the real clock, so its answers may contradict the demo's "
+        "(explore it through the demo's own pages while it runs).", markup=False,
+        soft_wrap=True)
 
 
 def stderr() -> Console:

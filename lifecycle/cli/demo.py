@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from datetime import datetime
@@ -50,6 +51,7 @@ def demo(host: str, port: int, customers: int, speed: float, seed: int,
     """
     from sqlalchemy import func, select
 
+    from lifecycle.apikeys import create_key
     from lifecycle.clock import FastClock
     from lifecycle.demo.audience import Audience
     from lifecycle.demo.doors import HttpDoors, webhook_key
@@ -57,6 +59,7 @@ def demo(host: str, port: int, customers: int, speed: float, seed: int,
     from lifecycle.demo.show import Simulation, run_demo
     from lifecycle.demo.stage import (
         demo_login,
+        demo_overrides,
         demo_settings,
         has_staff,
         is_demo_database,
@@ -89,6 +92,9 @@ def demo(host: str, port: int, customers: int, speed: float, seed: int,
         click.echo(f"The database already holds {known} customers; no sample data added "
                    "(an earlier demo made them).")
     login = demo_login(setup)
+    with setup.engine.begin() as conn:  # for the audience's reviews and referrals
+        api_key = create_key(conn, "lifecycle demo: the audience's reviews and referrals",
+                             ["reviews:write", "referrals:write"], setup.clock.now())
     with setup.engine.connect() as conn:
         start = resume_point(conn, setup.clock.now())
         staff_known = has_staff(conn, DEMO_STAFF)
@@ -101,21 +107,26 @@ def demo(host: str, port: int, customers: int, speed: float, seed: int,
 
     app = App(settings, clock=FastClock(start, factor))
     url = served_url(host, port)
-    _introduce(app, label, url, login, staff_known, start, speed, known > 0)
+    _introduce(app, label, url, login, staff_known, start, speed, known > 0,
+               demo_overrides(host, port))
     shop = LiveShop(app, seed)
-    audience = Audience(HttpDoors(url, settings.secret_key, signing_key), since=start, seed=seed,
-                        order=shop.plan)
+    audience = Audience(HttpDoors(url, settings.secret_key, signing_key, api_key), since=start,
+                        seed=seed, order=shop.plan)
     simulation = Simulation(app, shop, audience, click.echo)
     click.echo("Press Ctrl-C to stop." if seconds is None else f"Running for {seconds:g} s.")
     try:
         run_demo(app, host, port, simulation, seconds=seconds)
     finally:
         app.close()
+    # Everything has stopped.  The interpreter's last collections at exit would walk every
+    # object the run made (a second or more) after the line below said so: they are left out.
+    gc.freeze()
     click.echo("Lifecycle stopped.")
 
 
 def _introduce(app: App, database: str, url: str, login: tuple[str, str] | None,
-               staff_known: bool, start: datetime, speed: float, again: bool) -> None:
+               staff_known: bool, start: datetime, speed: float, again: bool,
+               overrides: dict[str, tuple[str, str]]) -> None:
     """Print what runs, where to look and what to expect when."""
     settings = app.settings
     echo = click.echo
@@ -143,10 +154,24 @@ def _introduce(app: App, database: str, url: str, login: tuple[str, str] | None,
     echo("           The scheduler, flow engine, workers and pages run on it: flow waits, quiet "
          "hours (each customer's night), the frequency cap and the daily segment refresh "
          "pass in seconds.")
+    echo("           The database runs on this clock, months ahead of real time after a few "
+         "minutes: explore it through this web app while the demo runs (other `lifecycle` "
+         "commands and `lifecycle web` read it on the real clock and warn about it).")
+    echo(f"           A scheduled mail waits {2 / speed:.2g} s for its 2 shop hours at this speed; to "
+         "pause or resume one (a customer's page, upcoming mails), run the demo slowly: "
+         "uv run lifecycle demo --speed 0.02 (72 shop seconds a second: a thank-you mail "
+         "waits about 100 s).")
+    if overrides:
+        echo("Settings:  for this run the demo sets "
+             + ", ".join(f"{name}={value!r}" for name, (_, value) in overrides.items())
+             + " (set them in the environment to use yours; `lifecycle config` shows the "
+             "environment's, not these).")
     echo("Shop:      new and returning customers order through the live order path (as "
          "POST /api/v1/orders); they read their mail: deliveries, opens and clicks come in as "
          "signed SendGrid events, replies through Inbound Parse, NPS answers through the "
-         "mail's links, some unsubscribe, and some who click an offer order.")
+         "mail's links, some unsubscribe, some who click an offer order, and some who are asked "
+         "for a review or a referral post one to the ingest API (POST /api/v1/reviews, "
+         "/api/v1/referrals, with an API key the demo made for itself).")
     echo("Expect:")
     for hours, what in EXPECT:
         echo(f"  after about {max(1, round(hours / speed)):>3} s: {what}")

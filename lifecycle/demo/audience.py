@@ -14,7 +14,15 @@ there, through the doors the real world uses (:mod:`lifecycle.demo.doors`):
   mail's ``Reply-To``;
 * now and then a one-click unsubscribe (RFC 8058) from ``List-Unsubscribe``;
 * an order, a few days after a click on an offer (handed to the live shop),
-  which the flow results count as a conversion.
+  which the flow results count as a conversion;
+* a product review from some readers of a review ask (template
+  ``review_request``) and a referral of a friend from some readers of a referral
+  invite (``referral_invite``), posted to the ingest API (``POST /api/v1/reviews``,
+  ``/api/v1/referrals``) as the shop's site would: the ``reviewer`` and
+  ``referrer`` segments fill.
+
+Only what the web app accepted is counted in :attr:`Audience.done`: a visit that
+fails is logged and dropped.
 
 :data:`HABITS` holds the rates per flow; they are roughly what retail mail
 sees (opens 40–60 %, clicks a fifth to a third of those who open).
@@ -50,6 +58,8 @@ class Habit:
     answers: float = 0.0  # NPS answers, of mails opened (the feedback mail)
     unsubscribes: float = 0.015  # of mails opened (marketing mail only)
     orders: float = 0.0  # orders, of mails clicked
+    reviews: float = 0.0  # reviews, of review asks opened (template review_request)
+    referrals: float = 0.0  # referrals, of referral invites opened (template referral_invite)
 
 
 HABITS: dict[str, Habit] = {
@@ -58,7 +68,7 @@ HABITS: dict[str, Habit] = {
     "second_purchase": Habit(opens=0.45, clicks=0.3, orders=0.35),
     "win_back": Habit(opens=0.35, clicks=0.25, orders=0.3),
     "loyalty_offer": Habit(opens=0.6, clicks=0.35, orders=0.45),
-    "advocacy_ask": Habit(opens=0.55, clicks=0.4, replies=0.06),
+    "advocacy_ask": Habit(opens=0.55, clicks=0.4, replies=0.06, reviews=0.5, referrals=0.3),
 }
 DEFAULT_HABIT = Habit()
 MACHINE_OPENS = 0.15  # Apple Mail Privacy Protection fetches the mail at once
@@ -75,6 +85,12 @@ REPLIES = {
     "advocacy_ask": ("Sure, I left a review yesterday.",
                      "My sister might like your teas, I'll forward this."),
 }
+#: What reviewers write: (stars, text).
+REVIEWS = ((5, "Wonderful tea, I order it every month."), (5, "Fresh, fragrant and well packed."),
+           (4, "Very good coffee, a little pricey."), (4, "Great taste; the tin could be bigger."),
+           (3, "Good, but the delivery took a while."))
+#: The products reviews are about.
+PRODUCTS = ("Sencha Fukamushi", "Assam Second Flush", "Ethiopia Yirgacheffe", "Matcha Ceremonial")
 DEFAULT_REPLIES = ("Thanks for the mail!", "Could you take me off the paper catalogue?")
 _LINK = re.compile(r"https?://[^\s<>\"')\]]+")
 _HREF = re.compile(r'href="(https?://[^"]+)"')
@@ -100,6 +116,7 @@ class Mail:
     sent_at: datetime
     provider_id: str
     marketing: bool
+    template: str = ""
 
     def links(self) -> list[str]:
         """The links of both parts, each once, in order (the HTML part may have more)."""
@@ -111,7 +128,8 @@ class Mail:
 class Reaction:
     at: datetime
     mail_id: int
-    kind: str  # delivered, bounce, machine_open, open, click, answer, reply, unsubscribe, order
+    kind: str  # delivered, bounce, machine_open, open, click, answer, reply, unsubscribe,
+    # order, review, referral
     detail: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
@@ -159,16 +177,30 @@ def plan(mail: Mail, seed: int, habits: dict[str, Habit] | None = None) -> list[
         react(opened + _minutes(rng, 5, 360), "reply", text=text)
     if mail.marketing and mail.unsubscribe_url and rng.random() < habit.unsubscribes:
         react(opened + _minutes(rng, 1, 30), "unsubscribe", url=mail.unsubscribe_url)
+    if mail.template == "review_request" and rng.random() < habit.reviews:
+        stars, text = rng.choice(REVIEWS)
+        react(opened + _minutes(rng, 10, 600), "review", rating=stars, text=text,
+              product=rng.choice(PRODUCTS))
+    if mail.template == "referral_invite" and rng.random() < habit.referrals:
+        react(opened + timedelta(hours=rng.uniform(1, 48)), "referral",
+              email=f"friend.of.{mail.customer.lower()}@example.net")
     return sorted(out)
+
+
+#: Reactions that reach the web app as Event Webhook posts.
+SENDGRID_KINDS = ("delivered", "bounce", "machine_open", "open", "click")
 
 
 class Doors(Protocol):
     """Where the audience's actions go in (the web app, as SendGrid and customers reach it)."""
 
+    def ready(self) -> bool: ...
     def events(self, events: list[dict[str, Any]], at: datetime) -> None: ...
     def inbound(self, form: dict[str, str]) -> None: ...
     def follow(self, url: str) -> None: ...
     def one_click(self, url: str) -> None: ...
+    def reviews(self, items: list[dict[str, Any]]) -> None: ...
+    def referrals(self, items: list[dict[str, Any]]) -> None: ...
 
 
 def sendgrid_event(mail: Mail, reaction: Reaction) -> dict[str, Any]:
@@ -230,6 +262,7 @@ class Audience:
         rows = conn.execute(
             select(messages.c.id, messages.c.flow, messages.c.step, messages.c.to_email,
                    messages.c.sent_at, messages.c.provider_message_id, messages.c.context,
+                   messages.c.template,
                    customers.c.external_id, contents.c.subject, contents.c.text,
                    contents.c.html, contents.c.headers)
             .join(contents, contents.c.message_id == messages.c.id)
@@ -253,7 +286,8 @@ class Audience:
                         message_id_header=headers.get("Message-ID", ""),
                         unsubscribe_url=unsubscribe, sent_at=row.sent_at,
                         provider_id=(row.provider_message_id or f"demo{row.id}"),
-                        marketing=bool((row.context or {}).get("marketing")))
+                        marketing=bool((row.context or {}).get("marketing")),
+                        template=row.template or "")
             self._mails[mail.id] = mail
             self._pending.extend(plan(mail, self.seed, self.habits))
             new += 1
@@ -263,34 +297,67 @@ class Audience:
         return new
 
     def act(self, now: datetime) -> int:
-        """Do every planned reaction whose time has come; how many."""
+        """Do every planned reaction whose time has come; how many the web app accepted
+        (only those count in :attr:`done`)."""
         due = [r for r in self._pending if r.at <= now]
         if not due:
             return 0
         self._pending = [r for r in self._pending if r.at > now]
-        events = [sendgrid_event(self._mails[r.mail_id], r) for r in due
-                  if r.kind in ("delivered", "bounce", "machine_open", "open", "click")]
-        if events:
-            self._try("events", lambda: self.doors.events(events, now))
+        accepted = 0
+        webhook = [r for r in due if r.kind in SENDGRID_KINDS]
+        if webhook and self._try("events", lambda: self.doors.events(
+                [sendgrid_event(self._mails[r.mail_id], r) for r in webhook], now)):
+            for reaction in webhook:
+                self._count(reaction.kind)
+            accepted += len(webhook)
         for reaction in due:
             mail = self._mails[reaction.mail_id]
+            if reaction.kind in SENDGRID_KINDS:
+                continue
             if reaction.kind == "answer":
-                self._try("answer", lambda u=reaction.detail["url"]: self.doors.follow(u))
+                done = self._try("answer", lambda u=reaction.detail["url"]: self.doors.follow(u))
             elif reaction.kind == "reply":
                 form = inbound_form(mail, reaction.detail["text"], reaction.at)
-                self._try("reply", lambda f=form: self.doors.inbound(f))
+                done = self._try("reply", lambda f=form: self.doors.inbound(f))
             elif reaction.kind == "unsubscribe":
-                self._try("unsubscribe", lambda u=reaction.detail["url"]: self.doors.one_click(u))
+                done = self._try("unsubscribe",
+                                 lambda u=reaction.detail["url"]: self.doors.one_click(u))
+            elif reaction.kind == "review":
+                item = {"id": f"demo-review-{mail.id}", "customer_id": mail.customer,
+                        "product": reaction.detail["product"],
+                        "rating": reaction.detail["rating"], "text": reaction.detail["text"],
+                        "occurred_at": reaction.at.isoformat()}
+                done = self._try("review", lambda i=item: self.doors.reviews([i]))
+            elif reaction.kind == "referral":
+                item = {"id": f"demo-referral-{mail.id}", "customer_id": mail.customer,
+                        "referred_email": reaction.detail["email"],
+                        "occurred_at": reaction.at.isoformat()}
+                done = self._try("referral", lambda i=item: self.doors.referrals([i]))
             elif reaction.kind == "order" and self.order is not None:
                 self.order(mail.customer, reaction.at)
-            self.done[reaction.kind] = self.done.get(reaction.kind, 0) + 1
+                done = True
+            else:
+                done = False
+            if done:
+                self._count(reaction.kind)
+                accepted += 1
         for mail_id in {r.mail_id for r in due} - {r.mail_id for r in self._pending}:
             self._mails.pop(mail_id, None)  # nothing more to do with it
-        return len(due)
+        return accepted
+
+    def ready(self) -> bool:
+        """Whether the web app answers (its doors are open)."""
+        return self.doors.ready()
+
+    def _count(self, kind: str) -> None:
+        self.done[kind] = self.done.get(kind, 0) + 1
 
     @staticmethod
-    def _try(what: str, action: Callable[[], None]) -> None:
+    def _try(what: str, action: Callable[[], None]) -> bool:
+        """Whether ``action`` was accepted; a failure is logged and the visit dropped."""
         try:
             action()
         except Exception as exc:  # noqa: BLE001 - one failed visit must not stop the demo
             log.warning("The demo audience could not post %s: %s", what, exc)
+            return False
+        return True

@@ -4,7 +4,8 @@
 over HTTP: signed Event Webhook posts (ECDSA P-256 over timestamp and body,
 with the demo's own key pair: :func:`webhook_key`), Inbound Parse posts as
 ``multipart/form-data`` with the URL key, a GET of a link from a mail, and a
-one-click unsubscribe POST (RFC 8058).  Links from mails are followed on the
+one-click unsubscribe POST (RFC 8058), and reviews and referrals posted to the
+ingest API with the demo's own API key, as the shop's site would.  Links from mails are followed on the
 local server whatever their host (``LIFECYCLE_BASE_URL`` may name a public
 one): only their path and query are used.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+import urllib.error
 import urllib.request
 from datetime import datetime
 from typing import Any
@@ -51,10 +53,12 @@ def multipart(fields: dict[str, str]) -> tuple[bytes, str]:
 class HttpDoors:
     """The audience's way in: the web app at ``server`` (``http://host:port``)."""
 
-    def __init__(self, server: str, secret_key: str, signing_key: ec.EllipticCurvePrivateKey) -> None:
+    def __init__(self, server: str, secret_key: str, signing_key: ec.EllipticCurvePrivateKey,
+                 api_key: str = "") -> None:
         self.server = server.rstrip("/")
         self.secret_key = secret_key
         self.signing_key = signing_key
+        self.api_key = api_key
 
     def _send(self, path: str, body: bytes | None = None,
               headers: dict[str, str] | None = None) -> Any:
@@ -62,6 +66,16 @@ class HttpDoors:
                                          method="POST" if body is not None else "GET")
         with urllib.request.urlopen(request, timeout=TIMEOUT) as answer:  # noqa: S310 - our server
             return answer.read()
+
+    def ready(self) -> bool:
+        """Whether the web app answers (``/healthz``, whatever it says of the processes)."""
+        try:
+            self._send("/healthz")
+        except urllib.error.HTTPError:
+            return True  # it answered: unhealthy processes are news, not a closed door
+        except OSError:
+            return False
+        return True
 
     @staticmethod
     def _local(url: str) -> str:
@@ -87,3 +101,13 @@ class HttpDoors:
     def one_click(self, url: str) -> None:
         self._send(self._local(url), b"List-Unsubscribe=One-Click",
                    {"Content-Type": "application/x-www-form-urlencoded"})
+
+    def reviews(self, items: list[dict[str, Any]]) -> None:
+        self._api("/api/v1/reviews", items)
+
+    def referrals(self, items: list[dict[str, Any]]) -> None:
+        self._api("/api/v1/referrals", items)
+
+    def _api(self, path: str, items: list[dict[str, Any]]) -> None:
+        self._send(path, json.dumps(items).encode("utf-8"), {
+            "Authorization": f"Bearer {self.api_key}", "Content-Type": "application/json"})

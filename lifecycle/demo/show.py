@@ -14,8 +14,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import datetime
 
 from sqlalchemy import func, select
@@ -57,7 +56,10 @@ class Simulation:
             return conn.execute(select(TriggerCursor.name)).first() is not None
 
     def run(self, stop: threading.Event) -> None:
-        while not stop.is_set() and not self._engine_on():
+        """Move the shop and the audience until ``stop``; the audience starts once the web
+        app answers (its posts would be lost before), and ``stop`` is set before the web
+        app closes (:func:`run_demo`)."""
+        while not stop.is_set() and not (self._engine_on() and self.audience.ready()):
             stop.wait(STEP_SECONDS)
         if stop.is_set():
             return
@@ -104,29 +106,34 @@ class Simulation:
                 f"{self.shop.placed} orders ({self.shop.new_customers} new customers); "
                 f"mails sent: {mails}; delivered {done.get('delivered', 0)}, "
                 f"opened {done.get('open', 0)}, clicked {done.get('click', 0)}, "
-                f"replies {done.get('reply', 0)}, NPS answers {done.get('answer', 0)}")
-
-
-@contextmanager
-def running_simulation(simulation: Simulation) -> Iterator[None]:
-    stop = threading.Event()
-    thread = threading.Thread(target=simulation.run, args=(stop,), name="demo", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join(timeout=30)
+                f"replies {done.get('reply', 0)}, NPS answers {done.get('answer', 0)}, "
+                f"reviews {done.get('review', 0)}, referrals {done.get('referral', 0)}")
 
 
 def run_demo(app: App, host: str, port: int, simulation: Simulation,
              seconds: float | None = None) -> None:
-    """Scheduler, workers, web app and the simulation until a signal (or ``seconds``)."""
+    """Scheduler, workers, web app and the simulation until a signal (or ``seconds``).
+
+    A signal (or the timer) first stops the simulation, then the web app: the
+    audience's last posts still find it listening.  Then the scheduler and the workers stop.
+    """
     broker = prepare(app)
     with stop_on_signals() as stop, running_worker(app, broker), \
-            running_scheduler(app, demo_jobs()), running_simulation(simulation):
-        if seconds is not None:
-            timer = threading.Timer(seconds, stop.set)
-            timer.daemon = True
-            timer.start()
-        serve_web(app, host, port, stop)
+            running_scheduler(app, demo_jobs()):
+        curtain = threading.Event()
+        thread = threading.Thread(target=simulation.run, args=(curtain,), name="demo",
+                                  daemon=True)
+        thread.start()
+
+        def stop_simulation() -> None:
+            curtain.set()
+            thread.join()
+
+        try:
+            if seconds is not None:
+                timer = threading.Timer(seconds, stop.set)
+                timer.daemon = True
+                timer.start()
+            serve_web(app, host, port, stop, before_exit=stop_simulation)
+        finally:
+            stop_simulation()

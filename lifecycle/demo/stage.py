@@ -36,6 +36,9 @@ TICK_SECONDS = 0.2
 SHOP_NAME = "Leaf & Bean"
 MAIL_FROM = "Leaf & Bean <hello@leafandbean.example>"
 SHOP_ADDRESS = "Teestraße 12, 10115 Berlin, Germany"
+#: The sample shop's own site (its review page, its products): an address reserved for
+#: examples (RFC 2606), so nobody mistakes it for a page of Lifecycle's.
+SHOP_URL = "https://leaf-and-bean.example"
 #: Hosts a browser cannot open: links name 127.0.0.1 instead.
 ANY_HOST = ("0.0.0.0", "::", "")
 
@@ -66,10 +69,7 @@ def demo_settings(settings: Settings, *, host: str, port: int, speed: float,
                   webhook_public_key: str, environ: Mapping[str, str] | None = None) -> Settings:
     """The settings of a demo run.
 
-    * Links in mail use the address the web app serves on, unless
-      ``LIFECYCLE_BASE_URL`` (or ``LIFECYCLE_SHOP_URL``) is set.
-    * The shop is the sample's tea and coffee shop (:data:`SHOP_NAME`), unless
-      ``LIFECYCLE_SHOP_NAME``, ``LIFECYCLE_MAIL_FROM`` or ``LIFECYCLE_SHOP_ADDRESS`` say otherwise.
+    * The environment's settings :func:`demo_overrides` names are replaced.
     * Durations meant in real time — the send lease, the retry wait, the settle
       wait, the webhook's age limit — are multiplied by ``speed`` (the clock's
       factor), so they last as long in real time as they say; waits in shop
@@ -77,18 +77,8 @@ def demo_settings(settings: Settings, *, host: str, port: int, speed: float,
     * The scheduler ticks every :data:`TICK_SECONDS`.
     * The Event Webhook checks the demo audience's signature (``webhook_public_key``).
     """
-    env = os.environ if environ is None else environ
-    changes: dict[str, object] = {}
-    url = served_url(host, port)
-    if not (env.get("LIFECYCLE_BASE_URL") or "").strip():
-        changes["base_url"] = url
-        if not (env.get("LIFECYCLE_SHOP_URL") or "").strip():
-            changes["shop_url"] = url
-    for name, field, value in (("LIFECYCLE_SHOP_NAME", "shop_name", SHOP_NAME),
-                               ("LIFECYCLE_MAIL_FROM", "mail_from", MAIL_FROM),
-                               ("LIFECYCLE_SHOP_ADDRESS", "shop_address", SHOP_ADDRESS)):
-        if not (env.get(name) or "").strip():
-            changes[field] = value
+    changes = {field: value for _, (field, value)
+               in demo_overrides(host, port, environ).items()}
     return dataclasses.replace(
         settings, tick_seconds=TICK_SECONDS,
         send_lease_seconds=settings.send_lease_seconds * speed,
@@ -96,6 +86,29 @@ def demo_settings(settings: Settings, *, host: str, port: int, speed: float,
         settle_seconds=settings.settle_seconds * speed,
         webhook_max_age=settings.webhook_max_age * speed,
         sendgrid_webhook_public_key=webhook_public_key, **changes)  # type: ignore[arg-type]
+
+
+def demo_overrides(host: str, port: int,
+                   environ: Mapping[str, str] | None = None) -> dict[str, tuple[str, str]]:
+    """The settings a demo run sets itself, by environment variable: (field, value).
+
+    * Links in mail use the address the web app serves on, unless
+      ``LIFECYCLE_BASE_URL`` is set.
+    * The shop is the sample's tea and coffee shop (:data:`SHOP_NAME`), its site the
+      example address :data:`SHOP_URL` (where mails link to its review page), unless
+      ``LIFECYCLE_SHOP_NAME``, ``LIFECYCLE_MAIL_FROM``, ``LIFECYCLE_SHOP_ADDRESS`` or
+      ``LIFECYCLE_SHOP_URL`` say otherwise.
+    """
+    env = os.environ if environ is None else environ
+    found: dict[str, tuple[str, str]] = {}
+    for name, field, value in (("LIFECYCLE_BASE_URL", "base_url", served_url(host, port)),
+                               ("LIFECYCLE_SHOP_NAME", "shop_name", SHOP_NAME),
+                               ("LIFECYCLE_SHOP_URL", "shop_url", SHOP_URL),
+                               ("LIFECYCLE_MAIL_FROM", "mail_from", MAIL_FROM),
+                               ("LIFECYCLE_SHOP_ADDRESS", "shop_address", SHOP_ADDRESS)):
+        if not (env.get(name) or "").strip():
+            found[name] = (field, value)
+    return found
 
 
 def demo_jobs() -> list[Job]:
