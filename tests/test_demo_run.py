@@ -17,12 +17,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 from lifecycle.app import App
+from lifecycle.cli.demo import DEMO_KEY
 from lifecycle.config import load_settings
-from lifecycle.models import Touchpoint
+from lifecycle.models import ApiKey, Touchpoint
 from lifecycle.staff import check_password
 from tests.factories import csrf_of
 from tests.ports import free_port
@@ -122,18 +123,16 @@ def test_the_demo_shows_the_shipped_flows_mailing_and_customers_answering_within
             assert reviewers and int(reviewers.group(1)) > 0  # reviews came in through the API
     finally:
         process.send_signal(signal.SIGINT)  # Ctrl-C
-        stopped = None
+        last = ""
         while process.stdout is not None and (line := process.stdout.readline()):
-            if line.startswith("Lifecycle stopped."):
-                stopped = time.monotonic()
+            last = line
         process.wait(timeout=90)
-        exited = time.monotonic()
         err = process.stderr.read() if process.stderr else ""
         app.close()
     assert process.returncode == 0, err
     assert "Traceback" not in err
     assert "could not post" not in err  # the audience acted only while the web app listened
-    assert stopped is not None and exited - stopped < 1.0  # said when it had really stopped
+    assert last.startswith("Lifecycle stopped.")  # said once everything had stopped
     for paths in flows.values():  # every link of every mail leads to the port it serves on,
         for link in links_in(paths[0]):  # or to the sample shop's example site
             assert link.startswith((f"http://127.0.0.1:{port}",
@@ -177,4 +176,7 @@ def test_a_second_start_resumes_the_shop_and_says_how_to_log_in_again(tmp_path: 
     with demo.engine.begin() as conn:
         assert check_password(conn, "admin@demo.invalid", new_password, demo.clock.now())
         assert check_password(conn, "admin@demo.invalid", password, demo.clock.now()) is None
+        live_keys = conn.execute(select(func.count()).select_from(ApiKey).where(
+            ApiKey.name == DEMO_KEY, ApiKey.revoked_at.is_(None))).scalar_one()
+    assert live_keys == 1  # the first start's key for its audience was revoked by the second
     demo.close()

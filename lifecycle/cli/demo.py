@@ -49,7 +49,7 @@ def demo(host: str, port: int, customers: int, speed: float, seed: int,
     on a clock that runs SPEED hours of shop time each real second, while the
     shop's customers order and read their mail.
     """
-    from sqlalchemy import func, select
+    from sqlalchemy import func, select, update
 
     from lifecycle.apikeys import create_key
     from lifecycle.clock import FastClock
@@ -66,7 +66,7 @@ def demo(host: str, port: int, customers: int, speed: float, seed: int,
         resume_point,
         served_url,
     )
-    from lifecycle.models import Customer
+    from lifecycle.models import ApiKey, Customer
     from lifecycle.tasks import heartbeat
 
     setup = load_app()
@@ -92,9 +92,12 @@ def demo(host: str, port: int, customers: int, speed: float, seed: int,
         click.echo(f"The database already holds {known} customers; no sample data added "
                    "(an earlier demo made them).")
     login = demo_login(setup)
-    with setup.engine.begin() as conn:  # for the audience's reviews and referrals
-        api_key = create_key(conn, "lifecycle demo: the audience's reviews and referrals",
-                             ["reviews:write", "referrals:write"], setup.clock.now())
+    with setup.engine.begin() as conn:  # for the audience's reviews and referrals; an earlier
+        # start's key is revoked, so the key list holds one live demo key however often it starts
+        conn.execute(update(ApiKey).where(ApiKey.name == DEMO_KEY, ApiKey.revoked_at.is_(None))
+                     .values(revoked_at=setup.clock.now()))
+        api_key = create_key(conn, DEMO_KEY, ["reviews:write", "referrals:write"],
+                             setup.clock.now())
     with setup.engine.connect() as conn:
         start = resume_point(conn, setup.clock.now())
         staff_known = has_staff(conn, DEMO_STAFF)
@@ -178,3 +181,7 @@ def _introduce(app: App, database: str, url: str, login: tuple[str, str] | None,
     echo(f"See:       {url}/flows/NAME (results per step: sent, delivered, opens, clicks, "
          f"replies, conversions), {url}/segments (sizes by day), {url}/customers (search; "
          "each timeline shows orders, mails, events, replies and answers).")
+
+
+#: The name of the API key each start of the demo makes for its audience.
+DEMO_KEY = "lifecycle demo: the audience's reviews and referrals"
