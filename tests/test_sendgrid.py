@@ -452,3 +452,34 @@ def test_the_file_transport_and_sendgrid_carry_the_same_headers_and_parts(
              for p in eml.walk() if not p.is_multipart()}
     assert parts == {c["type"]: lines(c["value"]) for c in payload["content"]}
     assert captured[0].custom_args["lifecycle_message_id"] == str(mid)
+
+
+class BreaksOn:
+    """The shop's renderer, raising a plain bug's error for one mail (its customer's data)."""
+
+    def __init__(self, app: App, mid: int) -> None:
+        from lifecycle.mail.templates import Renderer
+
+        self.inner = Renderer(app.settings.templates_dir)
+        with app.engine.connect() as conn:
+            self.email = conn.execute(select(Message.to_email).where(Message.id == mid)).scalar_one()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    def render(self, name: str, context: dict[str, object]) -> object:
+        if context["customer"]["email"] == self.email:  # type: ignore[index]
+            raise ValueError("a birthday of 31 February")
+        return self.inner.render(name, context)
+
+
+def test_a_mail_whose_rendering_breaks_is_failed_alone_and_the_rest_of_its_batch_goes(
+        app: App, fake: FakeSendGrid) -> None:
+    ids = mails(app, 3)
+    outcome = send_batch(app, handed_out(app), rate=SendRate(0),
+                         renderer=BreaksOn(app, ids[1]))  # type: ignore[arg-type]
+    assert outcome["sent"] == 2 and outcome["failed"] == 1
+    row = rows(app)[ids[1]]
+    assert row.status == "failed" and "ValueError: a birthday of 31 February" in row.last_error
+    assert sorted(r["custom_args"]["lifecycle_message_id"] for r in fake.state.accepted) == \
+        sorted(str(mid) for mid in ids if mid != ids[1])

@@ -25,6 +25,7 @@ from typing import Any
 import dramatiq
 from dateutil.relativedelta import relativedelta
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 
 from lifecycle.app import App
 from lifecycle.flows.definitions import Offer
@@ -177,7 +178,10 @@ def send_batch(app: App, message_ids: list[int], transport: Transport | None = N
 
 def _render(app: App, keep: list[Any], customers: dict[int, Any], renderer: Renderer,
             now: datetime, outcomes: Counter[str]) -> list[_Ready]:
-    """Render and compose the claimed mails; a mail whose template fails is failed for good."""
+    """Render and compose the claimed mails.  A mail whose template fails, or whose own
+    rendering or composing raises any other error that is not the database's, is failed for
+    good with the reason: retrying cannot mend it, and it must not hold back the rest of its
+    batch.  A database error goes up: the batch is put back untried (:func:`_put_back`)."""
     ready: list[_Ready] = []
     broken: list[tuple[Any, str]] = []
     with app.engine.connect() as conn:
@@ -193,11 +197,15 @@ def _render(app: App, keep: list[Any], customers: dict[int, Any], renderer: Rend
                     conn, app.settings, customer, as_of=now, message_id=row.id, flow=row.flow,
                     step=row.step, order_external_id=context.get("order_id"),
                     offer=_offer(context), facts=facts, test=is_test(row)))
+                ready.append(_Ready(row, compose(app.settings, row, rendered, now,
+                                                 now.astimezone(zone(tz)).date().isoformat())))
             except TemplateError as exc:
                 broken.append((row, f"template: {exc}"))
-                continue
-            ready.append(_Ready(row, compose(app.settings, row, rendered, now,
-                                             now.astimezone(zone(tz)).date().isoformat())))
+            except SQLAlchemyError:
+                raise
+            except Exception as exc:  # this mail's own data: failing it frees the batch
+                log.exception("Mail %d could not be rendered.", row.id)
+                broken.append((row, f"rendering: {type(exc).__name__}: {exc}"))
     if broken:
         with app.engine.begin() as conn:
             outbox = Outbox(conn)
