@@ -52,6 +52,21 @@ class Ticks:
 
 # ------------------------------------------------------------------ the clock
 
+class ClientDoors(HttpDoors):
+    """HttpDoors, its requests handed to a test client of the web app in this process."""
+
+    def __init__(self, client: TestClient, *args: Any) -> None:
+        super().__init__("http://testserver", *args)
+        self.client = client
+
+    def _send(self, path: str, body: bytes | None = None,
+              headers: dict[str, str] | None = None) -> Any:
+        answer = self.client.request("POST" if body is not None else "GET", path, content=body,
+                                     headers=headers)
+        assert answer.status_code == 200, answer.text
+        return answer.content
+
+
 def test_a_fast_clock_runs_its_speed_times_faster_than_real_time() -> None:
     ticks = Ticks()
     clock = FastClock(T0, 43_200, monotonic=ticks)
@@ -364,20 +379,10 @@ def test_the_audience_reaches_timelines_through_the_webhook_inbound_parse_and_th
     assert send_batch(app, ids, transport=FileTransport(app.settings.outbox_dir))["sent"] == 1
     client = TestClient(create_app(app))
 
-    class ClientDoors(HttpDoors):
-        """HttpDoors, its requests handed to the web app in this process."""
-
-        def _send(self, path: str, body: bytes | None = None,
-                  headers: dict[str, str] | None = None) -> Any:
-            answer = client.request("POST" if body is not None else "GET", path, content=body,
-                                    headers=headers)
-            assert answer.status_code == 200, answer.text
-            return answer.content
-
     everything = Habit(delivered=1, opens=1, clicks=1, replies=1, answers=1, unsubscribes=1,
                        orders=1)
     orders: list[tuple[str, datetime]] = []
-    audience = Audience(ClientDoors("http://testserver", app.settings.secret_key, private),
+    audience = Audience(ClientDoors(client, app.settings.secret_key, private),
                         since=T0 - timedelta(hours=1), seed=1,
                         order=lambda who, at: orders.append((who, at)),
                         habits={"thank_you": everything})
@@ -489,18 +494,10 @@ def test_readers_of_review_asks_and_referral_invites_post_them_to_the_api_into_t
     assert send_batch(app, ids, transport=FileTransport(app.settings.outbox_dir))["sent"] == 2
     client = TestClient(create_app(app))
 
-    class ClientDoors(HttpDoors):
-        def _send(self, path: str, body: bytes | None = None,
-                  headers: dict[str, str] | None = None) -> Any:
-            answer = client.request("POST" if body is not None else "GET", path, content=body,
-                                    headers=headers)
-            assert answer.status_code == 200, answer.text
-            return answer.content
-
     private, _ = webhook_key()
     keen = Habit(delivered=1, opens=1, clicks=0, replies=0, unsubscribes=0, reviews=1,
                  referrals=1)
-    audience = Audience(ClientDoors("http://testserver", app.settings.secret_key, private,
+    audience = Audience(ClientDoors(client, app.settings.secret_key, private,
                                     api_key), since=T0 - timedelta(hours=1), seed=1,
                         habits={"thank_you": keen})
     with app.engine.connect() as conn:

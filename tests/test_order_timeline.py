@@ -211,15 +211,22 @@ def test_the_customer_page_counts_as_many_orders_as_its_timeline_shows(
     assert re.search(r"<th scope=\"row\">Orders</th><td>2 ", text)
 
 
-def test_upgrading_a_database_puts_the_orders_imported_before_on_the_timeline(
-        fresh_database_url: str) -> None:
+def app_before_0007(url: str) -> App:
+    """An App on the database at ``url``, taken back to revision 0006 (before imported orders
+    were on the timeline)."""
     from alembic import command
 
-    app = App(replace(load_settings({}), database_url=make_url(fresh_database_url)))
+    app = App(replace(load_settings({}), database_url=make_url(url)))
     config = app.alembic_config()
     with app.engine.begin() as conn:
         config.attributes["connection"] = conn
         command.downgrade(config, "0006")
+    return app
+
+
+def test_upgrading_a_database_puts_the_orders_imported_before_on_the_timeline(
+        fresh_database_url: str) -> None:
+    app = app_before_0007(fresh_database_url)
     with app.engine.begin() as conn:  # what an import stored before revision 0007
         cid = add_customer(conn, "C1", T0 - timedelta(days=90))
         add_order(conn, cid, T0 - timedelta(days=20), "12.5", items=[{"category": "tea"}])
@@ -240,14 +247,9 @@ def test_upgrading_a_database_whose_long_order_ids_share_a_source_key_does_not_f
         fresh_database_url: str) -> None:
     from sqlalchemy import insert
 
-    from alembic import command
     from lifecycle.models import Order
 
-    app = App(replace(load_settings({}), database_url=make_url(fresh_database_url)))
-    config = app.alembic_config()
-    with app.engine.begin() as conn:
-        config.attributes["connection"] = conn
-        command.downgrade(config, "0006")
+    app = app_before_0007(fresh_database_url)
     with app.engine.begin() as conn:  # ids of 251 characters: "order_placed:" + id is cut at 255
         cid = add_customer(conn, "C1", T0 - timedelta(days=90))
         conn.execute(insert(Order), [
