@@ -31,3 +31,7 @@ def fresh_database(backend: str, folder: Path, name: str) -> str:
         conn.exec_driver_sql(f'CREATE DATABASE "{database}"')
     admin.dispose()
     return url
+
+#: LIFECYCLE_SECRET_KEY of the processes a benchmark starts (the same for all of them; random
+#: enough that the settings accept it).
+BENCH_SECRET = "Bm4kQ9zX2vN7wR3tY8uL1cD6hJ0pS5eA"

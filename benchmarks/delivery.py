@@ -31,7 +31,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select, update
 
-from benchmarks.common import fresh_database
+from benchmarks.common import BENCH_SECRET, fresh_database
 from lifecycle.app import App
 from lifecycle.clock import SystemClock
 from lifecycle.config import load_settings
@@ -126,7 +126,7 @@ def main() -> None:
         env = {**os.environ, "LIFECYCLE_DATABASE_URL": url, "LIFECYCLE_BROKER_URL": REDIS_URL,
                "LIFECYCLE_MAIL_TRANSPORT": "sendgrid", "SENDGRID_API_KEY": KEY,
                "SENDGRID_API_HOST": f"http://127.0.0.1:{port}",
-               "LIFECYCLE_SECRET_KEY": "b" * 40, "LIFECYCLE_WORKER_THREADS": str(args.threads),
+               "LIFECYCLE_SECRET_KEY": BENCH_SECRET, "LIFECYCLE_WORKER_THREADS": str(args.threads),
                "LIFECYCLE_SENDGRID_CLIENT": args.client, "LIFECYCLE_LOG_LEVEL": "WARNING"}
         settings = load_settings(env)
         app = App(settings, clock=SystemClock())

@@ -42,7 +42,7 @@ from typing import Any
 import httpx
 from sqlalchemy import bindparam, text
 
-from benchmarks.common import database_url, fresh_database
+from benchmarks.common import BENCH_SECRET, database_url, fresh_database
 from lifecycle.apikeys import create_key
 from lifecycle.config import PROJECT_ROOT
 from lifecycle.db import make_engine
@@ -184,7 +184,7 @@ def main() -> None:
                                  seed=int(now.timestamp()))
     batched = single[2 * (args.requests + warm):]
 
-    env = {**os.environ, "LIFECYCLE_DATABASE_URL": url, "LIFECYCLE_SECRET_KEY": "b" * 40,
+    env = {**os.environ, "LIFECYCLE_DATABASE_URL": url, "LIFECYCLE_SECRET_KEY": BENCH_SECRET,
            "LIFECYCLE_LOG_LEVEL": "WARNING"}
     ports = free_port(), free_port()
     servers = [start([sys.executable, "-m", "lifecycle", "web", "--port", str(ports[0])],

@@ -40,7 +40,7 @@ from urllib.parse import quote
 import httpx
 from sqlalchemy import text
 
-from benchmarks.common import database_url, fresh_database
+from benchmarks.common import BENCH_SECRET, database_url, fresh_database
 from lifecycle.config import PROJECT_ROOT
 from lifecycle.db import make_engine
 from lifecycle.models import Touchpoint
@@ -191,7 +191,7 @@ def main() -> None:
             sql_times.append((time.perf_counter() - started) * 1000)
 
     port = free_port()
-    env = {**os.environ, "LIFECYCLE_DATABASE_URL": url, "LIFECYCLE_SECRET_KEY": "b" * 40,
+    env = {**os.environ, "LIFECYCLE_DATABASE_URL": url, "LIFECYCLE_SECRET_KEY": BENCH_SECRET,
            "LIFECYCLE_LOG_LEVEL": "WARNING"}
     server = subprocess.Popen([sys.executable, "-m", "lifecycle", "web", "--port", str(port)],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

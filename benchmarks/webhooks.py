@@ -32,7 +32,7 @@ from pathlib import Path
 from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, func, insert, select
 from sqlalchemy.engine import make_url
 
-from benchmarks.common import fresh_database
+from benchmarks.common import BENCH_SECRET, fresh_database
 from lifecycle.app import App
 from lifecycle.clock import SystemClock
 from lifecycle.config import load_settings
@@ -91,7 +91,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         url = fresh_database(args.backend, Path(folder), "webhooks")
         env = {**os.environ, "LIFECYCLE_DATABASE_URL": url, "SENDGRID_WEBHOOK_PUBLIC_KEY": public,
-               "LIFECYCLE_SECRET_KEY": "b" * 40, "LIFECYCLE_LOG_LEVEL": "WARNING",
+               "LIFECYCLE_SECRET_KEY": BENCH_SECRET, "LIFECYCLE_LOG_LEVEL": "WARNING",
                "LIFECYCLE_OUTBOX_DIR": str(Path(folder) / "outbox")}
         settings = load_settings(env)
         app = App(settings, clock=SystemClock())

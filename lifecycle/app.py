@@ -1,4 +1,4 @@
-"""The application context: settings, clock, database engine and sessions.
+"""The application context: settings, clock, database engine, sessions and the secret key.
 
 A process builds one :class:`App` at start-up (``lifecycle.runtime`` holds
 it for actors, which receive only ids and open their own sessions).
@@ -7,6 +7,8 @@ it for actors, which receive only ids and open their own sessions).
 from __future__ import annotations
 
 import logging
+import threading
+from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from alembic import command
 from lifecycle.clock import Clock, system_clock
 from lifecycle.config import PROJECT_ROOT, Settings, load_settings, redact_url
 from lifecycle.db import make_engine, make_sessionmaker
+from lifecycle.links import KeyRing
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +29,42 @@ class App:
     def __init__(self, settings: Settings | None = None, clock: Clock = system_clock) -> None:
         self.settings = settings or load_settings()
         self.clock = clock
+        self._keys: KeyRing | None = None
+        self._keys_lock = threading.Lock()
+
+    @property
+    def keys(self) -> KeyRing:
+        """The secret key that signs links, sessions and the Inbound Parse URL, with the
+        earlier keys still accepted (``LIFECYCLE_SECRET_KEY_PREVIOUS``).
+
+        The key is ``LIFECYCLE_SECRET_KEY``, or when that is unset the key kept in
+        the database (:func:`lifecycle.secret.shared_key`: made by the first process
+        that needs it, the same for every process on the database and after every
+        restart).  Read once per App (the database must be migrated by then); it
+        also fills in ``settings.secret_key``, which mail composing signs with.
+        Every process reads it at start (``ready_app``, ``create_app``,
+        ``lifecycle.processes.prepare``).
+        """
+        with self._keys_lock:
+            if self._keys is None:
+                self._keys = self._read_keys()
+                self.settings = replace(self.settings, secret_key=self._keys.current)
+            return self._keys
+
+    def _read_keys(self) -> KeyRing:
+        previous = self.settings.secret_key_previous
+        if self.settings.secret_key is not None:
+            return KeyRing(self.settings.secret_key, previous, "environment")
+        from lifecycle.secret import shared_key
+
+        key, made = shared_key(self.engine, self.clock.now())
+        if made:
+            log.info("LIFECYCLE_SECRET_KEY is not set: a new secret key was made and kept in "
+                     "the database, where every process on it finds the same key.")
+        else:
+            log.info("LIFECYCLE_SECRET_KEY is not set: links and sessions are signed with the "
+                     "secret key kept in the database.")
+        return KeyRing(key, previous, "database")
 
     @cached_property
     def engine(self) -> Engine:

@@ -12,7 +12,6 @@ import base64
 import binascii
 import os
 import re
-import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.utils import parseaddr
@@ -146,9 +145,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("LIFECYCLE_WEBHOOK_MAX_AGE", "600",
             "Seconds a signed webhook post may be old (by its signed timestamp) before it is "
             "refused as a possible replay; 0 turns that check off."),
-    Setting("LIFECYCLE_SECRET_KEY", "(random per process)",
-            "Secret for signed links and session cookies, at least 32 characters. Required "
-            "with the `sendgrid` transport, since links must survive restarts.", secret=True),
+    Setting("LIFECYCLE_SECRET_KEY", "(kept in the database)",
+            "Secret for signed links, session cookies and the Inbound Parse URL: at least 32 "
+            "characters, random (a placeholder or a repeated pattern is refused). Unset: a key "
+            "is generated once and kept in the database, shared by every process on it.",
+            secret=True),
+    Setting("LIFECYCLE_SECRET_KEY_PREVIOUS", "(unset)",
+            "Comma-separated earlier secret keys, during a rotation: links, sessions and the "
+            "Inbound Parse URL made with them are still accepted; everything new is signed "
+            "with the current key.", secret=True),
     Setting("LIFECYCLE_BASE_URL", "http://127.0.0.1:8000",
             "Public URL of the web app, used in unsubscribe and feedback links."),
     Setting("LIFECYCLE_SHOP_NAME", "Our shop", "The shop's name, shown in mail."),
@@ -195,7 +200,11 @@ class Settings:
     sendgrid_api_key: str | None = None
     sendgrid_api_host: str = DEFAULT_SENDGRID_API_HOST
     sendgrid_webhook_public_key: str | None = None
-    secret_key: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
+    #: LIFECYCLE_SECRET_KEY; None: the key kept in the database (:attr:`lifecycle.app.App.keys`
+    #: reads it, and fills this in, when a process starts).
+    secret_key: str | None = field(default=None, repr=False)
+    #: LIFECYCLE_SECRET_KEY_PREVIOUS: keys still accepted for verifying, never for signing.
+    secret_key_previous: tuple[str, ...] = field(default=(), repr=False)
     base_url: str = "http://127.0.0.1:8000"
     shop_name: str = "Our shop"
     shop_url: str = "http://127.0.0.1:8000"
@@ -226,6 +235,60 @@ class Settings:
     @property
     def segments_file(self) -> Path:
         return self.flows_dir / "segments.yaml"
+
+
+#: Shortest secret key accepted (characters).
+MIN_SECRET_LENGTH = 32
+#: Fewest different characters a secret key must have: a random 32-character key has 20 or
+#: more (hex: 16); ``aaaa…`` or ``abab…`` has one or two.
+MIN_SECRET_DISTINCT = 10
+#: Secret keys printed in Lifecycle's own README, compose file or examples, then or now:
+#: anyone can read them, so anyone could sign an admin session with them.
+PUBLISHED_SECRET_KEYS = frozenset({
+    "change-me-to-a-long-random-secret-of-32-chars-or-more",
+})
+#: Words of a placeholder that a person was meant to replace.
+_PLACEHOLDER = re.compile(r"change.?me|replace.?me|placeholder|your.?secret|secret.?key|"
+                          r"example|insecure|not.?secret|xxxxxx", re.I)
+#: A key that is one piece of up to 16 characters, repeated.
+_REPEATED = re.compile(r"(.{1,16}?)\1+", re.S)
+#: How to make a good key (named in every refusal).
+MAKE_A_KEY = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+
+
+def secret_key_fault(value: str) -> str | None:
+    """Why ``value`` cannot be a secret key (a phrase), or None when it can.
+
+    Refused: fewer than :data:`MIN_SECRET_LENGTH` characters; a key printed in
+    Lifecycle's docs (:data:`PUBLISHED_SECRET_KEYS`) or one that reads like a
+    placeholder (``change-me…``, ``your-secret…``); and an obviously low-entropy
+    key: fewer than :data:`MIN_SECRET_DISTINCT` different characters, or one
+    short piece repeated.
+    """
+    if value in PUBLISHED_SECRET_KEYS:
+        return "it is the placeholder printed in Lifecycle's documentation, which anyone can read"
+    if _PLACEHOLDER.search(value):
+        return "it reads like a placeholder from documentation, not a random key"
+    if len(value) < MIN_SECRET_LENGTH:
+        return f"it must be at least {MIN_SECRET_LENGTH} characters (it has {len(value)})"
+    if _REPEATED.fullmatch(value):
+        return "it is one short piece repeated, far too regular to be secret"
+    if len(set(value)) < MIN_SECRET_DISTINCT:
+        return (f"it has only {len(set(value))} different characters, far too regular to be "
+                "secret")
+    return None
+
+
+def check_secret_key(name: str, value: str) -> None:
+    """ConfigError, one line naming ``name`` and why, when ``value`` is no fit secret key."""
+    fault = secret_key_fault(value)
+    if fault is None:
+        return
+    if name.startswith("LIFECYCLE_SECRET_KEY_PREVIOUS"):
+        raise ConfigError(f"{name} is refused: {fault}. Remove it: a link or session signed "
+                          "with it proves nothing.")
+    raise ConfigError(f"{name} is refused: {fault}. Make one with `{MAKE_A_KEY}`, or leave "
+                      "it unset to keep a generated key in the database.")
 
 
 def _database_url(raw: str) -> URL:
@@ -327,12 +390,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
                               "(paste the key exactly as SendGrid shows it).") from None
 
     secret_key = get("LIFECYCLE_SECRET_KEY")
-    if secret_key is not None and len(secret_key) < 32:
-        raise ConfigError("LIFECYCLE_SECRET_KEY must be at least 32 characters "
-                          f"(it has {len(secret_key)}).")
-    if secret_key is None and transport == "sendgrid":
-        raise ConfigError("LIFECYCLE_SECRET_KEY must be set when LIFECYCLE_MAIL_TRANSPORT is "
-                          "sendgrid: links in sent mail must stay valid after a restart.")
+    if secret_key is not None:
+        check_secret_key("LIFECYCLE_SECRET_KEY", secret_key)
+    previous = tuple(key.strip() for key in (get("LIFECYCLE_SECRET_KEY_PREVIOUS") or "").split(",")
+                     if key.strip())
+    for number, key in enumerate(previous, 1):
+        check_secret_key(f"LIFECYCLE_SECRET_KEY_PREVIOUS (key {number})", key)
 
     timezone = get("LIFECYCLE_TIMEZONE") or "UTC"
     if not is_timezone(timezone):
@@ -362,9 +425,6 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError(f"LIFECYCLE_SEND_LEASE_SECONDS={send_lease:g} must be longer than "
                           f"LIFECYCLE_SEND_TIMEOUT={send_timeout:g}: a worker starts no send "
                           f"that could outlast its claim on the mail.")
-    kwargs: dict[str, object] = {}
-    if secret_key is not None:
-        kwargs["secret_key"] = secret_key
     return Settings(
         database_url=database_url,
         broker_url=broker_url,
@@ -375,6 +435,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         sendgrid_api_host=_http_url("SENDGRID_API_HOST",
                                     get("SENDGRID_API_HOST") or DEFAULT_SENDGRID_API_HOST),
         sendgrid_webhook_public_key=public_key,
+        secret_key=secret_key,
+        secret_key_previous=previous,
         base_url=base_url,
         shop_name=get("LIFECYCLE_SHOP_NAME") or "Our shop",
         shop_url=_http_url("LIFECYCLE_SHOP_URL", get("LIFECYCLE_SHOP_URL") or base_url),
@@ -406,5 +468,4 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
                                         zero_allowed=True)),
         attribution_days=float(_positive("LIFECYCLE_ATTRIBUTION_DAYS",
                                          get("LIFECYCLE_ATTRIBUTION_DAYS") or "7", float)),
-        **kwargs,  # type: ignore[arg-type]
     )

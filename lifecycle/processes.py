@@ -49,6 +49,7 @@ def stop_on_signals() -> Iterator[threading.Event]:
 def prepare(app: App) -> dramatiq.Broker:
     """Make ``app`` the process's app and connect the configured broker."""
     runtime.set_app(app)
+    app.keys  # noqa: B018 - the secret key mail is signed with (environment or database)
     load_actors()
     return broker_module.setup(app.settings.broker_url)
 

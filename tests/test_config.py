@@ -14,6 +14,8 @@ import pytest
 from lifecycle.config import DEFAULT_SENDGRID_API_HOST, SETTINGS, ConfigError, Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
+#: A key the settings accept.
+GOOD_KEY = "Tq7vX2mK9zL4wR8pN3yB6cD1hJ5gS0eA"
 
 
 def test_no_variables_give_the_embedded_default() -> None:
@@ -22,7 +24,8 @@ def test_no_variables_give_the_embedded_default() -> None:
     assert settings.broker_url is None and settings.is_embedded
     assert settings.mail_transport == "file"
     assert settings.sendgrid_api_host == DEFAULT_SENDGRID_API_HOST
-    assert len(settings.secret_key) >= 32
+    assert settings.secret_key is None  # the key kept in the database (tests/test_secret.py)
+    assert settings.secret_key_previous == ()
 
 
 def test_postgresql_urls_are_driven_by_psycopg_3() -> None:
@@ -38,13 +41,13 @@ def test_production_values_are_taken_as_given() -> None:
         "LIFECYCLE_MAIL_TRANSPORT": "sendgrid",
         "SENDGRID_API_KEY": "SG.key",
         "SENDGRID_API_HOST": "http://127.0.0.1:9999/",
-        "LIFECYCLE_SECRET_KEY": "s" * 40,
+        "LIFECYCLE_SECRET_KEY": GOOD_KEY,
         "LIFECYCLE_BASE_URL": "https://crm.shop.example",
         "LIFECYCLE_TIMEZONE": "Europe/Berlin",
     })
     assert not settings.is_embedded
     assert settings.sendgrid_api_host == "http://127.0.0.1:9999"
-    assert settings.secret_key == "s" * 40
+    assert settings.secret_key == GOOD_KEY
     assert settings.timezone == "Europe/Berlin"
 
 
@@ -53,10 +56,8 @@ def test_production_values_are_taken_as_given() -> None:
     ({"LIFECYCLE_DATABASE_URL": "mysql://root@localhost/x"}, "LIFECYCLE_DATABASE_URL"),
     ({"LIFECYCLE_BROKER_URL": "kafka://broker:9092"}, "LIFECYCLE_BROKER_URL"),
     ({"LIFECYCLE_MAIL_TRANSPORT": "pigeon"}, "LIFECYCLE_MAIL_TRANSPORT"),
-    ({"LIFECYCLE_MAIL_TRANSPORT": "sendgrid", "LIFECYCLE_SECRET_KEY": "k" * 32},
+    ({"LIFECYCLE_MAIL_TRANSPORT": "sendgrid", "LIFECYCLE_SECRET_KEY": GOOD_KEY},
      "SENDGRID_API_KEY"),
-    ({"LIFECYCLE_MAIL_TRANSPORT": "sendgrid", "SENDGRID_API_KEY": "SG.x"},
-     "LIFECYCLE_SECRET_KEY"),
     ({"SENDGRID_API_HOST": "api.sendgrid.com"}, "SENDGRID_API_HOST"),
     ({"SENDGRID_WEBHOOK_PUBLIC_KEY": "not base64!"}, "SENDGRID_WEBHOOK_PUBLIC_KEY"),
     ({"LIFECYCLE_SECRET_KEY": "short"}, "LIFECYCLE_SECRET_KEY"),
@@ -122,7 +123,9 @@ SECRETS = {
     "LIFECYCLE_BROKER_URL": ("redis://:broker-pw-1618@redis.internal:6379/0", ("broker-pw-1618",)),
     "LIFECYCLE_SMTP_URL": ("smtps://mailer:smtp-pw-1414@smtp.internal:465", ("smtp-pw-1414",)),
     "SENDGRID_API_KEY": ("SG.api-key-1732", ("SG.api-key-1732", "api-key-1732")),
-    "LIFECYCLE_SECRET_KEY": ("secret-key-" + "9" * 30, ("secret-key-", "9" * 30)),
+    "LIFECYCLE_SECRET_KEY": ("Hk4q-Zr8w-Vn2x-Lp6t-Bc9y-Md3f-Js7g", ("Hk4q-Zr8w", "Bc9y-Md3f")),
+    "LIFECYCLE_SECRET_KEY_PREVIOUS": ("Qm5t-Xw2r-Kp8v-Zn4y-Lc7b-Hd1g-Fs6j,Wd3k-Pr9x-Tn5m-Bq2v-Gy8c-Lz4h-Ka7e",
+                                      ("Qm5t-Xw2r", "Lz4h")),
 }
 
 
@@ -147,8 +150,10 @@ def test_config_shows_every_setting_with_its_source_and_no_secret(as_json: bool)
         assert rows["LIFECYCLE_SMTP_URL"]["value"] == "smtps://mailer:***@smtp.internal:465"
         assert rows["SENDGRID_API_KEY"]["value"] == "(set)"
         assert rows["LIFECYCLE_SECRET_KEY"]["value"] == "(set)"
+        assert rows["LIFECYCLE_SECRET_KEY_PREVIOUS"]["value"] == "(set)"
         assert rows["LIFECYCLE_SHOP_NAME"]["value"] == "Tea Corner"
-        assert described["secret_key"] == "set"
+        assert described["secret_key"] == {"source": "environment", "state": "set",
+                                           "previous_keys": 2}
     else:
         lines = {line.split()[1]: line for line in output.splitlines()
                  if line.startswith("│") and line.split()[1] in {s.name for s in SETTINGS}}
@@ -156,17 +161,40 @@ def test_config_shows_every_setting_with_its_source_and_no_secret(as_json: bool)
             expected = "environment" if setting.name in from_environment else "default"
             assert expected in lines[setting.name].split("│")[3], lines[setting.name]
         assert "smtps://mailer:***@smtp.internal:465" in lines["LIFECYCLE_SMTP_URL"]
-        assert "LIFECYCLE_SECRET_KEY is set" in output
+        assert "The secret key comes from the environment (LIFECYCLE_SECRET_KEY)." in output
+        assert "2 earlier key(s) from LIFECYCLE_SECRET_KEY_PREVIOUS" in output
 
 
-def test_config_says_the_secret_key_is_generated_per_process_when_unset() -> None:
-    described = json.loads(_run_config(_config_env(), "--json"))
+def test_config_says_the_secret_key_comes_from_the_database_when_unset_without_printing_it(
+        cli_env: dict[str, str]) -> None:
+    from sqlalchemy import create_engine
+
+    from lifecycle.secret import stored_key
+
+    env = _config_env(**{k: v for k, v in cli_env.items() if k.startswith("LIFECYCLE_")})
+    described = json.loads(_run_config(env, "--json"))
     rows = {row["name"]: row for row in described["settings"]}
-    assert described["secret_key"] == "generated per process"
+    assert described["secret_key"] == {"source": "database", "state": "not made yet",
+                                       "previous_keys": 0}
     assert rows["LIFECYCLE_SECRET_KEY"] == {"name": "LIFECYCLE_SECRET_KEY",
-                                            "value": "(generated per process)", "source": "default"}
-    assert all(row["source"] == "default" for row in described["settings"])
-    assert "generated per process" in _run_config(_config_env())
+                                            "value": "(kept in the database)", "source": "default"}
+    assert "the first process that needs a key makes one" in _run_config(env)
+
+    from click.testing import CliRunner
+
+    from lifecycle.cli import cli
+
+    assert CliRunner().invoke(cli, ["webhooks"], env=env).exit_code == 0  # a process that signs
+    engine = create_engine(cli_env["LIFECYCLE_DATABASE_URL"])
+    with engine.connect() as conn:
+        key = stored_key(conn)
+    engine.dispose()
+    assert key is not None
+    for args in (["--json"], []):
+        output = _run_config(env, *args)
+        assert key not in output
+    assert json.loads(_run_config(env, "--json"))["secret_key"]["state"] == "kept"
+    assert "every process on this database signs with the key kept there" in _run_config(env)
 
 
 def test_config_names_a_misspelt_variable_without_printing_its_value() -> None:

@@ -41,6 +41,8 @@ from tests.private_redis import PrivateRedis
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "SG.faults"
+#: LIFECYCLE_SECRET_KEY of every process a fault test starts.
+FAULT_SECRET = "Fq3kLm9x2VbN7wR4tY8uZ1cD6hJ0pS5e"
 MAILS = 2000
 DEADLINE = 150.0  # seconds for one campaign
 
@@ -62,7 +64,7 @@ class Campaign:
         self.env = {**os.environ, "LIFECYCLE_DATABASE_URL": database_url,
                     "LIFECYCLE_BROKER_URL": redis.url, "LIFECYCLE_MAIL_TRANSPORT": "sendgrid",
                     "SENDGRID_API_KEY": KEY, "SENDGRID_API_HOST": fake.url,
-                    "LIFECYCLE_SECRET_KEY": "f" * 40, "LIFECYCLE_WORKER_THREADS": "2",
+                    "LIFECYCLE_SECRET_KEY": FAULT_SECRET, "LIFECYCLE_WORKER_THREADS": "2",
                     "LIFECYCLE_SEND_LEASE_SECONDS": "5", "LIFECYCLE_SETTLE_SECONDS": "2",
                     "LIFECYCLE_RETRY_BASE_SECONDS": "0.2", "LIFECYCLE_SEND_TIMEOUT": "2",
                     "LIFECYCLE_LOG_LEVEL": "WARNING", "LIFECYCLE_OUTBOX_DIR": str(folder)}

@@ -193,8 +193,7 @@ def test_the_demo_refuses_a_database_it_did_not_make(fresh_database_url: str,
 def test_the_demo_refuses_the_sendgrid_transport(monkeypatch: pytest.MonkeyPatch,
                                                  tmp_path: Any) -> None:
     for name, value in {"LIFECYCLE_DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}",
-                        "LIFECYCLE_MAIL_TRANSPORT": "sendgrid", "SENDGRID_API_KEY": "SG.x",
-                        "LIFECYCLE_SECRET_KEY": "s" * 40}.items():
+                        "LIFECYCLE_MAIL_TRANSPORT": "sendgrid", "SENDGRID_API_KEY": "SG.x"}.items():
         monkeypatch.setenv(name, value)
     result = CliRunner().invoke(cli, ["demo", "--seconds", "0"])
     assert result.exit_code == 2

@@ -13,7 +13,7 @@ from lifecycle.db import make_engine
 from lifecycle.links import verify
 from lifecycle.models import Customer, Order
 
-SECRET = "k" * 40
+SECRET = "Pv7kQ2mX9zL4wR8tN3yB6cD1hJ5gS0eA"
 
 
 def test_preview_renders_every_mail_of_the_flow_with_the_customers_data(

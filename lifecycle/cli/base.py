@@ -59,6 +59,7 @@ def ready_app() -> App:
     if current != head:
         raise Failure(f"the database schema is at {current or 'nothing'}, not {head}: "
                       "run `lifecycle db upgrade` first.")
+    app.keys  # noqa: B018 - the secret key (environment or database), once, before any work
     _warn_of_demo_clock(app)
     return app
 

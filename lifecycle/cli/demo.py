@@ -113,7 +113,7 @@ def demo(host: str, port: int, customers: int, speed: float, seed: int,
     _introduce(app, label, url, login, staff_known, start, speed, known > 0,
                demo_overrides(host, port))
     shop = LiveShop(app, seed)
-    audience = Audience(HttpDoors(url, settings.secret_key, signing_key, api_key), since=start,
+    audience = Audience(HttpDoors(url, app.keys.current, signing_key, api_key), since=start,
                         seed=seed, order=shop.plan)
     simulation = Simulation(app, shop, audience, click.echo)
     click.echo("Press Ctrl-C to stop." if seconds is None else f"Running for {seconds:g} s.")

@@ -19,4 +19,4 @@ def webhooks_command() -> None:
     base = app.settings.base_url.rstrip("/")
     click.echo(f"Event Webhook (signed):  {base}/webhooks/sendgrid/events")
     click.echo(f"Inbound Parse:           {base}/webhooks/sendgrid/inbound?key="
-               f"{inbound_key(app.settings.secret_key)}")
+               f"{inbound_key(app.keys)}")

@@ -34,7 +34,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
-from lifecycle.links import BadToken, verify
+from lifecycle.links import BadToken, Secret, verify
 from lifecycle.mail.outbox import is_test
 from lifecycle.models import Message, Touchpoint
 
@@ -134,7 +134,7 @@ class Matched:
     test: bool = False
 
 
-def match(conn: Connection, secret: str, inbound: Inbound) -> Matched | None:
+def match(conn: Connection, secret: Secret, inbound: Inbound) -> Matched | None:
     """Our mail that ``inbound`` answers, by token first, then by Message-ID."""
     for address in inbound.recipients:
         found = _TOKEN.match(address)

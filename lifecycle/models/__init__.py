@@ -2,6 +2,7 @@
 
 from lifecycle.models.base import Base, UTCDateTime
 from lifecycle.models.customers import Customer, Order, OrderStatus
+from lifecycle.models.instance import InstanceSecret
 from lifecycle.models.journeys import (
                                        EnrollmentStatus,
                                        FlowEnrollment,
@@ -14,7 +15,7 @@ from lifecycle.models.staff import ApiKey, ProcessHeartbeat, StaffRole, StaffUse
 from lifecycle.models.touchpoints import Suppression, SuppressionReason, Touchpoint, email_hash
 
 __all__ = [
-    "ApiKey", "Base", "Customer", "EnrollmentStatus", "FlowEnrollment", "Message",
+    "ApiKey", "Base", "Customer", "EnrollmentStatus", "FlowEnrollment", "InstanceSecret", "Message",
     "MessageContent", "MessageStatus", "Order", "OrderStatus", "ProcessHeartbeat",
     "ProviderEvent", "SegmentCalibration",
     "SegmentMembership", "StaffRole", "StaffUser", "Suppression", "SuppressionReason",

@@ -162,7 +162,7 @@ class Linked:
         its signed token, naming a test send, or naming no mail at all: a preview's) is
         ``Holder(None, id, test=True)``."""
         try:
-            data = verify(self.app.settings.secret_key, purpose, token)
+            data = verify(self.app.keys, purpose, token)
             customer_id, message_id = int(data["c"]), int(data.get("m") or 0)
         except (BadToken, KeyError, TypeError, ValueError):
             return None

@@ -2,8 +2,8 @@
 a customer's page and timeline, a sent mail, pausing mails, notes.  Managers' pages are in
 :mod:`lifecycle.web.manage`, admins' in :mod:`lifecycle.web.admin`.
 
-Sessions are a signed cookie (HMAC with ``LIFECYCLE_SECRET_KEY``, see
-:mod:`lifecycle.links`): the staff id, when it was issued (a session lasts
+Sessions are a signed cookie (HMAC with the secret key, :attr:`lifecycle.app.App.keys`,
+see :mod:`lifecycle.links`): the staff id, when it was issued (a session lasts
 :data:`SESSION_HOURS`) and the session's CSRF token, which every form
 carries and every POST must return.  The login form, which has no session
 yet, uses a double-submit cookie instead.  Each page names the least role it
@@ -65,7 +65,7 @@ class Gate:
 
     def __init__(self, app: App) -> None:
         self.app = app
-        self.secret = app.settings.secret_key
+        self.secret = app.keys  # signs with the current key, accepts the previous ones too
         self.secure = app.settings.base_url.startswith("https://")
 
     def visitor(self, request: Request) -> Visitor:

@@ -119,8 +119,7 @@ def _marketing_flows(app: App) -> dict[str, str]:
 
 def _preferences_token(app: App, unsubscribe_token: str) -> str:
     """The preferences token of the same customer and mail."""
-    return sign(app.settings.secret_key, "preferences",
-                verify(app.settings.secret_key, "unsubscribe", unsubscribe_token))
+    return sign(app.keys, "preferences", verify(app.keys, "unsubscribe", unsubscribe_token))
 
 
 def _preferences_page(app: App, request: Request, page: Any, token: str, conn: Any,

@@ -12,7 +12,6 @@ change nothing (:mod:`lifecycle.mail.events`).
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 from typing import Any
@@ -23,7 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from lifecycle.app import App
-from lifecycle.links import inbound_key
+from lifecycle.links import inbound_key_ok
 from lifecycle.mail.events import receive_events, without_nul
 from lifecycle.mail.inbound import Inbound, match, record_reply
 from lifecycle.mail.signature import (
@@ -87,7 +86,7 @@ def webhook_routes(app: App) -> APIRouter:
     async def sendgrid_inbound(request: Request) -> JSONResponse:
         """SendGrid Inbound Parse: one mail as a multipart form (parsed, not raw)."""
         given = request.query_params.get("key", "")
-        if not hmac.compare_digest(given, inbound_key(app.settings.secret_key)):
+        if not inbound_key_ok(app.keys, given):
             log.warning("An inbound post without the right key was refused.")
             return JSONResponse({"error": "a valid key is required: the URL `lifecycle "
                                           "webhooks` prints"}, status_code=403)
@@ -114,7 +113,7 @@ def webhook_routes(app: App) -> APIRouter:
 def _inbound(app: App, inbound: Inbound) -> dict[str, Any]:
     now = app.clock.now()
     with app.engine.begin() as conn:
-        matched = match(conn, app.settings.secret_key, inbound)
+        matched = match(conn, app.keys, inbound)
         if matched is None:
             log.info("An inbound mail from %s matched none of our mails; it is dropped.",
                      inbound.sender)
