@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from alembic import command
 from lifecycle.clock import Clock, system_clock
-from lifecycle.config import PROJECT_ROOT, Settings, load_settings, redact_url
+from lifecycle.config import KEPT_IN_DATABASE, PROJECT_ROOT, Settings, load_settings, redact_url
 from lifecycle.db import make_engine, make_sessionmaker
 from lifecycle.links import KeyRing
 
@@ -52,10 +52,16 @@ class App:
             return self._keys
 
     def _read_keys(self) -> KeyRing:
-        previous = self.settings.secret_key_previous
+        from lifecycle.secret import shared_key, stored_key
+
+        previous = tuple(key for key in self.settings.secret_key_previous
+                         if key != KEPT_IN_DATABASE)
         if self.settings.secret_key is not None:
+            if KEPT_IN_DATABASE in self.settings.secret_key_previous:
+                with self.engine.connect() as conn:  # read only: an explicit key makes none
+                    kept = stored_key(conn)
+                previous += (kept,) if kept is not None else ()
             return KeyRing(self.settings.secret_key, previous, "environment")
-        from lifecycle.secret import shared_key
 
         key, made = shared_key(self.engine, self.clock.now())
         if made:

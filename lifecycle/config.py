@@ -153,7 +153,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("LIFECYCLE_SECRET_KEY_PREVIOUS", "(unset)",
             "Comma-separated earlier secret keys, during a rotation: links, sessions and the "
             "Inbound Parse URL made with them are still accepted; everything new is signed "
-            "with the current key.", secret=True),
+            "with the current key. `database` stands for the key kept in the database (when "
+            "moving to an explicit LIFECYCLE_SECRET_KEY).", secret=True),
     Setting("LIFECYCLE_BASE_URL", "http://127.0.0.1:8000",
             "Public URL of the web app, used in unsubscribe and feedback links."),
     Setting("LIFECYCLE_SHOP_NAME", "Our shop", "The shop's name, shown in mail."),
@@ -252,6 +253,8 @@ _PLACEHOLDER = re.compile(r"change.?me|replace.?me|placeholder|your.?secret|secr
                           r"example|insecure|not.?secret|xxxxxx", re.I)
 #: A key that is one piece of up to 16 characters, repeated.
 _REPEATED = re.compile(r"(.{1,16}?)\1+", re.S)
+#: In LIFECYCLE_SECRET_KEY_PREVIOUS: the key kept in the database (:mod:`lifecycle.secret`).
+KEPT_IN_DATABASE = "database"
 #: How to make a good key (named in every refusal).
 MAKE_A_KEY = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
 
@@ -395,7 +398,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     previous = tuple(key.strip() for key in (get("LIFECYCLE_SECRET_KEY_PREVIOUS") or "").split(",")
                      if key.strip())
     for number, key in enumerate(previous, 1):
-        check_secret_key(f"LIFECYCLE_SECRET_KEY_PREVIOUS (key {number})", key)
+        if key != KEPT_IN_DATABASE:
+            check_secret_key(f"LIFECYCLE_SECRET_KEY_PREVIOUS (key {number})", key)
 
     timezone = get("LIFECYCLE_TIMEZONE") or "UTC"
     if not is_timezone(timezone):

@@ -11,7 +11,7 @@ import pytest
 from lifecycle.tasks import broker as broker_module
 from lifecycle.tasks import load_actors
 from lifecycle.tasks.heartbeat import heartbeat
-from tests.conftest import RABBITMQ_URL, require_service
+from tests.conftest import RABBITMQ_URL, REDIS_URL, require_service
 
 
 def take(channel, queue: str, marker: str) -> dict | None:  # type: ignore[no-untyped-def, type-arg]
@@ -73,3 +73,22 @@ def test_a_delayed_message_waits_on_the_namespaced_delay_queue(rabbitmq) -> None
         assert found is not None and found["queue_name"] == "lifecycle.default.DQ"
     finally:
         connection.close()
+
+
+def test_every_redis_key_lifecycle_writes_carries_its_namespace() -> None:
+    require_service("Redis", REDIS_URL, 6379)
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    client.flushdb()
+    load_actors()
+    built = broker_module.setup(REDIS_URL)
+    try:
+        heartbeat.send(f"namespace-test-{uuid.uuid4().hex}")
+        keys = {key.decode() for key in client.keys("*")}
+        assert keys and all(key.startswith("lifecycle:") for key in keys), keys
+    finally:
+        built.close()
+        broker_module.install(broker_module.build(None))
+        client.flushdb()
+        client.close()

@@ -289,5 +289,6 @@ def test_a_broker_url_the_settings_accept_builds_a_broker_whatever_the_schemes_c
     from lifecycle.tasks.broker import build
 
     broker = build(load_settings({"LIFECYCLE_BROKER_URL": url}).broker_url)
-    assert type(broker).__name__ == ("RedisBroker" if url.startswith("R") else "RabbitmqBroker")
+    assert type(broker).__name__ == ("RedisBroker" if url.startswith("R")
+                                     else "NamespacedRabbitmqBroker")
     broker.close()

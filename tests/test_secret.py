@@ -21,8 +21,10 @@ from sqlalchemy import select, text
 from lifecycle.app import App
 from lifecycle.clock import system_clock
 from lifecycle.config import ConfigError, load_settings
-from lifecycle.links import BadToken, inbound_key, verify
+from lifecycle.links import BadToken, inbound_key, sign, verify
 from lifecycle.mail.context import links
+from lifecycle.mail.sending import dispatch, send_batch
+from lifecycle.mail.transports import FileTransport
 from lifecycle.models import InstanceSecret, Message
 from lifecycle.secret import SECRET_KEY, shared_key, stored_key
 from lifecycle.timeutil import UTC
@@ -182,6 +184,7 @@ def test_processes_starting_at_once_on_a_fresh_database_end_up_with_one_key(
         answers.append(out.split())
     keys = {key for key, _ in answers}
     assert len(keys) == 1, "processes on one database signed with different keys"
+    assert len(next(iter(keys))) >= 43  # token_urlsafe(32): 256 random bits
     assert [made for _, made in answers].count("True") == 1
     app = App(load_settings({"LIFECYCLE_DATABASE_URL": fresh_database_url}))
     try:
@@ -260,12 +263,25 @@ def test_links_sessions_and_the_inbound_url_of_the_previous_key_work_while_it_is
     with before.engine.begin() as conn:
         [mid] = add_campaign(conn, 1, system_clock.now())
         cid = conn.execute(select(Message.customer_id).where(Message.id == mid)).scalar_one()
+    ids: list[int] = []
+    dispatch(before, ids.extend)
+    send_batch(before, ids, transport=FileTransport(before.settings.outbox_dir))
     account(before, "ada@shop.example", "admin")
     session = logged_in(TestClient(create_app(before)), "ada@shop.example").cookies
     assert session, "the login gave no session cookie"
     old_links = links(before.settings, cid, mid)
     old_inbound = inbound_key(before.keys)
+    old_reply = sign(before.keys, "reply", {"m": mid})
     before.close()
+
+    def reply_matched(app: App) -> bool:
+        """A customer's reply to the ``reply+TOKEN`` address of the mail sent before."""
+        answer = TestClient(create_app(app)).post(
+            f"/webhooks/sendgrid/inbound?key={inbound_key(NEW_KEY)}",
+            data={"from": "b0@example.com", "to": f"reply+{old_reply}@example.com",
+                  "subject": "Re: thanks", "text": "Lovely tea."})
+        assert answer.status_code == 200, answer.text
+        return bool(answer.json()["matched"])
 
     def pages(app: App) -> tuple[int, int, int]:
         web = TestClient(create_app(app), cookies=dict(session))
@@ -286,11 +302,44 @@ def test_links_sessions_and_the_inbound_url_of_the_previous_key_work_while_it_is
         with pytest.raises(BadToken):
             verify(OLD_KEY, "unsubscribe", new_token)  # new links: the new key alone
         assert inbound_key(rotating.keys) == inbound_key(NEW_KEY)
+        assert reply_matched(rotating)
     finally:
         rotating.close()
 
     rotated = App(lifecycle_settings({**env, "LIFECYCLE_SECRET_KEY": NEW_KEY}))
     try:  # the grace period is over: what the old key signed is refused
         assert pages(rotated) == (303, 400, 403)
+        assert not reply_matched(rotated)
     finally:
         rotated.close()
+
+
+def test_moving_from_the_kept_key_to_an_explicit_one_keeps_old_links_while_database_is_listed(
+        fresh_database_url: str, tmp_path: Path) -> None:
+    env = environment(fresh_database_url, tmp_path)
+    kept = App(lifecycle_settings(env))
+    with kept.engine.begin() as conn:
+        [mid] = add_campaign(conn, 1, system_clock.now())
+        cid = conn.execute(select(Message.customer_id).where(Message.id == mid)).scalar_one()
+    assert kept.keys.source == "database"
+    path = links(kept.settings, cid, mid)["unsubscribe"].removeprefix(kept.settings.base_url)
+    kept.close()
+
+    def status(**more: str) -> int:
+        app = App(lifecycle_settings({**env, "LIFECYCLE_SECRET_KEY": NEW_KEY, **more}))
+        try:
+            return TestClient(create_app(app)).get(path).status_code
+        finally:
+            app.close()
+
+    assert status(LIFECYCLE_SECRET_KEY_PREVIOUS="database") == 200
+    assert status() == 400
+
+
+def test_offer_codes_come_from_the_current_key_during_a_rotation() -> None:
+    from lifecycle.links import KeyRing, offer_code
+
+    rotating = KeyRing(NEW_KEY, (OLD_KEY,))
+    code = offer_code(rotating, "BACK10", "win_back", 7, "ten")
+    assert code == offer_code(NEW_KEY, "BACK10", "win_back", 7, "ten")
+    assert code != offer_code(OLD_KEY, "BACK10", "win_back", 7, "ten")
