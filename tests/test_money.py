@@ -22,8 +22,8 @@ from lifecycle.results import flow_results
 from lifecycle.segments.compute import refresh_all
 from lifecycle.segments.definitions import load_definitions
 from lifecycle.segments.explain import explain
+from tests.factories import WEB_SECRET, account, add_customer, add_order, logged_in, write_csv
 from tests.factories import WEB_T0 as T0
-from tests.factories import account, add_customer, add_order, logged_in, write_csv
 from tests.test_flow_results import mail
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,7 +104,7 @@ def test_flow_revenue_counts_the_reporting_currency_and_keeps_others_apart(
 def test_a_mail_s_metrics_sum_only_the_reporting_currency(conn: Connection) -> None:
     cid = a_customer_paying_in_two_currencies(conn)
     row = conn.execute(select(Customer.__table__).where(Customer.id == cid)).one()
-    context = build_context(conn, load_settings({}), row, as_of=T0)
+    context = build_context(conn, replace(load_settings({}), secret_key=WEB_SECRET), row, as_of=T0)
     assert context["metrics"] == {"order_count": 3, "total_spend": "160.00", "currency": "USD"}
 
 
