@@ -12,7 +12,6 @@ who never got it.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncGenerator
 from datetime import datetime
 from pathlib import Path
@@ -64,52 +63,24 @@ templates.env.filters.update({"money": _money, "number": _number, "local": _loca
                               "segment": segment_words})
 
 
-#: Limits of a posted ``multipart/form-data`` form: fields, files, bytes per part.
+#: Limits of a posted ``multipart/form-data`` form: fields, files, bytes per part.  The
+#: whole body is bounded in size and time before this reads it (:mod:`lifecycle.web.limits`).
 MAX_FORM_FIELDS, MAX_FORM_FILES, MAX_FORM_PART = 100, 10, 64 * 1024
-#: Largest form body read (bytes), in either encoding: the largest form a page posts (a
-#: 4,000-character comment, URL-encoded) is well below it.
-MAX_FORM_BYTES = 256 * 1024
-#: Seconds a client may take to send a form body, from the first byte read.
-FORM_SECONDS = 10.0
-
-
-async def read_body(request: Request, limit: int, seconds: float) -> bytes:
-    """The request's body, refused before it is read if it is larger than ``limit`` bytes.
-
-    A declared ``Content-Length`` over ``limit`` is refused at once (413) without
-    reading a byte; a body without one (chunked) is read up to ``limit`` and then
-    refused (413); a body not complete within ``seconds`` is refused (408), so a
-    slow or endless body holds neither memory nor the connection for long.
-    """
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise HTTPException(413, f"The body is larger than {limit} bytes.")
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async with asyncio.timeout(seconds):
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise HTTPException(413, f"The body is larger than {limit} bytes.")
-                chunks.append(chunk)
-    except TimeoutError:
-        raise HTTPException(408, f"The body did not arrive within {seconds:g} seconds.") from None
-    except ClientDisconnect:
-        raise HTTPException(400, "The client went away before its body arrived.") from None
-    return b"".join(chunks)
 
 
 async def read_form(request: Request) -> dict[str, list[str]]:
     """The form a page or a mail client posted, URL-encoded or ``multipart/form-data`` (what
     RFC 8058 recommends for one-click unsubscribes): each field a list, as it may repeat.
 
-    The body is bounded before it is read (:func:`read_body`: :data:`MAX_FORM_BYTES`,
-    :data:`FORM_SECONDS`).  File parts are ignored; a multipart body that cannot be read
+    The body is bounded in size and time as it arrives (:mod:`lifecycle.web.limits`).
+    File parts are ignored; a multipart body that cannot be read
     (malformed, or over :data:`MAX_FORM_FIELDS` / :data:`MAX_FORM_FILES` /
     :data:`MAX_FORM_PART`) reads as an empty form.
     """
-    body = await read_body(request, MAX_FORM_BYTES, FORM_SECONDS)
+    try:
+        body = await request.body()
+    except ClientDisconnect:
+        raise HTTPException(400, "The client went away before its body arrived.") from None
     media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     if media_type != "multipart/form-data":
         return parse_qs(body.decode("utf-8", "replace"))

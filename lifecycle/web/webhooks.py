@@ -21,6 +21,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from lifecycle.app import App
 from lifecycle.links import inbound_key
@@ -33,16 +34,12 @@ from lifecycle.mail.signature import (
     WebhookVerifier,
 )
 from lifecycle.subscriptions import MARKETING, customer_of, unsubscribe
-from lifecycle.web.linked import read_body
 
 log = logging.getLogger(__name__)
-#: Largest form part accepted (bytes): Inbound Parse posts up to 20 MB in all.
+#: Largest text part of an Inbound Parse form kept in memory (bytes); the whole post is
+#: bounded in size and time as it arrives (:mod:`lifecycle.web.limits`), attachments
+#: spool to disk.
 MAX_INBOUND_PART = 20 * 1024 * 1024
-#: Largest Event Webhook post read (bytes): SendGrid posts batches of up to 768 KB, and
-#: anyone may post before the signature is checked.
-MAX_EVENTS_BODY = 4 * 1024 * 1024
-#: Seconds an Event Webhook post may take to arrive.
-EVENTS_SECONDS = 30.0
 
 
 def webhook_routes(app: App) -> APIRouter:
@@ -53,7 +50,10 @@ def webhook_routes(app: App) -> APIRouter:
     @router.post("/webhooks/sendgrid/events")
     async def sendgrid_events(request: Request) -> JSONResponse:
         """SendGrid's Event Webhook: a signed JSON array of events."""
-        body = await read_body(request, MAX_EVENTS_BODY, EVENTS_SECONDS)
+        try:  # bounded in size and time as it arrives: lifecycle.web.limits
+            body = await request.body()
+        except ClientDisconnect:
+            return JSONResponse({"error": "the body did not arrive"}, status_code=400)
         if verifier is None:
             log.warning("A SendGrid event post was refused: SENDGRID_WEBHOOK_PUBLIC_KEY is not "
                         "set, so its signature cannot be checked.")
