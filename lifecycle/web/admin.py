@@ -19,7 +19,7 @@ from lifecycle.apikeys import SCOPES, create_key, revoke
 from lifecycle.app import App
 from lifecycle.models import ApiKey, StaffUser
 from lifecycle.staff import RANK, add_staff, change_staff
-from lifecycle.web.linked import field, templates
+from lifecycle.web.linked import RowId, field, templates
 from lifecycle.web.staff import Gate, Visitor
 
 
@@ -61,7 +61,7 @@ def admin_routes(app: App, gate: Gate) -> APIRouter:
         return RedirectResponse("/admin/staff", status_code=303)
 
     @router.post("/staff/{staff_id}")
-    async def change(request: Request, staff_id: int) -> Response:
+    async def change(request: Request, staff_id: RowId) -> Response:
         who, form, refused = await gate.posted(request, "admin")
         if refused:
             return refused

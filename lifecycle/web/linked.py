@@ -15,10 +15,11 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Annotated, Any, NamedTuple
 from urllib.parse import parse_qs
 
 from fastapi import HTTPException, Request
+from fastapi import Path as InPath
 from fastapi.responses import Response
 from fastapi.templating import Jinja2Templates
 from jinja2 import pass_context
@@ -33,6 +34,7 @@ from lifecycle.models import Message
 from lifecycle.money import FALLBACK_LOCALE, money, number, reader_locale
 from lifecycle.segments.definitions import segment_words
 from lifecycle.subscriptions import customer_of
+from lifecycle.timeline import MAX_ROW_ID
 from lifecycle.timeutil import as_utc, zone
 
 
@@ -100,6 +102,33 @@ async def read_form(request: Request) -> dict[str, list[str]]:
             fields.setdefault(name, []).append(value)
     await form.close()
     return fields
+
+
+#: Longest search text taken (characters): an address is at most 320.
+MAX_SEARCH = 320
+
+
+def search_problem(text: str) -> Response | None:
+    """422 for search text no customer can match (and no database should be handed): a NUL
+    character (PostgreSQL refuses it) or more than :data:`MAX_SEARCH` characters (SQLite
+    refuses a LIKE pattern over 50,000 bytes); None for any other text."""
+    if "\x00" in text:
+        return Response("The search must not contain NUL characters.", status_code=422)
+    if len(text) > MAX_SEARCH:
+        return Response(f"The search is longer than {MAX_SEARCH} characters.", status_code=422)
+    return None
+
+
+def row_id(text: str) -> int | None:
+    """``text`` as a row id if it is one: ASCII digits of a number a BIGINT holds ("¹" and 20
+    digits are none); else None."""
+    if text.isascii() and text.isdigit() and len(text) <= 19 and int(text) <= MAX_ROW_ID:
+        return int(text)
+    return None
+
+
+#: A row id in a route's path: 422 for one no BIGINT holds, instead of the database's error.
+RowId = Annotated[int, InPath(ge=0, le=MAX_ROW_ID)]
 
 
 def field(form: dict[str, list[str]], name: str, strip: bool = True) -> str:
