@@ -23,6 +23,16 @@ from lifecycle.web.linked import RowId, field, templates
 from lifecycle.web.staff import Gate, Visitor
 
 
+def too_long(fields: dict[str, tuple[str, Any]]) -> str | None:
+    """What is wrong if a typed value is longer than its column holds (label: (value,
+    column)); None if every one fits."""
+    for label, (value, column) in fields.items():
+        room = column.type.length
+        if room is not None and len(value) > room:
+            return f"the {label} is longer than {room} characters"
+    return None
+
+
 def admin_routes(app: App, gate: Gate) -> APIRouter:
     router = APIRouter(prefix="/admin")
 
@@ -44,6 +54,11 @@ def admin_routes(app: App, gate: Gate) -> APIRouter:
         who, form, refused = await gate.posted(request, "admin")
         if refused:
             return refused
+
+        longer = too_long({"email": (field(form, "email"), StaffUser.email),
+                           "name": (field(form, "name"), StaffUser.name)})
+        if longer:
+            return staff_page(request, who, f"Not added: {longer}.", 422)
 
         def write() -> str | None:
             try:
@@ -101,6 +116,9 @@ def admin_routes(app: App, gate: Gate) -> APIRouter:
         name, scopes = field(form, "name"), form.get("scope") or []
         if not name:
             return keys_page(request, who, error="Give the key a name.")
+        longer = too_long({"name": (name, ApiKey.name)})
+        if longer:
+            return keys_page(request, who, error=f"Not created: {longer}.")
 
         def write() -> str:
             with app.engine.begin() as conn:

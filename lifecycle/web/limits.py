@@ -5,7 +5,8 @@ a JSON body before the ingest API's key is checked), so each body is bounded
 in size and in time *as it arrives*, before it is held in memory:
 :class:`BodyLimit` refuses a declared ``Content-Length`` over the limit at once
 (413, without reading a byte), a chunked body as soon as it passes the limit
-(413), and a body that is not complete in time (408).  The limits are per route
+(413), and a body that is not complete in time (408).  An address (path or query
+string) holding a NUL character is refused as well (400).  The limits are per route
 prefix (:data:`LIMITS`, longest prefix first); a path not in the table gets
 :data:`DEFAULT` (staff forms, logout, and anything unknown).
 """
@@ -73,6 +74,10 @@ class BodyLimit:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if "\x00" in scope["path"] or b"%00" in scope["query_string"]:
+            # no page takes one, and PostgreSQL refuses to compare text holding one
+            await _answer(send, BodyRefused(400, "The address holds a NUL character."))
             return
         limit, seconds = limit_for(scope["path"])
         too_big = BodyRefused(413, f"The body is larger than {limit} bytes.")
