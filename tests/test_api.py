@@ -139,8 +139,9 @@ def test_support_contacts_and_events_land_on_the_timeline_once_per_id(
                             "properties": {"sku": "TEA-9"}}
 
 
-def test_the_openapi_document_describes_every_endpoint_and_the_key(web: TestClient) -> None:
-    spec = web.get("/openapi.json").json()
+def test_the_openapi_document_describes_every_endpoint_and_the_key(app: App,
+                                                                  web: TestClient) -> None:
+    spec = web.get("/openapi.json", headers=key(app, "events:write")).json()
     assert {"/api/v1/customers", "/api/v1/orders", "/api/v1/support",
             "/api/v1/events", "/api/v1/reviews", "/api/v1/referrals"} <= set(spec["paths"])
     assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"

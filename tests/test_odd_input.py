@@ -275,9 +275,11 @@ def test_customer_staff_and_link_pages_are_not_kept_in_caches(
     cid, mid = a_sent_mail(app)
     token = sign(WEB_SECRET, "preferences", {"c": cid, "m": mid})
     for path in (f"/p/{token}", f"/u/{sign(WEB_SECRET, 'unsubscribe', {'c': cid, 'm': mid})}",
-                 "/login", "/customers"):  # /customers: the login redirect
+                 "/login", "/customers", "/healthz"):  # /customers: the login redirect
         answer = web.get(path, follow_redirects=False)
         assert answer.headers.get("cache-control") == "no-store", path
+    refused = web.post("/api/v1/orders", json=[])
+    assert refused.status_code == 401 and refused.headers.get("cache-control") == "no-store"
     account(app, "ada@shop.example", "admin")
     logged_in(web, "ada@shop.example")
     for path in (f"/customers/{cid}", f"/customers/{cid}/mails/{mid}", "/customers?q=b0",
