@@ -82,11 +82,12 @@ def csrf(web: TestClient) -> str:
 
 # ------------------------------------------------------------------ link pages and search
 
-def test_a_superscript_digit_as_a_feedback_score_is_400_not_a_server_error(
+def test_a_superscript_digit_or_5000_digits_as_a_feedback_score_is_400_not_a_server_error(
         app: App, web: TestClient) -> None:
     cid, mid = a_sent_mail(app)
     token = sign(WEB_SECRET, "feedback", {"c": cid, "m": mid})
     assert web.get(f"/f/{token}?score=\u00b9").status_code == 400
+    assert web.get(f"/f/{token}", params={"score": "9" * 5000}).status_code == 400
     assert web.get(f"/f/{token}?score=9").status_code == 200
 
 
@@ -268,6 +269,20 @@ def test_a_422_names_the_bad_field_without_echoing_a_large_value(
                                                 "Content-Type": "application/json"},
                      content=json.dumps({"not": "a list", "pad": huge}))
     assert whole.status_code == 422 and len(whole.content) < 2000
+
+
+@pytest.mark.parametrize("body", [
+    'NaN', '[NaN]', '[{"customer_id": "c1", "name": "x", "occurred_at": NaN}]',
+    '[{"customer_id": "c1", "name": "x", "occurred_at": "2026-06-01T00:00:00Z", '
+    '"properties": {"a": [Infinity]}}]'])
+def test_a_number_json_has_no_word_for_is_a_422_not_a_server_error(
+        app: App, web: TestClient, body: str) -> None:
+    """Python's JSON parser takes NaN and Infinity; no JSON answer or column can hold them."""
+    with app.engine.begin() as conn:
+        key = create_key(conn, "k", ["events:write"], WEB_T0)
+    answer = web.post("/api/v1/events", content=body, headers={
+        "Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+    assert answer.status_code == 422, answer.text
 
 
 def test_customer_staff_and_link_pages_are_not_kept_in_caches(

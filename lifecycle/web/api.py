@@ -22,6 +22,7 @@ rather than a review — when the request returns.
 from __future__ import annotations
 
 import logging
+import math
 import reprlib
 from datetime import datetime
 from decimal import Decimal
@@ -65,9 +66,12 @@ Text = Annotated[str, Field(min_length=1, max_length=200)]
 
 
 def _no_nul(value: Any) -> Any:
-    """Refuse NUL characters anywhere in a value: PostgreSQL stores none in text or JSON."""
+    """Refuse NUL characters anywhere in a value (PostgreSQL stores none in text or JSON), and
+    the numbers JSON has no words for (``NaN``, ``Infinity``: Python's parser takes them)."""
     if isinstance(value, str) and "\x00" in value:
         raise ValueError("must not contain NUL characters (\\u0000)")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("must be a finite number")
     if isinstance(value, dict):
         for key, inner in value.items():
             _no_nul(key)
@@ -375,8 +379,10 @@ _ECHO.maxstring, _ECHO.maxother, _ECHO.maxlong = MAX_ECHO, MAX_ECHO, 40
 def _echo(value: Any) -> Any:
     """A bad value as a 422 repeats it: itself if short; else cut to :data:`MAX_ECHO`
     characters (a long text) or summed up in as many (a list or object)."""
-    if value is None or isinstance(value, bool | int | float):
-        return value if not isinstance(value, int) or abs(value) < 10**40 else _ECHO.repr(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)  # JSON has no NaN
+    if value is None or isinstance(value, bool | int):
+        return value if abs(value or 0) < 10**40 else _ECHO.repr(value)
     if isinstance(value, str):
         return value if len(value) <= MAX_ECHO else value[:MAX_ECHO] + "…"
     text = _ECHO.repr(value)
