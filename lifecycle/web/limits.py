@@ -113,7 +113,7 @@ class BodyLimit:
 
         async def guarded(message: dict[str, Any]) -> None:
             nonlocal answered
-            if refused is not None:
+            if refused is not None and not answered:
                 return  # the app answered a refused body its own way (caught it): ours goes
             if message["type"] == "http.response.start":
                 answered = True
