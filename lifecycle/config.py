@@ -186,6 +186,9 @@ SETTINGS: tuple[Setting, ...] = (
             "or clicked within this many days before it (the results page can try another)."),
     Setting("LIFECYCLE_LOG_LEVEL", "INFO",
             "Log level: DEBUG, INFO, WARNING or ERROR."),
+    Setting("LIFECYCLE_PUBLIC_API_DOCS", "false",
+            "true: `/docs`, `/redoc` and `/openapi.json` answer anyone; otherwise only logged-in "
+            "staff and requests with a valid API key (others get 404)."),
 )
 
 
@@ -227,6 +230,7 @@ class Settings:
     settle_seconds: float = 900.0
     webhook_max_age: float = 600.0
     attribution_days: float = 7.0
+    public_api_docs: bool = False
 
     @property
     def is_embedded(self) -> bool:
@@ -429,6 +433,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError(f"LIFECYCLE_SEND_LEASE_SECONDS={send_lease:g} must be longer than "
                           f"LIFECYCLE_SEND_TIMEOUT={send_timeout:g}: a worker starts no send "
                           f"that could outlast its claim on the mail.")
+    public_docs = (get("LIFECYCLE_PUBLIC_API_DOCS") or "false").strip().lower()
+    if public_docs not in ("true", "false"):
+        raise ConfigError(f"LIFECYCLE_PUBLIC_API_DOCS={public_docs!r} must be true or false.")
     return Settings(
         database_url=database_url,
         broker_url=broker_url,
@@ -472,4 +479,5 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
                                         zero_allowed=True)),
         attribution_days=float(_positive("LIFECYCLE_ATTRIBUTION_DAYS",
                                          get("LIFECYCLE_ATTRIBUTION_DAYS") or "7", float)),
+        public_api_docs=public_docs == "true",
     )

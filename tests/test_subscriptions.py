@@ -18,7 +18,7 @@ from lifecycle.mail.sending import dispatch, send_batch
 from lifecycle.mail.templates import Rendered
 from lifecycle.mail.transports import FileTransport
 from lifecycle.models import Message, Suppression, Touchpoint, email_hash
-from lifecycle.web import linked
+from lifecycle.web import limits
 from tests.conftest import raw_post
 from tests.factories import WEB_SECRET as SECRET
 from tests.factories import WEB_T0 as T0
@@ -222,7 +222,7 @@ def test_a_form_growing_past_the_limit_without_a_length_is_refused_and_changes_n
 
 def test_a_form_sent_too_slowly_is_refused_in_bounded_time(
         app: App, served: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(linked, "FORM_SECONDS", 0.5)
+    monkeypatch.setitem(limits.LIMITS, "/u/", limits.Limit(limits.LIMITS["/u/"].size, 0.5))
     cid, mid = a_customer_with_a_mail(app)
     status, seconds = raw_post(served, f"/u/{token('unsubscribe', cid, mid)}",
                                {"Content-Type": "application/x-www-form-urlencoded",

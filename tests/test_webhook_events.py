@@ -22,7 +22,7 @@ from lifecycle.mail.sending import dispatch, send_batch
 from lifecycle.mail.transports import FileTransport
 from lifecycle.models import Message, ProviderEvent, Suppression, Touchpoint, email_hash
 from lifecycle.timeutil import UTC
-from lifecycle.web import webhooks
+from lifecycle.web import limits
 from lifecycle.web.app import create_app
 from tests.conftest import raw_post
 from tests.factories import add_campaign, webhook_headers, webhook_key
@@ -263,7 +263,7 @@ def test_a_post_declared_larger_than_any_event_batch_is_refused_before_it_is_rea
 
 def test_a_post_sent_too_slowly_is_refused_in_bounded_time(
         app: App, served: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(webhooks, "EVENTS_SECONDS", 0.5)
+    monkeypatch.setitem(limits.LIMITS, URL, limits.Limit(limits.LIMITS[URL].size, 0.5))
     status, seconds = raw_post(served, URL, {"Content-Type": "application/json",
                                              "Content-Length": "100", **signed(b"[]")}, b"[")
     assert status == 408 and seconds < 10

@@ -47,6 +47,7 @@ from lifecycle.models import (
     Touchpoint,
     email_hash,
 )
+from lifecycle.timeline import MAX_ROW_ID
 
 MESSAGE_ARG = ARG_PREFIX + "message_id"
 #: The address of every mail of an erased customer: their events reach no timeline.
@@ -107,11 +108,15 @@ def without_nul(value: Any) -> Any:
 
 
 def _our_id(event: dict[str, Any]) -> int | None:
+    """The mail id an event names (our custom arg), if it is one a BIGINT holds."""
     raw = event.get(MESSAGE_ARG)
-    try:
-        return int(raw) if raw is not None else None
-    except (TypeError, ValueError):
-        return None
+    if isinstance(raw, str) and raw.isascii() and raw.isdigit() and len(raw) <= 19:
+        number = int(raw)
+    elif isinstance(raw, int) and not isinstance(raw, bool):
+        number = raw
+    else:
+        return None  # a float, a list, "¹", 5,000 digits: no mail of ours
+    return number if 0 < number <= MAX_ROW_ID else None
 
 
 def _occurred(event: dict[str, Any], now: datetime) -> datetime:

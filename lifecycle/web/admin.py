@@ -19,8 +19,18 @@ from lifecycle.apikeys import SCOPES, create_key, revoke
 from lifecycle.app import App
 from lifecycle.models import ApiKey, StaffUser
 from lifecycle.staff import RANK, add_staff, change_staff
-from lifecycle.web.linked import field, templates
+from lifecycle.web.linked import RowId, field, templates
 from lifecycle.web.staff import Gate, Visitor
+
+
+def too_long(fields: dict[str, tuple[str, Any]]) -> str | None:
+    """What is wrong if a typed value is longer than its column holds (label: (value,
+    column)); None if every one fits."""
+    for label, (value, column) in fields.items():
+        room = column.type.length
+        if room is not None and len(value) > room:
+            return f"the {label} is longer than {room} characters"
+    return None
 
 
 def admin_routes(app: App, gate: Gate) -> APIRouter:
@@ -45,6 +55,11 @@ def admin_routes(app: App, gate: Gate) -> APIRouter:
         if refused:
             return refused
 
+        longer = too_long({"email": (field(form, "email"), StaffUser.email),
+                           "name": (field(form, "name"), StaffUser.name)})
+        if longer:
+            return staff_page(request, who, f"Not added: {longer}.", 422)
+
         def write() -> str | None:
             try:
                 with app.engine.begin() as conn:
@@ -61,7 +76,7 @@ def admin_routes(app: App, gate: Gate) -> APIRouter:
         return RedirectResponse("/admin/staff", status_code=303)
 
     @router.post("/staff/{staff_id}")
-    async def change(request: Request, staff_id: int) -> Response:
+    async def change(request: Request, staff_id: RowId) -> Response:
         who, form, refused = await gate.posted(request, "admin")
         if refused:
             return refused
@@ -101,6 +116,9 @@ def admin_routes(app: App, gate: Gate) -> APIRouter:
         name, scopes = field(form, "name"), form.get("scope") or []
         if not name:
             return keys_page(request, who, error="Give the key a name.")
+        longer = too_long({"name": (name, ApiKey.name)})
+        if longer:
+            return keys_page(request, who, error=f"Not created: {longer}.")
 
         def write() -> str:
             with app.engine.begin() as conn:

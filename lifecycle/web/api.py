@@ -22,11 +22,15 @@ rather than a review — when the request returns.
 from __future__ import annotations
 
 import logging
+import math
+import reprlib
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import (
@@ -62,9 +66,12 @@ Text = Annotated[str, Field(min_length=1, max_length=200)]
 
 
 def _no_nul(value: Any) -> Any:
-    """Refuse NUL characters anywhere in a value: PostgreSQL stores none in text or JSON."""
+    """Refuse NUL characters anywhere in a value (PostgreSQL stores none in text or JSON), and
+    the numbers JSON has no words for (``NaN``, ``Infinity``: Python's parser takes them)."""
     if isinstance(value, str) and "\x00" in value:
         raise ValueError("must not contain NUL characters (\\u0000)")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("must be a finite number")
     if isinstance(value, dict):
         for key, inner in value.items():
             _no_nul(key)
@@ -361,8 +368,36 @@ def _customers(conn: Connection, external_ids: list[str]) -> dict[str, int]:
         ~(Customer.external_id.startswith(ERASED_PREFIX) & Customer.email.is_(None))))}
 
 
+#: Most characters of a bad value a 422 repeats (``input``): it names the field, it does not
+#: send a large body back.
+MAX_ECHO = 100
+_ECHO = reprlib.Repr()
+_ECHO.maxlevel, _ECHO.maxdict, _ECHO.maxlist = 2, 4, 4
+_ECHO.maxstring, _ECHO.maxother, _ECHO.maxlong = MAX_ECHO, MAX_ECHO, 40
+
+
+def _echo(value: Any) -> Any:
+    """A bad value as a 422 repeats it: itself if short; else cut to :data:`MAX_ECHO`
+    characters (a long text) or summed up in as many (a list or object)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)  # JSON has no NaN
+    if value is None or isinstance(value, bool | int):
+        return value if abs(value or 0) < 10**40 else _ECHO.repr(value)
+    if isinstance(value, str):
+        return value if len(value) <= MAX_ECHO else value[:MAX_ECHO] + "…"
+    text = _ECHO.repr(value)
+    return text if len(text) <= MAX_ECHO else text[:MAX_ECHO] + "…"
+
+
 def install_api_errors(web: Any) -> None:
-    """401/403 for keys, 422 for invalid items (as FastAPI's own validation errors)."""
+    """401/403 for keys, 422 for invalid items (as FastAPI's own validation errors, whose
+    ``input`` is cut short: :func:`_echo`)."""
+
+    @web.exception_handler(RequestValidationError)
+    def unprocessable(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{**error, "input": _echo(error["input"])} if "input" in error else error
+                  for error in exc.errors()]
+        return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
 
     @web.exception_handler(ApiKeyRefused)
     def refused(_request: Request, exc: ApiKeyRefused) -> JSONResponse:

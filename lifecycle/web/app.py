@@ -6,10 +6,12 @@ from datetime import timedelta
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from lifecycle.apikeys import ApiKeyRefused, authenticate
 from lifecycle.app import App
 from lifecycle.clock import real_seconds
 from lifecycle.models import Customer, Message, Order, ProcessHeartbeat
@@ -33,7 +35,9 @@ PAGE_POLICY = ("script-src 'none'; object-src 'none'; base-uri 'none'; form-acti
 
 
 def create_app(app: App) -> FastAPI:
-    web = FastAPI(title="Lifecycle", version="0.1.0")
+    # The API documents are served below, to staff and API clients only.
+    web = FastAPI(title="Lifecycle", version="0.1.0", docs_url=None, redoc_url=None,
+                  openapi_url=None)
     web.state.lifecycle = app
     web.include_router(webhook_routes(app))
     web.include_router(subscription_routes(app))
@@ -48,15 +52,50 @@ def create_app(app: App) -> FastAPI:
 
     @web.middleware("http")
     async def page_headers(request: Request, call_next: Any) -> Any:
-        """Every HTML page: no script runs (none is needed), no other site may frame it, forms
-        post only here, and links do not leak paths (customer ids) to other sites."""
+        """Every answer: kept in no cache (staff pages, customer data, and the pages behind a
+        mail's links are personal; nothing here is static).  Every HTML page: no script runs
+        (none is needed), no other site may frame it, forms post only here, and links do not
+        leak paths (customer ids) to other sites."""
         answer = await call_next(request)
+        answer.headers.setdefault("Cache-Control", "no-store")
         if answer.headers.get("content-type", "").startswith("text/html"):
             answer.headers.setdefault("Content-Security-Policy", PAGE_POLICY)
             answer.headers.setdefault("X-Frame-Options", "DENY")
             answer.headers.setdefault("Referrer-Policy", "same-origin")
             answer.headers.setdefault("X-Content-Type-Options", "nosniff")
         return answer
+
+    def may_read_docs(request: Request) -> bool:
+        """Whether ``request`` may read the API documents: ``LIFECYCLE_PUBLIC_API_DOCS``, a
+        staff login, or a valid API key (of any scope) in ``Authorization: Bearer``."""
+        if app.settings.public_api_docs or gate.visitor(request).staff is not None:
+            return True
+        scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not presented.strip():
+            return False
+        try:
+            with app.engine.begin() as conn:  # no key has the empty scope: 403 means valid
+                authenticate(conn, presented.strip(), "", app.clock.now())
+        except ApiKeyRefused as exc:
+            return exc.status == 403
+        return False
+
+    def not_found() -> Response:
+        return Response("Not Found", status_code=404, media_type="text/plain")
+
+    @web.get("/openapi.json", include_in_schema=False)
+    def openapi(request: Request) -> Response:
+        return JSONResponse(web.openapi()) if may_read_docs(request) else not_found()
+
+    @web.get("/docs", include_in_schema=False)
+    def docs(request: Request) -> Response:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="Lifecycle API") \
+            if may_read_docs(request) else not_found()
+
+    @web.get("/redoc", include_in_schema=False)
+    def redoc(request: Request) -> Response:
+        return get_redoc_html(openapi_url="/openapi.json", title="Lifecycle API") \
+            if may_read_docs(request) else not_found()
 
     @web.get("/healthz")
     def healthz() -> JSONResponse:

@@ -62,7 +62,9 @@ def feedback_routes(app: App) -> APIRouter:
 
     @router.get("/f/{token}", response_class=HTMLResponse)
     def click(request: Request, token: str, score: str = "") -> Response:
-        if not score.isdigit() or int(score) not in SCORES:
+        # ASCII digits only: "¹" is a digit to str.isdigit, and int() refuses it
+        if not (score.isascii() and score.isdigit() and len(score) <= 2) \
+                or int(score) not in SCORES:
             return linked.bad_link(request)
         return answer(request, token, int(score), None)
 

@@ -12,14 +12,14 @@ who never got it.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncGenerator
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Annotated, Any, NamedTuple
 from urllib.parse import parse_qs
 
 from fastapi import HTTPException, Request
+from fastapi import Path as InPath
 from fastapi.responses import Response
 from fastapi.templating import Jinja2Templates
 from jinja2 import pass_context
@@ -34,6 +34,7 @@ from lifecycle.models import Message
 from lifecycle.money import FALLBACK_LOCALE, money, number, reader_locale
 from lifecycle.segments.definitions import segment_words
 from lifecycle.subscriptions import customer_of
+from lifecycle.timeline import MAX_ROW_ID
 from lifecycle.timeutil import as_utc, zone
 
 
@@ -64,55 +65,29 @@ templates.env.filters.update({"money": _money, "number": _number, "local": _loca
                               "segment": segment_words})
 
 
-#: Limits of a posted ``multipart/form-data`` form: fields, files, bytes per part.
+#: Limits of a posted ``multipart/form-data`` form: fields, files, bytes per part.  The
+#: whole body is bounded in size and time before this reads it (:mod:`lifecycle.web.limits`).
 MAX_FORM_FIELDS, MAX_FORM_FILES, MAX_FORM_PART = 100, 10, 64 * 1024
-#: Largest form body read (bytes), in either encoding: the largest form a page posts (a
-#: 4,000-character comment, URL-encoded) is well below it.
-MAX_FORM_BYTES = 256 * 1024
-#: Seconds a client may take to send a form body, from the first byte read.
-FORM_SECONDS = 10.0
-
-
-async def read_body(request: Request, limit: int, seconds: float) -> bytes:
-    """The request's body, refused before it is read if it is larger than ``limit`` bytes.
-
-    A declared ``Content-Length`` over ``limit`` is refused at once (413) without
-    reading a byte; a body without one (chunked) is read up to ``limit`` and then
-    refused (413); a body not complete within ``seconds`` is refused (408), so a
-    slow or endless body holds neither memory nor the connection for long.
-    """
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise HTTPException(413, f"The body is larger than {limit} bytes.")
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async with asyncio.timeout(seconds):
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise HTTPException(413, f"The body is larger than {limit} bytes.")
-                chunks.append(chunk)
-    except TimeoutError:
-        raise HTTPException(408, f"The body did not arrive within {seconds:g} seconds.") from None
-    except ClientDisconnect:
-        raise HTTPException(400, "The client went away before its body arrived.") from None
-    return b"".join(chunks)
 
 
 async def read_form(request: Request) -> dict[str, list[str]]:
     """The form a page or a mail client posted, URL-encoded or ``multipart/form-data`` (what
     RFC 8058 recommends for one-click unsubscribes): each field a list, as it may repeat.
 
-    The body is bounded before it is read (:func:`read_body`: :data:`MAX_FORM_BYTES`,
-    :data:`FORM_SECONDS`).  File parts are ignored; a multipart body that cannot be read
+    The body is bounded in size and time as it arrives (:mod:`lifecycle.web.limits`).
+    NUL characters are taken out (no form needs one; PostgreSQL stores none).  File parts
+    are ignored; a multipart body that cannot be read
     (malformed, or over :data:`MAX_FORM_FIELDS` / :data:`MAX_FORM_FILES` /
     :data:`MAX_FORM_PART`) reads as an empty form.
     """
-    body = await read_body(request, MAX_FORM_BYTES, FORM_SECONDS)
+    try:
+        body = await request.body()
+    except ClientDisconnect:
+        raise HTTPException(400, "The client went away before its body arrived.") from None
     media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     if media_type != "multipart/form-data":
-        return parse_qs(body.decode("utf-8", "replace"))
+        return {name.replace("\x00", ""): [v.replace("\x00", "") for v in values]
+                for name, values in parse_qs(body.decode("utf-8", "replace")).items()}
 
     async def chunks() -> AsyncGenerator[bytes, None]:
         yield body
@@ -126,9 +101,34 @@ async def read_form(request: Request) -> dict[str, list[str]]:
     fields: dict[str, list[str]] = {}
     for name, value in form.multi_items():
         if isinstance(value, str):
-            fields.setdefault(name, []).append(value)
+            fields.setdefault(name.replace("\x00", ""), []).append(value.replace("\x00", ""))
     await form.close()
     return fields
+
+
+#: Longest search text taken (characters): an address is at most 320.
+MAX_SEARCH = 320
+
+
+def search_problem(text: str) -> Response | None:
+    """422 for search text no customer can match: more than :data:`MAX_SEARCH` characters
+    (SQLite refuses a LIKE pattern over 50,000 bytes); None for any other text.  (A NUL
+    character never gets here: :mod:`lifecycle.web.limits` refuses the address.)"""
+    if len(text) > MAX_SEARCH:
+        return Response(f"The search is longer than {MAX_SEARCH} characters.", status_code=422)
+    return None
+
+
+def row_id(text: str) -> int | None:
+    """``text`` as a row id if it is one: ASCII digits of a number a BIGINT holds ("¹" and 20
+    digits are none); else None."""
+    if text.isascii() and text.isdigit() and len(text) <= 19 and int(text) <= MAX_ROW_ID:
+        return int(text)
+    return None
+
+
+#: A row id in a route's path: 422 for one no BIGINT holds, instead of the database's error.
+RowId = Annotated[int, InPath(ge=0, le=MAX_ROW_ID)]
 
 
 def field(form: dict[str, list[str]], name: str, strip: bool = True) -> str:

@@ -31,7 +31,7 @@ from lifecycle.results import flow_results, segment_sizes
 from lifecycle.segments.definitions import segment_words
 from lifecycle.segments.service import definitions
 from lifecycle.web.charts import line_chart
-from lifecycle.web.linked import field, templates
+from lifecycle.web.linked import field, row_id, search_problem, templates
 from lifecycle.web.staff import Gate
 from lifecycle.yamlfile import InvalidFile
 
@@ -96,6 +96,9 @@ def manager_routes(app: App, gate: Gate) -> APIRouter:
             return refused
         mails, person, missing = [], None, False
         key = customer.strip()
+        problem = search_problem(key)
+        if problem is not None:
+            return problem
         with app.engine.connect() as conn:
             if key:
                 c = Customer.__table__
@@ -117,11 +120,11 @@ def manager_routes(app: App, gate: Gate) -> APIRouter:
             return refused
         flow = catalogue(app).flows.get(name)
         step_id, template = field(form, "step"), field(form, "template")
-        nonce, customer_id = field(form, "nonce"), field(form, "customer_id")
+        nonce, customer_id = field(form, "nonce"), row_id(field(form, "customer_id"))
         step = next((s for s in flow.steps if s.id == step_id), None) if flow else None
         if step is None or not isinstance(step.action, Send) or template not in {
                 v.template for v in step.action.variants} or not nonce \
-                or not customer_id.isdigit():
+                or customer_id is None:
             return Response("No such flow step or template.", status_code=404)
         action = step.action
 
@@ -133,11 +136,11 @@ def manager_routes(app: App, gate: Gate) -> APIRouter:
                 context["offer"] = offer_context(action.offer)
             with app.engine.begin() as conn:
                 if conn.execute(select(Customer.id).where(
-                        Customer.id == int(customer_id))).first() is None:
+                        Customer.id == customer_id)).first() is None:
                     return False
                 insert_new(conn, Message.__table__, [{
                     "idempotency_key": f"test:{who.staff.id}:{nonce}",
-                    "customer_id": int(customer_id), "enrollment_id": None, "flow": None,
+                    "customer_id": customer_id, "enrollment_id": None, "flow": None,
                     "step": step_id, "template": template, "variant": None,
                     "to_email": who.staff.email, "status": MessageStatus.SCHEDULED.value,
                     "due_at": now, "attempts": 0, "context": context, "created_at": now,

@@ -39,10 +39,10 @@ from lifecycle.models import (
 from lifecycle.segments.explain import NotACustomerYet, explain
 from lifecycle.segments.service import definitions
 from lifecycle.staff import allows, check_password, staff_by_id
-from lifecycle.timeline import MAX_PAGE, MAX_ROW_ID, PAGE, TIMELINE_KINDS, next_cursor
+from lifecycle.timeline import MAX_PAGE, PAGE, TIMELINE_KINDS, next_cursor
 from lifecycle.timeline import page as timeline_page
 from lifecycle.timeutil import as_utc
-from lifecycle.web.linked import field, read_form, templates
+from lifecycle.web.linked import RowId, field, read_form, row_id, search_problem, templates
 from lifecycle.yamlfile import InvalidFile
 
 SESSION_COOKIE = "lifecycle_session"
@@ -171,6 +171,9 @@ def staff_routes(app: App, gate: Gate) -> APIRouter:
             return refused
         found: list[Any] = []
         text = q.strip()
+        problem = search_problem(text)
+        if problem is not None:
+            return problem
         if text:
             c = Customer.__table__
             pattern = f"%{text.lower()}%"
@@ -185,7 +188,7 @@ def staff_routes(app: App, gate: Gate) -> APIRouter:
             "who": who, "q": text, "found": found, "limit": SEARCH_LIMIT})
 
     @router.get("/customers/{customer_id}/mails/{message_id}", response_class=HTMLResponse)
-    def mail(request: Request, customer_id: int, message_id: int) -> Response:
+    def mail(request: Request, customer_id: RowId, message_id: RowId) -> Response:
         """One mail as it was sent: its kept content, status and every attempt."""
         who, refused = guard(request, "support")
         if refused:
@@ -206,7 +209,7 @@ def staff_routes(app: App, gate: Gate) -> APIRouter:
             "tz": person.timezone or app.settings.timezone})
 
     @router.post("/customers/{customer_id}/mails/{message_id}/{action}")
-    async def hold(request: Request, customer_id: int, message_id: int,
+    async def hold(request: Request, customer_id: RowId, message_id: RowId,
                    action: str) -> Response:
         who, _form, refused = await posted(request, "support")
         if refused:
@@ -227,7 +230,7 @@ def staff_routes(app: App, gate: Gate) -> APIRouter:
         return RedirectResponse(f"{await run_in_threadpool(path_of, customer_id)}#upcoming", status_code=303)
 
     @router.post("/customers/{customer_id}/notes")
-    async def note(request: Request, customer_id: int) -> Response:
+    async def note(request: Request, customer_id: RowId) -> Response:
         who, form, refused = await posted(request, "support")
         if refused:
             return refused
@@ -307,9 +310,9 @@ def customer_by_key(conn: Any, key: str) -> Any | None:
     """The customer whose shop id (``customer_id``) is ``key``, else whose row id it is."""
     c = Customer.__table__
     row = conn.execute(select(c).where(c.c.external_id == key)).first()
-    if row is None and key.isascii() and key.isdigit() and len(key) <= 19 \
-            and int(key) <= MAX_ROW_ID:  # a row id ("²" or 30 digits are none)
-        row = conn.execute(select(c).where(c.c.id == int(key))).first()
+    number = row_id(key)  # a row id ("²" or 30 digits are none)
+    if row is None and number is not None:
+        row = conn.execute(select(c).where(c.c.id == number)).first()
     return row
 
 

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from lifecycle.app import App
 from lifecycle.links import inbound_key_ok
@@ -32,16 +34,12 @@ from lifecycle.mail.signature import (
     WebhookVerifier,
 )
 from lifecycle.subscriptions import MARKETING, customer_of, unsubscribe
-from lifecycle.web.linked import read_body
 
 log = logging.getLogger(__name__)
-#: Largest form part accepted (bytes): Inbound Parse posts up to 20 MB in all.
+#: Largest text part of an Inbound Parse form kept in memory (bytes); the whole post is
+#: bounded in size and time as it arrives (:mod:`lifecycle.web.limits`), attachments
+#: spool to disk.
 MAX_INBOUND_PART = 20 * 1024 * 1024
-#: Largest Event Webhook post read (bytes): SendGrid posts batches of up to 768 KB, and
-#: anyone may post before the signature is checked.
-MAX_EVENTS_BODY = 4 * 1024 * 1024
-#: Seconds an Event Webhook post may take to arrive.
-EVENTS_SECONDS = 30.0
 
 
 def webhook_routes(app: App) -> APIRouter:
@@ -52,7 +50,10 @@ def webhook_routes(app: App) -> APIRouter:
     @router.post("/webhooks/sendgrid/events")
     async def sendgrid_events(request: Request) -> JSONResponse:
         """SendGrid's Event Webhook: a signed JSON array of events."""
-        body = await read_body(request, MAX_EVENTS_BODY, EVENTS_SECONDS)
+        try:  # bounded in size and time as it arrives: lifecycle.web.limits
+            body = await request.body()
+        except ClientDisconnect:
+            return JSONResponse({"error": "the body did not arrive"}, status_code=400)
         if verifier is None:
             log.warning("A SendGrid event post was refused: SENDGRID_WEBHOOK_PUBLIC_KEY is not "
                         "set, so its signature cannot be checked.")
@@ -65,12 +66,17 @@ def webhook_routes(app: App) -> APIRouter:
             log.warning("A SendGrid event post was refused: %s.", exc)
             return JSONResponse({"error": f"bad signature: {exc}"}, status_code=403)
         try:
-            items = json.loads(body)
+            items = events_of(body)
         except (ValueError, UnicodeDecodeError) as exc:
-            return JSONResponse({"error": f"the body is not JSON: {exc}"}, status_code=400)
+            return JSONResponse({"error": f"the body is not JSON: {str(exc)[:200]}"},
+                                status_code=400)
         if not isinstance(items, list):
             return JSONResponse({"error": "the body must be a JSON array of events, not "
                                           f"{type(items).__name__}"}, status_code=400)
+        items = [None if item is None or _too_deep(item) else item for item in items]
+        if None in items:  # each is counted as ignored in the receipt
+            log.warning("%d item(s) of a SendGrid event post were skipped: nested deeper than "
+                        "%d levels.", items.count(None), MAX_EVENT_DEPTH)
         if b"\\u0000" in body:  # checked on the bytes: nearly never, so nearly free
             items = without_nul(items)
         try:
@@ -95,7 +101,9 @@ def webhook_routes(app: App) -> APIRouter:
                                       max_part_size=MAX_INBOUND_PART)
         except Exception as exc:  # noqa: BLE001 - any unreadable form is the sender's fault
             return JSONResponse({"error": f"not a multipart form: {exc}"}, status_code=400)
-        fields = {k: v for k, v in form.items() if isinstance(v, str)}
+        # no NUL characters: PostgreSQL stores none, and a post refused for one comes again
+        fields = {k.replace("\x00", ""): v.replace("\x00", "") for k, v in form.items()
+                  if isinstance(v, str)}
         if "from" not in fields and "headers" not in fields:
             return JSONResponse({"error": "not an Inbound Parse post: no from or headers "
                                           "field"}, status_code=400)
@@ -108,6 +116,76 @@ def webhook_routes(app: App) -> APIRouter:
         return JSONResponse(outcome)  # 200 even when unmatched: a retry would not match either
 
     return router
+
+
+#: Deepest nesting of one event kept (levels): SendGrid's events are flat objects with a few
+#: lists (categories); a deeper one is skipped (counted ``ignored``), the rest of its post kept.
+MAX_EVENT_DEPTH = 32
+_STRUCTURE = re.compile(rb'[\\"\[\]{},]')
+
+
+def events_of(body: bytes) -> Any:
+    """The JSON of an event post.  An array nested deeper than Python's parser goes is split
+    into its items without parsing them; each item too deep to parse is None (skipped), so
+    the events beside it are kept.  ValueError for a body that is not JSON."""
+    try:
+        return json.loads(body)
+    except RecursionError:
+        pass
+    items: list[Any] = []
+    for start, end, depth in _top_level_items(body):
+        if depth > MAX_EVENT_DEPTH:
+            items.append(None)
+            continue
+        items.append(json.loads(body[start:end]))
+    return items
+
+
+def _top_level_items(body: bytes) -> list[tuple[int, int, int]]:
+    """The items of the JSON array ``body`` as (start, end, nesting depth), found by a scan
+    of its brackets, quotes and commas (strings and their escapes skipped)."""
+    spans: list[tuple[int, int, int]] = []
+    depth, deepest, start, in_string, escaped_at = 0, 0, -1, False, -1
+    for found in _STRUCTURE.finditer(body):
+        at, char = found.start(), found.group()
+        if at == escaped_at:
+            continue
+        if in_string:
+            if char == b"\\":
+                escaped_at = at + 1
+            elif char == b'"':
+                in_string = False
+            continue
+        if char == b'"':
+            in_string = True
+        elif char in b"[{":
+            if depth == 0:
+                if char != b"[":
+                    raise ValueError("the body is not a JSON array")
+                start = at + 1
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in b"]}":
+            depth -= 1
+            if depth == 0:
+                if body[start:at].strip():
+                    spans.append((start, at, deepest - 1))
+                return spans
+        elif char == b"," and depth == 1:
+            spans.append((start, at, deepest - 1))
+            start, deepest = at + 1, 1
+    raise ValueError("the body ends inside its array")
+
+
+def _too_deep(value: Any, depth: int = 0) -> bool:
+    """Whether ``value`` nests lists and objects deeper than :data:`MAX_EVENT_DEPTH`."""
+    if depth > MAX_EVENT_DEPTH:
+        return True
+    if isinstance(value, dict):
+        return any(_too_deep(v, depth + 1) for v in value.values())
+    if isinstance(value, list):
+        return any(_too_deep(v, depth + 1) for v in value)
+    return False
 
 
 def _inbound(app: App, inbound: Inbound) -> dict[str, Any]:
