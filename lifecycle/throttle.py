@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -30,6 +31,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from lifecycle.models import LoginThrottle
 from lifecycle.timeutil import as_utc
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -135,6 +138,10 @@ def failed(conn: Connection, keys: list[Key], now: datetime) -> timedelta | None
             _set(conn, key, failures=0, blocks=row.blocks + 1, blocked_until=now + length,
                  window_started_at=now, updated_at=now)
             longest = max(longest or length, length)
+            log.warning("Logins %s are blocked for %d seconds after %d failures (block %d "
+                        "in a row).", f"from {key[1]}" if key[0] == "address"
+                        else f"as the account name hashed {key[1][:12]}…",
+                        length.total_seconds(), row.failures, row.blocks + 1)
     return longest
 
 

@@ -335,3 +335,19 @@ def test_behind_a_trusted_proxy_the_forwarded_client_address_is_counted(app: App
     with app.engine.connect() as conn:
         assert set(conn.execute(select(LoginThrottle.key).where(
             LoginThrottle.kind == "address")).scalars()) == {"198.51.100.7", "203.0.113.9"}
+
+
+def test_a_block_is_logged_with_the_address_and_never_the_name_typed(
+        app: App, caplog: pytest.LogCaptureFixture) -> None:
+    web = client(app, OFFICE)
+    with caplog.at_level("WARNING", logger="lifecycle.throttle"):
+        for n in range(5):
+            attempt(web, "secret.name@shop.example", f"wrong {n}")
+        for n in range(15):
+            attempt(web, f"guess{n}@shop.example", "wrong password")
+    said = [r.getMessage() for r in caplog.records if r.name == "lifecycle.throttle"]
+    assert len(said) == 2 and said[0].startswith("Logins as the account name hashed ")
+    assert said[0].endswith("are blocked for 60 seconds after 5 failures (block 1 in a row).")
+    assert said[1] == ("Logins from 198.51.100.7 are blocked for 60 seconds after 20 failures "
+                       "(block 1 in a row).")
+    assert not any("secret.name" in line for line in said)
