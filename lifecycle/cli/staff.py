@@ -26,7 +26,8 @@ def staff() -> None:
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input "
               "instead of asking for it.")
 def staff_add(email: str, role: str, name: str | None, password_stdin: bool) -> None:
-    """Create a staff account (the password is asked for, twice)."""
+    """Create a staff account (the password is asked for, twice: at least 12 characters, not
+    easy to guess — a refused one is explained)."""
     from lifecycle.staff import add_staff
 
     password = (sys.stdin.readline().rstrip("\n") if password_stdin else
@@ -46,7 +47,8 @@ def staff_add(email: str, role: str, name: str | None, password_stdin: bool) -> 
               "instead of asking for it.")
 @click.option("--generate", is_flag=True, help="Make a random password and print it.")
 def staff_password(email: str, password_stdin: bool, generate: bool) -> None:
-    """Set a new password for a staff account (a forgotten one, or the demo's admin)."""
+    """Set a new password for a staff account (a forgotten one, or the demo's admin); ends the
+    account's sessions and lifts a login block of its name."""
     import secrets
 
     from lifecycle.staff import set_password

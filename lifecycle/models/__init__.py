@@ -11,11 +11,12 @@ from lifecycle.models.journeys import (
                                        TriggerCursor,
 )
 from lifecycle.models.messages import Message, MessageContent, MessageStatus, ProviderEvent
-from lifecycle.models.staff import ApiKey, ProcessHeartbeat, StaffRole, StaffUser
+from lifecycle.models.staff import ApiKey, LoginThrottle, ProcessHeartbeat, StaffRole, StaffUser
 from lifecycle.models.touchpoints import Suppression, SuppressionReason, Touchpoint, email_hash
 
 __all__ = [
-    "ApiKey", "Base", "Customer", "EnrollmentStatus", "FlowEnrollment", "InstanceSecret", "Message",
+    "ApiKey", "Base", "Customer", "EnrollmentStatus", "FlowEnrollment", "InstanceSecret",
+    "LoginThrottle", "Message",
     "MessageContent", "MessageStatus", "Order", "OrderStatus", "ProcessHeartbeat",
     "ProviderEvent", "SegmentCalibration",
     "SegmentMembership", "StaffRole", "StaffUser", "Suppression", "SuppressionReason",

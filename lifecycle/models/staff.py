@@ -31,6 +31,24 @@ class StaffUser(IdMixin, Base):
     is_active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime]
     last_login_at: Mapped[datetime | None]
+    #: Raised by logout, a password change and deactivation; a session cookie carries the
+    #: value it was issued under and is refused once they differ.
+    session_epoch: Mapped[int] = mapped_column(default=0, server_default="0")
+
+
+class LoginThrottle(Base):
+    """Recent login attempts of one account name or one client address (see
+    :mod:`lifecycle.throttle`): in the database, so every web process counts them."""
+
+    __tablename__ = "login_throttle"
+
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)  # "account" / "address"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failures: Mapped[int] = mapped_column(default=0)
+    blocks: Mapped[int] = mapped_column(default=0)
+    window_started_at: Mapped[datetime]
+    blocked_until: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(index=True)
 
 
 class ApiKey(IdMixin, Base):

@@ -1,7 +1,8 @@
 """Pages for admins: staff accounts and ingest API keys.
 
-An admin adds accounts, changes roles and deactivates accounts (never their
-own: an admin cannot lock everyone out by accident); creates API keys —
+An admin adds accounts, changes roles, sets new passwords and deactivates
+accounts (never their own: an admin cannot lock everyone out by accident; a new
+password and deactivation end the account's sessions); creates API keys —
 shown once, on the page that answers the form, and stored only as a hash —
 and revokes them.
 """
@@ -18,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from lifecycle.apikeys import SCOPES, create_key, revoke
 from lifecycle.app import App
 from lifecycle.models import ApiKey, StaffUser
-from lifecycle.staff import RANK, add_staff, change_staff
+from lifecycle.staff import MIN_PASSWORD, RANK, add_staff, change_staff, set_password
 from lifecycle.web.linked import RowId, field, templates
 from lifecycle.web.staff import Gate, Visitor
 
@@ -41,7 +42,8 @@ def admin_routes(app: App, gate: Gate) -> APIRouter:
         with app.engine.connect() as conn:
             people = list(conn.execute(select(StaffUser.__table__).order_by(StaffUser.email)))
         return templates.TemplateResponse(request, "admin_staff.html", {
-            "who": who, "people": people, "roles": list(RANK), "error": error},
+            "who": who, "people": people, "roles": list(RANK), "error": error,
+            "min_password": MIN_PASSWORD},
             status_code=status)
 
     @router.get("/staff", response_class=HTMLResponse)
@@ -83,9 +85,14 @@ def admin_routes(app: App, gate: Gate) -> APIRouter:
         if staff_id == who.staff.id:
             return staff_page(request, who, "You cannot change your own account here.", 422)
         role, active = field(form, "role") or None, field(form, "active")
+        password = field(form, "password", strip=False)
 
         def write() -> bool:
             with app.engine.begin() as conn:
+                if password:
+                    email = conn.execute(select(StaffUser.email).where(
+                        StaffUser.id == staff_id)).scalar()
+                    return email is not None and set_password(conn, email, password)
                 return change_staff(conn, staff_id, role=role,
                                     active={"yes": True, "no": False}.get(active))
 

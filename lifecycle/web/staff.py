@@ -3,10 +3,15 @@ a customer's page and timeline, a sent mail, pausing mails, notes.  Managers' pa
 :mod:`lifecycle.web.manage`, admins' in :mod:`lifecycle.web.admin`.
 
 Sessions are a signed cookie (HMAC with the secret key, :attr:`lifecycle.app.App.keys`,
-see :mod:`lifecycle.links`): the staff id, when it was issued (a session lasts
-:data:`SESSION_HOURS`) and the session's CSRF token, which every form
-carries and every POST must return.  The login form, which has no session
-yet, uses a double-submit cookie instead.  Each page names the least role it
+see :mod:`lifecycle.links`): the staff id, the account's session epoch when it was
+issued, when it was issued (a session lasts :data:`SESSION_HOURS`) and the
+session's CSRF token, which every form carries and every POST must return.
+Every request reads the account: a session of an inactive account, or one
+issued before the account's epoch was raised (logout, a new password,
+deactivation — in any process), is no session.  The login form, which has no
+session yet, uses a double-submit cookie instead; login attempts are throttled
+per account name and per client address (:mod:`lifecycle.throttle`), a blocked
+attempt answered 429 with how long to wait.  Each page names the least role it
 needs; a visitor without a session is sent to the login page, a staff member
 without the role gets 403.
 """
@@ -14,8 +19,10 @@ without the role gets 403.
 from __future__ import annotations
 
 import hmac
+import math
 import secrets
 import time
+from datetime import timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -38,7 +45,8 @@ from lifecycle.models import (
 )
 from lifecycle.segments.explain import NotACustomerYet, explain
 from lifecycle.segments.service import definitions
-from lifecycle.staff import allows, check_password, staff_by_id
+from lifecycle.staff import allows, check_password, end_sessions, staff_by_id
+from lifecycle.throttle import admit, failed, keys_of, succeeded
 from lifecycle.timeline import MAX_PAGE, PAGE, TIMELINE_KINDS, next_cursor
 from lifecycle.timeline import page as timeline_page
 from lifecycle.timeutil import as_utc
@@ -79,6 +87,8 @@ class Gate:
         if data and fresh:
             with self.app.engine.connect() as conn:
                 staff = staff_by_id(conn, int(data["u"]))
+            if staff is not None and data.get("e") != staff.session_epoch:
+                staff = None  # ended by logout, a new password or deactivation
         return Visitor(staff, str(data.get("x", "")) if staff else "")
 
     def guard(self, request: Request, role: str) -> tuple[Visitor, Response | None]:
@@ -137,16 +147,35 @@ def staff_routes(app: App, gate: Gate) -> APIRouter:
         if not expected or not hmac.compare_digest(typed["csrf"], expected):
             return Response("The login form expired; reload it.", status_code=403)
 
-        def check() -> Any:
-            with app.engine.begin() as conn:
-                return check_password(conn, typed["email"], typed["password"], app.clock.now())
+        keys = keys_of(typed["email"], request.client.host if request.client else None)
 
-        staff = await run_in_threadpool(check)
+        def check() -> tuple[Any, timedelta | None]:
+            """The account logged in (or None), and how long to wait if the attempt is
+            refused unchecked or its failure started a block."""
+            with app.engine.begin() as conn:
+                wait = admit(conn, keys, app.clock.now())
+            if wait is not None:
+                return None, wait
+            with app.engine.begin() as conn:
+                staff = check_password(conn, typed["email"], typed["password"], app.clock.now())
+                if staff is None:
+                    return None, failed(conn, keys, app.clock.now())
+                succeeded(conn, keys, app.clock.now())
+                return staff, None
+
+        staff, wait = await run_in_threadpool(check)
         if staff is None:
-            return templates.TemplateResponse(request, "login.html", {
-                "csrf": expected, "next": target,
-                "error": "Wrong email or password."}, status_code=401)
-        session = sign(secret, "session", {"u": staff.id, "t": int(time.time()),
+            error, status = "Wrong email or password.", 401
+            if wait is not None:
+                error, status = (f"Too many failed logins for this email address or from your "
+                                 f"network. Try again in {_duration(wait)}."), 429
+            answer = templates.TemplateResponse(request, "login.html", {
+                "csrf": expected, "next": target, "error": error}, status_code=status)
+            if wait is not None:
+                answer.headers["Retry-After"] = str(math.ceil(wait.total_seconds()))
+            return answer
+        session = sign(secret, "session", {"u": staff.id, "e": staff.session_epoch,
+                                            "t": int(time.time()),
                                             "x": secrets.token_urlsafe(16)})
         answer = RedirectResponse(target, status_code=303)
         answer.set_cookie(SESSION_COOKIE, session, httponly=True, samesite="lax", secure=secure,
@@ -160,6 +189,12 @@ def staff_routes(app: App, gate: Gate) -> APIRouter:
         who = visitor(request)
         if who.staff is not None and not csrf_ok(who, form):
             return Response("Missing or wrong CSRF token.", status_code=403)
+        if who.staff is not None:
+            def end() -> None:
+                with app.engine.begin() as conn:
+                    end_sessions(conn, who.staff.id)
+
+            await run_in_threadpool(end)
         answer = RedirectResponse("/login", status_code=303)
         answer.delete_cookie(SESSION_COOKIE)
         return answer
@@ -324,6 +359,15 @@ def customer_path(row: Any) -> str:
 
 
 templates.env.filters["customer_path"] = customer_path
+
+
+def _duration(wait: timedelta) -> str:
+    """``45 seconds``, ``1 minute``, ``16 minutes`` (rounded up)."""
+    seconds = math.ceil(wait.total_seconds())
+    if seconds < 60:
+        return f"{seconds} second{'s' if seconds != 1 else ''}"
+    minutes = math.ceil(seconds / 60)
+    return f"{minutes} minute{'s' if minutes != 1 else ''}"
 
 
 def _local(target: str) -> str:
