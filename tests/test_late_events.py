@@ -214,3 +214,23 @@ def test_a_mail_settled_by_its_event_is_not_a_duplicate_when_more_events_of_that
     assert row(app, mid).duplicate_at is None
     assert web.get("/healthz").json()["mails_sent_twice"] == 0
     assert accepted(fake)[mid] == 1
+
+
+def test_an_event_stamped_ahead_of_our_clock_counts_from_when_it_reached_us(
+        app: App, web: TestClient, fake: FakeSendGrid) -> None:
+    with app.engine.begin() as conn:
+        other, first, mid = add_campaign(conn, 3, T0)
+    tick(app)
+    send_batch(app, [other], rate=SendRate(0))
+    unknown_outcome(app, fake, first)  # its lease ends at T0
+    # The other mail's event reaches us at T0 + 2 s stamped an hour ahead (a clock running
+    # fast); a third mail, whose outcome is unknown too, ends its lease at T0 + 5 s.
+    advance(app, 2)
+    post(web, app, [at(e, T0 + timedelta(hours=1)) for e in events_of(fake, other)])
+    advance(app, 3)
+    unknown_outcome(app, fake, mid)
+    advance(app, 2 * SETTLE.total_seconds())
+    # The event came after the first lease ended, but before the second: only the first
+    # mail's own event would have come by now.
+    assert tick(app) == [first]
+    assert row(app, mid).status == "sending" and accepted(fake)[mid] == 1

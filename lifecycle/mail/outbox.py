@@ -27,14 +27,21 @@ Crash windows, and what closes each:
    decides by transport:
 
    * file (idempotent: the same file name again): queued again at once;
-   * SendGrid: never resent blindly.  Our message id rides in the mail's
-     ``custom_args``, so every SendGrid event names it.  An event for the
-     mail (``processed``, ``delivered``, …) settles it as ``sent``.  With no
-     event for it ``LIFECYCLE_SETTLE_SECONDS`` after its lease ended, while
-     the webhook was delivering events around that time (one recorded since
-     a settle window before the lease's end, so this mail's would have come),
-     it is queued again.  With the webhook silent, it waits; after a day
-     (SendGrid's retry horizon) it is failed as "outcome unknown".
+   * SendGrid: never resent blindly.  Our message id and the attempt number
+     (``attempts`` after the claim) ride in the mail's ``custom_args``, so
+     every SendGrid event names both.  An event for the mail (``processed``,
+     ``delivered``, …) settles it as ``sent`` (``sent_attempt``: the event's
+     attempt).  It is queued again (``resent_at``) only when no event for it
+     came ``LIFECYCLE_SETTLE_SECONDS`` after its lease ended *and* the webhook
+     has delivered an event of something that happened after that end
+     (:meth:`Outbox.events_caught_up_to`): while SendGrid's events lag, however
+     far, its event may still be on the way, and it waits.  With the webhook
+     silent, it waits; after a day (SendGrid's retry horizon) it is failed as
+     "outcome unknown".  Left open: an event that comes after newer ones (a
+     post SendGrid retries while later ones went through).  The mail has then
+     gone twice, and when that event comes :meth:`Outbox.duplicates` records
+     it — ``duplicate_at``, "sent twice" in the attempt log, an
+     ``email_sent_twice`` touchpoint — for flow results and ``/healthz``.
    * SMTP (neither): failed as "outcome unknown", on the timeline, so that
      support staff decide; a blind resend could deliver it twice.
 3. The transport's request went out but no answer came (timeout, connection
