@@ -138,7 +138,8 @@ SETTINGS: tuple[Setting, ...] = (
             "back."),
     Setting("LIFECYCLE_SETTLE_SECONDS", "900",
             "How long an abandoned or unanswered SendGrid mail waits for SendGrid's events "
-            "before it is sent again (only while the event webhook is delivering events)."),
+            "before it is sent again (only once the event webhook has delivered events of after "
+            "its lease's end: longer while the webhook lags)."),
     Setting("SENDGRID_WEBHOOK_PUBLIC_KEY", "(unset)",
             "Base64 ECDSA public key that signs SendGrid's Event Webhook posts (Mail Settings → "
             "Signed Event Webhook). Without it the event webhook refuses every post."),

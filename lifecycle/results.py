@@ -2,7 +2,9 @@
 
 The cohort of a report is every mail a flow decided (``messages.created_at``)
 in ``[start, end)``.  For each step and A/B variant :func:`flow_results`
-counts the mails decided, sent, and — once each per mail, however often it
+counts the mails decided, sent, sent twice (``duplicates``: SendGrid took two
+attempts of the mail, found when a late event came after it was sent again,
+:meth:`lifecycle.mail.outbox.Outbox.duplicates`), and — once each per mail, however often it
 happened — delivered, opened by a person (privacy-proxy opens are kept
 apart, see :mod:`lifecycle.mail.events`), clicked, replied to, unsubscribed
 from and bounced.
@@ -60,7 +62,7 @@ EVENT_COLUMNS = {
     "unsubscribed": "unsubscribed",
     "email_bounced": "bounced",
 }
-COLUMNS = ("decided", "sent", "delivered", "opened", "clicked", "replied", "unsubscribed",
+COLUMNS = ("decided", "sent", "duplicates", "delivered", "opened", "clicked", "replied", "unsubscribed",
            "bounced", "conversions")
 
 
@@ -131,11 +133,13 @@ def flow_results(conn: Connection, flow: str, start: datetime, end: datetime,
         for variant in variants:
             row(step, variant)
     sent_expr = func.sum(case((m.c.status == MessageStatus.SENT.value, 1), else_=0))
-    for step, variant, decided, sent in conn.execute(
-            select(m.c.step, m.c.variant, func.count(), sent_expr).where(cohort)
+    twice_expr = func.sum(case((m.c.duplicate_at.is_not(None), 1), else_=0))
+    for step, variant, decided, sent, twice in conn.execute(
+            select(m.c.step, m.c.variant, func.count(), sent_expr, twice_expr).where(cohort)
             .group_by(m.c.step, m.c.variant)):
         r = row(step, variant)
         r.counts["decided"], r.counts["sent"] = int(decided), int(sent or 0)
+        r.counts["duplicates"] = int(twice or 0)
     for step, variant, kind, mails in conn.execute(
             select(m.c.step, m.c.variant, t.c.kind, func.count(func.distinct(t.c.message_id)))
             .select_from(t.join(m, m.c.id == t.c.message_id))

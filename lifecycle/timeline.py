@@ -120,6 +120,9 @@ def summary(kind: str, data: dict[str, Any], locale: Any = FALLBACK_LOCALE) -> s
         "order_status_changed": lambda: f"Order {d.get('order_id')} is now {d.get('status')} "
                                         f"(was {d.get('was')}): {_amount(d, locale)}",
         "email_sent": lambda: f"Mail sent: “{d.get('subject') or ''}”{mail}",
+        "email_sent_twice": lambda: "Mail sent twice: SendGrid took attempts "
+                                    + " and ".join(str(a) for a in d.get("attempts") or ())
+                                    + f" (an event came late, after it was sent again){mail}",
         "email_failed": lambda: f"Mail failed: {d.get('reason', '')}",
         "email_processed": lambda: f"Mail accepted by SendGrid{mail}",
         "email_delivered": lambda: f"Mail delivered{mail}",

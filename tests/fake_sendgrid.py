@@ -103,7 +103,10 @@ def check_payload(payload: Any) -> list[dict[str, str]]:
 @dataclass
 class FakeState:
     api_key: str = "SG.test"
-    mode: str = "ok"  # ok | fail (500) | limit (429) | hang | bad_gateway (502)
+    #: ok | fail (500) | limit (429) | hang | bad_gateway (502) | accept_hang (takes the mail,
+    #: logs it and makes its event, then gives no answer: a sender killed now is killed
+    #: between SendGrid's acceptance and its own record of it)
+    mode: str = "ok"
     fail_share: float = 0.0  # share of requests answered 500
     limit_share: float = 0.0  # share of requests answered 429
     #: 500s at most per mail (then it is answered as if no fault were set); None: no bound.
@@ -332,6 +335,9 @@ class FakeSendGrid:
         with s.lock:
             s.accepted.append(record)
             s.events.append(event)
+        if mode == "accept_hang":
+            await asyncio.sleep(s.hang_seconds)
+            return 0, None, {}
         return 202, None, {"X-Message-Id": message_id}
 
 

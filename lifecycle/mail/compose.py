@@ -92,8 +92,10 @@ def compose(settings: Settings, message: Any, rendered: Rendered, now: datetime,
     reply = sign(settings.secret_key, "reply",
                  {"m": message.id, "t": 1} if test else {"m": message.id})
     flow = message.flow or (str(context.get("test_flow") or "") if test else "")
+    # ``attempt``: which post of the mail an event is about (outbox: a late event of an
+    # attempt whose outcome was unknown, after the mail was sent again, is a duplicate).
     ids = {"message_id": message.id, "customer_id": message.customer_id,
-           "flow": flow, "step": message.step or ""}
+           "flow": flow, "step": message.step or "", "attempt": message.attempts}
     headers = {
         "Message-ID": make_msgid(idstring=f"lifecycle.{message.id}", domain=domain),
         "List-Unsubscribe": (f"<{settings.base_url}/u/{unsubscribe}>, "

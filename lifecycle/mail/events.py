@@ -50,6 +50,10 @@ from lifecycle.models import (
 from lifecycle.timeline import MAX_ROW_ID
 
 MESSAGE_ARG = ARG_PREFIX + "message_id"
+#: Which post of the mail (``messages.attempts`` when it was claimed) the event is about.
+ATTEMPT_ARG = ARG_PREFIX + "attempt"
+#: The largest attempt number kept (an INTEGER column); a larger one is not ours.
+MAX_ATTEMPT = 2**31 - 1
 #: The address of every mail of an erased customer: their events reach no timeline.
 ERASED_ADDRESS = "erased@invalid"
 
@@ -119,6 +123,15 @@ def _our_id(event: dict[str, Any]) -> int | None:
     return number if 0 < number <= MAX_ROW_ID else None
 
 
+def _attempt(event: dict[str, Any]) -> int | None:
+    raw = event.get(ATTEMPT_ARG)
+    try:
+        number = int(str(raw)[:12]) if raw is not None else None
+    except ValueError:
+        return None
+    return number if number is not None and 0 < number <= MAX_ATTEMPT else None
+
+
 def _occurred(event: dict[str, Any], now: datetime) -> datetime:
     try:
         return datetime.fromtimestamp(int(event.get("timestamp", 0)), UTC)
@@ -140,7 +153,8 @@ def _store(conn: Connection, events: list[dict[str, Any]], now: datetime,
         "provider_message_id": (str(event["sg_message_id"])[:200]
                                 if event.get("sg_message_id") else None),
         "email": str(event.get("email", ""))[:320] or None,
-        "occurred_at": _occurred(event, now), "recorded_at": now, "data": event}
+        "occurred_at": _occurred(event, now), "recorded_at": now, "data": event,
+        "attempt": _attempt(event)}
         for event in events]
     new = set(insert_new(conn, ProviderEvent.__table__, rows, ("event_id",), "event_id"))
     return [e for e in events if str(e["sg_event_id"])[:100] in new], ours

@@ -27,14 +27,21 @@ Crash windows, and what closes each:
    decides by transport:
 
    * file (idempotent: the same file name again): queued again at once;
-   * SendGrid: never resent blindly.  Our message id rides in the mail's
-     ``custom_args``, so every SendGrid event names it.  An event for the
-     mail (``processed``, ``delivered``, …) settles it as ``sent``.  With no
-     event for it ``LIFECYCLE_SETTLE_SECONDS`` after its lease ended, while
-     the webhook was delivering events around that time (one recorded since
-     a settle window before the lease's end, so this mail's would have come),
-     it is queued again.  With the webhook silent, it waits; after a day
-     (SendGrid's retry horizon) it is failed as "outcome unknown".
+   * SendGrid: never resent blindly.  Our message id and the attempt number
+     (``attempts`` after the claim) ride in the mail's ``custom_args``, so
+     every SendGrid event names both.  An event for the mail (``processed``,
+     ``delivered``, …) settles it as ``sent`` (``sent_attempt``: the event's
+     attempt).  It is queued again (``resent_at``) only when no event for it
+     came ``LIFECYCLE_SETTLE_SECONDS`` after its lease ended *and* the webhook
+     has delivered an event of something that happened after that end
+     (:meth:`Outbox.events_caught_up_to`): while SendGrid's events lag, however
+     far, its event may still be on the way, and it waits.  With the webhook
+     silent, it waits; after a day (SendGrid's retry horizon) it is failed as
+     "outcome unknown".  Left open: an event that comes after newer ones (a
+     post SendGrid retries while later ones went through).  The mail has then
+     gone twice, and when that event comes :meth:`Outbox.duplicates` records
+     it — ``duplicate_at``, "sent twice" in the attempt log, an
+     ``email_sent_twice`` touchpoint — for flow results and ``/healthz``.
    * SMTP (neither): failed as "outcome unknown", on the timeline, so that
      support staff decide; a blind resend could deliver it twice.
 3. The transport's request went out but no answer came (timeout, connection
@@ -76,18 +83,21 @@ Crash windows, and what closes each:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
 from psycopg.types.json import Jsonb
-from sqlalchemy import Connection, bindparam, func, select, text, update
+from sqlalchemy import Connection, bindparam, case, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from lifecycle.db import dumps_json, insert_new, pg_json_array
 from lifecycle.models import Message, MessageContent, MessageStatus, ProviderEvent, Touchpoint
 from lifecycle.timeutil import as_utc
+
+log = logging.getLogger(__name__)
 
 #: How long a queued mail may wait for a worker, and a worker may take to send a
 #: batch, before the mail is handed out again or settled (LIFECYCLE_SEND_LEASE_SECONDS).
@@ -246,55 +256,108 @@ class Outbox:
 
     # -- settling abandoned and unanswered mails ----------------------------
     def settle(self, now: datetime, transport: Any, settle_after: timedelta) -> dict[str, int]:
-        """Decide every ``sending`` row whose lease ran out (see the module doc); counts."""
-        counts = {"requeued": 0, "sent": 0, "failed": 0}
+        """Decide every ``sending`` row whose lease ran out (see the module doc), then record
+        the duplicates late events revealed (:meth:`duplicates`); counts."""
+        counts = {"requeued": 0, "sent": 0, "failed": 0, "duplicates": 0}
         stale = self.conn.execute(select(_messages).where(
             _messages.c.status == _S.SENDING.value, _messages.c.lease_expires_at < now)
             .order_by(_messages.c.id).limit(5000)).all()
-        if not stale:
-            return counts
-        if transport.idempotent:
+        if stale and transport.idempotent:
             for row in stale:
                 counts["requeued"] += self._requeue(row, now, "a worker stopped while sending; "
                                                               "sent again (the transport is idempotent)")
-            return counts
-        if not transport.settles_by_events:
+        elif stale and not transport.settles_by_events:
             for row in stale:
                 counts["failed"] += self.failed(
                     row, now, "outcome unknown: the worker stopped or lost the connection while "
                               "the SMTP server had the mail; not resent, to avoid a duplicate")
-            return counts
-        seen = dict(self.conn.execute(
-            select(_events.c.message_id, func.max(_events.c.provider_message_id))
+        elif stale:
+            self._settle_by_events(stale, now, settle_after, counts)
+        if transport.settles_by_events:
+            counts["duplicates"] = self.duplicates(now)
+        return counts
+
+    def _settle_by_events(self, stale: list[Any], now: datetime, settle_after: timedelta,
+                          counts: dict[str, int]) -> None:
+        seen = {mid: (provider_id, attempt) for mid, provider_id, attempt in self.conn.execute(
+            select(_events.c.message_id, func.max(_events.c.provider_message_id),
+                   func.min(_events.c.attempt))
             .where(_events.c.message_id.in_([r.id for r in stale]),
                    _events.c.event.in_(ACCEPTED_EVENTS))
-            .group_by(_events.c.message_id)).all())
-        # When the webhook last delivered anything: it was flowing around a lease's end if so.
-        last_event = self.conn.execute(select(func.max(_events.c.recorded_at))).scalar()
+            .group_by(_events.c.message_id)).all()}
+        caught_up = self.events_caught_up_to(min(as_utc(r.lease_expires_at) for r in stale))
         for row in stale:
-            ended = row.lease_expires_at
+            ended = as_utc(row.lease_expires_at)
             if row.id in seen:
-                provider_id = (seen[row.id] or "").split(".")[0]
-                counts["sent"] += self.sent([(row, now, provider_id, None)],
-                                            note=f"settled by SendGrid's event: {provider_id}")
+                provider_id = (seen[row.id][0] or "").split(".")[0]
+                if self.sent([(row, now, provider_id, None)],
+                             note=f"settled by SendGrid's event: {provider_id}"):
+                    counts["sent"] += 1
+                    self.conn.execute(update(Message).where(Message.id == row.id).values(
+                        sent_attempt=seen[row.id][1]))
             elif ended < now - GIVE_UP_SETTLING:
                 counts["failed"] += self.failed(
                     row, now, "outcome unknown: SendGrid sent no event for this mail in a day; "
                               "not resent, to avoid a duplicate")
-            elif ended < now - settle_after and last_event is not None \
-                    and as_utc(last_event) > ended - settle_after:
+            elif ended < now - settle_after and caught_up is not None and caught_up >= ended:
                 counts["requeued"] += self._requeue(
-                    row, now, "SendGrid reported no event for this mail while it reported "
-                              "others: it never arrived there; sent again")
-        return counts
+                    row, now, f"SendGrid reported no event for attempt {row.attempts} of this "
+                              "mail while it reported later ones: it never arrived there; sent "
+                              "again", resent=True)
 
-    def _requeue(self, row: Any, now: datetime, reason: str) -> int:
+    def events_caught_up_to(self, since: datetime) -> datetime | None:
+        """How far SendGrid's events have come: the latest time (SendGrid's ``timestamp``, or
+        when we received it if that is earlier: a clock running ahead moves nothing) of the
+        events the webhook delivered since ``since``; None if none came.  A mail whose
+        outcome is unknown is sent again only once this passed the end of its lease: while
+        the webhook lags, its event may still be on the way however long the settle window
+        was."""
+        e = _events
+        found = self.conn.execute(select(func.max(case(
+            (e.c.occurred_at < e.c.recorded_at, e.c.occurred_at), else_=e.c.recorded_at)))
+            .where(e.c.recorded_at >= since)).scalar()
+        return as_utc(found) if found is not None else None
+
+    def duplicates(self, now: datetime) -> int:
+        """Record every mail sent again after an unknown outcome (``resent_at``) for which an
+        event of another attempt than the one recorded as sent has come: SendGrid took it
+        twice.  Each gets ``duplicate_at``, a "sent twice" entry in its attempt log and an
+        ``email_sent_twice`` touchpoint, once; how many were found now.  Late events come for a
+        day (SendGrid's retries), so mails resent up to two days ago are watched."""
+        m, e = _messages, _events
+        others = dict(self.conn.execute(
+            select(m.c.id, func.min(e.c.attempt)).join(e, e.c.message_id == m.c.id)
+            .where(m.c.resent_at >= now - 2 * GIVE_UP_SETTLING, m.c.duplicate_at.is_(None),
+                   m.c.status == _S.SENT.value, m.c.sent_attempt.is_not(None),
+                   e.c.event.in_(ACCEPTED_EVENTS), e.c.attempt.is_not(None),
+                   e.c.attempt != m.c.sent_attempt)
+            .group_by(m.c.id)).all())
+        found = self.conn.execute(select(_messages).where(_messages.c.id.in_(list(others)))
+                                  .order_by(_messages.c.id)).all() if others else []
+        recorded = 0
+        for row in found:
+            attempts = sorted({row.sent_attempt, others[row.id]})
+            detail = (f"SendGrid took attempts {attempts[0]} and {attempts[1]} of this mail: an "
+                      "event came late, after it was sent again")
+            if self.conn.execute(update(Message).where(
+                    Message.id == row.id, Message.duplicate_at.is_(None)).values(
+                    duplicate_at=now, updated_at=now,
+                    attempt_log=_logged(row, now, "sent twice", detail))).rowcount != 1:
+                continue
+            recorded += 1
+            self.touch(row, "email_sent_twice", now, attempts=attempts,
+                       provider_message_id=row.provider_message_id)
+            log.error("Mail %d was sent twice: %s.", row.id, detail)
+        return recorded
+
+    def _requeue(self, row: Any, now: datetime, reason: str, resent: bool = False) -> int:
+        values: dict[str, object] = {"resent_at": now} if resent else {}
         return self.conn.execute(update(Message).where(
             Message.id == row.id, Message.status == _S.SENDING.value).values(
             # the lease it had ran out: the next dispatch (this one too) hands it out
             status=_S.QUEUED.value, lease_expires_at=row.lease_expires_at, updated_at=now,
-            last_error=reason,
-            attempt_log=_logged(row, now, "requeued", reason))).rowcount
+            last_error=reason, attempt_log=_logged(row, now, "requeued", reason),
+            **values)).rowcount
 
     # -- support staff -----------------------------------------------------
     def hold(self, message_id: int, action: str, now: datetime, staff: str) -> bool:
@@ -339,7 +402,7 @@ class Outbox:
 _SENT_PG = text(
     "UPDATE messages SET status = 'sent', sent_at = v.at, updated_at = v.at, "
     "provider_message_id = v.provider_id, last_error = NULL, lease_expires_at = NULL, "
-    "attempt_log = v.log "
+    "attempt_log = v.log, sent_attempt = messages.attempts "
     "FROM unnest(CAST(:ids AS bigint[]), CAST(:ats AS timestamptz[]), "
     f"CAST(:provider_ids AS varchar[]), {pg_json_array('logs')}) AS v(id, at, provider_id, log) "
     "WHERE messages.id = v.id AND messages.status = 'sending' RETURNING messages.id")
@@ -347,4 +410,5 @@ _SENT = update(_messages).where(
     _messages.c.id == bindparam("m_id"), _messages.c.status == _S.SENDING.value).values(
     status=_S.SENT.value, sent_at=bindparam("at"), updated_at=bindparam("at"),
     provider_message_id=bindparam("provider_id"), last_error=None, lease_expires_at=None,
-    attempt_log=bindparam("log", type_=_messages.c.attempt_log.type))
+    attempt_log=bindparam("log", type_=_messages.c.attempt_log.type),
+    sent_attempt=_messages.c.attempts)

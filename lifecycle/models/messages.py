@@ -52,6 +52,14 @@ class Message(IdMixin, Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     provider_message_id: Mapped[str | None] = mapped_column(String(100), index=True)
     sent_at: Mapped[datetime | None]
+    #: The attempt (``attempts`` when it was claimed) SendGrid took, as recorded: from its 202,
+    #: or from the event that settled the mail.
+    sent_attempt: Mapped[int | None]
+    #: When the scheduler queued the mail again because no SendGrid event came for an attempt
+    #: whose outcome was unknown (a late event for that attempt is then a duplicate).
+    resent_at: Mapped[datetime | None] = mapped_column(index=True)
+    #: When an event for another attempt than ``sent_attempt`` showed SendGrid took it twice.
+    duplicate_at: Mapped[datetime | None] = mapped_column(index=True)
     #: Template variables fixed at decision time (order id, offer code, …).
     context: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     #: Every send attempt's outcome: ``[{"at", "outcome", "detail"}, …]``.
@@ -82,6 +90,8 @@ class ProviderEvent(IdMixin, Base):
     occurred_at: Mapped[datetime]
     recorded_at: Mapped[datetime]
     data: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    #: Our attempt number of the mail (``lifecycle_attempt``); None for mail sent without one.
+    attempt: Mapped[int | None]
 
 
 class MessageContent(Base):

@@ -105,6 +105,9 @@ def create_app(app: App) -> FastAPI:
             with app.sessions() as session:
                 beats = session.scalars(select(ProcessHeartbeat)
                                         .order_by(ProcessHeartbeat.name)).all()
+                # mails SendGrid took twice (a late event after a resend: lifecycle.mail.outbox)
+                sent_twice = session.scalar(select(func.count()).select_from(Message).where(
+                    Message.duplicate_at.is_not(None)))
         except SQLAlchemyError as exc:
             return JSONResponse({"ok": False, "database": f"unreachable: {type(exc).__name__}"},
                                 status_code=503)
@@ -114,7 +117,8 @@ def create_app(app: App) -> FastAPI:
              "alive": real_seconds(app.clock, now - b.last_seen_at) < STALE_AFTER.total_seconds(),
              **b.info}
             for b in beats]
-        return JSONResponse({"ok": True, "database": "ok", "processes": processes})
+        return JSONResponse({"ok": True, "database": "ok", "processes": processes,
+                             "mails_sent_twice": sent_twice})
 
     @web.get("/", response_class=HTMLResponse)
     def index(request: Request) -> HTMLResponse:
