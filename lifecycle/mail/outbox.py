@@ -133,12 +133,16 @@ class Outbox:
         self.pg = conn.dialect.name == "postgresql"
 
     # -- handing out -------------------------------------------------------
-    def due(self, now: datetime, limit: int, lease: timedelta = QUEUE_LEASE) -> list[int]:
-        """Hand out due mails: scheduled ones, and queued ones whose lease ran out."""
+    def due(self, now: datetime, limit: int, lease: timedelta = QUEUE_LEASE,
+            every_queued: bool = False) -> list[int]:
+        """Hand out due mails: scheduled ones, and queued ones whose lease ran out (every queued
+        one with ``every_queued``: the broker may have lost their ids)."""
+        queued = _messages.c.status == _S.QUEUED.value
+        if not every_queued:
+            queued = queued & (_messages.c.lease_expires_at < now)
         query = (select(_messages.c.id)
                  .where(((_messages.c.status == _S.SCHEDULED.value) & (_messages.c.due_at <= now))
-                        | ((_messages.c.status == _S.QUEUED.value)
-                           & (_messages.c.lease_expires_at < now)))
+                        | queued)
                  .order_by(_messages.c.due_at, _messages.c.id).limit(limit))
         if self.pg:
             query = query.with_for_update(skip_locked=True)
@@ -147,6 +151,15 @@ class Outbox:
             self.conn.execute(update(Message).where(Message.id.in_(ids)).values(
                 status=_S.QUEUED.value, lease_expires_at=now + lease, updated_at=now))
         return ids
+
+    def release(self, message_ids: list[int], now: datetime) -> int:
+        """End the queue lease of ``message_ids`` still ``queued`` (the broker refused their
+        ids): the next dispatch hands them out again; how many."""
+        if not message_ids:
+            return 0
+        return self.conn.execute(update(Message).where(
+            Message.id.in_(message_ids), Message.status == _S.QUEUED.value).values(
+            lease_expires_at=now, updated_at=now)).rowcount
 
     def claim(self, message_ids: Iterable[int], now: datetime,
               lease: timedelta = SEND_LEASE) -> list[Any]:

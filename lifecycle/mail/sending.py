@@ -24,6 +24,7 @@ from typing import Any
 
 import dramatiq
 from dateutil.relativedelta import relativedelta
+from redis.exceptions import RedisError
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -63,19 +64,27 @@ MAX_ATTEMPTS = 8  # with the default base: waits of 1, 2, 4 … 64 minutes, abou
 
 
 def dispatch(app: App, enqueue: Callable[[list[int]], Any],
-             transport: Transport | None = None) -> int:
+             transport: Transport | None = None, *, hand_out: bool = True,
+             every_queued: bool = False) -> int:
     """Settle abandoned mails, mark due mails queued, then enqueue their ids; the count.
 
     Ids go to the broker only after the commit: a worker never sees a row that
-    is not yet queued.  Whatever is lost on the way is handed out again when
-    its lease runs out.
+    is not yet queued.  Ids the broker refuses are released at once (their
+    lease ends now), so the first dispatch that reaches the broker again hands
+    them out, instead of their waiting out the lease.  ``hand_out`` False only
+    settles (the broker is known to be down: due mails stay ``scheduled``);
+    ``every_queued`` hands out every ``queued`` mail again, its lease running
+    or not (the broker restarted or was unreachable, so it may have lost their
+    ids; a worker that gets an id twice finds the row no longer queued).
+    Whatever else is lost on the way is handed out again when its lease runs out.
     """
     now = app.clock.now()
     transport = transport or transport_for(app.settings)
     with app.engine.begin() as conn:
         outbox = Outbox(conn)
         settled = outbox.settle(now, transport, timedelta(seconds=app.settings.settle_seconds))
-        ids = outbox.due(now, DISPATCH_BATCH, timedelta(seconds=app.settings.send_lease_seconds))
+        ids = outbox.due(now, DISPATCH_BATCH, timedelta(seconds=app.settings.send_lease_seconds),
+                         every_queued=every_queued) if hand_out else []
     if any(settled.values()):
         log.warning("Mails abandoned while sending were settled: %d queued again, %d found sent, "
                     "%d failed as unknown.", settled["requeued"], settled["sent"],
@@ -84,8 +93,10 @@ def dispatch(app: App, enqueue: Callable[[list[int]], Any],
         try:
             enqueue(ids[start:start + SEND_BATCH])
         except Exception as exc:  # noqa: BLE001 - the rows are safe in the database
+            with app.engine.begin() as conn:
+                Outbox(conn).release(ids[start:], now)
             log.warning("The broker did not take %d mails (%s: %s); they are handed out again "
-                        "when their lease runs out.", len(ids) - start, type(exc).__name__, exc)
+                        "as soon as it does.", len(ids) - start, type(exc).__name__, exc)
             break
     return len(ids)
 
@@ -217,24 +228,29 @@ def _render(app: App, keep: list[Any], customers: dict[int, Any], renderer: Rend
 
 
 def _put_back(app: App, rows: list[Any], error: BaseException, outcomes: Counter[str]) -> None:
-    """Put ``rows``, claimed but not posted, back to ``scheduled`` after a short wait (one retry
-    base, jittered), the attempt not counted, because ``error`` stopped the worker before their
-    transport calls started (outbox, crash window 6).  Rows no longer ``sending`` are left as
-    they are; if the database fails here too, the rows stay ``sending`` (window 2)."""
+    """Put ``rows``, claimed but not posted, back to ``scheduled``, the attempt not counted,
+    because ``error`` stopped the worker before their transport calls started (outbox, crash
+    window 6).  After an error of Redis (the send rate's store) they are due at once: while the
+    broker is down the scheduler hands nothing out, and once it answers they go out at the next
+    tick.  After any other error (the database) they are due after one retry base, jittered,
+    so that a lasting fault does not spin.  Rows no longer ``sending`` are left as they are; if
+    the database fails here too, the rows stay ``sending`` (window 2)."""
     if not rows:
         return
     now = app.clock.now()
     reason = f"{NOT_TRIED}: {type(error).__name__}: {error}"
+    due = now if isinstance(error, RedisError) else \
+        now + retry_delay(app.settings.retry_base_seconds, 1)
     put_back = 0
     with app.engine.begin() as conn:
         outbox = Outbox(conn)
         for row in rows:
-            put_back += outbox.later(row, now, now + retry_delay(app.settings.retry_base_seconds, 1),
-                                     reason, refund=True)
+            put_back += outbox.later(row, now, due, reason, refund=True)
     outcomes["later"] += put_back
     log.warning("%d claimed mails were not sent because the worker failed before posting them "
-                "(%s: %s); they are scheduled again, the attempt not counted.", put_back,
-                type(error).__name__, error)
+                "(%s: %s); they are scheduled again %s, the attempt not counted.", put_back,
+                type(error).__name__, error,
+                "for now" if due == now else f"in {(due - now).total_seconds():.0f} seconds")
 
 
 def _hand_over(app: App, ready: list[_Ready], transport: Transport, rate: SendRate | None,
