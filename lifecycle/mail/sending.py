@@ -15,20 +15,22 @@ from __future__ import annotations
 import functools
 import logging
 import random
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import dramatiq
 from dateutil.relativedelta import relativedelta
 from redis.exceptions import RedisError
 from sqlalchemy import select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from lifecycle.app import App
+from lifecycle.clock import real_seconds
 from lifecycle.flows.definitions import Offer
 from lifecycle.mail.compose import Outgoing, compose
 from lifecycle.mail.context import build_context, load_facts
@@ -49,6 +51,7 @@ from lifecycle.subscriptions import MARKETING, flow_scope
 from lifecycle.timeutil import as_utc, zone
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 #: Mails handed to the broker per dispatch.
 DISPATCH_BATCH = 5000
@@ -234,18 +237,21 @@ def _put_back(app: App, rows: list[Any], error: BaseException, outcomes: Counter
     broker is down the scheduler hands nothing out, and once it answers they go out at the next
     tick.  After any other error (the database) they are due after one retry base, jittered,
     so that a lasting fault does not spin.  Rows no longer ``sending`` are left as they are; if
-    the database fails here too, the rows stay ``sending`` (window 2)."""
+    the database fails here too, it is tried again until their lease ends (:func:`_committed`),
+    after which they stay ``sending`` (window 2)."""
     if not rows:
         return
     now = app.clock.now()
     reason = f"{NOT_TRIED}: {type(error).__name__}: {error}"
     due = now if isinstance(error, RedisError) else \
         now + retry_delay(app.settings.retry_base_seconds, 1)
-    put_back = 0
-    with app.engine.begin() as conn:
-        outbox = Outbox(conn)
-        for row in rows:
-            put_back += outbox.later(row, now, due, reason, refund=True)
+
+    def put_back_once() -> int:
+        with app.engine.begin() as conn:
+            outbox = Outbox(conn)
+            return sum(outbox.later(row, now, due, reason, refund=True) for row in rows)
+
+    put_back = _committed(app, rows, "put back untried", put_back_once)
     outcomes["later"] += put_back
     log.warning("%d claimed mails were not sent because the worker failed before posting them "
                 "(%s: %s); they are scheduled again %s, the attempt not counted.", put_back,
@@ -320,10 +326,45 @@ def _hand_over(app: App, ready: list[_Ready], transport: Transport, rate: SendRa
     _record(app, results, outcomes)
 
 
+def _committed(app: App, rows: list[Any], what: str, commit: Callable[[], _T]) -> _T:
+    """``commit()``, one transaction of a batch's bookkeeping for ``rows``, run again after an
+    error of the database (a restart, a lost connection, a failing statement) until the rows'
+    lease ends, waiting 0.2 s, then twice as long each time up to 5 s.  What a worker did or
+    did not post must not be lost to a short outage: a SendGrid mail left ``sending`` that was
+    never posted waits for an event that cannot come.  Once the lease has ended the error goes
+    up and the scheduler settles the rows (outbox, window 2); every transition is conditional,
+    so a late commit changes only rows still ``sending``."""
+    lease_end = min(as_utc(row.lease_expires_at) for row in rows)
+    wait = 0.2
+    while True:
+        try:
+            return commit()
+        except DBAPIError as exc:
+            left = real_seconds(app.clock, lease_end - app.clock.now())
+            if left <= 0:
+                raise
+            log.warning("%d mails could not be recorded as %s (%s: %s); tried again in %.1f "
+                        "seconds, until their lease ends in %.0f seconds.", len(rows), what,
+                        type(exc).__name__, str(exc).splitlines()[0], min(wait, left), left)
+            time.sleep(min(wait, left))
+            wait = min(wait * 2, 5.0)
+
+
 def _record(app: App, results: list[tuple[_Ready, str | SendError, datetime]],
             outcomes: Counter[str]) -> None:
+    """Commit the outcomes of ``results`` (again after a database error while the lease
+    holds, :func:`_committed`) and count them in ``outcomes``."""
     if not results:
         return
+    counted: Counter[str] = Counter()
+    _committed(app, [item.row for item, _result, _at in results], "sent or not",
+               lambda: _record_once(app, results, counted))
+    outcomes.update(counted)
+
+
+def _record_once(app: App, results: list[tuple[_Ready, str | SendError, datetime]],
+                 outcomes: Counter[str]) -> None:
+    outcomes.clear()  # a rolled-back attempt counts nothing
     base = app.settings.retry_base_seconds
     with app.engine.begin() as conn:
         outbox = Outbox(conn)
