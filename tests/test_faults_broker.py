@@ -20,6 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,7 @@ from lifecycle import runtime
 from lifecycle.app import App
 from lifecycle.clock import SystemClock
 from lifecycle.config import load_settings
+from lifecycle.mail.rate import SendRate
 from lifecycle.mail.sending import NOT_TRIED, SEND_BATCH, dispatch, send_batch
 from lifecycle.models import Message, Touchpoint
 from lifecycle.processes import prepare, running_scheduler
@@ -376,3 +378,32 @@ def test_with_a_send_rate_a_worker_whose_redis_is_away_puts_its_batch_back_due_a
         assert dispatch(app, batches.append) == 3
     finally:
         app.close()
+
+
+def test_a_pause_after_a_429_that_redis_cannot_share_still_holds_back_its_own_process() -> None:
+    import redis
+
+    client = redis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=1)
+    try:
+        rate = SendRate(0, client)
+        rate.pause(0.5)  # Redis refuses it: kept in the process, not raised
+        started = time.monotonic()
+        rate.wait_for_pause()  # the shared pause unreadable: this process's own still holds
+        assert time.monotonic() - started >= 0.4
+    finally:
+        client.close()
+
+
+def test_ids_the_broker_refuses_are_handed_out_again_at_the_next_dispatch_not_after_their_lease(
+        app: App) -> None:
+    with app.engine.begin() as conn:
+        ids = add_campaign(conn, 3, app.clock.now())
+
+    def refuse(batch: list[int]) -> None:
+        raise ConnectionError("the broker is away")
+
+    assert dispatch(app, refuse) == 3
+    app.clock.advance(timedelta(seconds=1))  # type: ignore[attr-defined]
+    batches: list[list[int]] = []
+    assert dispatch(app, batches.append) == 3
+    assert sorted(batches[0]) == sorted(ids)

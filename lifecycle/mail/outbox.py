@@ -19,8 +19,12 @@ Crash windows, and what closes each:
 1. The scheduler dies after marking rows ``queued`` but before (or while)
    putting their ids on the broker, or the broker loses them (Redis
    restarted): the queue lease (``lease_expires_at``) runs out and the next
-   dispatch hands them out again.  A worker that gets a duplicate id finds
-   the row no longer ``queued`` and does nothing.
+   dispatch hands them out again.  Sooner where the scheduler sees it
+   (:class:`lifecycle.scheduler.MailJob`): ids the broker refuses are
+   released at once (:meth:`Outbox.release`); while the broker does not
+   answer nothing is handed out; when it answers again, or as a new server,
+   every ``queued`` row is handed out again at once.  A worker that gets a
+   duplicate id finds the row no longer ``queued`` and does nothing.
 2. A worker dies after its claim (``sending``) and before, during or after the
    transport call, before the outcome is committed: the row stays
    ``sending`` until its send lease runs out; :meth:`Outbox.settle` then
@@ -63,15 +67,18 @@ Crash windows, and what closes each:
    rows as it finds them, by status — for SendGrid, whose settlement waits
    ``LIFECYCLE_SETTLE_SECONDS`` more, that needs a stall of that length too.
 6. The worker fails after its claim but before a mail's transport call starts
-   (the send rate's store in Redis unreachable while it waits for a 429's
-   pause or a place in the second's window, the database while rendering):
-   it records the outcomes of the calls it made and puts every mail it had
-   not posted back, ``scheduled`` after one ``LIFECYCLE_RETRY_BASE_SECONDS``
-   (jittered), the attempt not counted, the error in its attempt log — not
-   left ``sending``, where a SendGrid mail that was never posted would wait
-   for an event that cannot come.  Only a mail whose call had started (an
-   error raised by the transport itself) stays ``sending``, settled as in 3.
-   If the database fails for that too, or the worker dies, window 2 applies.
+   (the send rate's store in Redis unreachable while it waits for a place in
+   the second's window, the database while rendering; an unreadable 429
+   pause is not a failure: :mod:`lifecycle.mail.rate`): it records the
+   outcomes of the calls it made and puts every mail it had not posted back,
+   ``scheduled``, the attempt not counted, the error in its attempt log —
+   due at once after a Redis error, after one ``LIFECYCLE_RETRY_BASE_SECONDS``
+   (jittered) after any other — not left ``sending``, where a SendGrid mail
+   that was never posted would wait for an event that cannot come.  Only a
+   mail whose call had started (an error raised by the transport itself)
+   stays ``sending``, settled as in 3.  If the database fails for that too,
+   the worker tries again until the rows' lease ends; after that, or if the
+   worker dies, window 2 applies.
 """
 
 from __future__ import annotations

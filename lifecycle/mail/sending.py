@@ -7,7 +7,8 @@ outside any transaction, while the rows are ``sending`` under a lease (the
 crash windows are in :mod:`lifecycle.mail.outbox`); no call starts later than
 ``LIFECYCLE_SEND_TIMEOUT`` before that lease ends, and a mail the worker fails
 before posting (Redis, the database) goes back untried rather than staying
-``sending``.
+``sending``; the commits of that bookkeeping are tried again after a database
+error while the lease holds.
 """
 
 from __future__ import annotations
