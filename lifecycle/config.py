@@ -175,6 +175,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Worker threads per `lifecycle worker` (or `lifecycle run`) process."),
     Setting("LIFECYCLE_TICK_SECONDS", "5",
             "How often the scheduler looks for due work, in seconds."),
+    Setting("LIFECYCLE_HEARTBEAT_SECONDS", "30",
+            "How often each scheduler and worker process records that it is alive, in seconds; "
+            "`/healthz` shows a process as dead after four missed heartbeats."),
     Setting("LIFECYCLE_FLOWS_DIR", "flows (in the checkout)",
             "Folder of flow files and segments.yaml."),
     Setting("LIFECYCLE_TEMPLATES_DIR", "templates/email (in the checkout)",
@@ -219,6 +222,7 @@ class Settings:
     currency: str = "USD"
     worker_threads: int = 4
     tick_seconds: float = 5.0
+    heartbeat_seconds: float = 30.0
     log_level: str = "INFO"
     flows_dir: Path = PROJECT_ROOT / "flows"
     templates_dir: Path = PROJECT_ROOT / "templates" / "email"
@@ -460,6 +464,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
                                      get("LIFECYCLE_WORKER_THREADS") or "4", int)),
         tick_seconds=float(_positive("LIFECYCLE_TICK_SECONDS",
                                      get("LIFECYCLE_TICK_SECONDS") or "5", float)),
+        heartbeat_seconds=float(_positive("LIFECYCLE_HEARTBEAT_SECONDS",
+                                          get("LIFECYCLE_HEARTBEAT_SECONDS") or "30", float)),
         log_level=log_level,
         flows_dir=_folder("LIFECYCLE_FLOWS_DIR", get("LIFECYCLE_FLOWS_DIR"), PROJECT_ROOT / "flows"),
         templates_dir=_folder("LIFECYCLE_TEMPLATES_DIR", get("LIFECYCLE_TEMPLATES_DIR"),

@@ -21,7 +21,7 @@ from lifecycle import runtime
 from lifecycle.app import App
 from lifecycle.scheduler import Job, Scheduler
 from lifecycle.tasks import broker as broker_module
-from lifecycle.tasks import load_actors
+from lifecycle.tasks import heartbeat, load_actors
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +56,14 @@ def prepare(app: App) -> dramatiq.Broker:
 
 @contextmanager
 def running_worker(app: App, broker: dramatiq.Broker) -> Iterator[dramatiq.Worker]:
+    """dramatiq's worker threads on ``broker``, and this process's own heartbeat (a thread
+    that records it every ``LIFECYCLE_HEARTBEAT_SECONDS``, :func:`heartbeat.beating`)."""
     worker = dramatiq.Worker(broker, worker_threads=app.settings.worker_threads)
     worker.start()
     log.info("The worker started with %d threads.", app.settings.worker_threads)
     try:
-        yield worker
+        with heartbeat.beating(app, "worker", {"threads": app.settings.worker_threads}):
+            yield worker
     finally:
         worker.stop(timeout=WORKER_STOP_TIMEOUT_MS)
         broker.close()

@@ -20,6 +20,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from lifecycle.app import App
 from lifecycle.tasks import heartbeat
+from lifecycle.tasks.broker import broker_epoch
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +47,14 @@ class Job:
 
 
 def heartbeat_job(app: App) -> None:
-    """Record the scheduler's heartbeat and ask a worker to record one too."""
+    """Record the scheduler's heartbeat, delete the rows of processes long gone, and send a
+    worker the broker's round trip to measure (each worker records its own liveness)."""
     now = app.clock.now()
     with app.engine.begin() as conn:
-        heartbeat.record(conn, "scheduler", now, {"tick_seconds": app.settings.tick_seconds})
+        heartbeat.record(conn, "scheduler", now, {
+            "tick_seconds": app.settings.tick_seconds,
+            "heartbeat_seconds": app.settings.heartbeat_seconds})
+        heartbeat.prune(conn, app.clock, now)
     heartbeat.heartbeat.send(now.isoformat())
 
 
@@ -65,25 +70,78 @@ def flows_job(app: App) -> None:
     tick(app)
 
 
+class MailJob:
+    """The ``mail.dispatch`` job of one scheduler, which watches the broker.
+
+    Before handing mails out it asks the broker which life of its server this
+    is (:func:`~lifecycle.tasks.broker.broker_epoch`).  While the broker does
+    not answer it only settles: due mails stay ``scheduled`` and take no
+    lease.  When the broker answers again after an outage this scheduler saw
+    (or one its enqueue met), or as a new server (restarted between two ticks,
+    its messages gone), it hands out every ``queued`` mail again at once: their
+    ids may be lost, and a duplicate id costs a worker nothing.  So mail goes
+    out within a tick of the broker's return instead of after its lease.
+    """
+
+    def __init__(self) -> None:
+        self.epoch: str | None = None
+        self.down = False
+
+    def __call__(self, app: App) -> None:
+        from lifecycle.mail.sending import dispatch
+        from lifecycle.tasks.mail import send
+
+        try:
+            epoch = broker_epoch(send.broker)
+        except Exception as exc:  # noqa: BLE001 - the broker's client errors, whatever they are
+            if not self.down:
+                log.warning("The broker does not answer (%s: %s); due mails wait in the "
+                            "database and go out as soon as it answers again.",
+                            type(exc).__name__, exc)
+            self.down = True
+            dispatch(app, send.send, hand_out=False)
+            return
+        again = self.down or (self.epoch is not None and epoch != self.epoch)
+        refused: list[Exception] = []
+
+        def enqueue(ids: list[int]) -> None:
+            try:
+                send.send(ids)
+            except Exception as exc:
+                refused.append(exc)
+                raise
+
+        handed = dispatch(app, enqueue, every_queued=again)
+        if refused:  # it went away after answering: every id of this tick may be lost
+            self.down = True
+            return
+        if again:
+            restarted = self.epoch is not None and epoch != self.epoch
+            log.warning("The broker answers again%s; %d queued mails were handed out again at "
+                        "once.", " as a new server (restarted)" if restarted else "", handed)
+        self.down, self.epoch = False, epoch
+
+
 def mail_job(app: App) -> None:
+    """One dispatch without watching the broker (see :class:`MailJob`)."""
     from lifecycle.mail.sending import dispatch
     from lifecycle.tasks.mail import send
 
     dispatch(app, send.send)
 
 
-def default_jobs() -> list[Job]:
-    return [Job("system.heartbeat", 30.0, heartbeat_job),
+def default_jobs(heartbeat_seconds: float = 30.0) -> list[Job]:
+    return [Job("system.heartbeat", heartbeat_seconds, heartbeat_job),
             Job("segments.refresh", 300.0, segments_job),
             Job("flows.tick", 0.0, flows_job),
-            Job("mail.dispatch", 0.0, mail_job)]
+            Job("mail.dispatch", 0.0, MailJob())]
 
 
 class Scheduler:
     def __init__(self, app: App, jobs: list[Job] | None = None,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self.app = app
-        self.jobs = default_jobs() if jobs is None else jobs
+        self.jobs = default_jobs(app.settings.heartbeat_seconds) if jobs is None else jobs
         self.monotonic = monotonic  # real seconds (the demo's fast clock does not hurry logs)
         self.outage_since: float | None = None  # when the database stopped answering
         self.outage_reported: float = 0.0

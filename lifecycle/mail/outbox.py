@@ -19,8 +19,12 @@ Crash windows, and what closes each:
 1. The scheduler dies after marking rows ``queued`` but before (or while)
    putting their ids on the broker, or the broker loses them (Redis
    restarted): the queue lease (``lease_expires_at``) runs out and the next
-   dispatch hands them out again.  A worker that gets a duplicate id finds
-   the row no longer ``queued`` and does nothing.
+   dispatch hands them out again.  Sooner where the scheduler sees it
+   (:class:`lifecycle.scheduler.MailJob`): ids the broker refuses are
+   released at once (:meth:`Outbox.release`); while the broker does not
+   answer nothing is handed out; when it answers again, or as a new server,
+   every ``queued`` row is handed out again at once.  A worker that gets a
+   duplicate id finds the row no longer ``queued`` and does nothing.
 2. A worker dies after its claim (``sending``) and before, during or after the
    transport call, before the outcome is committed: the row stays
    ``sending`` until its send lease runs out; :meth:`Outbox.settle` then
@@ -70,15 +74,18 @@ Crash windows, and what closes each:
    rows as it finds them, by status — for SendGrid, whose settlement waits
    ``LIFECYCLE_SETTLE_SECONDS`` more, that needs a stall of that length too.
 6. The worker fails after its claim but before a mail's transport call starts
-   (the send rate's store in Redis unreachable while it waits for a 429's
-   pause or a place in the second's window, the database while rendering):
-   it records the outcomes of the calls it made and puts every mail it had
-   not posted back, ``scheduled`` after one ``LIFECYCLE_RETRY_BASE_SECONDS``
-   (jittered), the attempt not counted, the error in its attempt log — not
-   left ``sending``, where a SendGrid mail that was never posted would wait
-   for an event that cannot come.  Only a mail whose call had started (an
-   error raised by the transport itself) stays ``sending``, settled as in 3.
-   If the database fails for that too, or the worker dies, window 2 applies.
+   (the send rate's store in Redis unreachable while it waits for a place in
+   the second's window, the database while rendering; an unreadable 429
+   pause is not a failure: :mod:`lifecycle.mail.rate`): it records the
+   outcomes of the calls it made and puts every mail it had not posted back,
+   ``scheduled``, the attempt not counted, the error in its attempt log —
+   due at once after a Redis error, after one ``LIFECYCLE_RETRY_BASE_SECONDS``
+   (jittered) after any other — not left ``sending``, where a SendGrid mail
+   that was never posted would wait for an event that cannot come.  Only a
+   mail whose call had started (an error raised by the transport itself)
+   stays ``sending``, settled as in 3.  If the database fails for that too,
+   the worker tries again until the rows' lease ends; after that, or if the
+   worker dies, window 2 applies.
 """
 
 from __future__ import annotations
@@ -143,12 +150,16 @@ class Outbox:
         self.pg = conn.dialect.name == "postgresql"
 
     # -- handing out -------------------------------------------------------
-    def due(self, now: datetime, limit: int, lease: timedelta = QUEUE_LEASE) -> list[int]:
-        """Hand out due mails: scheduled ones, and queued ones whose lease ran out."""
+    def due(self, now: datetime, limit: int, lease: timedelta = QUEUE_LEASE,
+            every_queued: bool = False) -> list[int]:
+        """Hand out due mails: scheduled ones, and queued ones whose lease ran out (every queued
+        one with ``every_queued``: the broker may have lost their ids)."""
+        queued = _messages.c.status == _S.QUEUED.value
+        if not every_queued:
+            queued = queued & (_messages.c.lease_expires_at < now)
         query = (select(_messages.c.id)
                  .where(((_messages.c.status == _S.SCHEDULED.value) & (_messages.c.due_at <= now))
-                        | ((_messages.c.status == _S.QUEUED.value)
-                           & (_messages.c.lease_expires_at < now)))
+                        | queued)
                  .order_by(_messages.c.due_at, _messages.c.id).limit(limit))
         if self.pg:
             query = query.with_for_update(skip_locked=True)
@@ -157,6 +168,15 @@ class Outbox:
             self.conn.execute(update(Message).where(Message.id.in_(ids)).values(
                 status=_S.QUEUED.value, lease_expires_at=now + lease, updated_at=now))
         return ids
+
+    def release(self, message_ids: list[int], now: datetime) -> int:
+        """End the queue lease of ``message_ids`` still ``queued`` (the broker refused their
+        ids): the next dispatch hands them out again; how many."""
+        if not message_ids:
+            return 0
+        return self.conn.execute(update(Message).where(
+            Message.id.in_(message_ids), Message.status == _S.QUEUED.value).values(
+            lease_expires_at=now, updated_at=now)).rowcount
 
     def claim(self, message_ids: Iterable[int], now: datetime,
               lease: timedelta = SEND_LEASE) -> list[Any]:

@@ -4,13 +4,30 @@ With a Redis broker both live in Redis (every worker host sees them); with
 the in-process broker or RabbitMQ they live in the process (a stub beside the
 real backend).  The rate is a fixed one-second window: at most ``rate`` mails
 are handed to the transport in any wall-clock second.
+
+When Redis does not answer, the two differ:
+
+* the pause is advice (posting during it only earns another 429, which puts
+  that mail back untried): a worker that cannot read it goes on as if no
+  other worker had asked for one, keeping to the pauses of its own process,
+  and one that cannot store a pause keeps it in its process;
+* the rate is a promise to the provider that no process can keep alone, so
+  :meth:`SendRate.take` raises the error and the worker puts the mails it has
+  not posted back (:mod:`lifecycle.mail.sending`).
+
+So with no ``LIFECYCLE_SEND_RATE`` a batch is sent whole while Redis is down.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import Any, Protocol
+
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
 
 #: Redis keys (the window key gets the second appended).
 WINDOW_KEY = "lifecycle:send-rate:"
@@ -74,18 +91,38 @@ class SendRate:
         self.rate = rate
         self.store: _Store = _RedisStore(redis_client) if redis_client is not None \
             else _MemoryStore()
+        self.local = _MemoryStore()  # this process's own pauses: kept while Redis is away
+
+    def paused_until(self) -> float:
+        """Until when (Unix seconds) senders wait: the shared pause, or only this process's
+        own when the shared store does not answer (the error is logged, not raised)."""
+        try:
+            shared = self.store.paused_until()
+        except RedisError as exc:
+            log.warning("The pause after a 429 could not be read from Redis (%s: %s); this "
+                        "worker keeps to its own pauses only.", type(exc).__name__, exc)
+            shared = 0.0
+        return max(shared, self.local.paused_until())
 
     def wait_for_pause(self) -> None:
         """Sleep while the provider asked everyone to wait (a 429)."""
-        while (left := self.store.paused_until() - time.time()) > 0:
+        while (left := self.paused_until() - time.time()) > 0:
             time.sleep(min(left, 1.0))
 
     def pause(self, seconds: float) -> None:
-        """Every worker waits ``seconds`` before its next mail."""
-        self.store.pause(time.time() + seconds)
+        """Every worker waits ``seconds`` before its next mail (this process at least, when
+        Redis does not answer)."""
+        until = time.time() + seconds
+        self.local.pause(until)
+        try:
+            self.store.pause(until)
+        except RedisError as exc:
+            log.warning("The pause after a 429 could not be shared through Redis (%s: %s); "
+                        "only this worker's process keeps it.", type(exc).__name__, exc)
 
     def take(self) -> None:
-        """Wait until one more mail may go out in the current second."""
+        """Wait until one more mail may go out in the current second; an error of the shared
+        store (Redis) is raised: no process can keep the rate alone."""
         if self.rate <= 0:
             return
         while True:

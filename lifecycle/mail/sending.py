@@ -7,7 +7,8 @@ outside any transaction, while the rows are ``sending`` under a lease (the
 crash windows are in :mod:`lifecycle.mail.outbox`); no call starts later than
 ``LIFECYCLE_SEND_TIMEOUT`` before that lease ends, and a mail the worker fails
 before posting (Redis, the database) goes back untried rather than staying
-``sending``.
+``sending``; the commits of that bookkeeping are tried again after a database
+error while the lease holds.
 """
 
 from __future__ import annotations
@@ -15,19 +16,22 @@ from __future__ import annotations
 import functools
 import logging
 import random
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import dramatiq
 from dateutil.relativedelta import relativedelta
+from redis.exceptions import RedisError
 from sqlalchemy import select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from lifecycle.app import App
+from lifecycle.clock import real_seconds
 from lifecycle.flows.definitions import Offer
 from lifecycle.mail.compose import Outgoing, compose
 from lifecycle.mail.context import build_context, load_facts
@@ -48,6 +52,7 @@ from lifecycle.subscriptions import MARKETING, flow_scope
 from lifecycle.timeutil import as_utc, zone
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 #: Mails handed to the broker per dispatch.
 DISPATCH_BATCH = 5000
@@ -63,19 +68,27 @@ MAX_ATTEMPTS = 8  # with the default base: waits of 1, 2, 4 … 64 minutes, abou
 
 
 def dispatch(app: App, enqueue: Callable[[list[int]], Any],
-             transport: Transport | None = None) -> int:
+             transport: Transport | None = None, *, hand_out: bool = True,
+             every_queued: bool = False) -> int:
     """Settle abandoned mails, mark due mails queued, then enqueue their ids; the count.
 
     Ids go to the broker only after the commit: a worker never sees a row that
-    is not yet queued.  Whatever is lost on the way is handed out again when
-    its lease runs out.
+    is not yet queued.  Ids the broker refuses are released at once (their
+    lease ends now), so the first dispatch that reaches the broker again hands
+    them out, instead of their waiting out the lease.  ``hand_out`` False only
+    settles (the broker is known to be down: due mails stay ``scheduled``);
+    ``every_queued`` hands out every ``queued`` mail again, its lease running
+    or not (the broker restarted or was unreachable, so it may have lost their
+    ids; a worker that gets an id twice finds the row no longer queued).
+    Whatever else is lost on the way is handed out again when its lease runs out.
     """
     now = app.clock.now()
     transport = transport or transport_for(app.settings)
     with app.engine.begin() as conn:
         outbox = Outbox(conn)
         settled = outbox.settle(now, transport, timedelta(seconds=app.settings.settle_seconds))
-        ids = outbox.due(now, DISPATCH_BATCH, timedelta(seconds=app.settings.send_lease_seconds))
+        ids = outbox.due(now, DISPATCH_BATCH, timedelta(seconds=app.settings.send_lease_seconds),
+                         every_queued=every_queued) if hand_out else []
     if any(settled.values()):
         log.warning("Mails abandoned while sending were settled: %d queued again, %d found sent, "
                     "%d failed as unknown.", settled["requeued"], settled["sent"],
@@ -84,8 +97,10 @@ def dispatch(app: App, enqueue: Callable[[list[int]], Any],
         try:
             enqueue(ids[start:start + SEND_BATCH])
         except Exception as exc:  # noqa: BLE001 - the rows are safe in the database
+            with app.engine.begin() as conn:
+                Outbox(conn).release(ids[start:], now)
             log.warning("The broker did not take %d mails (%s: %s); they are handed out again "
-                        "when their lease runs out.", len(ids) - start, type(exc).__name__, exc)
+                        "as soon as it does.", len(ids) - start, type(exc).__name__, exc)
             break
     return len(ids)
 
@@ -217,24 +232,32 @@ def _render(app: App, keep: list[Any], customers: dict[int, Any], renderer: Rend
 
 
 def _put_back(app: App, rows: list[Any], error: BaseException, outcomes: Counter[str]) -> None:
-    """Put ``rows``, claimed but not posted, back to ``scheduled`` after a short wait (one retry
-    base, jittered), the attempt not counted, because ``error`` stopped the worker before their
-    transport calls started (outbox, crash window 6).  Rows no longer ``sending`` are left as
-    they are; if the database fails here too, the rows stay ``sending`` (window 2)."""
+    """Put ``rows``, claimed but not posted, back to ``scheduled``, the attempt not counted,
+    because ``error`` stopped the worker before their transport calls started (outbox, crash
+    window 6).  After an error of Redis (the send rate's store) they are due at once: while the
+    broker is down the scheduler hands nothing out, and once it answers they go out at the next
+    tick.  After any other error (the database) they are due after one retry base, jittered,
+    so that a lasting fault does not spin.  Rows no longer ``sending`` are left as they are; if
+    the database fails here too, it is tried again until their lease ends (:func:`_committed`),
+    after which they stay ``sending`` (window 2)."""
     if not rows:
         return
     now = app.clock.now()
     reason = f"{NOT_TRIED}: {type(error).__name__}: {error}"
-    put_back = 0
-    with app.engine.begin() as conn:
-        outbox = Outbox(conn)
-        for row in rows:
-            put_back += outbox.later(row, now, now + retry_delay(app.settings.retry_base_seconds, 1),
-                                     reason, refund=True)
+    due = now if isinstance(error, RedisError) else \
+        now + retry_delay(app.settings.retry_base_seconds, 1)
+
+    def put_back_once() -> int:
+        with app.engine.begin() as conn:
+            outbox = Outbox(conn)
+            return sum(outbox.later(row, now, due, reason, refund=True) for row in rows)
+
+    put_back = _committed(app, rows, "put back untried", put_back_once)
     outcomes["later"] += put_back
     log.warning("%d claimed mails were not sent because the worker failed before posting them "
-                "(%s: %s); they are scheduled again, the attempt not counted.", put_back,
-                type(error).__name__, error)
+                "(%s: %s); they are scheduled again %s, the attempt not counted.", put_back,
+                type(error).__name__, error,
+                "for now" if due == now else f"in {(due - now).total_seconds():.0f} seconds")
 
 
 def _hand_over(app: App, ready: list[_Ready], transport: Transport, rate: SendRate | None,
@@ -304,10 +327,45 @@ def _hand_over(app: App, ready: list[_Ready], transport: Transport, rate: SendRa
     _record(app, results, outcomes)
 
 
+def _committed(app: App, rows: list[Any], what: str, commit: Callable[[], _T]) -> _T:
+    """``commit()``, one transaction of a batch's bookkeeping for ``rows``, run again after an
+    error of the database (a restart, a lost connection, a failing statement) until the rows'
+    lease ends, waiting 0.2 s, then twice as long each time up to 5 s.  What a worker did or
+    did not post must not be lost to a short outage: a SendGrid mail left ``sending`` that was
+    never posted waits for an event that cannot come.  Once the lease has ended the error goes
+    up and the scheduler settles the rows (outbox, window 2); every transition is conditional,
+    so a late commit changes only rows still ``sending``."""
+    lease_end = min(as_utc(row.lease_expires_at) for row in rows)
+    wait = 0.2
+    while True:
+        try:
+            return commit()
+        except DBAPIError as exc:
+            left = real_seconds(app.clock, lease_end - app.clock.now())
+            if left <= 0:
+                raise
+            log.warning("%d mails could not be recorded as %s (%s: %s); tried again in %.1f "
+                        "seconds, until their lease ends in %.0f seconds.", len(rows), what,
+                        type(exc).__name__, str(exc).splitlines()[0], min(wait, left), left)
+            time.sleep(min(wait, left))
+            wait = min(wait * 2, 5.0)
+
+
 def _record(app: App, results: list[tuple[_Ready, str | SendError, datetime]],
             outcomes: Counter[str]) -> None:
+    """Commit the outcomes of ``results`` (again after a database error while the lease
+    holds, :func:`_committed`) and count them in ``outcomes``."""
     if not results:
         return
+    counted: Counter[str] = Counter()
+    _committed(app, [item.row for item, _result, _at in results], "sent or not",
+               lambda: _record_once(app, results, counted))
+    outcomes.update(counted)
+
+
+def _record_once(app: App, results: list[tuple[_Ready, str | SendError, datetime]],
+                 outcomes: Counter[str]) -> None:
+    outcomes.clear()  # a rolled-back attempt counts nothing
     base = app.settings.retry_base_seconds
     with app.engine.begin() as conn:
         outbox = Outbox(conn)

@@ -87,6 +87,17 @@ def build(url: str | None) -> dramatiq.Broker:
     raise ValueError(f"unsupported broker URL {redact_url(url)!r}")
 
 
+def broker_epoch(broker: dramatiq.Broker) -> str:
+    """Which life of the broker's server this is: Redis's ``run_id``, new at each start (a
+    restarted Redis lost every message it held; ours keep no data on disk).  Raises the
+    client's error when Redis does not answer.  The in-process broker and RabbitMQ (whose
+    queues are durable) name their type: nothing to ask."""
+    client = getattr(broker, "client", None)
+    if client is not None and hasattr(client, "info"):
+        return str(client.info("server")["run_id"])
+    return type(broker).__name__
+
+
 def install(broker: dramatiq.Broker) -> dramatiq.Broker:
     """Make ``broker`` the global one and declare every Lifecycle actor on it."""
     dramatiq.set_broker(broker)

@@ -13,8 +13,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from lifecycle.apikeys import ApiKeyRefused, authenticate
 from lifecycle.app import App
-from lifecycle.clock import real_seconds
 from lifecycle.models import Customer, Message, Order, ProcessHeartbeat
+from lifecycle.tasks import heartbeat
 from lifecycle.web.admin import admin_routes
 from lifecycle.web.api import api_routes, install_api_errors
 from lifecycle.web.feedback import feedback_routes
@@ -25,7 +25,8 @@ from lifecycle.web.staff import Gate, staff_routes
 from lifecycle.web.subscriptions import subscription_routes
 from lifecycle.web.webhooks import webhook_routes
 
-#: A process that has not been seen for this long counts as gone.
+#: A process whose row names no heartbeat interval counts as gone when not seen for this long
+#: (the demo's row); schedulers and workers after four missed heartbeats.
 STALE_AFTER = timedelta(minutes=2)
 
 #: The pages use no script; a mail shown in a sandboxed frame inherits this policy too.
@@ -113,8 +114,9 @@ def create_app(app: App) -> FastAPI:
                                 status_code=503)
         processes: list[dict[str, Any]] = [
             {"name": b.name, "kind": b.kind, "last_seen_at": b.last_seen_at.isoformat(),
-             # in real time: under the demo's fast clock too
-             "alive": real_seconds(app.clock, now - b.last_seen_at) < STALE_AFTER.total_seconds(),
+             # in real time (under the demo's fast clock too), by the process's own beat
+             "alive": heartbeat.alive(app.clock, now, b.last_seen_at, b.info,
+                                      STALE_AFTER.total_seconds() / heartbeat.MISSED_BEATS),
              **b.info}
             for b in beats]
         return JSONResponse({"ok": True, "database": "ok", "processes": processes,
