@@ -12,11 +12,9 @@ from sqlalchemy.engine import make_url
 
 from lifecycle.app import App
 from lifecycle.cli import cli
-from lifecycle.cli.processes import HEALTHY_WITHIN_SECONDS
 from lifecycle.config import load_settings
 from lifecycle.models import ProcessHeartbeat
-from lifecycle.tasks.heartbeat import record
-from lifecycle.web.app import STALE_AFTER
+from lifecycle.tasks.heartbeat import MISSED_BEATS, alive, record
 
 
 def check(env: dict[str, str], kind: str) -> tuple[int, str]:
@@ -40,15 +38,15 @@ def test_the_health_check_passes_on_a_fresh_heartbeat_of_this_host_and_fails_oth
 
         with app.engine.begin() as conn:
             conn.execute(delete(ProcessHeartbeat))
-            record(conn, kind, now, {})
+            record(conn, kind, now, {"heartbeat_seconds": 30})
         code, said = check(cli_env, kind)
         assert code == 0 and said.startswith(f"Healthy: a {kind} on {socket.gethostname()}")
 
         with app.engine.begin() as conn:
             conn.execute(update(ProcessHeartbeat).values(
-                last_seen_at=now - timedelta(seconds=HEALTHY_WITHIN_SECONDS + 30)))
+                last_seen_at=now - timedelta(seconds=MISSED_BEATS * 30 + 30)))
         code, said = check(cli_env, kind)
-        assert code == 1 and "old (more than 120 s)" in said
+        assert code == 1 and f"old (more than {MISSED_BEATS * 30} s)" in said
     finally:
         app.close()
 
@@ -62,5 +60,21 @@ def test_the_health_check_fails_with_one_line_when_the_database_cannot_be_read(
     assert len(said.splitlines()) == 1
 
 
-def test_the_health_check_and_healthz_call_a_process_stale_after_the_same_time() -> None:
-    assert HEALTHY_WITHIN_SECONDS == STALE_AFTER.total_seconds()
+@pytest.mark.parametrize("every", [2.0, 30.0])
+def test_the_health_check_calls_a_process_dead_exactly_when_healthz_does(
+        cli_env: dict[str, str], every: float) -> None:
+    """Both judge a row by the process's own heartbeat interval (four missed beats)."""
+    app = App(load_settings({"LIFECYCLE_DATABASE_URL": cli_env["LIFECYCLE_DATABASE_URL"]}))
+    try:
+        now = app.clock.now()
+        for missed in (MISSED_BEATS - 0.5, MISSED_BEATS + 0.5):
+            seen = now - timedelta(seconds=missed * every)
+            with app.engine.begin() as conn:
+                conn.execute(delete(ProcessHeartbeat))
+                record(conn, "worker", seen, {"heartbeat_seconds": every})
+            healthy = check(cli_env, "worker")[0] == 0
+            assert healthy == alive(app.clock, app.clock.now(), seen,
+                                    {"heartbeat_seconds": every}, 30.0)
+            assert healthy == (missed < MISSED_BEATS)
+    finally:
+        app.close()

@@ -6,7 +6,7 @@ deactivation; a session cookie issued under another value is refused.
 address (see :mod:`lifecycle.throttle`).
 
 Revision ID: 0010
-Revises: 0008
+Revises: 0009
 Create Date: 2026-11-30 17:56:32
 """
 
@@ -18,7 +18,7 @@ from alembic import op
 import lifecycle.models.base
 
 revision: str = '0010'
-down_revision: str | None = '0008'
+down_revision: str | None = '0009'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

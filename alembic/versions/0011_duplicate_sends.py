@@ -11,7 +11,7 @@ attempt than ``sent_attempt`` showed that SendGrid took the mail twice.
 the event (None for mail sent before this revision).
 
 Revision ID: 0011
-Revises: 0008
+Revises: 0010
 Create Date: 2026-11-30 18:10:00
 """
 
@@ -23,7 +23,7 @@ from alembic import op
 import lifecycle.models.base
 
 revision: str = '0011'
-down_revision: str | None = '0008'
+down_revision: str | None = '0010'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -62,50 +62,52 @@ def web_command(host: str, port: int) -> None:
     run_web(ready_app(), host, port)
 
 
-#: How old a heartbeat may be for ``lifecycle healthcheck`` to pass (seconds): the age after
-#: which ``/healthz`` shows a process as not alive (``lifecycle.web.app.STALE_AFTER``).
-HEALTHY_WITHIN_SECONDS = 120
-
-
 @cli.command("healthcheck")
 @click.option("--kind", type=click.Choice(["worker", "scheduler"]), required=True,
               help="Which process of this host to check.")
-@click.option("--max-age", type=click.FloatRange(min=1), default=HEALTHY_WITHIN_SECONDS,
-              show_default=True, help="Seconds a heartbeat may be old.")
-def healthcheck_command(kind: str, max_age: float) -> None:
-    """Exit 0 if a process of ``--kind`` on this host recorded a heartbeat within ``--max-age``
-    seconds, else 1 with one line saying why (for a container's health check).
+@click.option("--max-age", type=click.FloatRange(min=1), default=None,
+              help="Seconds a heartbeat may be old [default: what /healthz allows: four of "
+                   "the process's heartbeat intervals].")
+def healthcheck_command(kind: str, max_age: float | None) -> None:
+    """Exit 0 if a process of ``--kind`` on this host is alive by its latest heartbeat (as
+    ``/healthz`` judges it, or within ``--max-age`` seconds), else 1 with one line saying why
+    (for a container's health check).
 
-    A worker's heartbeat is a message the scheduler sends through the broker, so a passing
-    worker check proves the database, the broker and the worker; a scheduler records its own
-    on every tick.
+    Each worker and scheduler process records its own heartbeat from a thread every
+    ``LIFECYCLE_HEARTBEAT_SECONDS``, so a passing check proves the process runs and reaches
+    the database.
     """
     import socket
 
-    from sqlalchemy import func, select
+    from sqlalchemy import select
     from sqlalchemy.exc import SQLAlchemyError
 
     from lifecycle.clock import real_seconds
     from lifecycle.models import ProcessHeartbeat
+    from lifecycle.tasks import heartbeat
 
     app = load_app()
     host = socket.gethostname()
     try:
         with app.engine.connect() as conn:
-            last = conn.execute(select(func.max(ProcessHeartbeat.last_seen_at)).where(
-                ProcessHeartbeat.kind == kind, ProcessHeartbeat.host == host)).scalar_one()
+            row = conn.execute(select(ProcessHeartbeat.last_seen_at, ProcessHeartbeat.info)
+                               .where(ProcessHeartbeat.kind == kind, ProcessHeartbeat.host == host)
+                               .order_by(ProcessHeartbeat.last_seen_at.desc()).limit(1)).first()
     except SQLAlchemyError as exc:
         click.echo(f"Unhealthy: the database cannot be read "
                    f"({str(getattr(exc, 'orig', None) or exc).strip().splitlines()[0]}).", err=True)
         raise SystemExit(1) from None
     finally:
         app.close()
-    if last is None:
+    if row is None:
         click.echo(f"Unhealthy: no {kind} on {host} has recorded a heartbeat yet.", err=True)
         raise SystemExit(1)
-    age = real_seconds(app.clock, app.clock.now() - last)
-    if age > max_age:
+    now = app.clock.now()
+    age = real_seconds(app.clock, now - row.last_seen_at)
+    every = float(row.info.get("heartbeat_seconds") or app.settings.heartbeat_seconds)
+    limit = heartbeat.MISSED_BEATS * every if max_age is None else max_age
+    if age >= limit:
         click.echo(f"Unhealthy: the last heartbeat of a {kind} on {host} is {age:.0f} s old "
-                   f"(more than {max_age:g} s).", err=True)
+                   f"(more than {limit:g} s).", err=True)
         raise SystemExit(1)
     click.echo(f"Healthy: a {kind} on {host} recorded a heartbeat {age:.0f} s ago.")
