@@ -219,8 +219,8 @@ def _method_size(name: str, text: str | bytes, args: tuple[Any, ...],
         size = args[0] if args else kwargs.get("tabsize", 8)
         _width(size, "expandtabs() of")
         return len(text) * max(size if isinstance(size, int) else 8, 1)
-    if name == "join":
-        items = list(args[0]) if args else []
+    if name == "join":  # (args[0] is a list: see BoundedSandbox.call)
+        items = args[0] if args and isinstance(args[0], list) else []
         return sum(_size(x) for x in items) + len(text) * len(items)
     if name == "replace":
         old, new = (list(args) + [None, None])[:2]
@@ -356,6 +356,8 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         _check_time()
         owner = getattr(__obj, "__self__", None)
         if isinstance(owner, str | bytes):
+            if getattr(__obj, "__name__", "") == "join" and args:
+                args = (list(args[0]), *args[1:])  # its size is counted before it is joined
             size = _method_size(getattr(__obj, "__name__", ""), owner, args, kwargs)
             if size is not None:
                 _spend(size, f"the method {__obj.__name__}()")
