@@ -223,3 +223,15 @@ def test_the_limits_leave_ordinary_arithmetic_formatting_and_loops_alone(tmp_pat
         "{{ ('y' * 10000)|length }} {{ '-'.join(range(3)|map('string')) }}"))
     assert renderer.render("fine", {"x": 1}).text == (
         "1000 ababab 00042      r   x  |0,1,2 18446744073709551616 10000 0-1-2")
+
+
+def test_what_one_mail_builds_in_all_and_its_ranges_are_bounded(tmp_path: Path) -> None:
+    build = "{% for i in range(N) %}{% set x = 'x' * 1000000 %}{% endfor %}{{ range(R)|length }}"
+    fits = write(tmp_path, "fits", "Hi", build.replace("N", "9").replace("R", "10000"))
+    assert fits.render("fits", {}).text == "10000"
+    too_much = write(tmp_path, "much", "Hi", build.replace("N", "11").replace("R", "1"))
+    with pytest.raises(TemplateError, match="past 10,000,000 characters or items built in all"):
+        too_much.render("much", {})
+    too_long = write(tmp_path, "long", "Hi", build.replace("N", "1").replace("R", "10001"))
+    with pytest.raises(TemplateError, match=r"range\(\) of 10,001 items; at most 10,000"):
+        too_long.render("long", {})
