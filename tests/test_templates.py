@@ -235,3 +235,31 @@ def test_what_one_mail_builds_in_all_and_its_ranges_are_bounded(tmp_path: Path) 
     too_long = write(tmp_path, "long", "Hi", build.replace("N", "1").replace("R", "10001"))
     with pytest.raises(TemplateError, match=r"range\(\) of 10,001 items; at most 10,000"):
         too_long.render("long", {})
+
+
+def test_after_a_mail_ran_out_of_time_the_next_mails_get_a_short_limit_and_ordinary_ones_render(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    import lifecycle.mail.templates as templates
+
+    monkeypatch.setattr(templates, "RENDER_SECONDS", 2.0)
+    renderer = write(tmp_path, "mail", "Hi", (
+        "{% if loop_for_ever %}{% for i in range(10000) %}{% for j in range(10000) %}"
+        "{% endfor %}{% endfor %}{% endif %}Dear {{ name }}"))
+    took = []
+    for _ in range(3):
+        started = time.monotonic()
+        with pytest.raises(TemplateError) as caught:
+            renderer.render("mail", {"loop_for_ever": True, "name": "Ann"})
+        took.append(time.monotonic() - started)
+    assert 2.0 <= took[0] < 3.0 and all(0.5 <= t < 1.2 for t in took[1:])
+    assert str(caught.value).endswith("rendering took longer than 0.5 seconds, the limit for one "
+                                      "mail for 60 seconds after one ran out of time")
+    assert renderer.render("mail", {"loop_for_ever": False, "name": "Bo"}).text == "Dear Bo"
+    monkeypatch.setattr(templates, "STRAINED_SECONDS", 0.0)  # the minute is over
+    renderer.render("mail", {"loop_for_ever": False, "name": "Bo"})
+    started = time.monotonic()
+    with pytest.raises(TemplateError):
+        renderer.render("mail", {"loop_for_ever": True, "name": "Ann"})
+    assert time.monotonic() - started >= 2.0
