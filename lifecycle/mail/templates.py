@@ -217,10 +217,10 @@ def _modulo(left: Any, right: Any) -> Any:
     return left % right
 
 
-#: String methods whose result can be far bigger than their object: the width check of each.
 def _method_size(name: str, text: str | bytes, args: tuple[Any, ...],
                  kwargs: dict[str, Any]) -> int | None:
-    """The size of ``text.name(*args)`` when it may be big; None for other methods."""
+    """The size of ``text.name(*args)`` for the string methods whose result can be far bigger
+    than their string (a width given to one of them is checked here); None for the others."""
     if name in ("center", "ljust", "rjust", "zfill"):
         width = args[0] if args else kwargs.get("width", 0)
         _width(width, f"{name}() of width")
