@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -16,8 +17,10 @@ from lifecycle.flows.triggers import matches
 from lifecycle.links import inbound_key
 from lifecycle.mail.compose import compose
 from lifecycle.mail.inbound import html_to_text, new_text
+from lifecycle.mail.sending import dispatch, send_batch
 from lifecycle.mail.templates import Rendered
-from lifecycle.models import Message, Suppression, Touchpoint
+from lifecycle.mail.transports import FileTransport
+from lifecycle.models import Message, MessageContent, Suppression, Touchpoint
 from lifecycle.privacy import erase, find_customer
 from tests.factories import WEB_SECRET as SECRET
 from tests.factories import WEB_T0 as T0
@@ -27,16 +30,21 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def our_mail(app: App, sent: bool = True) -> tuple[int, Any]:
-    """A mail of ours to b0@example.com (sent, unless ``sent`` is False) and the headers it
-    went out with."""
+    """A mail of ours to b0@example.com and the headers it went out with: sent through the
+    outbox (its copy kept), or, if ``sent`` is False, only composed (never sent)."""
     with app.engine.begin() as conn:
         [mid] = add_campaign(conn, 1, T0)
-        if sent:
-            conn.execute(update(Message).where(Message.id == mid).values(status="sent",
-                                                                         sent_at=T0))
         row = conn.execute(select(Message.__table__).where(Message.id == mid)).one()
-    return mid, compose(app.settings, row, Rendered("thank_you", "Thanks", "Hi", None), T0,
-                        "2026-06-03")
+    if not sent:
+        return mid, compose(app.settings, row, Rendered("thank_you", "Thanks", "Hi", None), T0,
+                            "2026-06-03")
+    ids: list[int] = []
+    dispatch(app, ids.extend)
+    assert send_batch(app, ids, transport=FileTransport(app.settings.outbox_dir))["sent"] == 1
+    with app.engine.connect() as conn:
+        headers = conn.execute(select(MessageContent.headers).where(
+            MessageContent.message_id == mid)).scalar_one()
+    return mid, SimpleNamespace(reply_to=headers["Reply-To"], headers=headers)
 
 
 def post(web: TestClient, key: str | None = None, **fields: str) -> Any:
@@ -48,8 +56,10 @@ def post(web: TestClient, key: str | None = None, **fields: str) -> Any:
 
 
 def timeline(app: App) -> list[tuple[str, dict[str, Any]]]:
+    """The timeline after the mail was sent (its ``email_sent`` left out)."""
     with app.engine.connect() as conn:
         return [(k, d) for k, d in conn.execute(select(Touchpoint.kind, Touchpoint.data)
+                                                .where(Touchpoint.kind != "email_sent")
                                                 .order_by(Touchpoint.id))]
 
 
@@ -66,7 +76,8 @@ def test_a_reply_to_our_reply_to_address_lands_once_with_the_quote_cut_off(
     assert data["text"] == "Lovely tea, thank you!\nSam" and data["from"] == "b0@example.com"
     assert (data["matched_by"], data["flow"]) == ("reply-to token", "thank_you")
     with app.engine.connect() as conn:
-        assert conn.execute(select(Touchpoint.message_id)).scalar_one() == mid
+        assert conn.execute(select(Touchpoint.message_id).where(
+            Touchpoint.kind == "replied")).scalar_one() == mid
 
 
 def test_a_reply_sent_to_from_is_matched_by_in_reply_to(app: App, web: TestClient) -> None:
@@ -136,6 +147,17 @@ def test_an_in_reply_to_naming_a_mail_never_sent_or_not_our_id_matches_nothing(
     )).json() == {"matched": False}
     assert post(web, to="shop@example.com", text="hi", headers=(
         f"Message-ID: <n8@mail.example>\nReferences: {ours}\n")).json()["matched"] is True
+
+
+def test_an_in_reply_to_with_our_id_but_not_the_message_id_that_went_out_matches_nothing(
+        app: App, web: TestClient) -> None:
+    mid, mail = our_mail(app)
+    ours = mail.headers["Message-ID"]
+    guessed = f"<lifecycle.{mid}@{ours.split('@')[1]}"  # the id and domain, not the random part
+    assert post(web, to="shop@example.com", text="hi", headers=(
+        f"Message-ID: <g1@mail.example>\nIn-Reply-To: {guessed}\n")).json() == {"matched": False}
+    assert post(web, to="shop@example.com", text="hi", headers=(
+        f"Message-ID: <g2@mail.example>\nIn-Reply-To: {ours.upper()}\n")).json()["matched"]
 
 
 def test_a_reply_to_an_erased_customers_mail_keeps_nothing_of_it(

@@ -9,8 +9,10 @@ A mail to ``unsubscribe+<token>@<domain>`` — the ``mailto:`` of
 
 Matching by Message-ID is only as good as what a sender cannot make up, and
 anyone can write any ``In-Reply-To``: so it needs the id to be ours (our
-domain, the domain of ``LIFECYCLE_MAIL_FROM``), the mail it names to have
-been sent (status ``sent``: the provider accepted it), and the sender — the
+domain, the domain of ``LIFECYCLE_MAIL_FROM``; the whole Message-ID the mail
+went out with, random part included, when its copy is kept), the mail it
+names to have been sent (status ``sent``: the provider accepted it), and the
+sender — the
 one address of the ``From`` header and, when SendGrid's ``envelope`` names
 one, the envelope sender too — to be the address that mail went to (compared
 on the address alone, case-insensitively; display names are ignored).
@@ -50,13 +52,13 @@ from sqlalchemy import Connection, select
 from lifecycle.links import BadToken, verify
 from lifecycle.mail.events import ERASED_ADDRESS
 from lifecycle.mail.outbox import is_test
-from lifecycle.models import Message, MessageStatus, Touchpoint
+from lifecycle.models import Message, MessageContent, MessageStatus, Touchpoint
 
 MAX_TEXT = 20_000
 _TOKEN = re.compile(r"^(reply|unsubscribe)\+([A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+)@", re.I)
 #: Our Message-ID (``<…lifecycle.ID@domain>``, see :mod:`lifecycle.mail.compose`): the mail's id
 #: (at most 18 digits: a database bigint) and the domain.
-_OUR_ID = re.compile(r"<(?:[^<>@\s]*\.)?lifecycle\.(\d{1,18})@([^<>@\s]+)>", re.I)
+_OUR_ID = re.compile(r"(<(?:[^<>@\s]*\.)?lifecycle\.(\d{1,18})@([^<>@\s]+)>)", re.I)
 _AUTO_SUBJECT = re.compile(
     r"^\s*(out of (the )?office|automatic reply|auto(matic)?[- ]?(reply|response)|"
     r"abwesenheitsnotiz|autosvar|r[ée]ponse automatique|absence|vacation)", re.I)
@@ -202,12 +204,18 @@ def match(conn: Connection, secret: str, inbound: Inbound, domain: str) -> Match
         if row is not None:
             return Matched(purpose, row, "reply-to token", bool(data.get("t")) or is_test(row))
     for header in ("in-reply-to", "references"):
-        for our, its_domain in _OUR_ID.findall(inbound.headers.get(header, ""))[:20]:
+        for whole, our, its_domain in _OUR_ID.findall(inbound.headers.get(header, ""))[:20]:
             if its_domain.casefold() != domain.casefold():
                 continue
             row = conn.execute(select(Message.__table__).where(Message.id == int(our))).first()
-            if row is not None and _answers(row, inbound):
-                return Matched("reply", row, header, is_test(row))
+            if row is None or not _answers(row, inbound):
+                continue
+            kept = conn.execute(select(MessageContent.headers).where(
+                MessageContent.message_id == row.id)).scalar_one_or_none()
+            sent_as = (kept or {}).get("Message-ID")
+            if sent_as and sent_as.strip().casefold() != whole.casefold():
+                continue  # our id, but not the one that went out (its random part is not known)
+            return Matched("reply", row, header, is_test(row))
     return None
 
 
