@@ -207,10 +207,10 @@ def test_a_template_that_would_freeze_or_fill_the_process_fails_within_seconds_n
 
     monkeypatch.setattr(templates, "RENDER_SECONDS", 1.0)
     renderer = write(tmp_path, "runaway", "Hi", "line one\n" + body + "\n")
-    started = time.monotonic()
+    started = time.thread_time()  # this thread's processor time: what the limit counts
     with pytest.raises(TemplateError) as caught:
         renderer.render("runaway", {"x": 1})
-    assert time.monotonic() - started < 3.0
+    assert time.thread_time() - started < 1.5
     assert str(caught.value).startswith("runaway/body.txt")
     assert "rendering limit" in str(caught.value) or "'lipsum' is undefined" in str(caught.value)
 
@@ -249,17 +249,38 @@ def test_after_a_mail_ran_out_of_time_the_next_mails_get_a_short_limit_and_ordin
         "{% endfor %}{% endfor %}{% endif %}Dear {{ name }}"))
     took = []
     for _ in range(3):
-        started = time.monotonic()
+        started = time.thread_time()
         with pytest.raises(TemplateError) as caught:
             renderer.render("mail", {"loop_for_ever": True, "name": "Ann"})
-        took.append(time.monotonic() - started)
-    assert 2.0 <= took[0] < 3.0 and all(0.5 <= t < 1.2 for t in took[1:])
-    assert str(caught.value).endswith("rendering took longer than 0.5 seconds, the limit for one "
-                                      "mail for 60 seconds after one ran out of time")
+        took.append(time.thread_time() - started)
+    assert 2.0 <= took[0] < 2.5 and all(0.5 <= t < 0.8 for t in took[1:])
+    assert str(caught.value).endswith("rendering used more than 0.5 seconds of processor time, "
+                                      "the limit for one mail for 60 seconds after one ran out "
+                                      "of time")
     assert renderer.render("mail", {"loop_for_ever": False, "name": "Bo"}).text == "Dear Bo"
     monkeypatch.setattr(templates, "STRAINED_SECONDS", 0.0)  # the minute is over
     renderer.render("mail", {"loop_for_ever": False, "name": "Bo"})
-    started = time.monotonic()
+    started = time.thread_time()
     with pytest.raises(TemplateError):
         renderer.render("mail", {"loop_for_ever": True, "name": "Ann"})
-    assert time.monotonic() - started >= 2.0
+    assert time.thread_time() - started >= 2.0
+
+
+class Stalls:
+    """A value whose reading waits without working, as a thread does on a busy machine."""
+
+    @property
+    def name(self) -> str:
+        import time
+
+        time.sleep(0.6)
+        return "Ann"
+
+
+def test_a_mail_that_waits_rather_than_works_is_not_stopped_by_the_time_limit(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import lifecycle.mail.templates as templates
+
+    monkeypatch.setattr(templates, "RENDER_SECONDS", 0.5)
+    renderer = write(tmp_path, "slow", "Hi", "{% for i in range(3) %}{{ who.name }} {% endfor %}")
+    assert renderer.render("slow", {"who": Stalls()}).text == "Ann Ann Ann "
