@@ -2,29 +2,49 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from lifecycle.app import App
+from lifecycle.flows.definitions import Context, load_flow
+from lifecycle.flows.triggers import matches
 from lifecycle.links import inbound_key
 from lifecycle.mail.compose import compose
 from lifecycle.mail.inbound import html_to_text, new_text
+from lifecycle.mail.sending import dispatch, send_batch
 from lifecycle.mail.templates import Rendered
-from lifecycle.models import Message, Suppression, Touchpoint
+from lifecycle.mail.transports import FileTransport
+from lifecycle.models import Message, MessageContent, Suppression, Touchpoint
+from lifecycle.privacy import erase, find_customer
 from tests.factories import WEB_SECRET as SECRET
 from tests.factories import WEB_T0 as T0
 from tests.factories import add_campaign
 
+ROOT = Path(__file__).resolve().parent.parent
 
-def our_mail(app: App) -> tuple[int, Any]:
-    """A mail of ours and the headers it went out with."""
+
+def our_mail(app: App, sent: bool = True) -> tuple[int, Any]:
+    """A mail of ours to b0@example.com and the headers it went out with: sent through the
+    outbox (its copy kept), or, if ``sent`` is False, only composed (never sent)."""
     with app.engine.begin() as conn:
         [mid] = add_campaign(conn, 1, T0)
         row = conn.execute(select(Message.__table__).where(Message.id == mid)).one()
-    return mid, compose(app.settings, row, Rendered("thank_you", "Thanks", "Hi", None), T0,
-                        "2026-06-03")
+    if not sent:
+        return mid, compose(app.settings, row, Rendered("thank_you", "Thanks", "Hi", None), T0,
+                            "2026-06-03")
+    ids: list[int] = []
+    dispatch(app, ids.extend)
+    assert send_batch(app, ids, transport=FileTransport(app.settings.outbox_dir))["sent"] == 1
+    with app.engine.connect() as conn:
+        headers = conn.execute(select(MessageContent.headers).where(
+            MessageContent.message_id == mid)).scalar_one()
+    return mid, SimpleNamespace(reply_to=headers["Reply-To"], headers=headers)
 
 
 def post(web: TestClient, key: str | None = None, **fields: str) -> Any:
@@ -36,8 +56,10 @@ def post(web: TestClient, key: str | None = None, **fields: str) -> Any:
 
 
 def timeline(app: App) -> list[tuple[str, dict[str, Any]]]:
+    """The timeline after the mail was sent (its ``email_sent`` left out)."""
     with app.engine.connect() as conn:
         return [(k, d) for k, d in conn.execute(select(Touchpoint.kind, Touchpoint.data)
+                                                .where(Touchpoint.kind != "email_sent")
                                                 .order_by(Touchpoint.id))]
 
 
@@ -54,16 +76,105 @@ def test_a_reply_to_our_reply_to_address_lands_once_with_the_quote_cut_off(
     assert data["text"] == "Lovely tea, thank you!\nSam" and data["from"] == "b0@example.com"
     assert (data["matched_by"], data["flow"]) == ("reply-to token", "thank_you")
     with app.engine.connect() as conn:
-        assert conn.execute(select(Touchpoint.message_id)).scalar_one() == mid
+        assert conn.execute(select(Touchpoint.message_id).where(
+            Touchpoint.kind == "replied")).scalar_one() == mid
 
 
 def test_a_reply_sent_to_from_is_matched_by_in_reply_to(app: App, web: TestClient) -> None:
     _mid, mail = our_mail(app)
     headers = f"Message-ID: <r2@mail.example>\nIn-Reply-To: {mail.headers['Message-ID']}\n"
-    answer = post(web, to="shop@example.com", headers=headers, text="Where is my parcel?")
+    answer = post(web, to="shop@example.com", headers=headers, text="Where is my parcel?",
+                  envelope=json.dumps({"from": "B0@Example.com", "to": ["shop@example.com"]}),
+                  **{"from": '"Sam Bee" <B0@EXAMPLE.com>'})
     assert answer.json()["matched"] is True
     [(_kind, data)] = timeline(app)
     assert data["matched_by"] == "in-reply-to"
+
+
+def replied_flows(tmp_path: Path) -> dict[str, Any]:
+    """A flow that starts when a customer replies to a thank-you mail."""
+    path = tmp_path / "answer.yaml"
+    path.write_text("description: Answer replies.\nkind: transactional\ntrigger:\n"
+                    "  email_replied: {flow: thank_you}\nsteps:\n  - id: thanks\n"
+                    "    send: thank_you\n", encoding="utf-8")
+    flow = load_flow(path, Context.from_folders(ROOT / "templates" / "email", set()))
+    return {flow.name: flow}
+
+
+def firing(app: App, flows: dict[str, Any]) -> int:
+    """How many touchpoints start one of ``flows`` (what the trigger engine enrols on: read
+    here directly, as PostgreSQL's trigger cursor waits for every older transaction on the
+    server to end)."""
+    return sum(matches(flow, kind, data or {}) for kind, data in timeline(app)
+               for flow in flows.values())
+
+
+@pytest.mark.parametrize("sender", [
+    {"from": "Mallory <mallory@evil.example>"},
+    {"from": '"b0@example.com" <mallory@evil.example>'},  # the address in the display name
+    {"from": "b0@example.com, mallory@evil.example"},  # two senders
+    {"from": "Sam <b0@example.com>",
+     "envelope": json.dumps({"from": "mallory@evil.example", "to": ["shop@example.com"]})},
+])
+def test_an_in_reply_to_from_another_address_than_the_mails_matches_nothing_and_fires_no_flow(
+        app: App, web: TestClient, tmp_path: Path, sender: dict[str, str]) -> None:
+    flows = replied_flows(tmp_path)
+    _mid, mail = our_mail(app)
+    headers = f"Message-ID: <f1@evil.example>\nIn-Reply-To: {mail.headers['Message-ID']}\n"
+    answer = post(web, to="shop@example.com", headers=headers, text="forged", **sender)
+    assert answer.status_code == 200 and answer.json() == {"matched": False}
+    assert timeline(app) == [] and firing(app, flows) == 0
+    post(web, to="shop@example.com", text="real",
+         headers=f"Message-ID: <r9@mail.example>\nIn-Reply-To: {mail.headers['Message-ID']}\n")
+    assert [k for k, _ in timeline(app)] == ["replied"] and firing(app, flows) == 1
+
+
+def test_an_in_reply_to_naming_a_mail_never_sent_or_not_our_id_matches_nothing(
+        app: App, web: TestClient) -> None:
+    mid, mail = our_mail(app, sent=False)
+    ours = mail.headers["Message-ID"]
+    for n, named in enumerate([ours, f"<lifecycle.{mid}@anything.example>",
+                               f"<x.lifecycle.{mid}@{ours.split('@')[1]}",
+                               "<lifecycle.99999999999999999999@anything.example>",
+                               f"<lifecycle.99999999999999999999@{ours.split('@')[1]}"]):
+        answer = post(web, to="shop@example.com", text="hi",
+                      headers=f"Message-ID: <n{n}@mail.example>\nReferences: {named}\n")
+        assert answer.status_code == 200 and answer.json() == {"matched": False}, named
+    with app.engine.begin() as conn:  # sent now: the Message-ID matches, a foreign domain not
+        conn.execute(update(Message).where(Message.id == mid).values(status="sent", sent_at=T0))
+    assert post(web, to="shop@example.com", text="hi", headers=(
+        f"Message-ID: <n9@mail.example>\nReferences: <lifecycle.{mid}@anything.example>\n"
+    )).json() == {"matched": False}
+    assert post(web, to="shop@example.com", text="hi", headers=(
+        f"Message-ID: <n8@mail.example>\nReferences: {ours}\n")).json()["matched"] is True
+
+
+def test_an_in_reply_to_with_our_id_but_not_the_message_id_that_went_out_matches_nothing(
+        app: App, web: TestClient) -> None:
+    mid, mail = our_mail(app)
+    ours = mail.headers["Message-ID"]
+    guessed = f"<lifecycle.{mid}@{ours.split('@')[1]}"  # the id and domain, not the random part
+    assert post(web, to="shop@example.com", text="hi", headers=(
+        f"Message-ID: <g1@mail.example>\nIn-Reply-To: {guessed}\n")).json() == {"matched": False}
+    assert post(web, to="shop@example.com", text="hi", headers=(
+        f"Message-ID: <g2@mail.example>\nIn-Reply-To: {ours.upper()}\n")).json()["matched"]
+
+
+def test_a_reply_to_an_erased_customers_mail_keeps_nothing_of_it(
+        app: App, web: TestClient) -> None:
+    _mid, mail = our_mail(app)
+    with app.engine.begin() as conn:
+        erase(conn, find_customer(conn, "b0"), T0)
+    before = timeline(app)
+    by_token = post(web, to=mail.reply_to, text="Remember me? Sam, 1 Elm St",
+                    subject="Re: Thanks from Sam",
+                    headers="Message-ID: <e1@mail.example>\n")
+    by_id = post(web, to="shop@example.com", text="Remember me? Sam, 1 Elm St",
+                 headers=f"Message-ID: <e2@mail.example>\nIn-Reply-To: "
+                         f"{mail.headers['Message-ID']}\n")
+    assert by_token.json() == by_id.json() == {"matched": True, "erased": True}
+    after = timeline(app)  # nothing new: nothing to trigger a flow either
+    assert after == before and "b0@example.com" not in repr(after) and "Elm" not in repr(after)
 
 
 def test_an_out_of_office_answer_is_kept_apart_from_replies(app: App, web: TestClient) -> None:

@@ -114,3 +114,173 @@ def test_an_edited_template_is_picked_up_by_a_running_renderer(
     assert renderer.render("hello", {}).text == "second\n"
     (tmp_path / "hello" / "body.html").write_text("<p>new part</p>", encoding="utf-8")
     assert renderer.render("hello", {}).html == "<html><head></head><body><p>new part</p></body></html>"
+
+
+#: Templates that would freeze or fill a process: each must fail alone, fast, naming its file.
+BLOWUPS = [
+    "{{ (x + 9) ** (9 ** 8) }}",
+    "{{ 'a' * 2000000000 }}",
+    "{{ 2000000000 * [1] }}",
+    "{% set a = 2 ** 9000 %}{{ a * a * a > 0 }}",
+    "{{ range(100000)|list|length }}",
+    "{{ '%0999999999d' % 1 }}",
+    "{{ '%0*d' % (999999999, 1) }}",
+    "{{ '{:>999999999}'.format(1) }}",
+    "{{ '{:.{}f}'.format(1.5, 999999999) }}",
+    "{{ 'x'.center(10**9) }}",
+    "{{ 'x'.ljust(10**9) }}",
+    "{{ 'x'.rjust(10**9) }}",
+    "{{ 'x'.zfill(10**9) }}",
+    "{{ ('\t' * 1000).expandtabs(100000) }}",
+    "{{ ('a' * 1000).replace('', 'b' * 100000) }}",
+    "{{ ('x' * 100000).join(range(10000)|map('string')) }}",
+    "{{ 'x'|indent(10**9, true) }}",
+    "{{ 'x'|center(10**9) }}",
+    "{{ 'x y z'|wordwrap(1, wrapstring='x' * 1000000) }}",
+    "{{ range(10)|batch(10**9, 'x')|list }}",
+    "{{ [1]|slice(10**9)|list }}",
+    "{{ '%0999999999d'|format(1) }}",
+    "{{ range(10000)|map('string')|join('x' * 100000) }}",
+    "{% set a = 'x' * 900000 %}{{ range(10000)|map('replace', '', a)|list|length }}",
+    "{% set a = 'x' * 900000 %}{{ ([a] * 1000)|string }}",
+    "{% set a = 'x' * 1000000 %}{{ [a, a, a, a, a, a] }}",
+    "{% set a = 'x' * 1000000 %}{{ a ~ a ~ a ~ a ~ a ~ a }}",
+    "{% set ns = namespace(x='a') %}{% for i in range(60) %}{% set ns.x = ns.x ~ ns.x %}"
+    "{% endfor %}{{ ns.x|length }}",
+    "{% macro f(n) %}{% if n %}{% set x = f(n - 1) %}{{ x }}{{ x }}{% else %}a{% endif %}"
+    "{% endmacro %}{{ f(60) }}",
+    "{% set s %}{% for i in range(10000) %}{{ 'x' * 1000 }}{% endfor %}{% endset %}{{ s|length }}",
+    "{% for i in range(10000) %}{{ 'x' * 1000 }}{% endfor %}",
+    "{{ lipsum(1000000) }}",
+    "{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}",
+    # Output-less and slow: only the time limit stops these.
+    "{% for i in range(10000) %}{% for j in range(10000) %}{% endfor %}{% endfor %}",
+    "{% set r = range(10000) %}{% for i in r %}{% for j in r %}{% endfor %}{% endfor %}",
+    "{% macro f(n) %}{% if n %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}{% endmacro %}{{ f(60) }}",
+]
+BLOWUP_IDS = [
+    "huge_power",
+    "huge_str_repetition",
+    "huge_list_repetition",
+    "huge_product",
+    "huge_range",
+    "printf_width",
+    "printf_star_width",
+    "format_width",
+    "format_nested_precision",
+    "center_method",
+    "ljust_method",
+    "rjust_method",
+    "zfill_method",
+    "expandtabs_method",
+    "replace_method",
+    "join_method",
+    "indent_filter",
+    "center_filter",
+    "wordwrap_filter",
+    "batch_filter",
+    "slice_filter",
+    "format_filter",
+    "join_filter",
+    "map_replace_filter",
+    "string_of_repeated_list",
+    "list_literal_of_big_values",
+    "concat_of_big_values",
+    "doubling_in_a_namespace",
+    "doubling_macro",
+    "set_block",
+    "output",
+    "lipsum",
+    "endless_recursion",
+    "nested_loops",
+    "nested_loops_over_a_variable",
+    "exponential_macro_calls",
+]
+
+
+@pytest.mark.parametrize("body", BLOWUPS, ids=BLOWUP_IDS)
+def test_a_template_that_would_freeze_or_fill_the_process_fails_within_seconds_naming_its_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str) -> None:
+    import time
+
+    import lifecycle.mail.templates as templates
+
+    monkeypatch.setattr(templates, "RENDER_SECONDS", 1.0)
+    renderer = write(tmp_path, "runaway", "Hi", "line one\n" + body + "\n")
+    started = time.thread_time()  # this thread's processor time: what the limit counts
+    with pytest.raises(TemplateError) as caught:
+        renderer.render("runaway", {"x": 1})
+    assert time.thread_time() - started < 1.5
+    assert str(caught.value).startswith("runaway/body.txt")
+    assert "rendering limit" in str(caught.value) or "'lipsum' is undefined" in str(caught.value)
+
+
+def test_the_limits_leave_ordinary_arithmetic_formatting_and_loops_alone(tmp_path: Path) -> None:
+    renderer = write(tmp_path, "fine", "Hi", (
+        "{{ (x + 9) ** 3 }} {{ 'ab' * 3 }} {{ '%05d' % 42 }} {{ '{:>6}'.format('r') }} "
+        "{{ 'x'|center(5) }}|{{ range(3)|join(',') }} {{ 2 ** 64 }} "
+        "{% for i in range(100) %}{% for j in range(100) %}{% endfor %}{% endfor %}"
+        "{{ ('y' * 10000)|length }} {{ '-'.join(range(3)|map('string')) }}"))
+    assert renderer.render("fine", {"x": 1}).text == (
+        "1000 ababab 00042      r   x  |0,1,2 18446744073709551616 10000 0-1-2")
+
+
+def test_what_one_mail_builds_in_all_and_its_ranges_are_bounded(tmp_path: Path) -> None:
+    build = "{% for i in range(N) %}{% set x = 'x' * 1000000 %}{% endfor %}{{ range(R)|length }}"
+    fits = write(tmp_path, "fits", "Hi", build.replace("N", "9").replace("R", "10000"))
+    assert fits.render("fits", {}).text == "10000"
+    too_much = write(tmp_path, "much", "Hi", build.replace("N", "11").replace("R", "1"))
+    with pytest.raises(TemplateError, match="past 10,000,000 characters or items built in all"):
+        too_much.render("much", {})
+    too_long = write(tmp_path, "long", "Hi", build.replace("N", "1").replace("R", "10001"))
+    with pytest.raises(TemplateError, match=r"range\(\) of 10,001 items; at most 10,000"):
+        too_long.render("long", {})
+
+
+def test_after_a_mail_ran_out_of_time_the_next_mails_get_a_short_limit_and_ordinary_ones_render(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    import lifecycle.mail.templates as templates
+
+    monkeypatch.setattr(templates, "RENDER_SECONDS", 2.0)
+    renderer = write(tmp_path, "mail", "Hi", (
+        "{% if loop_for_ever %}{% for i in range(10000) %}{% for j in range(10000) %}"
+        "{% endfor %}{% endfor %}{% endif %}Dear {{ name }}"))
+    took = []
+    for _ in range(3):
+        started = time.thread_time()
+        with pytest.raises(TemplateError) as caught:
+            renderer.render("mail", {"loop_for_ever": True, "name": "Ann"})
+        took.append(time.thread_time() - started)
+    assert 2.0 <= took[0] < 2.5 and all(0.5 <= t < 0.8 for t in took[1:])
+    assert str(caught.value).endswith("rendering used more than 0.5 seconds of processor time, "
+                                      "the limit for one mail for 60 seconds after one ran out "
+                                      "of time")
+    assert renderer.render("mail", {"loop_for_ever": False, "name": "Bo"}).text == "Dear Bo"
+    monkeypatch.setattr(templates, "STRAINED_SECONDS", 0.0)  # the minute is over
+    renderer.render("mail", {"loop_for_ever": False, "name": "Bo"})
+    started = time.thread_time()
+    with pytest.raises(TemplateError):
+        renderer.render("mail", {"loop_for_ever": True, "name": "Ann"})
+    assert time.thread_time() - started >= 2.0
+
+
+class Stalls:
+    """A value whose reading waits without working, as a thread does on a busy machine."""
+
+    @property
+    def name(self) -> str:
+        import time
+
+        time.sleep(0.6)
+        return "Ann"
+
+
+def test_a_mail_that_waits_rather_than_works_is_not_stopped_by_the_time_limit(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import lifecycle.mail.templates as templates
+
+    monkeypatch.setattr(templates, "RENDER_SECONDS", 0.5)
+    renderer = write(tmp_path, "slow", "Hi", "{% for i in range(3) %}{{ who.name }} {% endfor %}")
+    assert renderer.render("slow", {"who": Stalls()}).text == "Ann Ann Ann "

@@ -7,6 +7,19 @@ its ``In-Reply-To`` / ``References`` headers (some clients reply to From).
 A mail to ``unsubscribe+<token>@<domain>`` — the ``mailto:`` of
 ``List-Unsubscribe`` — unsubscribes the customer from marketing mail.
 
+Matching by Message-ID is only as good as what a sender cannot make up, and
+anyone can write any ``In-Reply-To``: so it needs the id to be ours (our
+domain, the domain of ``LIFECYCLE_MAIL_FROM``; the whole Message-ID the mail
+went out with, random part included, when its copy is kept), the mail it
+names to have been sent (status ``sent``: the provider accepted it), and the
+sender — the
+one address of the ``From`` header and, when SendGrid's ``envelope`` names
+one, the envelope sender too — to be the address that mail went to (compared
+on the address alone, case-insensitively; display names are ignored).
+Anything else matches nothing and is dropped like any unmatched mail.  A
+reply token is signed and reaches only whoever got the mail, so it needs none
+of that.
+
 A matched reply becomes a ``replied`` touchpoint with the sender, the subject
 and the text with the quoted history cut off (HTML-only mail is reduced to
 text: no markup is kept).  Automatic answers — ``Auto-Submitted``,
@@ -17,6 +30,8 @@ that failed, so each reply is kept once (by its own Message-ID).
 A reply to a manager's test mail, or a mail to its ``unsubscribe+`` address,
 is matched (``Matched.test``: its signed token says so, or the mail it names is
 a test send) and then dropped: it reaches no timeline and suppresses nobody.
+A reply to a mail of an erased customer (:mod:`lifecycle.privacy`) is dropped
+as well (``Matched.erased``): nothing of it — address, subject, text — is kept.
 """
 
 from __future__ import annotations
@@ -35,12 +50,15 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from lifecycle.links import BadToken, Secret, verify
+from lifecycle.mail.events import ERASED_ADDRESS
 from lifecycle.mail.outbox import is_test
-from lifecycle.models import Message, Touchpoint
+from lifecycle.models import Message, MessageContent, MessageStatus, Touchpoint
 
 MAX_TEXT = 20_000
 _TOKEN = re.compile(r"^(reply|unsubscribe)\+([A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+)@", re.I)
-_OUR_ID = re.compile(r"lifecycle\.(\d+)@", re.I)
+#: Our Message-ID (``<…lifecycle.ID@domain>``, see :mod:`lifecycle.mail.compose`): the mail's id
+#: (at most 18 digits: a database bigint) and the domain.
+_OUR_ID = re.compile(r"(<(?:[^<>@\s]*\.)?lifecycle\.(\d{1,18})@([^<>@\s]+)>)", re.I)
 _AUTO_SUBJECT = re.compile(
     r"^\s*(out of (the )?office|automatic reply|auto(matic)?[- ]?(reply|response)|"
     r"abwesenheitsnotiz|autosvar|r[ée]ponse automatique|absence|vacation)", re.I)
@@ -59,6 +77,10 @@ class Inbound:
     text: str
     html: str
     headers: dict[str, str]
+    #: The one address of the From header (None if it has none, or several), and the
+    #: envelope sender SendGrid reports ("" if none): what a Message-ID match must agree with.
+    from_address: str | None = None
+    envelope_from: str = ""
 
     @classmethod
     def from_form(cls, form: dict[str, str]) -> Inbound:
@@ -66,15 +88,20 @@ class Inbound:
                                                 policy=email.policy.compat32)
         headers = {k.lower(): str(v) for k, v in raw_headers.items()}
         to = [form.get("to", ""), form.get("cc", "")]
+        envelope_from = ""
         try:
             envelope = json.loads(form.get("envelope") or "{}")
-            to += [str(a) for a in envelope.get("to") or []]
-        except (ValueError, AttributeError):
-            pass
+        except ValueError:
+            envelope = None
+        if isinstance(envelope, dict):
+            given_to = envelope.get("to") or []
+            to += [str(a) for a in (given_to if isinstance(given_to, list) else [given_to])]
+            envelope_from = _one_address(envelope.get("from")) or ""
         recipients = [addr for _name, addr in getaddresses(to) if addr]
         return cls(sender=parseaddr(form.get("from", ""))[1] or form.get("from", ""),
                    recipients=recipients, subject=form.get("subject", ""),
-                   text=form.get("text", ""), html=form.get("html", ""), headers=headers)
+                   text=form.get("text", ""), html=form.get("html", ""), headers=headers,
+                   from_address=_one_address(form.get("from")), envelope_from=envelope_from)
 
     def is_automatic(self) -> bool:
         auto = self.headers.get("auto-submitted", "no").strip().lower()
@@ -83,6 +110,15 @@ class Inbound:
                 or "x-autorespond" in self.headers
                 or precedence in ("auto_reply", "bulk", "junk")
                 or bool(_AUTO_SUBJECT.match(self.subject)))
+
+
+def _one_address(value: Any) -> str | None:
+    """The address part of ``value`` (``Name <a@b>`` or ``a@b``), or None when it is not a
+    string holding exactly one address."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    found = [addr for _name, addr in getaddresses([value]) if addr]
+    return found[0].strip() if len(found) == 1 and "@" in found[0] else None
 
 
 class _Text(HTMLParser):
@@ -133,9 +169,27 @@ class Matched:
     #: An answer to a manager's test mail: nothing is recorded for the customer.
     test: bool = False
 
+    @property
+    def erased(self) -> bool:
+        """The mail's customer was erased: nothing of this answer may be kept."""
+        return self.message.to_email == ERASED_ADDRESS
 
-def match(conn: Connection, secret: Secret, inbound: Inbound) -> Matched | None:
-    """Our mail that ``inbound`` answers, by token first, then by Message-ID."""
+
+def _answers(message: Any, inbound: Inbound) -> bool:
+    """Whether ``inbound`` may answer ``message`` by Message-ID: the mail was sent, and the sender
+    (From, and the envelope's when given) is the address it went to."""
+    if message.status != MessageStatus.SENT.value:
+        return False
+    if message.to_email == ERASED_ADDRESS:
+        return True  # matched only to be dropped (Matched.erased): the address is gone
+    recipient = (message.to_email or "").strip().casefold()
+    return (inbound.from_address is not None and inbound.from_address.casefold() == recipient
+            and (not inbound.envelope_from or inbound.envelope_from.casefold() == recipient))
+
+
+def match(conn: Connection, secret: Secret, inbound: Inbound, domain: str) -> Matched | None:
+    """Our mail that ``inbound`` answers, by token first, then by Message-ID (``domain``: the
+    domain of our Message-IDs, :func:`lifecycle.mail.compose.domain_of`)."""
     for address in inbound.recipients:
         found = _TOKEN.match(address)
         if not found:
@@ -150,15 +204,26 @@ def match(conn: Connection, secret: Secret, inbound: Inbound) -> Matched | None:
         if row is not None:
             return Matched(purpose, row, "reply-to token", bool(data.get("t")) or is_test(row))
     for header in ("in-reply-to", "references"):
-        for our in _OUR_ID.findall(inbound.headers.get(header, "")):
+        for whole, our, its_domain in _OUR_ID.findall(inbound.headers.get(header, ""))[:20]:
+            if its_domain.casefold() != domain.casefold():
+                continue
             row = conn.execute(select(Message.__table__).where(Message.id == int(our))).first()
-            if row is not None:
-                return Matched("reply", row, header, is_test(row))
+            if row is None or not _answers(row, inbound):
+                continue
+            kept = conn.execute(select(MessageContent.headers).where(
+                MessageContent.message_id == row.id)).scalar_one_or_none()
+            sent_as = (kept or {}).get("Message-ID")
+            if sent_as and sent_as.strip().casefold() != whole.casefold():
+                continue  # our id, but not the one that went out (its random part is not known)
+            return Matched("reply", row, header, is_test(row))
     return None
 
 
 def record_reply(conn: Connection, matched: Matched, inbound: Inbound, now: datetime) -> bool:
-    """A ``replied`` (or ``auto_reply``) touchpoint for ``matched``; False if kept before."""
+    """A ``replied`` (or ``auto_reply``) touchpoint for ``matched``; False if kept before, or
+    if ``matched`` is a mail of an erased customer (nothing is kept)."""
+    if matched.erased:
+        return False
     own_id = inbound.headers.get("message-id", "").strip()
     key = "inbound:" + (own_id or hashlib.sha256(
         f"{inbound.sender}|{inbound.subject}|{inbound.text}".encode()).hexdigest())

@@ -6,27 +6,428 @@ render in a sandboxed, immutable Jinja2 environment: no attribute access to
 internals, no mutation of the context, HTML autoescaped, and any undefined
 variable is an error.  Every failure becomes a :class:`TemplateError` naming
 the file and line.
+
+Rendering is bounded, so that a template cannot freeze the process that
+renders it (a worker, or the web app's preview): one Python operation on a
+big integer or string holds the interpreter for as long as it takes, so each
+is refused *before* it runs when its result would be too big, and the whole
+mail has a time limit, checked at every call, loop iteration, operator and
+piece of output.  The bounds (see :class:`BoundedSandbox`):
+
+* :data:`RENDER_SECONDS` of processor time per mail (subject, text and HTML
+  together; see :func:`_past_deadline`);
+* :data:`MAX_OUTPUT` characters per rendered part;
+* :data:`MAX_BUILT` characters (or items) built in all by the template's own
+  operations while one mail renders: ``*``, ``+``, ``~``, ``%``, string
+  methods, filters and macros;
+* :data:`MAX_RANGE` items per ``range``, :data:`MAX_INT_BITS` bits per integer
+  that ``**`` or ``*`` makes, :data:`MAX_LENGTH` for any width, padding, count
+  or repetition given to a method, filter or format (``'x'.center(n)``,
+  ``'%0*d'``, ``'{:>n}'``, ``indent(n)``, ``batch(n)``).
 """
 
 from __future__ import annotations
 
+import functools
+import math
 import re
+import string
 import sys
+import threading
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import css_inline
 import jinja2
+from jinja2 import nodes
+from jinja2.compiler import CodeGenerator, Frame, optimizeconst
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 _SPACE = re.compile(r"\s+")
 MAX_SUBJECT = 255
+#: Seconds of processor time one mail (subject, text and HTML) may take to render (the
+#: rendering thread's own time: waiting for a busy machine does not count).
+RENDER_SECONDS = 5.0
+#: After a mail ran out of time, every mail a renderer renders in the next STRAINED_SECONDS
+#: gets QUICK_SECONDS (an ordinary mail takes about a millisecond): a batch of 100 mails whose
+#: template runs away for all of them fails in about a minute, inside its send lease.
+QUICK_SECONDS = 0.5
+STRAINED_SECONDS = 60.0
+#: Characters one rendered part (subject, text or HTML) may have.
+MAX_OUTPUT = 1_000_000
+#: Characters or items a template's own operations may build in all while one mail renders.
+MAX_BUILT = 10_000_000
+#: Longest value one operation may make, and the largest width, count or repetition.
+MAX_LENGTH = 1_000_000
+#: Items in one ``range()`` (Jinja's own sandbox allows 100,000).
+MAX_RANGE = 10_000
+#: Bits of an integer that ``**`` or ``*`` may make (about 3,000 decimal digits).
+MAX_INT_BITS = 10_000
+
+
+class LimitExceeded(SecurityError):
+    """A template went past one of the rendering bounds (the message says which)."""
+
+
+class _Limits(threading.local):
+    """The running render's limits, per thread (one environment serves every worker thread):
+    its processor time (``seconds`` from ``cpu_start``, :func:`time.thread_time`), a wall-clock
+    ``deadline`` (``time.monotonic()``) before which that cannot be used up, and what it may
+    still build."""
+
+    deadline = math.inf
+    cpu_start = 0.0
+    seconds = 0.0
+    note = ""
+    left = math.inf
+
+
+_limits = _Limits()
+
+
+class _TimeUp(LimitExceeded):
+    """The mail's rendering ran out of time."""
+
+
+def _check_time() -> None:
+    if time.monotonic() > _limits.deadline:
+        _past_deadline()
+
+
+def _past_deadline() -> None:
+    """The wall-clock deadline passed: stop if the render has used its processor time, else move
+    the deadline by what is left (a thread that waited — for the interpreter, for a busy machine
+    — has not used its time: an ordinary mail is never failed for a stall)."""
+    used = time.thread_time() - _limits.cpu_start
+    if used > _limits.seconds:
+        raise _TimeUp(f"rendering used more than {_limits.seconds:g} seconds of processor time, "
+                      f"the limit for one mail{_limits.note}")
+    _limits.deadline = time.monotonic() + (_limits.seconds - used)
+
+
+def _spend(amount: int, what: str) -> None:
+    """Count ``amount`` characters or items built; refused (before building) beyond the budget."""
+    if amount > MAX_LENGTH:
+        raise LimitExceeded(f"{what} would make {amount:,} characters or items; at most "
+                            f"{MAX_LENGTH:,}")
+    if amount > _limits.left:
+        raise LimitExceeded(f"{what} would take this mail past {MAX_BUILT:,} characters or "
+                            "items built in all")
+    _limits.left -= amount
+
+
+def _size(value: Any, limit: int = MAX_BUILT) -> int:
+    """About how many characters ``value`` is when written out (containers counted through,
+    stopping once past ``limit``): what its string costs before it is made."""
+    if isinstance(value, str | bytes):
+        return len(value)
+    if isinstance(value, bool) or value is None:
+        return 1
+    if isinstance(value, int):
+        return value.bit_length() // 3 + 1
+    if isinstance(value, range):
+        return len(value) * 2
+    if isinstance(value, dict):
+        items: Iterable[Any] = (x for pair in value.items() for x in pair)
+        total = len(value) * 2
+    elif isinstance(value, list | tuple | set | frozenset):
+        items, total = value, len(value) * 2
+    else:
+        return 1
+    if total > limit:
+        return total
+    for item in items:
+        total += _size(item, limit - total)
+        if total > limit:
+            break
+    return total
+
+
+def _width(value: Any, what: str) -> None:
+    """A width, count or repetition given to a method or filter: an int of at most MAX_LENGTH."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_LENGTH:
+        raise LimitExceeded(f"{what} {value:,} is over the limit of {MAX_LENGTH:,}")
+
+
+#: Numbers in a %-format: width and precision (``*`` takes them from the arguments).
+_PRINTF = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?")
+_DIGITS = re.compile(r"\d+")
+
+
+def _check_printf(fmt: str, args: Any) -> None:
+    """Refuse a ``%`` format whose widths or precisions (given, or ``*`` from ``args``) are
+    over the limit, before formatting."""
+    star = False
+    for width, precision in _PRINTF.findall(fmt):
+        for number in (width, precision):
+            if number == "*":
+                star = True
+            elif number:
+                _width(int(number) if len(number) < 20 else MAX_LENGTH + 1, "a format width of")
+    if star:
+        for arg in args if isinstance(args, tuple) else (args,):
+            _width(arg, "a format width of")
+
+
+def _check_format(fmt: str) -> None:
+    """Refuse a ``str.format`` string whose field specs ask for widths or precisions over the
+    limit, or take them from the arguments (``{:{}}``), before formatting."""
+    try:
+        fields = list(string.Formatter().parse(fmt))
+    except ValueError:
+        return  # str.format raises its own error
+    for _literal, _name, spec, _conversion in fields:
+        if not spec:
+            continue
+        if "{" in spec:
+            raise LimitExceeded("a format spec taken from the arguments ({:{}}) is not allowed")
+        for number in _DIGITS.findall(spec):
+            _width(int(number) if len(number) < 20 else MAX_LENGTH + 1, "a format width of")
+
+
+def _bounded_range(*args: int) -> range:
+    found = range(*args)
+    if len(found) > MAX_RANGE:
+        raise LimitExceeded(f"range() of {len(found):,} items; at most {MAX_RANGE:,}")
+    _check_time()
+    return found
+
+
+def _power(left: Any, right: Any) -> Any:
+    if isinstance(left, int) and isinstance(right, int) and right > 1 and abs(left) > 1:
+        bits = (abs(left).bit_length() - 1) * right
+        if bits > MAX_INT_BITS:
+            raise LimitExceeded(f"{left} ** {right} would have about {bits:,} bits; at most "
+                                f"{MAX_INT_BITS:,}")
+    return left**right
+
+
+def _times(left: Any, right: Any) -> Any:
+    if isinstance(left, int) and not isinstance(right, int | float):
+        left, right = right, left
+    if isinstance(left, str | bytes | list | tuple) and isinstance(right, int):
+        _spend(len(left) * max(right, 0), "repeating a value")
+    elif isinstance(left, int) and isinstance(right, int) and \
+            left.bit_length() + right.bit_length() > MAX_INT_BITS:
+        raise LimitExceeded(f"a product of about {left.bit_length() + right.bit_length():,} "
+                            f"bits; at most {MAX_INT_BITS:,}")
+    return left * right
+
+
+def _plus(left: Any, right: Any) -> Any:
+    if isinstance(left, str | bytes | list | tuple) and isinstance(right, str | bytes | list |
+                                                                   tuple):
+        _spend(len(left) + len(right), "joining two values with +")
+    return left + right
+
+
+def _modulo(left: Any, right: Any) -> Any:
+    if isinstance(left, str | bytes):
+        fmt = left if isinstance(left, str) else left.decode("latin-1")
+        _check_printf(fmt, right)
+        _spend(len(left) + _size(right), "formatting with %")
+    return left % right
+
+
+def _method_size(name: str, text: str | bytes, args: tuple[Any, ...],
+                 kwargs: dict[str, Any]) -> int | None:
+    """The size of ``text.name(*args)`` for the string methods whose result can be far bigger
+    than their string (a width given to one of them is checked here); None for the others."""
+    if name in ("center", "ljust", "rjust", "zfill"):
+        width = args[0] if args else kwargs.get("width", 0)
+        _width(width, f"{name}() of width")
+        return max(len(text), width if isinstance(width, int) else 0)
+    if name == "expandtabs":
+        size = args[0] if args else kwargs.get("tabsize", 8)
+        _width(size, "expandtabs() of")
+        return len(text) * max(size if isinstance(size, int) else 8, 1)
+    if name == "join":  # (args[0] is a list: see BoundedSandbox.call)
+        items = args[0] if args and isinstance(args[0], list) else []
+        return sum(_size(x) for x in items) + len(text) * len(items)
+    if name == "replace":
+        old, new = (list(args) + [None, None])[:2]
+        if isinstance(old, str | bytes) and isinstance(new, str | bytes):
+            times = text.count(old) if old else len(text) + 1  # type: ignore[arg-type]
+            return len(text) + times * len(new)
+    if name == "translate":
+        table = args[0] if args else None
+        longest = max((_size(v) for v in table.values()), default=1) \
+            if isinstance(table, dict) else 1
+        return len(text) * max(longest, 1)
+    return None
+
+
+class _Generator(CodeGenerator):
+    """Jinja's code generator with two checks added: every ``{% for %}`` iterates through
+    :meth:`BoundedSandbox.guard_iter`, and every ``~`` goes through
+    :meth:`BoundedSandbox.guard_concat`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._loop_iterables: dict[int, nodes.Node] = {}
+
+    def visit_For(self, node: nodes.For, frame: Frame) -> None:
+        self._loop_iterables[id(node.iter)] = node.iter
+        super().visit_For(node, frame)
+
+    def visit(self, node: nodes.Node, *args: Any, **kwargs: Any) -> Any:
+        if id(node) in self._loop_iterables and self._loop_iterables[id(node)] is node:
+            self.write("environment.guard_iter(")
+            super().visit(node, *args, **kwargs)
+            self.write(")")
+            return None
+        return super().visit(node, *args, **kwargs)
+
+    @optimizeconst
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        if frame.eval_ctx.volatile:
+            func_name = "(markup_join if context.eval_ctx.volatile else str_join)"
+        elif frame.eval_ctx.autoescape:
+            func_name = "markup_join"
+        else:
+            func_name = "str_join"
+        self.write(f"{func_name}(environment.guard_concat((")
+        for arg in node.nodes:
+            self.visit(arg, frame)
+            self.write(", ")
+        self.write(")))")
+
+
+#: Filters whose output can be many times their input: every other argument multiplies it
+#: (a string by its length; a number too for those in _COUNTS), an over-estimate on purpose.
+_EXPANDING = frozenset(["center", "indent", "batch", "slice", "tojson", "join", "replace",
+                        "wordwrap", "urlize"])
+_COUNTS = frozenset(["center", "indent", "batch", "slice", "tojson"])
+
+
+class BoundedSandbox(ImmutableSandboxedEnvironment):
+    """Jinja's immutable sandbox with bounds on size and time (see the module doc)."""
+
+    code_generator_class = _Generator
+    intercepted_binops = frozenset(["**", "*", "+", "%"])
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, finalize=self._finalize, **kwargs)
+        self.globals["range"] = _bounded_range
+        self.globals.pop("lipsum", None)  # lipsum(n) writes n paragraphs
+        self.binop_table.update({"**": _power, "*": _times, "+": _plus, "%": _modulo})
+        self.filters = {name: self._guard_filter(name, f) for name, f in self.filters.items()}
+        self.concat = self._concat  # every buffer a block, macro or set joins
+
+    @staticmethod
+    def _finalize(value: Any) -> Any:
+        """Every ``{{ … }}``: refused before it is written out when it would be too long."""
+        if not isinstance(value, str) and _size(value, MAX_OUTPUT) > MAX_OUTPUT:
+            raise LimitExceeded(f"a value of more than {MAX_OUTPUT:,} characters is written out")
+        return value
+
+    @staticmethod
+    def _concat(parts: Iterable[str]) -> str:
+        parts = list(parts)
+        _spend(sum(map(len, parts)), "a block's output")
+        return "".join(parts)
+
+    def _guard_filter(self, name: str, func: Any) -> Any:
+        """``func`` (the filter ``name``) checking the time, and refusing values too big to
+        write out and (for :data:`_EXPANDING` filters) outputs too big, before it runs."""
+        skip = 0 if getattr(func, "jinja_pass_arg", None) is None else 1
+
+        @functools.wraps(func)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            _check_time()
+            values = list(args[skip:])
+            if name in _EXPANDING or name in ("sum", "list", "string", "pprint"):
+                values = [list(v) if isinstance(v, Iterator) else v for v in values]
+                args = (*args[:skip], *values)
+            for value in (*values, *kwargs.values()):
+                if not isinstance(value, str) and _size(value) > min(MAX_BUILT, _limits.left):
+                    raise LimitExceeded(f"the filter {name} was given a value too big to write")
+            if name in _EXPANDING and values:
+                factor = 1
+                for other in (*values[1:], *kwargs.values()):
+                    if isinstance(other, str):
+                        factor += len(other)
+                    elif name in _COUNTS and isinstance(other, int):
+                        _width(other, f"the filter {name}'s argument")
+                        factor += abs(other)
+                _spend(_size(values[0]) * factor, f"the filter {name}")
+            if name == "format" and values:
+                _check_printf(str(values[0]), tuple(values[1:]) or kwargs)
+            result = func(*args, **kwargs)
+            if isinstance(result, str | list | tuple):
+                _spend(len(result), f"the filter {name}")
+            return result
+
+        return guarded
+
+    def guard_iter(self, iterable: Iterable[Any]) -> Iterator[Any]:
+        """``iterable``, checking the time at every item (a loop that writes nothing too)."""
+        for item in iterable:
+            if time.monotonic() > _limits.deadline:
+                _past_deadline()
+            yield item
+
+    @staticmethod
+    def guard_concat(parts: tuple[Any, ...]) -> tuple[Any, ...]:
+        """The operands of ``~``, refused before they are joined when the result is too long."""
+        _spend(sum(_size(p) for p in parts), "joining values with ~")
+        return parts
+
+    def call(__self, __context: Any, __obj: Any, *args: Any,  # noqa: N805 - as Jinja's
+             **kwargs: Any) -> Any:
+        _check_time()
+        owner = getattr(__obj, "__self__", None)
+        if isinstance(owner, str | bytes):
+            if getattr(__obj, "__name__", "") == "join" and args:
+                args = (list(args[0]), *args[1:])  # its size is counted before it is joined
+            size = _method_size(getattr(__obj, "__name__", ""), owner, args, kwargs)
+            if size is not None:
+                _spend(size, f"the method {__obj.__name__}()")
+        result = super().call(__context, __obj, *args, **kwargs)
+        if isinstance(result, str):  # a macro's output, a method's result
+            _spend(len(result), "a call's result")
+        return result
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        _check_time()
+        return super().call_binop(context, operator, left, right)
+
+    def wrap_str_format(self, value: Any) -> Any:
+        wrapper = super().wrap_str_format(value)
+        if wrapper is None:
+            return None
+        text = value.__self__
+
+        @functools.wraps(wrapper)
+        def checked(*args: Any, **kwargs: Any) -> Any:
+            _check_format(text)
+            _spend(len(text) + sum(_size(a) for a in (*args, *kwargs.values())),
+                   "formatting a string")
+            return wrapper(*args, **kwargs)
+
+        return checked
+
+
+def _count(value: Any) -> int:
+    try:
+        return len(value)
+    except TypeError:
+        return 0
+
+
+def _count_in(text: Any, old: Any) -> int:
+    text, old = str(text), str(old)
+    return text.count(old) if old else len(text) + 1
 
 
 class TemplateError(ValueError):
     """A template that cannot render; ``str()`` is ``FILE:LINE: message``."""
+
+    #: The template ran out of time (see :data:`QUICK_SECONDS`).
+    timed_out = False
 
     def __init__(self, file: str, line: int | None, message: str) -> None:
         self.file = file
@@ -46,7 +447,7 @@ class Rendered:
 class Renderer:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.env = ImmutableSandboxedEnvironment(
+        self.env = BoundedSandbox(
             loader=jinja2.FileSystemLoader(str(folder)),
             autoescape=jinja2.select_autoescape(enabled_extensions=("html",),
                                                 default_for_string=False),
@@ -56,6 +457,8 @@ class Renderer:
             auto_reload=False,  # see _fresh: one look at the folder every CHECK_SECONDS
         )
         self._seen: dict[str, tuple[bool, bool, bool]] = {}
+        #: When (time.monotonic()) a mail last ran out of time.
+        self._timed_out_at = -math.inf
         self._checked = time.monotonic()
         self._signature = _signature(folder)
 
@@ -88,20 +491,55 @@ class Renderer:
         return not name.startswith("_") and subject and (text or html)
 
     def _render(self, path: str, context: dict[str, Any]) -> str:
+        """One part, streamed and stopped past :data:`MAX_OUTPUT` characters or the mail's
+        deadline."""
         try:
-            return self.env.get_template(path).render(context)
+            parts: list[str] = []
+            size = 0
+            for chunk in self.env.get_template(path).generate(context):
+                size += len(chunk)
+                if size > MAX_OUTPUT:
+                    raise LimitExceeded(f"the output is longer than {MAX_OUTPUT:,} characters")
+                parts.append(chunk)
+                if not len(parts) & 255:  # loops and calls check it too
+                    _check_time()
+            return "".join(parts)
         except jinja2.TemplateSyntaxError as exc:
             raise TemplateError(exc.name or path, exc.lineno, exc.message or "syntax error") \
                 from None
         except jinja2.TemplateNotFound as exc:
             raise TemplateError(path, None, f"template {exc.name!r} not found") from None
         except (jinja2.UndefinedError, SecurityError, TypeError, ValueError, ArithmeticError,
-                LookupError) as exc:
+                LookupError, RecursionError, MemoryError) as exc:
             file, line = _template_position(path)
-            raise TemplateError(file, line, _describe(exc)) from None
+            error = TemplateError(file, line, _describe(exc))
+            error.timed_out = isinstance(exc, _TimeUp)
+            raise error from None
 
     def render(self, name: str, context: dict[str, Any]) -> Rendered:
-        """Render subject, text and HTML of email ``name`` (TemplateError on failure)."""
+        """Render subject, text and HTML of email ``name`` (TemplateError on failure), within
+        :data:`RENDER_SECONDS` and the size bounds."""
+        before = (_limits.deadline, _limits.cpu_start, _limits.seconds, _limits.note,
+                  _limits.left)
+        started = time.monotonic()
+        strained = started < self._timed_out_at + STRAINED_SECONDS
+        _limits.seconds = min(QUICK_SECONDS, RENDER_SECONDS) if strained else RENDER_SECONDS
+        _limits.note = (f" for {STRAINED_SECONDS:g} seconds after one ran out of time"
+                        if strained else "")
+        _limits.deadline = started + _limits.seconds
+        _limits.cpu_start = time.thread_time()
+        _limits.left = MAX_BUILT
+        try:
+            return self._render_all(name, context)
+        except TemplateError as exc:
+            if exc.timed_out:
+                self._timed_out_at = time.monotonic()
+            raise
+        finally:
+            (_limits.deadline, _limits.cpu_start, _limits.seconds, _limits.note,
+             _limits.left) = before
+
+    def _render_all(self, name: str, context: dict[str, Any]) -> Rendered:
         if not self.exists(name):
             raise TemplateError(f"{name}/", None, "no such email: it needs subject.txt and "
                                                   "body.txt or body.html")
@@ -159,6 +597,10 @@ def _relative(filename: str, default: str) -> str:
 
 
 def _describe(exc: Exception) -> str:
+    if isinstance(exc, LimitExceeded):
+        return f"stopped at a rendering limit: {exc}"
+    if isinstance(exc, RecursionError | MemoryError):
+        return f"stopped at a rendering limit: {type(exc).__name__}"
     if isinstance(exc, jinja2.UndefinedError):
         return f"{exc.message} (every variable a template uses must be given)"
     if isinstance(exc, SecurityError):

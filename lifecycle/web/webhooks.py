@@ -25,6 +25,7 @@ from starlette.requests import ClientDisconnect
 
 from lifecycle.app import App
 from lifecycle.links import inbound_key_ok
+from lifecycle.mail.compose import domain_of
 from lifecycle.mail.events import receive_events, without_nul
 from lifecycle.mail.inbound import Inbound, match, record_reply
 from lifecycle.mail.signature import (
@@ -191,11 +192,15 @@ def _too_deep(value: Any, depth: int = 0) -> bool:
 def _inbound(app: App, inbound: Inbound) -> dict[str, Any]:
     now = app.clock.now()
     with app.engine.begin() as conn:
-        matched = match(conn, app.keys, inbound)
+        matched = match(conn, app.keys, inbound, domain_of(app.settings))
         if matched is None:
             log.info("An inbound mail from %s matched none of our mails; it is dropped.",
                      inbound.sender)
             return {"matched": False}
+        if matched.erased:
+            log.info("An inbound %s to mail %d of an erased customer was dropped; nothing of "
+                     "it is kept.", matched.purpose, matched.message.id)
+            return {"matched": True, "erased": True}
         if matched.test:
             log.info("An inbound %s to test mail %d was dropped: a test mail changes nothing "
                      "for the customer it was rendered for.", matched.purpose, matched.message.id)
