@@ -117,8 +117,9 @@ class MailJob:
             return
         if again:
             restarted = self.epoch is not None and epoch != self.epoch
-            log.warning("The broker answers again%s; %d queued mails were handed out again at "
-                        "once.", " as a new server (restarted)" if restarted else "", handed)
+            log.warning("The broker answers again%s; %d mails, every queued one among them, "
+                        "were handed out at once.",
+                        " as a new server (restarted)" if restarted else "", handed)
         self.down, self.epoch = False, epoch
 
 
