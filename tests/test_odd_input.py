@@ -246,6 +246,31 @@ def test_the_api_documents_need_a_staff_login_or_an_api_key(app: App, web: TestC
     assert "/openapi.json" in web.get("/docs").text
 
 
+def test_the_api_documents_pages_may_load_the_script_and_styles_they_name(
+        fresh_database_url: str, tmp_path: Path) -> None:
+    """The pages' own policy forbids script; Swagger UI and ReDoc are nothing without theirs."""
+    import re
+    from urllib.parse import urlsplit
+
+    app = make_app(fresh_database_url, tmp_path, public_api_docs=True)
+    web = TestClient(create_app(app))
+    for path in ("/docs", "/redoc"):
+        page = web.get(path)
+        policy = dict(part.strip().split(" ", 1) for part in
+                      page.headers["content-security-policy"].split(";"))
+        scripts = re.findall(r'<script[^>]*\ssrc="([^"]+)"', page.text)
+        styles = [re.search(r'href="([^"]+)"', tag).group(1)  # type: ignore[union-attr]
+                  for tag in re.findall(r"<link[^>]*>", page.text) if "stylesheet" in tag]
+        assert scripts, path
+        for url, directive in [(u, "script-src") for u in scripts] + \
+                              [(u, "style-src") for u in styles]:
+            origin = "{0.scheme}://{0.netloc}".format(urlsplit(url))
+            assert origin in policy[directive].split(), (path, url)
+        if re.search(r"<script>\s*\S", page.text):  # an inline start-up script
+            assert "'unsafe-inline'" in policy["script-src"].split(), path
+    app.close()
+
+
 def test_a_setting_makes_the_api_documents_public(fresh_database_url: str,
                                                   tmp_path: Path) -> None:
     app = make_app(fresh_database_url, tmp_path, public_api_docs=True)

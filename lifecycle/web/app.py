@@ -34,6 +34,14 @@ PAGE_POLICY = ("script-src 'none'; object-src 'none'; base-uri 'none'; form-acti
                "frame-ancestors 'none'")
 
 
+#: The API documents' pages (Swagger UI, ReDoc) are FastAPI's: their script and styles come from
+#: the jsDelivr CDN, with an inline start-up script; nothing else is allowed.
+DOCS_POLICY = ("default-src 'none'; script-src 'unsafe-inline' https://cdn.jsdelivr.net; "
+               "style-src 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis.com; "
+               "font-src https://fonts.gstatic.com; img-src 'self' data: https://fastapi.tiangolo.com "
+               "https://cdn.redoc.ly; worker-src blob:; connect-src 'self'; base-uri 'none'; "
+               "form-action 'none'; frame-ancestors 'none'")
+
 
 def create_app(app: App) -> FastAPI:
     # The API documents are served below, to staff and API clients only.
@@ -88,14 +96,18 @@ def create_app(app: App) -> FastAPI:
     def openapi(request: Request) -> Response:
         return JSONResponse(web.openapi()) if may_read_docs(request) else not_found()
 
+    def documents(page: Response) -> Response:
+        page.headers["Content-Security-Policy"] = DOCS_POLICY  # not PAGE_POLICY: they need script
+        return page
+
     @web.get("/docs", include_in_schema=False)
     def docs(request: Request) -> Response:
-        return get_swagger_ui_html(openapi_url="/openapi.json", title="Lifecycle API") \
+        return documents(get_swagger_ui_html(openapi_url="/openapi.json", title="Lifecycle API")) \
             if may_read_docs(request) else not_found()
 
     @web.get("/redoc", include_in_schema=False)
     def redoc(request: Request) -> Response:
-        return get_redoc_html(openapi_url="/openapi.json", title="Lifecycle API") \
+        return documents(get_redoc_html(openapi_url="/openapi.json", title="Lifecycle API")) \
             if may_read_docs(request) else not_found()
 
     @web.get("/healthz")
