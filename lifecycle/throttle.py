@@ -25,7 +25,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, and_, delete, or_, select, update
+from sqlalchemy import Connection, and_, delete, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -165,9 +165,12 @@ def forget_account(conn: Connection, email: str) -> None:
 
 def prune(conn: Connection, now: datetime) -> int:
     """Delete the rows that no longer count: never blocked and quiet for :data:`WINDOW`, or
-    quiet for :data:`FORGET` and not blocked now; how many."""
+    quiet for :data:`FORGET` and not blocked now; how many.  Rows another login attempt holds
+    are skipped (on PostgreSQL), so a prune never waits for one and two attempts cannot
+    deadlock over it: the next attempt's prune takes them."""
     t = LoginThrottle.__table__
     unblocked = or_(t.c.blocked_until.is_(None), t.c.blocked_until <= now)
-    return int(conn.execute(delete(t).where(unblocked, or_(
+    quiet = select(t.c.kind, t.c.key).where(unblocked, or_(
         and_(t.c.blocks == 0, t.c.updated_at <= now - WINDOW),
-        t.c.updated_at <= now - FORGET))).rowcount)
+        t.c.updated_at <= now - FORGET)).with_for_update(skip_locked=True)
+    return int(conn.execute(delete(t).where(tuple_(t.c.kind, t.c.key).in_(quiet))).rowcount)

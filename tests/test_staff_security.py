@@ -176,6 +176,31 @@ def test_the_throttle_forgets_quiet_rows(app: App) -> None:
     assert rows() == 2
 
 
+def test_pruning_skips_a_row_another_login_attempt_holds_instead_of_waiting_for_it(
+        app: App) -> None:
+    """Two attempts pruning and locking each other's rows must not deadlock (a 500)."""
+    if app.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite's BEGIN IMMEDIATE admits one writer: nothing to wait for")
+    from lifecycle.throttle import keys_of, prune
+
+    web = client(app)
+    attempt(web, "held@shop.example", "wrong password")
+    attempt(web, "loose@shop.example", "wrong password")
+    later = app.clock.now() + timedelta(minutes=16)  # both names are quiet rows now
+    held = keys_of("held@shop.example", None)[0]
+    t = LoginThrottle.__table__
+    with app.engine.connect() as holder:
+        holder.execute(select(t).where(t.c.kind == held[0], t.c.key == held[1])
+                       .with_for_update())  # another attempt's transaction holds this row
+        with app.engine.begin() as conn:
+            conn.exec_driver_sql("SET LOCAL lock_timeout = '2s'")  # a wait would fail here
+            assert prune(conn, later) == 2  # the loose name and the address; not the held row
+        holder.rollback()
+    with app.engine.connect() as conn:
+        left = conn.execute(select(t.c.kind, t.c.key).where(t.c.kind == "account")).all()
+    assert [tuple(row) for row in left] == [held]
+
+
 def test_an_ipv6_client_counts_by_its_64_network_and_a_mapped_ipv4_as_ipv4() -> None:
     from lifecycle.throttle import client_key
 
