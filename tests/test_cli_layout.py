@@ -6,8 +6,8 @@ import click
 
 from lifecycle.cli import cli
 
-#: Commands that share a module on purpose: the long-running processes.
-PROCESSES = {"run", "worker", "scheduler", "web"}
+#: Commands that share a module on purpose: the long-running processes and their health check.
+PROCESSES = {"run", "worker", "scheduler", "web", "healthcheck"}
 
 
 def test_every_command_group_is_defined_in_a_module_of_its_own() -> None:

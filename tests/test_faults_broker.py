@@ -41,6 +41,7 @@ from tests.factories import add_campaign
 from tests.fake_sendgrid import FakeSendGrid
 from tests.ports import free_port
 from tests.private_redis import PrivateRedis
+from tests.test_delivery_faults import FAULT_SECRET
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "SG.broker-faults"
@@ -78,7 +79,7 @@ class Run:
                        if not k.startswith(("LIFECYCLE_", "SENDGRID_"))},
                     "LIFECYCLE_DATABASE_URL": database_url, "LIFECYCLE_BROKER_URL": redis.url,
                     "LIFECYCLE_MAIL_TRANSPORT": "sendgrid", "SENDGRID_API_KEY": KEY,
-                    "SENDGRID_API_HOST": fake.url, "LIFECYCLE_SECRET_KEY": "b" * 40,
+                    "SENDGRID_API_HOST": fake.url, "LIFECYCLE_SECRET_KEY": FAULT_SECRET,
                     "LIFECYCLE_WORKER_THREADS": "1", "LIFECYCLE_TICK_SECONDS": "0.2",
                     "LIFECYCLE_SEND_LEASE_SECONDS": str(LEASE), "LIFECYCLE_SEND_TIMEOUT": "5",
                     "LIFECYCLE_SETTLE_SECONDS": "2", "LIFECYCLE_RETRY_BASE_SECONDS": "0.2",
@@ -325,7 +326,7 @@ def nowhere_app(database_url: str, fake: FakeSendGrid, rate: str) -> App:
     url = make_url(database_url).render_as_string(hide_password=False)
     return App(load_settings({"LIFECYCLE_DATABASE_URL": url, "LIFECYCLE_MAIL_TRANSPORT": "sendgrid",
                               "SENDGRID_API_KEY": KEY, "SENDGRID_API_HOST": fake.url,
-                              "LIFECYCLE_SECRET_KEY": "b" * 40, "LIFECYCLE_SEND_RATE": rate}),
+                              "LIFECYCLE_SECRET_KEY": FAULT_SECRET, "LIFECYCLE_SEND_RATE": rate}),
                clock=SystemClock())
 
 
