@@ -129,7 +129,7 @@ def test_an_in_reply_to_from_another_address_than_the_mails_matches_nothing_and_
     assert [k for k, _ in timeline(app)] == ["replied"] and firing(app, flows) == 1
 
 
-def test_an_in_reply_to_naming_a_mail_never_sent_or_not_our_id_matches_nothing(
+def test_an_in_reply_to_naming_a_mail_never_sent_not_our_id_or_without_its_kept_copy_matches_nothing(
         app: App, web: TestClient) -> None:
     mid, mail = our_mail(app, sent=False)
     ours = mail.headers["Message-ID"]
@@ -140,13 +140,22 @@ def test_an_in_reply_to_naming_a_mail_never_sent_or_not_our_id_matches_nothing(
         answer = post(web, to="shop@example.com", text="hi",
                       headers=f"Message-ID: <n{n}@mail.example>\nReferences: {named}\n")
         assert answer.status_code == 200 and answer.json() == {"matched": False}, named
-    with app.engine.begin() as conn:  # sent now: the Message-ID matches, a foreign domain not
+    with app.engine.begin() as conn:  # settled as sent from SendGrid's events: no copy kept
         conn.execute(update(Message).where(Message.id == mid).values(status="sent", sent_at=T0))
-    assert post(web, to="shop@example.com", text="hi", headers=(
-        f"Message-ID: <n9@mail.example>\nReferences: <lifecycle.{mid}@anything.example>\n"
-    )).json() == {"matched": False}
-    assert post(web, to="shop@example.com", text="hi", headers=(
-        f"Message-ID: <n8@mail.example>\nReferences: {ours}\n")).json()["matched"] is True
+    for n, named in enumerate([f"<lifecycle.{mid}@anything.example>", ours]):
+        assert post(web, to="shop@example.com", text="hi", headers=(
+            f"Message-ID: <s{n}@mail.example>\nReferences: {named}\n")).json() == \
+            {"matched": False}, named  # no kept Message-ID to hold it to: ids are guessable
+
+
+def test_a_message_id_carries_128_random_bits_before_our_id() -> None:
+    from lifecycle.mail.compose import message_id_for
+
+    first, second = message_id_for(7, "shop.example"), message_id_for(7, "shop.example")
+    assert first != second
+    random_part, ours = first[1:].split(".", 1)
+    assert len(random_part) == 32 and int(random_part, 16) >= 0
+    assert ours == "lifecycle.7@shop.example>"
 
 
 def test_an_in_reply_to_with_our_id_but_not_the_message_id_that_went_out_matches_nothing(
@@ -172,7 +181,8 @@ def test_a_reply_to_an_erased_customers_mail_keeps_nothing_of_it(
     by_id = post(web, to="shop@example.com", text="Remember me? Sam, 1 Elm St",
                  headers=f"Message-ID: <e2@mail.example>\nIn-Reply-To: "
                          f"{mail.headers['Message-ID']}\n")
-    assert by_token.json() == by_id.json() == {"matched": True, "erased": True}
+    assert by_token.json() == {"matched": True, "erased": True}
+    assert by_id.json() == {"matched": False}  # erasure deleted the Message-ID it could match
     after = timeline(app)  # nothing new: nothing to trigger a flow either
     assert after == before and "b0@example.com" not in repr(after) and "Elm" not in repr(after)
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import email.policy
 import functools
+import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid, parseaddr
+from email.utils import format_datetime, parseaddr
 from typing import Any
 
 from lifecycle.config import Settings
@@ -25,6 +26,15 @@ from lifecycle.mail.templates import Rendered
 MIME_POLICY = email.policy.SMTP.clone(max_line_length=998)
 #: Prefix of our ids in SendGrid's ``custom_args`` (they come back on every event).
 ARG_PREFIX = "lifecycle_"
+
+
+
+def message_id_for(message_id: int, domain: str) -> str:
+    """A mail's Message-ID: 128 random bits (from :mod:`secrets`; :func:`email.utils.make_msgid`
+    takes 40 from :mod:`random`), then ``lifecycle.<our id>@<domain>``.  A reply matched by it
+    must quote it whole (:mod:`lifecycle.mail.inbound`), so the random part must not be
+    guessable."""
+    return f"<{secrets.token_hex(16)}.lifecycle.{message_id}@{domain}>"
 
 
 def domain_of(settings: Settings) -> str:
@@ -97,7 +107,7 @@ def compose(settings: Settings, message: Any, rendered: Rendered, now: datetime,
     ids = {"message_id": message.id, "customer_id": message.customer_id,
            "flow": flow, "step": message.step or "", "attempt": message.attempts}
     headers = {
-        "Message-ID": make_msgid(idstring=f"lifecycle.{message.id}", domain=domain),
+        "Message-ID": message_id_for(message.id, domain),
         "List-Unsubscribe": (f"<{settings.base_url}/u/{unsubscribe}>, "
                              f"<mailto:unsubscribe+{unsubscribe}@{domain}>"),
         "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",

@@ -10,7 +10,8 @@ A mail to ``unsubscribe+<token>@<domain>`` — the ``mailto:`` of
 Matching by Message-ID is only as good as what a sender cannot make up, and
 anyone can write any ``In-Reply-To``: so it needs the id to be ours (our
 domain, the domain of ``LIFECYCLE_MAIL_FROM``; the whole Message-ID the mail
-went out with, random part included, when its copy is kept), the mail it
+went out with, random part included: a mail without its kept copy — settled
+from SendGrid's events after a crash — matches nothing this way), the mail it
 names to have been sent (status ``sent``: the provider accepted it), and the
 sender — the
 one address of the ``From`` header and, when SendGrid's ``envelope`` names
@@ -213,8 +214,11 @@ def match(conn: Connection, secret: Secret, inbound: Inbound, domain: str) -> Ma
             kept = conn.execute(select(MessageContent.headers).where(
                 MessageContent.message_id == row.id)).scalar_one_or_none()
             sent_as = (kept or {}).get("Message-ID")
-            if sent_as and sent_as.strip().casefold() != whole.casefold():
-                continue  # our id, but not the one that went out (its random part is not known)
+            if not sent_as or sent_as.strip().casefold() != whole.casefold():
+                # our id, but not the one that went out (its random part is not known); or a
+                # mail settled from SendGrid's events, whose Message-ID was never kept: what
+                # could be checked is guessable (ids run in order), so it matches nothing
+                continue
             return Matched("reply", row, header, is_test(row))
     return None
 
