@@ -262,6 +262,9 @@ _PLACEHOLDER = re.compile(r"change.?me|replace.?me|placeholder|your.?secret|secr
                           r"example|insecure|not.?secret|xxxxxx", re.I)
 #: A key that is one piece of up to 16 characters, repeated.
 _REPEATED = re.compile(r"(.{1,16}?)\1+", re.S)
+#: Least zxcvbn guesses (log10) of a secret key: a random 32-character key scores 30 or more,
+#: a keyboard row, the alphabet or repeated words 4–12.
+MIN_SECRET_GUESSES_LOG10 = 20
 #: In LIFECYCLE_SECRET_KEY_PREVIOUS: the key kept in the database (:mod:`lifecycle.secret`).
 KEPT_IN_DATABASE = "database"
 #: How to make a good key (named in every refusal).
@@ -274,8 +277,9 @@ def secret_key_fault(value: str) -> str | None:
     Refused: fewer than :data:`MIN_SECRET_LENGTH` characters; a key printed in
     Lifecycle's docs (:data:`PUBLISHED_SECRET_KEYS`) or one that reads like a
     placeholder (``change-me…``, ``your-secret…``); and an obviously low-entropy
-    key: fewer than :data:`MIN_SECRET_DISTINCT` different characters, or one
-    short piece repeated.
+    key: fewer than :data:`MIN_SECRET_DISTINCT` different characters, one
+    short piece repeated, or fewer than 10^:data:`MIN_SECRET_GUESSES_LOG10`
+    guesses by zxcvbn (keyboard rows, sequences, words).
     """
     if value in PUBLISHED_SECRET_KEYS:
         return "it is the placeholder printed in Lifecycle's documentation, which anyone can read"
@@ -288,6 +292,12 @@ def secret_key_fault(value: str) -> str | None:
     if len(set(value)) < MIN_SECRET_DISTINCT:
         return (f"it has only {len(set(value))} different characters, far too regular to be "
                 "secret")
+    from lifecycle.guessing import judge  # zxcvbn's dictionaries load on first use
+
+    guesses = judge(value)["guesses_log10"]
+    if guesses < MIN_SECRET_GUESSES_LOG10:
+        return (f"it is made of guessable patterns (about 10^{guesses:.0f} guesses by zxcvbn: "
+                "keyboard rows, sequences, words, repeats), not a random key")
     return None
 
 

@@ -14,15 +14,14 @@ raise it, and the web pages refuse a session issued under an older one.
 from __future__ import annotations
 
 import re
-import threading
 from datetime import datetime
 from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from sqlalchemy import Connection, insert, select, update
-from zxcvbn import zxcvbn
 
+from lifecycle.guessing import judge
 from lifecycle.models import StaffRole, StaffUser
 from lifecycle.throttle import forget_account
 
@@ -32,12 +31,7 @@ MIN_PASSWORD = 12
 #: Least zxcvbn score (0–4) of a password: 3 is "safely unguessable: moderate protection from
 #: an offline slow-hash scenario" (about 10^8 guesses or more).
 MIN_SCORE = 3
-#: zxcvbn judges at most this many characters (its own limit); a longer password is judged by
-#: its beginning.
-_JUDGED = 72
 _hasher = PasswordHasher()
-# zxcvbn keeps the words of the current call in a module-level dictionary: one call at a time.
-_judging = threading.Lock()
 
 
 def allows(role: str, needed: str) -> bool:
@@ -61,8 +55,7 @@ def password_problem(password: str, email: str, name: str | None = None) -> str 
     if name and len(name.strip()) >= 4 and " ".join(name.lower().split()) in password.lower():
         return "the password must not contain the account's name"
     words = [address, *re.split(r"[^a-z0-9]+", address), *(name or "").lower().split()]
-    with _judging:
-        judged = zxcvbn(password[:_JUDGED], user_inputs=[w for w in words if len(w) > 2])
+    judged = judge(password, [w for w in words if len(w) > 2])
     if judged["score"] >= MIN_SCORE:
         return None
     reasons = [judged["feedback"]["warning"]] if judged["feedback"]["warning"] else []

@@ -61,6 +61,10 @@ def lifecycle_settings(env: dict[str, str]):  # type: ignore[no-untyped-def]
     ("ab" * 20, "one short piece repeated"),
     ("aabbaabbaabbaabbaabbaabbaabbaabbccdd", "only 4 different characters"),
     ("Kx7-short", "at least 32 characters (it has 9)"),
+    ("qwertyuiopasdfghjklzxcvbnm123456", "guessable patterns"),  # keyboard rows
+    ("abcdefghijklmnopqrstuvwxyz012345", "guessable patterns"),  # sequences
+    ("passwordpasswordpassword12345678", "guessable patterns"),  # words
+    ("lifecycle-lifecycle-lifecycle-2024!", "guessable patterns"),
 ])
 def test_a_short_placeholder_or_regular_key_is_refused_naming_the_setting_and_why(
         value: str, why: str) -> None:
@@ -69,6 +73,13 @@ def test_a_short_placeholder_or_regular_key_is_refused_naming_the_setting_and_wh
     message = str(refused.value)
     assert message.startswith("LIFECYCLE_SECRET_KEY is refused: ") and why in message
     assert "\n" not in message and value not in message
+
+
+def test_random_keys_as_the_readme_makes_them_pass() -> None:
+    import secrets
+
+    for key in (secrets.token_urlsafe(32), secrets.token_hex(16), secrets.token_urlsafe(24)):
+        assert load_settings({"LIFECYCLE_SECRET_KEY": key}).secret_key == key
 
 
 def test_a_published_key_is_refused_among_the_previous_keys_too() -> None:
