@@ -61,6 +61,16 @@ class App:
                 with self.engine.connect() as conn:  # read only: an explicit key makes none
                     kept = stored_key(conn)
                 previous += (kept,) if kept is not None else ()
+            else:
+                with self.engine.connect() as conn:
+                    kept = stored_key(conn)
+                if kept is not None and kept != self.settings.secret_key:
+                    log.warning("LIFECYCLE_SECRET_KEY is set, but the database also keeps a "
+                                "generated key, which processes without LIFECYCLE_SECRET_KEY "
+                                "sign with: their links and sessions are refused here. Set the "
+                                "same LIFECYCLE_SECRET_KEY on every process (and list "
+                                "'database' in LIFECYCLE_SECRET_KEY_PREVIOUS while links "
+                                "signed with the kept key are in use).")
             return KeyRing(self.settings.secret_key, previous, "environment")
 
         key, made = shared_key(self.engine, self.clock.now())

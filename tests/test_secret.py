@@ -354,3 +354,49 @@ def test_offer_codes_come_from_the_current_key_during_a_rotation() -> None:
     code = offer_code(rotating, "BACK10", "win_back", 7, "ten")
     assert code == offer_code(NEW_KEY, "BACK10", "win_back", 7, "ten")
     assert code != offer_code(OLD_KEY, "BACK10", "win_back", 7, "ten")
+
+
+# ------------------------------------------------------------------ keys that disagree
+
+
+def test_a_process_with_its_own_key_beside_the_kept_one_says_so_and_refused_links_are_logged(
+        fresh_database_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A web process given LIFECYCLE_SECRET_KEY while workers without it sign with the key
+    kept in the database: both the start and every refused link say what is wrong, once a
+    minute at most for links."""
+    env = environment(fresh_database_url, tmp_path)
+    kept = App(lifecycle_settings(env))
+    with kept.engine.begin() as conn:
+        [mid] = add_campaign(conn, 1, system_clock.now())
+        cid = conn.execute(select(Message.customer_id).where(Message.id == mid)).scalar_one()
+    assert kept.keys.source == "database"
+    path = links(kept.settings, cid, mid)["unsubscribe"].removeprefix(kept.settings.base_url)
+    kept.close()
+
+    app = App(lifecycle_settings({**env, "LIFECYCLE_SECRET_KEY": NEW_KEY}))
+    try:
+        with caplog.at_level("WARNING"):
+            assert app.keys.source == "environment"
+        assert any("the database also keeps a generated key" in r.getMessage()
+                   for r in caplog.records)
+        caplog.clear()
+        web = TestClient(create_app(app))
+        with caplog.at_level("WARNING", logger="lifecycle.web.linked"):
+            assert web.get(path).status_code == 400
+            assert web.post(path, data={"List-Unsubscribe": "One-Click"}).status_code == 400
+        refused = [r.getMessage() for r in caplog.records if "link(s) refused" in r.getMessage()]
+        assert len(refused) == 1 and "matches none of this process's secret keys" in refused[0]
+    finally:
+        app.close()
+
+
+def test_a_process_with_the_same_key_as_the_kept_one_or_none_kept_says_nothing(
+        fresh_database_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    app = App(load_settings({"LIFECYCLE_DATABASE_URL": fresh_database_url,
+                             "LIFECYCLE_SECRET_KEY": NEW_KEY}))
+    try:
+        with caplog.at_level("WARNING"):
+            assert app.keys.current == NEW_KEY
+        assert not [r for r in caplog.records if "keeps a generated key" in r.getMessage()]
+    finally:
+        app.close()

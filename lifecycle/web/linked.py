@@ -12,6 +12,9 @@ who never got it.
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from collections.abc import AsyncGenerator
 from datetime import datetime
 from pathlib import Path
@@ -36,6 +39,8 @@ from lifecycle.segments.definitions import segment_words
 from lifecycle.subscriptions import customer_of
 from lifecycle.timeline import MAX_ROW_ID
 from lifecycle.timeutil import as_utc, zone
+
+log = logging.getLogger(__name__)
 
 
 def _reader(request: Request) -> dict[str, Any]:
@@ -153,9 +158,33 @@ class Holder(NamedTuple):
     test: bool = False
 
 
+#: Refused links are logged at most once per this many seconds (a scanner may try many).
+REFUSED_LOG_SECONDS = 60.0
+
+
 class Linked:
     def __init__(self, app: App) -> None:
         self.app = app
+        self._refused = 0  # links refused since the last log line
+        self._refused_logged_at: float | None = None  # time.monotonic() of that line
+        self._refused_lock = threading.Lock()
+
+    def _refused_link(self, purpose: str) -> None:
+        """Log that a link's signature matched none of our keys: at once for the first, then
+        at most every :data:`REFUSED_LOG_SECONDS` with how many came meanwhile."""
+        now = time.monotonic()
+        with self._refused_lock:
+            self._refused += 1
+            if self._refused_logged_at is not None \
+                    and now - self._refused_logged_at < REFUSED_LOG_SECONDS:
+                return
+            count, self._refused, self._refused_logged_at = self._refused, 0, now
+        log.warning("%d link(s) refused (the latest a %s link): the signature matches none of "
+                    "this process's secret keys. If links from real mails are refused, a "
+                    "process signs with another LIFECYCLE_SECRET_KEY (or the key kept in the "
+                    "database) than this one, or a key was rotated without "
+                    "LIFECYCLE_SECRET_KEY_PREVIOUS; otherwise someone altered a link.",
+                    count, purpose)
 
     def holder(self, conn: Connection, purpose: str, token: str) -> Holder | None:
         """Whom a valid ``token`` names; None for a bad one.  A test mail's link (flagged in
@@ -164,7 +193,10 @@ class Linked:
         try:
             data = verify(self.app.keys, purpose, token)
             customer_id, message_id = int(data["c"]), int(data.get("m") or 0)
-        except (BadToken, KeyError, TypeError, ValueError):
+        except BadToken:
+            self._refused_link(purpose)
+            return None
+        except (KeyError, TypeError, ValueError):
             return None
         mail = conn.execute(select(Message.id, Message.context).where(
             Message.id == message_id)).first()
