@@ -137,6 +137,8 @@ def test_one_image_is_built_once_and_every_lifecycle_service_runs_it() -> None:
     assert SERVICES[builders[0]]["image"] == APP_IMAGE
     for name in APP_SERVICES:
         assert SERVICES[name]["image"] == APP_IMAGE, name
+        if name not in builders:  # never looked for on a registry (compose v2 may try: no such)
+            assert SERVICES[name].get("pull_policy") == "never", name
 
 
 #: An explicit version: ``15.10``, ``7.4.1``, ``v1.22.3``, ``3.11.11-slim-bookworm``.

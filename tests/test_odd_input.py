@@ -26,10 +26,12 @@ from lifecycle.mail.transports import FileTransport
 from lifecycle.models import Message, ProviderEvent, Touchpoint
 from lifecycle.web.app import create_app
 from tests.factories import (
+    PASSWORD,
     WEB_SECRET,
     WEB_T0,
     account,
     add_campaign,
+    csrf_of,
     logged_in,
     webhook_headers,
     webhook_key,
@@ -330,3 +332,21 @@ def test_customer_staff_and_link_pages_are_not_kept_in_caches(
     note = web.post(f"/customers/{cid}/notes", data={"csrf": csrf(web), "note": "hi"},
                     follow_redirects=False)
     assert note.status_code == 303 and note.headers.get("cache-control") == "no-store"
+
+
+@pytest.mark.parametrize(("base_url", "secure"), [("https://crm.shop.example", True),
+                                                  ("http://127.0.0.1:8000", False)])
+def test_login_and_session_cookies_are_secure_when_the_base_url_is_https(
+        fresh_database_url: str, tmp_path: Path, base_url: str, secure: bool) -> None:
+    app = make_app(fresh_database_url, tmp_path, base_url=base_url)
+    try:
+        account(app, "sue@shop.example", "support")
+        web = TestClient(create_app(app), base_url="https://testserver")
+        login = web.get("/login")
+        answer = web.post("/login", data={"email": "sue@shop.example", "password": PASSWORD,
+                                          "csrf": csrf_of(login.text)}, follow_redirects=False)
+        cookies = [login.headers["set-cookie"], answer.headers["set-cookie"]]
+        assert all(("; secure" in c.lower()) is secure for c in cookies), cookies
+        assert "lifecycle_session=" in cookies[1]
+    finally:
+        app.close()
