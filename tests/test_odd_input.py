@@ -25,6 +25,7 @@ from lifecycle.mail.templates import Rendered
 from lifecycle.mail.transports import FileTransport
 from lifecycle.models import Message, ProviderEvent, Touchpoint
 from lifecycle.web.app import create_app
+from tests.conftest import count
 from tests.factories import (
     PASSWORD,
     WEB_SECRET,
@@ -348,5 +349,24 @@ def test_login_and_session_cookies_are_secure_when_the_base_url_is_https(
         cookies = [login.headers["set-cookie"], answer.headers["set-cookie"]]
         assert all(("; secure" in c.lower()) is secure for c in cookies), cookies
         assert "lifecycle_session=" in cookies[1]
+    finally:
+        app.close()
+
+
+def test_without_the_webhook_key_every_event_post_is_refused_and_logged(
+        fresh_database_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    app = make_app(fresh_database_url, tmp_path, sendgrid_webhook_public_key=None)
+    try:
+        web = TestClient(create_app(app))
+        body = json.dumps([{"event": "delivered", "email": "a@b.example", "timestamp": 1,
+                            "sg_event_id": "e1", "lifecycle_message_id": "1"}]).encode()
+        with caplog.at_level("WARNING"):
+            answer = web.post("/webhooks/sendgrid/events", content=body,
+                              headers={"content-type": "application/json"})
+        assert answer.status_code == 403 and "SENDGRID_WEBHOOK_PUBLIC_KEY" in answer.text
+        assert any("SENDGRID_WEBHOOK_PUBLIC_KEY is not set" in r.getMessage()
+                   for r in caplog.records)
+        with app.engine.connect() as conn:
+            assert count(conn, "provider_events") == 0
     finally:
         app.close()
