@@ -43,9 +43,9 @@ HUGE_ID = "9" * 20  # a row id no BIGINT holds
 
 
 def make_app(url: str, tmp_path: Path, **changes: Any) -> App:
+    changes.setdefault("sendgrid_webhook_public_key", PUBLIC)
     return App(replace(load_settings({}), database_url=make_url(url), secret_key=WEB_SECRET,
-                       outbox_dir=tmp_path / "outbox", sendgrid_webhook_public_key=PUBLIC,
-                       **changes), clock=ManualClock(WEB_T0))
+                       outbox_dir=tmp_path / "outbox", **changes), clock=ManualClock(WEB_T0))
 
 
 @pytest.fixture
