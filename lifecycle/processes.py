@@ -63,9 +63,11 @@ def running_worker(app: App, broker: dramatiq.Broker) -> Iterator[dramatiq.Worke
     log.info("The worker started with %d threads.", app.settings.worker_threads)
     try:
         with heartbeat.beating(app, "worker", {"threads": app.settings.worker_threads}):
-            yield worker
+            try:
+                yield worker
+            finally:  # before the heartbeat says it stopped: no message runs after that
+                worker.stop(timeout=WORKER_STOP_TIMEOUT_MS)
     finally:
-        worker.stop(timeout=WORKER_STOP_TIMEOUT_MS)
         broker.close()
         log.info("The worker stopped.")
 
@@ -82,6 +84,7 @@ def running_scheduler(app: App, jobs: list[Job] | None = None) -> Iterator[Sched
     finally:
         stop.set()
         thread.join(timeout=60)
+        heartbeat.stopped(app, "scheduler")
 
 
 class _Server(uvicorn.Server):

@@ -53,7 +53,7 @@ def heartbeat_job(app: App) -> None:
     with app.engine.begin() as conn:
         heartbeat.record(conn, "scheduler", now, {
             "tick_seconds": app.settings.tick_seconds,
-            "heartbeat_seconds": app.settings.heartbeat_seconds})
+            "heartbeat_seconds": app.settings.heartbeat_seconds, "stopped_at": None})
         heartbeat.prune(conn, app.clock, now)
     heartbeat.heartbeat.send(now.isoformat())
 

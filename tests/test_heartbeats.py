@@ -80,6 +80,37 @@ def test_two_worker_processes_each_show_alive_and_a_killed_one_shows_dead(
         app.close()
 
 
+def test_a_worker_stopped_cleanly_shows_dead_at_once_not_after_four_missed_beats(
+        fresh_database_url: str, redis_server: PrivateRedis, tmp_path: Path) -> None:
+    url = make_url(fresh_database_url).render_as_string(hide_password=False)
+    env = {**{k: v for k, v in os.environ.items()
+              if not k.startswith(("LIFECYCLE_", "SENDGRID_"))},
+           "LIFECYCLE_DATABASE_URL": url, "LIFECYCLE_BROKER_URL": redis_server.url,
+           "LIFECYCLE_HEARTBEAT_SECONDS": "60", "LIFECYCLE_WORKER_THREADS": "1",
+           "LIFECYCLE_LOG_LEVEL": "WARNING", "LIFECYCLE_OUTBOX_DIR": str(tmp_path)}
+    app = App(load_settings(env), clock=SystemClock())
+    web = TestClient(create_app(app))
+    worker = subprocess.Popen([sys.executable, "-m", "lifecycle", "worker"], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: workers_on_healthz(web).get(worker.pid), 60, "the worker alive")
+        healthy = subprocess.run([sys.executable, "-m", "lifecycle", "healthcheck", "--kind",
+                                  "worker"], env=env, capture_output=True, text=True, timeout=60)
+        assert healthy.returncode == 0, healthy.stderr
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(60) == 0
+        # Four missed beats would take four minutes here: the stop itself says it.
+        assert workers_on_healthz(web) == {worker.pid: False}
+        check = subprocess.run([sys.executable, "-m", "lifecycle", "healthcheck", "--kind",
+                                "worker"], env=env, capture_output=True, text=True, timeout=60)
+        assert check.returncode == 1 and "stopped at" in check.stderr, check.stderr
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait(30)
+        app.close()
+
+
 def test_the_scheduler_deletes_rows_of_workers_and_schedulers_gone_for_a_day_but_keeps_the_demos(
         app: App, web: TestClient) -> None:
     now = app.clock.now()

@@ -102,6 +102,10 @@ def healthcheck_command(kind: str, max_age: float | None) -> None:
     if row is None:
         click.echo(f"Unhealthy: no {kind} on {host} has recorded a heartbeat yet.", err=True)
         raise SystemExit(1)
+    if row.info.get("stopped_at"):
+        click.echo(f"Unhealthy: the latest {kind} on {host} stopped at "
+                   f"{row.info['stopped_at']}.", err=True)
+        raise SystemExit(1)
     now = app.clock.now()
     age = real_seconds(app.clock, now - row.last_seen_at)
     every = float(row.info.get("heartbeat_seconds") or app.settings.heartbeat_seconds)
