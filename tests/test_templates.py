@@ -166,6 +166,8 @@ BLOWUPS = [
     "{{ (0).from_bytes(('x' * 2000).encode(), 'big').bit_length() }}",
     "{{ 'ab'.encode('punycode') }}",
     "{% set s = ('%999999d' * 20) % ((1,) * 20) %}x",
+    "{{ x|round(-100000) }}",
+    "{{ 1.5|round(100000, 'floor') }}",
     # Output-less and slow: only the time limit stops these.
     "{% for i in range(10000) %}{% for j in range(10000) %}{% endfor %}{% endfor %}",
     "{% set r = range(10000) %}{% for i in r %}{% for j in r %}{% endfor %}{% endfor %}",
@@ -217,6 +219,8 @@ BLOWUP_IDS = [
     "from_bytes_method",
     "quadratic_codec",
     "printf_many_widths",
+    "round_filter_precision",
+    "round_filter_floor_precision",
     "nested_loops",
     "nested_loops_over_a_variable",
     "exponential_macro_calls",

@@ -31,7 +31,8 @@ piece of output.  The bounds (see :class:`BoundedSandbox`):
   format added up;
 * numbers and bytes have a short list of methods (:data:`_NUMBER_METHODS`,
   :data:`_BYTES_METHODS`), and ``encode``/``decode`` only the linear codecs
-  in :data:`_CODECS`; ``sum`` adds through the bounded ``+``.
+  in :data:`_CODECS`; ``sum`` adds through the bounded ``+``; ``round`` takes
+  at most as many digits as an integer of MAX_INT_BITS bits has.
 """
 
 from __future__ import annotations
@@ -231,6 +232,8 @@ def _check_int(value: Any, what: str) -> None:
 #: Bits one digit carries in each base ``int()`` takes.
 _DIGIT_BITS = {base: math.log2(base) for base in range(2, 37)}
 _PREFIX_BASES = {"0x": 16, "0o": 8, "0b": 2}
+#: Decimal digits of an integer of MAX_INT_BITS bits.
+_INT_DIGITS = math.ceil(MAX_INT_BITS * math.log10(2))
 
 
 def _check_number_text(value: Any, base: Any, what: str) -> None:
@@ -488,6 +491,11 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
                 base = values[2] if len(values) > 2 else kwargs.get("base", 10)
                 _check_number_text(values[0], base if name == "int" else 10,
                                    f"the filter {name} was given a string")
+            if name == "round" and values:  # it computes 10 ** precision
+                precision = values[1] if len(values) > 1 else kwargs.get("precision", 0)
+                if _is_int(precision) and abs(precision) > _INT_DIGITS:
+                    raise LimitExceeded(f"the filter round to {precision:,} digits; at most "
+                                        f"{_INT_DIGITS:,} either way")
             result = func(*args, **kwargs)
             if isinstance(result, str | list | tuple):
                 _spend(len(result), f"the filter {name}")
