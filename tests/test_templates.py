@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -153,6 +154,20 @@ BLOWUPS = [
     "{% for i in range(10000) %}{{ 'x' * 1000 }}{% endfor %}",
     "{{ lipsum(1000000) }}",
     "{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}",
+    "{{ ('f' * 3000)|int(base=16) }}",
+    "{{ ('0x' ~ 'f' * 3000)|int(base=0) }}",
+    "{{ ['f' * 3000]|map('int', base=16)|list }}",
+    "{{ ('9' * 1000000)|float }}",
+    "{{ 0x" + "f" * 3000 + " // 3 }}",
+    "{% set a = 2 ** 9999 %}{{ (a + a) // 3 }}",
+    "{{ [2 ** 9999, 2 ** 9999]|sum }}",
+    "{{ ([[0] * 100] * 1000)|sum(start=[])|length }}",
+    "{{ (1).to_bytes(2000000, 'big')|length }}",
+    "{{ (0).from_bytes(('x' * 2000).encode(), 'big').bit_length() }}",
+    "{{ 'ab'.encode('punycode') }}",
+    "{% set s = ('%999999d' * 20) % ((1,) * 20) %}x",
+    "{{ x|round(-100000) }}",
+    "{{ 1.5|round(100000, 'floor') }}",
     # Output-less and slow: only the time limit stops these.
     "{% for i in range(10000) %}{% for j in range(10000) %}{% endfor %}{% endfor %}",
     "{% set r = range(10000) %}{% for i in r %}{% for j in r %}{% endfor %}{% endfor %}",
@@ -192,6 +207,20 @@ BLOWUP_IDS = [
     "output",
     "lipsum",
     "endless_recursion",
+    "int_filter_of_a_long_string",
+    "int_filter_with_a_prefix",
+    "int_filter_through_map",
+    "float_filter_of_a_long_string",
+    "huge_int_literal",
+    "int_sum_past_the_bits",
+    "sum_filter_past_the_bits",
+    "sum_filter_of_lists",
+    "to_bytes_method",
+    "from_bytes_method",
+    "quadratic_codec",
+    "printf_many_widths",
+    "round_filter_precision",
+    "round_filter_floor_precision",
     "nested_loops",
     "nested_loops_over_a_variable",
     "exponential_macro_calls",
@@ -215,14 +244,43 @@ def test_a_template_that_would_freeze_or_fill_the_process_fails_within_seconds_n
     assert "rendering limit" in str(caught.value) or "'lipsum' is undefined" in str(caught.value)
 
 
+def test_no_operator_takes_or_makes_an_integer_over_the_bit_limit(tmp_path: Path) -> None:
+    for operator in ("//", "/", "-", "%", "+", "*", "**"):
+        renderer = write(tmp_path, "big", "Hi", f"{{{{ x {operator} 3 }}}}")
+        expected = re.escape(operator) + " was given an integer of 20,001 bits; at most 10,000"
+        with pytest.raises(TemplateError, match=expected):
+            renderer.render("big", {"x": 2 ** 20000})
+    renderer = write(tmp_path, "edge", "Hi", "{{ x - 1 }} {{ (x + x).bit_length() }}")
+    with pytest.raises(TemplateError, match=r"\+ made an integer of 10,001 bits"):
+        renderer.render("edge", {"x": 2 ** 9999})
+
+
+@pytest.mark.parametrize(("body", "refused"), [
+    ("{{ 'ab'.encode().title() }}", "the method title() of bytes is not allowed"),
+    ("{{ (1.5).fromhex('0x1p3') }}", "the method fromhex() of a number or bytes is not allowed"),
+    ("{{ (3).from_bytes('a'.encode(), 'big') }}", "the method from_bytes() of a number or"),
+    ("{{ 'a'.encode().decode('punycode') }}", "decode() with the codec 'punycode' is not"),
+])
+def test_numbers_and_bytes_have_only_a_few_methods_and_strings_only_linear_codecs(
+        tmp_path: Path, body: str, refused: str) -> None:
+    renderer = write(tmp_path, "m", "Hi", body)
+    with pytest.raises(TemplateError, match=re.escape(refused)):
+        renderer.render("m", {})
+    allowed = write(tmp_path, "ok", "Hi", "{{ (3).bit_length() }} {{ 'é'.encode('latin-1').hex() }}")
+    assert allowed.render("ok", {}).text == "2 e9"
+
+
 def test_the_limits_leave_ordinary_arithmetic_formatting_and_loops_alone(tmp_path: Path) -> None:
     renderer = write(tmp_path, "fine", "Hi", (
         "{{ (x + 9) ** 3 }} {{ 'ab' * 3 }} {{ '%05d' % 42 }} {{ '{:>6}'.format('r') }} "
         "{{ 'x'|center(5) }}|{{ range(3)|join(',') }} {{ 2 ** 64 }} "
         "{% for i in range(100) %}{% for j in range(100) %}{% endfor %}{% endfor %}"
-        "{{ ('y' * 10000)|length }} {{ '-'.join(range(3)|map('string')) }}"))
+        "{{ ('y' * 10000)|length }} {{ '-'.join(range(3)|map('string')) }} "
+        "{{ 7 // 2 }} {{ 7 - 2 }} {{ 7 / 2 }} {{ '0x1f'|int(base=0) }} {{ '3.5'|float }} "
+        "{{ [1, 2]|sum }} {{ (255).to_bytes(2, 'big').hex() }} {{ 'é'.encode('utf-8')|length }}"))
     assert renderer.render("fine", {"x": 1}).text == (
-        "1000 ababab 00042      r   x  |0,1,2 18446744073709551616 10000 0-1-2")
+        "1000 ababab 00042      r   x  |0,1,2 18446744073709551616 10000 0-1-2 "
+        "3 5 3.5 31 3.5 3 00ff 2")
 
 
 def test_what_one_mail_builds_in_all_and_its_ranges_are_bounded(tmp_path: Path) -> None:

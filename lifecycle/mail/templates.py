@@ -20,14 +20,24 @@ piece of output.  The bounds (see :class:`BoundedSandbox`):
 * :data:`MAX_BUILT` characters (or items) built in all by the template's own
   operations while one mail renders: ``*``, ``+``, ``~``, ``%``, string
   methods, filters and macros;
-* :data:`MAX_RANGE` items per ``range``, :data:`MAX_INT_BITS` bits per integer
-  that ``**`` or ``*`` makes, :data:`MAX_LENGTH` for any width, padding, count
-  or repetition given to a method, filter or format (``'x'.center(n)``,
-  ``'%0*d'``, ``'{:>n}'``, ``indent(n)``, ``batch(n)``).
+* :data:`MAX_RANGE` items per ``range``;
+* :data:`MAX_INT_BITS` bits per integer: in a literal, in what an operator is
+  given or makes (every operator Jinja has is checked), in the string the
+  ``int`` and ``float`` filters are given (refused before converting) and in
+  what a filter or call makes;
+* :data:`MAX_LENGTH` for any width, padding, count or repetition given to a
+  method, filter or format (``'x'.center(n)``, ``'%0*d'``, ``'{:>n}'``,
+  ``indent(n)``, ``batch(n)``, ``to_bytes(n)``), and for the widths of one
+  format added up;
+* numbers and bytes have a short list of methods (:data:`_NUMBER_METHODS`,
+  :data:`_BYTES_METHODS`), and ``encode``/``decode`` only the linear codecs
+  in :data:`_CODECS`; ``sum`` adds through the bounded ``+``; ``round`` takes
+  at most as many digits as an integer of MAX_INT_BITS bits has.
 """
 
 from __future__ import annotations
 
+import codecs
 import functools
 import math
 import re
@@ -44,6 +54,7 @@ import css_inline
 import jinja2
 from jinja2 import nodes
 from jinja2.compiler import CodeGenerator, Frame, optimizeconst
+from jinja2.filters import make_attrgetter
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 _SPACE = re.compile(r"\s+")
@@ -64,7 +75,7 @@ MAX_BUILT = 10_000_000
 MAX_LENGTH = 1_000_000
 #: Items in one ``range()`` (Jinja's own sandbox allows 100,000).
 MAX_RANGE = 10_000
-#: Bits of an integer that ``**`` or ``*`` may make (about 3,000 decimal digits).
+#: Bits of any integer a template makes or computes with (about 3,000 decimal digits).
 MAX_INT_BITS = 10_000
 
 
@@ -157,35 +168,46 @@ _PRINTF = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?")
 _DIGITS = re.compile(r"\d+")
 
 
-def _check_printf(fmt: str, args: Any) -> None:
+def _check_printf(fmt: str, args: Any) -> int:
     """Refuse a ``%`` format whose widths or precisions (given, or ``*`` from ``args``) are
-    over the limit, before formatting."""
+    over the limit, before formatting; the characters they add up to in all."""
     star = False
+    total = 0
     for width, precision in _PRINTF.findall(fmt):
         for number in (width, precision):
             if number == "*":
                 star = True
             elif number:
-                _width(int(number) if len(number) < 20 else MAX_LENGTH + 1, "a format width of")
+                value = int(number) if len(number) < 20 else MAX_LENGTH + 1
+                _width(value, "a format width of")
+                total += value
     if star:
         for arg in args if isinstance(args, tuple) else (args,):
             _width(arg, "a format width of")
+            if isinstance(arg, int):
+                total += abs(arg)
+    return total
 
 
-def _check_format(fmt: str) -> None:
+def _check_format(fmt: str) -> int:
     """Refuse a ``str.format`` string whose field specs ask for widths or precisions over the
-    limit, or take them from the arguments (``{:{}}``), before formatting."""
+    limit, or take them from the arguments (``{:{}}``), before formatting; the characters they
+    add up to in all."""
     try:
         fields = list(string.Formatter().parse(fmt))
     except ValueError:
-        return  # str.format raises its own error
+        return 0  # str.format raises its own error
+    total = 0
     for _literal, _name, spec, _conversion in fields:
         if not spec:
             continue
         if "{" in spec:
             raise LimitExceeded("a format spec taken from the arguments ({:{}}) is not allowed")
         for number in _DIGITS.findall(spec):
-            _width(int(number) if len(number) < 20 else MAX_LENGTH + 1, "a format width of")
+            value = int(number) if len(number) < 20 else MAX_LENGTH + 1
+            _width(value, "a format width of")
+            total += value
+    return total
 
 
 def _bounded_range(*args: int) -> range:
@@ -194,6 +216,100 @@ def _bounded_range(*args: int) -> range:
         raise LimitExceeded(f"range() of {len(found):,} items; at most {MAX_RANGE:,}")
     _check_time()
     return found
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_int(value: Any, what: str) -> None:
+    """Refuse an integer of more than MAX_INT_BITS bits (one operation on it can hold the
+    interpreter for seconds)."""
+    if _is_int(value) and value.bit_length() > MAX_INT_BITS:
+        raise LimitExceeded(f"{what} of {value.bit_length():,} bits; at most {MAX_INT_BITS:,}")
+
+
+#: Bits one digit carries in each base ``int()`` takes.
+_DIGIT_BITS = {base: math.log2(base) for base in range(2, 37)}
+_PREFIX_BASES = {"0x": 16, "0o": 8, "0b": 2}
+#: Decimal digits of an integer of MAX_INT_BITS bits.
+_INT_DIGITS = math.ceil(MAX_INT_BITS * math.log10(2))
+
+
+def _check_number_text(value: Any, base: Any, what: str) -> None:
+    """Refuse turning a string of more digits than an integer of MAX_INT_BITS bits has into
+    a number, before converting it (``int('f' * 10**6, 16)`` is fast and huge)."""
+    if not isinstance(value, str | bytes):
+        return
+    if not isinstance(base, int) or base not in _DIGIT_BITS:
+        head = value[:4].decode("latin-1") if isinstance(value, bytes) else value[:4]
+        base = _PREFIX_BASES.get(head.strip().lstrip("+-")[:2].lower(), 10) if base == 0 else 10
+    digits = math.ceil(MAX_INT_BITS / _DIGIT_BITS[base]) + 2  # and a sign or a prefix
+    if len(value) > digits:
+        raise LimitExceeded(f"{what} of {len(value):,} characters; at most {digits:,} in base "
+                            f"{base} (an integer of at most {MAX_INT_BITS:,} bits)")
+
+
+#: Codecs written in C, linear in their input (others, punycode, take quadratic time).
+_CODECS = frozenset(codecs.lookup(name).name for name in (
+    "utf-8", "ascii", "latin-1", "utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le",
+    "utf-32-be", "cp1252"))
+#: Methods of numbers and bytes a template may call (any other is refused: to_bytes(10**9)
+#: allocates gigabytes, from_bytes makes integers of any size).
+_NUMBER_METHODS = frozenset(["bit_length", "bit_count", "conjugate", "as_integer_ratio",
+                             "is_integer", "hex", "to_bytes"])
+_BYTES_METHODS = frozenset(["decode", "hex", "count", "find", "rfind", "index", "rindex",
+                            "startswith", "endswith", "strip", "lstrip", "rstrip", "split",
+                            "rsplit", "lower", "upper", "isascii", "isalnum", "isalpha",
+                            "isdigit", "isspace", "center", "ljust", "rjust", "zfill",
+                            "replace", "join"])
+
+
+def _check_codec(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    encoding = args[0] if args else kwargs.get("encoding", "utf-8")
+    try:
+        found = codecs.lookup(encoding).name if isinstance(encoding, str) else None
+    except LookupError:
+        return  # the method raises its own error
+    if found not in _CODECS:
+        raise LimitExceeded(f"{name}() with the codec {encoding!r} is not allowed; only "
+                            f"{', '.join(sorted(_CODECS))}")
+
+
+def _check_method(name: str, owner: Any, args: tuple[Any, ...],
+                  kwargs: dict[str, Any]) -> None:
+    """Refuse, before it runs, a method of a number or of bytes outside the short list above,
+    a ``to_bytes`` longer than MAX_LENGTH or past the budget, and ``encode``/``decode`` with a
+    codec other than :data:`_CODECS`."""
+    if isinstance(owner, type) and issubclass(owner, int | float | complex | bytes | bytearray):
+        raise LimitExceeded(f"the method {name}() of a number or bytes is not allowed")
+    elif isinstance(owner, int | float | complex):
+        if name not in _NUMBER_METHODS:
+            raise LimitExceeded(f"the method {name}() of a number is not allowed")
+        if name == "to_bytes":
+            length = args[0] if args else kwargs.get("length", 1)
+            _width(length, "to_bytes() of length")
+            _spend(length if isinstance(length, int) else 0, "the method to_bytes()")
+    elif isinstance(owner, bytes | bytearray):
+        if name not in _BYTES_METHODS:
+            raise LimitExceeded(f"the method {name}() of bytes is not allowed")
+        if name == "hex":
+            _spend(len(owner) * 3, "the method hex()")
+    if name in ("encode", "decode") and isinstance(owner, str | bytes | bytearray):
+        _check_codec(name, args, kwargs)
+
+
+@jinja2.pass_environment
+def _sum(environment: Any, iterable: Iterable[Any], attribute: Any = None,
+         start: Any = 0) -> Any:
+    """Jinja's ``sum`` filter adding one item at a time through the bounded ``+`` (a sum of
+    lists is quadratic: each step is counted and the time checked)."""
+    if attribute is not None:
+        iterable = map(make_attrgetter(environment, attribute), iterable)
+    total = start
+    for item in iterable:
+        total = environment.call_binop(None, "+", total, item)
+    return total
 
 
 def _power(left: Any, right: Any) -> Any:
@@ -227,8 +343,8 @@ def _plus(left: Any, right: Any) -> Any:
 def _modulo(left: Any, right: Any) -> Any:
     if isinstance(left, str | bytes):
         fmt = left if isinstance(left, str) else left.decode("latin-1")
-        _check_printf(fmt, right)
-        _spend(len(left) + _size(right), "formatting with %")
+        widths = _check_printf(fmt, right)
+        _spend(len(left) + widths + _size(right), "formatting with %")
     return left % right
 
 
@@ -307,15 +423,29 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
     """Jinja's immutable sandbox with bounds on size and time (see the module doc)."""
 
     code_generator_class = _Generator
-    intercepted_binops = frozenset(["**", "*", "+", "%"])
+    #: Every operator Jinja has (it has no bit operators): intercepted operators are never
+    #: folded at compile time either.
+    intercepted_binops = frozenset(["**", "*", "+", "%", "-", "/", "//"])
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, finalize=self._finalize, **kwargs)
         self.globals["range"] = _bounded_range
         self.globals.pop("lipsum", None)  # lipsum(n) writes n paragraphs
+        self.filters["sum"] = _sum
         self.binop_table.update({"**": _power, "*": _times, "+": _plus, "%": _modulo})
         self.filters = {name: self._guard_filter(name, f) for name, f in self.filters.items()}
         self.concat = self._concat  # every buffer a block, macro or set joins
+
+    def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
+        """The template's tree, refusing an integer literal over :data:`MAX_INT_BITS` bits
+        (``0xfff…`` of any length parses fast) before anything is folded at compile time."""
+        tree = super()._parse(source, name, filename)
+        for node in tree.find_all(nodes.Const):
+            if _is_int(node.value) and node.value.bit_length() > MAX_INT_BITS:
+                raise jinja2.TemplateSyntaxError(
+                    f"stopped at a rendering limit: an integer of {node.value.bit_length():,} "
+                    f"bits; at most {MAX_INT_BITS:,}", node.lineno, name, filename)
+        return tree
 
     @staticmethod
     def _finalize(value: Any) -> Any:
@@ -355,10 +485,21 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
                         factor += abs(other)
                 _spend(_size(values[0]) * factor, f"the filter {name}")
             if name == "format" and values:
-                _check_printf(str(values[0]), tuple(values[1:]) or kwargs)
+                widths = _check_printf(str(values[0]), tuple(values[1:]) or kwargs)
+                _spend(widths, f"the filter {name}")
+            if name in ("int", "float") and values:
+                base = values[2] if len(values) > 2 else kwargs.get("base", 10)
+                _check_number_text(values[0], base if name == "int" else 10,
+                                   f"the filter {name} was given a string")
+            if name == "round" and values:  # it computes 10 ** precision
+                precision = values[1] if len(values) > 1 else kwargs.get("precision", 0)
+                if _is_int(precision) and abs(precision) > _INT_DIGITS:
+                    raise LimitExceeded(f"the filter round to {precision:,} digits; at most "
+                                        f"{_INT_DIGITS:,} either way")
             result = func(*args, **kwargs)
             if isinstance(result, str | list | tuple):
                 _spend(len(result), f"the filter {name}")
+            _check_int(result, f"the filter {name} made an integer")
             return result
 
         return guarded
@@ -380,6 +521,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
              **kwargs: Any) -> Any:
         _check_time()
         owner = getattr(__obj, "__self__", None)
+        _check_method(getattr(__obj, "__name__", ""), owner, args, kwargs)
         if isinstance(owner, str | bytes):
             if getattr(__obj, "__name__", "") == "join" and args:
                 args = (list(args[0]), *args[1:])  # its size is counted before it is joined
@@ -389,11 +531,18 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         result = super().call(__context, __obj, *args, **kwargs)
         if isinstance(result, str):  # a macro's output, a method's result
             _spend(len(result), "a call's result")
+        _check_int(result, "a call made an integer")
         return result
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        """Every operator: the time checked, and no integer operand or result over
+        :data:`MAX_INT_BITS` bits (``//`` on two huge ones runs for seconds)."""
         _check_time()
-        return super().call_binop(context, operator, left, right)
+        _check_int(left, f"{operator} was given an integer")
+        _check_int(right, f"{operator} was given an integer")
+        result = super().call_binop(context, operator, left, right)
+        _check_int(result, f"{operator} made an integer")
+        return result
 
     def wrap_str_format(self, value: Any) -> Any:
         wrapper = super().wrap_str_format(value)
@@ -403,8 +552,8 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
 
         @functools.wraps(wrapper)
         def checked(*args: Any, **kwargs: Any) -> Any:
-            _check_format(text)
-            _spend(len(text) + sum(_size(a) for a in (*args, *kwargs.values())),
+            widths = _check_format(text)
+            _spend(len(text) + widths + sum(_size(a) for a in (*args, *kwargs.values())),
                    "formatting a string")
             return wrapper(*args, **kwargs)
 
