@@ -3,6 +3,7 @@ it must (API documents, caching, echoed input)."""
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from dataclasses import replace
@@ -192,6 +193,53 @@ def test_a_signed_event_post_with_deeply_nested_events_keeps_the_good_events(
         assert answer.status_code == 200, answer.text
         assert answer.json()["ignored"] == 2 and answer.json()["stored"] == 2
     assert events_stored(app) == {"ev-0", "ev-1", "ev-2", "ev-3"}
+
+
+def test_a_signed_event_holding_nan_or_infinity_is_skipped_and_the_rest_kept(
+        app: App, web: TestClient) -> None:
+    """PostgreSQL's jsonb refuses NaN: a post holding one was a 503, posted again for ever."""
+    _cid, mid = a_sent_mail(app)
+    odd = ['"x": NaN', '"timestamp": Infinity', '"x": {"a": [-Infinity]}', '"x": 1e999']
+    body = ("[" + json.dumps(event(mid, 0)) + ", "
+            + ", ".join(json.dumps(event(mid, 10 + n))[:-1] + ", " + field + "}"
+                        for n, field in enumerate(odd))
+            + ", " + json.dumps(event(mid, 1)) + "]").encode()
+    answer = post_events(web, body)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["ignored"] == len(odd) and answer.json()["stored"] == 2
+    assert events_stored(app) == {"ev-0", "ev-1"}
+
+
+def test_a_signed_event_holding_half_a_surrogate_pair_is_stored_without_it(
+        app: App, web: TestClient) -> None:
+    """JSON's \\ud800 escape makes a string no UTF-8 (and no database) holds: it was a 500."""
+    _cid, mid = a_sent_mail(app)
+    body = json.dumps([event(mid, 0, email="b0@example.com\ud800"),
+                       event(mid, 1, **{"x\udfff": ["\ud800"]}),
+                       {**event(mid, 2), "sg_event_id": "ev-2\udbff"},
+                       event(mid, 3, smile="\ud83d\ude00")]).encode()
+    assert b"\\ud800" in body
+    answer = post_events(web, body)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["stored"] == 4
+    assert events_stored(app) == {"ev-0", "ev-1", "ev-2\ufffd", "ev-3"}
+
+
+@pytest.mark.parametrize("stamp", ["9" * 400, "1e9", "-5"])
+def test_a_signed_event_post_whose_timestamp_is_no_sane_number_is_refused(
+        app: App, web: TestClient, stamp: str) -> None:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from lifecycle.mail.signature import SIGNATURE_HEADER, TIMESTAMP_HEADER
+
+    body = b"[]"
+    signature = PRIVATE.sign(stamp.encode() + body, ec.ECDSA(hashes.SHA256()))
+    answer = web.post("/webhooks/sendgrid/events", content=body, headers={
+        SIGNATURE_HEADER: base64.b64encode(signature).decode(),
+        TIMESTAMP_HEADER: stamp, "Content-Type": "application/json"})
+    assert answer.status_code == 403, answer.text
+    assert "timestamp" in answer.json()["error"]
 
 
 def test_a_signed_event_with_a_huge_or_odd_message_id_is_kept_as_unmatched(
