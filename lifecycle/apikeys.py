@@ -55,8 +55,10 @@ def create_key(conn: Connection, name: str, scopes: list[str], now: datetime,
     return key
 
 
-def authenticate(conn: Connection, presented: str | None, scope: str, now: datetime) -> Any:
-    """The key row of ``presented`` if it is valid and has ``scope``; else ApiKeyRefused."""
+def known_key(conn: Connection, presented: str | None) -> Any:
+    """The key row of ``presented`` if it is a known key not revoked; else ApiKeyRefused
+    (401).  Reads only: checked before a request's body is read (:class:`KeyBeforeBody`
+    in :mod:`lifecycle.web.api`)."""
     if not presented:
         raise ApiKeyRefused("an API key is required: Authorization: Bearer lc_…", 401)
     parts = presented.split("_", 2)
@@ -67,6 +69,12 @@ def authenticate(conn: Connection, presented: str | None, scope: str, now: datet
         raise ApiKeyRefused("unknown API key", 401)
     if row.revoked_at is not None:
         raise ApiKeyRefused("this API key was revoked", 401)
+    return row
+
+
+def authenticate(conn: Connection, presented: str | None, scope: str, now: datetime) -> Any:
+    """The key row of ``presented`` if it is valid and has ``scope``; else ApiKeyRefused."""
+    row = known_key(conn, presented)
     if scope not in (row.scopes or []):
         raise ApiKeyRefused(f"this API key lacks the scope {scope}", 403)
     conn.execute(update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=now))

@@ -45,6 +45,16 @@ def as_utc(value: datetime | str) -> datetime:
     return value.astimezone(UTC)
 
 
+def wall_clock(moment: datetime, tz: str, fmt: str = "%Y-%m-%d %H:%M") -> str:
+    """``moment`` written as wall-clock time in the zone ``tz``; a moment that zone's date
+    cannot hold (hours from year 1 or 9999) is written in UTC, marked so, not a crash."""
+    moment = as_utc(moment)
+    try:
+        return moment.astimezone(zone(tz)).strftime(fmt)
+    except OverflowError:
+        return moment.strftime(fmt) + " UTC"
+
+
 def parse_instant(text: str, default_zone: str = "UTC") -> datetime:
     """Parse an ISO 8601 date or date-time into an aware UTC datetime.
 

@@ -3,15 +3,17 @@ it must (API documents, caching, echoed input)."""
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.engine import make_url
 
 from lifecycle.apikeys import create_key
@@ -23,7 +25,7 @@ from lifecycle.mail.compose import compose
 from lifecycle.mail.sending import dispatch, send_batch
 from lifecycle.mail.templates import Rendered
 from lifecycle.mail.transports import FileTransport
-from lifecycle.models import Message, ProviderEvent, Touchpoint
+from lifecycle.models import Customer, Message, ProviderEvent, Touchpoint
 from lifecycle.web.app import create_app
 from tests.conftest import count
 from tests.factories import (
@@ -195,6 +197,53 @@ def test_a_signed_event_post_with_deeply_nested_events_keeps_the_good_events(
         assert answer.status_code == 200, answer.text
         assert answer.json()["ignored"] == 2 and answer.json()["stored"] == 2
     assert events_stored(app) == {"ev-0", "ev-1", "ev-2", "ev-3"}
+
+
+def test_a_signed_event_holding_nan_or_infinity_is_skipped_and_the_rest_kept(
+        app: App, web: TestClient) -> None:
+    """PostgreSQL's jsonb refuses NaN: a post holding one was a 503, posted again for ever."""
+    _cid, mid = a_sent_mail(app)
+    odd = ['"x": NaN', '"timestamp": Infinity', '"x": {"a": [-Infinity]}', '"x": 1e999']
+    body = ("[" + json.dumps(event(mid, 0)) + ", "
+            + ", ".join(json.dumps(event(mid, 10 + n))[:-1] + ", " + field + "}"
+                        for n, field in enumerate(odd))
+            + ", " + json.dumps(event(mid, 1)) + "]").encode()
+    answer = post_events(web, body)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["ignored"] == len(odd) and answer.json()["stored"] == 2
+    assert events_stored(app) == {"ev-0", "ev-1"}
+
+
+def test_a_signed_event_holding_half_a_surrogate_pair_is_stored_without_it(
+        app: App, web: TestClient) -> None:
+    """JSON's \\ud800 escape makes a string no UTF-8 (and no database) holds: it was a 500."""
+    _cid, mid = a_sent_mail(app)
+    body = json.dumps([event(mid, 0, email="b0@example.com\ud800"),
+                       event(mid, 1, **{"x\udfff": ["\ud800"]}),
+                       {**event(mid, 2), "sg_event_id": "ev-2\udbff"},
+                       event(mid, 3, smile="\ud83d\ude00")]).encode()
+    assert b"\\ud800" in body
+    answer = post_events(web, body)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["stored"] == 4
+    assert events_stored(app) == {"ev-0", "ev-1", "ev-2\ufffd", "ev-3"}
+
+
+@pytest.mark.parametrize("stamp", ["9" * 400, "1e9", "-5"])
+def test_a_signed_event_post_whose_timestamp_is_no_sane_number_is_refused(
+        app: App, web: TestClient, stamp: str) -> None:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from lifecycle.mail.signature import SIGNATURE_HEADER, TIMESTAMP_HEADER
+
+    body = b"[]"
+    signature = PRIVATE.sign(stamp.encode() + body, ec.ECDSA(hashes.SHA256()))
+    answer = web.post("/webhooks/sendgrid/events", content=body, headers={
+        SIGNATURE_HEADER: base64.b64encode(signature).decode(),
+        TIMESTAMP_HEADER: stamp, "Content-Type": "application/json"})
+    assert answer.status_code == 403, answer.text
+    assert "timestamp" in answer.json()["error"]
 
 
 def test_a_signed_event_with_a_huge_or_odd_message_id_is_kept_as_unmatched(
@@ -370,3 +419,77 @@ def test_without_the_webhook_key_every_event_post_is_refused_and_logged(
             assert count(conn, "provider_events") == 0
     finally:
         app.close()
+
+
+# ------------------------------------------------------------- odd text and dates via the API
+
+def api_key(app: App, *scopes: str) -> dict[str, str]:
+    with app.engine.begin() as conn:
+        return {"Authorization": f"Bearer {create_key(conn, 'k', list(scopes), WEB_T0)}"}
+
+
+@pytest.mark.parametrize(("path", "changes", "field"), [
+    ("customers", {"first_name": "Ann\ud800"}, "first_name"),
+    ("customers", {"attributes": {"tier\udfff": "gold"}}, "attributes"),
+    ("customers", {"attributes": {"tier": ["gold\ud800"]}}, "attributes"),
+    ("customers", {"\ud800": 1}, None),  # pydantic names the item: no text holds the key
+    ("events", {"properties": {"k\ud800": 1}}, "properties"),
+    ("events", {"properties": {"k": "v\udbff"}}, "properties")])
+def test_half_a_surrogate_pair_in_an_api_item_is_a_422_naming_the_field(
+        app: App, web: TestClient, path: str, changes: dict[str, Any], field: str | None
+        ) -> None:
+    """JSON's \\ud800 escape makes a string no UTF-8 (and no database) holds: it was a 500,
+    and so was a 422 repeating it."""
+    item = ({"customer_id": "c1", "email": "ann@example.com"} if path == "customers" else
+            {"customer_id": "c1", "name": "x", "occurred_at": "2026-06-01T00:00:00Z"})
+    answer = web.post(f"/api/v1/{path}", content=json.dumps([{**item, **changes}]),
+                      headers={**api_key(app, f"{path}:write"),
+                               "Content-Type": "application/json"})
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["detail"][0]["loc"] == ["body", 0, *([field] if field else [])]
+    assert "\ud800" not in answer.text and "\udfff" not in answer.text
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("ordered_at", "0001-01-01T00:00:00+00:00"), ("ordered_at", "9999-12-31T23:59:59+00:00"),
+    ("ordered_at", "0001-01-01T00:00:00-05:00"), ("created_at", "0001-01-01T00:00:00Z")])
+def test_an_api_date_outside_sane_years_is_a_422_naming_the_field(
+        app: App, web: TestClient, field: str, value: str) -> None:
+    """A year-1 order was stored, and its customer's staff page was a 500 from then on."""
+    headers = api_key(app, "customers:write", "orders:write")
+    if field == "created_at":
+        answer = web.post("/api/v1/customers", headers=headers, json=[{
+            "customer_id": "c1", "email": "ann@example.com", field: value}])
+    else:
+        answer = web.post("/api/v1/orders", headers=headers, json=[{
+            "order_id": "o1", "customer_id": "c1", "email": "ann@example.com", "total": "5",
+            field: value}])
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["detail"][0]["loc"] == ["body", 0, field]
+    assert "1970" in answer.json()["detail"][0]["msg"]
+
+
+@pytest.mark.parametrize(("moment", "tz"), [
+    (datetime(1, 1, 1, tzinfo=UTC), "America/Los_Angeles"),
+    (datetime(9999, 12, 31, 23, 59, tzinfo=UTC), "Asia/Tokyo")])
+def test_a_moment_at_the_edge_of_the_calendar_shows_on_the_staff_page_and_the_cli_timeline(
+        app: App, admin: TestClient, cli_env: dict[str, str], moment: datetime,
+        tz: str) -> None:
+    """Stored before the API checked years: the customer's page was a 500 for good."""
+    from click.testing import CliRunner
+
+    from lifecycle.cli import cli
+
+    with app.engine.begin() as conn:
+        cid = conn.execute(insert(Customer).returning(Customer.id).values(
+            external_id="C1", email="b0@example.com", attributes={}, timezone=tz,
+            created_at=moment, updated_at=WEB_T0)).scalar_one()
+        conn.execute(insert(Touchpoint).values(
+            customer_id=cid, kind="support", channel="phone", occurred_at=moment,
+            recorded_at=WEB_T0, data={"type": "call", "summary": "Asked"}))
+    page = admin.get(f"/customers/{cid}")
+    assert page.status_code == 200, page.text
+    assert f"{moment:%Y-%m-%d %H:%M} UTC" in page.text
+    result = CliRunner().invoke(cli, ["timeline", "C1"], env={**cli_env, "COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert f"{moment:%Y-%m-%d %H:%M} UTC" in result.stdout

@@ -29,7 +29,7 @@ def timeline_command(customer_id: str, as_json: bool, kinds: tuple[str, ...], li
 
     from lifecycle.money import terminal_locale
     from lifecycle.timeline import next_cursor, page
-    from lifecycle.timeutil import zone
+    from lifecycle.timeutil import wall_clock
 
     app = ready_app()
     with app.engine.connect() as conn:
@@ -49,7 +49,7 @@ def timeline_command(customer_id: str, as_json: bool, kinds: tuple[str, ...], li
                   f" ({found.email or 'no address'})")
     locale = terminal_locale()
     for entry in entries:
-        table.add_row(f"{entry.occurred_at.astimezone(zone(tz)):%Y-%m-%d %H:%M}",
+        table.add_row(wall_clock(entry.occurred_at, tz),
                       entry.said(locale), entry.kind)
     console = Console()
     console.print(table)

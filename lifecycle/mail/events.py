@@ -29,6 +29,7 @@ Stored events also settle mails whose send outcome we missed
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -100,10 +101,15 @@ class Receipt:
         return dict(self.__dict__)
 
 
+#: Half a surrogate pair: JSON's ``\\ud800`` escapes make one; UTF-8 has no bytes for it.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def without_nul(value: Any) -> Any:
-    """``value`` with NUL characters taken out of every string (PostgreSQL stores none)."""
+    """``value`` with NUL characters taken out of every string (PostgreSQL stores none), and
+    each half of a surrogate pair replaced by U+FFFD (no UTF-8 text holds one)."""
     if isinstance(value, str):
-        return value.replace("\x00", "")
+        return _LONE_SURROGATE.sub("\ufffd", value.replace("\x00", ""))
     if isinstance(value, dict):
         return {without_nul(k): without_nul(v) for k, v in value.items()}
     if isinstance(value, list):

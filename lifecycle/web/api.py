@@ -21,8 +21,10 @@ rather than a review — when the request returns.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import re
 import reprlib
 from datetime import datetime
 from decimal import Decimal
@@ -33,6 +35,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 from pydantic import (
     AfterValidator,
     AwareDatetime,
@@ -43,8 +46,9 @@ from pydantic import (
     model_validator,
 )
 from sqlalchemy import Connection, select
+from starlette.concurrency import run_in_threadpool
 
-from lifecycle.apikeys import ApiKeyRefused, authenticate
+from lifecycle.apikeys import ApiKeyRefused, authenticate, known_key
 from lifecycle.app import App
 from lifecycle.db import insert_new
 from lifecycle.imports import import_records
@@ -65,11 +69,18 @@ BEARER = HTTPBearer(auto_error=False, description="An API key: lc_…")
 Text = Annotated[str, Field(min_length=1, max_length=200)]
 
 
+#: Half a surrogate pair: JSON's ``\\ud800`` escapes make one; UTF-8 has no bytes for it.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _no_nul(value: Any) -> Any:
-    """Refuse NUL characters anywhere in a value (PostgreSQL stores none in text or JSON), and
-    the numbers JSON has no words for (``NaN``, ``Infinity``: Python's parser takes them)."""
+    """Refuse NUL characters anywhere in a value (PostgreSQL stores none in text or JSON), half
+    a surrogate pair (no UTF-8 text holds one), and the numbers JSON has no words for
+    (``NaN``, ``Infinity``: Python's parser takes them)."""
     if isinstance(value, str) and "\x00" in value:
         raise ValueError("must not contain NUL characters (\\u0000)")
+    if isinstance(value, str) and _LONE_SURROGATE.search(value):
+        raise ValueError("must not contain half a surrogate pair (\\ud800 to \\udfff)")
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError("must be a finite number")
     if isinstance(value, dict):
@@ -82,12 +93,22 @@ def _no_nul(value: Any) -> Any:
     return value
 
 
+#: The years a moment given to the API may fall in (UTC): before the first is no shop's
+#: order or customer; the last leaves a margin below 9999, so a moment written in any zone
+#: (a staff page, ``lifecycle timeline``) is still a date Python holds.
+FIRST_YEAR, LAST_YEAR = 1970, 9998
+
+
 def _in_utc(value: datetime) -> datetime:
-    """``value`` as UTC (PostgreSQL refuses offsets beyond ±15:59, which Python allows)."""
+    """``value`` as UTC (PostgreSQL refuses offsets beyond ±15:59, which Python allows), in
+    the years :data:`FIRST_YEAR` to :data:`LAST_YEAR`."""
     try:
-        return value.astimezone(UTC)
+        moment = value.astimezone(UTC)
     except OverflowError:
-        raise ValueError("is out of range") from None
+        moment = None
+    if moment is None or not FIRST_YEAR <= moment.year <= LAST_YEAR:
+        raise ValueError(f"must fall in the years {FIRST_YEAR} to {LAST_YEAR} (UTC)")
+    return moment
 
 
 #: A moment with its UTC offset, stored in UTC.
@@ -108,7 +129,7 @@ class CustomerIn(_Item):
     timezone: Annotated[str, Field(max_length=64)] | None = Field(
         None, description="IANA timezone, e.g. Europe/Berlin.")
     locale: Annotated[str, Field(max_length=35)] | None = None
-    created_at: AwareDatetime | None = None
+    created_at: Instant | None = None
     marketing_consent: bool | None = None
     attributes: dict[str, Any] | None = None
 
@@ -127,7 +148,7 @@ class LineIn(BaseModel):
 class OrderIn(_Item):
     order_id: Text
     customer_id: Text
-    ordered_at: AwareDatetime
+    ordered_at: Instant
     total: Annotated[Decimal, Field(ge=0, le=10**9, decimal_places=2)]
     currency: Annotated[str, Field(pattern="^[A-Za-z]{3}$")] = "EUR"
     status: Literal["completed", "pending", "cancelled", "refunded"] = "completed"
@@ -397,7 +418,7 @@ def install_api_errors(web: Any) -> None:
     def unprocessable(_request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [{**error, "input": _echo(error["input"])} if "input" in error else error
                   for error in exc.errors()]
-        return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+        return JSONResponse({"detail": _encodable(jsonable_encoder(errors))}, status_code=422)
 
     @web.exception_handler(ApiKeyRefused)
     def refused(_request: Request, exc: ApiKeyRefused) -> JSONResponse:
@@ -406,4 +427,53 @@ def install_api_errors(web: Any) -> None:
 
     @web.exception_handler(_Invalid)
     def invalid(_request: Request, exc: _Invalid) -> JSONResponse:
-        return JSONResponse({"detail": exc.errors}, status_code=422)
+        return JSONResponse({"detail": _encodable(exc.errors)}, status_code=422)
+
+
+def _encodable(value: Any) -> Any:
+    """``value`` with every half of a surrogate pair in its strings (an echoed input, a field
+    name in ``loc``) written as its escape, ``\\ud800``: UTF-8 cannot encode one."""
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub(lambda found: f"\\u{ord(found.group()):04x}", value)
+    if isinstance(value, dict):
+        return {_encodable(k): _encodable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_encodable(v) for v in value]
+    return value
+
+
+class KeyBeforeBody:
+    """ASGI middleware: a request to ``/api/`` without a known, unrevoked key gets the API's
+    401 before a byte of its body is read.  (FastAPI parses a JSON body before the route's
+    key dependency runs: 16 MiB of ``[]`` items is some 300 MB of Python objects, which
+    anyone could make the server build.)  The scope is checked by the route, as before."""
+
+    def __init__(self, web: Any, app: App) -> None:
+        self.web = web
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/api/"):
+            try:
+                await run_in_threadpool(self._check, _bearer(scope))
+            except ApiKeyRefused as exc:
+                body = json.dumps({"detail": str(exc)}).encode("utf-8")
+                await send({"type": "http.response.start", "status": exc.status,
+                            "headers": [(b"content-type", b"application/json"),
+                                        (b"content-length", str(len(body)).encode("ascii")),
+                                        (b"www-authenticate", b"Bearer"),
+                                        (b"connection", b"close")]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.web(scope, receive, send)
+
+    def _check(self, presented: str | None) -> None:
+        with self.app.engine.connect() as conn:
+            known_key(conn, presented)
+
+
+def _bearer(scope: dict[str, Any]) -> str | None:
+    """The key of a request's ``Authorization: Bearer …`` header, as :data:`BEARER` reads it."""
+    header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+    kind, key = get_authorization_scheme_param(header)
+    return key if kind.lower() == "bearer" and key else None

@@ -16,7 +16,7 @@ from lifecycle.app import App
 from lifecycle.models import Customer, Message, Order, ProcessHeartbeat
 from lifecycle.tasks import heartbeat
 from lifecycle.web.admin import admin_routes
-from lifecycle.web.api import api_routes, install_api_errors
+from lifecycle.web.api import KeyBeforeBody, api_routes, install_api_errors
 from lifecycle.web.feedback import feedback_routes
 from lifecycle.web.limits import BodyLimit
 from lifecycle.web.linked import templates
@@ -57,7 +57,8 @@ def create_app(app: App) -> FastAPI:
     web.include_router(manager_routes(app, gate))
     web.include_router(admin_routes(app, gate))
     install_api_errors(web)
-    web.add_middleware(BodyLimit)  # the API reads its body before its key is checked
+    web.add_middleware(KeyBeforeBody, app=app)  # FastAPI would read the body first
+    web.add_middleware(BodyLimit)
 
     @web.middleware("http")
     async def page_headers(request: Request, call_next: Any) -> Any:

@@ -1,7 +1,7 @@
 """Bounds on every request body, enforced while it is read: one table, one middleware.
 
-Every route answers anyone before it knows who is asking (FastAPI even parses
-a JSON body before the ingest API's key is checked), so each body is bounded
+Every route answers anyone before it knows who is asking (the ingest API checks its
+key before the body is read: lifecycle.web.api.KeyBeforeBody), so each body is bounded
 in size and in time *as it arrives*, before it is held in memory:
 :class:`BodyLimit` refuses a declared ``Content-Length`` over the limit at once
 (413, without reading a byte), a chunked body as soon as it passes the limit

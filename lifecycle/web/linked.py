@@ -38,7 +38,7 @@ from lifecycle.money import FALLBACK_LOCALE, money, number, reader_locale
 from lifecycle.segments.definitions import segment_words
 from lifecycle.subscriptions import customer_of
 from lifecycle.timeline import MAX_ROW_ID
-from lifecycle.timeutil import as_utc, zone
+from lifecycle.timeutil import wall_clock
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def _number(context: Any, value: Any) -> str:
 
 def _local(moment: datetime | None, tz: str, fmt: str = "%Y-%m-%d %H:%M") -> str:
     """An instant as wall-clock time in the zone ``tz`` ("—" for none)."""
-    return "—" if moment is None else as_utc(moment).astimezone(zone(tz)).strftime(fmt)
+    return "—" if moment is None else wall_clock(moment, tz, fmt)
 
 
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"),

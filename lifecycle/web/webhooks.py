@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from typing import Any
 
@@ -74,11 +75,12 @@ def webhook_routes(app: App) -> APIRouter:
         if not isinstance(items, list):
             return JSONResponse({"error": "the body must be a JSON array of events, not "
                                           f"{type(items).__name__}"}, status_code=400)
-        items = [None if item is None or _too_deep(item) else item for item in items]
+        items = [None if item is None or _skipped(item) else item for item in items]
         if None in items:  # each is counted as ignored in the receipt
             log.warning("%d item(s) of a SendGrid event post were skipped: nested deeper than "
-                        "%d levels.", items.count(None), MAX_EVENT_DEPTH)
-        if b"\\u0000" in body:  # checked on the bytes: nearly never, so nearly free
+                        "%d levels, or holding NaN or Infinity.", items.count(None),
+                        MAX_EVENT_DEPTH)
+        if _ODD_ESCAPE.search(body):  # checked on the bytes: nearly never, so nearly free
             items = without_nul(items)
         try:
             receipt = await run_in_threadpool(_receive, app, items)
@@ -123,6 +125,8 @@ def webhook_routes(app: App) -> APIRouter:
 #: lists (categories); a deeper one is skipped (counted ``ignored``), the rest of its post kept.
 MAX_EVENT_DEPTH = 32
 _STRUCTURE = re.compile(rb'[\\"\[\]{},]')
+#: The escapes of a NUL character or of half a surrogate pair, which no database stores.
+_ODD_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
 
 
 def events_of(body: bytes) -> Any:
@@ -130,7 +134,7 @@ def events_of(body: bytes) -> Any:
     into its items without parsing them; each item too deep to parse is None (skipped), so
     the events beside it are kept.  ValueError for a body that is not JSON."""
     try:
-        return json.loads(body)
+        return _loads(body)
     except RecursionError:
         pass
     items: list[Any] = []
@@ -138,8 +142,26 @@ def events_of(body: bytes) -> Any:
         if depth > MAX_EVENT_DEPTH:
             items.append(None)
             continue
-        items.append(json.loads(body[start:end]))
+        items.append(_loads(body[start:end]))
     return items
+
+
+class _NotFinite:
+    """What ``NaN``, ``Infinity`` or a number too large for a float parse to in an event post:
+    no JSON answer or column holds them (PostgreSQL's jsonb refuses them), so an event with
+    one is skipped (:func:`_skipped`)."""
+
+
+NOT_FINITE = _NotFinite()
+
+
+def _finite(text: str) -> Any:
+    number = float(text)
+    return number if math.isfinite(number) else NOT_FINITE
+
+
+def _loads(body: bytes) -> Any:
+    return json.loads(body, parse_constant=lambda _text: NOT_FINITE, parse_float=_finite)
 
 
 def _top_level_items(body: bytes) -> list[tuple[int, int, int]]:
@@ -178,14 +200,15 @@ def _top_level_items(body: bytes) -> list[tuple[int, int, int]]:
     raise ValueError("the body ends inside its array")
 
 
-def _too_deep(value: Any, depth: int = 0) -> bool:
-    """Whether ``value`` nests lists and objects deeper than :data:`MAX_EVENT_DEPTH`."""
-    if depth > MAX_EVENT_DEPTH:
+def _skipped(value: Any, depth: int = 0) -> bool:
+    """Whether ``value`` nests lists and objects deeper than :data:`MAX_EVENT_DEPTH`, or
+    holds a number JSON has no word for (:data:`NOT_FINITE`)."""
+    if depth > MAX_EVENT_DEPTH or value is NOT_FINITE:
         return True
     if isinstance(value, dict):
-        return any(_too_deep(v, depth + 1) for v in value.values())
+        return any(_skipped(v, depth + 1) for v in value.values())
     if isinstance(value, list):
-        return any(_too_deep(v, depth + 1) for v in value)
+        return any(_skipped(v, depth + 1) for v in value)
     return False
 
 
