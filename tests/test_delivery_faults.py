@@ -56,6 +56,18 @@ def fake() -> Iterator[FakeSendGrid]:
     server.stop()
 
 
+def stop_workers(workers: list[subprocess.Popen[bytes]]) -> None:
+    """Stop each worker process still running (SIGTERM, then SIGKILL after 20 s)."""
+    for worker in workers:
+        if worker.poll() is None:
+            worker.terminate()
+    for worker in workers:
+        try:
+            worker.wait(20)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+
+
 class Campaign:
     """A campaign's database, workers, scheduler loop and webhook pump."""
 
@@ -130,14 +142,7 @@ class Campaign:
                                      .group_by(Message.status)).all())
 
     def close(self) -> None:
-        for worker in self.workers:
-            if worker.poll() is None:
-                worker.terminate()
-        for worker in self.workers:
-            try:
-                worker.wait(20)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+        stop_workers(self.workers)
         self.broker.close()
         self.app.close()
 

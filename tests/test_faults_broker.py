@@ -41,7 +41,7 @@ from tests.factories import add_campaign
 from tests.fake_sendgrid import FakeSendGrid
 from tests.ports import free_port
 from tests.private_redis import PrivateRedis
-from tests.test_delivery_faults import FAULT_SECRET
+from tests.test_delivery_faults import FAULT_SECRET, stop_workers
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "SG.broker-faults"
@@ -125,14 +125,7 @@ class Run:
                 Message.status.in_(statuses))).scalar_one())
 
     def close(self) -> None:
-        for worker in self.workers:
-            if worker.poll() is None:
-                worker.terminate()
-        for worker in self.workers:
-            try:
-                worker.wait(20)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+        stop_workers(self.workers)
         self.app.close()
 
     def assert_each_sent_exactly_once_by_its_worker(self) -> None:

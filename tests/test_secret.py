@@ -325,16 +325,24 @@ def test_links_sessions_and_the_inbound_url_of_the_previous_key_work_while_it_is
         rotated.close()
 
 
+def unsubscribe_path_signed_with_the_kept_key(env: dict[str, str]) -> str:
+    """The unsubscribe link (its path) of a mail, signed by a process without
+    LIFECYCLE_SECRET_KEY: with the key kept in the database."""
+    kept = App(lifecycle_settings(env))
+    try:
+        with kept.engine.begin() as conn:
+            [mid] = add_campaign(conn, 1, system_clock.now())
+            cid = conn.execute(select(Message.customer_id).where(Message.id == mid)).scalar_one()
+        assert kept.keys.source == "database"
+        return links(kept.settings, cid, mid)["unsubscribe"].removeprefix(kept.settings.base_url)
+    finally:
+        kept.close()
+
+
 def test_moving_from_the_kept_key_to_an_explicit_one_keeps_old_links_while_database_is_listed(
         fresh_database_url: str, tmp_path: Path) -> None:
     env = environment(fresh_database_url, tmp_path)
-    kept = App(lifecycle_settings(env))
-    with kept.engine.begin() as conn:
-        [mid] = add_campaign(conn, 1, system_clock.now())
-        cid = conn.execute(select(Message.customer_id).where(Message.id == mid)).scalar_one()
-    assert kept.keys.source == "database"
-    path = links(kept.settings, cid, mid)["unsubscribe"].removeprefix(kept.settings.base_url)
-    kept.close()
+    path = unsubscribe_path_signed_with_the_kept_key(env)
 
     def status(**more: str) -> int:
         app = App(lifecycle_settings({**env, "LIFECYCLE_SECRET_KEY": NEW_KEY, **more}))
@@ -365,13 +373,7 @@ def test_a_process_with_its_own_key_beside_the_kept_one_says_so_and_refused_link
     kept in the database: both the start and every refused link say what is wrong, once a
     minute at most for links."""
     env = environment(fresh_database_url, tmp_path)
-    kept = App(lifecycle_settings(env))
-    with kept.engine.begin() as conn:
-        [mid] = add_campaign(conn, 1, system_clock.now())
-        cid = conn.execute(select(Message.customer_id).where(Message.id == mid)).scalar_one()
-    assert kept.keys.source == "database"
-    path = links(kept.settings, cid, mid)["unsubscribe"].removeprefix(kept.settings.base_url)
-    kept.close()
+    path = unsubscribe_path_signed_with_the_kept_key(env)
 
     app = App(lifecycle_settings({**env, "LIFECYCLE_SECRET_KEY": NEW_KEY}))
     try:
