@@ -71,3 +71,52 @@ def test_touchpoints_from_before_the_commit_order_are_read_first_by_id(
     with app.engine.connect() as conn:
         cursor = conn.execute(select(TriggerCursor.last_txid)).scalar_one()
     assert (cursor is None) == (backend == "sqlite")
+
+
+def test_a_long_transaction_in_another_database_on_the_server_does_not_hold_triggers_back(
+        app: App, backend: str) -> None:
+    """Transaction ids are numbered across a PostgreSQL server; only this database's running
+    transactions can still write touchpoints, so only they hold the trigger cursor."""
+    if backend == "sqlite":
+        pytest.skip("SQLite has no other databases sharing transaction ids")
+    from lifecycle.db import make_engine
+    from tests.conftest import POSTGRES_ADMIN_URL
+
+    flows = catalogue(app).flows
+    with app.engine.begin() as conn:
+        dispatch(conn, flows, T0)  # the engine runs: its cursor stands here
+    elsewhere = make_engine(POSTGRES_ADMIN_URL)
+    try:
+        with elsewhere.connect() as other:
+            other.begin()  # a report on another database of the server, holding an id
+            other.execute(text("SELECT pg_current_xact_id()"))
+            with app.engine.begin() as conn:
+                place_orders(conn, [an_order(1, "C1")], ManualClock(T0), refresh=False)
+            with app.engine.begin() as conn:
+                dispatch(conn, flows, T0)
+            assert ("C1", "thank_you") in enrolled(app)
+            other.rollback()
+    finally:
+        elsewhere.dispose()
+
+
+def test_a_transaction_on_this_database_still_running_holds_later_touchpoints_back(
+        app: App, backend: str) -> None:
+    if backend == "sqlite":
+        pytest.skip("SQLite admits one writer at a time: none runs while the engine reads")
+    flows = catalogue(app).flows
+    with app.engine.begin() as conn:
+        dispatch(conn, flows, T0)
+    slow = app.engine.connect()
+    slow.begin()
+    slow.execute(text("SELECT pg_current_xact_id()"))  # started before the order, still open
+    with app.engine.begin() as conn:
+        place_orders(conn, [an_order(1, "C1")], ManualClock(T0), refresh=False)
+    with app.engine.begin() as conn:
+        dispatch(conn, flows, T0)
+    assert ("C1", "thank_you") not in enrolled(app)
+    slow.rollback()
+    slow.close()
+    with app.engine.begin() as conn:
+        dispatch(conn, flows, T0)
+    assert ("C1", "thank_you") in enrolled(app)

@@ -80,15 +80,15 @@ class _Stream:
     takes an id when a row is inserted but shows the row when its transaction commits: a
     long transaction (an order's segment refresh, the nightly full refresh) can commit ids
     below ones already read.  There the stream reads only rows of transactions older than
-    every transaction still running (``txid`` below the snapshot's ``xmin``: none of those
-    can write again), in ``(txid, id)`` order.  Rows written before revision 0008 have no
+    every transaction still running on this database (``txid`` below :func:`horizon`: none
+    of those can write again), in ``(txid, id)`` order.  Rows written before revision 0008 have no
     txid; a cursor without ``last_txid`` reads them first, by id, as before.
     """
 
     def __init__(self, conn: Connection, last_id: int, last_txid: int | None) -> None:
         self.conn, self.last_id, self.last_txid = conn, last_id, last_txid
         self.pg = conn.dialect.name == "postgresql"
-        self.horizon = conn.execute(text(HORIZON)).scalar_one() if self.pg else None
+        self.horizon = horizon(conn) if self.pg else None
 
     def read(self, batch: int) -> list[Any]:
         """The next ``batch`` touchpoints after the cursor (the cursor does not move)."""
@@ -118,15 +118,43 @@ class _Stream:
             last_id=self.last_id, last_txid=self.last_txid, updated_at=now))
 
 
-#: PostgreSQL: the oldest transaction still running; every transaction below it has ended.
-HORIZON = "SELECT (pg_snapshot_xmin(pg_current_snapshot())::text)::bigint"
+_XMAX = "SELECT (pg_snapshot_xmax(pg_current_snapshot())::text)::bigint"
+#: The transaction ids (32 bits) of the other transactions on this database that have one.
+_RUNNING_HERE = ("SELECT (backend_xid::text)::bigint FROM pg_stat_activity "
+                 "WHERE datname = current_database() AND backend_xid IS NOT NULL "
+                 "AND pid <> pg_backend_pid()")
+_XID_SPAN = 2**32
+
+
+def horizon(conn: Connection) -> int:
+    """PostgreSQL: a transaction id below which every transaction that could write to this
+    database has ended (the oldest one still running here, else the next id to be given).
+
+    Transaction ids are numbered across the whole server, and the snapshot's own ``xmin``
+    is the oldest transaction of any database: a long one elsewhere on a shared server (a
+    report, a backup, another application, a parallel test run) would hold every trigger
+    back until it ended.  So the horizon is the snapshot's ``xmax`` (ids below it were given
+    out before this statement), lowered to the oldest transaction *of this database* still
+    running — read from ``pg_stat_activity`` after that snapshot (its cached copy cleared
+    first): one given an id below ``xmax`` that is not listed there had ended before, and a
+    later statement's snapshot sees it.  ``backend_xid`` has 32 bits: it is widened to the
+    64-bit id against ``xmax`` (ids at or after ``xmax`` are ignored: they are newer).
+    """
+    xmax = int(conn.execute(text(_XMAX)).scalar_one())
+    conn.execute(text("SELECT pg_stat_clear_snapshot()"))
+    oldest = xmax
+    low = xmax % _XID_SPAN
+    for short in conn.execute(text(_RUNNING_HERE)).scalars():
+        behind = (low - int(short)) % _XID_SPAN
+        if 0 < behind < _XID_SPAN // 2:
+            oldest = min(oldest, xmax - behind)
+    return oldest
 
 
 def _start(conn: Connection, now: datetime) -> None:
     """The first run: the cursor after every touchpoint there is (history triggers nothing)."""
     newest = conn.execute(select(func.coalesce(func.max(Touchpoint.id), 0))).scalar_one()
-    below = (conn.execute(text(HORIZON)).scalar_one() - 1
-             if conn.dialect.name == "postgresql" else None)
+    below = horizon(conn) - 1 if conn.dialect.name == "postgresql" else None
     conn.execute(TriggerCursor.__table__.insert().values(
         name=CURSOR, last_id=newest if below is None else 2**62, last_txid=below,
         updated_at=now))
