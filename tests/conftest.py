@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from sqlalchemy import Connection, Engine, text
@@ -33,14 +33,34 @@ from lifecycle.app import App
 from lifecycle.config import load_settings
 from lifecycle.db import make_engine
 from tests.private_redis import PrivateRedis
+from tests.services import skipped_services
 
 POSTGRES_ADMIN_URL = os.environ.get("LIFECYCLE_TEST_POSTGRES_URL",
                                     "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-REDIS_URL = os.environ.get("LIFECYCLE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def _worker_number() -> int:
+    """0 for a plain run or pytest-xdist's first worker (``gw0``), else the worker's number."""
+    name = os.environ.get("PYTEST_XDIST_WORKER", "")
+    return int(name[2:]) if name[:2] == "gw" and name[2:].isdigit() else 0
+
+
+def _own_redis_database(url: str) -> str:
+    """``url`` with a Redis database number of this worker's own: the tests flush theirs, so
+    parallel workers (pytest-xdist) take the given number, the one below it, and so on."""
+    parts = urlsplit(url)
+    given = int(parts.path.strip("/") or 0)
+    return urlunsplit(parts._replace(path=f"/{(given - _worker_number()) % 16}"))
+
+
+REDIS_URL = _own_redis_database(os.environ.get("LIFECYCLE_TEST_REDIS_URL",
+                                               "redis://127.0.0.1:6379/15"))
 RABBITMQ_URL = os.environ.get("LIFECYCLE_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
-_skipped_services: dict[str, str] = {}
+#: Services found missing, by name: their tests were skipped (kept in a module of its own so
+#: that ``conftest`` as pytest loads it and ``tests.conftest`` as tests import it share it).
+_skipped_services: dict[str, str] = skipped_services
 
 
 def _reachable(url: str, default_port: int) -> str | None:
@@ -63,6 +83,26 @@ def require_service(name: str, url: str, port: int) -> None:
         pytest.fail(f"{name} is required in CI (CI=true) but {reason}", pytrace=False)
     _skipped_services[name] = reason
     pytest.skip(f"{name} not available: {reason}")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests of the shared RabbitMQ server's queues run on one pytest-xdist worker, one at a
+    time (``--dist loadgroup``): its queues are the server's, not a worker's own."""
+    for item in items:
+        if "rabbitmq" in item.nodeid or item.nodeid.startswith("tests/test_broker_namespace.py"):
+            item.add_marker(pytest.mark.xdist_group("rabbitmq"))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """A pytest-xdist worker hands the services it found missing to the controller."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["skipped_services"] = dict(_skipped_services)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):  # type: ignore[no-untyped-def]
+    _skipped_services.update(getattr(node, "workeroutput", {}).get("skipped_services", {}))
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):  # type: ignore[no-untyped-def]
