@@ -125,7 +125,6 @@ def _preferences_token(app: App, unsubscribe_token: str) -> str:
 def _preferences_page(app: App, request: Request, page: Any, token: str, conn: Any,
                       customer: Any, *, saved: bool) -> Response:
     stopped = opted_out(conn, customer)
-    locked = sorted({reason.replace("_", " ") for reason in stopped.values()
-                     if reason != "unsubscribe"})
+    locked = sorted({reason for reason in stopped.values() if reason != "unsubscribe"})
     return page(request, "preferences.html", token, customer, saved=saved,
                 choices=choices(_marketing_flows(app)), stopped=set(stopped), locked=locked)
