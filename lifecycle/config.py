@@ -171,6 +171,16 @@ SETTINGS: tuple[Setting, ...] = (
             "The shop's reporting currency (ISO 4217). Spend metrics (RFM M, VIP, custom "
             "segments on spend) and flow revenue count only orders in it; orders in other "
             "currencies still count as orders and are shown apart, per currency, never added in."),
+    Setting("LIFECYCLE_LOCALE", "en",
+            "The shop's default locale (`en`, `de`, `de_AT`, `nb` …): mail and public pages for a "
+            "customer whose locale is missing or has no copy use it, and amounts and dates are "
+            "formatted in it (see Languages)."),
+    Setting("LIFECYCLE_SHOP_LOGO_URL", "(unset)",
+            "http(s) URL of the shop's logo for the mail header; unset: the shop's name is shown."),
+    Setting("LIFECYCLE_BRAND_COLOR", "#2f5d50",
+            "The shop's brand colour for mail buttons and accents, as hex `#rrggbb` or `#rgb`."),
+    Setting("LIFECYCLE_SUPPORT_EMAIL", "(the LIFECYCLE_MAIL_FROM address)",
+            "The address mail tells customers to write to for help."),
     Setting("LIFECYCLE_WORKER_THREADS", "4",
             "Worker threads per `lifecycle worker` (or `lifecycle run`) process."),
     Setting("LIFECYCLE_TICK_SECONDS", "5",
@@ -220,6 +230,12 @@ class Settings:
     mail_from: str = "Our shop <shop@example.com>"
     timezone: str = "UTC"
     currency: str = "USD"
+    #: LIFECYCLE_LOCALE as Babel's identifier (``de_AT``).
+    locale: str = "en"
+    shop_logo_url: str | None = None
+    brand_color: str = "#2f5d50"
+    #: LIFECYCLE_SUPPORT_EMAIL; empty: the address of :attr:`mail_from` (:attr:`support_address`).
+    support_email: str = ""
     worker_threads: int = 4
     tick_seconds: float = 5.0
     heartbeat_seconds: float = 30.0
@@ -241,6 +257,11 @@ class Settings:
     def is_embedded(self) -> bool:
         """True when no broker is configured: everything runs in one process."""
         return self.broker_url is None
+
+    @property
+    def support_address(self) -> str:
+        """Where customers write for help: LIFECYCLE_SUPPORT_EMAIL, else the From address."""
+        return self.support_email or parseaddr(self.mail_from)[1]
 
     @property
     def segments_file(self) -> Path:
@@ -357,6 +378,26 @@ def _folder(name: str, raw: str | None, default: Path) -> Path:
     return folder
 
 
+_HEX_COLOR = re.compile(r"#(?:[0-9a-f]{3}|[0-9a-f]{6})")
+_EMAIL = re.compile(r"[^@\s<>,;\"]+@[^@\s<>,;\"]+\.[^@\s<>,;\"]+")
+
+
+def _locale(raw: str) -> str:
+    """Babel's identifier for LIFECYCLE_LOCALE (``de-AT`` → ``de_AT``); ConfigError naming it
+    when Babel has no such locale."""
+    from babel import Locale, UnknownLocaleError
+
+    text = raw.strip()
+    try:
+        if not re.fullmatch(r"[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*", text):
+            raise ValueError(text)
+        return str(Locale.parse(text.replace("-", "_")))
+    except (UnknownLocaleError, ValueError, TypeError):
+        raise ConfigError(f"LIFECYCLE_LOCALE={raw!r} is not a locale Babel knows; use a "
+                          "language code with an optional region, such as en, de, de_AT, nb "
+                          "or pl.") from None
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read and validate every ``LIFECYCLE_*`` and ``SENDGRID_*`` variable."""
     env = os.environ if environ is None else environ
@@ -430,6 +471,15 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError(f"LIFECYCLE_CURRENCY={currency!r} is not an ISO 4217 currency code "
                           "such as USD or EUR.")
 
+    locale = _locale(get("LIFECYCLE_LOCALE") or "en")
+    brand_color = (get("LIFECYCLE_BRAND_COLOR") or "#2f5d50").strip().lower()
+    if not _HEX_COLOR.fullmatch(brand_color):
+        raise ConfigError(f"LIFECYCLE_BRAND_COLOR={brand_color!r} must be a hex colour such as "
+                          "#2f5d50 or #363.")
+    logo_url = get("LIFECYCLE_SHOP_LOGO_URL") or None
+    if logo_url is not None:
+        logo_url = _http_url("LIFECYCLE_SHOP_LOGO_URL", logo_url)
+
     log_level = (get("LIFECYCLE_LOG_LEVEL") or "INFO").upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"LIFECYCLE_LOG_LEVEL={log_level!r} must be DEBUG, INFO, WARNING or ERROR.")
@@ -439,6 +489,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if "@" not in from_address or not from_name.isascii() or any(c in from_name for c in ";,"):
         raise ConfigError(f"LIFECYCLE_MAIL_FROM={mail_from!r} must look like "
                           "'Shop Name <shop@example.com>' with an ASCII name and no ; or ,.")
+    support_email = (get("LIFECYCLE_SUPPORT_EMAIL") or "").strip() or from_address
+    if not _EMAIL.fullmatch(support_email):
+        raise ConfigError(f"LIFECYCLE_SUPPORT_EMAIL={support_email!r} must be a plain address "
+                          "such as help@example.com.")
     base_url = _http_url("LIFECYCLE_BASE_URL", get("LIFECYCLE_BASE_URL") or "http://127.0.0.1:8000")
     send_timeout = float(_positive("LIFECYCLE_SEND_TIMEOUT",
                                    get("LIFECYCLE_SEND_TIMEOUT") or "10", float))
@@ -470,6 +524,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         mail_from=mail_from,
         timezone=timezone,
         currency=currency,
+        locale=locale,
+        shop_logo_url=logo_url,
+        brand_color=brand_color,
+        support_email=support_email,
         worker_threads=int(_positive("LIFECYCLE_WORKER_THREADS",
                                      get("LIFECYCLE_WORKER_THREADS") or "4", int)),
         tick_seconds=float(_positive("LIFECYCLE_TICK_SECONDS",

@@ -49,10 +49,9 @@ def _available() -> tuple[str, ...]:
     return tuple(locale_identifiers())
 
 
-@lru_cache(maxsize=512)
-def reader_locale(accept_language: str | None) -> Locale:
-    """The locale of a request's ``Accept-Language`` (its tags by their q-weights, the
-    first Babel has data for); :data:`FALLBACK_LOCALE` when none is usable."""
+def preferred_tags(accept_language: str | None) -> list[str]:
+    """The language tags of an ``Accept-Language`` header, best first (by q-weight, then
+    order; ``q=0`` and ``*`` left out), with ``_`` for ``-`` (``de_AT``)."""
     weighted: list[tuple[float, int, str]] = []
     for index, part in enumerate((accept_language or "").split(",")[:20]):
         tag, _, params = part.strip().partition(";")
@@ -69,7 +68,14 @@ def reader_locale(accept_language: str | None) -> Locale:
                     q = 0.0
         if q > 0:
             weighted.append((-q, index, tag.replace("-", "_")))
-    preferred = [tag for _, _, tag in sorted(weighted)]
+    return [tag for _, _, tag in sorted(weighted)]
+
+
+@lru_cache(maxsize=512)
+def reader_locale(accept_language: str | None) -> Locale:
+    """The locale of a request's ``Accept-Language`` (its tags by their q-weights, the
+    first Babel has data for); :data:`FALLBACK_LOCALE` when none is usable."""
+    preferred = preferred_tags(accept_language)
     found = Locale.negotiate(preferred, _available()) if preferred else None
     return found or Locale.parse(FALLBACK_LOCALE)
 

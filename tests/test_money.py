@@ -105,7 +105,8 @@ def test_a_mail_s_metrics_sum_only_the_reporting_currency(conn: Connection) -> N
     cid = a_customer_paying_in_two_currencies(conn)
     row = conn.execute(select(Customer.__table__).where(Customer.id == cid)).one()
     context = build_context(conn, replace(load_settings({}), secret_key=WEB_SECRET), row, as_of=T0)
-    assert context["metrics"] == {"order_count": 3, "total_spend": "160.00", "currency": "USD"}
+    assert context["metrics"] == {"order_count": 3, "total_spend": "$160.00",
+                                  "total_spend_amount": "160.00", "currency": "USD"}
 
 
 def test_the_customer_page_writes_spend_for_the_reader_and_shows_other_currencies_apart(

@@ -33,11 +33,15 @@ def flows_validate(path: Path | None) -> None:
     """Check flow files (a file or a folder; default LIFECYCLE_FLOWS_DIR), segments.yaml and
     policies.yaml.
 
+    The templates the flows send are checked too: each locale folder (``de/``,
+    ``de_AT/``) must be named as a locale and hold every part the template has.
+
     Prints every problem as FILE:LINE:COLUMN: message and exits with status 1 if
     there is any.
     """
     from lifecycle.flows.definitions import Context, load_flow, load_folder
     from lifecycle.flows.policies import FILE_NAME, load_policies
+    from lifecycle.flows.template_locales import template_problems, templates_sent
     from lifecycle.segments.definitions import load_definitions
     from lifecycle.yamlfile import InvalidFile
 
@@ -60,15 +64,19 @@ def flows_validate(path: Path | None) -> None:
     context = Context.from_folders(app.settings.templates_dir, segment_names)
     if path is not None and path.is_file():
         names: list[str] = []
+        loaded = []
         if path.name not in ("segments.yaml", FILE_NAME):
             try:
-                names.append(load_flow(path, context).name)
+                loaded.append(load_flow(path, context))
+                names.append(loaded[-1].name)
             except InvalidFile as exc:
                 problems.extend(exc.problems)
     else:
         catalogue = load_folder(folder, context)
         problems.extend(catalogue.problems)
         names = sorted(catalogue.flows)
+        loaded = list(catalogue.flows.values())
+    problems.extend(template_problems(app.settings.templates_dir, templates_sent(loaded)))
     for problem in problems:
         click.echo(str(problem), err=True)
     if problems:

@@ -32,6 +32,7 @@ from typing import Any
 from dateutil.relativedelta import relativedelta
 
 from lifecycle.durations import WEEKDAYS, parse_business_days, parse_clock, parse_duration
+from lifecycle.locales import parse_locale
 from lifecycle.yamlfile import InvalidFile, Located, Problem, load
 
 KINDS = ("marketing", "transactional")
@@ -114,6 +115,18 @@ class Flow:
     goals: tuple[dict[str, Any], ...]
     steps: tuple[Step, ...]
     exempt_from_cap: bool = False
+    #: How the preferences page names the flow to a customer: locale -> text (``""``: any
+    #: language); empty: the description.
+    labels: dict[str, str] = field(default_factory=dict)
+
+    def label(self, chain: list[str]) -> str:
+        """The customer-facing name for a locale fallback chain (:func:`lifecycle.locales.
+        fallback_chain`): the first locale with a label, else the plain label, else the
+        description."""
+        for name in chain:
+            if name in self.labels:
+                return self.labels[name]
+        return self.labels.get("", self.description)
 
     def step_index(self, step_id: str) -> int:
         return next(i for i, s in enumerate(self.steps) if s.id == step_id)
@@ -472,7 +485,7 @@ class _Checker:
 def parse(located: Located, context: Context, name: str) -> Flow:
     data = located.data
     checker = _Checker(located, context)
-    allowed = {"description", "kind", "priority", "trigger", "reentry", "goals", "steps",
+    allowed = {"description", "label", "kind", "priority", "trigger", "reentry", "goals", "steps",
                "exempt_from_cap"}
     if not isinstance(data, dict):
         raise InvalidFile([located.problem((), "a flow file is a mapping with trigger and steps")])
@@ -503,11 +516,35 @@ def parse(located: Located, context: Context, name: str) -> Flow:
     for i, goal in enumerate(goals):
         checker.condition(goal, ("goals", i), set())
     steps = checker.steps(data.get("steps"), ("steps",)) if "steps" in data else []
+    labels = _labels(checker, data.get("label"))
     if checker.problems:
         raise InvalidFile(sorted(checker.problems, key=lambda p: (p.line, p.column)))
     assert trigger is not None
     return Flow(name, located.file, str(data.get("description", "")), kind, priority, trigger,
-                reentry, period, tuple(goals), tuple(steps), bool(exempt))
+                reentry, period, tuple(goals), tuple(steps), bool(exempt), labels)
+
+
+def _labels(checker: _Checker, raw: Any) -> dict[str, str]:
+    """``label``: one text, or a mapping of locale (``en``, ``de``, ``de_AT`` …) to text."""
+    if raw is None:
+        return {}
+    if isinstance(raw, str) and raw.strip():
+        return {"": raw.strip()}
+    if not isinstance(raw, dict) or not raw:
+        checker.fail(("label",), "label takes a text, or a mapping of locale to text "
+                                 "({en: Offers, de: Angebote})")
+        return {}
+    labels: dict[str, str] = {}
+    for key, text in raw.items():
+        name = parse_locale(key) if isinstance(key, str) else None
+        if name is None or name != key:
+            checker.fail(("label", key), f"{key!r} is not a locale as Babel writes it "
+                                         "(en, de, de_AT, nb …)")
+        elif not isinstance(text, str) or not text.strip():
+            checker.fail(("label", key), "a label is a text")
+        else:
+            labels[name] = text.strip()
+    return labels
 
 
 def load_flow(path: Path, context: Context) -> Flow:

@@ -1,16 +1,30 @@
 """The variables an email template sees, built from what we know of the customer.
 
 =================  ==========================================================
-``customer``       first_name, last_name, email, locale, timezone, attributes
+``lang``           the language of the copy (the renderer sets it to the locale
+                   folder it used; here: the shop default's)
+``customer``       first_name, last_name, email, locale (Babel's identifier,
+                   ``de_AT``; the shop default when the customer's is missing or
+                   unknown), timezone, attributes
 ``order``          the order that triggered the flow, else the latest completed
-                   one: id, total, currency, ordered_at, date, lines
-``last_order``     the latest completed order: id, date (in the customer's zone)
-``metrics``        order_count, total_spend (in ``currency``, the reporting currency), currency
-``offer``          code, percent, expires (a date in the customer's zone), or None
+                   one: id, total (formatted, ``1.234,50 €``), amount (``1234.50``),
+                   currency, ordered_at (ISO), date (long date), lines: name, sku,
+                   quantity, price and line_total (formatted, or None), url,
+                   image_url, review_url, category
+``last_order``     the latest completed order: id, date
+``metrics``        order_count, total_spend (formatted, in the reporting currency),
+                   total_spend_amount (``160.00``), currency
+``offer``          code, percent, expires (long date), or None
 ``recommendation`` a product name to suggest, or None
-``shop``           name, url, address, signature
+``shop``           name, team (the name, for a signature the template words), url,
+                   address, signature (English, for old templates), logo_url,
+                   brand_color, support_email
 ``links``          unsubscribe, preferences, shop, review, referral, nps[0..10]
 =================  ==========================================================
+
+"Formatted" is Babel's writing for the customer's locale (:mod:`lifecycle.locales`:
+``de-AT`` writes as ``de_AT``, a missing or unknown locale as ``LIFECYCLE_LOCALE``)
+in the order's own currency; dates are the customer's day in their timezone.
 
 The links of a manager's test send or a preview (``test``) carry ``"t": 1`` in
 their signed token: the pages behind them say "this was a test mail" and change
@@ -23,30 +37,56 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from babel import Locale
 from sqlalchemy import Connection, case, func, select
 
+from lifecycle import locales
 from lifecycle.config import Settings
 from lifecycle.flows.definitions import Offer
 from lifecycle.links import offer_code, sign
 from lifecycle.models import Order
-from lifecycle.timeutil import zone
 
 
-def _local_date(instant: datetime, tz: str) -> str:
-    local = instant.astimezone(zone(tz))
-    return f"{local.day} {local:%B %Y}"
+def _amount(value: Any) -> Decimal | None:
+    """An item's price as a Decimal (prices are stored as decimal strings; a number another
+    path stored is read through its text, never computed as a float), or None."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        amount = Decimal(str(value).strip())
+    except (InvalidOperation, ValueError):
+        return None
+    return amount if amount.is_finite() else None
 
 
-def _order(row: Any, tz: str) -> dict[str, Any]:
-    return {"id": row.external_id, "total": f"{Decimal(row.total):.2f}", "currency": row.currency,
-            "ordered_at": row.ordered_at.isoformat(), "date": _local_date(row.ordered_at, tz),
-            "lines": [{"name": item.get("name") or item.get("sku") or "item",
-                       "quantity": item.get("quantity", 1), "price": item.get("price"),
-                       "category": item.get("category"), "sku": item.get("sku")}
-                      for item in row.items or []]}
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _line(item: Any, currency: str, loc: Locale) -> dict[str, Any]:
+    item = item if isinstance(item, dict) else {}
+    quantity = item.get("quantity", 1)
+    quantity = quantity if type(quantity) is int else 1
+    price = _amount(item.get("price"))
+    return {"name": item.get("name") or item.get("sku") or "item", "sku": item.get("sku"),
+            "quantity": quantity, "category": item.get("category"),
+            "price": locales.money(price, currency, loc) if price is not None else None,
+            "line_total": (locales.money(price * quantity, currency, loc)
+                           if price is not None else None),
+            "url": _text(item.get("url")), "image_url": _text(item.get("image_url")),
+            "review_url": _text(item.get("review_url"))}
+
+
+def _order(row: Any, tz: str, loc: Locale) -> dict[str, Any]:
+    amount = Decimal(row.total)
+    return {"id": row.external_id, "total": locales.money(amount, row.currency, loc),
+            "amount": str(amount), "currency": row.currency,
+            "ordered_at": row.ordered_at.isoformat(),
+            "date": locales.long_date(row.ordered_at, loc, tz),
+            "lines": [_line(item, row.currency, loc) for item in row.items or []]}
 
 
 def token_data(customer_id: int, message_id: int | None, test: bool = False) -> dict[str, Any]:
@@ -136,6 +176,8 @@ def build_context(conn: Connection | None, settings: Settings, customer: Any, *,
         facts = load_facts(conn, [customer.id], [order_external_id or ""], as_of,
                            settings.currency)
     tz = customer.timezone or settings.timezone
+    locale = locales.parse_locale(customer.locale) or settings.locale
+    loc = locales.formatting_locale(locale, settings.locale)
     latest = facts.latest.get(customer.id)
     trigger = facts.orders.get(order_external_id) if order_external_id else None
     count, spend = facts.totals.get(customer.id, (0, Decimal(0)))
@@ -144,20 +186,27 @@ def build_context(conn: Connection | None, settings: Settings, customer: Any, *,
     if offer is not None:
         code = offer_code(settings.secret_key, offer.prefix, flow, customer.id, step)
         offer_vars = {"code": code, "percent": offer.percent,
-                      "expires": _local_date(as_of + offer.valid, tz)}
+                      "expires": locales.long_date(as_of + offer.valid, loc, tz)}
     order_row = trigger or latest
     return {
+        "lang": locales.html_lang(settings.locale),
         "customer": {"first_name": customer.first_name, "last_name": customer.last_name,
-                     "email": customer.email, "locale": customer.locale or "en", "timezone": tz,
+                     "email": customer.email, "locale": locale, "timezone": tz,
                      "attributes": dict(customer.attributes or {})},
-        "order": _order(order_row, tz) if order_row is not None else None,
-        "last_order": ({"id": latest.external_id, "date": _local_date(latest.ordered_at, tz)}
+        "order": _order(order_row, tz, loc) if order_row is not None else None,
+        "last_order": ({"id": latest.external_id,
+                        "date": locales.long_date(latest.ordered_at, loc, tz)}
                        if latest is not None else None),
-        "metrics": {"order_count": int(count), "total_spend": f"{Decimal(spend):.2f}",
+        "metrics": {"order_count": int(count),
+                    "total_spend": locales.money(Decimal(spend), settings.currency, loc),
+                    "total_spend_amount": f"{Decimal(spend):.2f}",
                     "currency": settings.currency},
         "offer": offer_vars,
         "recommendation": None,
-        "shop": {"name": settings.shop_name, "url": settings.shop_url,
-                 "address": settings.shop_address, "signature": f"The {settings.shop_name} team"},
+        "shop": {"name": settings.shop_name, "team": settings.shop_name,
+                 "url": settings.shop_url, "address": settings.shop_address,
+                 "signature": f"The {settings.shop_name} team",
+                 "logo_url": settings.shop_logo_url, "brand_color": settings.brand_color,
+                 "support_email": settings.support_address},
         "links": links(settings, customer.id, message_id, code, test),
     }

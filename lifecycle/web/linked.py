@@ -39,6 +39,7 @@ from lifecycle.segments.definitions import segment_words
 from lifecycle.subscriptions import customer_of
 from lifecycle.timeline import MAX_ROW_ID
 from lifecycle.timeutil import wall_clock
+from lifecycle.web import i18n
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"),
                             context_processors=[_reader])
 templates.env.filters.update({"money": _money, "number": _number, "local": _local,
                               "segment": segment_words})
+i18n.install(templates.env)  # public pages speak the customer's language (lifecycle.web.i18n)
 
 
 #: Limits of a posted ``multipart/form-data`` form: fields, files, bytes per part.  The
@@ -208,16 +210,25 @@ class Linked:
             return None  # erased since the mail went out: nothing to change
         return Holder(customer, message_id if mail is not None else None)
 
+    def browser_language(self, request: Request) -> dict[str, Any]:
+        """The page language of a link that names no customer: the browser's, else the shop's."""
+        return i18n.page_context(i18n.language_from_header(
+            request.headers.get("accept-language"), self.app.settings.locale))
+
     def test_link(self, request: Request) -> Response:
         """The page behind every link of a test mail: it says so; nothing changed."""
-        return templates.TemplateResponse(request, "test_link.html",
-                                          {"shop": self.app.settings.shop_name})
+        return templates.TemplateResponse(request, "test_link.html", {
+            "shop": self.app.settings.shop_name, **self.browser_language(request)})
 
     def bad_link(self, request: Request) -> Response:
-        return templates.TemplateResponse(request, "bad_link.html", {}, status_code=400)
+        return templates.TemplateResponse(request, "bad_link.html",
+                                          self.browser_language(request), status_code=400)
 
     def page(self, request: Request, name: str, token: str, customer: Any,
              **extra: Any) -> Response:
+        """A page for the mailed ``customer``, in their language (:mod:`lifecycle.web.i18n`)."""
+        language = i18n.language_for(customer.locale, self.app.settings.locale)
         return templates.TemplateResponse(request, name, {
             "token": token, "shop": self.app.settings.shop_name,
-            "address": masked(customer.email), **extra})
+            "address": masked(customer.email), "language": language,
+            **i18n.page_context(language), **extra})

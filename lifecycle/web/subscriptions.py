@@ -29,6 +29,7 @@ from starlette.concurrency import run_in_threadpool
 from lifecycle.app import App
 from lifecycle.flows.service import catalogue
 from lifecycle.links import sign, verify
+from lifecycle.locales import fallback_chain
 from lifecycle.subscriptions import (
     MARKETING,
     choices,
@@ -36,6 +37,7 @@ from lifecycle.subscriptions import (
     resubscribe,
     unsubscribe,
 )
+from lifecycle.web import i18n
 from lifecycle.web.linked import Linked, read_form
 
 
@@ -112,8 +114,10 @@ def subscription_routes(app: App) -> APIRouter:
     return router
 
 
-def _marketing_flows(app: App) -> dict[str, str]:
-    return {name: flow.description for name, flow in catalogue(app).flows.items()
+def _marketing_flows(app: App, chain: list[str] | None = None) -> dict[str, str]:
+    """Each marketing flow's name -> how the page names it: its ``label`` for the first
+    locale of ``chain`` that has one (the customer's fallback chain), else its description."""
+    return {name: flow.label(chain or []) for name, flow in catalogue(app).flows.items()
             if flow.kind == "marketing"}
 
 
@@ -125,7 +129,10 @@ def _preferences_token(app: App, unsubscribe_token: str) -> str:
 def _preferences_page(app: App, request: Request, page: Any, token: str, conn: Any,
                       customer: Any, *, saved: bool) -> Response:
     stopped = opted_out(conn, customer)
-    locked = sorted({reason.replace("_", " ") for reason in stopped.values()
-                     if reason != "unsubscribe"})
+    locked = sorted({reason for reason in stopped.values() if reason != "unsubscribe"})
+    chain = fallback_chain(customer.locale, app.settings.locale)
+    if i18n.language_for(customer.locale, app.settings.locale) == i18n.SOURCE_LANGUAGE:
+        chain.append(i18n.SOURCE_LANGUAGE)  # an English page names flows in English
     return page(request, "preferences.html", token, customer, saved=saved,
-                choices=choices(_marketing_flows(app)), stopped=set(stopped), locked=locked)
+                choices=choices(_marketing_flows(app, chain)), stopped=set(stopped),
+                locked=locked)
