@@ -38,7 +38,7 @@ def app(fresh_database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     """An App whose thank-you mail runs away for customers named Loop (time) or Huge (size)."""
     folder = tmp_path / "templates"
     shutil.copytree(ROOT / "templates" / "email", folder)
-    body = folder / "thank_you" / "body.txt"
+    body = folder / "thank_you" / "en" / "body.txt"
     body.write_text("{% if customer.first_name == 'Loop' %}" + LOOPS + "{% endif %}"
                     "{% if customer.first_name == 'Huge' %}" + HUGE + "{% endif %}\n"
                     + body.read_text(encoding="utf-8"), encoding="utf-8")
