@@ -51,7 +51,7 @@ def test_each_part_comes_from_the_first_locale_folder_of_the_chain_that_has_it(
     out = Renderer(hello(tmp_path)).render("hello", {"customer": {"locale": locale}})
     assert (out.subject, out.text) == (subject, text)
     # No locale folder has an HTML part: the root's, in the shop's default language.
-    assert out.html == "<html><head></head><body><p>root in en</p></body></html>"
+    assert out.html == "<p>root in en</p>"
 
 
 def test_the_shop_default_locale_is_the_fallback_and_the_language_of_root_parts(
@@ -85,8 +85,8 @@ def test_a_locale_folder_extends_the_shared_layout_which_speaks_the_part_s_langu
                              "{% endblock %}",
     })
     html = Renderer(tmp_path).render("mail", {"customer": {"locale": "pl-PL"}}).html or ""
-    assert html == ('<html lang="pl"><head></head><body><p>Dzień dobry</p><footer>Wypisz się'
-                    "</footer></body></html>")
+    assert html == ('<html lang="pl"><body><p>Dzień dobry</p><footer>Wypisz się</footer></body>'
+                    "</html>")
 
 
 def test_a_word_missing_in_the_language_comes_from_the_shop_default_then_english(
@@ -164,3 +164,17 @@ def test_blank_lines_left_by_template_blocks_collapse_in_text_parts(tmp_path: Pa
     put(tmp_path, {"m/en/subject.txt": "Hi", "m/en/body.txt":
                    "\nHi,\n\n{% if a %}\nA\n{% endif %}\n\n\n\nB\n-- \nfoot\n"})
     assert Renderer(tmp_path).render("m", {"a": False}).text == "Hi,\n\nB\n-- \nfoot\n"
+
+
+def test_style_rules_are_inlined_and_media_rules_kept_but_a_mail_with_none_is_left_alone(
+        tmp_path: Path) -> None:
+    media = "@media (max-width: 480px) { .x { color: red !important; } }"
+    put(tmp_path, {
+        "a/subject.txt": "a",
+        "a/body.html": f"<style>/* a */ p {{ color: #123456; }} {media}</style><p>A</p>",
+        "b/subject.txt": "b", "b/body.html": f"<style>{media}</style><p style=\"margin: 0\">B</p>",
+    })
+    renderer = Renderer(tmp_path)
+    inlined = renderer.render("a", {}).html or ""
+    assert '<p style="color: #123456;">A</p>' in inlined and "@media" in inlined
+    assert renderer.render("b", {}).html == f'<style>{media}</style><p style="margin: 0">B</p>'

@@ -104,7 +104,7 @@ def test_an_edited_template_is_picked_up_by_a_running_renderer(
     monkeypatch.setattr(templates, "CHECK_SECONDS", 0.0)
     assert renderer.render("hello", {}).text == "second\n"
     (tmp_path / "hello" / "body.html").write_text("<p>new part</p>", encoding="utf-8")
-    assert renderer.render("hello", {}).html == "<html><head></head><body><p>new part</p></body></html>"
+    assert renderer.render("hello", {}).html == "<p>new part</p>"  # no <style>: nothing inlined
 
 
 #: Templates that would freeze or fill a process: each must fail alone, fast, naming its file.

@@ -841,7 +841,7 @@ class Renderer:
             text = _BLANK_LINES.sub("\n\n", text).lstrip("\n")
         html = (self._render(html_path, self.part_context(folders[2], chain, context))
                 if html_path else None)
-        if html is not None:
+        if html is not None and _needs_inlining(html):
             try:  # mail clients drop <style>: every rule goes onto its elements
                 html = _INLINER.inline(html)
             except ValueError as exc:
@@ -876,6 +876,47 @@ def _email_names(files: dict[str, int]) -> frozenset[str]:
 CHECK_SECONDS = 2.0
 #: Inlines <style> rules; never fetches a stylesheet a (manager-edited) template links to.
 _INLINER = css_inline.CSSInliner(load_remote_stylesheets=False, keep_at_rules=True)
+_STYLE = re.compile(r"<style\b[^>]*>(.*?)</style\s*>", re.S | re.I)
+_CSS_COMMENT = re.compile(r"/\*.*?\*/", re.S)
+_BRACES = re.compile(r"[{}]")
+#: style sheet -> whether it has a rule to inline (the shipped layout's is the same for every
+#: mail of a shop).
+_SHEETS: dict[str, bool] = {}
+
+
+def _needs_inlining(html: str) -> bool:
+    """Whether a ``<style>`` block of ``html`` has a rule the inliner would copy onto elements:
+    one outside any at-rule (``@media`` rules stay in ``<style>`` for the clients that read
+    them).  The shipped layout writes its styles inline and keeps only ``@media`` rules, so
+    its mails skip the inliner, which costs about as much as rendering them."""
+    for sheet in _STYLE.findall(html):
+        found = _SHEETS.get(sheet)
+        if found is None:
+            found = _has_rule(sheet)
+            if len(_SHEETS) > 1000:
+                _SHEETS.clear()
+            _SHEETS[sheet] = found
+        if found:
+            return True
+    return False
+
+
+def _has_rule(sheet: str) -> bool:
+    """Whether the CSS ``sheet`` has a rule at its top level (not inside ``@media`` …)."""
+    css = _CSS_COMMENT.sub("", sheet)
+    depth, start = 0, 0
+    for brace in _BRACES.finditer(css):
+        if brace.group() == "{":
+            if depth == 0:
+                prelude = css[start:brace.start()].rsplit(";", 1)[-1].strip()
+                if not prelude.startswith("@"):
+                    return True
+            depth += 1
+        else:
+            depth = max(depth - 1, 0)
+            if depth == 0:
+                start = brace.end()
+    return False
 
 
 def _scan(folder: Path) -> dict[str, int]:
