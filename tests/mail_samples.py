@@ -5,9 +5,9 @@ context contract), for rendering every shipped email without a database.
 place to break), three order lines with pictures and links, three recommendations, an
 offer, reviews.  :func:`shop_context` is a pleasant English one for the README's pictures.
 
-``uv run python -m tests.mail_samples`` renders the README's two pictures (a mail at phone
-width and at desktop width, ``docs/mail-phone.png`` and ``docs/mail-desktop.png``) in
-Chromium.
+``uv run python -m tests.mail_samples`` renders the README's two pictures in Chromium: the
+second-purchase mail at phone width (``docs/mail-phone.png``, 375 px) and the thank-you mail at
+desktop width (``docs/mail-desktop.png``, 1024 px).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ LONG_NAMES = [
 ]
 SHOP_NAMES = [
     ("Sencha Kagoshima, first flush", "14.90", 2),
-    ("Stoneware teapot, 0.8 l", "39.00", 1),
+    ("Stoneware teapot", "39.00", 1),
     ("Bamboo matcha whisk", "18.50", 1),
 ]
 RECOMMENDED = [
@@ -104,7 +104,7 @@ def rich_context(locale: str = "de", *, kind: str = "percent", first_name: str |
 
 
 def shop_context(locale: str = "en") -> dict[str, Any]:
-    """A pleasant English mail for the README: a tea shop's thank-you with a logo."""
+    """A pleasant English context for the README's pictures: a tea shop with a logo."""
     context = rich_context(locale, first_name="Zoë", names=SHOP_NAMES, shop="Leaf & Bean",
                            logo=True, recommended=[("Genmaicha, roasted rice", "11.90"),
                                                    ("Cast-iron kettle", "64.00"),
@@ -151,17 +151,19 @@ def main() -> None:  # pragma: no cover - makes the README's pictures
     from lifecycle.mail.templates import Renderer
     from tests.test_browser import CHROMIUM_ARGS, _install_chromium
 
-    mail = Renderer(TEMPLATES).render("thank_you", shop_context("en"))
-    assert mail.html is not None
+    renderer = Renderer(TEMPLATES)
     chromium = _install_chromium()
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
-        for file, width, scale in (("mail-phone.png", 375, 2), ("mail-desktop.png", 1024, 1)):
+        for file, name, width, scale in (("mail-phone.png", "second_purchase", 375, 2),
+                                         ("mail-desktop.png", "thank_you", 1024, 1)):
+            html = renderer.render(name, shop_context("en")).html
+            assert html is not None
             context = browser.new_context(viewport={"width": width, "height": 800},
                                           device_scale_factor=scale)
             page = context.new_page()
             serve_pictures(page)
-            page.set_content(mail.html, wait_until="load")
+            page.set_content(html, wait_until="load")
             page.screenshot(path=str(ROOT / "docs" / file), full_page=True)
             context.close()
         browser.close()

@@ -1,11 +1,15 @@
 """Rendering the email templates that CRM managers edit: untrusted input.
 
-Each email is a folder ``templates/email/<name>/`` with ``subject.txt``,
-``body.txt`` and ``body.html`` (which may extend ``_base/body.html``).  They
-render in a sandboxed, immutable Jinja2 environment: no attribute access to
-internals, no mutation of the context, HTML autoescaped, and any undefined
-variable is an error.  Every failure becomes a :class:`TemplateError` naming
-the file and line.
+Each email is a folder ``templates/email/<name>/`` with one folder per locale
+(``en/``, ``de/``, ``de_AT/`` …) holding ``subject.txt``, ``body.txt`` and
+``body.html`` (which may extend ``_base/body.html``); each part is taken from the
+first folder of the customer's fallback chain that has it, else from the email's
+root (see :class:`Renderer`).  They render in a sandboxed, immutable Jinja2
+environment: no attribute access to internals, no mutation of the context, HTML
+autoescaped, and any undefined variable is an error.  Every failure becomes a
+:class:`TemplateError` naming the file and line.  An HTML part's ``<style>``
+rules are inlined onto its elements (skipped when it has none but ``@media``
+rules, as the shipped layout).
 
 Rendering is bounded, so that a template cannot freeze the process that
 renders it (a worker, or the web app's preview): one Python operation on a
