@@ -217,6 +217,7 @@ class _Row:
     step = "thanks"
     template = "thank_you"
     to_email = "b0@example.com"
+    context = None  # compose reads the mail's stored context (none here)
 
 
 if __name__ == "__main__":
