@@ -217,6 +217,8 @@ class _Row:
     step = "thanks"
     template = "thank_you"
     to_email = "b0@example.com"
+    context = None  # compose reads the mail's stored context (none here) ...
+    attempts = 0  # ... and its attempt number
 
 
 if __name__ == "__main__":

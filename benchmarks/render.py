@@ -24,6 +24,7 @@ from typing import Any
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from lifecycle.locales import SHIPPED
 from lifecycle.mail.templates import Renderer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,19 +46,35 @@ class PlainRenderer(Renderer):
         return self.env.get_template(path).render(context)
 
 
-def context() -> dict[str, Any]:
-    """Every variable the shipped templates use (as tests/test_templates.py gives them)."""
+def context(locale: str = "en") -> dict[str, Any]:
+    """Every variable the shipped templates use (the context contract in the README), for a
+    customer whose locale is ``locale``."""
+    lines = [{"name": name, "sku": sku, "quantity": quantity, "price": price,
+              "line_total": total, "url": f"https://shop.example/p/{sku}",
+              "image_url": f"https://shop.example/img/{sku}.jpg",
+              "review_url": f"https://shop.example/p/{sku}/review"}
+             for name, sku, quantity, price, total in (
+                 ("Sencha & Co", "S1", 2, "€12.50", "€25.00"),
+                 ("Matcha", "M1", 1, "€2.80", "€2.80"))]
+    recommendations = [{"name": f"Tea {n}", "sku": f"R{n}", "price": "€9.90",
+                        "url": f"https://shop.example/p/R{n}",
+                        "image_url": f"https://shop.example/img/R{n}.jpg"} for n in range(3)]
     return {
-        "customer": {"first_name": "Zoë", "last_name": "Ng", "locale": "en"},
-        "order": {"id": "A-1001", "total": "27.80", "currency": "EUR",
-                  "lines": [{"quantity": 2, "name": "Sencha & Co"},
-                            {"quantity": 1, "name": "Matcha"}]},
-        "last_order": {"date": "12 March 2026"},
-        "metrics": {"order_count": 7},
-        "offer": {"code": "BACK10-7KQ2", "percent": 10, "expires": "30 April 2026"},
-        "recommendation": "Ceremonial matcha",
-        "shop": {"name": "Leaf & Bean", "address": "1 Harbour Row, Kiel",
-                 "signature": "Mara, Leaf & Bean"},
+        "customer": {"first_name": "Zoë", "last_name": "Ng", "email": "zoe@example.com",
+                     "locale": locale, "timezone": "Europe/Berlin", "attributes": {}},
+        "order": {"id": "A-1001", "total": "€27.80", "amount": "27.80", "currency": "EUR",
+                  "ordered_at": "2026-03-12T10:00:00+00:00", "date": "March 12, 2026",
+                  "lines": lines},
+        "last_order": {"id": "A-1001", "date": "March 12, 2026"},
+        "metrics": {"order_count": 7, "total_spend": "€199.00", "currency": "EUR"},
+        "offer": {"code": "BACK10-7KQ2", "kind": "percent", "percent": 10, "amount": None,
+                  "value": "10", "expires": "April 30, 2026",
+                  "url": "https://shop.example/discount/BACK10-7KQ2"},
+        "recommendations": recommendations, "recommendation": "Tea 0",
+        "reviews": [{"name": line["name"], "url": line["review_url"]} for line in lines],
+        "shop": {"name": "Leaf & Bean", "team": "Leaf & Bean", "url": "https://shop.example/",
+                 "address": "1 Harbour Row, Kiel", "logo_url": None, "brand_color": "#2f5d50",
+                 "support_email": "help@shop.example"},
         "links": {"unsubscribe": "https://shop.example/u/TOKEN",
                   "preferences": "https://shop.example/p/TOKEN",
                   "shop": "https://shop.example/", "review": "https://shop.example/r/TOKEN",
@@ -66,17 +83,23 @@ def context() -> dict[str, Any]:
     }
 
 
-def per_mail(renderer: Renderer, names: list[str], mails: int, whole: bool) -> float:
-    """Microseconds per mail over ``mails`` renders, cycling through ``names``."""
-    data = context()
+def per_mail(renderer: Renderer, names: list[str], mails: int, whole: bool,
+             locales: list[str]) -> float:
+    """Microseconds per mail over ``mails`` renders, cycling through ``names`` and, for each,
+    the customers' ``locales``."""
+    data = [context(locale) for locale in locales]
     started = time.perf_counter()
     for n in range(mails):
         name = names[n % len(names)]
+        given = data[(n // len(names)) % len(data)]
         if whole:
-            renderer.render(name, data)
-        else:
-            for part in ("subject.txt", "body.txt", "body.html"):
-                renderer._render(f"{name}/{part}", data)
+            renderer.render(name, given)
+        else:  # the three parts from their locale folders, nothing inlined
+            chain = renderer.chain(given["customer"]["locale"])
+            choice = renderer.choose(name, chain)
+            for path, folder in zip(choice.paths, choice.folders, strict=True):
+                if path is not None:
+                    renderer._render(path, renderer.part_context(folder, chain, given))
     return (time.perf_counter() - started) / mails * 1e6
 
 
@@ -84,19 +107,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--mails", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--locales", default=",".join(SHIPPED),
+                        help="the customers' locales, in turn (default: every shipped one)")
     args = parser.parse_args()
+    locales = args.locales.split(",")
     bounded, plain = Renderer(TEMPLATES), PlainRenderer(TEMPLATES)
     names = sorted(p.name for p in TEMPLATES.iterdir() if bounded.exists(p.name))
     for renderer in (bounded, plain):  # warm-up: compile every template
-        per_mail(renderer, names, len(names), True)
+        per_mail(renderer, names, len(names) * len(locales), True, locales)
     figures: dict[tuple[str, bool], list[float]] = {}
     for _ in range(args.rounds):
         for whole in (True, False):
             for label, renderer in (("bounded", bounded), ("plain", plain)):
                 figures.setdefault((label, whole), []).append(
-                    per_mail(renderer, names, args.mails, whole))
-    print(f"{len(names)} shipped emails, {args.mails} mails per round, {args.rounds} rounds "
-          "(median µs per mail)")
+                    per_mail(renderer, names, args.mails, whole, locales))
+    print(f"{len(names)} shipped emails in {len(locales)} locales ({', '.join(locales)}), "
+          f"{args.mails} mails per round, {args.rounds} rounds (median µs per mail)")
     for whole, what in ((True, "whole mail (CSS inlined)"), (False, "templates alone")):
         b = statistics.median(figures[("bounded", whole)])
         p = statistics.median(figures[("plain", whole)])

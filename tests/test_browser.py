@@ -23,6 +23,7 @@ from sqlalchemy import insert, select, update
 
 from lifecycle.app import App
 from lifecycle.mail.sending import dispatch, send_batch
+from lifecycle.mail.templates import Renderer
 from lifecycle.mail.transports import FileTransport
 from lifecycle.models import Customer, Message, Touchpoint
 from lifecycle.segments.compute import refresh_all
@@ -30,6 +31,7 @@ from lifecycle.segments.service import definitions
 from tests.conftest import IN_CI, _skipped_services
 from tests.factories import PASSWORD, account, add_campaign, add_customer, add_order
 from tests.factories import WEB_T0 as T0
+from tests.mail_samples import EMAILS, LOCALES, TEMPLATES, rich_context, serve_pictures
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
@@ -294,3 +296,49 @@ def test_a_manager_sees_every_step_of_a_flow_before_any_mail(  # type: ignore[no
     labels = page.locator("svg.chart text[text-anchor=end]").all_text_contents()
     assert labels == ["0", "1", "2", "3", "4"]
     page.shots("flow-before-any-mail")
+
+
+# --- The shipped mails in a browser: every email in every language at phone and desktop width.
+
+#: Where each NPS score link is, read in the page (the viewport's coordinates).
+SCORE_BOXES = """Array.from(document.querySelectorAll('a[href*="score="]')).map(a => {
+    const r = a.getBoundingClientRect(); return [a.textContent, r.left, r.right, r.width]; })"""
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+def test_every_mail_fits_a_375_px_phone_and_a_desktop_without_scrolling_sideways(
+        browser, locale: str) -> None:  # type: ignore[no-untyped-def]
+    """The HTML part of each email with long German names, three order lines with pictures,
+    recommendations and an offer: no horizontal scroll at 375 px (nor at 1280 px), every
+    NPS score inside the screen and wide enough to tap, the footer in its small size."""
+    renderer = Renderer(TEMPLATES)
+    context = browser.new_context(viewport={"width": 375, "height": 800})
+    page = context.new_page()
+    serve_pictures(page)
+    try:
+        for name in EMAILS:
+            html = renderer.render(name, rich_context(locale, logo=locale in ("de", "sv"))).html
+            assert html is not None
+            for width in (375, 1280):
+                page.set_viewport_size({"width": width, "height": 800})
+                page.set_content(html, wait_until="load")
+                where = f"{name}/{locale} at {width} px"
+                assert page.evaluate("document.documentElement.scrollWidth") <= width, where
+                assert page.evaluate("document.body.scrollWidth") <= width, where
+                broken = page.evaluate("Array.from(document.images).filter(i => "
+                                       "!i.complete || !i.naturalWidth).length")
+                assert broken == 0, where  # the pictures were there to take their room
+                assert page.evaluate("getComputedStyle(document.querySelector('.foot p'))"
+                                     ".fontSize") == "12px", where
+                if name == "feedback_request":
+                    boxes = page.evaluate(SCORE_BOXES)
+                    assert [b[0] for b in boxes] == [str(n) for n in range(11)], where
+                    for score, left, right, box_width in boxes:
+                        assert 0 <= left and right <= width, f"{where}: score {score}"
+                        assert box_width >= 24, f"{where}: score {score} is {box_width} px"
+                if width == 375 and name in ("thank_you", "feedback_request", "winback_3"):
+                    SHOTS.mkdir(parents=True, exist_ok=True)
+                    page.screenshot(path=str(SHOTS / f"mail-{name}-{locale}-375.png"),
+                                    full_page=True)
+    finally:
+        context.close()

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from lifecycle.cli import cli
 from lifecycle.flows.definitions import Branch, Context, Send, Wait, load_flow, load_folder
+from lifecycle.locales import SHIPPED
 from lifecycle.segments.definitions import load_definitions
 from lifecycle.yamlfile import InvalidFile
 
@@ -43,12 +44,16 @@ def test_the_six_shipped_flows_are_valid() -> None:
     assert isinstance(ask, Wait) and ask.business_days == 1 and ask.at == (10, 0)
 
 
-def test_every_shipped_template_has_a_subject_and_both_bodies() -> None:
-    for folder in (ROOT / "templates" / "email").iterdir():
-        if folder.name.startswith("_"):
+def test_every_shipped_template_has_a_subject_and_both_bodies_in_every_language() -> None:
+    for email in (ROOT / "templates" / "email").iterdir():
+        if email.name.startswith("_"):
             continue
-        assert {"subject.txt", "body.txt", "body.html"} <= {p.name for p in folder.iterdir()}
-        assert '{% extends "_base/body.html" %}' in (folder / "body.html").read_text()
+        for locale in SHIPPED:
+            folder = email / locale
+            assert {"subject.txt", "body.txt", "body.html"} <= {p.name for p in folder.iterdir()}
+            assert '{% extends "_base/body.html" %}' in (folder / "body.html").read_text()
+    for locale in SHIPPED:
+        assert (ROOT / "templates" / "email" / "_base" / locale / "words.yaml").is_file()
 
 
 def test_unknown_templates_segments_and_durations_are_named(tmp_path: Path) -> None:

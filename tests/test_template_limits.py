@@ -38,7 +38,7 @@ def app(fresh_database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     """An App whose thank-you mail runs away for customers named Loop (time) or Huge (size)."""
     folder = tmp_path / "templates"
     shutil.copytree(ROOT / "templates" / "email", folder)
-    body = folder / "thank_you" / "body.txt"
+    body = folder / "thank_you" / "en" / "body.txt"
     body.write_text("{% if customer.first_name == 'Loop' %}" + LOOPS + "{% endif %}"
                     "{% if customer.first_name == 'Huge' %}" + HUGE + "{% endif %}\n"
                     + body.read_text(encoding="utf-8"), encoding="utf-8")
@@ -88,11 +88,11 @@ def test_a_runaway_preview_fails_naming_its_template_while_the_web_app_answers_o
     assert other.status_code == 200 and other_took < 1.0 and still_running
     page, took = answers["b0"]
     assert page.status_code == 200 and SECONDS <= took < 60  # processor time: longer when busy
-    assert ("This template does not render: thank_you/body.txt:1: stopped at a rendering limit: "
+    assert ("This template does not render: thank_you/en/body.txt:1: stopped at a rendering limit: "
             f"rendering used more than {SECONDS:g} seconds of processor time") in page.text
     page, took = answers["b1"]
     assert page.status_code == 200 and took < 10
-    assert ("thank_you/body.txt:1: stopped at a rendering limit: repeating a value would make "
+    assert ("thank_you/en/body.txt:1: stopped at a rendering limit: repeating a value would make "
             "2,000,000,000 characters") in page.text
 
 
@@ -118,10 +118,10 @@ def test_a_runaway_mail_fails_alone_with_its_reason_and_its_batch_mates_are_sent
         errors = dict(conn.execute(select(Message.id, Message.last_error)).all())
         failed = dict(conn.execute(select(Touchpoint.message_id, Touchpoint.data).where(
             Touchpoint.kind == "email_failed")).all())
-    assert errors[loop] == ("template: thank_you/body.txt:1: stopped at a rendering limit: "
+    assert errors[loop] == ("template: thank_you/en/body.txt:1: stopped at a rendering limit: "
                             f"rendering used more than {SECONDS:g} seconds of processor time, "
                             "the limit for one mail")
-    assert errors[huge].startswith("template: thank_you/body.txt:1: stopped at a rendering "
+    assert errors[huge].startswith("template: thank_you/en/body.txt:1: stopped at a rendering "
                                    "limit: repeating a value would make 2,000,000,000")
     assert {mid: data["reason"] for mid, data in failed.items()} == {
         loop: errors[loop], huge: errors[huge]}

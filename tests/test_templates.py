@@ -10,39 +10,29 @@ from typing import Any
 import pytest
 
 from lifecycle.mail.templates import Renderer, TemplateError
-
-ROOT = Path(__file__).resolve().parent.parent
-TEMPLATES = ROOT / "templates" / "email"
+from tests.mail_samples import EMAILS, LOCALES, TEMPLATES, rich_context
 
 
-def full_context() -> dict[str, Any]:
-    """Every variable the shipped templates use."""
-    return {
-        "customer": {"first_name": "Zoë <script>", "last_name": "Ng", "locale": "en"},
-        "order": {"id": "A-1001", "total": "27.80", "currency": "EUR",
-                  "lines": [{"quantity": 2, "name": "Sencha & Co"}]},
-        "last_order": {"date": "12 March 2026"},
-        "metrics": {"order_count": 7},
-        "offer": {"code": "BACK10-7KQ2", "percent": 10, "expires": "30 April 2026"},
-        "recommendation": "Ceremonial matcha",
-        "shop": {"name": "Leaf & Bean", "address": "1 Harbour Row, Kiel",
-                 "signature": "Mara, Leaf & Bean"},
-        "links": {"unsubscribe": "https://shop.example/u/TOKEN",
-                  "preferences": "https://shop.example/p/TOKEN",
-                  "shop": "https://shop.example/", "review": "https://shop.example/r/TOKEN",
-                  "referral": "https://shop.example/ref/TOKEN",
-                  "nps": [f"https://shop.example/f/TOKEN?score={n}" for n in range(11)]},
-    }
+def full_context(locale: str = "en") -> dict[str, Any]:
+    """Every variable of the context contract, with a name that must be escaped."""
+    context = rich_context(locale)
+    context["customer"]["first_name"] = "Zoë <script>"
+    return context
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in TEMPLATES.iterdir()
-                                        if not p.name.startswith("_")))
-def test_each_shipped_email_renders_with_the_documented_variables(name: str) -> None:
-    out = Renderer(TEMPLATES).render(name, full_context())
+@pytest.mark.parametrize("locale", LOCALES)
+@pytest.mark.parametrize("name", EMAILS)
+def test_each_shipped_email_renders_in_each_language_with_the_documented_variables(
+        name: str, locale: str) -> None:
+    out = Renderer(TEMPLATES).render(name, full_context(locale))
     assert out.subject and "\n" not in out.subject
     assert out.text is not None and "Zoë <script>" in out.text  # plain text is not escaped
     assert out.html is not None and "Zoë &lt;script&gt;" in out.html and "<script>" not in out.html
-    assert "https://shop.example/u/TOKEN" in out.html and "https://shop.example/u/TOKEN" in out.text
+    assert f'<html lang="{locale}"' in out.html
+    for part in (out.html, out.text):
+        assert "https://shop.example/u/TOKEN" in part and "https://shop.example/p/TOKEN" in part
+        assert "Brooksfleet 7, 20457 Hamburg" in part  # the postal address, in both parts
+    assert "\n-- \n" in out.text  # the signature separator is dash dash space
 
 
 def test_the_feedback_mail_links_all_eleven_scores() -> None:
@@ -57,7 +47,7 @@ def test_a_missing_variable_names_the_file_and_line() -> None:
     del context["offer"]
     with pytest.raises(TemplateError) as caught:
         Renderer(TEMPLATES).render("winback_2", context)
-    assert str(caught.value).startswith("winback_2/subject.txt:1: 'offer' is undefined")
+    assert str(caught.value).startswith("winback_2/en/subject.txt:1: 'offer' is undefined")
 
 
 def write(folder: Path, name: str, subject: str, text: str) -> Renderer:
@@ -93,7 +83,7 @@ def test_a_subject_cannot_smuggle_header_lines(tmp_path: Path) -> None:
 
 
 def test_an_email_without_a_subject_file_is_unknown(tmp_path: Path) -> None:
-    shutil.copytree(TEMPLATES / "thank_you", tmp_path / "thank_you")
+    shutil.copytree(TEMPLATES / "thank_you" / "en", tmp_path / "thank_you")
     (tmp_path / "thank_you" / "subject.txt").unlink()
     with pytest.raises(TemplateError, match="no such email"):
         Renderer(tmp_path).render("thank_you", full_context())
@@ -114,7 +104,7 @@ def test_an_edited_template_is_picked_up_by_a_running_renderer(
     monkeypatch.setattr(templates, "CHECK_SECONDS", 0.0)
     assert renderer.render("hello", {}).text == "second\n"
     (tmp_path / "hello" / "body.html").write_text("<p>new part</p>", encoding="utf-8")
-    assert renderer.render("hello", {}).html == "<html><head></head><body><p>new part</p></body></html>"
+    assert renderer.render("hello", {}).html == "<p>new part</p>"  # no <style>: nothing inlined
 
 
 #: Templates that would freeze or fill a process: each must fail alone, fast, naming its file.

@@ -33,6 +33,7 @@ from dateutil.relativedelta import relativedelta
 
 from lifecycle.durations import WEEKDAYS, parse_business_days, parse_clock, parse_duration
 from lifecycle.locales import parse_locale
+from lifecycle.mail.templates import emails_in
 from lifecycle.yamlfile import InvalidFile, Located, Problem, load
 
 KINDS = ("marketing", "transactional")
@@ -141,11 +142,7 @@ class Context:
 
     @classmethod
     def from_folders(cls, templates_dir: Path, segments: set[str]) -> Context:
-        names = {p.name for p in templates_dir.iterdir()
-                 if p.is_dir() and not p.name.startswith("_") and (p / "subject.txt").is_file()
-                 and ((p / "body.txt").is_file() or (p / "body.html").is_file())} \
-            if templates_dir.is_dir() else set()
-        return cls(names, segments)
+        return cls(emails_in(templates_dir), segments)  # as the renderer sees its emails
 
 
 class _Checker:

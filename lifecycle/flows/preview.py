@@ -36,7 +36,7 @@ class Preview:
 
 def preview_mails(conn: Connection, settings: Settings, flow: Flow, customer: Any,
                   as_of: datetime, renderer: Renderer | None = None) -> list[Preview]:
-    renderer = renderer or Renderer(settings.templates_dir)
+    renderer = renderer or Renderer(settings.templates_dir, settings.locale)
     found = []
     for step in flow.steps:
         if not isinstance(step.action, Send):

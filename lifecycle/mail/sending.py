@@ -118,7 +118,7 @@ def send_batch(app: App, message_ids: list[int], transport: Transport | None = N
 
     outcomes: Counter[str] = Counter()
     transport = transport or transport_for(app.settings)
-    renderer = renderer or _renderer(app.settings.templates_dir)
+    renderer = renderer or _renderer(app.settings.templates_dir, app.settings.locale)
     now = app.clock.now()
     lease = timedelta(seconds=app.settings.send_lease_seconds)
     policies = policies_of(app)
@@ -411,9 +411,10 @@ def send_one(app: App, message_id: int, transport: Transport | None = None,
 
 
 @functools.lru_cache(maxsize=8)
-def _renderer(folder: Path) -> Renderer:
-    """One sandbox per templates folder (Jinja reloads a template whose file changed)."""
-    return Renderer(folder)
+def _renderer(folder: Path, default_locale: str) -> Renderer:
+    """One sandbox per templates folder and shop default locale (it reloads a template whose
+    file changed)."""
+    return Renderer(folder, default_locale)
 
 
 def _offer(context: dict[str, Any]) -> Offer | None:

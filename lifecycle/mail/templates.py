@@ -1,11 +1,15 @@
 """Rendering the email templates that CRM managers edit: untrusted input.
 
-Each email is a folder ``templates/email/<name>/`` with ``subject.txt``,
-``body.txt`` and ``body.html`` (which may extend ``_base/body.html``).  They
-render in a sandboxed, immutable Jinja2 environment: no attribute access to
-internals, no mutation of the context, HTML autoescaped, and any undefined
-variable is an error.  Every failure becomes a :class:`TemplateError` naming
-the file and line.
+Each email is a folder ``templates/email/<name>/`` with one folder per locale
+(``en/``, ``de/``, ``de_AT/`` …) holding ``subject.txt``, ``body.txt`` and
+``body.html`` (which may extend ``_base/body.html``); each part is taken from the
+first folder of the customer's fallback chain that has it, else from the email's
+root (see :class:`Renderer`).  They render in a sandboxed, immutable Jinja2
+environment: no attribute access to internals, no mutation of the context, HTML
+autoescaped, and any undefined variable is an error.  Every failure becomes a
+:class:`TemplateError` naming the file and line.  An HTML part's ``<style>``
+rules are inlined onto its elements (skipped when it has none but ``@media``
+rules, as the shipped layout).
 
 Rendering is bounded, so that a template cannot freeze the process that
 renders it (a worker, or the web app's preview): one Python operation on a
@@ -41,6 +45,7 @@ import codecs
 import functools
 import math
 import re
+import stat
 import string
 import sys
 import threading
@@ -52,12 +57,18 @@ from typing import Any
 
 import css_inline
 import jinja2
+import yaml
 from jinja2 import nodes
 from jinja2.compiler import CodeGenerator, Frame, optimizeconst
 from jinja2.filters import make_attrgetter
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
+from lifecycle.locales import DEFAULT_LOCALE, fallback_chain, html_lang
+
 _SPACE = re.compile(r"\s+")
+#: Two or more blank lines in a text part (they become one: templates may leave blank lines
+#: around their ``{% if %}`` blocks without the mail showing gaps).
+_BLANK_LINES = re.compile(r"\n(?:[ \t]*\n){2,}")
 MAX_SUBJECT = 255
 #: Seconds of processor time one mail (subject, text and HTML) may take to render (the
 #: rendering thread's own time: waiting for a busy machine does not count).
@@ -593,9 +604,41 @@ class Rendered:
     html: str | None
 
 
+#: The parts of an email, in the order they render.
+PARTS = ("subject.txt", "body.txt", "body.html")
+#: The layout's own words for one locale: ``_base/<locale>/words.yaml`` (see :meth:`Renderer.words`).
+WORDS_FILE = "words.yaml"
+#: The language whose layout words are the last resort (the shipped layout has all of them).
+WORDS_LAST_RESORT = "en"
+#: Bytes a words file may have.
+MAX_WORDS_FILE = 64_000
+
+
+@dataclass(frozen=True)
+class _Choice:
+    """Where the parts of one email come from for one fallback chain: each part's template
+    name (None: no such part) and the locale folder it was found in ("" for the root)."""
+
+    paths: tuple[str | None, str | None, str | None]
+    folders: tuple[str, str, str]
+
+
 class Renderer:
-    def __init__(self, folder: Path) -> None:
+    """Renders the emails of one templates folder (``LIFECYCLE_TEMPLATES_DIR``).
+
+    An email ``NAME`` keeps its parts in locale folders, ``NAME/<locale>/subject.txt``,
+    ``body.txt``, ``body.html`` (``NAME/de/``, ``NAME/de_AT/``, ``NAME/nb/`` …), and may keep
+    parts at its root (``NAME/subject.txt``).  Each part is taken from the first locale folder
+    of the customer's :func:`lifecycle.locales.fallback_chain` (``de-AT`` → ``de_AT``, ``de``,
+    the shop's default ``default_locale``) that has it, else from the email's root.  Every
+    part sees ``lang`` (the language of the folder it came from, for ``<html lang>``; the shop
+    default's for a root part) and ``words``, the layout's words in that language
+    (:meth:`words`).
+    """
+
+    def __init__(self, folder: Path, default_locale: str = DEFAULT_LOCALE) -> None:
         self.folder = folder
+        self.default_locale = default_locale
         self.env = BoundedSandbox(
             loader=jinja2.FileSystemLoader(str(folder)),
             autoescape=jinja2.select_autoescape(enabled_extensions=("html",),
@@ -604,12 +647,17 @@ class Renderer:
             keep_trailing_newline=True,
             trim_blocks=False,
             auto_reload=False,  # see _fresh: one look at the folder every CHECK_SECONDS
+            cache_size=2000,  # every part of every email in every language
         )
-        self._seen: dict[str, tuple[bool, bool, bool]] = {}
+        #: (email, fallback chain) -> where its parts come from.
+        self._chosen: dict[tuple[str, tuple[str, ...]], _Choice] = {}
+        #: words chain -> the merged words.
+        self._words: dict[tuple[str, ...], dict[str, str]] = {}
         #: When (time.monotonic()) a mail last ran out of time.
         self._timed_out_at = -math.inf
         self._checked = time.monotonic()
-        self._signature = _signature(folder)
+        self._files = _scan(folder)
+        self._default_chain = tuple(fallback_chain(None, default_locale))
 
     def _fresh(self) -> None:
         """Forget compiled templates and folder contents when a file changed (checked at most
@@ -618,26 +666,102 @@ class Renderer:
         if now - self._checked < CHECK_SECONDS:
             return
         self._checked = now
-        signature = _signature(self.folder)
-        if signature != self._signature:
-            self._signature = signature
+        files = _scan(self.folder)
+        if files != self._files:
+            self._files = files
             self.env.cache.clear()  # type: ignore[union-attr]
-            self._seen.clear()
+            self._chosen.clear()
+            self._words.clear()
 
-    def _parts(self, name: str) -> tuple[bool, bool, bool]:
-        """Which of subject.txt, body.txt, body.html email ``name`` has."""
+    def chain(self, locale: str | None) -> tuple[str, ...]:
+        """The locale folders tried, best first, for a customer's (raw) ``locale``."""
+        return tuple(fallback_chain(locale, self.default_locale))
+
+    def choose(self, name: str, chain: tuple[str, ...]) -> _Choice:
+        """Where each part of email ``name`` comes from for the fallback ``chain``."""
         self._fresh()
-        parts = self._seen.get(name)
-        if parts is None:
-            folder = self.folder / name
-            parts = ((folder / "subject.txt").is_file(), (folder / "body.txt").is_file(),
-                     (folder / "body.html").is_file())
-            self._seen[name] = parts
-        return parts
+        key = (name, chain)
+        found = self._chosen.get(key)
+        if found is None:
+            paths: list[str | None] = []
+            folders: list[str] = []
+            for part in PARTS:
+                for folder in (*chain, ""):
+                    path = f"{name}/{folder}/{part}" if folder else f"{name}/{part}"
+                    if path in self._files:
+                        paths.append(path)
+                        folders.append(folder)
+                        break
+                else:
+                    paths.append(None)
+                    folders.append("")
+            found = _Choice((paths[0], paths[1], paths[2]), (folders[0], folders[1], folders[2]))
+            if len(self._chosen) > 10_000:  # locales are Babel's, emails the folder's: rare
+                self._chosen.clear()
+            self._chosen[key] = found
+        return found
 
     def exists(self, name: str) -> bool:
-        subject, text, html = self._parts(name)
-        return not name.startswith("_") and subject and (text or html)
+        """Whether ``name`` is an email: a subject.txt and a body.txt or body.html, at its
+        root or in any of its locale folders."""
+        self._fresh()
+        return name in _email_names(self._files)
+
+    def words(self, folder: str, chain: tuple[str, ...]) -> dict[str, str]:
+        """The layout's words for a part taken from locale ``folder`` ("" for the root) of a
+        customer whose fallback chain is ``chain``.
+
+        Each word (``unsubscribe: Abmelden``) comes from the first of these files that has it:
+        ``_base/<locale>/words.yaml`` for the locales of ``chain`` in the part's language
+        (``de_AT`` then ``de`` for a ``de`` part of a ``de-AT`` customer), then for the shop
+        default's chain, then ``_base/words.yaml``, then ``_base/en/words.yaml``; a file may
+        hold only the words it changes.
+        """
+        language = folder.split("_")[0] if folder else ""
+        ordered = [f for f in chain if language and f.split("_")[0] == language]
+        if folder and folder not in ordered:
+            ordered.insert(0, folder)
+        key = (*ordered, *self._default_chain, "", WORDS_LAST_RESORT)
+        found = self._words.get(key)
+        if found is None:
+            found = {}
+            for locale in dict.fromkeys(key):
+                path = f"_base/{locale}/{WORDS_FILE}" if locale else f"_base/{WORDS_FILE}"
+                if path in self._files:
+                    for word, text in self._read_words(path).items():
+                        found.setdefault(word, text)
+            if len(self._words) > 10_000:
+                self._words.clear()
+            self._words[key] = found
+        return found
+
+    def _read_words(self, path: str) -> dict[str, str]:
+        """One words file: a YAML mapping of names to text (every value read as text)."""
+        file = self.folder / path
+        try:
+            raw = file.read_bytes()
+        except OSError as exc:
+            raise TemplateError(path, None, f"cannot be read: {exc.strerror}") from None
+        if len(raw) > MAX_WORDS_FILE:
+            raise TemplateError(path, None, f"{len(raw):,} bytes; a words file has at most "
+                                            f"{MAX_WORDS_FILE:,}")
+        try:
+            data = yaml.load(raw.decode("utf-8"), Loader=yaml.BaseLoader)  # noqa: S506 - all text
+        except UnicodeDecodeError:
+            raise TemplateError(path, None, "is not UTF-8") from None
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            raise TemplateError(path, mark.line + 1 if mark else None,
+                                f"not valid YAML: {getattr(exc, 'problem', None) or exc}") from None
+        if data is None:
+            return {}
+        if not isinstance(data, dict):
+            raise TemplateError(path, 1, "must be a mapping of words, `name: text` per line")
+        for word, text in data.items():
+            if not isinstance(text, str) or not word.isidentifier():
+                raise TemplateError(path, None, f"{word!r} must be a name (letters, digits, _) "
+                                                "with text after the colon")
+        return data
 
     def _render(self, path: str, context: dict[str, Any]) -> str:
         """One part, streamed and stopped past :data:`MAX_OUTPUT` characters or the mail's
@@ -660,14 +784,15 @@ class Renderer:
             raise TemplateError(path, None, f"template {exc.name!r} not found") from None
         except (jinja2.UndefinedError, SecurityError, TypeError, ValueError, ArithmeticError,
                 LookupError, RecursionError, MemoryError) as exc:
-            file, line = _template_position(path)
+            file, line = _template_position(path, self.folder)
             error = TemplateError(file, line, _describe(exc))
             error.timed_out = isinstance(exc, _TimeUp)
             raise error from None
 
-    def render(self, name: str, context: dict[str, Any]) -> Rendered:
+    def render(self, name: str, context: dict[str, Any], locale: str | None = None) -> Rendered:
         """Render subject, text and HTML of email ``name`` (TemplateError on failure), within
-        :data:`RENDER_SECONDS` and the size bounds."""
+        :data:`RENDER_SECONDS` and the size bounds, in the language of ``locale`` (default:
+        ``context["customer"]["locale"]``) as far as the email has it."""
         before = (_limits.deadline, _limits.cpu_start, _limits.seconds, _limits.note,
                   _limits.left)
         started = time.monotonic()
@@ -678,8 +803,11 @@ class Renderer:
         _limits.deadline = started + _limits.seconds
         _limits.cpu_start = time.thread_time()
         _limits.left = MAX_BUILT
+        if locale is None:
+            customer = context.get("customer")
+            locale = customer.get("locale") if isinstance(customer, dict) else None
         try:
-            return self._render_all(name, context)
+            return self._render_all(name, context, self.chain(locale))
         except TemplateError as exc:
             if exc.timed_out:
                 self._timed_out_at = time.monotonic()
@@ -688,54 +816,141 @@ class Renderer:
             (_limits.deadline, _limits.cpu_start, _limits.seconds, _limits.note,
              _limits.left) = before
 
-    def _render_all(self, name: str, context: dict[str, Any]) -> Rendered:
-        if not self.exists(name):
-            raise TemplateError(f"{name}/", None, "no such email: it needs subject.txt and "
-                                                  "body.txt or body.html")
-        subject = _SPACE.sub(" ", self._render(f"{name}/subject.txt", context)).strip()
+    def part_context(self, folder: str, chain: tuple[str, ...],
+                     context: dict[str, Any]) -> dict[str, Any]:
+        """``context`` with ``lang`` and ``words`` for a part from locale ``folder``."""
+        return {**context, "lang": html_lang(folder or self._default_chain[0]),
+                "words": self.words(folder, chain)}
+
+    def _render_all(self, name: str, context: dict[str, Any],
+                    chain: tuple[str, ...]) -> Rendered:
+        choice = self.choose(name, chain)
+        (subject_path, text_path, html_path), folders = choice.paths, choice.folders
+        if subject_path is None or (text_path is None and html_path is None):
+            if not self.exists(name):
+                raise TemplateError(f"{name}/", None, "no such email: it needs subject.txt and "
+                                                      "body.txt or body.html")
+            raise TemplateError(f"{name}/", None, "no subject.txt and body.txt or body.html in "
+                                f"{', '.join(f'{name}/{f}/' for f in chain)} or {name}/")
+        subject = _SPACE.sub(" ", self._render(
+            subject_path, self.part_context(folders[0], chain, context))).strip()
         if not subject:
-            raise TemplateError(f"{name}/subject.txt", 1, "the subject is empty")
+            raise TemplateError(subject_path, 1, "the subject is empty")
         if len(subject) > MAX_SUBJECT:
-            raise TemplateError(f"{name}/subject.txt", 1,
+            raise TemplateError(subject_path, 1,
                                 f"the subject is {len(subject)} characters; at most {MAX_SUBJECT}")
-        _subject, has_text, has_html = self._parts(name)
-        text = self._render(f"{name}/body.txt", context) if has_text else None
-        html = self._render(f"{name}/body.html", context) if has_html else None
-        if html is not None:
+        text = (self._render(text_path, self.part_context(folders[1], chain, context))
+                if text_path else None)
+        if text is not None:
+            text = _BLANK_LINES.sub("\n\n", text).lstrip("\n")
+        html = (self._render(html_path, self.part_context(folders[2], chain, context))
+                if html_path else None)
+        if html is not None and _needs_inlining(html):
             try:  # mail clients drop <style>: every rule goes onto its elements
                 html = _INLINER.inline(html)
             except ValueError as exc:
-                raise TemplateError(f"{name}/body.html", None, f"CSS could not be inlined: {exc}") \
+                raise TemplateError(html_path or name, None, f"CSS could not be inlined: {exc}") \
                     from None
         return Rendered(name, subject, text, html)
+
+
+def emails_in(folder: Path) -> set[str]:
+    """The emails of a templates folder (as :meth:`Renderer.exists` sees them)."""
+    return set(_email_names(_scan(folder)))
+
+
+def _email_names(files: dict[str, int]) -> frozenset[str]:
+    """The emails among ``files`` (paths relative to the templates folder): a folder not
+    starting with ``_`` with a subject.txt and a body part, at its root or in a locale
+    folder."""
+    subjects: set[str] = set()
+    bodies: set[str] = set()
+    for path in files:
+        parts = path.split("/")
+        if len(parts) not in (2, 3) or parts[0].startswith("_"):
+            continue
+        if parts[-1] == "subject.txt":
+            subjects.add(parts[0])
+        elif parts[-1] in ("body.txt", "body.html"):
+            bodies.add(parts[0])
+    return frozenset(subjects & bodies)
 
 
 #: Seconds the templates folder is trusted unchanged before it is looked at again.
 CHECK_SECONDS = 2.0
 #: Inlines <style> rules; never fetches a stylesheet a (manager-edited) template links to.
 _INLINER = css_inline.CSSInliner(load_remote_stylesheets=False, keep_at_rules=True)
+_STYLE = re.compile(r"<style\b[^>]*>(.*?)</style\s*>", re.S | re.I)
+_CSS_COMMENT = re.compile(r"/\*.*?\*/", re.S)
+_BRACES = re.compile(r"[{}]")
+#: style sheet -> whether it has a rule to inline (the shipped layout's is the same for every
+#: mail of a shop).
+_SHEETS: dict[str, bool] = {}
 
 
-def _signature(folder: Path) -> tuple[tuple[str, int], ...]:
-    """Every file under ``folder`` with its modification time (ns)."""
-    found = []
+def _needs_inlining(html: str) -> bool:
+    """Whether a ``<style>`` block of ``html`` has a rule the inliner would copy onto elements:
+    one outside any at-rule (``@media`` rules stay in ``<style>`` for the clients that read
+    them).  The shipped layout writes its styles inline and keeps only ``@media`` rules, so
+    its mails skip the inliner, which costs about as much as rendering them."""
+    for sheet in _STYLE.findall(html):
+        found = _SHEETS.get(sheet)
+        if found is None:
+            found = _has_rule(sheet)
+            if len(_SHEETS) > 1000:
+                _SHEETS.clear()
+            _SHEETS[sheet] = found
+        if found:
+            return True
+    return False
+
+
+def _has_rule(sheet: str) -> bool:
+    """Whether the CSS ``sheet`` has a rule at its top level (not inside ``@media`` …)."""
+    css = _CSS_COMMENT.sub("", sheet)
+    depth, start = 0, 0
+    for brace in _BRACES.finditer(css):
+        if brace.group() == "{":
+            if depth == 0:
+                prelude = css[start:brace.start()].rsplit(";", 1)[-1].strip()
+                if not prelude.startswith("@"):
+                    return True
+            depth += 1
+        else:
+            depth = max(depth - 1, 0)
+            if depth == 0:
+                start = brace.end()
+    return False
+
+
+def _scan(folder: Path) -> dict[str, int]:
+    """Every file under ``folder`` (its path relative to ``folder``, with ``/``) with its
+    modification time (ns)."""
+    found: dict[str, int] = {}
     for path in folder.rglob("*") if folder.is_dir() else ():
         try:
-            found.append((str(path), path.stat().st_mtime_ns))
+            info = path.stat()
         except OSError:
             continue
-    return tuple(sorted(found))
+        if stat.S_ISREG(info.st_mode):
+            found[path.relative_to(folder).as_posix()] = info.st_mtime_ns
+    return found
 
 
-def _template_position(default: str) -> tuple[str, int | None]:
-    """The template file and line where the current exception was raised."""
+def _template_position(default: str, folder: Path | None = None) -> tuple[str, int | None]:
+    """The template file (relative to ``folder``) and line where the current exception was
+    raised."""
     tb = sys.exc_info()[2]
     found: tuple[str, int | None] = (default, None)
+    root = f"{folder}/" if folder is not None else None
     while tb is not None:
         filename = tb.tb_frame.f_code.co_filename
         if filename.endswith((".txt", ".html")) and not filename.endswith(".py"):
-            found = (Path(filename).name if "/" not in default else _relative(filename, default),
-                     tb.tb_lineno)
+            if root and filename.startswith(root):
+                found = (filename[len(root):], tb.tb_lineno)
+            else:
+                found = (Path(filename).name if "/" not in default
+                         else _relative(filename, default), tb.tb_lineno)
         tb = tb.tb_next
     return found
 
