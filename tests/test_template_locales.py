@@ -23,9 +23,7 @@ def test_validate_names_a_locale_folder_that_lacks_a_part_and_one_that_is_no_loc
         tmp_path: Path) -> None:
     templates = templates_copy(tmp_path)
     german = templates / "thank_you" / "de"
-    german.mkdir()
-    (german / "subject.txt").write_text("Danke für Ihre Bestellung\n", encoding="utf-8")
-    (german / "body.txt").write_text("Hallo,\n", encoding="utf-8")
+    (german / "body.html").unlink()
     (templates / "thank_you" / "de-AT").mkdir()
     (templates / "thank_you" / "german").mkdir()
     (templates / "unused").mkdir()
@@ -35,7 +33,7 @@ def test_validate_names_a_locale_folder_that_lacks_a_part_and_one_that_is_no_loc
     assert result.exit_code == 1
     lines = result.stderr.splitlines()
     assert f"{german}:1:1: locale folder de/ of template thank_you lacks body.html (the " \
-           "template has it in the template's root): a customer reading de would get that " \
+           "template has it in da/, en/, nb/, pl/, sv/): a customer reading de would get that " \
            "part in another language" in lines
     assert any(line.startswith(f"{templates / 'thank_you' / 'de-AT'}:1:1: folder 'de-AT' of "
                                "template thank_you is not a locale folder name")
@@ -51,18 +49,16 @@ def test_complete_locale_folders_pass_and_the_layout_s_words_are_compared_across
     templates = templates_copy(tmp_path)
     for language in ("en", "de", "nb_NO"):
         folder = templates / "thank_you" / language
-        folder.mkdir()
+        folder.mkdir(exist_ok=True)
         for part in ("subject.txt", "body.txt", "body.html"):
             (folder / part).write_text("x\n", encoding="utf-8")
     assert folder_problems(templates / "thank_you") == []
-    for language in ("en", "de"):
-        (templates / "_base" / language).mkdir()
-        (templates / "_base" / language / "words.yaml").write_text("x: y\n", encoding="utf-8")
     (templates / "_base" / "en" / "footer.txt").write_text("x\n", encoding="utf-8")
     problems = [p.message for p in template_problems(templates, ["thank_you"])]
-    assert problems == ["locale folder de/ of template _base lacks footer.txt (the template has "
-                        "it in en/): a customer reading de would get that part in another "
-                        "language"]
+    assert problems == [f"locale folder {language}/ of template _base lacks footer.txt (the "
+                        "template has it in en/): a customer reading "
+                        f"{language} would get that part in another language"
+                        for language in ("da", "de", "nb", "pl", "sv")]
 
 
 def test_the_shipped_flows_and_templates_validate() -> None:
