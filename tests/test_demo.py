@@ -429,7 +429,7 @@ class ClosedDoors:
     def _refuse(self, *_: Any) -> None:
         raise ConnectionRefusedError(111, "Connection refused")
 
-    events = inbound = follow = one_click = reviews = referrals = _refuse
+    events = inbound = follow = answer = one_click = reviews = referrals = _refuse
 
 
 def test_the_audience_counts_only_what_the_web_app_accepted(conn: Connection) -> None:

@@ -19,7 +19,7 @@ from lifecycle.web.admin import admin_routes
 from lifecycle.web.api import KeyBeforeBody, api_routes, install_api_errors
 from lifecycle.web.feedback import feedback_routes
 from lifecycle.web.limits import BodyLimit
-from lifecycle.web.linked import templates
+from lifecycle.web.linked import PAGE_POLICY, templates
 from lifecycle.web.manage import manager_routes
 from lifecycle.web.staff import Gate, staff_routes
 from lifecycle.web.subscriptions import subscription_routes
@@ -29,9 +29,6 @@ from lifecycle.web.webhooks import webhook_routes
 #: (the demo's row); schedulers and workers after four missed heartbeats.
 STALE_AFTER = timedelta(minutes=2)
 
-#: The pages use no script; a mail shown in a sandboxed frame inherits this policy too.
-PAGE_POLICY = ("script-src 'none'; object-src 'none'; base-uri 'none'; form-action 'self'; "
-               "frame-ancestors 'none'")
 
 
 #: The API documents' pages (Swagger UI, ReDoc) are FastAPI's: their script and styles come from
