@@ -17,6 +17,9 @@ that long it is **settled** (:func:`settle`, by the scheduler's
   ``feedback_voided`` touchpoint keeps the scores, how many, over how many
   seconds and the user agents, and a log line says so.  A score chosen again
   on the thank-you page (``via="page"``) in that group still counts.
+* If the votes from the thank-you page carry :data:`PAGE_BURST` or more
+  different scores, a machine pressed every button: the whole group counts as
+  none (traced the same way).
 * Otherwise the group's last vote is the answer.
 
 The answer is one ``feedback`` touchpoint per mail (source key
@@ -53,6 +56,10 @@ MAX_COMMENT = 4000
 MAX_AGENT = 200
 #: Most mails one run of :func:`settle_due` settles (the rest wait for the next tick).
 SETTLE_BATCH = 500
+
+#: Different scores chosen on the thank-you page within the hold that count as none: a
+#: person may correct a slip once; a machine pressing every button gives many.
+PAGE_BURST = 3
 
 #: Where segment definitions come from when an answer is recorded (None: not now).
 DefinitionsOf = Callable[[], Definitions | None]
@@ -119,10 +126,14 @@ def settle(conn: Connection, key: str, now: datetime, hold: float, definitions: 
     traces: list[dict[str, Any]] = []
     for group in groups:
         from_mail = [v for v in group if v.via == "mail"]
+        from_page = [v for v in group if v.via == "page"]
         counting = group
-        if len({v.score for v in from_mail}) > 1:
+        if len({v.score for v in from_page}) >= PAGE_BURST:  # every button pressed
+            traces.append(_void(out, group, hold))
+            counting = []
+        elif len({v.score for v in from_mail}) > 1:  # every link fetched
             traces.append(_void(out, from_mail, hold))
-            counting = [v for v in group if v.via == "page"]
+            counting = from_page
         if counting:
             last = counting[-1]
             _record(conn, out.customer_id, out.message_id, last.score, last.received_at, now)
@@ -145,21 +156,21 @@ def settle(conn: Connection, key: str, now: datetime, hold: float, definitions: 
 
 
 def _void(out: Settled, votes: list[Any], hold: float) -> dict[str, Any]:
-    """The ``feedback_voided`` touchpoint of a burst of different scores from the mail's
-    links (logged too)."""
+    """The ``feedback_voided`` touchpoint of a burst of different scores (logged too)."""
     scores = [v.score for v in votes]
     seconds = round((votes[-1].received_at - votes[0].received_at).total_seconds(), 1)
     agents = list(dict.fromkeys(v.agent for v in votes if v.agent))[:3]
     out.voided.append(scores)
     log.info("NPS answer of customer %d to mail %s not counted: %d votes with %d different "
-             "scores came from the mail's links within %s s (a link scanner fetching every "
-             "link); user agents: %s.", out.customer_id, out.message_id, len(votes),
+             "scores came within %s s (a link scanner fetching every link or pressing every "
+             "button); user agents: %s.", out.customer_id, out.message_id, len(votes),
              len(set(scores)), seconds, "; ".join(agents) or "none")
     return {"customer_id": out.customer_id, "kind": "feedback_voided", "channel": "email",
             "occurred_at": votes[0].received_at, "message_id": out.message_id,
             "source_key": f"feedback_voided:{votes[0].id}",
             "data": {"question": "nps", "scores": scores, "votes": len(votes),
-                     "seconds": seconds, "hold_seconds": hold, "agents": agents}}
+                     "from_page": sum(v.via == "page" for v in votes), "seconds": seconds,
+                     "hold_seconds": hold, "agents": agents}}
 
 
 def settle_due(engine: Any, now: datetime, hold: float, definitions: DefinitionsOf, *,

@@ -142,10 +142,10 @@ def summary(kind: str, data: dict[str, Any], locale: Any = FALLBACK_LOCALE) -> s
         "auto_reply": lambda: f"Automatic answer: {d.get('subject', '')}",
         "feedback": lambda: f"Feedback: {d.get('score')}/10"
                             + (f" — {_first_line(d['comment'])}" if d.get("comment") else ""),
-        "feedback_voided": lambda: f"NPS scores not counted: {d.get('votes')} from the mail's "
-                                   f"links within {d.get('seconds')} s ("
+        "feedback_voided": lambda: f"NPS scores not counted: {d.get('votes')} posted within "
+                                   f"{d.get('seconds')} s ("
                                    + ", ".join(str(n) for n in d.get("scores") or ())
-                                   + "), a link scanner fetching every link",
+                                   + "), a link scanner's",
         "support": lambda: f"Support {d.get('type', 'contact')}: {_first_line(d.get('summary', ''))}",
         "event": lambda: f"Event {d.get('name', '')}",
         "review": lambda: f"Reviewed {d.get('product') or d.get('sku') or 'the shop'}: "

@@ -167,6 +167,19 @@ def test_a_score_chosen_again_on_the_thank_you_page_at_once_counts(
     assert [a["score"] for a in answers(app)] == [8] and voided(app) == []
 
 
+def test_a_machine_pressing_every_button_of_the_thank_you_page_counts_as_none(
+        app: App, web: TestClient) -> None:
+    _cid, _mid, token = feedback_link(app)
+    click(web, token, 10)
+    for score in range(11):
+        choose_again(web, token, score)
+    later(app, HOLD)
+    [done] = settle_held(app)
+    assert done.counted is None and answers(app) == []
+    [trace] = voided(app)
+    assert (trace["votes"], trace["from_page"]) == (12, 11)
+
+
 def test_a_comment_is_kept_with_the_answer_whether_it_came_while_held_or_after(
         app: App, web: TestClient) -> None:
     _cid, _mid, token = feedback_link(app)
@@ -245,7 +258,7 @@ def test_different_scores_from_a_mails_links_within_the_hold_count_as_none_and_l
     assert trace["scores"] == list(range(11)) and trace["votes"] == 11
     assert trace["seconds"] == 1.0 and trace["agents"] == [CHROME]
     assert summary("feedback_voided", trace).startswith(
-        "NPS scores not counted: 11 from the mail's links within 1.0 s (0, 1, 2")
+        "NPS scores not counted: 11 posted within 1.0 s (0, 1, 2")
     with app.engine.connect() as conn:
         assert conn.execute(select(Touchpoint.message_id).where(
             Touchpoint.kind == "feedback_voided")).scalar_one() == mid

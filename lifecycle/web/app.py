@@ -61,8 +61,9 @@ def create_app(app: App) -> FastAPI:
     async def page_headers(request: Request, call_next: Any) -> Any:
         """Every answer: kept in no cache (staff pages, customer data, and the pages behind a
         mail's links are personal; nothing here is static).  Every HTML page: no script runs
-        (none is needed), no other site may frame it, forms post only here, and links do not
-        leak paths (customer ids) to other sites."""
+        (none is needed; the NPS link's page sets its own policy allowing its one script), no
+        other site may frame it, forms post only here, and links do not leak paths (customer
+        ids) to other sites."""
         answer = await call_next(request)
         answer.headers.setdefault("Cache-Control", "no-store")
         if answer.headers.get("content-type", "").startswith("text/html"):
