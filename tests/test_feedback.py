@@ -107,6 +107,8 @@ def test_fetching_a_score_link_records_nothing_its_page_posts_the_score_by_scrip
     assert "form-action 'self'" in policy and "frame-ancestors 'none'" in policy
     assert answers(app) == [] and held(app) == []
     assert web.head(f"/f/{token}?score=10").status_code == 200
+    assert web.head(f"/f/{token}?score=11").status_code == 400
+    assert web.head(f"/f/{token[:-3]}?score=10").status_code == 400
     assert answers(app) == [] and held(app) == []
     # every other page still runs no script at all
     assert "script-src 'none'" in web.get("/").headers["content-security-policy"]

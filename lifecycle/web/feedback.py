@@ -7,7 +7,7 @@ fetching a link records nothing:
   inline script (allowed by its hash in the page's Content-Security-Policy,
   and waiting while the page is only prerendered) submits it at once, so a
   person's one click is the answer; with script off they press the button.
-* ``HEAD`` answers with no body and records nothing.
+* ``HEAD`` answers as ``GET`` would, without the body, and records nothing.
 * ``POST /f/<token>`` with ``score`` holds the vote (:func:`lifecycle.feedback.
   hold_vote`; ``via=page`` for the thank-you page's "choose again" buttons),
   unless the request shows a scanner's traits (then it is only counted in a
@@ -101,7 +101,7 @@ def feedback_routes(app: App) -> APIRouter:
             return linked.test_link(request)  # no answer is recorded for the customer
         return found
 
-    @router.get("/f/{token}", response_class=HTMLResponse)
+    @router.api_route("/f/{token}", methods=["GET", "HEAD"], response_class=HTMLResponse)
     def link(request: Request, token: str, score: str = "") -> Response:
         chosen = _score(score)
         if chosen is None:
@@ -111,16 +111,11 @@ def feedback_routes(app: App) -> APIRouter:
             return found
         trait = scanner_trait(request.method, request.headers)
         if trait is not None:  # a GET records nothing anyway; counted, for the operator
-            tally.note(trait, "GET", request.headers.get("user-agent", ""))
+            tally.note(trait, request.method, request.headers.get("user-agent", ""))
         page = linked.page(request, "feedback.html", token, found.customer, score=chosen,
                            send=True, script=AUTO_SUBMIT)
         page.headers["Content-Security-Policy"] = SEND_POLICY
         return page
-
-    @router.head("/f/{token}")
-    def head(request: Request, token: str) -> Response:
-        tally.note("HEAD request", "HEAD", request.headers.get("user-agent", ""))
-        return Response(media_type="text/html; charset=utf-8")
 
     def vote(request: Request, token: str, score: int, via: str) -> Response:
         agent = request.headers.get("user-agent", "")
