@@ -215,20 +215,6 @@ def settle_held(app: Any) -> list[Settled]:
                       definitions_of(app), clock=app.clock)
 
 
-def record_answer(conn: Connection, customer_id: int, message_id: int | None, score: int,
-                  now: datetime, defs: Definitions | None, clock: Clock | None = None,
-                  occurred_at: datetime | None = None) -> tuple[list[str], list[str]]:
-    """Keep ``score`` as the customer's answer to mail ``message_id`` at once (no holding:
-    for answers known to be a person's); refresh their segments (``defs`` None: not now);
-    the segments entered and left.  ``clock``: read again once the refresh holds its locks, so
-    a refresh that waited for the nightly one never ends a stay before it began (see
-    :func:`refresh_customers`)."""
-    _record(conn, customer_id, message_id, score, occurred_at or now, now)
-    if defs is None:
-        return [], []
-    return refresh_customer(conn, defs, customer_id, now, now, clock=clock)
-
-
 def _record(conn: Connection, customer_id: int, message_id: int | None, score: int,
             occurred_at: datetime, now: datetime) -> None:
     if score not in SCORES:
