@@ -26,7 +26,6 @@ from lifecycle.mail.context import links
 from lifecycle.models import FlowEnrollment, Message, NpsVote, Touchpoint
 from tests.factories import WEB_T0 as T0
 from tests.factories import add_campaign
-from tests.test_browser import browser  # noqa: F401 - the session's Chromium
 from tests.test_feedback import CHROME, HOLD
 
 HEADLESS = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -115,7 +114,7 @@ def test_a_scanner_fetching_all_eleven_links_head_first_without_script_records_n
 
 
 def test_a_scanner_running_the_pages_script_with_a_browsers_name_has_its_burst_voided(
-        mailbox: Mailbox, browser: Any) -> None:  # noqa: F811
+        mailbox: Mailbox, browser: Any) -> None:
     context = browser.new_context(user_agent=CHROME)
     try:
         tab = context.new_page()
@@ -134,7 +133,7 @@ def test_a_scanner_running_the_pages_script_with_a_browsers_name_has_its_burst_v
 
 
 def test_a_headless_browser_scanner_is_known_by_its_name_and_holds_nothing(
-        mailbox: Mailbox, browser: Any) -> None:  # noqa: F811
+        mailbox: Mailbox, browser: Any) -> None:
     context = browser.new_context(user_agent=HEADLESS)
     try:
         tab = context.new_page()
@@ -180,7 +179,7 @@ def test_two_posts_at_once_for_different_scores_of_one_mail_do_not_both_count(
 # ------------------------------------------------------------------ people
 
 def test_a_person_with_script_answers_with_one_click_and_the_promoters_flow_follows(
-        mailbox: Mailbox, browser: Any) -> None:  # noqa: F811
+        mailbox: Mailbox, browser: Any) -> None:
     context = browser.new_context(user_agent=CHROME)
     try:
         tab = context.new_page()
@@ -196,7 +195,7 @@ def test_a_person_with_script_answers_with_one_click_and_the_promoters_flow_foll
 
 
 def test_a_person_with_script_off_answers_with_the_pages_button(
-        mailbox: Mailbox, browser: Any) -> None:  # noqa: F811
+        mailbox: Mailbox, browser: Any) -> None:
     context = browser.new_context(user_agent=CHROME, java_script_enabled=False)
     try:
         tab = context.new_page()
