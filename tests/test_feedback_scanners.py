@@ -68,6 +68,13 @@ class Mailbox:
         with self.app.engine.connect() as conn:
             return len(conn.execute(select(NpsVote.id)).all())
 
+    def nps_segments_entered(self) -> list[str]:
+        """The NPS segments the customer entered (what the promoter's flow is triggered by)."""
+        with self.app.engine.connect() as conn:
+            return [d["segment"] for d in conn.execute(select(Touchpoint.data).where(
+                Touchpoint.customer_id == self.cid, Touchpoint.kind == "segment_entered"))
+                .scalars() if d.get("segment") in ("promoter", "passive", "detractor")]
+
     def branch_taken(self) -> list[str]:
         """Where the promoter's flow (``advocacy_ask``) took them two days on: the templates
         of the mails it wrote (review_request or referral_invite); [] if it never began."""
@@ -110,7 +117,7 @@ def test_a_scanner_fetching_all_eleven_links_head_first_without_script_records_n
     assert mailbox.held() == 0
     mailbox.settled()
     assert mailbox.answers() == [] and mailbox.voided() == []
-    assert mailbox.branch_taken() == []
+    assert mailbox.nps_segments_entered() == [] and mailbox.branch_taken() == []
 
 
 def test_a_scanner_running_the_pages_script_with_a_browsers_name_has_its_burst_voided(
@@ -129,7 +136,7 @@ def test_a_scanner_running_the_pages_script_with_a_browsers_name_has_its_burst_v
     assert mailbox.answers() == []
     [trace] = mailbox.voided()
     assert trace["scores"] == list(range(11)) and trace["agents"] == [CHROME]
-    assert mailbox.branch_taken() == []
+    assert mailbox.nps_segments_entered() == [] and mailbox.branch_taken() == []
 
 
 def test_a_headless_browser_scanner_is_known_by_its_name_and_holds_nothing(
@@ -146,7 +153,7 @@ def test_a_headless_browser_scanner_is_known_by_its_name_and_holds_nothing(
     assert mailbox.held() == 0
     mailbox.settled()
     assert mailbox.answers() == [] and mailbox.voided() == []
-    assert mailbox.branch_taken() == []
+    assert mailbox.nps_segments_entered() == [] and mailbox.branch_taken() == []
 
 
 def test_two_posts_at_once_for_different_scores_of_one_mail_do_not_both_count(
@@ -191,6 +198,7 @@ def test_a_person_with_script_answers_with_one_click_and_the_promoters_flow_foll
         context.close()
     mailbox.settled()
     assert mailbox.answers() == [10] and mailbox.voided() == []
+    assert mailbox.nps_segments_entered() == ["promoter"]
     assert mailbox.branch_taken() == ["review_request"]
 
 
