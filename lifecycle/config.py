@@ -203,6 +203,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("LIFECYCLE_PUBLIC_API_DOCS", "false",
             "true: `/docs`, `/redoc` and `/openapi.json` answer anyone; otherwise only logged-in "
             "staff and requests with a valid API key (others get 404)."),
+    Setting("LIFECYCLE_NPS_HOLD_SECONDS", "10",
+            "An NPS score posted from the feedback page waits this long before it counts: "
+            "different scores from one mail's links within it are a link scanner fetching "
+            "every link, and count as none (see Feedback (NPS))."),
 )
 
 
@@ -252,6 +256,7 @@ class Settings:
     webhook_max_age: float = 600.0
     attribution_days: float = 7.0
     public_api_docs: bool = False
+    nps_hold_seconds: float = 10.0
 
     @property
     def is_embedded(self) -> bool:
@@ -366,6 +371,19 @@ def _positive(name: str, raw: str, kind: type[int] | type[float],
         raise ConfigError(f"{name}={raw!r} is not a {'whole ' if kind is int else ''}number.") from None
     if value < 0 or (value == 0 and not zero_allowed):
         raise ConfigError(f"{name}={raw!r} must be {'0 or more' if zero_allowed else 'greater than zero'}.")
+    return value
+
+
+#: Longest hold of an NPS vote (seconds): a person waits for nothing, but their answer reaches
+#: the segments (and the advocacy flow) only after it.
+MAX_NPS_HOLD = 3600.0
+
+
+def _nps_hold(raw: str) -> float:
+    value = float(_positive("LIFECYCLE_NPS_HOLD_SECONDS", raw, float))
+    if not value <= MAX_NPS_HOLD:  # also NaN
+        raise ConfigError(f"LIFECYCLE_NPS_HOLD_SECONDS={raw!r} must be at most "
+                          f"{MAX_NPS_HOLD:g} seconds.")
     return value
 
 
@@ -555,4 +573,5 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         attribution_days=float(_positive("LIFECYCLE_ATTRIBUTION_DAYS",
                                          get("LIFECYCLE_ATTRIBUTION_DAYS") or "7", float)),
         public_api_docs=public_docs == "true",
+        nps_hold_seconds=_nps_hold(get("LIFECYCLE_NPS_HOLD_SECONDS") or "10"),
     )

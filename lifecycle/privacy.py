@@ -17,6 +17,7 @@ need, anonymised:
 * timeline entries keep their kind and time; their data is replaced by
   ``{"erased": true}`` (plus an NPS score, which is not personal);
 * provider events lose the address and their payload;
+* NPS votes still held (seconds old: :mod:`lifecycle.feedback`) are deleted;
 * the address itself is kept only as its SHA-256 in ``suppressions`` (scope
   ``all``, reason ``erased``), so the person is never mailed again, even if
   the shop imports them anew.
@@ -38,6 +39,7 @@ from lifecycle.models import (
     Message,
     MessageContent,
     MessageStatus,
+    NpsVote,
     Order,
     ProviderEvent,
     SegmentMembership,
@@ -119,6 +121,8 @@ def export(conn: Connection, customer: Any) -> dict[str, Any]:
             MessageContent.message_id.in_(_mail_ids(cid))).order_by(MessageContent.message_id)),
         "timeline": _rows(conn, select(Touchpoint.__table__).where(
             Touchpoint.customer_id == cid).order_by(Touchpoint.occurred_at, Touchpoint.id)),
+        "nps_votes_held": _rows(conn, select(NpsVote.__table__).where(
+            NpsVote.customer_id == cid).order_by(NpsVote.id)),
         "segments": _rows(conn, select(SegmentMembership.__table__).where(
             SegmentMembership.customer_id == cid).order_by(SegmentMembership.entered_at)),
         "flows": _rows(conn, select(FlowEnrollment.__table__).where(
@@ -158,6 +162,8 @@ def erase(conn: Connection, customer: Any, now: datetime) -> dict[str, int]:
         FlowEnrollment.status == EnrollmentStatus.ACTIVE.value).values(
         status=EnrollmentStatus.EXITED.value, exit_reason="erased", finished_at=now,
         next_run_at=None, context={})).rowcount
+    counts["nps_votes_held"] = conn.execute(delete(NpsVote).where(
+        NpsVote.customer_id == cid)).rowcount  # a comment and a browser: theirs
     touched = 0
     for tid, kind, data in conn.execute(select(Touchpoint.id, Touchpoint.kind, Touchpoint.data)
                                         .where(Touchpoint.customer_id == cid)).all():

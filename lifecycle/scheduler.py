@@ -70,6 +70,13 @@ def flows_job(app: App) -> None:
     tick(app)
 
 
+def feedback_job(app: App) -> None:
+    """Count or void the NPS votes whose hold has passed (see :mod:`lifecycle.feedback`)."""
+    from lifecycle.feedback import settle_held
+
+    settle_held(app)
+
+
 class MailJob:
     """The ``mail.dispatch`` job of one scheduler, which watches the broker.
 
@@ -134,6 +141,7 @@ def mail_job(app: App) -> None:
 def default_jobs(heartbeat_seconds: float = 30.0) -> list[Job]:
     return [Job("system.heartbeat", heartbeat_seconds, heartbeat_job),
             Job("segments.refresh", 300.0, segments_job),
+            Job("feedback.settle", 0.0, feedback_job),
             Job("flows.tick", 0.0, flows_job),
             Job("mail.dispatch", 0.0, MailJob())]
 

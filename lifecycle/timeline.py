@@ -25,7 +25,8 @@ PAGE = 50
 MAX_PAGE = 500
 #: The kinds a page offers to filter by, in the order people think of them.
 TIMELINE_KINDS = ("order_placed", "order_status_changed", "email_sent", "email_delivered", "email_opened",
-                  "email_clicked", "email_bounced", "replied", "feedback", "support", "note",
+                  "email_clicked", "email_bounced", "replied", "feedback", "feedback_voided",
+                  "support", "note",
                   "unsubscribed", "mail_paused", "mail_cancelled", "segment_entered",
                   "segment_exited", "review", "referral")
 
@@ -141,6 +142,10 @@ def summary(kind: str, data: dict[str, Any], locale: Any = FALLBACK_LOCALE) -> s
         "auto_reply": lambda: f"Automatic answer: {d.get('subject', '')}",
         "feedback": lambda: f"Feedback: {d.get('score')}/10"
                             + (f" — {_first_line(d['comment'])}" if d.get("comment") else ""),
+        "feedback_voided": lambda: f"NPS scores not counted: {d.get('votes')} posted within "
+                                   f"{d.get('seconds')} s ("
+                                   + ", ".join(str(n) for n in d.get("scores") or ())
+                                   + "), a link scanner's",
         "support": lambda: f"Support {d.get('type', 'contact')}: {_first_line(d.get('summary', ''))}",
         "event": lambda: f"Event {d.get('name', '')}",
         "review": lambda: f"Reviewed {d.get('product') or d.get('sku') or 'the shop'}: "

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import subprocess
 import threading
 import time
 import uuid
@@ -356,6 +357,46 @@ def served(app: App) -> Iterator[int]:
     yield port
     server.should_exit = True
     thread.join(10)
+
+
+# ---------------------------------------------------------------------- a real browser
+
+#: What the machine's closed network needs (see the env notes): no background fetches.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--disable-dev-shm-usage"]
+
+
+def _install_chromium() -> str | None:
+    """The path of Chromium, installing Debian's package if we may; None if there is none."""
+    wanted = os.environ.get("LIFECYCLE_TEST_CHROMIUM") or shutil.which("chromium")
+    if wanted:
+        return wanted
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        for command in (["apt-get", "update", "-q"],
+                        ["apt-get", "install", "-y", "-q", "--no-install-recommends",
+                         "chromium"]):
+            subprocess.run(command, check=False, capture_output=True, timeout=600,
+                           env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    return shutil.which("chromium")
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[object]:
+    """Debian's Chromium, headless, driven by Playwright: one per session (Playwright's sync
+    API runs once per thread), for every test module that needs a real browser."""
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    path = _install_chromium()
+    if path is None:
+        reason = "no chromium on this machine and it could not be installed (apt, as root)"
+        if IN_CI:
+            pytest.fail(f"Chromium is required in CI (CI=true): {reason}", pytrace=False)
+        _skipped_services["Chromium"] = reason
+        pytest.skip(reason)
+    with playwright_api.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=path, headless=True, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
 
 
 def raw_post(port: int, path: str, headers: dict[str, str], body: bytes) -> tuple[int, float]:

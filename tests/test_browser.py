@@ -1,7 +1,7 @@
 """The staff pages in a real browser: Debian's Chromium, headless, driven by Playwright.
 
 The web app runs under uvicorn on a free port of 127.0.0.1, on the same
-database as the test (SQLite and PostgreSQL).  Chromium is the system's
+database as the test (SQLite and PostgreSQL).  Chromium (conftest's ``browser``) is the system's
 (``/usr/bin/chromium``, or LIFECYCLE_TEST_CHROMIUM); when it is missing and
 the tests run as root on Debian, the session installs it with apt, else its
 tests are skipped (or, with CI=true, fail).  Every step leaves a screenshot in
@@ -10,10 +10,6 @@ tests are skipped (or, with CI=true, fail).  Every step leaves a screenshot in
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -28,47 +24,13 @@ from lifecycle.mail.transports import FileTransport
 from lifecycle.models import Customer, Message, Touchpoint
 from lifecycle.segments.compute import refresh_all
 from lifecycle.segments.service import definitions
-from tests.conftest import IN_CI, _skipped_services
 from tests.factories import PASSWORD, account, add_campaign, add_customer, add_order
 from tests.factories import WEB_T0 as T0
 from tests.mail_samples import EMAILS, LOCALES, TEMPLATES, rich_context, serve_pictures
 
-playwright_api = pytest.importorskip("playwright.sync_api")
+pytest.importorskip("playwright.sync_api")  # the browser fixture (conftest) drives Chromium
 
 SHOTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "screenshots"
-#: What the machine's closed network needs (see the env notes): no background fetches.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--disable-dev-shm-usage"]
-
-
-def _install_chromium() -> str | None:
-    """The path of Chromium, installing Debian's package if we may; None if there is none."""
-    wanted = os.environ.get("LIFECYCLE_TEST_CHROMIUM") or shutil.which("chromium")
-    if wanted:
-        return wanted
-    if os.geteuid() == 0 and shutil.which("apt-get"):
-        for command in (["apt-get", "update", "-q"],
-                        ["apt-get", "install", "-y", "-q", "--no-install-recommends",
-                         "chromium"]):
-            subprocess.run(command, check=False, capture_output=True, timeout=600,
-                           env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-    return shutil.which("chromium")
-
-
-@pytest.fixture(scope="session")
-def browser() -> Iterator[object]:
-    path = _install_chromium()
-    if path is None:
-        reason = "no chromium on this machine and it could not be installed (apt, as root)"
-        if IN_CI:
-            pytest.fail(f"Chromium is required in CI (CI=true): {reason}", pytrace=False)
-        _skipped_services["Chromium"] = reason
-        pytest.skip(reason)
-    with playwright_api.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=path, headless=True, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ from lifecycle.demo.stage import (
     is_demo_database,
     resume_point,
 )
+from lifecycle.feedback import settle_held
 from lifecycle.imports import import_rows
 from lifecycle.mail.sending import dispatch, send_batch
 from lifecycle.mail.transports import FileTransport
@@ -390,6 +391,8 @@ def test_the_audience_reaches_timelines_through_the_webhook_inbound_parse_and_th
         assert audience.read(conn, T0 + timedelta(minutes=2)) == 0  # each mail read once
     app.clock.set(T0 + timedelta(days=6))  # every reaction is due by then
     assert audience.act(app.clock.now()) >= 7
+    app.clock.set(T0 + timedelta(days=6, minutes=1))  # the NPS vote's hold has passed
+    settle_held(app)  # (the scheduler's feedback.settle job)
     with app.engine.connect() as conn:
         kinds = {kind: data for kind, data in conn.execute(
             select(Touchpoint.kind, Touchpoint.data).where(Touchpoint.message_id == mid))}
@@ -429,7 +432,7 @@ class ClosedDoors:
     def _refuse(self, *_: Any) -> None:
         raise ConnectionRefusedError(111, "Connection refused")
 
-    events = inbound = follow = one_click = reviews = referrals = _refuse
+    events = inbound = follow = answer = one_click = reviews = referrals = _refuse
 
 
 def test_the_audience_counts_only_what_the_web_app_accepted(conn: Connection) -> None:

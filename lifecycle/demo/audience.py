@@ -8,8 +8,9 @@ there, through the doors the real world uses (:mod:`lifecycle.demo.doors`):
 * SendGrid's events — ``delivered`` (or a hard ``bounce`` now and then), Apple
   Mail Privacy Protection's machine ``open``, human ``open`` and ``click`` on a
   link of the mail — posted, signed, to the Event Webhook;
-* NPS answers: a click on one of the feedback mail's score links (the link
-  itself, its path and query, requested from the web app);
+* NPS answers: a click on one of the feedback mail's score links (the link's
+  page requested from the web app with a browser's user agent, then the post
+  its script makes);
 * replies, posted to Inbound Parse as SendGrid would post them, answering the
   mail's ``Reply-To``;
 * now and then a one-click unsubscribe (RFC 8058) from ``List-Unsubscribe``;
@@ -198,6 +199,7 @@ class Doors(Protocol):
     def events(self, events: list[dict[str, Any]], at: datetime) -> None: ...
     def inbound(self, form: dict[str, str]) -> None: ...
     def follow(self, url: str) -> None: ...
+    def answer(self, url: str) -> None: ...
     def one_click(self, url: str) -> None: ...
     def reviews(self, items: list[dict[str, Any]]) -> None: ...
     def referrals(self, items: list[dict[str, Any]]) -> None: ...
@@ -315,7 +317,7 @@ class Audience:
             if reaction.kind in SENDGRID_KINDS:
                 continue
             if reaction.kind == "answer":
-                done = self._try("answer", lambda u=reaction.detail["url"]: self.doors.follow(u))
+                done = self._try("answer", lambda u=reaction.detail["url"]: self.doors.answer(u))
             elif reaction.kind == "reply":
                 form = inbound_form(mail, reaction.detail["text"], reaction.at)
                 done = self._try("reply", lambda f=form: self.doors.inbound(f))

@@ -3,8 +3,9 @@
 :class:`HttpDoors` sends the demo audience's actions to the running web app
 over HTTP: signed Event Webhook posts (ECDSA P-256 over timestamp and body,
 with the demo's own key pair: :func:`webhook_key`), Inbound Parse posts as
-``multipart/form-data`` with the URL key, a GET of a link from a mail, and a
-one-click unsubscribe POST (RFC 8058), and reviews and referrals posted to the
+``multipart/form-data`` with the URL key, a GET of a link from a mail, an NPS
+answer as a browser gives it (the score link's page, then the post its script
+makes), a one-click unsubscribe POST (RFC 8058), and reviews and referrals posted to the
 ingest API with the demo's own API key, as the shop's site would.  Links from mails are followed on the
 local server whatever their host (``LIFECYCLE_BASE_URL`` may name a public
 one): only their path and query are used.
@@ -13,13 +14,15 @@ one): only their path and query are used.
 from __future__ import annotations
 
 import base64
+import html
 import json
+import re
 import secrets
 import urllib.error
 import urllib.request
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -29,6 +32,13 @@ from lifecycle.mail.signature import SIGNATURE_HEADER, TIMESTAMP_HEADER
 
 #: Seconds a visit may take before it counts as failed.
 TIMEOUT = 30.0
+#: The browser the demo's customers answer NPS links with (a library's own would be taken for
+#: a link scanner: :mod:`lifecycle.scanners`).
+BROWSER = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+           "Chrome/131.0.0.0 Safari/537.36")
+_SEND_FORM = re.compile(r'<form id="nps-send" method="post" action="(?P<action>[^"]+)">'
+                        r'(?P<body>.*?)</form>', re.S)
+_HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
 
 
 def webhook_key() -> tuple[ec.EllipticCurvePrivateKey, str]:
@@ -97,6 +107,17 @@ class HttpDoors:
 
     def follow(self, url: str) -> None:
         self._send(self._local(url))
+
+    def answer(self, url: str) -> None:
+        """A person's click on an NPS score link: the link's page (a GET records nothing), then
+        the post its script makes at once, from a browser (:mod:`lifecycle.web.feedback`)."""
+        page = self._send(self._local(url), headers={"User-Agent": BROWSER}).decode("utf-8")
+        form = _SEND_FORM.search(page)
+        if form is None:
+            raise ValueError(f"the page of {self._local(url)} has no form that sends the score")
+        fields = dict(_HIDDEN.findall(form.group("body")))
+        self._send(html.unescape(form.group("action")), urlencode(fields).encode("ascii"),
+                   {"Content-Type": "application/x-www-form-urlencoded", "User-Agent": BROWSER})
 
     def one_click(self, url: str) -> None:
         self._send(self._local(url), b"List-Unsubscribe=One-Click",

@@ -2,6 +2,7 @@
 
 from lifecycle.models.base import Base, UTCDateTime
 from lifecycle.models.customers import Customer, Order, OrderStatus
+from lifecycle.models.feedback import NpsVote
 from lifecycle.models.instance import InstanceSecret
 from lifecycle.models.journeys import (
                                        EnrollmentStatus,
@@ -17,7 +18,7 @@ from lifecycle.models.touchpoints import Suppression, SuppressionReason, Touchpo
 __all__ = [
     "ApiKey", "Base", "Customer", "EnrollmentStatus", "FlowEnrollment", "InstanceSecret",
     "LoginThrottle", "Message",
-    "MessageContent", "MessageStatus", "Order", "OrderStatus", "ProcessHeartbeat",
+    "MessageContent", "MessageStatus", "NpsVote", "Order", "OrderStatus", "ProcessHeartbeat",
     "ProviderEvent", "SegmentCalibration",
     "SegmentMembership", "StaffRole", "StaffUser", "Suppression", "SuppressionReason",
     "Touchpoint", "TriggerCursor", "UTCDateTime", "email_hash",

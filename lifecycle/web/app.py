@@ -19,7 +19,7 @@ from lifecycle.web.admin import admin_routes
 from lifecycle.web.api import KeyBeforeBody, api_routes, install_api_errors
 from lifecycle.web.feedback import feedback_routes
 from lifecycle.web.limits import BodyLimit
-from lifecycle.web.linked import templates
+from lifecycle.web.linked import PAGE_POLICY, templates
 from lifecycle.web.manage import manager_routes
 from lifecycle.web.staff import Gate, staff_routes
 from lifecycle.web.subscriptions import subscription_routes
@@ -29,9 +29,6 @@ from lifecycle.web.webhooks import webhook_routes
 #: (the demo's row); schedulers and workers after four missed heartbeats.
 STALE_AFTER = timedelta(minutes=2)
 
-#: The pages use no script; a mail shown in a sandboxed frame inherits this policy too.
-PAGE_POLICY = ("script-src 'none'; object-src 'none'; base-uri 'none'; form-action 'self'; "
-               "frame-ancestors 'none'")
 
 
 #: The API documents' pages (Swagger UI, ReDoc) are FastAPI's: their script and styles come from
@@ -64,8 +61,9 @@ def create_app(app: App) -> FastAPI:
     async def page_headers(request: Request, call_next: Any) -> Any:
         """Every answer: kept in no cache (staff pages, customer data, and the pages behind a
         mail's links are personal; nothing here is static).  Every HTML page: no script runs
-        (none is needed), no other site may frame it, forms post only here, and links do not
-        leak paths (customer ids) to other sites."""
+        (none is needed; the NPS link's page sets its own policy allowing its one script), no
+        other site may frame it, forms post only here, and links do not leak paths (customer
+        ids) to other sites."""
         answer = await call_next(request)
         answer.headers.setdefault("Cache-Control", "no-store")
         if answer.headers.get("content-type", "").startswith("text/html"):

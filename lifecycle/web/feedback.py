@@ -1,77 +1,168 @@
 """The page behind the NPS links of the feedback mail: ``/f/<token>?score=N``.
 
-``GET`` records the score (a click in the mail *is* the answer; clicking
-another score later replaces it) and refreshes the customer's segments at
-once (:mod:`lifecycle.feedback`), then offers an optional comment, which
-``POST`` keeps with the answer.  A score outside 0–10 gets 400.  A test mail's
-link (:class:`lifecycle.web.linked.Linked`) records nothing and says so.
+Link scanners fetch every link of a mail (:mod:`lifecycle.scanners`), so
+fetching a link records nothing:
+
+* ``GET /f/<token>?score=N`` shows the score and a form that posts it; a small
+  inline script (allowed by its hash in the page's Content-Security-Policy,
+  and waiting while the page is only prerendered) submits it at once, so a
+  person's one click is the answer; with script off they press the button.
+* ``HEAD`` answers as ``GET`` would, without the body, and records nothing.
+* ``POST /f/<token>`` with ``score`` holds the vote (:func:`lifecycle.feedback.
+  hold_vote`; ``via=page`` for the thank-you page's "choose again" buttons),
+  unless the request shows a scanner's traits (then it is only counted in a
+  log line), and shows the thank-you page, which offers an optional comment;
+  ``POST`` with ``comment`` keeps it with the answer.
+
+A score outside 0–10 gets 400.  A test mail's link
+(:class:`lifecycle.web.linked.Linked`) records nothing and says so.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
+import threading
+import time
+from collections import Counter
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from lifecycle.app import App
-from lifecycle.feedback import SCORES, add_comment, answer_of, record_answer
-from lifecycle.segments.definitions import Definitions
-from lifecycle.segments.service import definitions
-from lifecycle.web.linked import Linked, field, read_form
-from lifecycle.yamlfile import InvalidFile
+from lifecycle.feedback import SCORES, add_comment, answer_of, definitions_of, hold_vote
+from lifecycle.scanners import scanner_trait
+from lifecycle.web.linked import PAGE_POLICY, Holder, Linked, field, read_form
 
 log = logging.getLogger(__name__)
+
+#: The score link page's script: post the form at once — once the page is really shown (a
+#: prerendered page waits until the person navigates to it).
+AUTO_SUBMIT = ('(function(){var f=document.getElementById("nps-send");'
+               'function go(){f.submit();}'
+               'if(document.prerendering){document.addEventListener("prerenderingchange",go,'
+               '{once:true});}else{go();}})();')
+#: :data:`~lifecycle.web.linked.PAGE_POLICY` with that one script allowed, by its hash.
+_AUTO_SUBMIT_HASH = base64.b64encode(hashlib.sha256(AUTO_SUBMIT.encode()).digest()).decode()
+SEND_POLICY = PAGE_POLICY.replace("script-src 'none'", f"script-src 'sha256-{_AUTO_SUBMIT_HASH}'")
+
+#: Requests with a scanner's traits are logged at most once per this many seconds, counted.
+SCANNER_LOG_SECONDS = 60.0
+
+
+class ScannerTally:
+    """Counts the requests to NPS links that showed a scanner's traits (and recorded nothing),
+    by trait; logs them at once for the first, then at most every
+    :data:`SCANNER_LOG_SECONDS` with how many came meanwhile."""
+
+    def __init__(self) -> None:
+        self._counts: Counter[str] = Counter()
+        self._agent = ""
+        self._logged_at: float | None = None
+        self._lock = threading.Lock()
+
+    def note(self, trait: str, method: str, agent: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._counts[f"{method} {trait}"] += 1
+            self._agent = agent[:120]
+            if self._logged_at is not None and now - self._logged_at < SCANNER_LOG_SECONDS:
+                return
+            counts, self._counts, self._logged_at = self._counts, Counter(), now
+            agent = self._agent
+        log.info("%d request(s) to NPS score links showed a link scanner's traits and recorded "
+                 "nothing: %s (the latest User-Agent: %r).", sum(counts.values()),
+                 ", ".join(f"{n} × {what}" for what, n in counts.most_common()), agent)
+
+
+def _score(text: str) -> int | None:
+    """``text`` as a score 0–10 (ASCII digits only: "¹" is a digit to str.isdigit, and int()
+    refuses it); None otherwise."""
+    if text.isascii() and text.isdigit() and len(text) <= 2 and int(text) in SCORES:
+        return int(text)
+    return None
 
 
 def feedback_routes(app: App) -> APIRouter:
     router = APIRouter()
     linked = Linked(app)
+    tally = ScannerTally()
 
-    def segment_definitions() -> Definitions | None:
-        try:
-            return definitions(app)
-        except InvalidFile as exc:
-            log.error("Segments are not refreshed after a feedback answer: %s has problems:\n%s",
-                      app.settings.segments_file, exc)
-            return None
+    segment_definitions = definitions_of(app)
 
-    def answer(request: Request, token: str, score: int | None, comment: str | None) -> Response:
-        now = app.clock.now()
+    def holder_of(request: Request, token: str) -> Holder | Response:
+        with app.engine.connect() as conn:
+            found = linked.holder(conn, "feedback", token)
+        if found is None:
+            return linked.bad_link(request)
+        if found.test:
+            return linked.test_link(request)  # no answer is recorded for the customer
+        return found
+
+    @router.api_route("/f/{token}", methods=["GET", "HEAD"], response_class=HTMLResponse)
+    def link(request: Request, token: str, score: str = "") -> Response:
+        chosen = _score(score)
+        if chosen is None:
+            return linked.bad_link(request)
+        found = holder_of(request, token)
+        if isinstance(found, Response):
+            return found
+        trait = scanner_trait(request.method, request.headers)
+        if trait is not None:  # a GET records nothing anyway; counted, for the operator
+            tally.note(trait, request.method, request.headers.get("user-agent", ""))
+        page = linked.page(request, "feedback.html", token, found.customer, score=chosen,
+                           send=True, script=AUTO_SUBMIT)
+        page.headers["Content-Security-Policy"] = SEND_POLICY
+        return page
+
+    def vote(request: Request, token: str, score: int, via: str) -> Response:
+        agent = request.headers.get("user-agent", "")
+        trait = scanner_trait(request.method, request.headers)
         with app.engine.begin() as conn:
             found = linked.holder(conn, "feedback", token)
             if found is None:
                 return linked.bad_link(request)
             if found.test:
-                return linked.test_link(request)  # no answer is recorded for the customer
+                return linked.test_link(request)
             customer, message_id, _ = found
-            if score is not None:
-                entered, _left = record_answer(conn, customer, message_id, score, now,
-                                               segment_definitions(), clock=app.clock)
-                if entered:
-                    log.info("Customer %d entered %s after a feedback answer.", customer.id,
-                             ", ".join(entered))
-            if comment is not None and not add_comment(conn, customer, message_id, comment, now):
+            if trait is not None:
+                tally.note(trait, "POST", agent)
+            else:
+                hold_vote(conn, customer.id, message_id, score, via, app.clock.now(),
+                          app.settings.nps_hold_seconds, segment_definitions, agent=agent,
+                          clock=app.clock)
+            data = answer_of(conn, customer.id, message_id) or {}
+        return linked.page(request, "feedback.html", token, customer, score=score,
+                           comment=data.get("comment", ""), commented=False)
+
+    def comment(request: Request, token: str, text: str) -> Response:
+        with app.engine.begin() as conn:
+            found = linked.holder(conn, "feedback", token)
+            if found is None:
                 return linked.bad_link(request)
-            data = answer_of(conn, customer, message_id)
+            if found.test:
+                return linked.test_link(request)
+            customer, message_id, _ = found
+            if not add_comment(conn, customer.id, message_id, text, app.clock.now()):
+                return linked.bad_link(request)
+            data = answer_of(conn, customer.id, message_id)
         if data is None:
             return linked.bad_link(request)
         return linked.page(request, "feedback.html", token, customer, score=data["score"],
-                           comment=data.get("comment", ""), commented=comment is not None)
-
-    @router.get("/f/{token}", response_class=HTMLResponse)
-    def click(request: Request, token: str, score: str = "") -> Response:
-        # ASCII digits only: "¹" is a digit to str.isdigit, and int() refuses it
-        if not (score.isascii() and score.isdigit() and len(score) <= 2) \
-                or int(score) not in SCORES:
-            return linked.bad_link(request)
-        return answer(request, token, int(score), None)
+                           comment=data.get("comment", ""), commented=True)
 
     @router.post("/f/{token}", response_class=HTMLResponse)
-    async def comment(request: Request, token: str) -> Response:
+    async def post(request: Request, token: str) -> Response:
         form = await read_form(request)
-        text = field(form, "comment", strip=False)
-        return await run_in_threadpool(answer, request, token, None, text)
+        if "score" not in form:
+            return await run_in_threadpool(comment, request, token,
+                                           field(form, "comment", strip=False))
+        chosen = _score(field(form, "score"))
+        if chosen is None:
+            return linked.bad_link(request)
+        via = "page" if field(form, "via") == "page" else "mail"
+        return await run_in_threadpool(vote, request, token, chosen, via)
 
     return router

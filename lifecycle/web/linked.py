@@ -43,6 +43,12 @@ from lifecycle.web import i18n
 
 log = logging.getLogger(__name__)
 
+#: The pages use no script; a mail shown in a sandboxed frame inherits this policy too.  (The
+#: one exception, the NPS link's page, allows its own inline script by its hash:
+#: :mod:`lifecycle.web.feedback`.)
+PAGE_POLICY = ("script-src 'none'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+               "frame-ancestors 'none'")
+
 
 def _reader(request: Request) -> dict[str, Any]:
     """What every page knows of its reader: the locale amounts are written for (their
