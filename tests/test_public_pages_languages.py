@@ -45,6 +45,8 @@ WORDS = {
                     "da": "Tilbud, når det er et stykke tid siden", "pl": "Oferty, gdy od"},
     "saved": {"en": "Saved.", "de": "Gespeichert.", "nb": "Lagret.", "sv": "Sparat.",
               "da": "Gemt.", "pl": "Zapisano."},
+    "send": {"en": "Send my answer", "de": "Meine Antwort senden", "nb": "Send svaret mitt",
+             "sv": "Skicka mitt svar", "da": "Send mit svar", "pl": "Wyślij moją ocenę"},
     "feedback": {"en": "out of 10", "de": "von 10", "nb": "av 10", "sv": "av 10",
                  "da": "ud af 10", "pl": "na 10"},
     "commented": {"en": "Thanks for telling us more", "de": "Danke, dass Sie uns mehr",
@@ -107,6 +109,11 @@ def test_every_message_of_the_public_pages_is_translated_into_every_shipped_lang
                 == sorted(re.findall(r"%\(\w+\)s", message.string)), (language, message.id)
 
 
+#: A person's browser (the score form's post from a library's client counts as a scanner).
+BROWSER = ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+           "Chrome/126.0.0.0 Safari/537.36")
+
+
 def customers_in_every_language(app: App) -> dict[str, tuple[int, int]]:
     """A customer with a mail for each shipped language (their locale spelled as in
     :data:`CUSTOMER_LOCALE`): language -> (customer id, mail id)."""
@@ -153,10 +160,14 @@ def test_each_public_page_speaks_the_mailed_customer_s_language(app: App,
                          data={"scope": ["marketing"], "marketing": "on"})
         check(saved.text, language, WORDS["saved"][language], english)
 
-        answer = web.get(f"/f/{token('feedback', cid, mid)}", params={"score": 9})
-        assert answer.status_code == 200
+        asked = web.get(f"/f/{token('feedback', cid, mid)}", params={"score": 9})
+        assert asked.status_code == 200
+        check(asked.text, language, WORDS["send"][language], english)
+        answer = web.post(f"/f/{token('feedback', cid, mid)}", data={"score": "9"},
+                          headers={"User-Agent": BROWSER})
         check(answer.text, language, WORDS["feedback"][language], english)
-        commented = web.post(f"/f/{token('feedback', cid, mid)}", data={"comment": "ok"})
+        commented = web.post(f"/f/{token('feedback', cid, mid)}", data={"comment": "ok"},
+                             headers={"User-Agent": BROWSER})
         check(commented.text, language, WORDS["commented"][language], english)
 
         test_mail = web.get(f"/u/{token('unsubscribe', cid, mid, t=1)}",
