@@ -46,6 +46,7 @@ from tests.factories import WEB_SECRET as SECRET
 from tests.factories import WEB_T0 as T0
 from tests.factories import add_campaign, add_customer, add_order, daytime_zone
 from tests.fake_smtp import FakeSmtp
+from tests.mail_checks import check_lines, content
 from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,27 +65,6 @@ def outgoing(text: str | None = LONG_TEXT, html: str | None = LONG_HTML) -> Outg
                     date=T0, headers={"Message-ID": "<x.lifecycle.7@leaf.example>",
                                       "List-Unsubscribe": "<https://l.example/u/" + "t" * 120
                                                           + ">, <mailto:u-h-x@leaf.example>"})
-
-
-def content(part: Any) -> str:
-    """A text part decoded, its line ends (CRLF on the wire, RFC 2046) as ``\\n``."""
-    return str(part.get_content()).replace("\r\n", "\n")
-
-
-def check_lines(raw: bytes) -> email.message.EmailMessage:
-    """``raw`` parsed, after checking every line is at most 998 octets and every line of a
-    body part at most 76 (RFC 5322, RFC 2045)."""
-    assert all(len(line) <= 998 for line in raw.split(b"\r\n")), "a line over 998 octets"
-    parsed = email.message_from_bytes(raw, policy=email.policy.default)
-    for part in parsed.walk():
-        if part.is_multipart():
-            continue
-        assert part["Content-Transfer-Encoding"] == "quoted-printable"
-        assert part.get_content_charset() == "utf-8"
-        body = part.get_payload(decode=False)
-        longest = max(len(line) for line in body.splitlines())
-        assert longest <= 76, f"a quoted-printable line of {longest} characters"
-    return parsed  # type: ignore[return-value]
 
 
 # ------------------------------------------------------------------ quoted-printable
