@@ -12,6 +12,10 @@
 ``links``          unsubscribe, preferences, shop, review, referral, nps[0..10]
 =================  ==========================================================
 
+The shop's links (``shop.url``, ``links.shop``, ``links.review``, ``links.referral``) carry the
+mail's UTM parameters (:mod:`lifecycle.mail.utm`: the flow and step, or what the flow file says);
+our own signed links carry none.
+
 The links of a manager's test send or a preview (``test``) carry ``"t": 1`` in
 their signed token: the pages behind them say "this was a test mail" and change
 nothing for the customer the mail was rendered for (the flag is signed, so a
