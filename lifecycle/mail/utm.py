@@ -17,6 +17,7 @@ URL alone.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
@@ -50,17 +51,29 @@ def tag(url: str | None, utm: Mapping[str, str] | None) -> str | None:
     """``url`` with the ``utm`` parameters it lacks (module doc); None stays None."""
     if not url or not utm:
         return url
+    return _tagged(url, tuple(utm.items()))
+
+
+@functools.lru_cache(maxsize=4096)
+def _tagged(url: str, utm: tuple[tuple[str, str], ...]) -> str:
+    """:func:`tag`, remembered: most mails of a step link the same shop pages."""
     try:
         parts = urlsplit(url)
     except ValueError:
         return url
     if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
         return url
-    present = {name.lower() for name, _ in parse_qsl(parts.query, keep_blank_values=True)}
-    extra = [(f"utm_{field}", value) for field, value in utm.items()
-             if value and f"utm_{field}" not in present]
-    if not extra:
+    present = {name.lower() for name, _ in parse_qsl(parts.query, keep_blank_values=True)} \
+        if "utm_" in parts.query.lower() else set()
+    added = "&".join(pair for name, pair in _encoded(utm) if name not in present)
+    if not added:
         return url
-    added = urlencode(extra, quote_via=quote)
     query = f"{parts.query}&{added}" if parts.query else added
     return urlunsplit(parts._replace(query=query))
+
+
+@functools.lru_cache(maxsize=256)
+def _encoded(utm: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    """(parameter name, ``name=value`` percent-encoded) of each non-empty field."""
+    return tuple((f"utm_{field}", urlencode({f"utm_{field}": value}, quote_via=quote))
+                 for field, value in utm if value)
