@@ -352,6 +352,8 @@ def test_a_production_transport_is_warned_about_http_placeholder_domains_and_no_
     assert [f.split(" ")[0] for f in found] == ["LIFECYCLE_BASE_URL", "LIFECYCLE_MAIL_FROM",
                                                 "LIFECYCLE_REPLY_DOMAIN",
                                                 "LIFECYCLE_SHOP_ADDRESS"]
+    assert [f.split(" ")[0] for f in findings(load_settings(
+        {**base, "LIFECYCLE_SHOP_URL": "http://leaf.shop"}))] == ["LIFECYCLE_SHOP_URL"]
     sendgrid = load_settings({**base, "LIFECYCLE_MAIL_TRANSPORT": "sendgrid",
                               "SENDGRID_API_KEY": "SG.x", "LIFECYCLE_MAIL_FROM": "A <a@localhost>"})
     assert [f.split(" ")[0] for f in findings(sendgrid)] == ["LIFECYCLE_MAIL_FROM"]
