@@ -164,6 +164,10 @@ SETTINGS: tuple[Setting, ...] = (
             "The shop's postal address for the mail footer (required by law in many countries)."),
     Setting("LIFECYCLE_MAIL_FROM", "Our shop <shop@example.com>",
             "Sender of every mail, `Name <address>` (ASCII name, as SendGrid requires)."),
+    Setting("LIFECYCLE_REPLY_DOMAIN", "(the domain of LIFECYCLE_MAIL_FROM)",
+            "Domain of every mail's Reply-To and `mailto:` unsubscribe address (short signed "
+            "local parts); its MX must point at SendGrid's Inbound Parse, so a subdomain such "
+            "as `reply.shop.example` keeps the shop's own mailbox on the From domain."),
     Setting("LIFECYCLE_TIMEZONE", "UTC",
             "The shop's IANA timezone: used for imported times without an offset and for "
             "customers whose own timezone is unknown."),
@@ -232,6 +236,8 @@ class Settings:
     shop_url: str = "http://127.0.0.1:8000"
     shop_address: str = ""
     mail_from: str = "Our shop <shop@example.com>"
+    #: LIFECYCLE_REPLY_DOMAIN; "": the domain of :attr:`mail_from`.
+    reply_domain: str = ""
     timezone: str = "UTC"
     currency: str = "USD"
     #: LIFECYCLE_LOCALE as Babel's identifier (``de_AT``).
@@ -272,6 +278,11 @@ class Settings:
     def segments_file(self) -> Path:
         return self.flows_dir / "segments.yaml"
 
+
+#: A domain name: dot-separated labels of letters, digits and inner hyphens (at most 63 each),
+#: 253 characters in all.
+_DOMAIN = re.compile(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*"
+                     r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 
 #: Shortest secret key accepted (characters).
 MIN_SECRET_LENGTH = 32
@@ -511,6 +522,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if not _EMAIL.fullmatch(support_email):
         raise ConfigError(f"LIFECYCLE_SUPPORT_EMAIL={support_email!r} must be a plain address "
                           "such as help@example.com.")
+    reply_domain = (get("LIFECYCLE_REPLY_DOMAIN") or "").lower().rstrip(".")
+    if reply_domain and not _DOMAIN.fullmatch(reply_domain):
+        raise ConfigError(f"LIFECYCLE_REPLY_DOMAIN={reply_domain!r} is not a domain name such "
+                          "as reply.shop.example (letters, digits, hyphens and dots, at most "
+                          "253 characters).")
     base_url = _http_url("LIFECYCLE_BASE_URL", get("LIFECYCLE_BASE_URL") or "http://127.0.0.1:8000")
     send_timeout = float(_positive("LIFECYCLE_SEND_TIMEOUT",
                                    get("LIFECYCLE_SEND_TIMEOUT") or "10", float))
@@ -540,6 +556,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         shop_url=_http_url("LIFECYCLE_SHOP_URL", get("LIFECYCLE_SHOP_URL") or base_url),
         shop_address=get("LIFECYCLE_SHOP_ADDRESS") or "",
         mail_from=mail_from,
+        reply_domain=reply_domain,
         timezone=timezone,
         currency=currency,
         locale=locale,

@@ -19,6 +19,7 @@ import uvicorn
 
 from lifecycle import runtime
 from lifecycle.app import App
+from lifecycle.mail.readiness import warn_at_start
 from lifecycle.scheduler import Job, Scheduler
 from lifecycle.tasks import broker as broker_module
 from lifecycle.tasks import heartbeat, load_actors
@@ -46,9 +47,11 @@ def stop_on_signals() -> Iterator[threading.Event]:
             signal.signal(sig, handler)
 
 
-def prepare(app: App) -> dramatiq.Broker:
-    """Make ``app`` the process's app and connect the configured broker."""
+def prepare(app: App, process: str = "This process") -> dramatiq.Broker:
+    """Make ``app`` the process's app and connect the configured broker; warn about settings
+    real mail should not go out with (:mod:`lifecycle.mail.readiness`)."""
     runtime.set_app(app)
+    warn_at_start(app.settings, process)
     app.keys  # noqa: B018 - the secret key mail is signed with (environment or database)
     load_actors()
     return broker_module.setup(app.settings.broker_url)
@@ -129,19 +132,20 @@ def serve_web(app: App, host: str, port: int, stop: threading.Event,
 
 
 def run_worker(app: App) -> None:
-    broker = prepare(app)
+    broker = prepare(app, "The worker")
     with stop_on_signals() as stop, running_worker(app, broker):
         stop.wait()
 
 
 def run_scheduler(app: App) -> None:
-    prepare(app)
+    prepare(app, "The scheduler")
     with stop_on_signals() as stop, running_scheduler(app):
         stop.wait()
 
 
 def run_web(app: App, host: str, port: int) -> None:
     runtime.set_app(app)
+    warn_at_start(app.settings, "The web app")
     with stop_on_signals() as stop:
         serve_web(app, host, port, stop)
 
@@ -152,7 +156,7 @@ def run_all(app: App, host: str, port: int, web: bool = True,
 
     ``seconds`` stops it after that long, as a signal would.
     """
-    broker = prepare(app)
+    broker = prepare(app, "lifecycle run")
     with stop_on_signals() as stop, running_worker(app, broker), running_scheduler(app):
         if seconds is not None:
             timer = threading.Timer(seconds, stop.set)

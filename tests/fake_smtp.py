@@ -91,7 +91,10 @@ class FakeSmtp:
                     if self.busy:
                         say("451 4.3.0 try again later")
                     else:
-                        self.messages.append(Received(sender, recipients, data[:-5]))
+                        # undo the client's dot-stuffing (RFC 5321 4.5.2), as a server does
+                        body = b"\r\n" + data[:-5]
+                        body = body.replace(b"\r\n..", b"\r\n.")[2:]
+                        self.messages.append(Received(sender, recipients, body))
                         say("250 OK queued")
                 elif verb == "RSET":
                     sender, recipients = "", []

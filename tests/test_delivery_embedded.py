@@ -190,4 +190,4 @@ def test_the_shipped_flows_write_mails_as_files_at_the_right_simulated_times(
         assert mail["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
         token = mail["List-Unsubscribe"].split("/u/")[1].split(">")[0]
         assert verify(SECRET, "unsubscribe", token)["m"] == int(mail["X-Lifecycle-Message-Id"])
-        assert mail["Reply-To"].startswith("reply+")
+        assert mail["Reply-To"].startswith("r-")  # r-<id>-<mac>: lifecycle.mail.addresses

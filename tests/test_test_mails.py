@@ -128,6 +128,12 @@ def test_a_test_mail_says_it_is_a_test_of_its_flow_and_step_and_is_off_the_timel
     entries, suppressed = standing(app, test_mail.customer_id)
     assert [kind for kind, _ in entries] == ["email_sent"]  # the real mail's alone
     assert test_mail.message_id not in {mail for _, mail in entries} and suppressed == 0
+    # its Feedback-ID keeps it apart; its shop links carry the flow's UTM as real mail does
+    assert headers["Feedback-ID"] == "test:ask:feedback_request:example.com"
+    with app.engine.connect() as conn:
+        context = conn.execute(select(Message.context).where(
+            Message.id == test_mail.message_id)).scalar_one()
+    assert context["utm"] == {"campaign": "feedback_request"}
 
 
 def test_every_link_of_a_test_mail_says_so_and_changes_nothing(

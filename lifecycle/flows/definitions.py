@@ -11,6 +11,7 @@ policy and a list of steps::
     reentry: once                # once | every_time | {once_per: 90 days}
     goals:                       # checked before every step; the first that holds ends the flow
       - ordered: true
+    utm: {campaign: thanks}      # optional: UTM on shop links (false: none; lifecycle.mail.utm)
     steps:
       - id: pause
         wait: 3 hours
@@ -119,6 +120,9 @@ class Flow:
     #: How the preferences page names the flow to a customer: locale -> text (``""``: any
     #: language); empty: the description.
     labels: dict[str, str] = field(default_factory=dict)
+    #: UTM parameters on the shop links of this flow's mail (:mod:`lifecycle.mail.utm`):
+    #: None the defaults, False none, or a mapping of fields to a value or False.
+    utm: bool | dict[str, str | bool] | None = None
 
     def label(self, chain: list[str]) -> str:
         """The customer-facing name for a locale fallback chain (:func:`lifecycle.locales.
@@ -271,6 +275,38 @@ class _Checker:
                 ops = ("=", "!=", "<", "<=", ">", ">=", "exists", "missing")
                 if body["op"] not in ops:
                     self.fail(here + ("op",), f"op must be one of {' '.join(ops)}")
+
+    # -------------------------------------------------------------------- utm
+
+    def utm(self, node: Any, path: tuple[str | int, ...]) -> bool | dict[str, str | bool] | None:
+        """``utm: false``, ``utm: true`` (the defaults) or a mapping of source, medium,
+        campaign and content to text (or false to leave one out)."""
+        from lifecycle.mail.utm import FIELDS, MAX_VALUE
+
+        if node is True:
+            return None
+        if node is False:
+            return False
+        if not isinstance(node, dict):
+            self.fail(path, "utm takes false (no UTM parameters), true (the defaults) or a "
+                            "mapping of " + ", ".join(FIELDS))
+            return None
+        if not self.keys(node, path, set(FIELDS)):
+            return None
+        values: dict[str, str | bool] = {}
+        for key, value in node.items():
+            if value is False:
+                values[key] = False
+                continue
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                value = str(value)
+            if (not isinstance(value, str) or not 1 <= len(value.strip()) <= MAX_VALUE
+                    or not value.isprintable()):
+                self.fail(path + (key,), f"utm {key} must be text of 1 to {MAX_VALUE} printable "
+                                         "characters, or false to leave it out")
+                continue
+            values[key] = value.strip()
+        return values
 
     # ------------------------------------------------------------------ steps
 
@@ -483,7 +519,7 @@ def parse(located: Located, context: Context, name: str) -> Flow:
     data = located.data
     checker = _Checker(located, context)
     allowed = {"description", "label", "kind", "priority", "trigger", "reentry", "goals", "steps",
-               "exempt_from_cap"}
+               "exempt_from_cap", "utm"}
     if not isinstance(data, dict):
         raise InvalidFile([located.problem((), "a flow file is a mapping with trigger and steps")])
     checker.keys(data, (), allowed, {"trigger", "steps"})
@@ -514,11 +550,12 @@ def parse(located: Located, context: Context, name: str) -> Flow:
         checker.condition(goal, ("goals", i), set())
     steps = checker.steps(data.get("steps"), ("steps",)) if "steps" in data else []
     labels = _labels(checker, data.get("label"))
+    utm = checker.utm(data["utm"], ("utm",)) if "utm" in data else None
     if checker.problems:
         raise InvalidFile(sorted(checker.problems, key=lambda p: (p.line, p.column)))
     assert trigger is not None
     return Flow(name, located.file, str(data.get("description", "")), kind, priority, trigger,
-                reentry, period, tuple(goals), tuple(steps), bool(exempt), labels)
+                reentry, period, tuple(goals), tuple(steps), bool(exempt), labels, utm)
 
 
 def _labels(checker: _Checker, raw: Any) -> dict[str, str]:

@@ -412,6 +412,8 @@ def _mail_context(t: _Turn, action: Send) -> dict[str, Any]:
                                "capped": marketing and not t.flow.exempt_from_cap}
     if action.offer is not None:
         context["offer"] = offer_context(action.offer)
+    if t.flow.utm is not None:  # the flow file's UTM choice (lifecycle.mail.utm)
+        context["utm"] = t.flow.utm
     return context
 
 

@@ -42,7 +42,8 @@ def preview_mails(conn: Connection, settings: Settings, flow: Flow, customer: An
         if not isinstance(step.action, Send):
             continue
         context = build_context(conn, settings, customer, as_of=as_of, flow=flow.name,
-                                step=step.id, offer=step.action.offer, test=True)
+                                step=step.id, offer=step.action.offer, test=True,
+                                utm=flow.utm)
         ab = len(step.action.variants) > 1
         for variant in step.action.variants:
             try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import email.policy
 import functools
+import re
 import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,12 +19,21 @@ from typing import Any
 
 from lifecycle.config import Settings
 from lifecycle.links import sign
+from lifecycle.mail.addresses import address
 from lifecycle.mail.context import token_data
 from lifecycle.mail.templates import Rendered
 
 #: CRLF line ends, and headers not folded below RFC 5322's 998 characters: a folded
 #: List-Unsubscribe reads back with a leading space, and some relays mangle it.
 MIME_POLICY = email.policy.SMTP.clone(max_line_length=998)
+#: The policy the body parts are encoded under: Python's body encoders take their line length
+#: from the policy, and RFC 2045 allows quoted-printable lines of at most 76 characters (the
+#: soft line break ``=`` included).  The message is written out under :data:`MIME_POLICY`.
+BODY_POLICY = email.policy.SMTP.clone(max_line_length=76)
+#: Characters kept in a Feedback-ID field; others become ``-``.
+_FEEDBACK_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+#: Longest Feedback-ID field (four fields and three colons stay below 170 characters).
+FEEDBACK_FIELD_MAX = 40
 #: Prefix of our ids in SendGrid's ``custom_args`` (they come back on every event).
 ARG_PREFIX = "lifecycle_"
 
@@ -41,9 +51,30 @@ def domain_of(settings: Settings) -> str:
     return _domain(settings.mail_from)
 
 
+def reply_domain_of(settings: Settings) -> str:
+    """The domain of every Reply-To and ``mailto:`` unsubscribe address: LIFECYCLE_REPLY_DOMAIN,
+    else the From domain."""
+    return settings.reply_domain or domain_of(settings)
+
+
 @functools.lru_cache(maxsize=8)
 def _domain(sender: str) -> str:
-    return parseaddr(sender)[1].rpartition("@")[2] or "localhost"
+    return parseaddr(sender)[1].rpartition("@")[2].lower() or "localhost"
+
+
+def feedback_field(value: object) -> str:
+    """One field of a ``Feedback-ID``: letters, digits, ``.``, ``_`` and ``-`` (anything else,
+    a colon first of all, becomes ``-``), at most :data:`FEEDBACK_FIELD_MAX` characters,
+    ``none`` when empty."""
+    text = _FEEDBACK_UNSAFE.sub("-", str(value or "")).strip("-")[:FEEDBACK_FIELD_MAX]
+    return text.strip("-") or "none"
+
+
+def feedback_id(flow: str, step: str, template: str, sender: str) -> str:
+    """Gmail's feedback-loop header: ``<flow>:<step>:<template>:<sender>``; complaint rates are
+    reported per field value, so every field names a kind of mail, never one mail, and the
+    last one the sender (the From domain)."""
+    return ":".join(feedback_field(v) for v in (flow, step, template, sender))
 
 
 @dataclass(frozen=True)
@@ -65,7 +96,9 @@ class Outgoing:
     categories: tuple[str, ...] = ()
 
     def mime(self) -> EmailMessage:
-        mail = EmailMessage(policy=MIME_POLICY)
+        """The MIME message: bodies in quoted-printable wrapped at 76 characters (RFC 2045),
+        UTF-8; headers unfolded up to 998 (:data:`MIME_POLICY`)."""
+        mail = EmailMessage(policy=BODY_POLICY)
         mail["From"] = self.sender
         mail["To"] = self.to
         mail["Subject"] = self.subject
@@ -75,13 +108,15 @@ class Outgoing:
             mail[name] = value
         if self.categories:
             mail["X-Lifecycle-Categories"] = ", ".join(self.categories)
+        qp = {"charset": "utf-8", "cte": "quoted-printable"}
         if self.text is not None:
-            mail.set_content(self.text)
+            mail.set_content(self.text, **qp)
         if self.html is not None:
             if self.text is None:
-                mail.set_content(self.html, subtype="html")
+                mail.set_content(self.html, subtype="html", **qp)
             else:
-                mail.add_alternative(self.html, subtype="html")
+                mail.add_alternative(self.html, subtype="html", **qp)
+        mail.policy = MIME_POLICY  # the generator takes the top message's policy for every part
         return mail
 
 
@@ -95,21 +130,20 @@ def compose(settings: Settings, message: Any, rendered: Rendered, now: datetime,
     flow and step it shows.
     """
     domain = domain_of(settings)
+    replies = reply_domain_of(settings)
     context = message.context or {}
     test = bool(context.get("test"))
     unsubscribe = sign(settings.secret_key, "unsubscribe",
                        token_data(message.customer_id, message.id, test))
-    reply = sign(settings.secret_key, "reply",
-                 {"m": message.id, "t": 1} if test else {"m": message.id})
     flow = message.flow or (str(context.get("test_flow") or "") if test else "")
     # ``attempt``: which post of the mail an event is about (outbox: a late event of an
     # attempt whose outcome was unknown, after the mail was sent again, is a duplicate).
     ids = {"message_id": message.id, "customer_id": message.customer_id,
            "flow": flow, "step": message.step or "", "attempt": message.attempts}
+    mailto = address(settings.secret_key, "unsubscribe", message.id, replies, test)
     headers = {
         "Message-ID": message_id_for(message.id, domain),
-        "List-Unsubscribe": (f"<{settings.base_url}/u/{unsubscribe}>, "
-                             f"<mailto:unsubscribe+{unsubscribe}@{domain}>"),
+        "List-Unsubscribe": f"<{settings.base_url}/u/{unsubscribe}>, <mailto:{mailto}>",
         "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
         "X-Lifecycle-Message-Id": str(message.id),
         "X-Lifecycle-Customer-Id": str(message.customer_id),
@@ -117,6 +151,9 @@ def compose(settings: Settings, message: Any, rendered: Rendered, now: datetime,
         "X-Lifecycle-Step": ids["step"],
         "X-Lifecycle-Template": message.template,
         "X-Lifecycle-Date": local_day,
+        # a test send is a kind of its own: its complaints (if any) never mix with the flow's
+        "Feedback-ID": feedback_id("test" if test else ids["flow"], ids["step"],
+                                   message.template, domain),
     }
     if test:
         headers["X-Lifecycle-Test"] = "yes"  # its links change nothing for the customer
@@ -129,6 +166,7 @@ def compose(settings: Settings, message: Any, rendered: Rendered, now: datetime,
     return Outgoing(
         message_id=message.id, sender=settings.mail_from, to=message.to_email,
         subject=rendered.subject, text=rendered.text, html=rendered.html,
-        reply_to=f"reply+{reply}@{domain}", date=now, headers=headers,
+        reply_to=address(settings.secret_key, "reply", message.id, replies, test), date=now,
+        headers=headers,
         custom_args={ARG_PREFIX + key: str(value) for key, value in ids.items()},
         categories=tuple(c[:255] for c in categories))

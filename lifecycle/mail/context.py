@@ -26,6 +26,10 @@
 ``de-AT`` writes as ``de_AT``, a missing or unknown locale as ``LIFECYCLE_LOCALE``)
 in the order's own currency; dates are the customer's day in their timezone.
 
+The shop's links (``shop.url``, ``links.shop``, ``links.review``, ``links.referral``) carry the
+mail's UTM parameters (:mod:`lifecycle.mail.utm`: the flow and step, or what the flow file says);
+our own signed links carry none.
+
 The links of a manager's test send or a preview (``test``) carry ``"t": 1`` in
 their signed token: the pages behind them say "this was a test mail" and change
 nothing for the customer the mail was rendered for (the flag is signed, so a
@@ -47,6 +51,7 @@ from lifecycle import locales
 from lifecycle.config import Settings
 from lifecycle.flows.definitions import Offer
 from lifecycle.links import offer_code, sign
+from lifecycle.mail.utm import Override, tag, utm_for
 from lifecycle.models import Order
 
 
@@ -98,16 +103,18 @@ def token_data(customer_id: int, message_id: int | None, test: bool = False) -> 
 
 
 def links(settings: Settings, customer_id: int, message_id: int | None,
-          referral_code: str | None = None, test: bool = False) -> dict[str, Any]:
+          referral_code: str | None = None, test: bool = False,
+          utm: dict[str, str] | None = None) -> dict[str, Any]:
+    """Our signed links (no UTM) and the shop's (with ``utm``, :func:`lifecycle.mail.utm.tag`)."""
     data = token_data(customer_id, message_id, test)
     base = settings.base_url
     feedback = sign(settings.secret_key, "feedback", data)
     return {
         "unsubscribe": f"{base}/u/{sign(settings.secret_key, 'unsubscribe', data)}",
         "preferences": f"{base}/p/{sign(settings.secret_key, 'preferences', data)}",
-        "shop": settings.shop_url,
-        "review": f"{settings.shop_url}/reviews",
-        "referral": f"{settings.shop_url}/?ref={referral_code or feedback[:10]}",
+        "shop": tag(settings.shop_url, utm),
+        "review": tag(f"{settings.shop_url}/reviews", utm),
+        "referral": tag(f"{settings.shop_url}/?ref={referral_code or feedback[:10]}", utm),
         "nps": [f"{base}/f/{feedback}?score={score}" for score in range(11)],
     }
 
@@ -163,10 +170,12 @@ def build_context(conn: Connection | None, settings: Settings, customer: Any, *,
                   message_id: int | None = None, flow: str | None = None,
                   step: str | None = None, order_external_id: str | None = None,
                   offer: Offer | None = None, facts: Facts | None = None,
-                  test: bool = False) -> dict[str, Any]:
+                  test: bool = False, utm: Override = None) -> dict[str, Any]:
     """Everything a template may use for ``customer`` (a customers row) at ``as_of``.
 
     ``test``: a test send or a preview, whose links change nothing (module doc).
+    ``utm``: the flow file's UTM choice (:mod:`lifecycle.mail.utm`; None: the defaults), put
+    on every shop link.
 
     ``facts`` preloaded by :func:`load_facts` (a batch of mails); else they are
     read through ``conn`` for this customer alone.
@@ -188,6 +197,7 @@ def build_context(conn: Connection | None, settings: Settings, customer: Any, *,
         offer_vars = {"code": code, "percent": offer.percent,
                       "expires": locales.long_date(as_of + offer.valid, loc, tz)}
     order_row = trigger or latest
+    utm_params = utm_for(flow, step, utm)
     return {
         "lang": locales.html_lang(settings.locale),
         "customer": {"first_name": customer.first_name, "last_name": customer.last_name,
@@ -204,9 +214,9 @@ def build_context(conn: Connection | None, settings: Settings, customer: Any, *,
         "offer": offer_vars,
         "recommendation": None,
         "shop": {"name": settings.shop_name, "team": settings.shop_name,
-                 "url": settings.shop_url, "address": settings.shop_address,
+                 "url": tag(settings.shop_url, utm_params), "address": settings.shop_address,
                  "signature": f"The {settings.shop_name} team",
                  "logo_url": settings.shop_logo_url, "brand_color": settings.brand_color,
                  "support_email": settings.support_address},
-        "links": links(settings, customer.id, message_id, code, test),
+        "links": links(settings, customer.id, message_id, code, test, utm_params),
     }

@@ -1,11 +1,14 @@
 """Replies in: SendGrid Inbound Parse posts, matched to our mail and put on the timeline.
 
-Every mail goes out with ``Reply-To: reply+<token>@<domain>`` (a signed
-token naming the mail, see :mod:`lifecycle.mail.compose`).  A reply is
-matched by that token in its recipients; failing that, by our Message-ID in
+Every mail goes out with ``Reply-To: r-<id>-<mac>@<reply domain>`` (a signed
+local part naming the mail, see :mod:`lifecycle.mail.addresses`).  A reply is
+matched by that address in its recipients; failing that, by our Message-ID in
 its ``In-Reply-To`` / ``References`` headers (some clients reply to From).
-A mail to ``unsubscribe+<token>@<domain>`` — the ``mailto:`` of
-``List-Unsubscribe`` — unsubscribes the customer from marketing mail.
+A mail to ``u-<id>-<mac>@<reply domain>`` — the ``mailto:`` of
+``List-Unsubscribe`` — unsubscribes the customer from marketing mail.  The
+long addresses of mails sent before those (``reply+<token>@``,
+``unsubscribe+<token>@``) are still matched for
+:data:`~lifecycle.mail.addresses.LEGACY_GRACE` after their mail was sent.
 
 Matching by Message-ID is only as good as what a sender cannot make up, and
 anyone can write any ``In-Reply-To``: so it needs the id to be ours (our
@@ -28,7 +31,7 @@ text: no markup is kept).  Automatic answers — ``Auto-Submitted``,
 kept as ``auto_reply`` and do not count as replies.  SendGrid retries a post
 that failed, so each reply is kept once (by its own Message-ID).
 
-A reply to a manager's test mail, or a mail to its ``unsubscribe+`` address,
+A reply to a manager's test mail, or a mail to its unsubscribe address,
 is matched (``Matched.test``: its signed token says so, or the mail it names is
 a test send) and then dropped: it reaches no timeline and suppresses nobody.
 A reply to a mail of an erased customer (:mod:`lifecycle.privacy`) is dropped
@@ -43,7 +46,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from email.utils import getaddresses, parseaddr
 from html.parser import HTMLParser
 from typing import Any
@@ -51,11 +54,13 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from lifecycle.links import BadToken, Secret, verify
+from lifecycle.mail.addresses import LEGACY_GRACE, read_local_part
 from lifecycle.mail.events import ERASED_ADDRESS
 from lifecycle.mail.outbox import is_test
 from lifecycle.models import Message, MessageContent, MessageStatus, Touchpoint
 
 MAX_TEXT = 20_000
+#: The long addresses of mails sent before the short ones (accepted for LEGACY_GRACE).
 _TOKEN = re.compile(r"^(reply|unsubscribe)\+([A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+)@", re.I)
 #: Our Message-ID (``<…lifecycle.ID@domain>``, see :mod:`lifecycle.mail.compose`): the mail's id
 #: (at most 18 digits: a database bigint) and the domain.
@@ -188,22 +193,52 @@ def _answers(message: Any, inbound: Inbound) -> bool:
             and (not inbound.envelope_from or inbound.envelope_from.casefold() == recipient))
 
 
-def match(conn: Connection, secret: Secret, inbound: Inbound, domain: str) -> Matched | None:
-    """Our mail that ``inbound`` answers, by token first, then by Message-ID (``domain``: the
-    domain of our Message-IDs, :func:`lifecycle.mail.compose.domain_of`)."""
+def _by_address(secret: Secret, address: str) -> tuple[str, int, bool, bool] | None:
+    """(purpose, mail id, test, legacy) named by a recipient ``address``, if it is one of ours
+    and verifies."""
+    local = address.rpartition("@")[0]
+    try:
+        found = read_local_part(secret, local)
+        return found.purpose, found.message_id, found.test, False
+    except BadToken:
+        pass
+    legacy = _TOKEN.match(address)
+    if not legacy:
+        return None
+    purpose, token = legacy.group(1).lower(), legacy.group(2)
+    try:
+        data = verify(secret, purpose, token)
+        return purpose, int(data.get("m") or 0), bool(data.get("t")), True
+    except (BadToken, TypeError, ValueError):
+        return None
+
+
+def _within_grace(message: Any, now: datetime | None) -> bool:
+    """Whether a long (legacy) address of ``message`` is still accepted at ``now``."""
+    if now is None:
+        return True
+    since = message.sent_at or message.created_at
+    return since is None or now - _aware(since) <= LEGACY_GRACE
+
+
+def _aware(instant: datetime) -> datetime:
+    return instant if instant.tzinfo is not None else instant.replace(tzinfo=UTC)
+
+
+def match(conn: Connection, secret: Secret, inbound: Inbound, domain: str,
+          now: datetime | None = None) -> Matched | None:
+    """Our mail that ``inbound`` answers, by its address first, then by Message-ID
+    (``domain``: the domain of our Message-IDs, :func:`lifecycle.mail.compose.domain_of`).
+    ``now``: an old long address counts only within LEGACY_GRACE of its mail's sending
+    (None: always)."""
     for address in inbound.recipients:
-        found = _TOKEN.match(address)
-        if not found:
+        named = _by_address(secret, address)
+        if named is None:
             continue
-        purpose, token = found.group(1).lower(), found.group(2)
-        try:
-            data = verify(secret, purpose, token)
-            message_id = int(data.get("m") or 0)
-        except (BadToken, TypeError, ValueError):
-            continue
+        purpose, message_id, test, legacy = named
         row = conn.execute(select(Message.__table__).where(Message.id == message_id)).first()
-        if row is not None:
-            return Matched(purpose, row, "reply-to token", bool(data.get("t")) or is_test(row))
+        if row is not None and (not legacy or _within_grace(row, now)):
+            return Matched(purpose, row, "reply-to token", test or is_test(row))
     for header in ("in-reply-to", "references"):
         for whole, our, its_domain in _OUR_ID.findall(inbound.headers.get(header, ""))[:20]:
             if its_domain.casefold() != domain.casefold():

@@ -211,7 +211,8 @@ def _render(app: App, keep: list[Any], customers: dict[int, Any], renderer: Rend
                 rendered = renderer.render(row.template, build_context(
                     conn, app.settings, customer, as_of=now, message_id=row.id, flow=row.flow,
                     step=row.step, order_external_id=context.get("order_id"),
-                    offer=_offer(context), facts=facts, test=is_test(row)))
+                    offer=_offer(context), facts=facts, test=is_test(row),
+                    utm=context.get("utm")))
                 ready.append(_Ready(row, compose(app.settings, row, rendered, now,
                                                  now.astimezone(zone(tz)).date().isoformat())))
             except TemplateError as exc:

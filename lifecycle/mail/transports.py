@@ -40,7 +40,7 @@ from sendgrid import SendGridAPIClient
 from sendgrid.helpers.mail import Category, CustomArg, Email, Header, Mail, ReplyTo, To
 
 from lifecycle.config import Settings
-from lifecycle.mail.compose import Outgoing
+from lifecycle.mail.compose import MIME_POLICY, Outgoing
 from lifecycle.mail.keepalive import KeepAlive
 
 #: SendGrid answers that no retry can fix: bad payload, bad key, forbidden, too large.
@@ -145,21 +145,28 @@ class SmtpTransport:
 
     def send(self, mail: Outgoing) -> str:
         try:  # nothing is sent yet: a mail that cannot be written as MIME fails for good
-            message = mail.mime()
+            # written out under the message's own policy (smtplib's send_message would use a
+            # generator that turns a body line "From …" into ">From …"); a non-ASCII address
+            # needs SMTPUTF8 and its headers in UTF-8, as send_message does
+            sender = parseaddr(mail.sender)[1]
+            international = not (sender + mail.to).isascii()
+            message = mail.mime().as_bytes(policy=MIME_POLICY.clone(utf8=True)) \
+                if international else mail.mime().as_bytes()
         except Exception as exc:  # noqa: BLE001 - the email package raises several kinds
             raise SendError(f"cannot build the MIME message: {type(exc).__name__}: {exc}",
                             permanent=True) from exc
         conn = self._connection()
         try:
-            conn.send_message(message, from_addr=parseaddr(mail.sender)[1], to_addrs=[mail.to])
+            conn.sendmail(sender, [mail.to], message,
+                          mail_options=["SMTPUTF8"] if international else ())
         except smtplib.SMTPRecipientsRefused as exc:
             code, text = next(iter(exc.recipients.values()))
             raise SendError(f"SMTP {code}: {text.decode(errors='replace')}",
                             permanent=code >= 500, status=code) from exc
         except smtplib.SMTPResponseException as exc:
-            message = exc.smtp_error.decode(errors="replace") if isinstance(exc.smtp_error, bytes) \
+            detail = exc.smtp_error.decode(errors="replace") if isinstance(exc.smtp_error, bytes) \
                 else str(exc.smtp_error)
-            raise SendError(f"SMTP {exc.smtp_code}: {message}", permanent=exc.smtp_code >= 500,
+            raise SendError(f"SMTP {exc.smtp_code}: {detail}", permanent=exc.smtp_code >= 500,
                             status=exc.smtp_code) from exc
         except (OSError, smtplib.SMTPException) as exc:  # the line went dead mid-message
             self._local.conn = None

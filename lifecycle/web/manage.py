@@ -134,6 +134,9 @@ def manager_routes(app: App, gate: Gate) -> APIRouter:
                                        "marketing": False}
             if action.offer is not None:
                 context["offer"] = offer_context(action.offer)
+            # the flow's UTM as its real mail carries them (the row names no flow: a test)
+            context["utm"] = False if flow.utm is False else {"campaign": name,
+                                                               **(flow.utm or {})}
             with app.engine.begin() as conn:
                 if conn.execute(select(Customer.id).where(
                         Customer.id == customer_id)).first() is None:

@@ -215,7 +215,7 @@ def _skipped(value: Any, depth: int = 0) -> bool:
 def _inbound(app: App, inbound: Inbound) -> dict[str, Any]:
     now = app.clock.now()
     with app.engine.begin() as conn:
-        matched = match(conn, app.keys, inbound, domain_of(app.settings))
+        matched = match(conn, app.keys, inbound, domain_of(app.settings), now)
         if matched is None:
             log.info("An inbound mail from %s matched none of our mails; it is dropped.",
                      inbound.sender)
