@@ -518,8 +518,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if "@" not in from_address or not from_name.isascii() or any(c in from_name for c in ";,"):
         raise ConfigError(f"LIFECYCLE_MAIL_FROM={mail_from!r} must look like "
                           "'Shop Name <shop@example.com>' with an ASCII name and no ; or ,.")
-    support_email = (get("LIFECYCLE_SUPPORT_EMAIL") or "").strip() or from_address
-    if not _EMAIL.fullmatch(support_email):
+    support_email = (get("LIFECYCLE_SUPPORT_EMAIL") or "").strip()
+    if support_email and not _EMAIL.fullmatch(support_email):
         raise ConfigError(f"LIFECYCLE_SUPPORT_EMAIL={support_email!r} must be a plain address "
                           "such as help@example.com.")
     reply_domain = (get("LIFECYCLE_REPLY_DOMAIN") or "").lower().rstrip(".")
