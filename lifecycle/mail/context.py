@@ -7,7 +7,10 @@
 ``last_order``     the latest completed order: id, date (in the customer's zone)
 ``metrics``        order_count, total_spend (in ``currency``, the reporting currency), currency
 ``offer``          code, percent, expires (a date in the customer's zone), or None
-``recommendation`` a product name to suggest, or None
+``recommendations`` up to three {name, sku, price, url, image_url} bought with what the
+                   customer bought (:mod:`lifecycle.recommendations`)
+``recommendation`` the first one's name, or None
+``reviews``        {name, url} per product of ``order`` with a review link
 ``shop``           name, url, address, signature
 ``links``          unsubscribe, preferences, shop, review, referral, nps[0..10]
 =================  ==========================================================
@@ -32,6 +35,8 @@ from lifecycle.config import Settings
 from lifecycle.flows.definitions import Offer
 from lifecycle.links import offer_code, sign
 from lifecycle.models import Order
+from lifecycle.recommendations.load import Suggestion, load_suggestions
+from lifecycle.recommendations.mail import line_links, mail_locale, product_context
 from lifecycle.timeutil import zone
 
 
@@ -40,12 +45,13 @@ def _local_date(instant: datetime, tz: str) -> str:
     return f"{local.day} {local:%B %Y}"
 
 
-def _order(row: Any, tz: str) -> dict[str, Any]:
+def _order(row: Any, tz: str, settings: Settings) -> dict[str, Any]:
     return {"id": row.external_id, "total": f"{Decimal(row.total):.2f}", "currency": row.currency,
             "ordered_at": row.ordered_at.isoformat(), "date": _local_date(row.ordered_at, tz),
             "lines": [{"name": item.get("name") or item.get("sku") or "item",
                        "quantity": item.get("quantity", 1), "price": item.get("price"),
-                       "category": item.get("category"), "sku": item.get("sku")}
+                       "category": item.get("category"), "sku": item.get("sku"),
+                       **line_links(settings, item, row.external_id)}
                       for item in row.items or []]}
 
 
@@ -80,6 +86,8 @@ class Facts:
     #: count of completed orders, spend in the reporting currency (others never added in)
     totals: dict[int, tuple[int, Decimal]] = field(default_factory=dict)
     orders: dict[str, Any] = field(default_factory=dict)  # external id -> order
+    #: customer id -> products to suggest (:func:`lifecycle.recommendations.load`)
+    suggestions: dict[int, list[Suggestion]] = field(default_factory=dict)
 
 
 _orders = Order.__table__
@@ -92,7 +100,7 @@ def load_facts(conn: Connection, customer_ids: Iterable[int], order_ids: Iterabl
     One query gives each customer's latest completed order with the count of all of them
     and the sum of those in ``currency``, the shop's reporting currency (window functions);
     a second reads the trigger orders that are not among those (often none: the trigger is
-    the latest order).
+    the latest order); one more the products to suggest to each of them.
     """
     ids = sorted(set(customer_ids))
     facts = Facts()
@@ -116,6 +124,7 @@ def load_facts(conn: Connection, customer_ids: Iterable[int], order_ids: Iterabl
     if wanted:
         for row in conn.execute(select(_orders).where(_orders.c.external_id.in_(wanted))):
             facts.orders[row.external_id] = row
+    facts.suggestions = load_suggestions(conn, ids, as_of)
     return facts
 
 
@@ -146,18 +155,25 @@ def build_context(conn: Connection | None, settings: Settings, customer: Any, *,
         offer_vars = {"code": code, "percent": offer.percent,
                       "expires": _local_date(as_of + offer.valid, tz)}
     order_row = trigger or latest
+    order = _order(order_row, tz, settings) if order_row is not None else None
+    products = product_context(facts.suggestions.get(customer.id, []),
+                               order["lines"] if order else [],
+                               mail_locale(customer.locale, settings))
+    mail_links = links(settings, customer.id, message_id, code, test)
+    if products["reviews"]:
+        mail_links["review"] = products["reviews"][0]["url"]
     return {
         "customer": {"first_name": customer.first_name, "last_name": customer.last_name,
                      "email": customer.email, "locale": customer.locale or "en", "timezone": tz,
                      "attributes": dict(customer.attributes or {})},
-        "order": _order(order_row, tz) if order_row is not None else None,
+        "order": order,
         "last_order": ({"id": latest.external_id, "date": _local_date(latest.ordered_at, tz)}
                        if latest is not None else None),
         "metrics": {"order_count": int(count), "total_spend": f"{Decimal(spend):.2f}",
                     "currency": settings.currency},
         "offer": offer_vars,
-        "recommendation": None,
+        **products,
         "shop": {"name": settings.shop_name, "url": settings.shop_url,
                  "address": settings.shop_address, "signature": f"The {settings.shop_name} team"},
-        "links": links(settings, customer.id, message_id, code, test),
+        "links": mail_links,
     }

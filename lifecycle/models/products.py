@@ -1,0 +1,41 @@
+"""Products seen in order items, and how often two of them were bought by the same customer.
+
+Both tables are derived data: the full segment refresh replaces their contents
+(see :mod:`lifecycle.recommendations.compute`); nothing else writes them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from lifecycle.models.base import Base
+
+
+class Product(Base):
+    """A SKU as its latest completed order line described it."""
+
+    __tablename__ = "products"
+
+    sku: Mapped[str] = mapped_column(Text, primary_key=True)
+    name: Mapped[str | None] = mapped_column(Text)
+    #: The unit price of that line, a decimal string in ``currency`` (None if it had none).
+    price: Mapped[str | None] = mapped_column(String(32))
+    currency: Mapped[str | None] = mapped_column(String(3))
+    url: Mapped[str | None] = mapped_column(Text)
+    image_url: Mapped[str | None] = mapped_column(Text)
+    #: Distinct customers with a completed order of it (the best-seller order).
+    buyers: Mapped[int]
+    last_ordered_at: Mapped[datetime]
+
+
+class CoPurchase(Base):
+    """``customers`` distinct customers bought both ``sku`` and ``other_sku`` (each pair is
+    kept both ways round; per ``sku`` only its strongest partners)."""
+
+    __tablename__ = "co_purchases"
+    sku: Mapped[str] = mapped_column(Text, primary_key=True)
+    other_sku: Mapped[str] = mapped_column(Text, primary_key=True)
+    customers: Mapped[int]

@@ -1,0 +1,142 @@
+"""Products and co-purchase counts from order items, set-based, with the full segment refresh.
+
+:func:`refresh_products` runs inside the full refresh's transaction (see
+:func:`lifecycle.segments.compute.refresh_all`) and replaces both tables'
+contents there, so a reader sees either the old or the new results, never a mix:
+
+1. every line with a SKU of every completed order up to ``as_of`` is read out of
+   the orders' JSON items into a temporary table, in one ``INSERT … SELECT``
+   (``jsonb_array_elements`` on PostgreSQL, ``json_each`` on SQLite);
+2. ``products``: per SKU, the name and unit price (with its order's currency) of
+   its latest line, the latest ``url`` and ``image_url`` any line gave, and its
+   number of distinct buyers;
+3. ``co_purchases``: for each two SKUs, how many distinct customers bought both,
+   in any of their orders; per SKU only its :data:`PARTNERS_KEPT` strongest partners.
+
+**Same customer, not same order.**  Most shop orders hold one or two lines, so
+pairs within an order are few and mostly accessories bought at once; a lifecycle
+mail goes out between orders, and what it should suggest is what people who
+bought the same things went on to buy later.  Counting distinct customers (not
+orders) keeps one frequent buyer from weighing more than anyone else.  A customer
+with more than :data:`MAX_SKUS_PER_CUSTOMER` distinct SKUs (a reseller, a test
+account) contributes no pairs: their pairs grow with the square of their SKUs and
+say little about what goes together.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Connection, bindparam, text
+
+from lifecycle.models.base import UTCDateTime
+
+LINES_TABLE = "lc_rec_lines"
+OWNED_TABLE = "lc_rec_owned"
+#: A customer with more distinct SKUs than this adds nothing to the co-purchase counts.
+MAX_SKUS_PER_CUSTOMER = 100
+#: Partners kept per SKU, strongest first (ties by SKU): enough for three suggestions to
+#: a customer who owns many of them, and the lookup of a batch of mails stays small.
+PARTNERS_KEPT = 50
+#: Longest url or image_url taken from an order line (longer ones were never accepted).
+MAX_URL = 2000
+
+
+def lines_sql(pg: bool, orders_where: str) -> str:
+    """SELECT of the lines with a SKU of the orders ``orders_where`` (over ``o``) picks:
+    customer_id, order_id, line, ordered_at, currency, sku, name, price, url, image_url."""
+    if pg:
+        def field(key: str) -> str:
+            return f"(e.item ->> '{key}')"
+        source = ("orders AS o CROSS JOIN LATERAL jsonb_array_elements(o.items) "
+                  "WITH ORDINALITY AS e(item, line)")
+        line = "e.line"
+        price_ok = f"{field('price')} ~ '^[0-9]{{1,12}}([.][0-9]{{1,2}})?$'"
+    else:
+        def field(key: str) -> str:
+            return f"CAST(json_extract(e.value, '$.{key}') AS TEXT)"
+        source = "orders AS o, json_each(o.items) AS e"
+        line = "CAST(e.key AS INTEGER)"
+        price_ok = (f"{field('price')} GLOB '[0-9]*' "
+                    f"AND {field('price')} NOT GLOB '*[^0-9.]*' AND length({field('price')}) <= 15")
+    urls = {key: (f"CASE WHEN length({field(key)}) <= {MAX_URL} "
+                  f"AND ({field(key)} LIKE 'http://%' OR {field(key)} LIKE 'https://%') "
+                  f"THEN {field(key)} END") for key in ("url", "image_url")}
+    return f"""
+        SELECT o.customer_id, o.id AS order_id, {line} AS line, o.ordered_at, o.currency,
+               {field('sku')} AS sku, {field('name')} AS name,
+               CASE WHEN {price_ok} THEN {field('price')} END AS price,
+               {urls['url']} AS url, {urls['image_url']} AS image_url
+        FROM {source}
+        WHERE {orders_where} AND COALESCE({field('sku')}, '') <> ''"""
+
+
+def _drop(conn: Connection, *tables: str) -> None:
+    for table in tables:
+        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
+
+
+def refresh_products(conn: Connection, as_of: datetime) -> tuple[int, int]:
+    """Replace ``products`` and ``co_purchases`` with what the completed orders up to
+    ``as_of`` say, in ``conn``'s transaction; (products, pairs) written."""
+    pg = conn.dialect.name == "postgresql"
+    collate = ' COLLATE "C"' if pg else ""
+    stamp = "TIMESTAMPTZ" if pg else "TIMESTAMP"
+    _drop(conn, LINES_TABLE, OWNED_TABLE)
+    conn.exec_driver_sql(
+        f"CREATE TEMPORARY TABLE {LINES_TABLE} (customer_id BIGINT NOT NULL, "
+        f"order_id BIGINT NOT NULL, line INTEGER NOT NULL, ordered_at {stamp} NOT NULL, "
+        f"currency VARCHAR(3), sku TEXT NOT NULL, name TEXT, price VARCHAR(32), url TEXT, "
+        f"image_url TEXT)")
+    conn.execute(text(
+        f"INSERT INTO {LINES_TABLE} "
+        + lines_sql(pg, "o.status = 'completed' AND o.ordered_at <= :as_of"))
+        .bindparams(bindparam("as_of", type_=UTCDateTime())), {"as_of": as_of})
+
+    conn.exec_driver_sql("DELETE FROM co_purchases")
+    conn.exec_driver_sql("DELETE FROM products")
+    latest = "ordered_at DESC, order_id DESC, line DESC"
+    conn.exec_driver_sql(f"""
+        INSERT INTO products (sku, name, price, currency, url, image_url, buyers,
+                              last_ordered_at)
+        SELECT sku, name, price, CASE WHEN price IS NOT NULL THEN currency END, url, image_url,
+               buyers, ordered_at
+        FROM (SELECT sku, name, price, currency, ordered_at,
+                     ROW_NUMBER() OVER (PARTITION BY sku ORDER BY {latest}) AS rn,
+                     FIRST_VALUE(url) OVER (PARTITION BY sku
+                                            ORDER BY url IS NULL, {latest}) AS url,
+                     FIRST_VALUE(image_url) OVER (PARTITION BY sku
+                                                  ORDER BY image_url IS NULL, {latest})
+                         AS image_url
+              FROM {LINES_TABLE}) AS l
+        JOIN (SELECT sku AS bought, COUNT(DISTINCT customer_id) AS buyers
+              FROM {LINES_TABLE} GROUP BY sku) AS b ON b.bought = l.sku
+        WHERE l.rn = 1""")
+
+    conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {OWNED_TABLE} "
+                         "(customer_id BIGINT NOT NULL, sku TEXT NOT NULL)")
+    conn.exec_driver_sql(f"""
+        INSERT INTO {OWNED_TABLE} (customer_id, sku)
+        SELECT l.customer_id, l.sku FROM {LINES_TABLE} AS l
+        JOIN (SELECT customer_id FROM {LINES_TABLE} GROUP BY customer_id
+              HAVING COUNT(DISTINCT sku) BETWEEN 2 AND {MAX_SKUS_PER_CUSTOMER}) AS c
+          ON c.customer_id = l.customer_id
+        GROUP BY l.customer_id, l.sku""")
+    if pg:
+        conn.exec_driver_sql(f"ANALYZE {OWNED_TABLE}")
+    else:
+        conn.exec_driver_sql(f"CREATE INDEX {OWNED_TABLE}_ix ON {OWNED_TABLE} (customer_id)")
+    conn.exec_driver_sql(f"""
+        INSERT INTO co_purchases (sku, other_sku, customers)
+        SELECT sku, other_sku, customers FROM (
+            SELECT a.sku, b.sku AS other_sku, COUNT(*) AS customers,
+                   ROW_NUMBER() OVER (PARTITION BY a.sku
+                                      ORDER BY COUNT(*) DESC, b.sku{collate}) AS rn
+            FROM {OWNED_TABLE} AS a JOIN {OWNED_TABLE} AS b
+              ON b.customer_id = a.customer_id AND b.sku <> a.sku
+            GROUP BY a.sku, b.sku) AS ranked
+        WHERE rn <= {PARTNERS_KEPT}""")
+    counts = conn.exec_driver_sql(
+        "SELECT (SELECT COUNT(*) FROM products), (SELECT COUNT(*) FROM co_purchases)").one()
+    _drop(conn, LINES_TABLE, OWNED_TABLE)
+    return int(counts[0]), int(counts[1])
