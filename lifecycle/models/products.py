@@ -1,6 +1,7 @@
-"""Products seen in order items, and how often two of them were bought by the same customer.
+"""Products seen in order items, how often two of them were bought by the same customer, and
+what that suggests to each customer.
 
-Both tables are derived data: the full segment refresh replaces their contents
+All three tables are derived data: the full segment refresh replaces their contents
 (see :mod:`lifecycle.recommendations.compute`); nothing else writes them.
 """
 
@@ -8,10 +9,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import String, Text
+from sqlalchemy import ForeignKey, SmallInteger, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from lifecycle.models.base import Base
+from lifecycle.models.base import Base, BigIntPK
 
 
 class Product(Base):
@@ -28,6 +29,8 @@ class Product(Base):
     image_url: Mapped[str | None] = mapped_column(Text)
     #: Distinct customers with a completed order of it (the best-seller order).
     buyers: Mapped[int]
+    #: 1 for the product with the most buyers, and so on (ties by SKU in byte order).
+    best_seller: Mapped[int] = mapped_column(index=True)
     last_ordered_at: Mapped[datetime]
 
 
@@ -39,3 +42,17 @@ class CoPurchase(Base):
     sku: Mapped[str] = mapped_column(Text, primary_key=True)
     other_sku: Mapped[str] = mapped_column(Text, primary_key=True)
     customers: Mapped[int]
+
+
+class CustomerSuggestion(Base):
+    """The products bought most often with what a customer had bought at the last full
+    refresh, not among those: ``rank`` 1 first."""
+
+    __tablename__ = "customer_suggestions"
+
+    customer_id: Mapped[int] = mapped_column(
+        BigIntPK, ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True)
+    rank: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    sku: Mapped[str] = mapped_column(Text)
+    #: The sum of the co-purchase counts of ``sku`` with what the customer had bought.
+    score: Mapped[int]
