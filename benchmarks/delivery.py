@@ -278,6 +278,8 @@ class _Row:
     step = "thanks"
     template = "thank_you"
     to_email = "b0@example.com"
+    context = None  # compose reads the mail's context (a test send's flags)
+    attempts = 1
 
 
 if __name__ == "__main__":

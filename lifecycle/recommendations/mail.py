@@ -10,6 +10,7 @@ each order line carries its own ``url``, ``image_url`` and ``review_url``.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from babel import Locale, UnknownLocaleError
@@ -21,7 +22,12 @@ from lifecycle.recommendations.urls import review_url, safe_url
 
 def mail_locale(tag: str | None, settings: Settings) -> Locale:
     """The Babel locale of a customer's ``locale`` (``de-AT``), else the shop's default."""
-    for candidate in (tag, getattr(settings, "locale", None), "en"):
+    return _locale(tag, getattr(settings, "locale", None))
+
+
+@lru_cache(maxsize=256)
+def _locale(tag: str | None, default: str | None) -> Locale:
+    for candidate in (tag, default, "en"):
         if not candidate:
             continue
         try:
