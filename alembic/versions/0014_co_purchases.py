@@ -55,8 +55,6 @@ def upgrade() -> None:
         sa.Column('rank', sa.SmallInteger(), nullable=False),
         sa.Column('sku', sa.Text(), nullable=False),
         sa.Column('score', sa.Integer(), nullable=False),
-        sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], ondelete='CASCADE',
-                                name=op.f('fk_customer_suggestions_customer_id_customers')),
         sa.PrimaryKeyConstraint('customer_id', 'rank', name=op.f('pk_customer_suggestions')),
     )
 

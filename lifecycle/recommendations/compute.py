@@ -9,12 +9,14 @@ contents there, so a reader sees either the old or the new results, never a mix:
    the orders' JSON items into a temporary table, in one ``INSERT … SELECT``
    (``jsonb_array_elements`` on PostgreSQL, ``json_each`` on SQLite);
 2. ``products``: per SKU, the name and unit price (with its order's currency) of
-   its latest line, the latest ``url`` and ``image_url`` any line gave, its number
-   of distinct buyers and its rank by them (``best_seller``, ties by SKU);
+   its latest line, that line's ``url`` and ``image_url`` (else the greatest any line
+   gave), its number of distinct buyers and its rank by them (``best_seller``, ties by
+   SKU);
 3. ``co_purchases``: for each two SKUs, how many distinct customers bought both,
    in any of their orders; per SKU only its :data:`PARTNERS_KEPT` strongest partners;
 4. ``customer_suggestions``: per customer, the SKUs they do not own ranked by the sum
-   of their counts with those they own (ties by SKU, in byte order), the first
+   of their counts with those they own (each owned SKU's :data:`PARTNERS_SCORED`
+   strongest partners; ties by SKU, in byte order), the first
    :data:`SUGGESTIONS_KEPT`.  A mail reads these (:mod:`.load`): a few indexed rows per
    customer instead of scoring at send time.
 
@@ -44,6 +46,8 @@ MAX_SKUS_PER_CUSTOMER = 100
 #: Partners kept per SKU, strongest first (ties by SKU): enough for three suggestions to
 #: a customer who owns many of them, and the lookup of a batch of mails stays small.
 PARTNERS_KEPT = 20
+#: Partners of each owned SKU that score a customer's suggestions (the strongest).
+PARTNERS_SCORED = 10
 #: Suggestions kept per customer: three to show and some to spare for what they buy before
 #: the next full refresh (the mail leaves out what they own by then).
 SUGGESTIONS_KEPT = 6
@@ -112,30 +116,28 @@ def refresh_products(conn: Connection, as_of: datetime) -> tuple[int, int]:
     conn.exec_driver_sql("DELETE FROM customer_suggestions")
     conn.exec_driver_sql("DELETE FROM co_purchases")
     conn.exec_driver_sql("DELETE FROM products")
-    latest = "ordered_at DESC, order_id DESC, line DESC"
-    conn.exec_driver_sql(f"""
-        INSERT INTO products (sku, name, price, currency, url, image_url, buyers,
-                              best_seller, last_ordered_at)
-        SELECT sku, name, price, CASE WHEN price IS NOT NULL THEN currency END, url, image_url,
-               buyers, ROW_NUMBER() OVER (ORDER BY buyers DESC, sku), ordered_at
-        FROM (SELECT sku, name, price, currency, ordered_at,
-                     ROW_NUMBER() OVER (PARTITION BY sku ORDER BY {latest}) AS rn,
-                     FIRST_VALUE(url) OVER (PARTITION BY sku
-                                            ORDER BY url IS NULL, {latest}) AS url,
-                     FIRST_VALUE(image_url) OVER (PARTITION BY sku
-                                                  ORDER BY image_url IS NULL, {latest})
-                         AS image_url
-              FROM {LINES_TABLE}) AS l
-        JOIN (SELECT sku AS bought, COUNT(DISTINCT customer_id) AS buyers
-              FROM {LINES_TABLE} GROUP BY sku) AS b ON b.bought = l.sku
-        WHERE l.rn = 1""")
-
     conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {OWNED_TABLE} (customer_id BIGINT NOT NULL, "
                          f"sku {sku}, skus INTEGER NOT NULL)")
     conn.exec_driver_sql(f"""
         INSERT INTO {OWNED_TABLE} (customer_id, sku, skus)
         SELECT customer_id, sku, COUNT(*) OVER (PARTITION BY customer_id)
         FROM {LINES_TABLE} GROUP BY customer_id, sku""")
+    # One sort of the lines (the latest of each SKU); links and buyers by hashing.
+    conn.exec_driver_sql(f"""
+        INSERT INTO products (sku, name, price, currency, url, image_url, buyers,
+                              best_seller, last_ordered_at)
+        SELECT l.sku, l.name, l.price, CASE WHEN l.price IS NOT NULL THEN l.currency END,
+               COALESCE(l.url, k.url), COALESCE(l.image_url, k.image_url), b.buyers,
+               ROW_NUMBER() OVER (ORDER BY b.buyers DESC, l.sku), l.ordered_at
+        FROM (SELECT sku, name, price, currency, ordered_at, url, image_url,
+                     ROW_NUMBER() OVER (PARTITION BY sku ORDER BY ordered_at DESC,
+                                        order_id DESC, line DESC) AS rn
+              FROM {LINES_TABLE}) AS l
+        JOIN (SELECT sku, MAX(url) AS url, MAX(image_url) AS image_url
+              FROM {LINES_TABLE} GROUP BY sku) AS k ON k.sku = l.sku
+        JOIN (SELECT sku, COUNT(*) AS buyers FROM {OWNED_TABLE} GROUP BY sku) AS b
+          ON b.sku = l.sku
+        WHERE l.rn = 1""")
     _drop(conn, LINES_TABLE)
     if pg:
         conn.exec_driver_sql(f"ANALYZE {OWNED_TABLE}")
@@ -143,10 +145,10 @@ def refresh_products(conn: Connection, as_of: datetime) -> tuple[int, int]:
         conn.exec_driver_sql(f"CREATE UNIQUE INDEX {OWNED_TABLE}_ix ON {OWNED_TABLE} "
                              "(customer_id, sku)")
     conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {PAIRS_TABLE} (sku {sku}, other_sku {sku}, "
-                         "customers INTEGER NOT NULL)")
+                         "customers INTEGER NOT NULL, rn INTEGER NOT NULL)")
     conn.exec_driver_sql(f"""
-        INSERT INTO {PAIRS_TABLE} (sku, other_sku, customers)
-        SELECT sku, other_sku, customers FROM (
+        INSERT INTO {PAIRS_TABLE} (sku, other_sku, customers, rn)
+        SELECT sku, other_sku, customers, rn FROM (
             SELECT a.sku, b.sku AS other_sku, COUNT(*) AS customers,
                    ROW_NUMBER() OVER (PARTITION BY a.sku ORDER BY COUNT(*) DESC, b.sku) AS rn
             FROM {OWNED_TABLE} AS a JOIN {OWNED_TABLE} AS b
@@ -163,14 +165,17 @@ def refresh_products(conn: Connection, as_of: datetime) -> tuple[int, int]:
     conn.exec_driver_sql(f"""
         INSERT INTO customer_suggestions (customer_id, rank, sku, score)
         SELECT customer_id, rn, sku, score FROM (
-            SELECT ow.customer_id, cp.other_sku AS sku, SUM(cp.customers) AS score,
-                   ROW_NUMBER() OVER (PARTITION BY ow.customer_id
-                                      ORDER BY SUM(cp.customers) DESC, cp.other_sku) AS rn
-            FROM {OWNED_TABLE} AS ow JOIN {PAIRS_TABLE} AS cp ON cp.sku = ow.sku
-            WHERE ow.skus <= {MAX_SKUS_PER_CUSTOMER} AND NOT EXISTS (
-                SELECT 1 FROM {OWNED_TABLE} AS x
-                WHERE x.customer_id = ow.customer_id AND x.sku = cp.other_sku)
-            GROUP BY ow.customer_id, cp.other_sku) AS ranked
+            SELECT g.customer_id, g.sku, g.score,
+                   ROW_NUMBER() OVER (PARTITION BY g.customer_id
+                                      ORDER BY g.score DESC, g.sku) AS rn
+            FROM (SELECT ow.customer_id, cp.other_sku AS sku, SUM(cp.customers) AS score
+                  FROM {OWNED_TABLE} AS ow JOIN {PAIRS_TABLE} AS cp
+                    ON cp.sku = ow.sku AND cp.rn <= {PARTNERS_SCORED}
+                  WHERE ow.skus <= {MAX_SKUS_PER_CUSTOMER}
+                  GROUP BY ow.customer_id, cp.other_sku) AS g
+            WHERE NOT EXISTS (SELECT 1 FROM {OWNED_TABLE} AS x
+                              WHERE x.customer_id = g.customer_id AND x.sku = g.sku)
+        ) AS ranked
         WHERE rn <= {SUGGESTIONS_KEPT}""")
     counts = conn.exec_driver_sql(
         f"SELECT (SELECT COUNT(*) FROM products), (SELECT COUNT(*) FROM {PAIRS_TABLE})").one()
