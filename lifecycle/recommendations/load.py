@@ -82,12 +82,14 @@ def _owns(pg: bool, customer: str, sku: str) -> str:
 def _query(pg: bool) -> str:
     collate = ' COLLATE "C"' if pg else ""
     return f"""
-        WITH candidates AS (
+        WITH popular AS MATERIALIZED (
+            SELECT sku, buyers FROM products WHERE best_seller <= {POPULAR}),
+        candidates AS (
             SELECT s.customer_id, s.sku, 0 AS tier, s.score FROM customer_suggestions AS s
             WHERE s.customer_id IN :ids
             UNION ALL
-            SELECT c.id, p.sku, 1, p.buyers FROM customers AS c CROSS JOIN products AS p
-            WHERE c.id IN :ids AND p.best_seller <= {POPULAR}),
+            SELECT c.id, p.sku, 1, p.buyers FROM customers AS c CROSS JOIN popular AS p
+            WHERE c.id IN :ids),
         kept AS (
             SELECT customer_id, sku, tier, score, ROW_NUMBER() OVER (
                 PARTITION BY customer_id, sku ORDER BY tier) AS seen
