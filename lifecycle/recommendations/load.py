@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 
 from babel import Locale
 from sqlalchemy import Connection, bindparam, text
@@ -50,10 +51,16 @@ class Suggestion:
 
     def context(self, locale: Locale | str) -> dict[str, str | None]:
         """The template's view: price formatted for ``locale`` in the product's currency."""
-        price = (money(self.price, self.currency, locale)
+        price = (_price(str(self.price), self.currency, str(locale))
                  if self.price is not None and self.currency else None)
         return {"name": self.name, "sku": self.sku, "price": price, "url": self.url,
                 "image_url": self.image_url}
+
+
+@lru_cache(maxsize=4096)
+def _price(amount: str, currency: str, locale: str) -> str:
+    """A product's price as the locale writes it (the same few prices, mail after mail)."""
+    return money(amount, currency, locale)
 
 
 def _decimal(value: str | None) -> Decimal | None:
