@@ -14,6 +14,11 @@ In one run it measures:
   Redis and sent by ``--workers`` ``lifecycle worker`` processes with the
   ``sendgrid`` transport; mails per second from the first hand-out to the
   last ``sent`` commit, and due-to-sent latency p50 / p99.
+
+Each customer's order holds one to three of :data:`CATALOG` products (with url and
+image_url) and the products, co-purchase counts and suggestions are computed
+before sending, so every mail's context carries its recommendations
+(``--no-recommendations``: the orders hold one line without a SKU, as before).
 """
 
 from __future__ import annotations
@@ -23,13 +28,15 @@ import http.client
 import json
 import multiprocessing
 import os
+import random
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 
 from benchmarks.common import BENCH_SECRET, fresh_database
 from lifecycle.app import App
@@ -39,7 +46,8 @@ from lifecycle.mail.compose import compose
 from lifecycle.mail.sending import dispatch
 from lifecycle.mail.templates import Rendered
 from lifecycle.mail.transports import sendgrid_payload
-from lifecycle.models import Message
+from lifecycle.models import Message, Order
+from lifecycle.recommendations.compute import refresh_products
 from lifecycle.tasks.broker import setup
 from lifecycle.tasks.mail import send
 from tests.factories import add_campaign
@@ -113,6 +121,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--client", choices=("pooled", "official"), default="pooled")
     parser.add_argument("--backend", choices=("postgresql", "sqlite"), default="postgresql")
+    parser.add_argument("--no-recommendations", dest="recommendations", action="store_false")
     args = parser.parse_args()
     port = free_port()
     fake = subprocess.Popen([sys.executable, "-m", "tests.fake_sendgrid", "--port", str(port),
@@ -128,6 +137,8 @@ def main() -> None:
                "SENDGRID_API_HOST": f"http://127.0.0.1:{port}",
                "LIFECYCLE_SECRET_KEY": BENCH_SECRET, "LIFECYCLE_WORKER_THREADS": str(args.threads),
                "LIFECYCLE_SENDGRID_CLIENT": args.client, "LIFECYCLE_LOG_LEVEL": "WARNING"}
+        if args.recommendations:
+            env["LIFECYCLE_TEMPLATES_DIR"] = str(showing_recommendations(Path(folder)))
         settings = load_settings(env)
         app = App(settings, clock=SystemClock())
         app.upgrade_database()
@@ -146,6 +157,8 @@ def main() -> None:
 
             with app.engine.begin() as conn:
                 add_campaign(conn, args.mails, app.clock.now())
+                if args.recommendations:
+                    with_products(conn, app.clock.now())
             with app.engine.begin() as conn:
                 # Planner statistics, as autovacuum keeps them on a live database: without them
                 # a table loaded a second ago looks empty and every batch scans it whole.
@@ -208,6 +221,54 @@ def main() -> None:
         + f"; the machine has {os.cpu_count()} cores: {1e6 * (os.cpu_count() or 1) / rate:.0f}"
           " µs of CPU per mail elapsed")
     assert sent_by_fake == args.mails == sent, "the stand-in's log disagrees with the outbox"
+
+
+#: Products of the benchmark's orders.
+CATALOG = 500
+
+
+def with_products(conn, now) -> None:  # type: ignore[no-untyped-def]
+    """Give every order one to three products and compute what to suggest to each buyer."""
+    rng = random.Random(3)
+    rows = conn.execute(select(Order.id)).scalars().all()
+    updates = []
+    for order_id in rows:
+        picks = sorted({rng.randrange(CATALOG) for _ in range(rng.randint(1, 3))})
+        updates.append({"oid": order_id, "new": [
+            {"sku": f"SKU-{n:04d}", "name": f"Product {n}", "quantity": 1, "price": "12.50",
+             "url": f"https://shop.example/p/{n}", "image_url": f"https://cdn.shop.example/{n}.jpg"}
+            for n in picks]})
+    conn.execute(update(Order).where(Order.id == bindparam("oid")).values(
+        items=bindparam("new")), updates)
+    products, pairs = refresh_products(conn, now)
+    print(f"recommendations on: {products} products, {pairs:,} pairs")
+
+
+#: What the benchmark adds to the thank-you mail if it shows no recommendations itself.
+SHOWN_HTML = """{% if recommendations %}<table role="presentation">{% for r in recommendations %}
+<tr><td>{% if r.image_url %}<img src="{{ r.image_url }}" width="96" alt="">{% endif %}</td>
+<td><a href="{{ r.url }}">{{ r.name }}</a>{% if r.price %} {{ r.price }}{% endif %}</td></tr>
+{% endfor %}</table>{% endif %}"""
+SHOWN_TEXT = """{% for r in recommendations %}
+{{ r.name }}{% if r.price %} ({{ r.price }}){% endif %}: {{ r.url }}{% endfor %}
+"""
+
+
+def showing_recommendations(folder: Path) -> Path:
+    """A copy of the templates whose thank-you mail lists the recommendations (unless its
+    parts already use them): the benchmark measures rendering them too."""
+    copy = folder / "templates"
+    shutil.copytree(ROOT / "templates" / "email", copy)
+    for part in sorted((copy / "thank_you").rglob("body.*")):
+        source = part.read_text(encoding="utf-8")
+        if "recommendations" in source:
+            continue
+        if part.suffix == ".html" and "{% endblock %}" in source:
+            head, _, tail = source.rpartition("{% endblock %}")
+            part.write_text(head + SHOWN_HTML + "{% endblock %}" + tail, encoding="utf-8")
+        elif part.suffix == ".txt":
+            part.write_text(source + SHOWN_TEXT, encoding="utf-8")
+    return copy
 
 
 class _Row:

@@ -22,6 +22,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from lifecycle.money import known_currency
+from lifecycle.recommendations.urls import DEFAULT_REVIEW_URL, check_review_pattern
 from lifecycle.timeutil import is_timezone
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -160,6 +161,10 @@ SETTINGS: tuple[Setting, ...] = (
             "Public URL of the web app, used in unsubscribe and feedback links."),
     Setting("LIFECYCLE_SHOP_NAME", "Our shop", "The shop's name, shown in mail."),
     Setting("LIFECYCLE_SHOP_URL", "(LIFECYCLE_BASE_URL)", "The shop's web address, linked from mail."),
+    Setting("LIFECYCLE_REVIEW_URL", "{shop_url}/reviews",
+            "Where a mail asks for a review of a product bought: a pattern with `{shop_url}`, "
+            "`{sku}`, `{order_id}` (percent-encoded) and `{url}` (the product's page, only at the "
+            "start, e.g. `{url}#reviews`); an order line lacking what it needs gets no link."),
     Setting("LIFECYCLE_SHOP_ADDRESS", "(empty)",
             "The shop's postal address for the mail footer (required by law in many countries)."),
     Setting("LIFECYCLE_MAIL_FROM", "Our shop <shop@example.com>",
@@ -235,6 +240,7 @@ class Settings:
     shop_name: str = "Our shop"
     shop_url: str = "http://127.0.0.1:8000"
     shop_address: str = ""
+    review_url: str = "{shop_url}/reviews"
     mail_from: str = "Our shop <shop@example.com>"
     #: LIFECYCLE_REPLY_DOMAIN; "": the domain of :attr:`mail_from`.
     reply_domain: str = ""
@@ -372,6 +378,13 @@ def _http_url(name: str, raw: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigError(f"{name}={redact_url(raw)!r} is not an http(s) URL.")
     return raw.rstrip("/")
+
+
+def _review_url(raw: str | None, shop_url: str) -> str:
+    try:
+        return check_review_pattern((raw or "").strip() or DEFAULT_REVIEW_URL, shop_url)
+    except ValueError as exc:
+        raise ConfigError(f"LIFECYCLE_REVIEW_URL={raw!r} {exc}.") from None
 
 
 def _positive(name: str, raw: str, kind: type[int] | type[float],
@@ -536,6 +549,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError(f"LIFECYCLE_SEND_LEASE_SECONDS={send_lease:g} must be longer than "
                           f"LIFECYCLE_SEND_TIMEOUT={send_timeout:g}: a worker starts no send "
                           f"that could outlast its claim on the mail.")
+    shop_url = _http_url("LIFECYCLE_SHOP_URL", get("LIFECYCLE_SHOP_URL") or base_url)
     public_docs = (get("LIFECYCLE_PUBLIC_API_DOCS") or "false").strip().lower()
     if public_docs not in ("true", "false"):
         raise ConfigError(f"LIFECYCLE_PUBLIC_API_DOCS={public_docs!r} must be true or false.")
@@ -553,7 +567,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         secret_key_previous=previous,
         base_url=base_url,
         shop_name=get("LIFECYCLE_SHOP_NAME") or "Our shop",
-        shop_url=_http_url("LIFECYCLE_SHOP_URL", get("LIFECYCLE_SHOP_URL") or base_url),
+        shop_url=shop_url,
+        review_url=_review_url(get("LIFECYCLE_REVIEW_URL"), shop_url),
         shop_address=get("LIFECYCLE_SHOP_ADDRESS") or "",
         mail_from=mail_from,
         reply_domain=reply_domain,

@@ -70,6 +70,9 @@ def segments_refresh(as_of: str | None, customer_id: str | None) -> None:
         table.add_row(defs.family(name), name, str(report.sizes.get(name, 0)),
                       str(report.entered.get(name, 0)), str(report.exited.get(name, 0)))
     console.print(table)
+    if report.written:
+        console.print(f"Recommendations: {report.products} products, {report.pairs} pairs "
+                      "bought by the same customers.")
     if report.note:
         console.print(report.note)
 

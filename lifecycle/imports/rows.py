@@ -14,6 +14,7 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from lifecycle.models.customers import OrderStatus
+from lifecycle.recommendations.urls import BadUrl, check_url
 from lifecycle.timeutil import is_timezone, parse_instant
 
 MAX_ID = 255
@@ -245,6 +246,16 @@ def _items(fields: dict[str, Any]) -> list[dict[str, Any]]:
             value = entry.get(key)
             if value is not None and type(value) is not str:
                 entry[key] = str(value)
+        for key in ("url", "image_url"):
+            if key in entry:
+                try:
+                    link = check_url(entry[key])
+                except BadUrl as exc:
+                    raise RowError(f"items[{index}].{key} {exc}") from None
+                if link is None:
+                    del entry[key]
+                else:
+                    entry[key] = link
         clean.append(entry)
     return clean
 

@@ -15,7 +15,10 @@
 ``metrics``        order_count, total_spend (formatted, in the reporting currency),
                    total_spend_amount (``160.00``), currency
 ``offer``          code, percent, expires (long date), or None
-``recommendation`` a product name to suggest, or None
+``recommendations`` up to three {name, sku, price, url, image_url} bought with what the
+                   customer bought (:mod:`lifecycle.recommendations`)
+``recommendation`` the first one's name, or None
+``reviews``        {name, url} per product of ``order`` with a review link
 ``shop``           name, team (the name, for a signature the template words), url,
                    address, signature (English, for old templates), logo_url,
                    brand_color, support_email
@@ -53,6 +56,8 @@ from lifecycle.flows.definitions import Offer
 from lifecycle.links import offer_code, sign
 from lifecycle.mail.utm import Override, tag, utm_for
 from lifecycle.models import Order
+from lifecycle.recommendations.load import Suggestion, load_suggestions
+from lifecycle.recommendations.mail import line_links, product_context
 
 
 def _amount(value: Any) -> Decimal | None:
@@ -71,27 +76,32 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _line(item: Any, currency: str, loc: Locale) -> dict[str, Any]:
+def _line(item: Any, currency: str, loc: Locale, settings: Settings, order_id: str,
+          utm: dict[str, str] | None) -> dict[str, Any]:
     item = item if isinstance(item, dict) else {}
     quantity = item.get("quantity", 1)
     quantity = quantity if type(quantity) is int else 1
     price = _amount(item.get("price"))
+    known = line_links(settings, item, order_id)
     return {"name": item.get("name") or item.get("sku") or "item", "sku": item.get("sku"),
             "quantity": quantity, "category": item.get("category"),
             "price": locales.money(price, currency, loc) if price is not None else None,
             "line_total": (locales.money(price * quantity, currency, loc)
                            if price is not None else None),
-            "url": _text(item.get("url")), "image_url": _text(item.get("image_url")),
-            "review_url": _text(item.get("review_url"))}
+            "url": tag(known["url"], utm) if known["url"] else None,
+            "image_url": known["image_url"],
+            "review_url": tag(known["review_url"], utm) if known["review_url"] else None}
 
 
-def _order(row: Any, tz: str, loc: Locale) -> dict[str, Any]:
+def _order(row: Any, tz: str, loc: Locale, settings: Settings,
+           utm: dict[str, str] | None) -> dict[str, Any]:
     amount = Decimal(row.total)
     return {"id": row.external_id, "total": locales.money(amount, row.currency, loc),
             "amount": str(amount), "currency": row.currency,
             "ordered_at": row.ordered_at.isoformat(),
             "date": locales.long_date(row.ordered_at, loc, tz),
-            "lines": [_line(item, row.currency, loc) for item in row.items or []]}
+            "lines": [_line(item, row.currency, loc, settings, row.external_id, utm)
+                      for item in row.items or []]}
 
 
 def token_data(customer_id: int, message_id: int | None, test: bool = False) -> dict[str, Any]:
@@ -127,6 +137,8 @@ class Facts:
     #: count of completed orders, spend in the reporting currency (others never added in)
     totals: dict[int, tuple[int, Decimal]] = field(default_factory=dict)
     orders: dict[str, Any] = field(default_factory=dict)  # external id -> order
+    #: customer id -> products to suggest (:func:`lifecycle.recommendations.load`)
+    suggestions: dict[int, list[Suggestion]] = field(default_factory=dict)
 
 
 _orders = Order.__table__
@@ -139,7 +151,7 @@ def load_facts(conn: Connection, customer_ids: Iterable[int], order_ids: Iterabl
     One query gives each customer's latest completed order with the count of all of them
     and the sum of those in ``currency``, the shop's reporting currency (window functions);
     a second reads the trigger orders that are not among those (often none: the trigger is
-    the latest order).
+    the latest order); one more the products to suggest to each of them.
     """
     ids = sorted(set(customer_ids))
     facts = Facts()
@@ -163,6 +175,7 @@ def load_facts(conn: Connection, customer_ids: Iterable[int], order_ids: Iterabl
     if wanted:
         for row in conn.execute(select(_orders).where(_orders.c.external_id.in_(wanted))):
             facts.orders[row.external_id] = row
+    facts.suggestions = load_suggestions(conn, ids, as_of)
     return facts
 
 
@@ -198,12 +211,21 @@ def build_context(conn: Connection | None, settings: Settings, customer: Any, *,
                       "expires": locales.long_date(as_of + offer.valid, loc, tz)}
     order_row = trigger or latest
     utm_params = utm_for(flow, step, utm)
+    order = _order(order_row, tz, loc, settings, utm_params) if order_row is not None else None
+    products = product_context(facts.suggestions.get(customer.id, []),
+                               order["lines"] if order else [], loc)
+    for product in products["recommendations"]:
+        if product.get("url"):
+            product["url"] = tag(product["url"], utm_params)
+    mail_links = links(settings, customer.id, message_id, code, test, utm_params)
+    if products["reviews"]:
+        mail_links["review"] = products["reviews"][0]["url"]
     return {
         "lang": locales.html_lang(settings.locale),
         "customer": {"first_name": customer.first_name, "last_name": customer.last_name,
                      "email": customer.email, "locale": locale, "timezone": tz,
                      "attributes": dict(customer.attributes or {})},
-        "order": _order(order_row, tz, loc) if order_row is not None else None,
+        "order": order,
         "last_order": ({"id": latest.external_id,
                         "date": locales.long_date(latest.ordered_at, loc, tz)}
                        if latest is not None else None),
@@ -212,11 +234,11 @@ def build_context(conn: Connection | None, settings: Settings, customer: Any, *,
                     "total_spend_amount": f"{Decimal(spend):.2f}",
                     "currency": settings.currency},
         "offer": offer_vars,
-        "recommendation": None,
+        **products,
         "shop": {"name": settings.shop_name, "team": settings.shop_name,
                  "url": tag(settings.shop_url, utm_params), "address": settings.shop_address,
                  "signature": f"The {settings.shop_name} team",
                  "logo_url": settings.shop_logo_url, "brand_color": settings.brand_color,
                  "support_email": settings.support_address},
-        "links": links(settings, customer.id, message_id, code, test, utm_params),
+        "links": mail_links,
     }

@@ -12,13 +12,16 @@ from lifecycle.models.journeys import (
                                        TriggerCursor,
 )
 from lifecycle.models.messages import Message, MessageContent, MessageStatus, ProviderEvent
+from lifecycle.models.products import CoPurchase, CustomerSuggestion, Product
 from lifecycle.models.staff import ApiKey, LoginThrottle, ProcessHeartbeat, StaffRole, StaffUser
 from lifecycle.models.touchpoints import Suppression, SuppressionReason, Touchpoint, email_hash
 
 __all__ = [
-    "ApiKey", "Base", "Customer", "EnrollmentStatus", "FlowEnrollment", "InstanceSecret",
+    "ApiKey", "Base", "CoPurchase", "Customer", "CustomerSuggestion", "EnrollmentStatus",
+    "FlowEnrollment", "InstanceSecret",
     "LoginThrottle", "Message",
     "MessageContent", "MessageStatus", "NpsVote", "Order", "OrderStatus", "ProcessHeartbeat",
+    "Product",
     "ProviderEvent", "SegmentCalibration",
     "SegmentMembership", "StaffRole", "StaffUser", "Suppression", "SuppressionReason",
     "Touchpoint", "TriggerCursor", "UTCDateTime", "email_hash",

@@ -7,7 +7,9 @@ A **full refresh** as of a moment:
    (stored in ``segment_calibrations``);
 3. computes every (customer, segment) pair in one ``INSERT … SELECT``;
 4. closes the stays that ended, opens the new ones, and writes a
-   ``segment_exited`` / ``segment_entered`` touchpoint for each move.
+   ``segment_exited`` / ``segment_entered`` touchpoint for each move;
+5. replaces the products and co-purchase counts recommendations are made from
+   (:mod:`lifecycle.recommendations.compute`).
 
 A **customer refresh** runs the very same SQL restricted to one customer,
 scoring against the latest calibration, and applies the difference; a
@@ -38,6 +40,7 @@ from sqlalchemy.sql.elements import TextClause
 from lifecycle.clock import Clock
 from lifecycle.models import SegmentCalibration, SegmentMembership
 from lifecycle.models.base import UTCDateTime
+from lifecycle.recommendations.compute import refresh_products
 from lifecycle.segments.definitions import STAGES, Definitions
 from lifecycle.segments.sql import (
     Cutoffs,
@@ -76,6 +79,9 @@ class RefreshReport:
     exited: Counter[str] = field(default_factory=Counter)
     cutoffs: Cutoffs | None = None
     note: str = ""
+    #: Rows of ``products`` and ``co_purchases`` written (a full refresh; else 0).
+    products: int = 0
+    pairs: int = 0
 
 
 def _statement(sql: str, params: dict[str, Any]) -> TextClause:
@@ -234,8 +240,12 @@ def refresh_all(conn: Connection, defs: Definitions, as_of: datetime, now: datet
     else:
         note = ""
     report = RefreshReport(as_of, write, note=note)
-    return _refresh(conn, defs, d, report, now, recalibrate=recalibrate, step=step, only=only,
-                    kept=kept, channel=channel)
+    report = _refresh(conn, defs, d, report, now, recalibrate=recalibrate, step=step, only=only,
+                      kept=kept, channel=channel)
+    if report.written and only is None and kept is None:  # not a flow replay's partial pass
+        step("Counting products bought together")
+        report.products, report.pairs = refresh_products(conn, as_of)
+    return report
 
 
 def refresh_customers(conn: Connection, defs: Definitions, customers: str | Iterable[int],

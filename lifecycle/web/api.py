@@ -57,6 +57,7 @@ from lifecycle.imports.source import Record
 from lifecycle.models import Customer, Touchpoint
 from lifecycle.orders import OrdersRefused, place_orders
 from lifecycle.privacy import ERASED_PREFIX
+from lifecycle.recommendations.urls import MAX_URL, BadUrl, check_url
 from lifecycle.segments.compute import refresh_customers
 from lifecycle.segments.service import definitions
 from lifecycle.timeutil import UTC
@@ -134,6 +135,17 @@ class CustomerIn(_Item):
     attributes: dict[str, Any] | None = None
 
 
+def _product_url(value: str) -> str | None:
+    try:
+        return check_url(value)
+    except BadUrl as exc:
+        raise ValueError(str(exc)) from None
+
+
+#: A product or image link of an order line (:func:`lifecycle.recommendations.urls.check_url`).
+ProductUrl = Annotated[str, Field(max_length=MAX_URL), AfterValidator(_product_url)]
+
+
 class LineIn(BaseModel):
     model_config = ConfigDict(extra="allow")  # more fields of a line are kept as given
 
@@ -143,6 +155,8 @@ class LineIn(BaseModel):
     category: Text | None = None
     quantity: Annotated[int, Field(ge=0, le=1_000_000)] = 1
     price: Annotated[Decimal, Field(ge=0, le=10**9, decimal_places=2)] | None = None
+    url: ProductUrl | None = Field(None, description="The product's page (http or https).")
+    image_url: ProductUrl | None = Field(None, description="The product's picture (http or https).")
 
 
 class OrderIn(_Item):
