@@ -6,7 +6,8 @@
                    one: id, total, currency, ordered_at, date, lines
 ``last_order``     the latest completed order: id, date (in the customer's zone)
 ``metrics``        order_count, total_spend (in ``currency``, the reporting currency), currency
-``offer``          code, percent, expires (a date in the customer's zone), or None
+``offer``          code, kind, percent, amount, value, currency, expires, url, or None
+                   (:mod:`lifecycle.offers.context`)
 ``recommendation`` a product name to suggest, or None
 ``shop``           name, url, address, signature
 ``links``          unsubscribe, preferences, shop, review, referral, nps[0..10]
@@ -20,7 +21,7 @@ test link cannot be made into a real one).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -32,6 +33,7 @@ from lifecycle.config import Settings
 from lifecycle.flows.definitions import Offer
 from lifecycle.links import offer_code, sign
 from lifecycle.models import Order
+from lifecycle.offers.context import offer_vars as offer_variables
 from lifecycle.timeutil import zone
 
 
@@ -122,11 +124,14 @@ def load_facts(conn: Connection, customer_ids: Iterable[int], order_ids: Iterabl
 def build_context(conn: Connection | None, settings: Settings, customer: Any, *, as_of: datetime,
                   message_id: int | None = None, flow: str | None = None,
                   step: str | None = None, order_external_id: str | None = None,
-                  offer: Offer | None = None, facts: Facts | None = None,
+                  offer: Offer | Mapping[str, Any] | None = None, facts: Facts | None = None,
                   test: bool = False) -> dict[str, Any]:
     """Everything a template may use for ``customer`` (a customers row) at ``as_of``.
 
     ``test``: a test send or a preview, whose links change nothing (module doc).
+
+    ``offer``: the mail's stored offer (its outbox context's ``offer``, with the code made at
+    decision time) or, for a preview, the step's :class:`Offer` (a sample code).
 
     ``facts`` preloaded by :func:`load_facts` (a batch of mails); else they are
     read through ``conn`` for this customer alone.
@@ -142,9 +147,14 @@ def build_context(conn: Connection | None, settings: Settings, customer: Any, *,
     offer_vars = None
     code = None
     if offer is not None:
-        code = offer_code(settings.secret_key, offer.prefix, flow, customer.id, step)
-        offer_vars = {"code": code, "percent": offer.percent,
-                      "expires": _local_date(as_of + offer.valid, tz)}
+        if isinstance(offer, Mapping) and not offer.get("code") and not test:
+            # A mail decided before codes were stored: its code, derived as it was then.
+            offer = {**offer, "code": offer_code(settings.secret_key, str(offer.get("prefix")),
+                                                 flow, customer.id, step)}
+        offer_vars = offer_variables(offer, shop_url=settings.shop_url,
+                                     url_pattern=settings.offer_url, locale=customer.locale,
+                                     tz=tz, as_of=as_of)
+        code = offer_vars["code"]
     order_row = trigger or latest
     return {
         "customer": {"first_name": customer.first_name, "last_name": customer.last_name,

@@ -14,9 +14,12 @@ from lifecycle.models.messages import Message, MessageContent, MessageStatus, Pr
 from lifecycle.models.staff import ApiKey, LoginThrottle, ProcessHeartbeat, StaffRole, StaffUser
 from lifecycle.models.touchpoints import Suppression, SuppressionReason, Touchpoint, email_hash
 
+# Last: the offers package keeps its tables beside its code, on the same Base.
+from lifecycle.offers.model import OfferCode, OfferWebhook  # noqa: E402
+
 __all__ = [
     "ApiKey", "Base", "Customer", "EnrollmentStatus", "FlowEnrollment", "InstanceSecret",
-    "LoginThrottle", "Message",
+    "LoginThrottle", "Message", "OfferCode", "OfferWebhook",
     "MessageContent", "MessageStatus", "Order", "OrderStatus", "ProcessHeartbeat",
     "ProviderEvent", "SegmentCalibration",
     "SegmentMembership", "StaffRole", "StaffUser", "Suppression", "SuppressionReason",
