@@ -156,6 +156,10 @@ class OrderIn(_Item):
     email: Annotated[str, Field(max_length=320)] | None = None
     first_name: Text | None = None
     last_name: Text | None = None
+    discount_codes: Annotated[list[Annotated[str, Field(min_length=1, max_length=40)]],
+                              Field(max_length=20)] | None = Field(
+        None, description="The codes the order used: each that a Lifecycle mail handed out is "
+                          "marked redeemed by this order (the first order wins).")
 
 
 class SupportIn(_Item):
@@ -350,6 +354,9 @@ def api_routes(app: App) -> APIRouter:
             "id": i.id, "referred_customer_id": i.referred_customer_id,
             "referred_email": emails.get(i.id)}, refresh=True, check=not_themselves)
 
+    from lifecycle.offers.endpoints import offer_routes
+
+    router.include_router(offer_routes(app, BEARER, _Invalid))
     return router
 
 
