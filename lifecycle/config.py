@@ -384,12 +384,12 @@ def _offer_url(raw: str) -> str:
     if unknown:
         raise ConfigError(f"LIFECYCLE_OFFER_URL={raw!r} uses the placeholder "
                           f"{{{unknown[0]}}}; it may use only {{shop_url}} and {{code}}.")
-    if "code" not in names:
-        raise ConfigError(f"LIFECYCLE_OFFER_URL={raw!r} must contain {{code}}: the button "
-                          "carries the code to the shop.")
     stray = _PLACEHOLDER_NAME.sub("", raw)
     if "{" in stray or "}" in stray:
         raise ConfigError(f"LIFECYCLE_OFFER_URL={raw!r} has an unmatched {{ or }}.")
+    if "code" not in names:
+        raise ConfigError(f"LIFECYCLE_OFFER_URL={raw!r} must contain {{code}}: the button "
+                          "carries the code to the shop.")
     sample = raw.replace("{shop_url}", "https://shop.test").replace("{code}", "CODE")
     parts = _split("LIFECYCLE_OFFER_URL", sample)
     if parts.scheme not in ("http", "https") or not parts.netloc:

@@ -150,7 +150,8 @@ def deliver(app: App, ids: list[int],
         rows = conn.execute(select(_hooks).where(
             _hooks.c.id.in_(ids), _hooks.c.status == WebhookStatus.PENDING.value)
             .order_by(_hooks.c.id)).all()
-    outcomes["skipped"] += len(ids) - len(rows)
+    if len(ids) > len(rows):
+        outcomes["skipped"] += len(ids) - len(rows)
     for row in rows:
         body = body_of(row.payload)
         error = poster(url, body, signed_headers(secret, row.webhook_id, body))
