@@ -467,7 +467,8 @@ def test_the_api_lists_offers_in_keyset_pages_with_filters(app: App, web: TestCl
         (made[1].code, "O1")]
     open_ = web.get("/api/v1/offers", params={"redeemed": "false"}, headers=reader).json()
     assert len(open_["offers"]) == 2
-    for bad in ({"cursor": "x1"}, {"limit": 0}, {"since": "2026-06-01T00:00:00"}):
+    for bad in ({"cursor": "x1"}, {"limit": 0}, {"since": "2026-06-01T00:00:00"},
+                {"since": "0001-01-01T00:00:00+05:00"}, {"flow": "a\x00b"}):
         assert web.get("/api/v1/offers", params=bad, headers=reader).status_code == 422
 
 
@@ -518,6 +519,7 @@ def test_an_order_with_the_code_redeems_it_once_on_the_timeline_and_in_flow_resu
     answer = web.post("/api/v1/orders", headers=headers, json=[
         order(1, "a1", [f"  {code.lower()} ", "SHOP-OWN-CODE"])])
     assert answer.status_code == 200, answer.text
+    assert (answer.json()["redeemed"], answer.json()["unknown_codes"]) == (1, 1)
     assert "SHOP-OWN-CODE" in caplog.text  # the unknown code: ignored, logged
     # posted again, and a second order with the same code: the first order keeps it
     web.post("/api/v1/orders", headers=headers, json=[order(1, "a1", [code])])
@@ -571,6 +573,7 @@ def test_an_imported_order_with_a_discount_codes_column_redeems(
                         "I3,imp,2026-06-04T11:00:00Z,12.00,EUR,not a code!\n", encoding="utf-8")
         result = CliRunner().invoke(cli, ["import", "orders", str(path)], env=cli_env)
         assert "orders.csv:4: discount_codes[3] 'code!' is not a discount code" in result.output
+        assert "Offer codes: 1 redeemed, 1 unknown (ignored)" in result.output
         with app.engine.connect() as conn:
             [offer] = offers_of(conn)
             kinds = conn.execute(select(Touchpoint.kind, Touchpoint.channel).where(
