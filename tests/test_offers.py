@@ -613,3 +613,21 @@ def test_the_flow_results_page_has_a_redeemed_column(app: App, web: TestClient,
     page = logged_in(web, "max@shop.example").get("/flows/back", params={"days": 30}).text
     figures = all_steps(page)
     assert figures["decided"] == 3 and figures["redeemed"] == 2
+
+
+def test_a_customers_codes_are_in_their_export_and_erasure_stops_their_webhooks(
+        app: App, flow: Flow, shop: Shop) -> None:
+    from lifecycle.privacy import erase, export
+
+    app = hooked(app, shop.url)
+    with app.engine.begin() as conn:
+        cid = decide(conn, flow, "gone", notify=True, email="gone@example.com")
+        customer = conn.execute(select(Customer.__table__).where(Customer.id == cid)).one()
+        [offer] = offers_of(conn, cid)
+        assert [o["code"] for o in export(conn, customer)["offers"]] == [offer.code]
+        assert erase(conn, customer, T0)["offer_webhooks"] == 1
+        hook = conn.execute(select(OfferWebhook.__table__)).one()
+    assert (hook.status, hook.payload, hook.last_error) == (
+        "failed", {"erased": True}, "the customer was erased")
+    assert _due(app) == [] and webhooks.deliver(app, [hook.id]) == {"skipped": 1}
+    assert shop.posts == []
