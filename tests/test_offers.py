@@ -274,7 +274,7 @@ class Shop:
     """A shop's webhook endpoint on 127.0.0.1 that answers 503 to the first ``failures``
     posts, then 204; it keeps every post."""
 
-    def __init__(self, failures: int) -> None:
+    def __init__(self, failures: int, status: int = 503) -> None:
         self.failures = failures
         self.posts: list[tuple[dict[str, str], bytes]] = []
         shop = self
@@ -283,8 +283,10 @@ class Shop:
             def do_POST(self) -> None:  # noqa: N802
                 body = self.rfile.read(int(self.headers["content-length"]))
                 shop.posts.append(({k.lower(): v for k, v in self.headers.items()}, body))
-                status = 503 if len(shop.posts) <= shop.failures else 204
-                self.send_response(status)
+                failing = len(shop.posts) <= shop.failures
+                self.send_response(status if failing else 204)
+                if failing and status in (301, 302, 307):
+                    self.send_header("location", "/elsewhere")
                 self.send_header("content-length", "0")
                 self.end_headers()
 
@@ -344,6 +346,20 @@ def test_the_shop_is_told_of_each_code_by_a_signed_webhook_retried_until_it_take
     tampered = dict(shop.posts[-1][0])
     with pytest.raises(Exception, match="signature"):
         Webhook(SECRET).verify(shop.posts[-1][1].replace(b"percent", b"fixed"), tampered)
+
+
+def test_a_redirect_is_not_taken_for_delivered(app: App, flow: Flow) -> None:
+    endpoint = Shop(failures=1, status=302)
+    try:
+        app = hooked(app, endpoint.url)
+        with app.engine.begin() as conn:
+            decide(conn, flow, "moved", notify=True)
+        assert webhooks.deliver(app, _due(app)) == {"later": 1}
+        with app.engine.connect() as conn:
+            assert conn.execute(select(OfferWebhook.last_error)).scalar_one() == "HTTP 302"
+        assert len(endpoint.posts) == 1  # not followed
+    finally:
+        endpoint.close()
 
 
 def _due(app: App) -> list[int]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 
@@ -33,6 +34,7 @@ from lifecycle.timeutil import as_utc, parse_instant, zone
 DEFAULT_LOCALE = "en"
 
 
+@lru_cache(maxsize=256)
 def _locale(raw: str | None) -> Locale:
     for name in (raw, DEFAULT_LOCALE):
         if not name:

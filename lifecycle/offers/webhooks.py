@@ -45,16 +45,17 @@ log = logging.getLogger(__name__)
 
 #: Seconds a post may take (connecting and the whole answer).
 TIMEOUT = 10.0
-#: How long a handed-out row is a worker's before it is handed out again (> TIMEOUT).
-LEASE = timedelta(seconds=60)
+#: Rows handed out per tick, and per broker message (posted one after the other).
+DISPATCH_BATCH, NOTIFY_BATCH = 1000, 10
+#: How long a handed-out row is a worker's before it is handed out again: longer than a
+#: batch of posts that all time out.
+LEASE = timedelta(seconds=NOTIFY_BATCH * TIMEOUT + 60)
 #: The wait before the second attempt; each next wait doubles (times 0.75 to 1.25) …
 FIRST_WAIT = timedelta(seconds=30)
 #: … up to this.
 LONGEST_WAIT = timedelta(hours=6)
 #: A webhook not delivered this long after it was written is given up.
 HORIZON = timedelta(days=3)
-#: Rows handed out per tick, and per broker message.
-DISPATCH_BATCH, NOTIFY_BATCH = 1000, 50
 #: Most characters of an answer kept as the error.
 ERROR_CHARS = 300
 
@@ -81,11 +82,21 @@ def signed_headers(secret: str, webhook_id: str, body: bytes,
             "user-agent": "Lifecycle offer webhooks"}
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect is an answer that is not 2xx (urllib would follow a 302 with a GET)."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
+
+
 def post(url: str, body: bytes, headers: dict[str, str]) -> str | None:
     """Post once; None when the shop took it (2xx), else why not (one line)."""
     request = urllib.request.Request(url, data=body, headers=headers, method="POST")
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT) as answer:  # noqa: S310 - http(s) checked
+        with _OPENER.open(request, timeout=TIMEOUT) as answer:
             answer.read(65536)
             return None if 200 <= answer.status < 300 else f"HTTP {answer.status}"
     except urllib.error.HTTPError as exc:
