@@ -484,7 +484,7 @@ def test_the_api_lists_offers_in_keyset_pages_with_filters(app: App, web: TestCl
     open_ = web.get("/api/v1/offers", params={"redeemed": "false"}, headers=reader).json()
     assert len(open_["offers"]) == 2
     for bad in ({"cursor": "x1"}, {"limit": 0}, {"since": "2026-06-01T00:00:00"},
-                {"since": "0001-01-01T00:00:00+05:00"}, {"flow": "a\x00b"}):
+                {"since": "0001-01-01T00:00:00+05:00"}, {"flow": "a b"}):
         assert web.get("/api/v1/offers", params=bad, headers=reader).status_code == 422
 
 
