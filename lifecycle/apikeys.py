@@ -25,6 +25,7 @@ SCOPES = {
     "events:write": "record custom events",
     "reviews:write": "record product reviews (the reviewer segment)",
     "referrals:write": "record referrals (the referrer segment)",
+    "offers:read": "list the offer codes mails handed out (GET /api/v1/offers)",
 }
 
 

@@ -167,6 +167,17 @@ SETTINGS: tuple[Setting, ...] = (
             "start, e.g. `{url}#reviews`); an order line lacking what it needs gets no link."),
     Setting("LIFECYCLE_SHOP_ADDRESS", "(empty)",
             "The shop's postal address for the mail footer (required by law in many countries)."),
+    Setting("LIFECYCLE_OFFER_URL", "{shop_url}/discount/{code}",
+            "Where a mail's offer button takes the customer: a pattern with `{code}` (the "
+            "offer's code) and optionally `{shop_url}` (LIFECYCLE_SHOP_URL); templates read it "
+            "as `offer.url`."),
+    Setting("LIFECYCLE_OFFER_WEBHOOK_URL", "(unset)",
+            "The shop's endpoint told of every new offer code (a signed Standard Webhooks "
+            "post, `offer.created`). Unset: no webhooks; the shop reads codes from "
+            "`GET /api/v1/offers` or `lifecycle offers export`."),
+    Setting("LIFECYCLE_OFFER_WEBHOOK_SECRET", "(unset)",
+            "The secret that signs offer webhooks: `whsec_` and base64 of 24 to 64 random "
+            "bytes. Required when LIFECYCLE_OFFER_WEBHOOK_URL is set.", secret=True),
     Setting("LIFECYCLE_MAIL_FROM", "Our shop <shop@example.com>",
             "Sender of every mail, `Name <address>` (ASCII name, as SendGrid requires)."),
     Setting("LIFECYCLE_REPLY_DOMAIN", "(the domain of LIFECYCLE_MAIL_FROM)",
@@ -241,6 +252,9 @@ class Settings:
     shop_url: str = "http://127.0.0.1:8000"
     shop_address: str = ""
     review_url: str = "{shop_url}/reviews"
+    offer_url: str = "{shop_url}/discount/{code}"
+    offer_webhook_url: str | None = None
+    offer_webhook_secret: str | None = field(default=None, repr=False)
     mail_from: str = "Our shop <shop@example.com>"
     #: LIFECYCLE_REPLY_DOMAIN; "": the domain of :attr:`mail_from`.
     reply_domain: str = ""
@@ -440,6 +454,56 @@ def _locale(raw: str) -> str:
                           "or pl.") from None
 
 
+#: The placeholders LIFECYCLE_OFFER_URL may use.
+OFFER_URL_PLACEHOLDERS = ("shop_url", "code")
+_PLACEHOLDER_NAME = re.compile(r"\{([^{}]*)\}")
+
+
+def _offer_url(raw: str) -> str:
+    """LIFECYCLE_OFFER_URL checked: only ``{shop_url}`` and ``{code}``, ``{code}`` present, and
+    an http(s) URL once filled in."""
+    names = _PLACEHOLDER_NAME.findall(raw)
+    unknown = sorted({n for n in names if n not in OFFER_URL_PLACEHOLDERS})
+    if unknown:
+        raise ConfigError(f"LIFECYCLE_OFFER_URL={raw!r} uses the placeholder "
+                          f"{{{unknown[0]}}}; it may use only {{shop_url}} and {{code}}.")
+    stray = _PLACEHOLDER_NAME.sub("", raw)
+    if "{" in stray or "}" in stray:
+        raise ConfigError(f"LIFECYCLE_OFFER_URL={raw!r} has an unmatched {{ or }}.")
+    if "code" not in names:
+        raise ConfigError(f"LIFECYCLE_OFFER_URL={raw!r} must contain {{code}}: the button "
+                          "carries the code to the shop.")
+    sample = raw.replace("{shop_url}", "https://shop.test").replace("{code}", "CODE")
+    parts = _split("LIFECYCLE_OFFER_URL", sample)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"LIFECYCLE_OFFER_URL={raw!r} is not an http(s) URL once filled in "
+                          "(start it with {shop_url} or https://).")
+    return raw
+
+
+#: Bytes a Standard Webhooks secret may have (the specification: 24 to 64).
+WEBHOOK_SECRET_BYTES = (24, 64)
+
+
+def _webhook_secret(raw: str) -> str:
+    """LIFECYCLE_OFFER_WEBHOOK_SECRET checked: ``whsec_`` and base64 of 24 to 64 bytes."""
+    low, high = WEBHOOK_SECRET_BYTES
+    how = (f"`whsec_` followed by base64 of {low} to {high} random bytes, e.g. python -c "
+           "'import base64, secrets; print(\"whsec_\" + base64.b64encode(secrets.token_bytes(32))"
+           ".decode())'")
+    if not raw.startswith("whsec_"):
+        raise ConfigError(f"LIFECYCLE_OFFER_WEBHOOK_SECRET must be {how}.")
+    try:
+        key = base64.b64decode(raw.removeprefix("whsec_"), validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigError(f"LIFECYCLE_OFFER_WEBHOOK_SECRET is not base64 after whsec_; it must "
+                          f"be {how}.") from None
+    if not low <= len(key) <= high:
+        raise ConfigError(f"LIFECYCLE_OFFER_WEBHOOK_SECRET holds {len(key)} bytes; it must be "
+                          f"{how}.")
+    return raw
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read and validate every ``LIFECYCLE_*`` and ``SENDGRID_*`` variable."""
     env = os.environ if environ is None else environ
@@ -553,6 +617,15 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     public_docs = (get("LIFECYCLE_PUBLIC_API_DOCS") or "false").strip().lower()
     if public_docs not in ("true", "false"):
         raise ConfigError(f"LIFECYCLE_PUBLIC_API_DOCS={public_docs!r} must be true or false.")
+    offer_webhook_url = get("LIFECYCLE_OFFER_WEBHOOK_URL")
+    if offer_webhook_url is not None:
+        offer_webhook_url = _http_url("LIFECYCLE_OFFER_WEBHOOK_URL", offer_webhook_url)
+    offer_webhook_secret = get("LIFECYCLE_OFFER_WEBHOOK_SECRET")
+    if offer_webhook_secret is not None:
+        offer_webhook_secret = _webhook_secret(offer_webhook_secret)
+    if offer_webhook_url is not None and offer_webhook_secret is None:
+        raise ConfigError("LIFECYCLE_OFFER_WEBHOOK_SECRET must be set when "
+                          "LIFECYCLE_OFFER_WEBHOOK_URL is: the shop verifies every post with it.")
     return Settings(
         database_url=database_url,
         broker_url=broker_url,
@@ -570,6 +643,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         shop_url=shop_url,
         review_url=_review_url(get("LIFECYCLE_REVIEW_URL"), shop_url),
         shop_address=get("LIFECYCLE_SHOP_ADDRESS") or "",
+        offer_url=_offer_url(get("LIFECYCLE_OFFER_URL") or "{shop_url}/discount/{code}"),
+        offer_webhook_url=offer_webhook_url,
+        offer_webhook_secret=offer_webhook_secret,
         mail_from=mail_from,
         reply_domain=reply_domain,
         timezone=timezone,

@@ -18,6 +18,8 @@ need, anonymised:
   ``{"erased": true}`` (plus an NPS score, which is not personal);
 * provider events lose the address and their payload;
 * NPS votes still held (seconds old: :mod:`lifecycle.feedback`) are deleted;
+* offer codes stay (the shop's redemption figures), with no more than the customer's row id;
+  the webhooks about them lose their body, and those not yet delivered are not sent;
 * the address itself is kept only as its SHA-256 in ``suppressions`` (scope
   ``all``, reason ``erased``), so the person is never mailed again, even if
   the shop imports them anew.
@@ -40,6 +42,8 @@ from lifecycle.models import (
     MessageContent,
     MessageStatus,
     NpsVote,
+    OfferCode,
+    OfferWebhook,
     Order,
     ProviderEvent,
     SegmentMembership,
@@ -131,6 +135,8 @@ def export(conn: Connection, customer: Any) -> dict[str, Any]:
             events.c.occurred_at)) if about else [],
         "suppressions": _rows(conn, select(Suppression.__table__).where(
             Suppression.email_hash.in_(hashes))) if hashes else [],
+        "offers": _rows(conn, select(OfferCode.__table__).where(
+            OfferCode.customer_id == cid).order_by(OfferCode.id)),
     }
 
 
@@ -178,6 +184,12 @@ def erase(conn: Connection, customer: Any, now: datetime) -> dict[str, int]:
     events = ProviderEvent.__table__
     counts["provider_events"] = conn.execute(update(events).where(or_(*about)).values(
         email=None, data={"erased": True})).rowcount if about else 0
+    hooks, theirs = OfferWebhook.__table__, select(OfferCode.id).where(
+        OfferCode.customer_id == cid).scalar_subquery()
+    conn.execute(update(hooks).where(hooks.c.offer_id.in_(theirs), hooks.c.status == "pending")
+                 .values(status="failed", failed_at=now, last_error="the customer was erased"))
+    counts["offer_webhooks"] = conn.execute(update(hooks).where(hooks.c.offer_id.in_(theirs))
+                                            .values(payload={"erased": True})).rowcount
     conn.execute(update(Customer).where(Customer.id == cid).values(
         external_id=f"{ERASED_PREFIX}{cid}", email=None, first_name=None, last_name=None,
         attributes={}, marketing_consent=False, locale=None, updated_at=now))

@@ -19,6 +19,9 @@ currency (``LIFECYCLE_CURRENCY``); a converting order in another currency
 is a conversion all the same, and its total is kept apart, per currency
 (:attr:`Row.other_revenue`), never added to the revenue.
 
+**Redeemed** counts the offer codes of the cohort's mails (:mod:`lifecycle.offers`) that an
+order used, whenever that order came: a code is its mail's own, so no window applies.
+
 Every send step of the flow (each A/B variant) has its row from the start,
 zeros before any mail went out.
 
@@ -43,6 +46,7 @@ from lifecycle.models import (
     FlowEnrollment,
     Message,
     MessageStatus,
+    OfferCode,
     Order,
     OrderStatus,
     SegmentMembership,
@@ -63,7 +67,7 @@ EVENT_COLUMNS = {
     "email_bounced": "bounced",
 }
 COLUMNS = ("decided", "sent", "duplicates", "delivered", "opened", "clicked", "replied", "unsubscribed",
-           "bounced", "conversions")
+           "bounced", "conversions", "redeemed")
 
 
 @dataclass
@@ -146,6 +150,12 @@ def flow_results(conn: Connection, flow: str, start: datetime, end: datetime,
             .where(cohort, t.c.kind.in_(list(EVENT_COLUMNS)))
             .group_by(m.c.step, m.c.variant, t.c.kind)):
         row(step, variant).counts[EVENT_COLUMNS[kind]] += int(mails)
+    o = OfferCode.__table__
+    for step, variant, redeemed in conn.execute(
+            select(m.c.step, m.c.variant, func.count())
+            .select_from(o.join(m, m.c.id == o.c.message_id))
+            .where(cohort, o.c.redeemed_at.is_not(None)).group_by(m.c.step, m.c.variant)):
+        row(step, variant).counts["redeemed"] += int(redeemed)
 
     daily = {d: Day(d) for d in _days(start, end)}
     sent_mails = and_(cohort, m.c.status == MessageStatus.SENT.value)

@@ -138,12 +138,21 @@ def mail_job(app: App) -> None:
     dispatch(app, send.send)
 
 
+def offers_job(app: App) -> None:
+    """Hand due offer webhooks to the workers (nothing while no webhook URL is set)."""
+    from lifecycle.offers.tasks import notify
+    from lifecycle.offers.webhooks import dispatch
+
+    dispatch(app, notify.send)
+
+
 def default_jobs(heartbeat_seconds: float = 30.0) -> list[Job]:
     return [Job("system.heartbeat", heartbeat_seconds, heartbeat_job),
             Job("segments.refresh", 300.0, segments_job),
             Job("feedback.settle", 0.0, feedback_job),
             Job("flows.tick", 0.0, flows_job),
-            Job("mail.dispatch", 0.0, MailJob())]
+            Job("mail.dispatch", 0.0, MailJob()),
+            Job("offers.webhooks", 0.0, offers_job)]
 
 
 class Scheduler:

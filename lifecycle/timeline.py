@@ -28,7 +28,7 @@ TIMELINE_KINDS = ("order_placed", "order_status_changed", "email_sent", "email_d
                   "email_clicked", "email_bounced", "replied", "feedback", "feedback_voided",
                   "support", "note",
                   "unsubscribed", "mail_paused", "mail_cancelled", "segment_entered",
-                  "segment_exited", "review", "referral")
+                  "segment_exited", "review", "referral", "offer_redeemed")
 
 
 @dataclass(frozen=True)
@@ -159,6 +159,9 @@ def summary(kind: str, data: dict[str, Any], locale: Any = FALLBACK_LOCALE) -> s
         "mail_resumed": lambda: f"Paused mail released by {d.get('by')}{mail}",
         "mail_cancelled": lambda: f"Scheduled mail cancelled by {d.get('by')}{mail}",
         "note": lambda: f"Note by {d.get('by')}: {_first_line(d.get('text', ''))}",
+        "offer_redeemed": lambda: f"Used the offer code {d.get('code')} "
+                                  f"({_offer_words(d, locale)}) in order {d.get('order_id')}"
+                                  + (" after it had expired" if d.get("late") else "") + mail,
         "segment_entered": lambda: f"Entered segment “{segment_words(str(d.get('segment')))}”",
         "segment_exited": lambda: f"Left segment “{segment_words(str(d.get('segment')))}”",
     }
@@ -175,6 +178,15 @@ def _amount(d: dict[str, Any], locale: Any) -> str:
         return money(total, str(currency), locale)
     except (ArithmeticError, ValueError):
         return f"{total} {currency}"
+
+
+def _offer_words(d: dict[str, Any], locale: Any) -> str:
+    """What an offer gave: ``15% off``, ``€5.00 off``, ``free shipping``."""
+    if d.get("kind") == "free_shipping":
+        return "free shipping"
+    if d.get("kind") == "fixed":
+        return f"{_amount({'total': d.get('value'), 'currency': d.get('currency')}, locale)} off"
+    return f"{d.get('value')}% off"
 
 
 def _first_line(text: str, width: int = 120) -> str:

@@ -29,6 +29,7 @@ def test_the_groups_keep_their_subcommands() -> None:
         "db": ["check", "upgrade"],
         "flows": ["preview", "simulate", "validate"],
         "import": ["customers", "orders"],
+        "offers": ["export"],
         "segments": ["list", "refresh", "validate"],
         "staff": ["add", "password"],
     }

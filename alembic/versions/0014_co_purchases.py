@@ -8,7 +8,7 @@ bought most often with what they had bought, ranked.  All three are replaced by
 every full segment refresh.
 
 Revision ID: 0014
-Revises: 0011
+Revises: 0013
 Create Date: 2026-11-30 21:00:00
 """
 
@@ -20,7 +20,7 @@ from alembic import op
 import lifecycle.models.base
 
 revision: str = '0014'
-down_revision: str | None = '0011'
+down_revision: str | None = '0013'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -12,6 +12,7 @@ from lifecycle.cli import (  # noqa: F401  (each module adds its commands to ``c
     demo,
     flows,
     imports,
+    offers,
     processes,
     sample,
     segments,

@@ -15,7 +15,8 @@ there, through the doors the real world uses (:mod:`lifecycle.demo.doors`):
   mail's ``Reply-To``;
 * now and then a one-click unsubscribe (RFC 8058) from ``List-Unsubscribe``;
 * an order, a few days after a click on an offer (handed to the live shop),
-  which the flow results count as a conversion;
+  which the flow results count as a conversion; it uses the mail's offer code,
+  if it had one, so the code is redeemed;
 * a product review from some readers of a review ask (template
   ``review_request``) and a referral of a friend from some readers of a referral
   invite (``referral_invite``), posted to the ingest API (``POST /api/v1/reviews``,
@@ -96,6 +97,8 @@ DEFAULT_REPLIES = ("Thanks for the mail!", "Could you take me off the paper cata
 _LINK = re.compile(r"https?://[^\s<>\"')\]]+")
 _HREF = re.compile(r'href="(https?://[^"]+)"')
 _SCORE = re.compile(r"/f/[^?\s]+\?score=(\d+)$")
+#: An offer code as mails hand them out (:func:`lifecycle.offers.service.new_code`).
+_OFFER_CODE = re.compile(r"\b[A-Z0-9]{2,12}-[2-9A-HJKMNP-TW-Z]{4}-[2-9A-HJKMNP-TW-Z]{4}\b")
 
 
 @dataclass(frozen=True)
@@ -245,7 +248,7 @@ class Audience:
     """Reads the mails sent since it started and does what their readers do, step by step."""
 
     def __init__(self, doors: Doors, since: datetime, seed: int = 42,
-                 order: Callable[[str, datetime], None] | None = None,
+                 order: Callable[..., None] | None = None,
                  habits: dict[str, Habit] | None = None) -> None:
         self.doors = doors
         self.seed = seed
@@ -336,7 +339,8 @@ class Audience:
                         "occurred_at": reaction.at.isoformat()}
                 done = self._try("referral", lambda i=item: self.doors.referrals([i]))
             elif reaction.kind == "order" and self.order is not None:
-                self.order(mail.customer, reaction.at)
+                code = _OFFER_CODE.search(mail.text)  # the order uses the mail's offer code
+                self.order(mail.customer, reaction.at, *([code.group(0)] if code else []))
                 done = True
             else:
                 done = False

@@ -83,6 +83,7 @@ class LiveShop:
         self.placed = 0
         self.new_customers = 0
         self._planned: list[tuple[datetime, int, str]] = []  # (when, tie-break, customer id)
+        self._codes: dict[str, list[str]] = {}  # customer id -> codes their next order uses
         self._last: datetime | None = None
 
     def load(self, conn: Connection) -> None:
@@ -112,9 +113,12 @@ class LiveShop:
         self.next_order = 1 + (conn.execute(select(func.count()).select_from(orders).where(
             orders.c.external_id.like(f"{ORDER_PREFIX}%"))).scalar_one())
 
-    def plan(self, customer_external_id: str, at: datetime) -> None:
-        """Have this customer order at ``at`` (they liked what a mail offered)."""
+    def plan(self, customer_external_id: str, at: datetime, code: str | None = None) -> None:
+        """Have this customer order at ``at`` (they liked what a mail offered), using the
+        mail's offer ``code`` if it had one."""
         heapq.heappush(self._planned, (at, self.rng.random(), customer_external_id))
+        if code:
+            self._codes.setdefault(customer_external_id, []).append(code)
 
     def step(self, now: datetime) -> int:
         """Place the orders due between the last step and ``now``; how many."""
@@ -172,7 +176,8 @@ class LiveShop:
             items, total = basket(self.rng)
             orders.append({"order_id": f"{ORDER_PREFIX}{self.next_order:07d}", "customer_id": who,
                            "ordered_at": min(when, now).isoformat(), "total": str(total),
-                           "currency": self.app.settings.currency, "status": "completed", "items": items})
+                           "currency": self.app.settings.currency, "status": "completed", "items": items,
+                           "discount_codes": self._codes.pop(who, [])})
             self.next_order += 1
         with self.app.engine.begin() as conn:
             if people:

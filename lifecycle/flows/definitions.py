@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from dateutil.relativedelta import relativedelta
 from lifecycle.durations import WEEKDAYS, parse_business_days, parse_clock, parse_duration
 from lifecycle.locales import parse_locale
 from lifecycle.mail.templates import emails_in
+from lifecycle.money import known_currency
 from lifecycle.yamlfile import InvalidFile, Located, Problem, load
 
 KINDS = ("marketing", "transactional")
@@ -65,13 +67,34 @@ class Variant:
     weight: int
 
 
+#: What an offer gives: a share off, an amount off, or the shipping.
+OFFER_KINDS = ("percent", "fixed", "free_shipping")
+
+
 @dataclass(frozen=True)
 class Offer:
-    """A discount the mail hands out: a code unique to the customer and the step."""
+    """A discount the mail hands out: a code made for the customer and the step when the
+    mail is decided, and stored (:mod:`lifecycle.offers`).
 
-    percent: int
+    ``kind`` is ``percent`` (``percent`` set), ``fixed`` (``amount`` and ``currency``)
+    or ``free_shipping`` (neither).
+    """
+
+    kind: str
     valid: relativedelta
     prefix: str
+    percent: int | None = None
+    amount: Decimal | None = None
+    currency: str | None = None
+
+    @property
+    def value(self) -> str:
+        """The raw value as text: ``15`` (percent), ``5.00`` (fixed), ``""`` (free shipping)."""
+        if self.kind == "percent":
+            return str(self.percent)
+        if self.kind == "fixed":
+            return str(self.amount)
+        return ""
 
 
 @dataclass(frozen=True)
@@ -383,18 +406,67 @@ class _Checker:
         return Send(tuple(variants), offer)
 
     def offer(self, body: Any, path: tuple[str | int, ...]) -> Offer | None:
-        if not self.keys(body, path, {"percent", "valid", "prefix"}, {"percent"}):
+        """``{percent: 15}``, ``{amount: "5.00", currency: EUR}`` or ``{free_shipping: true}``,
+        each with optional ``valid`` (default 14 days) and ``prefix``."""
+        allowed = {"percent", "amount", "currency", "free_shipping", "valid", "prefix"}
+        if not self.keys(body, path, allowed):
             return None
-        percent = body["percent"]
-        if not isinstance(percent, int) or isinstance(percent, bool) or not 1 <= percent <= 90:
-            self.fail(path + ("percent",), "percent must be a whole number from 1 to 90")
+        kinds = [k for k in ("percent", "amount", "free_shipping") if k in body]
+        if len(kinds) != 1:
+            self.fail(path, "an offer takes exactly one of percent (e.g. 10), amount (e.g. "
+                            "\"5.00\" with currency) or free_shipping: true"
+                      + (f"; it has {', '.join(kinds)}" if kinds else ""))
             return None
+        percent = amount = currency = None
+        if "currency" in body and kinds != ["amount"]:
+            self.fail(path + ("currency",), "currency belongs to an amount offer only")
+            return None
+        if kinds == ["percent"]:
+            percent = body["percent"]
+            if not isinstance(percent, int) or isinstance(percent, bool) or not 1 <= percent <= 90:
+                self.fail(path + ("percent",), "percent must be a whole number from 1 to 90")
+                return None
+            kind, default_prefix = "percent", f"SAVE{percent}"
+        elif kinds == ["amount"]:
+            raw = body["amount"]
+            if isinstance(raw, float):
+                self.fail(path + ("amount",), f"amount {raw!r} must be quoted text such as "
+                                              "\"5.00\" (a number in YAML is a float)")
+                return None
+            try:
+                amount = Decimal(str(raw)) if isinstance(raw, str | int) \
+                    and not isinstance(raw, bool) else None
+            except InvalidOperation:
+                amount = None
+            if amount is None or not amount.is_finite() or amount <= 0 or amount > 100_000 \
+                    or amount.as_tuple().exponent < -2:  # type: ignore[operator]
+                self.fail(path + ("amount",), f"amount {raw!r} must be an amount such as "
+                                              "\"5.00\": more than 0, at most 2 decimals")
+                return None
+            amount = amount.quantize(Decimal("0.01"))
+            currency = body.get("currency")
+            if currency is None:
+                self.fail(path, "currency is missing: an amount offer names its currency, "
+                                "e.g. currency: EUR")
+                return None
+            if not isinstance(currency, str) or not known_currency(currency):
+                self.fail(path + ("currency",), f"currency {currency!r} is not an ISO 4217 "
+                                                "code in capitals such as EUR")
+                return None
+            kind, default_prefix = "fixed", f"SAVE{amount:.0f}"
+        else:
+            if body["free_shipping"] is not True:
+                self.fail(path + ("free_shipping",), "free_shipping takes true")
+                return None
+            kind, default_prefix = "free_shipping", "FREESHIP"
         valid = self.duration(body.get("valid", "14 days"), path + ("valid",))
-        prefix = str(body.get("prefix", f"SAVE{percent}"))
+        prefix = str(body.get("prefix", default_prefix))
         if not re.match(r"^[A-Z0-9]{2,12}$", prefix):
             self.fail(path + ("prefix",), "prefix must be 2 to 12 capital letters or digits")
             return None
-        return Offer(percent, valid, prefix) if valid else None
+        if valid is None:
+            return None
+        return Offer(kind, valid, prefix, percent, amount, currency)
 
     def steps(self, node: Any, path: tuple[str | int, ...]) -> list[Step]:
         if not isinstance(node, list) or not node:

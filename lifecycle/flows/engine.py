@@ -38,6 +38,7 @@ from lifecycle.models import (
     Touchpoint,
     email_hash,
 )
+from lifecycle.offers.service import fresh_code, issue, issued_context, spec_context
 from lifecycle.timeutil import as_utc, zone
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,7 @@ class _Sql:
                 "idempotency_key", "customer_id", "enrollment_id", "flow", "step", "template",
                 "variant", "to_email", "due_at", "attempts", "status", "last_error", "context",
                 "created_at", "updated_at")}
-        ).on_conflict_do_nothing(index_elements=["idempotency_key"])
+        ).on_conflict_do_nothing(index_elements=["idempotency_key"]).returning(messages.c.id)
         due = (select(enrollments)
                .where(enrollments.c.status == EnrollmentStatus.ACTIVE.value,
                       enrollments.c.next_run_at <= bindparam("now"))
@@ -212,6 +213,7 @@ class _Turn:
         self.customer = customer
         self.now = now
         self.tz = tz
+        self.notify_offers = False
 
     def holds(self, condition: dict[str, Any]) -> bool:
         kind, body = next(iter(condition.items()))
@@ -291,8 +293,11 @@ def _marketing_mails(conn: Connection, customer_id: int, since: datetime,
 
 
 def advance(conn: Connection, flows: dict[str, Flow], now: datetime, *, policies: Policies,
-            default_tz: str, batch: int = 500) -> TurnReport:
-    """Give every due active enrollment (at most ``batch``) its turn, in ``conn``'s transaction."""
+            default_tz: str, batch: int = 500, notify_offers: bool = False) -> TurnReport:
+    """Give every due active enrollment (at most ``batch``) its turn, in ``conn``'s transaction.
+
+    A send step with an offer stores its code with the outbox row (:mod:`lifecycle.offers`);
+    ``notify_offers`` also writes the webhook that tells the shop of it."""
     report = TurnReport()
     marketing = {name: f.priority for name, f in flows.items() if f.kind == "marketing"
                  and not f.exempt_from_cap}
@@ -309,8 +314,9 @@ def advance(conn: Connection, flows: dict[str, Flow], now: datetime, *, policies
             report.finished["failed"] += 1
             continue
         customer = customers[e.customer_id]
-        _turn(conn, _Turn(conn, flow, e, customer, now, customer.timezone or default_tz),
-              policies, marketing, report)
+        turn = _Turn(conn, flow, e, customer, now, customer.timezone or default_tz)
+        turn.notify_offers = notify_offers
+        _turn(conn, turn, policies, marketing, report)
     return report
 
 
@@ -381,6 +387,12 @@ def _send(conn: Connection, t: _Turn, step_id: str, action: Send, policies: Poli
     due = policies.quiet.next_allowed(t.now, t.tz)
     if not capped and policies.one_per_day and t.flow.name in marketing:
         due = _claim_day(conn, t, due, policies, marketing)
+    context = _mail_context(t, action)
+    offer, code = action.offer, None
+    if offer is not None and not capped:
+        # The code is made once, here, and kept with the mail (the sender renders it).
+        code = fresh_code(conn, offer.prefix)
+        context["offer"] = issued_context(offer, code, due + offer.valid)
     values = {
         "idempotency_key": f"flow:{t.flow.name}:{t.e.id}:{step_id}",
         "customer_id": t.customer.id, "enrollment_id": t.e.id, "flow": t.flow.name,
@@ -389,22 +401,26 @@ def _send(conn: Connection, t: _Turn, step_id: str, action: Send, policies: Poli
         "to_email": t.customer.email, "due_at": due, "attempts": 0,
         "status": MessageStatus.SUPPRESSED.value if capped else MessageStatus.SCHEDULED.value,
         "last_error": "frequency cap reached" if capped else None,
-        "context": _mail_context(t, action),
+        "context": context,
         "created_at": t.now, "updated_at": t.now,
     }
-    conn.execute(_sql(conn).mail, values)
+    message_id = conn.execute(_sql(conn).mail, values).scalar()
+    if offer is not None and code is not None and message_id is not None:
+        # Only with a new outbox row: the same decision replayed makes no second code.
+        issue(conn, offer, code, customer=t.customer, flow=t.flow.name, step=step_id,
+              message_id=message_id, expires_at=due + offer.valid, now=t.now,
+              notify=t.notify_offers)
     return 0 if capped else 1
 
 
 def offer_context(offer: Offer) -> dict[str, Any]:
-    """A step's offer as kept in the outbox row (the sender makes the code from it)."""
-    valid = offer.valid
-    return {"percent": offer.percent, "prefix": offer.prefix,
-            "valid": {"years": valid.years, "months": valid.months, "days": valid.days}}
+    """A step's offer as a mail's context keeps it before a code exists (a manager's test
+    send, a capped mail): the sender renders a sample code for it."""
+    return spec_context(offer)
 
 
 def _mail_context(t: _Turn, action: Send) -> dict[str, Any]:
-    """What the sender needs later, fixed at decision time."""
+    """What the sender needs later, fixed at decision time (the offer's code: :func:`_send`)."""
     marketing = t.flow.kind == "marketing"
     context: dict[str, Any] = {"order_id": (t.e.context or {}).get("order_id"),
                                "marketing": marketing,

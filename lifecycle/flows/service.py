@@ -58,7 +58,8 @@ def tick(app: App, policies: Policies | None = None) -> None:
         enrolled += fire_dates(conn, flows, now, app.settings.timezone)
     with app.engine.begin() as conn:
         report = advance(conn, flows, now, policies=policies,
-                         default_tz=app.settings.timezone)
+                         default_tz=app.settings.timezone,
+                         notify_offers=app.settings.offer_webhook_url is not None)
     if enrolled or report.advanced:
         log.info("Flows: %d enrolled, %d enrollments advanced, %d mails written, %d capped.",
                  enrolled, report.advanced, report.mails, report.capped)

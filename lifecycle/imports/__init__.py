@@ -54,6 +54,9 @@ class ImportResult:
     unchanged: int = 0
     skipped: int = 0  # bad rows and earlier duplicates
     customers_created: int = 0  # orders import only
+    #: Orders import only: what the orders' ``discount_codes`` did (offers redeemed, late,
+    #: unknown codes, codes another order had redeemed first).
+    redemptions: Any = None
     #: Orders import only: ``order_placed`` touchpoints added (orders newly completed), refunds
     #: and other status changes of orders on the timeline, and the customers whose completed
     #: orders changed (kept in :data:`loader.CHANGED_TABLE` for a segment refresh).
@@ -139,6 +142,22 @@ def import_rows(
     return result
 
 
+def _with_codes(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Rows made without ``discount_codes`` (generated history) carry none."""
+    for row in rows:
+        row.setdefault("discount_codes", [])
+        yield row
+
+
+def _redeem(conn: Connection, table: Any, now: Any, channel: str) -> Any:
+    """Redeem the offers the staged orders' discount codes name (:mod:`lifecycle.offers`)."""
+    from lifecycle.offers.service import CodedOrder, redeem
+
+    return redeem(conn, [CodedOrder(r.external_id, r.customer_id, r.ordered_at, r.status,
+                                    list(r.discount_codes or [])) for r in
+                         loader.coded_orders(conn, table)], now, channel)
+
+
 def _stage_and_merge(
     conn: Connection,
     kind: str,
@@ -150,6 +169,8 @@ def _stage_and_merge(
 ) -> None:
     table = loader.customer_staging() if kind == "customers" else loader.order_staging()
     loader.create_staging(conn, table)
+    if kind == "orders":
+        rows = _with_codes(rows)
     staged = loader.load_staging(conn, table, rows)
     id_column = "customer_id" if kind == "customers" else "order_id"
     for line, external_id, kept in loader.take_duplicates(conn, table):
@@ -167,5 +188,6 @@ def _stage_and_merge(
         result.status_changes = loader.record_status_changes(conn, table, now, channel)
         result.inserted, result.updated = loader.merge_orders(conn, table, now)
         result.announced = loader.announce_orders(conn, table, now, channel)
+        result.redemptions = _redeem(conn, table, now, channel)
     result.unchanged = staged - result.inserted - result.updated
     loader.drop_staging(conn, table)

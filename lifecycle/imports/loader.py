@@ -75,6 +75,7 @@ def order_staging() -> Table:
         Column("first_name", String(200)),
         Column("last_name", String(200)),
         Column("timezone", String(64)),
+        Column("discount_codes", JSONType, nullable=False),
     )
 
 
@@ -310,6 +311,17 @@ def _order_data(conn: Connection, n: str) -> str:
 
 def _order_key(column: str) -> str:
     return f"SUBSTR('order_placed:' || {column}, 1, 255)"
+
+
+def coded_orders(conn: Connection, table: Table) -> list[Any]:
+    """The staged orders that carry discount codes, with their customers' row ids: ``(order
+    id, customer id, ordered at, status, codes)`` (few: most orders carry none)."""
+    length = "jsonb_array_length" if conn.dialect.name == "postgresql" else "json_array_length"
+    return list(conn.execute(text(f"""
+        SELECT s.external_id, c.id AS customer_id, s.ordered_at, s.status, s.discount_codes
+        FROM {table.name} AS s JOIN customers AS c ON c.external_id = s.customer_external_id
+        WHERE {length}(s.discount_codes) > 0 ORDER BY s.external_id""").columns(
+        ordered_at=UTCDateTime(), discount_codes=JSONType)))
 
 
 def announce_orders(conn: Connection, table: Table, now: datetime, channel: str) -> int:

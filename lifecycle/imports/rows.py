@@ -24,7 +24,10 @@ MAX_TOTAL = Decimal("999999999999.99")
 CUSTOMER_COLUMNS = ("customer_id", "email", "first_name", "last_name", "timezone", "locale",
                     "created_at", "marketing_consent", "attributes")
 ORDER_COLUMNS = ("order_id", "customer_id", "ordered_at", "total", "currency", "status", "items",
-                 "email", "first_name", "last_name", "timezone")
+                 "email", "first_name", "last_name", "timezone", "discount_codes")
+#: Most discount codes one order may carry, and the longest code.
+MAX_CODES, MAX_CODE = 20, 40
+_CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
 _LOCAL = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
 _LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
@@ -260,6 +263,32 @@ def _items(fields: dict[str, Any]) -> list[dict[str, Any]]:
     return clean
 
 
+def _discount_codes(fields: dict[str, Any]) -> list[str]:
+    """``discount_codes``: a list (JSON, or the API's), or text with codes separated by commas
+    or spaces (a CSV cell: ``BACK10-7KQ2-M9XD, WELCOME``); each code trimmed, in capitals."""
+    raw = fields.get("discount_codes")
+    if raw is None:
+        return []
+    if isinstance(raw, str):
+        text = raw.strip()
+        if text.startswith("["):
+            raw = _json_value(fields, "discount_codes")
+        else:
+            raw = [part for part in re.split(r"[\s,;]+", text) if part]
+    if not isinstance(raw, list):
+        raise RowError("discount_codes must be a list of codes")
+    if len(raw) > MAX_CODES:
+        raise RowError(f"discount_codes has {len(raw)} codes; at most {MAX_CODES}")
+    codes: list[str] = []
+    for index, code in enumerate(raw, start=1):
+        if type(code) is not str or not _CODE.match(code.strip()) or len(code.strip()) > MAX_CODE:
+            raise RowError(f"discount_codes[{index}] {code!r} is not a discount code (letters, "
+                           f"digits, - and _, at most {MAX_CODE} characters)")
+        if code.strip().upper() not in codes:
+            codes.append(code.strip().upper())
+    return codes
+
+
 def order_row(fields: dict[str, Any], defaults: Defaults) -> dict[str, Any]:
     """Validate one order record."""
     ordered_at = _instant(fields, "ordered_at", defaults)
@@ -288,4 +317,5 @@ def order_row(fields: dict[str, Any], defaults: Defaults) -> dict[str, Any]:
         "first_name": _text(fields, "first_name"),
         "last_name": _text(fields, "last_name"),
         "timezone": _timezone(fields),
+        "discount_codes": _discount_codes(fields),
     }

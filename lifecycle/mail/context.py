@@ -14,7 +14,8 @@
 ``last_order``     the latest completed order: id, date
 ``metrics``        order_count, total_spend (formatted, in the reporting currency),
                    total_spend_amount (``160.00``), currency
-``offer``          code, percent, expires (long date), or None
+``offer``          code, kind, percent, amount, value, currency, expires, url, or None
+                   (:mod:`lifecycle.offers.context`)
 ``recommendations`` up to three {name, sku, price, url, image_url} bought with what the
                    customer bought (:mod:`lifecycle.recommendations`)
 ``recommendation`` the first one's name, or None
@@ -41,7 +42,7 @@ test link cannot be made into a real one).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -56,6 +57,7 @@ from lifecycle.flows.definitions import Offer
 from lifecycle.links import offer_code, sign
 from lifecycle.mail.utm import Override, tag, utm_for
 from lifecycle.models import Order
+from lifecycle.offers.context import offer_vars as offer_variables
 from lifecycle.recommendations.load import Suggestion, load_suggestions
 from lifecycle.recommendations.mail import line_links, product_context
 
@@ -182,13 +184,16 @@ def load_facts(conn: Connection, customer_ids: Iterable[int], order_ids: Iterabl
 def build_context(conn: Connection | None, settings: Settings, customer: Any, *, as_of: datetime,
                   message_id: int | None = None, flow: str | None = None,
                   step: str | None = None, order_external_id: str | None = None,
-                  offer: Offer | None = None, facts: Facts | None = None,
+                  offer: Offer | Mapping[str, Any] | None = None, facts: Facts | None = None,
                   test: bool = False, utm: Override = None) -> dict[str, Any]:
     """Everything a template may use for ``customer`` (a customers row) at ``as_of``.
 
     ``test``: a test send or a preview, whose links change nothing (module doc).
     ``utm``: the flow file's UTM choice (:mod:`lifecycle.mail.utm`; None: the defaults), put
     on every shop link.
+
+    ``offer``: the mail's stored offer (its outbox context's ``offer``, with the code made at
+    decision time) or, for a preview, the step's :class:`Offer` (a sample code).
 
     ``facts`` preloaded by :func:`load_facts` (a batch of mails); else they are
     read through ``conn`` for this customer alone.
@@ -206,9 +211,16 @@ def build_context(conn: Connection | None, settings: Settings, customer: Any, *,
     offer_vars = None
     code = None
     if offer is not None:
-        code = offer_code(settings.secret_key, offer.prefix, flow, customer.id, step)
-        offer_vars = {"code": code, "percent": offer.percent,
-                      "expires": locales.long_date(as_of + offer.valid, loc, tz)}
+        if isinstance(offer, Mapping) and not offer.get("code") and not test:
+            # A mail decided before codes were stored: its code, derived as it was then.
+            offer = {**offer, "code": offer_code(settings.secret_key, str(offer.get("prefix")),
+                                                 flow, customer.id, step)}
+        offer_vars = offer_variables(offer, shop_url=settings.shop_url,
+                                     url_pattern=settings.offer_url, locale=customer.locale,
+                                     tz=tz, as_of=as_of)
+        code = offer_vars["code"]
+        if offer_vars.get("url"):
+            offer_vars["url"] = tag(offer_vars["url"], utm_for(flow, step, utm))
     order_row = trigger or latest
     utm_params = utm_for(flow, step, utm)
     order = _order(order_row, tz, loc, settings, utm_params) if order_row is not None else None

@@ -25,14 +25,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import dramatiq
-from dateutil.relativedelta import relativedelta
 from redis.exceptions import RedisError
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from lifecycle.app import App
 from lifecycle.clock import real_seconds
-from lifecycle.flows.definitions import Offer
 from lifecycle.mail.compose import Outgoing, compose
 from lifecycle.mail.context import build_context, load_facts
 from lifecycle.mail.outbox import Outbox, is_test
@@ -418,8 +416,6 @@ def _renderer(folder: Path, default_locale: str) -> Renderer:
     return Renderer(folder, default_locale)
 
 
-def _offer(context: dict[str, Any]) -> Offer | None:
-    offer = context.get("offer")
-    if not offer:
-        return None
-    return Offer(int(offer["percent"]), relativedelta(**offer["valid"]), str(offer["prefix"]))
+def _offer(context: dict[str, Any]) -> dict[str, Any] | None:
+    """The mail's offer as its outbox row keeps it (the code made at decision time)."""
+    return context.get("offer") or None

@@ -16,10 +16,13 @@ from lifecycle.models.products import CoPurchase, CustomerSuggestion, Product
 from lifecycle.models.staff import ApiKey, LoginThrottle, ProcessHeartbeat, StaffRole, StaffUser
 from lifecycle.models.touchpoints import Suppression, SuppressionReason, Touchpoint, email_hash
 
+# Last: the offers package keeps its tables beside its code, on the same Base.
+from lifecycle.offers.model import OfferCode, OfferWebhook  # noqa: E402
+
 __all__ = [
     "ApiKey", "Base", "CoPurchase", "Customer", "CustomerSuggestion", "EnrollmentStatus",
     "FlowEnrollment", "InstanceSecret",
-    "LoginThrottle", "Message",
+    "LoginThrottle", "Message", "OfferCode", "OfferWebhook",
     "MessageContent", "MessageStatus", "NpsVote", "Order", "OrderStatus", "ProcessHeartbeat",
     "Product",
     "ProviderEvent", "SegmentCalibration",

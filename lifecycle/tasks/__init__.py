@@ -23,4 +23,5 @@ def actor(name: str, **options: Any) -> Callable[[Callable[..., Any]], dramatiq.
 
 def load_actors() -> None:
     """Import every module that declares actors."""
+    from lifecycle.offers import tasks as offers  # noqa: F401
     from lifecycle.tasks import heartbeat, mail  # noqa: F401

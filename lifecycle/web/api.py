@@ -170,6 +170,10 @@ class OrderIn(_Item):
     email: Annotated[str, Field(max_length=320)] | None = None
     first_name: Text | None = None
     last_name: Text | None = None
+    discount_codes: Annotated[list[Annotated[str, Field(min_length=1, max_length=40)]],
+                              Field(max_length=20)] | None = Field(
+        None, description="The codes the order used: each that a Lifecycle mail handed out is "
+                          "marked redeemed by this order (the first order wins).")
 
 
 class SupportIn(_Item):
@@ -215,6 +219,9 @@ class Stored(BaseModel):
     updated: int = 0
     unchanged: int = 0
     announced: int = Field(0, description="Orders that fired order triggers now.")
+    redeemed: int = Field(0, description="Offer codes the orders' discount_codes redeemed now.")
+    unknown_codes: int = Field(0, description="Discount codes that are no offer Lifecycle "
+                                              "handed out (ignored).")
 
 
 class _Invalid(Exception):
@@ -239,7 +246,7 @@ def api_routes(app: App) -> APIRouter:
 
     def imported(kind: str, items: list[Any]) -> Stored:
         fields = [item.model_dump(mode="json", exclude_none=True) for item in items]
-        announced = 0
+        announced, codes = 0, None
         with app.engine.begin() as conn:
             if kind == "orders":
                 try:
@@ -248,13 +255,16 @@ def api_routes(app: App) -> APIRouter:
                 except OrdersRefused as exc:
                     raise _invalid(exc.issues) from None
                 result, announced = placed.result, placed.announced
+                codes = result.redemptions
             else:
                 result = import_records(conn, kind, [Record(n, f) for n, f in enumerate(fields)],
                                         source_name="body", clock=app.clock)
                 if result.issues:
                     raise _invalid(result.issues)
         return Stored(inserted=result.inserted, updated=result.updated,
-                      unchanged=result.unchanged, announced=announced)
+                      unchanged=result.unchanged, announced=announced,
+                      redeemed=codes.redeemed if codes else 0,
+                      unknown_codes=codes.unknown if codes else 0)
 
     @router.post("/customers", response_model=Stored, dependencies=[keyed("customers:write")])
     def customers(items: Annotated[list[CustomerIn], _items()]) -> Stored:
@@ -364,6 +374,9 @@ def api_routes(app: App) -> APIRouter:
             "id": i.id, "referred_customer_id": i.referred_customer_id,
             "referred_email": emails.get(i.id)}, refresh=True, check=not_themselves)
 
+    from lifecycle.offers.endpoints import offer_routes
+
+    router.include_router(offer_routes(app, BEARER, _Invalid))
     return router
 
 

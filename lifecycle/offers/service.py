@@ -1,0 +1,270 @@
+"""Offer codes: made once at the engine's decision, stored, listed, redeemed by orders.
+
+**Codes.** :func:`new_code` draws 8 characters from :data:`ALPHABET` (no ``0 O 1 I L U``:
+nothing a customer can misread or mistype) with :mod:`secrets`, in two groups after the
+step's prefix: ``BACK10-7KQ2-M9XD`` (29^8, about 5 * 10^11 codes per prefix).  A code is
+random and stored, not derived from a key: rotating ``LIFECYCLE_SECRET_KEY`` changes none.
+
+**Issuing.** :func:`issue` writes the ``offers`` row (and, when the shop is to be told, its
+``offer_webhooks`` row) in the transaction of the engine that writes the mail's outbox row,
+and only when that row was new: the same decision replayed (the outbox's idempotency key)
+writes nothing, so it cannot make a second code.  A mail withheld at decision time (the
+frequency cap) gets no code.  Test sends and previews render a sample code and store none.
+
+**Redeeming.** :func:`redeem` takes the orders that arrived (API or import) with their
+``discount_codes``: each code that matches an offer not yet redeemed is marked redeemed by
+that order (the first order wins; the same order posted again changes nothing), and an
+``offer_redeemed`` touchpoint goes on the ordering customer's timeline (once per code).  A
+code used after its expiry is still recorded, with ``late`` in the touchpoint: the shop
+accepted it, so it was redeemed; whether late use is allowed is the shop's decision, and the
+figure shows how often it happens.  Unknown codes (the shop's own, typos) are ignored, counted
+and logged; so is a code a second order uses.  Only completed and pending orders redeem
+(a cancelled or refunded order used nothing).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import secrets
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection, insert, select, update
+
+from lifecycle.flows.definitions import Offer
+from lifecycle.models import Customer, Message, Touchpoint
+from lifecycle.offers.model import OfferCode, OfferWebhook, WebhookStatus
+from lifecycle.timeutil import as_utc
+
+log = logging.getLogger(__name__)
+
+#: The characters of a code: capitals and digits a person cannot confuse (no 0/O, 1/I/L, U/V).
+ALPHABET = "23456789ABCDEFGHJKMNPQRSTWXYZ"
+GROUPS, GROUP_LENGTH = 2, 4
+#: What an offer webhook announces.
+CREATED = "offer.created"
+#: The kind of the timeline entry of a redeemed code.
+REDEEMED_KIND = "offer_redeemed"
+#: Order statuses whose codes count as used.
+REDEEMING_STATUSES = ("completed", "pending")
+#: Most codes one order may carry.
+MAX_CODES_PER_ORDER = 20
+MAX_CODE_LENGTH = 40
+
+_offers = OfferCode.__table__
+_hooks = OfferWebhook.__table__
+
+
+def new_code(prefix: str) -> str:
+    """A random, readable code with ``prefix``: ``BACK10-7KQ2-M9XD``."""
+    groups = ("".join(secrets.choice(ALPHABET) for _ in range(GROUP_LENGTH))
+              for _ in range(GROUPS))
+    return "-".join((prefix, *groups))
+
+
+def fresh_code(conn: Connection, prefix: str) -> str:
+    """:func:`new_code`, drawn again in the (astronomically rare) case it is already stored."""
+    while True:
+        code = new_code(prefix)
+        if conn.execute(select(_offers.c.id).where(_offers.c.code == code)).first() is None:
+            return code
+
+
+def sample_code(prefix: str) -> str:
+    """The code a test send or a preview shows: plainly not a real one, never stored."""
+    return f"{prefix}-TEST-CODE"
+
+
+def normalise_code(raw: str) -> str:
+    """A code as typed at a checkout, as stored: trimmed, in capitals."""
+    return raw.strip().upper()
+
+
+def _value(offer: Offer) -> Decimal | None:
+    if offer.kind == "percent":
+        return Decimal(offer.percent or 0)
+    if offer.kind == "fixed":
+        return offer.amount
+    return None
+
+
+def spec_context(offer: Offer) -> dict[str, Any]:
+    """A step's offer as a mail's context keeps it before a code exists (a test send)."""
+    valid = offer.valid
+    return {"kind": offer.kind, "value": offer.value, "currency": offer.currency,
+            "percent": offer.percent, "prefix": offer.prefix,
+            "valid": {"years": valid.years, "months": valid.months, "days": valid.days}}
+
+
+def issued_context(offer: Offer, code: str, expires_at: datetime) -> dict[str, Any]:
+    """What a mail's outbox context keeps of its stored offer (the sender renders from it)."""
+    return {"code": code, "kind": offer.kind, "value": offer.value, "currency": offer.currency,
+            "percent": offer.percent, "prefix": offer.prefix,
+            "expires_at": as_utc(expires_at).isoformat()}
+
+
+@dataclass(frozen=True)
+class Issued:
+    offer_id: int
+    code: str
+
+
+def issue(conn: Connection, offer: Offer, code: str, *, customer: Any, flow: str | None,
+          step: str | None, message_id: int, expires_at: datetime, now: datetime,
+          notify: bool) -> Issued:
+    """Store ``code`` for the mail ``message_id`` (just written in ``conn``'s transaction) and,
+    with ``notify``, the webhook that tells the shop."""
+    offer_id = conn.execute(insert(_offers).values(
+        code=code, customer_id=customer.id, flow=flow, step=step, message_id=message_id,
+        kind=offer.kind, value=_value(offer), currency=offer.currency, expires_at=expires_at,
+        created_at=now).returning(_offers.c.id)).scalar_one()
+    if notify:
+        from lifecycle.offers.webhooks import payload
+
+        conn.execute(insert(_hooks).values(
+            offer_id=offer_id, event=CREATED, webhook_id=webhook_id(offer_id),
+            payload=payload(CREATED, now, {
+                "code": code, "kind": offer.kind, "value": offer.value,
+                "currency": offer.currency, "expires_at": as_utc(expires_at).isoformat(),
+                "created_at": as_utc(now).isoformat(), "flow": flow, "step": step,
+                "customer": {"id": customer.external_id, "email": customer.email}}),
+            status=WebhookStatus.PENDING.value, attempts=0, next_attempt_at=now, created_at=now))
+    return Issued(offer_id, code)
+
+
+def webhook_id(offer_id: int) -> str:
+    """The ``webhook-id`` of an offer's ``offer.created`` post: the same on every attempt."""
+    return "msg_" + base64.b32encode(f"offer.created:{offer_id}".encode()).decode().rstrip("=")
+
+
+# --------------------------------------------------------------------------- redeeming
+
+
+@dataclass
+class Redemptions:
+    """What the discount codes of some orders did."""
+
+    redeemed: int = 0
+    #: Of ``redeemed``: used after the offer expired (recorded all the same).
+    late: int = 0
+    #: Codes we never handed out (the shop's own, typos): ignored.
+    unknown: int = 0
+    #: Codes another order had redeemed first: ignored.
+    taken: int = 0
+    unknown_codes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class CodedOrder:
+    order_id: str  # the shop's order id
+    customer_id: int  # our customer row
+    ordered_at: datetime
+    status: str
+    codes: Sequence[str]
+
+
+def redeem(conn: Connection, orders: Iterable[CodedOrder], now: datetime,
+           channel: str) -> Redemptions:
+    """Mark the codes of ``orders`` redeemed (module doc), in ``conn``'s transaction."""
+    report = Redemptions()
+    # One order for every caller: two transactions redeeming the same codes lock them in turn.
+    wanted = sorted(((normalise_code(code), o) for o in orders
+                     if o.status in REDEEMING_STATUSES for code in o.codes if code.strip()),
+                    key=lambda pair: (pair[0], as_utc(pair[1].ordered_at), pair[1].order_id))
+    seen: set[str] = set()
+    for code, order in wanted:
+        if code in seen:
+            continue
+        seen.add(code)
+        at = as_utc(order.ordered_at)
+        row = conn.execute(update(_offers).where(
+            _offers.c.code == code, _offers.c.redeemed_at.is_(None)).values(
+            redeemed_at=at, redeemed_order_id=order.order_id).returning(
+            _offers.c.id, _offers.c.flow, _offers.c.step, _offers.c.message_id,
+            _offers.c.kind, _offers.c.value, _offers.c.currency, _offers.c.expires_at)).first()
+        if row is None:
+            holder = conn.execute(select(_offers.c.redeemed_order_id).where(
+                _offers.c.code == code)).first()
+            if holder is None:
+                report.unknown += 1
+                report.unknown_codes.append(code)
+            elif holder.redeemed_order_id != order.order_id:
+                report.taken += 1
+                log.info("Order %s used the code %s, which order %s redeemed first; the first "
+                         "order keeps it.", order.order_id, code, holder.redeemed_order_id)
+            continue
+        late = at > as_utc(row.expires_at)
+        report.redeemed += 1
+        report.late += late
+        conn.execute(insert(Touchpoint.__table__).values(
+            customer_id=order.customer_id, kind=REDEEMED_KIND, channel=channel, occurred_at=at,
+            recorded_at=now, message_id=row.message_id, source_key=f"{REDEEMED_KIND}:{code}",
+            data={"code": code, "order_id": order.order_id, "flow": row.flow, "step": row.step,
+                  "kind": row.kind, "value": _text(row.value, row.kind),
+                  "currency": row.currency, "late": late}))
+    if report.unknown:
+        log.warning("%d discount code(s) of incoming orders are not offers Lifecycle handed "
+                    "out and were ignored: %s", report.unknown,
+                    ", ".join(report.unknown_codes[:10])
+                    + (" …" if len(report.unknown_codes) > 10 else ""))
+    return report
+
+
+def _text(value: Any, kind: str) -> str | None:
+    """A stored value as the API writes it: ``15`` (percent), ``5.00`` (fixed), None."""
+    if value is None:
+        return None
+    amount = Decimal(str(value))
+    return str(int(amount)) if kind == "percent" else f"{amount:.2f}"
+
+
+# --------------------------------------------------------------------------- listing
+
+
+@dataclass(frozen=True)
+class Filters:
+    redeemed: bool | None = None
+    flow: str | None = None
+    since: datetime | None = None  # created at or after
+
+
+def listing(conn: Connection, filters: Filters, *, after: int = 0,
+            limit: int = 100) -> list[dict[str, Any]]:
+    """Up to ``limit`` offers with ids above ``after`` (keyset pages in the order they were
+    made), as the API and the export write them."""
+    c, m = Customer.__table__, Message.__table__
+    query = (select(_offers, c.c.external_id.label("customer"), c.c.email, m.c.status)
+             .join(c, c.c.id == _offers.c.customer_id)
+             .outerjoin(m, m.c.id == _offers.c.message_id)
+             .where(_offers.c.id > after).order_by(_offers.c.id).limit(limit))
+    if filters.redeemed is not None:
+        query = query.where(_offers.c.redeemed_at.is_not(None) if filters.redeemed
+                            else _offers.c.redeemed_at.is_(None))
+    if filters.flow:
+        query = query.where(_offers.c.flow == filters.flow)
+    if filters.since is not None:
+        query = query.where(_offers.c.created_at >= filters.since)
+    return [as_record(row) for row in conn.execute(query)]
+
+
+#: The fields of an offer in the API and the export, in this order.
+FIELDS = ("id", "code", "kind", "value", "currency", "customer_id", "email", "flow", "step",
+          "message_id", "mail_status", "expires_at", "created_at", "redeemed_at",
+          "redeemed_order_id")
+
+
+def as_record(row: Any) -> dict[str, Any]:
+    def moment(value: datetime | None) -> str | None:
+        return as_utc(value).isoformat() if value is not None else None
+
+    return {"id": row.id, "code": row.code, "kind": row.kind,
+            "value": _text(row.value, row.kind), "currency": row.currency,
+            "customer_id": row.customer, "email": row.email, "flow": row.flow,
+            "step": row.step, "message_id": row.message_id, "mail_status": row.status,
+            "expires_at": moment(row.expires_at), "created_at": moment(row.created_at),
+            "redeemed_at": moment(row.redeemed_at), "redeemed_order_id": row.redeemed_order_id}
+
