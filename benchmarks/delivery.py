@@ -15,7 +15,8 @@ In one run it measures:
   ``sendgrid`` transport; mails per second from the first hand-out to the
   last ``sent`` commit, and due-to-sent latency p50 / p99.
 
-Each customer's order holds one to three of :data:`CATALOG` products (with url and
+The customers speak the shipped languages in turn (:data:`LOCALES`; ``--no-locales``:
+none, the shop's default). Each customer's order holds one to three of :data:`CATALOG` products (with url and
 image_url) and the products, co-purchase counts and suggestions are computed
 before sending, so every mail's context carries its recommendations
 (``--no-recommendations``: the orders hold one line without a SKU, as before).
@@ -46,7 +47,7 @@ from lifecycle.mail.compose import compose
 from lifecycle.mail.sending import dispatch
 from lifecycle.mail.templates import Rendered
 from lifecycle.mail.transports import sendgrid_payload
-from lifecycle.models import Message, Order
+from lifecycle.models import Customer, Message, Order
 from lifecycle.recommendations.compute import refresh_products
 from lifecycle.tasks.broker import setup
 from lifecycle.tasks.mail import send
@@ -122,6 +123,8 @@ def main() -> None:
     parser.add_argument("--client", choices=("pooled", "official"), default="pooled")
     parser.add_argument("--backend", choices=("postgresql", "sqlite"), default="postgresql")
     parser.add_argument("--no-recommendations", dest="recommendations", action="store_false")
+    parser.add_argument("--no-locales", dest="locales", action="store_false",
+                        help="every customer without a locale (the shop's default language)")
     args = parser.parse_args()
     port = free_port()
     fake = subprocess.Popen([sys.executable, "-m", "tests.fake_sendgrid", "--port", str(port),
@@ -157,6 +160,8 @@ def main() -> None:
 
             with app.engine.begin() as conn:
                 add_campaign(conn, args.mails, app.clock.now())
+                if args.locales:
+                    with_locales(conn)
                 if args.recommendations:
                     with_products(conn, app.clock.now())
             with app.engine.begin() as conn:
@@ -221,6 +226,20 @@ def main() -> None:
         + f"; the machine has {os.cpu_count()} cores: {1e6 * (os.cpu_count() or 1) / rate:.0f}"
           " µs of CPU per mail elapsed")
     assert sent_by_fake == args.mails == sent, "the stand-in's log disagrees with the outbox"
+
+
+#: The customers' locales, in turn: each of the shipped languages, spelled as shops send them.
+LOCALES = ("de-DE", "nb-NO", "sv-SE", "da-DK", "pl-PL", "en-US", "de-AT")
+
+
+def with_locales(conn) -> None:  # type: ignore[no-untyped-def]
+    """Give the customers the shipped languages in turn: every mail picks its locale folder
+    and formats amounts and dates in its customer's locale."""
+    ids = conn.execute(select(Customer.id).order_by(Customer.id)).scalars().all()
+    conn.execute(update(Customer).where(Customer.id == bindparam("cid")).values(
+        locale=bindparam("loc")),
+        [{"cid": cid, "loc": LOCALES[n % len(LOCALES)]} for n, cid in enumerate(ids)])
+    print(f"locales on: {len(ids):,} customers in {len(LOCALES)} locales")
 
 
 #: Products of the benchmark's orders.

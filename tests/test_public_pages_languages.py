@@ -40,7 +40,7 @@ WORDS = {
     "done": {"en": "You are unsubscribed", "de": "Du bist abgemeldet", "nb": "Du er avmeldt",
              "sv": "Du är avregistrerad", "da": "Du er afmeldt", "pl": "Wypisano Cię z listy"},
     "preferences": {"en": "Offers when it has been a while",
-                    "de": "Angebote, wenn Ihre letzte Bestellung eine Weile her ist",
+                    "de": "Angebote, wenn Deine letzte Bestellung eine Weile her ist",
                     "nb": "Tilbud når det er en stund siden", "sv": "Erbjudanden när det var",
                     "da": "Tilbud, når det er et stykke tid siden", "pl": "Oferty, gdy od"},
     "saved": {"en": "Saved.", "de": "Gespeichert.", "nb": "Lagret.", "sv": "Sparat.",
