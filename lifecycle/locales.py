@@ -16,9 +16,11 @@ customer's locale when Babel knows it, else the shop's default
 from __future__ import annotations
 
 import re
+import time
 from datetime import date, datetime
 from decimal import Decimal
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -137,6 +139,43 @@ def choose(customer_locale: str | None, available: Any, default: str = DEFAULT_L
         if name in available:
             return name
     return None
+
+
+def written_locales(templates: Path) -> frozenset[str]:
+    """The locale folder names the mail templates in ``templates`` are written in (any
+    template's, not ``_base``'s), read again at most every :data:`WRITTEN_SECONDS`."""
+    now = time.monotonic()
+    kept = _written.get(templates)
+    if kept is None or now - kept[0] > WRITTEN_SECONDS:
+        names: set[str] = set()
+        try:
+            for email in templates.iterdir():
+                if email.is_dir() and not email.name.startswith("_"):
+                    names.update(f.name for f in email.iterdir() if f.is_dir() and is_locale(f.name))
+        except OSError:
+            pass
+        kept = (now, frozenset(names))
+        _written[templates] = kept
+    return kept[1]
+
+
+#: Seconds :func:`written_locales` keeps what it read (the renderer rereads folders as often).
+WRITTEN_SECONDS = 2.0
+_written: dict[Path, tuple[float, frozenset[str]]] = {}
+
+
+def copy_formatting_locale(customer_locale: str | None, written: Any,
+                           default: str = DEFAULT_LOCALE) -> Locale:
+    """The locale a mail's amounts and dates are written in: the customer's (``de_AT``) when
+    the copy can be in their language (a folder of ``written`` on their fallback chain has
+    their language), else the locale of the copy they get (a French customer of a shop
+    writing English and German reads English copy: ``€11.50`` and ``13 January 2027``, not
+    ``11,50 €`` and ``13 janvier 2027`` inside English sentences)."""
+    chosen = choose(customer_locale, written, default)
+    own = parse_locale(customer_locale) if isinstance(customer_locale, str) else None
+    if own and chosen and Locale.parse(chosen).language == Locale.parse(own).language:
+        return formatting_locale(own, default)
+    return formatting_locale(chosen or default, default)
 
 
 def html_lang(name: str) -> str:

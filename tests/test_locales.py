@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from babel.dates import format_date
 from dateutil.relativedelta import relativedelta
 from hypothesis import given
 from hypothesis import strategies as st
@@ -137,7 +138,7 @@ def test_the_shop_default_locale_is_checked_by_babel_at_start() -> None:
 def test_brand_colour_logo_and_support_address_are_checked() -> None:
     settings = load_settings({"LIFECYCLE_MAIL_FROM": "Tea <hello@tea.example>"})
     assert settings.brand_color == "#2f5d50" and settings.shop_logo_url is None
-    assert settings.support_email == "hello@tea.example"  # the From address by default
+    assert settings.support_address == "hello@tea.example"  # the From address by default
     assert load_settings({"LIFECYCLE_BRAND_COLOR": "#ABC"}).brand_color == "#abc"
     with pytest.raises(ConfigError, match="LIFECYCLE_BRAND_COLOR='red' must be a hex colour"):
         load_settings({"LIFECYCLE_BRAND_COLOR": "red"})
@@ -171,7 +172,7 @@ def test_a_german_customer_s_mail_context_is_written_in_german(conn: Connection)
                      {"name": "Gutschein", "quantity": 1}])
     context = build_context(conn, settings(), customer_row(conn, cid), as_of=T0,
                             flow="win_back", step="one",
-                            offer=Offer(10, relativedelta(days=14), "BACK"))
+                            offer=Offer("percent", relativedelta(days=14), "BACK", percent=10))
     order = context["order"]
     assert order["total"] == "1.234,50\xa0€" and order["amount"] == "1234.50"
     assert order["currency"] == "EUR" and order["date"] == "31. Dezember 2026"
@@ -179,8 +180,11 @@ def test_a_german_customer_s_mail_context_is_written_in_german(conn: Connection)
     assert order["lines"][0] == {
         "name": "Sencha", "sku": "TEA-1", "quantity": 2, "category": None,
         "price": "617,25\xa0€", "line_total": "1.234,50\xa0€",
-        "url": "https://tee.example/p/sencha", "image_url": "https://tee.example/i/sencha.jpg",
-        "review_url": None}
+        "url": "https://tee.example/p/sencha?utm_source=lifecycle&utm_medium=email"
+               "&utm_campaign=win_back&utm_content=one",
+        "image_url": "https://tee.example/i/sencha.jpg",
+        "review_url": "http://127.0.0.1:8000/reviews?utm_source=lifecycle&utm_medium=email"
+                      "&utm_campaign=win_back&utm_content=one"}
     assert order["lines"][1]["price"] is None and order["lines"][1]["line_total"] is None
     assert context["last_order"]["date"] == "31. Dezember 2026"
     assert context["metrics"] == {"order_count": 2, "total_spend": "1.264,50\xa0€",
@@ -206,6 +210,23 @@ def test_amounts_follow_the_order_s_currency_and_the_customer_s_region(conn: Con
               for name, cid in (("us", us), ("jp", jp), ("at", at), ("odd", odd))}
     assert totals == {"us": "$1,234.50", "jp": "¥750", "at": "€\xa01.234,50",
                       "odd": "1.234,50\xa0€"}  # an unknown locale: the shop's default (da)
+
+
+def test_a_customer_whose_language_has_no_copy_gets_amounts_and_dates_as_the_copy_writes_them(
+        conn: Connection) -> None:
+    """A French customer of a shop writing English and German reads English copy: its amounts
+    and dates are English too, not French words inside English sentences."""
+    fr = add_customer(conn, "fr", T0 - timedelta(days=9), locale="fr-FR", timezone="UTC")
+    day = (T0 - timedelta(days=1)).replace(hour=12)
+    add_order(conn, fr, day, "11.50", currency="USD")
+    at = add_customer(conn, "at", T0 - timedelta(days=9), locale="de-AT", timezone="UTC")
+    add_order(conn, at, day, "11.50", currency="EUR")
+    shop = settings()  # LIFECYCLE_LOCALE en; the shipped templates: en de nb sv da pl
+    french = build_context(conn, shop, customer_row(conn, fr), as_of=T0)["order"]
+    assert (french["total"], french["date"]) == ("$11.50", format_date(day, "long", locale="en"))
+    austrian = build_context(conn, shop, customer_row(conn, at), as_of=T0)["order"]
+    assert (austrian["total"], austrian["date"]) == ("€\xa011,50",
+                                                     format_date(day, "long", locale="de_AT"))
 
 
 def test_the_readme_s_languages_table_is_what_babel_writes() -> None:

@@ -204,7 +204,8 @@ def build_context(conn: Connection | None, settings: Settings, customer: Any, *,
                            settings.currency)
     tz = customer.timezone or settings.timezone
     locale = locales.parse_locale(customer.locale) or settings.locale
-    loc = locales.formatting_locale(locale, settings.locale)
+    loc = locales.copy_formatting_locale(locale, locales.written_locales(settings.templates_dir),
+                                         settings.locale)
     latest = facts.latest.get(customer.id)
     trigger = facts.orders.get(order_external_id) if order_external_id else None
     count, spend = facts.totals.get(customer.id, (0, Decimal(0)))
@@ -216,7 +217,7 @@ def build_context(conn: Connection | None, settings: Settings, customer: Any, *,
             offer = {**offer, "code": offer_code(settings.secret_key, str(offer.get("prefix")),
                                                  flow, customer.id, step)}
         offer_vars = offer_variables(offer, shop_url=settings.shop_url,
-                                     url_pattern=settings.offer_url, locale=customer.locale,
+                                     url_pattern=settings.offer_url, locale=str(loc),
                                      tz=tz, as_of=as_of)
         code = offer_vars["code"]
         if offer_vars.get("url"):
