@@ -205,7 +205,8 @@ def test_the_code_a_mail_renders_is_the_stored_one_whatever_the_secret_key(
     assert shown[0] == shown[1]
     assert shown[0]["code"] == offer.code and shown[0]["kind"] == "percent"
     assert (shown[0]["percent"], shown[0]["value"], shown[0]["amount"]) == (10, "10", None)
-    assert shown[0]["url"] == f"https://leaf.example/discount/{offer.code}"
+    assert shown[0]["url"] == (f"https://leaf.example/discount/{offer.code}?utm_source=lifecycle"
+                               "&utm_medium=email&utm_campaign=back&utm_content=ten-percent")
     assert shown[0]["expires"] == "17. Juni 2026"  # de_AT, in Vienna
 
 
@@ -234,9 +235,9 @@ def test_a_sent_mail_carries_the_stored_code_and_its_button_to_the_shop(
     mail = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
     html = mail.get_body(("html",)).get_content()  # type: ignore[union-attr]
     text = mail.get_body(("plain",)).get_content()  # type: ignore[union-attr]
-    button = f'href="{app.settings.shop_url}/discount/{offer.code}"'
+    button = f'href="{app.settings.shop_url}/discount/{offer.code}?utm_source=lifecycle&amp;'
     assert offer.code in html and button in html and "Use my code" in html
-    assert f"{app.settings.shop_url}/discount/{offer.code}" in text
+    assert f"{app.settings.shop_url}/discount/{offer.code}?utm_source=lifecycle&" in text
     with app.engine.connect() as conn:
         assert len(offers_of(conn)) == 1  # rendering and sending made no other
 

@@ -215,7 +215,8 @@ def settings(**env: str):  # type: ignore[no-untyped-def]
 
 def context_of(conn: Connection, cid: int, **env: str) -> dict[str, Any]:
     customer = conn.execute(select(Customer.__table__).where(Customer.id == cid)).one()
-    return build_context(conn, settings(**env), customer, as_of=AS_OF)
+    # utm=False: these tests read the links as the shop gave them (UTM: test_mail_standards)
+    return build_context(conn, settings(**env), customer, as_of=AS_OF, utm=False)
 
 
 def test_a_mail_shows_suggestions_priced_for_the_customer_in_the_product_s_currency(
