@@ -219,7 +219,7 @@ def context_of(conn: Connection, cid: int, **env: str) -> dict[str, Any]:
     return build_context(conn, settings(**env), customer, as_of=AS_OF, utm=False)
 
 
-def test_a_mail_shows_suggestions_priced_for_the_customer_in_the_product_s_currency(
+def test_a_mail_prices_suggestions_only_in_the_customer_s_own_currency(
         conn: Connection) -> None:
     a_shop(conn)
     ole = add_customer(conn, "ole", ago(5))  # the latest line of A: in euros
@@ -229,12 +229,16 @@ def test_a_mail_shows_suggestions_priced_for_the_customer_in_the_product_s_curre
     refresh(conn)
     context = context_of(conn, kim)
     first = context["recommendations"][0]
-    assert first == {"name": "Product A", "sku": "A", "price": f"12,50{NBSP}€",
+    # A was last sold in euros; kim pays in dollars: no price rather than another currency's
+    assert first == {"name": "Product A", "sku": "A", "price": None,
                      "url": "https://shop.example/a-old",
                      "image_url": "https://cdn.shop.example/a.jpg"}
     assert [r["sku"] for r in context["recommendations"]] == ["A", "C", "D"]
     assert context["recommendations"][1]["price"] == f"10,00{NBSP}$"
     assert context["recommendation"] == "Product A"
+    euro = add_customer(conn, "ida", ago(5), locale="de-DE")
+    add_order(conn, euro, ago(1), 10, items=[line("B")], currency="EUR")
+    assert context_of(conn, euro)["recommendations"][0]["price"] == f"12,50{NBSP}€"
 
 
 def test_a_mail_without_anything_to_suggest_has_an_empty_list_and_no_recommendation(

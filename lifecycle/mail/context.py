@@ -226,7 +226,8 @@ def build_context(conn: Connection | None, settings: Settings, customer: Any, *,
     utm_params = utm_for(flow, step, utm)
     order = _order(order_row, tz, loc, settings, utm_params) if order_row is not None else None
     products = product_context(facts.suggestions.get(customer.id, []),
-                               order["lines"] if order else [], loc)
+                               order["lines"] if order else [], loc,
+                               order["currency"] if order else settings.currency)
     for product in products["recommendations"]:
         if product.get("url"):
             product["url"] = tag(product["url"], utm_params)

@@ -49,10 +49,13 @@ class Suggestion:
     url: str | None
     image_url: str | None
 
-    def context(self, locale: Locale | str) -> dict[str, str | None]:
-        """The template's view: price formatted for ``locale`` in the product's currency."""
+    def context(self, locale: Locale | str, currency: str | None = None) -> dict[str, str | None]:
+        """The template's view: price formatted for ``locale``, shown only in ``currency`` (the
+        customer's own: a product last sold in euros is shown to a customer paying in
+        kroner without a price, never in another customer's currency); None: any."""
         price = (_price(str(self.price), self.currency, str(locale))
-                 if self.price is not None and self.currency else None)
+                 if self.price is not None and self.currency
+                 and (currency is None or self.currency == currency) else None)
         return {"name": self.name, "sku": self.sku, "price": price, "url": self.url,
                 "image_url": self.image_url}
 

@@ -46,9 +46,10 @@ def reviews(lines: list[dict[str, Any]]) -> list[dict[str, str]]:
 
 
 def product_context(suggestions: list[Suggestion], lines: list[dict[str, Any]],
-                    locale: Locale) -> dict[str, Any]:
-    """``recommendations``, ``recommendation`` and ``reviews`` of a mail."""
-    shown = [s.context(locale) for s in suggestions]
+                    locale: Locale, currency: str | None = None) -> dict[str, Any]:
+    """``recommendations``, ``recommendation`` and ``reviews`` of a mail; suggestions priced
+    only in ``currency``, the customer's (:meth:`Suggestion.context`)."""
+    shown = [s.context(locale, currency) for s in suggestions]
     return {"recommendations": shown,
             "recommendation": shown[0]["name"] if shown else None,
             "reviews": reviews(lines)}
