@@ -192,6 +192,22 @@ def test_a_german_customer_s_mail_context_is_written_in_german(conn: Connection)
     assert shop["brand_color"] == "#2f5d50" and shop["support_email"] == "shop@example.com"
 
 
+def test_a_line_total_babel_cannot_write_is_left_out_and_the_mail_context_is_still_built(
+        conn: Connection) -> None:
+    """An order stored before imports capped quantities: 999999999999.99 × 10^18 has more
+    digits than Babel formats (InvalidOperation); that line shows no total, the rest stays."""
+    cid = add_customer(conn, "huge", T0 - timedelta(days=9), locale="de", timezone="UTC")
+    add_order(conn, cid, T0 - timedelta(days=1), "10.00", currency="EUR",
+              items=[{"name": "Tee", "quantity": 10**18, "price": "999999999999.99"},
+                     {"name": "Tasse", "quantity": 2, "price": "5.00"}])
+    context = build_context(conn, settings(), customer_row(conn, cid), as_of=T0,
+                            flow="win_back", step="one")
+    lines = context["order"]["lines"]
+    assert (lines[0]["quantity"], lines[0]["price"], lines[0]["line_total"]) == (
+        10**18, "999.999.999.999,99\xa0€", None)
+    assert lines[1]["line_total"] == "10,00\xa0€"
+
+
 def test_amounts_follow_the_order_s_currency_and_the_customer_s_region(conn: Connection) -> None:
     us = add_customer(conn, "us", T0 - timedelta(days=9), locale="en-US", timezone="UTC")
     add_order(conn, us, T0 - timedelta(days=1), "1234.50", currency="USD")
