@@ -19,6 +19,7 @@ from lifecycle.flows.definitions import Offer
 from lifecycle.mail.context import build_context
 from lifecycle.models import Customer
 from tests.factories import WEB_SECRET, add_customer, add_order
+from tests.test_mail_copy import RENDERER
 
 T0 = datetime(2026, 12, 31, 9, tzinfo=UTC)
 
@@ -206,6 +207,8 @@ def test_a_line_total_babel_cannot_write_is_left_out_and_the_mail_context_is_sti
     assert (lines[0]["quantity"], lines[0]["price"], lines[0]["line_total"]) == (
         10**18, "999.999.999.999,99\xa0€", None)
     assert lines[1]["line_total"] == "10,00\xa0€"
+    out = RENDERER.render("thank_you", context)  # the mail renders, that line without a total
+    assert "999.999.999.999,99" in (out.text or "") and "10,00" in (out.html or "")
 
 
 def test_amounts_follow_the_order_s_currency_and_the_customer_s_region(conn: Connection) -> None:
