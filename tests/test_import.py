@@ -123,6 +123,22 @@ def test_bad_order_rows_name_the_field_at_fault(conn: Connection, tmp_path: Path
     assert result.inserted == 1 and result.skipped == 8
 
 
+def test_an_imported_line_s_quantity_is_at_most_a_million_as_the_api_allows(
+        conn: Connection, tmp_path: Path) -> None:
+    def order(n: int, quantity: object) -> dict[str, object]:
+        return {"order_id": f"o{n}", "customer_id": "c1", "ordered_at": "2024-01-01",
+                "total": "3", "items": [{"sku": "A", "price": "999999999999.99",
+                                         "quantity": quantity}]}
+    path = write_jsonl(tmp_path / "orders.jsonl", [
+        order(1, 1_000_000), order(2, 1_000_001), order(3, "1000000000000000000")])
+    result = run_import(conn, "orders", path)
+    assert [(i.line, i.reason) for i in result.issues] == [
+        (2, "items[1].quantity is more than 1,000,000"),
+        (3, "items[1].quantity is more than 1,000,000")]
+    assert result.inserted == 1
+    assert conn.execute(select(Order.items)).scalar_one()[0]["quantity"] == 1_000_000
+
+
 def test_strict_mode_stops_at_the_first_bad_row_and_writes_nothing(
         conn: Connection, tmp_path: Path) -> None:
     path = write_csv(tmp_path / "c.csv", CUSTOMER_HEADER, [

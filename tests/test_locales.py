@@ -20,6 +20,7 @@ from lifecycle.flows.definitions import Offer
 from lifecycle.mail.context import build_context
 from lifecycle.models import Customer
 from tests.factories import WEB_SECRET, add_customer, add_order
+from tests.test_mail_copy import RENDERER
 
 T0 = datetime(2026, 12, 31, 9, tzinfo=UTC)
 
@@ -194,6 +195,24 @@ def test_a_german_customer_s_mail_context_is_written_in_german(conn: Connection)
     shop = context["shop"]
     assert shop["team"] == "Teehaus" and shop["logo_url"] == "https://tee.example/logo.png"
     assert shop["brand_color"] == "#2f5d50" and shop["support_email"] == "shop@example.com"
+
+
+def test_a_line_total_babel_cannot_write_is_left_out_and_the_mail_context_is_still_built(
+        conn: Connection) -> None:
+    """An order stored before imports capped quantities: 999999999999.99 × 10^18 has more
+    digits than Babel formats (InvalidOperation); that line shows no total, the rest stays."""
+    cid = add_customer(conn, "huge", T0 - timedelta(days=9), locale="de", timezone="UTC")
+    add_order(conn, cid, T0 - timedelta(days=1), "10.00", currency="EUR",
+              items=[{"name": "Tee", "quantity": 10**18, "price": "999999999999.99"},
+                     {"name": "Tasse", "quantity": 2, "price": "5.00"}])
+    context = build_context(conn, settings(), customer_row(conn, cid), as_of=T0,
+                            flow="win_back", step="one")
+    lines = context["order"]["lines"]
+    assert (lines[0]["quantity"], lines[0]["price"], lines[0]["line_total"]) == (
+        10**18, "999.999.999.999,99\xa0€", None)
+    assert lines[1]["line_total"] == "10,00\xa0€"
+    out = RENDERER.render("thank_you", context)  # the mail renders, that line without a total
+    assert "999.999.999.999,99" in (out.text or "") and "10,00" in (out.html or "")
 
 
 def test_amounts_follow_the_order_s_currency_and_the_customer_s_region(conn: Connection) -> None:

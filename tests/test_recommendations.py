@@ -97,6 +97,24 @@ def test_a_product_is_described_by_its_latest_line_and_counts_its_distinct_buyer
                                                               "F": 1}
 
 
+def test_a_products_link_and_picture_are_the_latest_lines_that_had_them_not_the_greatest(
+        conn: Connection) -> None:
+    """An old line's link (a third-party host sorting last as text) never outranks a newer
+    one; url and picture each come from the latest line that has one, ties by order id."""
+    a, b, c, d = (add_customer(conn, n, ago(400)) for n in ("a", "b", "c", "d"))
+    add_order(conn, a, ago(300), 10, items=[line("A", url="https://zz-tracker.example/r?to=a",
+                                                 image_url="https://zz.example/a.jpg")])
+    add_order(conn, b, ago(20), 10, items=[line("A", url="https://shop.example/products/a")])
+    add_order(conn, c, ago(10), 10, items=[line("A", image_url="https://cdn.example/a1.jpg")])
+    add_order(conn, d, ago(10), 10, items=[line("A", image_url="https://cdn.example/a0.jpg")])
+    add_order(conn, c, ago(1), 10, items=[line("A")])  # the latest line has neither
+    refresh(conn)
+    product = conn.execute(select(Product.url, Product.image_url)
+                           .where(Product.sku == "A")).one()
+    # d's order, inserted after c's at the same moment, is the later one
+    assert tuple(product) == ("https://shop.example/products/a", "https://cdn.example/a0.jpg")
+
+
 def test_a_refresh_replaces_the_results_of_the_one_before(conn: Connection) -> None:
     ids = a_shop(conn)
     refresh(conn)

@@ -20,6 +20,8 @@ from lifecycle.timeutil import is_timezone, parse_instant
 MAX_ID = 255
 MAX_NAME = 200
 MAX_TOTAL = Decimal("999999999999.99")
+#: Largest quantity of an order line (as the API's OrderItem allows).
+MAX_QUANTITY = 1_000_000
 
 CUSTOMER_COLUMNS = ("customer_id", "email", "first_name", "last_name", "timezone", "locale",
                     "created_at", "marketing_consent", "attributes")
@@ -241,6 +243,8 @@ def _items(fields: dict[str, Any]) -> list[dict[str, Any]]:
                 raise RowError(f"items[{index}].quantity must be a whole number") from None
         if quantity < 0:
             raise RowError(f"items[{index}].quantity is negative")
+        if quantity > MAX_QUANTITY:
+            raise RowError(f"items[{index}].quantity is more than {MAX_QUANTITY:,}")
         entry["quantity"] = quantity
         price = entry.get("price")
         if price is not None:

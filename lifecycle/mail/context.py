@@ -74,8 +74,30 @@ def _amount(value: Any) -> Decimal | None:
     return amount if amount.is_finite() else None
 
 
+def _money(amount: Decimal | None, currency: str, loc: Locale) -> str | None:
+    """``amount`` as the locale writes it, or None when there is none or Babel cannot write
+    it (a price times a huge quantity another path stored): the line is shown without it
+    and the mail never fails over it."""
+    if amount is None:
+        return None
+    try:
+        return locales.money(amount, currency, loc)
+    except (ArithmeticError, ValueError):
+        return None
+
+
 def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
+
+
+def _times(price: Decimal | None, quantity: int) -> Decimal | None:
+    """``price × quantity``, or None when there is no price or the product is no number."""
+    if price is None:
+        return None
+    try:
+        return price * quantity
+    except ArithmeticError:
+        return None
 
 
 def _line(item: Any, currency: str, loc: Locale, settings: Settings, order_id: str,
@@ -87,9 +109,8 @@ def _line(item: Any, currency: str, loc: Locale, settings: Settings, order_id: s
     known = line_links(settings, item, order_id)
     return {"name": item.get("name") or item.get("sku") or "item", "sku": item.get("sku"),
             "quantity": quantity, "category": item.get("category"),
-            "price": locales.money(price, currency, loc) if price is not None else None,
-            "line_total": (locales.money(price * quantity, currency, loc)
-                           if price is not None else None),
+            "price": _money(price, currency, loc),
+            "line_total": _money(_times(price, quantity), currency, loc),
             "url": tag(known["url"], utm) if known["url"] else None,
             "image_url": known["image_url"],
             "review_url": tag(known["review_url"], utm) if known["review_url"] else None}

@@ -9,9 +9,10 @@ contents there, so a reader sees either the old or the new results, never a mix:
    the orders' JSON items into a temporary table, in one ``INSERT … SELECT``
    (``jsonb_array_elements`` on PostgreSQL, ``json_each`` on SQLite);
 2. ``products``: per SKU, the name and unit price (with its order's currency) of
-   its latest line, that line's ``url`` and ``image_url`` (else the greatest any line
-   gave), its number of distinct buyers and its rank by them (``best_seller``, ties by
-   SKU);
+   its latest line (by ``ordered_at``, then order, then line), the ``url`` and
+   ``image_url`` of the latest line that has each (a newer line without one keeps
+   it), its number of distinct buyers and its rank by them (``best_seller``, ties
+   by SKU);
 3. ``co_purchases``: for each two SKUs, how many distinct customers bought both,
    in any of their orders; per SKU only its :data:`PARTNERS_KEPT` strongest partners;
 4. ``customer_suggestions``: per customer, the SKUs they do not own ranked by the sum
@@ -122,22 +123,32 @@ def refresh_products(conn: Connection, as_of: datetime) -> tuple[int, int]:
         INSERT INTO {OWNED_TABLE} (customer_id, sku, skus)
         SELECT customer_id, sku, COUNT(*) OVER (PARTITION BY customer_id)
         FROM {LINES_TABLE} GROUP BY customer_id, sku""")
-    # One sort of the lines (the latest of each SKU); links and buyers by hashing.
+    # One sort of the lines, newest first per SKU: the latest line (rn = 1) gives the name
+    # and price; a running count of the lines with a link marks the latest that has one
+    # (the line whose count is 1 and has a link), for url and image_url each.  One pass
+    # over the sorted lines, then one row per SKU; buyers by hashing.
+    order = "PARTITION BY sku ORDER BY ordered_at DESC, order_id DESC, line DESC"
+    running = f"({order} ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)"
     conn.exec_driver_sql(f"""
         INSERT INTO products (sku, name, price, currency, url, image_url, buyers,
                               best_seller, last_ordered_at)
         SELECT l.sku, l.name, l.price, CASE WHEN l.price IS NOT NULL THEN l.currency END,
-               COALESCE(l.url, k.url), COALESCE(l.image_url, k.image_url), b.buyers,
+               l.url, l.image_url, b.buyers,
                ROW_NUMBER() OVER (ORDER BY b.buyers DESC, l.sku), l.ordered_at
-        FROM (SELECT sku, name, price, currency, ordered_at, url, image_url,
-                     ROW_NUMBER() OVER (PARTITION BY sku ORDER BY ordered_at DESC,
-                                        order_id DESC, line DESC) AS rn
-              FROM {LINES_TABLE}) AS l
-        JOIN (SELECT sku, MAX(url) AS url, MAX(image_url) AS image_url
-              FROM {LINES_TABLE} GROUP BY sku) AS k ON k.sku = l.sku
+        FROM (SELECT sku, MAX(CASE WHEN rn = 1 THEN name END) AS name,
+                     MAX(CASE WHEN rn = 1 THEN price END) AS price,
+                     MAX(CASE WHEN rn = 1 THEN currency END) AS currency,
+                     MAX(CASE WHEN rn = 1 THEN ordered_at END) AS ordered_at,
+                     MAX(CASE WHEN urls = 1 THEN url END) AS url,
+                     MAX(CASE WHEN images = 1 THEN image_url END) AS image_url
+              FROM (SELECT sku, name, price, currency, ordered_at, url, image_url,
+                           ROW_NUMBER() OVER {running} AS rn,
+                           COUNT(url) OVER {running} AS urls,
+                           COUNT(image_url) OVER {running} AS images
+                    FROM {LINES_TABLE}) AS w
+              GROUP BY sku) AS l
         JOIN (SELECT sku, COUNT(*) AS buyers FROM {OWNED_TABLE} GROUP BY sku) AS b
-          ON b.sku = l.sku
-        WHERE l.rn = 1""")
+          ON b.sku = l.sku""")
     _drop(conn, LINES_TABLE)
     if pg:
         conn.exec_driver_sql(f"ANALYZE {OWNED_TABLE}")
