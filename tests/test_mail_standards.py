@@ -262,7 +262,7 @@ def test_tagging_keeps_query_and_fragment_adds_what_is_missing_and_is_idempotent
         "https://shop.example/?utm_campaign=mine&utm_source=lifecycle&utm_medium=email"
         "&utm_content=first")
     assert tag("https://shop.example", {"campaign": "spring sale"}) == \
-        "https://shop.example?utm_campaign=spring%20sale"
+        "https://shop.example/?utm_campaign=spring%20sale"  # a bare origin gets its "/"
     for untouched in ("mailto:shop@example.com", "/relative", "", None):
         assert tag(untouched, UTM) == untouched
     assert tag(url, {}) == url

@@ -34,9 +34,9 @@ CUSTOMER_LOCALE = {"en": "en-US", "de": "de-AT", "nb": "no", "sv": "sv_SE", "da"
 #: Words a native reader would see on each page, per language.
 WORDS = {
     "ask": {"en": "Unsubscribe from Our shop?", "de": "Von Our shop abmelden?",
-            "nb": "Melde deg av e-post fra Our shop?",
-            "sv": "Avsluta prenumerationen från Our shop?",
-            "da": "Afmelde mails fra Our shop?", "pl": "Wypisać się z wiadomości od Our shop?"},
+            "nb": "Vil du melde deg av e-post fra Our shop?",
+            "sv": "Vill du sluta få mejl från Our shop?",
+            "da": "Vil du afmelde mails fra Our shop?", "pl": "Wypisać się z wiadomości od Our shop?"},
     "done": {"en": "You are unsubscribed", "de": "Du bist abgemeldet", "nb": "Du er avmeldt",
              "sv": "Du är avregistrerad", "da": "Du er afmeldt", "pl": "Wypisano Cię z listy"},
     "preferences": {"en": "Offers when it has been a while",

@@ -69,7 +69,7 @@ def _tagged(url: str, utm: tuple[tuple[str, str], ...]) -> str:
     if not added:
         return url
     query = f"{parts.query}&{added}" if parts.query else added
-    return urlunsplit(parts._replace(query=query))
+    return urlunsplit(parts._replace(query=query, path=parts.path or "/"))
 
 
 @functools.lru_cache(maxsize=256)
