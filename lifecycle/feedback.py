@@ -24,6 +24,9 @@ been quiet that long it is **settled** (:func:`settle`, by the scheduler's
   none (traced the same way).
 * A group of :data:`MAX_HELD` votes counts as none (a flood; further posts are
   not even stored while the mail holds that many).
+* Once a mail's votes were voided so (a later group of the same mail, or after
+  an earlier settling), only a score chosen on the thank-you page counts: the
+  page asks for it (:func:`needs_confirming`).
 * Otherwise the group's last vote is the answer — with two different link
   scores too: a person who clicks 8 and then 9 in the mail corrected a slip.
 
@@ -186,6 +189,7 @@ def settle(conn: Connection, key: str, now: datetime, hold: float, definitions: 
             else:
                 groups.append([vote])
     traces: list[dict[str, Any]] = []
+    scanned = scanned_before(conn, out.customer_id, out.message_id)
     for group in groups:
         from_mail = [v for v in group if v.via == "mail"]
         from_page = [v for v in group if v.via == "page"]
@@ -203,6 +207,14 @@ def settle(conn: Connection, key: str, now: datetime, hold: float, definitions: 
             else:  # a machine pressing a button on every thank-you page
                 traces.append(_void(out, group, hold))
                 counting = []
+        if traces:
+            scanned = True
+        elif scanned:  # after a scanner's burst only a score pressed on the thank-you page counts
+            counting = from_page
+            if from_mail and not from_page:
+                log.info("NPS vote of customer %d to mail %s not counted: the mail's links were "
+                         "fetched by a scanner before, and the score was not confirmed on the "
+                         "thank-you page.", out.customer_id, out.message_id)
         if counting:  # one score, or two: a person correcting a slip, the last counts
             last = counting[-1]
             _record(conn, out.customer_id, out.message_id, last.score, last.received_at, now)
@@ -365,6 +377,26 @@ def answer_of(conn: Connection, customer_id: int, message_id: int | None) -> dic
         if held.comment is not None:
             data["comment"] = held.comment
     return data or None
+
+
+def scanned_before(conn: Connection, customer_id: int, message_id: int | None) -> bool:
+    """Whether votes for mail ``message_id`` were voided before (a ``feedback_voided``
+    touchpoint): then an answer counts only once confirmed on the thank-you page."""
+    return conn.execute(select(Touchpoint.id).where(
+        Touchpoint.customer_id == customer_id, Touchpoint.kind == "feedback_voided",
+        Touchpoint.message_id == message_id if message_id else Touchpoint.message_id.is_(None))
+        .limit(1)).first() is not None
+
+
+def needs_confirming(conn: Connection, customer_id: int, message_id: int | None) -> bool:
+    """Whether a score from the mail's links would not count unless chosen again on the
+    thank-you page: the mail was scanned before, or its held votes already show a burst."""
+    if scanned_before(conn, customer_id, message_id):
+        return True
+    scores = conn.execute(select(NpsVote.score).where(
+        NpsVote.answer_key == _key(customer_id, message_id), NpsVote.via == "mail")
+        .limit(MAX_HELD)).scalars().all()
+    return len(set(scores)) >= LINK_BURST
 
 
 def _answer(conn: Connection, customer_id: int, message_id: int | None) -> Any | None:

@@ -121,6 +121,7 @@ def test_a_click_counts_once_its_hold_has_passed_and_makes_a_promoter_then(
     cid, mid, token = feedback_link(app)
     thanks = click(web, token, 10)
     assert thanks.status_code == 200 and "Thank you!" in thanks.text
+    assert "Please confirm" not in thanks.text
     assert "<strong>10</strong> out of 10" in thanks.text
     assert held(app) == [(10, "mail")] and answers(app) == []
     later(app, HOLD - 1)
@@ -289,7 +290,7 @@ def test_different_scores_from_a_mails_links_within_the_hold_count_as_none_and_l
                for r in caplog.records)
 
 
-def test_a_scanners_burst_leaves_an_earlier_answer_standing_and_a_later_one_counts(
+def test_a_scanners_burst_leaves_an_earlier_answer_standing_and_a_later_one_counts_once_confirmed(
         app: App, web: TestClient) -> None:
     cid, _mid, token = feedback_link(app)
     click(web, token, 10)
@@ -302,11 +303,19 @@ def test_a_scanners_burst_leaves_an_earlier_answer_standing_and_a_later_one_coun
     settle_held(app)
     assert [a["score"] for a in answers(app)] == [10] and len(voided(app)) == 1
     assert "promoter" in live_segments(app, cid)
-    later(app, 60)
+    later(app, 3600)
+    thanks = click(web, token, 6)  # after a burst, a score from the mail's links alone ...
+    assert "Please confirm: press your score below once more." in thanks.text
+    later(app, HOLD)
+    settle_held(app)
+    assert [a["score"] for a in answers(app)] == [10]  # ... does not count
+    later(app, 3600)
     click(web, token, 6)
+    assert "Please confirm" not in choose_again(web, token, 6).text  # confirmed on the page
     later(app, HOLD)
     settle_held(app)
     assert [(a["score"], a["changed_from"]) for a in answers(app)] == [(6, 10)]
+    assert "detractor" in live_segments(app, cid) and len(voided(app)) == 1
 
 
 def test_the_same_score_fetched_twice_counts_once(app: App, web: TestClient) -> None:
