@@ -223,10 +223,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("LIFECYCLE_PUBLIC_API_DOCS", "false",
             "true: `/docs`, `/redoc` and `/openapi.json` answer anyone; otherwise only logged-in "
             "staff and requests with a valid API key (others get 404)."),
-    Setting("LIFECYCLE_NPS_HOLD_SECONDS", "10",
+    Setting("LIFECYCLE_NPS_HOLD_SECONDS", "120",
             "An NPS score posted from the feedback page waits this long before it counts: "
-            "different scores from one mail's links within it are a link scanner fetching "
-            "every link, and count as none (see Feedback (NPS))."),
+            "three or more different scores from one mail's links within it are a link "
+            "scanner fetching every link, and count as none; two are a person correcting "
+            "(the last counts) (see Feedback (NPS))."),
 )
 
 
@@ -282,7 +283,7 @@ class Settings:
     webhook_max_age: float = 600.0
     attribution_days: float = 7.0
     public_api_docs: bool = False
-    nps_hold_seconds: float = 10.0
+    nps_hold_seconds: float = 120.0
 
     @property
     def is_embedded(self) -> bool:
@@ -681,5 +682,5 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         attribution_days=float(_positive("LIFECYCLE_ATTRIBUTION_DAYS",
                                          get("LIFECYCLE_ATTRIBUTION_DAYS") or "7", float)),
         public_api_docs=public_docs == "true",
-        nps_hold_seconds=_nps_hold(get("LIFECYCLE_NPS_HOLD_SECONDS") or "10"),
+        nps_hold_seconds=_nps_hold(get("LIFECYCLE_NPS_HOLD_SECONDS") or "120"),
     )

@@ -11,7 +11,9 @@ fetching a link records nothing:
 * ``POST /f/<token>`` with ``score`` holds the vote (:func:`lifecycle.feedback.
   hold_vote`; ``via=page`` for the thank-you page's "choose again" buttons),
   unless the request shows a scanner's traits (then it is only counted in a
-  log line), and shows the thank-you page, which offers an optional comment;
+  log line), and shows the thank-you page, which offers an optional comment
+  (and, once a scanner's burst was seen for the mail, asks to press the score
+  again: only that counts then);
   ``POST`` with ``comment`` keeps it with the answer.
 
 A score outside 0–10 gets 400.  A test mail's link
@@ -32,7 +34,14 @@ from fastapi.responses import HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from lifecycle.app import App
-from lifecycle.feedback import SCORES, add_comment, answer_of, definitions_of, hold_vote
+from lifecycle.feedback import (
+    SCORES,
+    add_comment,
+    answer_of,
+    definitions_of,
+    hold_vote,
+    needs_confirming,
+)
 from lifecycle.scanners import scanner_trait
 from lifecycle.web.linked import PAGE_POLICY, Holder, Linked, field, read_form
 
@@ -134,8 +143,9 @@ def feedback_routes(app: App) -> APIRouter:
                           app.settings.nps_hold_seconds, segment_definitions, agent=agent,
                           clock=app.clock)
             data = answer_of(conn, customer.id, message_id) or {}
+            confirm = via == "mail" and needs_confirming(conn, customer.id, message_id)
         return linked.page(request, "feedback.html", token, customer, score=score,
-                           comment=data.get("comment", ""), commented=False)
+                           comment=data.get("comment", ""), commented=False, confirm=confirm)
 
     def comment(request: Request, token: str, text: str) -> Response:
         with app.engine.begin() as conn:
