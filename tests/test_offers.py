@@ -647,3 +647,83 @@ def test_a_customers_codes_are_in_their_export_and_erasure_stops_their_webhooks(
         "failed", {"erased": True}, "the customer was erased")
     assert _due(app) == [] and webhooks.deliver(app, [hook.id]) == {"skipped": 1}
     assert shop.posts == []
+
+
+# --------------------------------------------------------------------------- security review
+
+
+def _malformed_shop() -> Any:
+    """A listener that answers every post with a line that is no HTTP status line."""
+    import socket
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+
+    def serve() -> None:
+        while True:
+            try:
+                client, _ = srv.accept()
+            except OSError:
+                return
+            with client:
+                client.recv(65536)
+                client.sendall(b"HELLO\r\n\r\n")
+
+    threading.Thread(target=serve, daemon=True).start()
+    return srv
+
+
+def test_a_malformed_answer_from_the_shop_is_a_recorded_failed_attempt_and_the_batch_goes_on(
+        app: App, flow: Flow) -> None:
+    srv = _malformed_shop()
+    try:
+        app = hooked(app, f"http://127.0.0.1:{srv.getsockname()[1]}/")
+        with app.engine.begin() as conn:
+            for name in ("h1", "h2", "h3"):
+                decide(conn, flow, name, notify=True)
+        assert webhooks.deliver(app, _due(app)) == {"later": 3}
+    finally:
+        srv.close()
+    with app.engine.connect() as conn:
+        rows = conn.execute(select(OfferWebhook.status, OfferWebhook.attempts,
+                                   OfferWebhook.last_error)).all()
+    assert [(r.status, r.attempts) for r in rows] == [("pending", 1)] * 3
+    assert all(r.last_error.startswith("BadStatusLine") for r in rows), rows
+
+
+def test_a_poster_that_raises_is_recorded_as_a_failed_attempt(app: App, flow: Flow) -> None:
+    app = hooked(app, "http://127.0.0.1:9/")
+    with app.engine.begin() as conn:
+        for name in ("r1", "r2"):
+            decide(conn, flow, name, notify=True)
+
+    def boom(url: str, body: bytes, headers: dict[str, str]) -> str | None:
+        raise RuntimeError("unexpected")
+
+    assert webhooks.deliver(app, _due(app), poster=boom) == {"later": 2}
+    with app.engine.connect() as conn:
+        assert conn.execute(select(OfferWebhook.last_error)).scalars().all() == [
+            "RuntimeError: unexpected"] * 2
+
+
+def test_the_csv_export_puts_a_quote_before_a_cell_a_spreadsheet_would_run_as_a_formula(
+        cli_env: dict[str, str], flow: Flow) -> None:
+    evil = "=cmd|'/Ccalc'!A0@example.com"
+    app = App(load_settings(cli_env))
+    try:
+        with app.engine.begin() as conn:
+            decide(conn, flow, "+HYPERLINK", email=evil)
+            decide(conn, flow, "plain")
+    finally:
+        app.close()
+    out = CliRunner().invoke(cli, ["offers", "export"], env=cli_env)
+    assert out.exit_code == 0, out.output
+    rows = list(csv.DictReader(io.StringIO(out.stdout)))
+    assert (rows[0]["email"], rows[0]["customer_id"]) == ("'" + evil, "'+HYPERLINK")
+    assert rows[1]["customer_id"] == "plain"
+    from lifecycle.cli.offers import csv_cell
+    assert [csv_cell(v) for v in ("-1", "@x", "\tx", "\rx", "a=b", None, 5)] == [
+        "'-1", "'@x", "'\tx", "'\rx", "a=b", "", "5"]
+    as_json = CliRunner().invoke(cli, ["offers", "export", "--json"], env=cli_env)
+    assert json.loads(as_json.stdout.splitlines()[0])["email"] == evil  # JSON is data, as it is

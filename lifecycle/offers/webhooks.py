@@ -24,6 +24,7 @@ listed in ``GET /api/v1/offers``.
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import random
@@ -102,9 +103,14 @@ def post(url: str, body: bytes, headers: dict[str, str]) -> str | None:
     except urllib.error.HTTPError as exc:
         text = exc.read(ERROR_CHARS).decode("utf-8", "replace").strip()
         return f"HTTP {exc.code}" + (f": {text}" if text else "")
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
+        # HTTPException: a malformed answer (bad status line, a header line over 64 KiB,
+        # more than 100 headers).
         reason = getattr(exc, "reason", exc)
         return f"{type(exc).__name__}: {reason}"[:ERROR_CHARS]
+    except Exception as exc:  # noqa: BLE001 - any other failure is an attempt that failed
+        log.exception("Posting an offer webhook to the shop failed unexpectedly.")
+        return f"{type(exc).__name__}: {exc}"[:ERROR_CHARS]
 
 
 def next_wait(attempts: int) -> timedelta:
@@ -164,8 +170,12 @@ def deliver(app: App, ids: list[int],
     if len(ids) > len(rows):
         outcomes["skipped"] += len(ids) - len(rows)
     for row in rows:
-        body = body_of(row.payload)
-        error = poster(url, body, signed_headers(secret, row.webhook_id, body))
+        try:
+            body = body_of(row.payload)
+            error = poster(url, body, signed_headers(secret, row.webhook_id, body))
+        except Exception as exc:  # noqa: BLE001 - recorded as a failed attempt, batch goes on
+            log.exception("Offer webhook %s could not be posted.", row.webhook_id)
+            error = f"{type(exc).__name__}: {exc}"[:ERROR_CHARS]
         outcomes[record(app, row, error)] += 1
     return outcomes
 
