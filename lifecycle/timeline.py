@@ -28,7 +28,8 @@ TIMELINE_KINDS = ("order_placed", "order_status_changed", "email_sent", "email_d
                   "email_clicked", "email_bounced", "replied", "feedback", "feedback_voided",
                   "support", "note",
                   "unsubscribed", "mail_paused", "mail_cancelled", "segment_entered",
-                  "segment_exited", "review", "referral", "offer_redeemed")
+                  "segment_exited", "review", "referral", "offer_redeemed",
+                  "offer_redemption_undone")
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,9 @@ def summary(kind: str, data: dict[str, Any], locale: Any = FALLBACK_LOCALE) -> s
         "offer_redeemed": lambda: f"Used the offer code {d.get('code')} "
                                   f"({_offer_words(d, locale)}) in order {d.get('order_id')}"
                                   + (" after it had expired" if d.get("late") else "") + mail,
+        "offer_redemption_undone": lambda: f"The offer code {d.get('code')} is open again: "
+                                           f"order {d.get('order_id')} was cancelled or "
+                                           "refunded" + mail,
         "segment_entered": lambda: f"Entered segment “{segment_words(str(d.get('segment')))}”",
         "segment_exited": lambda: f"Left segment “{segment_words(str(d.get('segment')))}”",
     }

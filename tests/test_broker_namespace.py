@@ -44,8 +44,9 @@ def rabbitmq():  # type: ignore[no-untyped-def]
 
 
 def test_every_queue_lifecycle_declares_on_rabbitmq_carries_its_namespace(rabbitmq) -> None:  # type: ignore[no-untyped-def]
-    assert rabbitmq.get_declared_queues() == {"lifecycle.default"}
-    assert rabbitmq.get_declared_delay_queues() == {"lifecycle.default.DQ"}
+    assert rabbitmq.get_declared_queues() == {"lifecycle.default", "lifecycle.webhooks"}
+    assert rabbitmq.get_declared_delay_queues() == {"lifecycle.default.DQ",
+                                                    "lifecycle.webhooks.DQ"}
     marker = f"namespace-test-{uuid.uuid4().hex}"
     sent = heartbeat.send(marker)
     assert sent.queue_name == "lifecycle.default"
@@ -92,3 +93,23 @@ def test_every_redis_key_lifecycle_writes_carries_its_namespace() -> None:
         broker_module.install(broker_module.build(None))
         client.flushdb()
         client.close()
+
+
+def test_offer_webhooks_go_on_their_own_namespaced_queue_on_rabbitmq(rabbitmq) -> None:  # type: ignore[no-untyped-def]
+    from lifecycle.offers.tasks import notify
+
+    sent = notify.send_with_options(args=([-1],), delay=3_600_000)  # no worker may run it now
+    assert sent.queue_name == "lifecycle.webhooks.DQ"
+    connection = pika.BlockingConnection(pika.URLParameters(RABBITMQ_URL))
+    try:
+        channel = connection.channel()
+        for queue in ("lifecycle.webhooks", "lifecycle.webhooks.DQ", "lifecycle.webhooks.XQ"):
+            channel.queue_declare(queue=queue, passive=True)
+        method, _properties, body = channel.basic_get("lifecycle.webhooks.DQ")
+        while method is not None and json.loads(body)["args"] != [[-1]]:
+            channel.basic_nack(method.delivery_tag, requeue=True)
+            method, _properties, body = channel.basic_get("lifecycle.webhooks.DQ")
+        assert method is not None
+        channel.basic_ack(method.delivery_tag)
+    finally:
+        connection.close()

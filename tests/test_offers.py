@@ -648,3 +648,277 @@ def test_a_customers_codes_are_in_their_export_and_erasure_stops_their_webhooks(
         "failed", {"erased": True}, "the customer was erased")
     assert _due(app) == [] and webhooks.deliver(app, [hook.id]) == {"skipped": 1}
     assert shop.posts == []
+
+
+# --------------------------------------------------------------------------- security review
+
+
+def _malformed_shop() -> Any:
+    """A listener that answers every post with a line that is no HTTP status line."""
+    import socket
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+
+    def serve() -> None:
+        while True:
+            try:
+                client, _ = srv.accept()
+            except OSError:
+                return
+            with client:
+                client.recv(65536)
+                client.sendall(b"HELLO\r\n\r\n")
+
+    threading.Thread(target=serve, daemon=True).start()
+    return srv
+
+
+def test_a_malformed_answer_from_the_shop_is_a_recorded_failed_attempt_and_the_batch_goes_on(
+        app: App, flow: Flow) -> None:
+    srv = _malformed_shop()
+    try:
+        app = hooked(app, f"http://127.0.0.1:{srv.getsockname()[1]}/")
+        with app.engine.begin() as conn:
+            for name in ("h1", "h2", "h3"):
+                decide(conn, flow, name, notify=True)
+        assert webhooks.deliver(app, _due(app)) == {"later": 3}
+    finally:
+        srv.close()
+    with app.engine.connect() as conn:
+        rows = conn.execute(select(OfferWebhook.status, OfferWebhook.attempts,
+                                   OfferWebhook.last_error)).all()
+    assert [(r.status, r.attempts) for r in rows] == [("pending", 1)] * 3
+    assert all(r.last_error.startswith("BadStatusLine") for r in rows), rows
+
+
+def test_a_poster_that_raises_is_recorded_as_a_failed_attempt(app: App, flow: Flow) -> None:
+    app = hooked(app, "http://127.0.0.1:9/")
+    with app.engine.begin() as conn:
+        for name in ("r1", "r2"):
+            decide(conn, flow, name, notify=True)
+
+    def boom(url: str, body: bytes, headers: dict[str, str]) -> str | None:
+        raise RuntimeError("unexpected")
+
+    assert webhooks.deliver(app, _due(app), poster=boom) == {"later": 2}
+    with app.engine.connect() as conn:
+        assert conn.execute(select(OfferWebhook.last_error)).scalars().all() == [
+            "RuntimeError: unexpected"] * 2
+
+
+def test_the_csv_export_puts_a_quote_before_a_cell_a_spreadsheet_would_run_as_a_formula(
+        cli_env: dict[str, str], flow: Flow) -> None:
+    evil = "=cmd|'/Ccalc'!A0@example.com"
+    app = App(load_settings(cli_env))
+    try:
+        with app.engine.begin() as conn:
+            decide(conn, flow, "+HYPERLINK", email=evil)
+            decide(conn, flow, "plain")
+    finally:
+        app.close()
+    out = CliRunner().invoke(cli, ["offers", "export"], env=cli_env)
+    assert out.exit_code == 0, out.output
+    rows = list(csv.DictReader(io.StringIO(out.stdout)))
+    assert (rows[0]["email"], rows[0]["customer_id"]) == ("'" + evil, "'+HYPERLINK")
+    assert rows[1]["customer_id"] == "plain"
+    from lifecycle.cli.offers import csv_cell
+    assert [csv_cell(v) for v in ("-1", "@x", "\tx", "\rx", "a=b", None, 5)] == [
+        "'-1", "'@x", "'\tx", "'\rx", "a=b", "", "5"]
+    as_json = CliRunner().invoke(cli, ["offers", "export", "--json"], env=cli_env)
+    assert json.loads(as_json.stdout.splitlines()[0])["email"] == evil  # JSON is data, as it is
+
+
+def _writer(app: App) -> dict[str, str]:
+    with app.engine.begin() as conn:
+        return {"Authorization": f"Bearer {create_key(conn, 'w', ['orders:write'], T0)}"}
+
+
+def test_another_customers_order_redeems_nothing_and_the_owner_can_still_use_the_code(
+        app: App, web: TestClient, flow: Flow, caplog: pytest.LogCaptureFixture) -> None:
+    made = three_offers(app, flow)
+    code, headers = made[0].code, _writer(app)  # a1's code, passed on to a2
+    stranger = web.post("/api/v1/orders", headers=headers, json=[order(1, "a2", [code])]).json()
+    assert (stranger["redeemed"], stranger["codes_not_theirs"], stranger["unknown_codes"]) == (
+        0, 1, 0)
+    assert f"Order O1 used the code {code}, which a mail handed to another customer" in caplog.text
+    with app.engine.connect() as conn:
+        assert offers_of(conn)[0].redeemed_at is None
+        assert conn.execute(select(func.count()).select_from(Touchpoint).where(
+            Touchpoint.kind == "offer_redeemed")).scalar_one() == 0
+    own = web.post("/api/v1/orders", headers=headers,
+                   json=[order(2, "a1", [code], at="2026-06-06T10:00:00Z")]).json()
+    assert (own["redeemed"], own["codes_not_theirs"]) == (1, 0)
+    with app.engine.connect() as conn:
+        assert offers_of(conn)[0].redeemed_order_id == "O2"
+        [entry] = conn.execute(select(Touchpoint.customer_id, Touchpoint.message_id).where(
+            Touchpoint.kind == "offer_redeemed")).all()
+    assert tuple(entry) == (made[0].customer_id, made[0].message_id)
+
+
+def test_a_redemption_is_taken_back_when_its_order_is_cancelled_or_refunded(
+        app: App, web: TestClient, flow: Flow) -> None:
+    made = three_offers(app, flow)
+    code, headers = made[0].code, _writer(app)
+    web.post("/api/v1/orders", headers=headers, json=[order(1, "a1", [code], status="pending")])
+    cancelled = web.post("/api/v1/orders", headers=headers,
+                         json=[order(1, "a1", [], status="cancelled")]).json()
+    assert cancelled["redemptions_undone"] == 1
+    with app.engine.connect() as conn:
+        assert offers_of(conn)[0].redeemed_at is None
+    again = web.post("/api/v1/orders", headers=headers,
+                     json=[order(2, "a1", [code], at="2026-06-07T10:00:00Z")]).json()
+    assert again["redeemed"] == 1
+    refunded = web.post("/api/v1/orders", headers=headers,
+                        json=[order(2, "a1", [code], at="2026-06-07T10:00:00Z",
+                                    status="refunded")]).json()
+    assert refunded["redemptions_undone"] == 1
+    web.post("/api/v1/orders", headers=headers, json=[order(2, "a1", [], status="refunded")])
+    with app.engine.connect() as conn:
+        assert offers_of(conn)[0].redeemed_at is None
+        entries = conn.execute(select(Touchpoint.kind, Touchpoint.data).where(
+            Touchpoint.kind.in_(("offer_redeemed", "offer_redemption_undone")))
+            .order_by(Touchpoint.id)).all()
+    assert [(kind, data["order_id"]) for kind, data in entries] == [
+        ("offer_redeemed", "O1"), ("offer_redemption_undone", "O1"),
+        ("offer_redeemed", "O2"), ("offer_redemption_undone", "O2")]
+    assert summary(entries[1].kind, entries[1].data) == (
+        f"The offer code {code} is open again: order O1 was cancelled or refunded "
+        "— back/ten-percent")
+
+
+def test_an_imported_cancellation_takes_the_redemption_back(
+        cli_env: dict[str, str], flow: Flow, tmp_path: Path) -> None:
+    app = App(load_settings(cli_env))
+    try:
+        with app.engine.begin() as conn:
+            decide(conn, flow, "imp")
+            [made] = offers_of(conn)
+        path = tmp_path / "orders.csv"
+        head = "order_id,customer_id,ordered_at,total,currency,status,discount_codes\n"
+        path.write_text(head + f"I1,imp,2026-06-04T09:00:00Z,12.00,EUR,pending,{made.code}\n",
+                        encoding="utf-8")
+        CliRunner().invoke(cli, ["import", "orders", str(path)], env=cli_env)
+        path.write_text(head + "I1,imp,2026-06-04T09:00:00Z,12.00,EUR,cancelled,\n",
+                        encoding="utf-8")
+        result = CliRunner().invoke(cli, ["import", "orders", str(path)], env=cli_env)
+        assert "1 taken back (their" in " ".join(result.output.split()), result.output
+        with app.engine.connect() as conn:
+            [offer] = offers_of(conn)
+    finally:
+        app.close()
+    assert offer.redeemed_at is None and offer.redeemed_order_id is None
+
+
+def test_the_referral_link_names_the_customer_by_a_signed_id_not_the_offer_code(
+        app: App, flow: Flow) -> None:
+    from lifecycle.links import verify
+    from lifecycle.mail.context import links, referral_id
+
+    refs = {cid: links(app.settings, cid, 1)["referral"] for cid in (12, *range(120, 130))}
+    ids = {cid: re.search(r"[?&]ref=([^&#]+)", url).group(1)  # type: ignore[union-attr]
+           for cid, url in refs.items()}
+    assert len(set(ids.values())) == len(ids)  # 12 and 120–129 no longer share a prefix
+    assert all(verify(app.settings.secret_key, "referral", ref)["c"] == cid
+               for cid, ref in ids.items())
+    assert links(app.settings, 12, 2)["referral"] == refs[12]  # the same in every mail
+    with app.engine.begin() as conn:
+        cid = decide(conn, flow, "refer")
+        [made] = offers_of(conn, cid)
+        [mail] = conn.execute(select(Message).where(Message.customer_id == cid)).all()
+        customer = conn.execute(select(Customer.__table__).where(Customer.id == cid)).one()
+        context = build_context(conn, app.settings, customer, as_of=T0, message_id=mail.id,
+                                flow="back", step="ten-percent", offer=mail.context["offer"])
+    assert context["offer"]["code"] == made.code and made.code not in context["links"]["referral"]
+    assert context["links"]["referral"].startswith(
+        f"{app.settings.shop_url}/?ref={referral_id(app.settings.secret_key, cid)}&utm_source=")
+
+
+def _trickling_shop(pause: float) -> Any:
+    """A listener that answers a status line, then one header every ``pause`` seconds."""
+    import socket
+    import time
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+
+    def answer(client: Any) -> None:
+        with client:
+            try:
+                client.recv(65536)
+                client.sendall(b"HTTP/1.1 200 OK\r\n")
+                for n in range(40):
+                    time.sleep(pause)
+                    client.sendall(f"x-slow-{n}: 1\r\n".encode())
+                client.sendall(b"content-length: 0\r\n\r\n")
+            except OSError:
+                return
+
+    def serve() -> None:
+        while True:
+            try:
+                client, _ = srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=answer, args=(client,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return srv
+
+
+def test_a_shop_that_trickles_its_answer_is_cut_off_after_the_timeout_in_all(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    monkeypatch.setattr(webhooks, "TIMEOUT", 1.0)
+    srv = _trickling_shop(0.3)  # each read well within 1 s, the answer 12 s long
+    try:
+        started = time.monotonic()
+        error = webhooks.post(f"http://127.0.0.1:{srv.getsockname()[1]}/", b"{}", {})
+        took = time.monotonic() - started
+    finally:
+        srv.close()
+    assert error == "no whole answer within 1 seconds" and took < 2.5, (error, took)
+
+
+def test_the_webhook_actor_has_its_own_queue_every_worker_consumes_and_ends_within_its_lease(
+        ) -> None:
+    import dramatiq
+
+    from lifecycle.offers.tasks import notify
+    from lifecycle.tasks import broker as broker_module
+    from lifecycle.tasks import load_actors
+
+    assert notify.queue_name == webhooks.QUEUE == "webhooks"
+    assert notify.options["time_limit"] < webhooks.LEASE.total_seconds() * 1000
+    assert webhooks.BATCH_SECONDS * 1000 < notify.options["time_limit"]
+    load_actors()
+    built = broker_module.setup(None)  # the in-process broker of `lifecycle run`
+    worker = dramatiq.Worker(built, worker_threads=1)
+    worker.start()
+    try:
+        assert {"default", "webhooks"} <= set(worker.consumers)
+    finally:
+        worker.stop()
+        broker_module.install(broker_module.build(None))
+
+
+def test_a_worker_whose_posting_threads_are_busy_gives_the_webhooks_back_at_once(
+        app: App, flow: Flow, shop: Shop) -> None:
+    app = hooked(app, shop.url)
+    with app.engine.begin() as conn:
+        decide(conn, flow, "busy", notify=True)
+    ids = _due(app)
+    assert _due(app) == []  # under its lease
+    held = [webhooks._posting.acquire(blocking=False) for _ in range(webhooks.POSTING_THREADS)]
+    try:
+        assert all(held)
+        assert webhooks.deliver_limited(app, ids) == {"busy": 1}
+    finally:
+        for _ in held:
+            webhooks._posting.release()
+    assert _due(app) == ids and shop.posts == []  # due again at once, nothing posted
+    shop.failures = 0
+    assert webhooks.deliver_limited(app, ids) == {"delivered": 1}

@@ -89,11 +89,14 @@ def _import(kind: str, file: str, fmt: str | None, strict: bool, timezone: str |
                       + (f", {result.status_changes} status changes (refunds, cancellations)"
                          if result.status_changes else "") + " (history: no flow triggers).")
         codes = result.redemptions
-        if codes is not None and (codes.redeemed or codes.unknown or codes.taken):
+        if codes is not None and (codes.redeemed or codes.unknown or codes.taken
+                                  or codes.not_theirs or codes.undone):
             console.print(f"Offer codes: {codes.redeemed} redeemed"
                           + (f" ({codes.late} after they had expired)" if codes.late else "")
                           + f", {codes.unknown} unknown (ignored), {codes.taken} already "
-                          "redeemed by another order (ignored).")
+                          f"redeemed by another order (ignored), {codes.not_theirs} handed to "
+                          f"another customer (ignored), {codes.undone} taken back (their "
+                          "orders cancelled or refunded).")
         changed = result.customers_changed
         moved = ("" if report is None else f" in {refresh_seconds:.1f} s: "
                  f"{sum(report.entered.values())} entries, {sum(report.exited.values())} exits "

@@ -11,6 +11,15 @@ from lifecycle.cli.base import Failure, cli, ready_app
 
 #: Offers read per query while exporting.
 EXPORT_PAGE = 5000
+#: A CSV cell starting with one of these is a formula to a spreadsheet: it is written with a
+#: ``'`` in front (OWASP's advice against CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: object) -> str:
+    """A value as the CSV export writes it: None empty, a would-be formula prefixed with '."""
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
 
 
 @cli.group()
@@ -32,7 +41,8 @@ def offers_export(out: Path | None, as_json: bool, redeemed: bool | None, flow: 
                   since: str | None) -> None:
     """Every stored offer code, oldest first, as CSV (a header line, then one code a line)
     or JSON Lines: code, kind, value, currency, customer, flow, step, mail, expiry,
-    redemption (the columns of GET /api/v1/offers)."""
+    redemption (the columns of GET /api/v1/offers).  A CSV cell starting with = + - @, a tab
+    or a carriage return gets a ' in front, so a spreadsheet does not run it as a formula."""
     import csv
     import json
 
@@ -60,7 +70,7 @@ def offers_export(out: Path | None, as_json: bool, redeemed: bool | None, flow: 
                     if writer is None:
                         stream.write(json.dumps(record, ensure_ascii=False) + "\n")
                     else:
-                        writer.writerow({k: "" if v is None else v for k, v in record.items()})
+                        writer.writerow({k: csv_cell(v) for k, v in record.items()})
                 written += len(page)
                 if len(page) < EXPORT_PAGE:
                     break

@@ -55,7 +55,8 @@ class ImportResult:
     skipped: int = 0  # bad rows and earlier duplicates
     customers_created: int = 0  # orders import only
     #: Orders import only: what the orders' ``discount_codes`` did (offers redeemed, late,
-    #: unknown codes, codes another order had redeemed first).
+    #: unknown codes, codes another order had redeemed first, codes of other customers,
+    #: redemptions taken back).
     redemptions: Any = None
     #: Orders import only: ``order_placed`` touchpoints added (orders newly completed), refunds
     #: and other status changes of orders on the timeline, and the customers whose completed
@@ -151,11 +152,14 @@ def _with_codes(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
 
 def _redeem(conn: Connection, table: Any, now: Any, channel: str) -> Any:
     """Redeem the offers the staged orders' discount codes name (:mod:`lifecycle.offers`)."""
-    from lifecycle.offers.service import CodedOrder, redeem
+    from lifecycle.offers.service import CodedOrder, redeem, undo
 
-    return redeem(conn, [CodedOrder(r.external_id, r.customer_id, r.ordered_at, r.status,
-                                    list(r.discount_codes or [])) for r in
-                         loader.coded_orders(conn, table)], now, channel)
+    undone = undo(conn, loader.undoing_orders(conn, table), now, channel)
+    report = redeem(conn, [CodedOrder(r.external_id, r.customer_id, r.ordered_at, r.status,
+                                      list(r.discount_codes or [])) for r in
+                           loader.coded_orders(conn, table)], now, channel)
+    report.undone = undone
+    return report
 
 
 def _stage_and_merge(

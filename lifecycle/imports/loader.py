@@ -324,6 +324,16 @@ def coded_orders(conn: Connection, table: Table) -> list[Any]:
         ordered_at=UTCDateTime(), discount_codes=JSONType)))
 
 
+def undoing_orders(conn: Connection, table: Table) -> list[str]:
+    """The staged orders that are cancelled or refunded and redeemed an offer: their ids
+    (their redemptions are taken back, :func:`lifecycle.offers.service.undo`)."""
+    return list(conn.execute(text(f"""
+        SELECT DISTINCT o.redeemed_order_id FROM offers AS o
+        JOIN {table.name} AS s ON s.external_id = o.redeemed_order_id
+        WHERE o.redeemed_at IS NOT NULL AND s.status IN ('cancelled', 'refunded')
+        ORDER BY o.redeemed_order_id""")).scalars())
+
+
 def announce_orders(conn: Connection, table: Table, now: datetime, channel: str) -> int:
     """An ``order_placed`` touchpoint (source key ``order_placed:<order id>``) for each staged
     order that is completed and has none yet, in one ``INSERT … SELECT``; how many.

@@ -135,19 +135,26 @@ def token_data(customer_id: int, message_id: int | None, test: bool = False) -> 
     return data
 
 
+def referral_id(secret: Any, customer_id: int) -> str:
+    """The customer's id in a referral link (``?ref=``): a token signed for the purpose
+    ``referral`` naming the customer (``lifecycle.links.verify(key, "referral", ref)["c"]``),
+    the same in every mail; never an offer code, and unique per customer."""
+    return sign(secret, "referral", {"c": customer_id})
+
+
 def links(settings: Settings, customer_id: int, message_id: int | None,
-          referral_code: str | None = None, test: bool = False,
-          utm: dict[str, str] | None = None) -> dict[str, Any]:
+          test: bool = False, utm: dict[str, str] | None = None) -> dict[str, Any]:
     """Our signed links (no UTM) and the shop's (with ``utm``, :func:`lifecycle.mail.utm.tag`)."""
     data = token_data(customer_id, message_id, test)
     base = settings.base_url
     feedback = sign(settings.secret_key, "feedback", data)
+    ref = referral_id(settings.secret_key, customer_id)
     return {
         "unsubscribe": f"{base}/u/{sign(settings.secret_key, 'unsubscribe', data)}",
         "preferences": f"{base}/p/{sign(settings.secret_key, 'preferences', data)}",
         "shop": tag(settings.shop_url, utm),
         "review": tag(f"{settings.shop_url}/reviews", utm),
-        "referral": tag(f"{settings.shop_url}/?ref={referral_code or feedback[:10]}", utm),
+        "referral": tag(f"{settings.shop_url}/?ref={ref}", utm),
         "nps": [f"{base}/f/{feedback}?score={score}" for score in range(11)],
     }
 
@@ -231,7 +238,6 @@ def build_context(conn: Connection | None, settings: Settings, customer: Any, *,
     trigger = facts.orders.get(order_external_id) if order_external_id else None
     count, spend = facts.totals.get(customer.id, (0, Decimal(0)))
     offer_vars = None
-    code = None
     if offer is not None:
         if isinstance(offer, Mapping) and not offer.get("code") and not test:
             # A mail decided before codes were stored: its code, derived as it was then.
@@ -240,7 +246,6 @@ def build_context(conn: Connection | None, settings: Settings, customer: Any, *,
         offer_vars = offer_variables(offer, shop_url=settings.shop_url,
                                      url_pattern=settings.offer_url, locale=str(loc),
                                      tz=tz, as_of=as_of)
-        code = offer_vars["code"]
         if offer_vars.get("url"):
             offer_vars["url"] = tag(offer_vars["url"], utm_for(flow, step, utm))
     order_row = trigger or latest
@@ -252,7 +257,7 @@ def build_context(conn: Connection | None, settings: Settings, customer: Any, *,
     for product in products["recommendations"]:
         if product.get("url"):
             product["url"] = tag(product["url"], utm_params)
-    mail_links = links(settings, customer.id, message_id, code, test, utm_params)
+    mail_links = links(settings, customer.id, message_id, test, utm_params)
     if products["reviews"]:
         mail_links["review"] = products["reviews"][0]["url"]
     return {

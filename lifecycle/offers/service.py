@@ -12,14 +12,18 @@ writes nothing, so it cannot make a second code.  A mail withheld at decision ti
 frequency cap) gets no code.  Test sends and previews render a sample code and store none.
 
 **Redeeming.** :func:`redeem` takes the orders that arrived (API or import) with their
-``discount_codes``: each code that matches an offer not yet redeemed is marked redeemed by
-that order (the first order wins; the same order posted again changes nothing), and an
-``offer_redeemed`` touchpoint goes on the ordering customer's timeline (once per code).  A
-code used after its expiry is still recorded, with ``late`` in the touchpoint: the shop
-accepted it, so it was redeemed; whether late use is allowed is the shop's decision, and the
-figure shows how often it happens.  Unknown codes (the shop's own, typos) are ignored, counted
-and logged; so is a code a second order uses.  Only completed and pending orders redeem
-(a cancelled or refunded order used nothing).
+``discount_codes``: each code that matches an offer of the ordering customer not yet redeemed
+is marked redeemed by that order (the first order wins; the same order posted again changes
+nothing), and an ``offer_redeemed`` touchpoint goes on the customer's timeline (once per
+redemption).  A code used after its expiry is still recorded, with ``late`` in the touchpoint:
+the shop accepted it, so it was redeemed; whether late use is allowed is the shop's decision,
+and the figure shows how often it happens.  Unknown codes (the shop's own, typos) are ignored,
+counted and logged; so is a code a second order uses, and a code another customer's order
+uses (``not_theirs``: a code passed on, say on a coupon site, credits no mail and does not use
+up the owner's code).  Only completed and pending orders redeem.  :func:`undo` takes back the
+redemptions of orders that arrive cancelled or refunded (a pending order later cancelled used
+nothing): the offer is open again and an ``offer_redemption_undone`` touchpoint goes on the
+timeline.
 """
 
 from __future__ import annotations
@@ -49,6 +53,10 @@ GROUPS, GROUP_LENGTH = 2, 4
 CREATED = "offer.created"
 #: The kind of the timeline entry of a redeemed code.
 REDEEMED_KIND = "offer_redeemed"
+#: The kind of the timeline entry of a redemption taken back (its order cancelled or refunded).
+UNDONE_KIND = "offer_redemption_undone"
+#: Order statuses that take back the order's redemptions.
+UNDOING_STATUSES = ("cancelled", "refunded")
 #: Order statuses whose codes count as used.
 REDEEMING_STATUSES = ("completed", "pending")
 #: Most codes one order may carry.
@@ -155,6 +163,10 @@ class Redemptions:
     unknown: int = 0
     #: Codes another order had redeemed first: ignored.
     taken: int = 0
+    #: Codes handed to another customer than the one ordering: ignored (nothing credited).
+    not_theirs: int = 0
+    #: Redemptions taken back because their order arrived cancelled or refunded.
+    undone: int = 0
     unknown_codes: list[str] = field(default_factory=list)
 
 
@@ -182,16 +194,21 @@ def redeem(conn: Connection, orders: Iterable[CodedOrder], now: datetime,
         seen.add(code)
         at = as_utc(order.ordered_at)
         row = conn.execute(update(_offers).where(
-            _offers.c.code == code, _offers.c.redeemed_at.is_(None)).values(
+            _offers.c.code == code, _offers.c.customer_id == order.customer_id,
+            _offers.c.redeemed_at.is_(None)).values(
             redeemed_at=at, redeemed_order_id=order.order_id).returning(
             _offers.c.id, _offers.c.flow, _offers.c.step, _offers.c.message_id,
             _offers.c.kind, _offers.c.value, _offers.c.currency, _offers.c.expires_at)).first()
         if row is None:
-            holder = conn.execute(select(_offers.c.redeemed_order_id).where(
-                _offers.c.code == code)).first()
+            holder = conn.execute(select(_offers.c.redeemed_order_id, _offers.c.customer_id)
+                                  .where(_offers.c.code == code)).first()
             if holder is None:
                 report.unknown += 1
                 report.unknown_codes.append(code)
+            elif holder.customer_id != order.customer_id:
+                report.not_theirs += 1
+                log.warning("Order %s used the code %s, which a mail handed to another "
+                            "customer; it redeems nothing.", order.order_id, code)
             elif holder.redeemed_order_id != order.order_id:
                 report.taken += 1
                 log.info("Order %s used the code %s, which order %s redeemed first; the first "
@@ -202,7 +219,7 @@ def redeem(conn: Connection, orders: Iterable[CodedOrder], now: datetime,
         report.late += late
         conn.execute(insert(Touchpoint.__table__).values(
             customer_id=order.customer_id, kind=REDEEMED_KIND, channel=channel, occurred_at=at,
-            recorded_at=now, message_id=row.message_id, source_key=f"{REDEEMED_KIND}:{code}",
+            recorded_at=now, message_id=row.message_id, source_key=_redeemed_key(code),
             data={"code": code, "order_id": order.order_id, "flow": row.flow, "step": row.step,
                   "kind": row.kind, "value": _text(row.value, row.kind),
                   "currency": row.currency, "late": late}))
@@ -212,6 +229,47 @@ def redeem(conn: Connection, orders: Iterable[CodedOrder], now: datetime,
                     ", ".join(report.unknown_codes[:10])
                     + (" …" if len(report.unknown_codes) > 10 else ""))
     return report
+
+
+def _redeemed_key(code: str) -> str:
+    """The source key of a code's current ``offer_redeemed`` entry (:func:`undo` renames it,
+    so a later order may redeem the code again)."""
+    return f"{REDEEMED_KIND}:{code}"
+
+
+def undo(conn: Connection, order_ids: Iterable[str], now: datetime, channel: str) -> int:
+    """Take back the redemptions of the orders ``order_ids`` (they arrived cancelled or
+    refunded): each offer is open again, and its owner's timeline gets an
+    ``offer_redemption_undone`` entry; how many."""
+    wanted = sorted(set(order_ids))
+    undone = 0
+    for start in range(0, len(wanted), 500):
+        rows = conn.execute(update(_offers).where(
+            _offers.c.redeemed_order_id.in_(wanted[start:start + 500])).values(
+            redeemed_at=None, redeemed_order_id=None).returning(
+            _offers.c.code, _offers.c.customer_id, _offers.c.message_id, _offers.c.flow,
+            _offers.c.step, _offers.c.kind, _offers.c.value, _offers.c.currency)).all()
+        # the returning clause names no old values: the order id is read off the entry
+        tps = Touchpoint.__table__
+        for row in sorted(rows, key=lambda r: r.code):
+            entry = conn.execute(select(tps.c.id, tps.c.data).where(
+                tps.c.source_key == _redeemed_key(row.code))).first()
+            order_id = entry.data.get("order_id") if entry is not None else None
+            if entry is not None:
+                conn.execute(update(tps).where(tps.c.id == entry.id).values(
+                    source_key=f"{REDEEMED_KIND}:{row.code}:undone:{entry.id}"))
+            conn.execute(insert(tps).values(
+                customer_id=row.customer_id, kind=UNDONE_KIND, channel=channel,
+                occurred_at=now, recorded_at=now, message_id=row.message_id,
+                source_key=f"{UNDONE_KIND}:{row.code}:{entry.id if entry else now.isoformat()}",
+                data={"code": row.code, "order_id": order_id, "flow": row.flow,
+                      "step": row.step, "kind": row.kind, "value": _text(row.value, row.kind),
+                      "currency": row.currency}))
+            undone += 1
+    if undone:
+        log.info("%d offer redemption(s) taken back: their orders were cancelled or refunded.",
+                 undone)
+    return undone
 
 
 def _text(value: Any, kind: str) -> str | None:

@@ -173,7 +173,8 @@ class OrderIn(_Item):
     discount_codes: Annotated[list[Annotated[str, Field(min_length=1, max_length=40)]],
                               Field(max_length=20)] | None = Field(
         None, description="The codes the order used: each that a Lifecycle mail handed out is "
-                          "marked redeemed by this order (the first order wins).")
+                          "marked redeemed by this order when it was handed to this "
+                          "order's customer (the first order wins).")
 
 
 class SupportIn(_Item):
@@ -222,6 +223,11 @@ class Stored(BaseModel):
     redeemed: int = Field(0, description="Offer codes the orders' discount_codes redeemed now.")
     unknown_codes: int = Field(0, description="Discount codes that are no offer Lifecycle "
                                               "handed out (ignored).")
+    codes_not_theirs: int = Field(0, description="Discount codes Lifecycle handed to another "
+                                                 "customer than the one ordering (ignored: "
+                                                 "they redeem nothing).")
+    redemptions_undone: int = Field(0, description="Redemptions taken back: their orders "
+                                                   "arrived cancelled or refunded.")
 
 
 class _Invalid(Exception):
@@ -264,7 +270,9 @@ def api_routes(app: App) -> APIRouter:
         return Stored(inserted=result.inserted, updated=result.updated,
                       unchanged=result.unchanged, announced=announced,
                       redeemed=codes.redeemed if codes else 0,
-                      unknown_codes=codes.unknown if codes else 0)
+                      unknown_codes=codes.unknown if codes else 0,
+                      codes_not_theirs=codes.not_theirs if codes else 0,
+                      redemptions_undone=codes.undone if codes else 0)
 
     @router.post("/customers", response_model=Stored, dependencies=[keyed("customers:write")])
     def customers(items: Annotated[list[CustomerIn], _items()]) -> Stored:
