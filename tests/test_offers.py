@@ -576,6 +576,20 @@ def test_a_code_used_after_its_expiry_is_recorded_as_redeemed_late(
         "in order O1 after it had expired — back/ten-percent")
 
 
+def test_an_order_placed_before_the_code_was_handed_out_redeems_nothing(
+        app: App, web: TestClient, flow: Flow) -> None:
+    made = three_offers(app, flow)
+    with app.engine.begin() as conn:
+        headers = {"Authorization": f"Bearer {create_key(conn, 'w', ['orders:write'], T0)}"}
+    before = (made[0].created_at - timedelta(days=30)).isoformat()
+    answer = web.post("/api/v1/orders", headers=headers, json=[
+        order(1, "a1", [made[0].code], at=before)])
+    assert (answer.json()["redeemed"], answer.json()["unknown_codes"]) == (0, 1)
+    web.post("/api/v1/orders", headers=headers, json=[order(2, "a1", [made[0].code])])
+    with app.engine.connect() as conn:
+        assert offers_of(conn)[0].redeemed_order_id == "O2"  # the owner's later order
+
+
 def test_an_imported_order_with_a_discount_codes_column_redeems(
         cli_env: dict[str, str], flow: Flow, tmp_path: Path) -> None:
     app = App(load_settings(cli_env))
@@ -624,8 +638,8 @@ def test_the_flow_results_page_has_a_redeemed_column(app: App, web: TestClient,
     with app.engine.begin() as conn:
         headers = {"Authorization": f"Bearer {create_key(conn, 'w', ['orders:write'], T0)}"}
     web = TestClient(__import__("lifecycle.web.app", fromlist=["create_app"]).create_app(app))
-    web.post("/api/v1/orders", headers=headers, json=[order(1, "a1", [made[0].code]),
-                                                       order(2, "a3", [made[2].code])])
+    web.post("/api/v1/orders", headers=headers, json=[
+        order(1, "a1", [made[0].code]), order(2, "a3", [made[2].code], at="2026-06-06T10:00:00Z")])
     account(app, "max@shop.example", "manager")
     page = logged_in(web, "max@shop.example").get("/flows/back", params={"days": 30}).text
     figures = all_steps(page)

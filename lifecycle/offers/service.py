@@ -195,7 +195,7 @@ def redeem(conn: Connection, orders: Iterable[CodedOrder], now: datetime,
         at = as_utc(order.ordered_at)
         row = conn.execute(update(_offers).where(
             _offers.c.code == code, _offers.c.customer_id == order.customer_id,
-            _offers.c.redeemed_at.is_(None)).values(
+            _offers.c.redeemed_at.is_(None), _offers.c.created_at <= at).values(
             redeemed_at=at, redeemed_order_id=order.order_id).returning(
             _offers.c.id, _offers.c.flow, _offers.c.step, _offers.c.message_id,
             _offers.c.kind, _offers.c.value, _offers.c.currency, _offers.c.expires_at)).first()
@@ -209,6 +209,11 @@ def redeem(conn: Connection, orders: Iterable[CodedOrder], now: datetime,
                 report.not_theirs += 1
                 log.warning("Order %s used the code %s, which a mail handed to another "
                             "customer; it redeems nothing.", order.order_id, code)
+            elif holder.redeemed_order_id is None:  # the order is older than the code
+                report.unknown += 1
+                report.unknown_codes.append(code)
+                log.warning("Order %s, placed %s, used the code %s before a mail handed it out; "
+                            "it redeems nothing.", order.order_id, at.isoformat(), code)
             elif holder.redeemed_order_id != order.order_id:
                 report.taken += 1
                 log.info("Order %s used the code %s, which order %s redeemed first; the first "
