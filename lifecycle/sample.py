@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import math
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -85,12 +85,18 @@ class ShopShape:
     refund_rate: float = 0.03
     cancel_rate: float = 0.02
     currency: str = "USD"
+    #: Where the customers live: (IANA zone, locale, weight).
+    zones: tuple[tuple[str, str, int], ...] = ZONES
+    #: What one order of a customer with this locale holds: (items, total, currency);
+    #: by default :func:`basket` in :attr:`currency`.
+    basket: Callable[[random.Random, str], tuple[list[dict[str, Any]], Decimal, str]] | None = None
 
 
 @dataclass(frozen=True)
 class _Profile:
     external_id: str
     tz: str
+    locale: str
     created_at: datetime
     orders: int
     cadence_days: float
@@ -111,8 +117,8 @@ class SampleShop:
         """Yield clean customer rows (also planning each one's orders)."""
         rng = random.Random(self.seed)
         shape = self.shape
-        zones = [z[:2] for z in ZONES]
-        weights = [z[2] for z in ZONES]
+        zones = [z[:2] for z in shape.zones]
+        weights = [z[2] for z in shape.zones]
         span_days = (self.until - self.start).total_seconds() / 86400
         sigma = 1.0
         mu = math.log(max(shape.orders_per_customer, 1.0)) - sigma * sigma / 2
@@ -133,7 +139,7 @@ class SampleShop:
             signup_age = min(span_days, first_order_age + 1 + rng.expovariate(1 / 20))
             created = self.until - timedelta(days=signup_age)
             external_id = f"C{n:07d}"
-            self._profiles.append(_Profile(external_id, tz, created, count, cadence, age))
+            self._profiles.append(_Profile(external_id, tz, locale, created, count, cadence, age))
             local = f"{first}.{last}".lower().replace("ü", "ue")
             yield {
                 "line": n,
@@ -178,7 +184,11 @@ class SampleShop:
                 # The hour moves the order within its local day; never before sign-up.
                 ordered_at = min(max(local.astimezone(UTC), profile.created_at + timedelta(minutes=5)),
                                  self.until)
-                items, total = basket(rng)
+                if shape.basket is None:
+                    items, total = basket(rng)
+                    currency = shape.currency
+                else:
+                    items, total, currency = shape.basket(rng, profile.locale)
                 roll = rng.random()
                 if ordered_at > recent and roll < 0.3:
                     status = "pending"
@@ -195,7 +205,7 @@ class SampleShop:
                     "customer_external_id": profile.external_id,
                     "ordered_at": ordered_at,
                     "total": total,
-                    "currency": shape.currency,
+                    "currency": currency,
                     "status": status,
                     "items": items,
                     "email": None, "first_name": None, "last_name": None, "timezone": None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -14,12 +15,14 @@ from sqlalchemy.engine import make_url
 
 from lifecycle.app import App
 from lifecycle.cli import cli
+from lifecycle.cli.sample import load_sample
 from lifecycle.clock import FastClock, ManualClock, real_seconds, system_clock
 from lifecycle.config import load_settings
 from lifecycle.demo.audience import Audience, Habit, Mail, plan
 from lifecycle.demo.doors import HttpDoors, webhook_key
-from lifecycle.demo.shop import LiveShop
+from lifecycle.demo.shop import CURRENCY_OF, MARKETS, PRICES, LiveShop, history_shape
 from lifecycle.demo.stage import (
+    SHOP_URL,
     demo_jobs,
     demo_overrides,
     demo_settings,
@@ -28,6 +31,7 @@ from lifecycle.demo.stage import (
 )
 from lifecycle.feedback import settle_held
 from lifecycle.imports import import_rows
+from lifecycle.locales import SHIPPED, parse_locale
 from lifecycle.mail.sending import dispatch, send_batch
 from lifecycle.mail.transports import FileTransport
 from lifecycle.models import Customer, Message, MessageContent, Order, Suppression, Touchpoint
@@ -262,6 +266,52 @@ def test_the_live_shop_places_orders_through_the_live_path_as_its_clock_runs(sho
     assert all(T0 < order.ordered_at <= clock.now() for order in live)
     assert len(newcomers) == shop.new_customers
     assert all(created < first for created, first in newcomers)  # signed up, then ordered
+
+
+def test_the_demo_shops_customers_read_every_shipped_language_and_its_orders_show_products(
+        fresh_database_url: str) -> None:
+    """The demo's history (as ``lifecycle demo`` loads it) and its live shop: customers of
+    all six shipped languages and a few of others, each in their zone and currency, and
+    order lines that name their product's page and picture on the shop's site."""
+    clock = ManualClock(T0)
+    app = App(replace(load_settings({}), database_url=make_url(fresh_database_url),
+                      shop_url=SHOP_URL), clock=clock)
+    try:
+        load_sample(app, 300, 2.5, 1.0, 3, T0, None, **history_shape(SHOP_URL))
+        shop = LiveShop(app, seed=5)
+        with app.engine.connect() as conn:
+            shop.load(conn)
+        shop.step(clock.now())
+        for _ in range(5 * 8):  # five days, three hours a step
+            clock.advance(timedelta(hours=3))
+            shop.step(clock.now())
+        with app.engine.connect() as conn:
+            people = conn.execute(select(Customer.external_id, Customer.locale,
+                                         Customer.timezone)).all()
+            orders = conn.execute(select(Order.external_id, Order.currency, Order.total,
+                                         Order.items, Customer.locale)
+                                  .join(Customer, Customer.id == Order.customer_id)).all()
+    finally:
+        app.close()
+    assert shop.placed >= 5 and shop.new_customers >= 1
+    markets = {(tz, locale) for tz, locale, _, _ in MARKETS}
+    assert all((p.timezone, p.locale) in markets for p in people)  # each in their own zone
+    languages = {(parse_locale(p.locale) or "").split("_")[0] for p in people}
+    assert set(SHIPPED) <= languages  # en, de, nb, sv, da, pl all get their own copy
+    assert languages - set(SHIPPED)  # and a few read the fallback
+    assert {o.currency for o in orders} == {"USD", "GBP", "EUR", "NOK", "SEK", "DKK", "PLN"}
+    live = [o for o in orders if o.external_id.startswith("W")]
+    assert live and len(live) < len(orders)
+    for order in orders:
+        assert order.currency == CURRENCY_OF[order.locale]  # a German pays in euros
+        assert order.items
+        total = 0
+        for item in order.items:
+            assert item["price"] == PRICES[order.currency][item["sku"]]
+            total += Decimal(item["price"]) * item["quantity"]
+            assert item["url"].startswith(f"{SHOP_URL}/products/")
+            assert item["image_url"].startswith(f"{SHOP_URL}/images/products/")
+        assert order.total == total
 
 
 def test_an_order_planned_after_a_click_is_placed_at_its_time(shop_app: Any) -> None:

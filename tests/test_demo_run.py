@@ -23,6 +23,7 @@ from sqlalchemy.engine import make_url
 from lifecycle.app import App
 from lifecycle.cli.demo import DEMO_KEY
 from lifecycle.config import load_settings
+from lifecycle.locales import SHIPPED
 from lifecycle.models import ApiKey, Touchpoint
 from lifecycle.staff import check_password
 from tests.factories import csrf_of
@@ -145,6 +146,15 @@ def test_the_demo_shows_the_shipped_flows_mailing_and_customers_answering_within
     first = email.message_from_bytes(next(iter(flows.values()))[0].read_bytes(),
                                      policy=email.policy.default)
     assert first["From"] == "Leaf & Bean <hello@leafandbean.example>"  # the sample shop
+    mails = [email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+             for paths in flows.values() for path in paths]
+    languages = {html_lang.group(1) for mail in mails
+                 if (part := mail.get_body(("html",))) is not None
+                 and (html_lang := re.search(r'<html lang="([a-z]+)', part.get_content()))}
+    assert set(SHIPPED) <= languages, languages  # customers read each shipped language
+    pictures = [link for paths in flows.values() for path in paths for link in links_in(path)
+                if link.startswith("https://leaf-and-bean.example/images/products/")]
+    assert pictures  # the order lines' products, shown with their pictures
     asks = flows.get("advocacy_ask", [])
     review_links = [link for path in asks for link in links_in(path) if "/reviews" in link]
     assert all(link.startswith("https://leaf-and-bean.example/") for link in review_links)

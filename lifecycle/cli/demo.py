@@ -55,7 +55,7 @@ def demo(host: str, port: int, customers: int, speed: float, seed: int,
     from lifecycle.clock import FastClock
     from lifecycle.demo.audience import Audience
     from lifecycle.demo.doors import HttpDoors, webhook_key
-    from lifecycle.demo.shop import LiveShop
+    from lifecycle.demo.shop import LiveShop, history_shape
     from lifecycle.demo.show import Simulation, run_demo
     from lifecycle.demo.stage import (
         demo_login,
@@ -87,7 +87,10 @@ def demo(host: str, port: int, customers: int, speed: float, seed: int,
     if not known:
         with setup.engine.begin() as conn:  # marked first: an interrupted load is tried again
             heartbeat.record(conn, "demo", setup.clock.now(), {"speed": speed * 3600})
-        load_sample(setup, customers, 2.5, 3.0, seed, setup.clock.now(), None)
+        shop_url = demo_overrides(host, port).get(
+            "LIFECYCLE_SHOP_URL", ("shop_url", setup.settings.shop_url))[1]
+        load_sample(setup, customers, 2.5, 3.0, seed, setup.clock.now(), None,
+                    **history_shape(shop_url))  # the demo's markets, currencies and product links
     else:
         click.echo(f"The database already holds {known} customers; no sample data added "
                    "(an earlier demo made them).")

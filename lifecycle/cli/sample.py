@@ -27,13 +27,15 @@ from lifecycle.timeutil import parse_instant
 
 
 def load_sample(app: App, customers: int, orders_per_customer: float, years: float, seed: int,
-                 until: datetime, out: Path | None) -> None:
+                 until: datetime, out: Path | None, **shape: Any) -> None:
+    """Load (or, with ``out``, write) a sample shop; ``shape`` sets more of its
+    :class:`~lifecycle.sample.ShopShape` (the demo's ``zones`` and ``basket``)."""
     from lifecycle.imports import import_rows
     from lifecycle.sample import SampleShop, ShopShape, write_files
 
     shop = SampleShop(ShopShape(customers=customers, orders_per_customer=orders_per_customer,
-                                years=years, currency=app.settings.currency),
-                      until=until, seed=seed)  # the shop sells in its reporting currency
+                                years=years, currency=app.settings.currency, **shape),
+                      until=until, seed=seed)  # by default in the reporting currency
     if out is not None:
         paths = write_files(shop, out)
         click.echo(f"Wrote {paths[0]} and {paths[1]}; load them with `lifecycle import`.")

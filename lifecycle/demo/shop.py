@@ -14,6 +14,14 @@ so orders come in their daytime.  Repeat orders come from customers who
 bought within the last :data:`ACTIVE_DAYS`, the frequent buyers more often;
 a customer who clicked a mail may also order because of it
 (:meth:`LiveShop.plan`), which is what the flows' conversions count.
+
+Who the customers are: :data:`MARKETS` — readers of each of the six languages the
+mails are written in (:data:`lifecycle.locales.SHIPPED`: en, de, nb, sv, da, pl) and a
+few of other languages, who get the fallback copy — each in their own zone, paying in
+their own currency (:data:`PRICES`).  The history the demo loads
+(:func:`history_shape`) and the live shop's new customers come from the same markets,
+and every order line names its product page and picture on the shop's site
+(:func:`demo_basket`), as the mails' product blocks show them.
 """
 
 from __future__ import annotations
@@ -22,8 +30,11 @@ import heapq
 import logging
 import math
 import random
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from sqlalchemy import Connection, func, select
@@ -32,7 +43,7 @@ from lifecycle.app import App
 from lifecycle.imports import import_rows
 from lifecycle.models import Customer, Order
 from lifecycle.orders import place_orders
-from lifecycle.sample import DOMAINS, FIRST_NAMES, HOUR_WEIGHTS, LAST_NAMES, ZONES, basket
+from lifecycle.sample import CATALOG, DOMAINS, FIRST_NAMES, HOUR_WEIGHTS, LAST_NAMES
 from lifecycle.segments.service import definitions
 from lifecycle.timeutil import as_utc, zone
 
@@ -50,12 +61,90 @@ ACTIVE_DAYS = 365
 DAYTIME = sum(HOUR_WEIGHTS) / (24 * max(HOUR_WEIGHTS))
 #: The prefix of the live shop's order ids (W0000001, …): apart from the history's.
 ORDER_PREFIX = "W"
+#: Where the demo shop's customers live: (IANA zone, locale, currency, weight).  Every
+#: shipped language (en, de, nb, sv, da, pl) has its readers; fr, es and ja customers read
+#: the fallback (English) copy, and pay in euros or dollars.
+MARKETS: tuple[tuple[str, str, str, int], ...] = (
+    ("America/New_York", "en-US", "USD", 11), ("America/Chicago", "en-US", "USD", 4),
+    ("America/Los_Angeles", "en-US", "USD", 5), ("Europe/London", "en-GB", "GBP", 10),
+    ("Europe/Berlin", "de-DE", "EUR", 15), ("Europe/Vienna", "de-AT", "EUR", 5),
+    ("Europe/Oslo", "nb-NO", "NOK", 8), ("Europe/Stockholm", "sv-SE", "SEK", 8),
+    ("Europe/Copenhagen", "da-DK", "DKK", 7), ("Europe/Warsaw", "pl-PL", "PLN", 8),
+    ("Europe/Paris", "fr-FR", "EUR", 4), ("Europe/Madrid", "es-ES", "EUR", 3),
+    ("Asia/Tokyo", "ja-JP", "USD", 2))
+#: The currency a customer of each locale pays in.
+CURRENCY_OF: dict[str, str] = {locale: currency for _, locale, currency, _ in MARKETS}
+#: The shop's currency for a locale it has no market for (the reporting currency's default).
+FALLBACK_CURRENCY = "USD"
+#: Euros to each currency (roughly), and the step its shelf prices are rounded to.
+_RATES = {"EUR": ("1", "0.10"), "USD": ("1.10", "0.10"), "GBP": ("0.86", "0.10"),
+          "NOK": ("11.5", "10"), "SEK": ("11.5", "10"), "DKK": ("7.45", "5"),
+          "PLN": ("4.3", "1")}
+
+
+def _shelf_price(euros: str, currency: str) -> str:
+    """The catalogue price (in euros) as the shop prices it in ``currency``: 8.90 € is
+    $9.80, £7.70, 99 kr (NOK, SEK), 64 kr (DKK), 37.99 zł."""
+    rate, step = (Decimal(v) for v in _RATES[currency])
+    rounded = ((Decimal(euros) * rate / step).quantize(Decimal(1), ROUND_HALF_UP) * step)
+    if step >= 5:  # kroner: 99, 149, 65 — a whole price just under the round one
+        return str(max(rounded - 1, step - 1).quantize(Decimal(1)))
+    if step == 1:  # złoty: 37.99
+        return str(max(rounded, Decimal(1)) - Decimal("0.01"))
+    return str(max(rounded, step).quantize(Decimal("0.01")))
+
+
+#: Each product's shelf price by currency: PRICES[currency][sku] (Decimal strings).
+PRICES: dict[str, dict[str, str]] = {
+    currency: {sku: _shelf_price(price, currency) for sku, _, _, price in CATALOG}
+    for currency in _RATES}
+
+
+def slug(name: str) -> str:
+    """``Sencha green tea 100 g`` -> ``sencha-green-tea-100-g``."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def demo_basket(shop_url: str) -> Callable[[random.Random, str], tuple[list[dict[str, Any]],
+                                                                       Decimal, str]]:
+    """What one order of a customer of a locale holds: (items, total, currency).  A few
+    products of :data:`~lifecycle.sample.CATALOG` at the shelf price of the customer's
+    currency, each with its page (``{shop_url}/products/<slug>``) and picture
+    (``{shop_url}/images/products/<slug>.jpg``) on the shop's site."""
+    site = shop_url.rstrip("/")
+
+    def basket(rng: random.Random, locale: str) -> tuple[list[dict[str, Any]], Decimal, str]:
+        currency = CURRENCY_OF.get(locale, FALLBACK_CURRENCY)
+        prices = PRICES[currency]
+        picks = rng.sample(CATALOG, k=min(len(CATALOG), 1 + int(rng.expovariate(1.2))))
+        items = []
+        total = Decimal("0")
+        for sku, name, category, _ in picks:
+            quantity = 1 if rng.random() < 0.75 else rng.randint(2, 4)
+            path = slug(name)
+            items.append({"sku": sku, "name": name, "category": category,
+                          "quantity": quantity, "price": prices[sku],
+                          "url": f"{site}/products/{path}",
+                          "image_url": f"{site}/images/products/{path}.jpg"})
+            total += Decimal(prices[sku]) * quantity
+        return items, total, currency
+
+    return basket
+
+
+def history_shape(shop_url: str) -> dict[str, Any]:
+    """What the demo's sample history is made of, beyond its size (for
+    :func:`lifecycle.cli.sample.load_sample`): its customers from :data:`MARKETS`, their
+    orders from :func:`demo_basket`."""
+    return {"zones": tuple((tz, locale, weight) for tz, locale, _, weight in MARKETS),
+            "basket": demo_basket(shop_url)}
 
 
 @dataclass
 class Buyer:
     external_id: str
     timezone: str
+    locale: str
     orders: int
     last_order_at: datetime | None
     gap_days: float  # their usual days between orders
@@ -76,6 +165,7 @@ class LiveShop:
     def __init__(self, app: App, seed: int = 42) -> None:
         self.app = app
         self.rng = random.Random(seed)
+        self.basket = demo_basket(app.settings.shop_url)
         self.buyers: dict[str, Buyer] = {}
         self.customers = 0
         self.next_customer = 1
@@ -94,7 +184,8 @@ class LiveShop:
                         func.max(orders.c.ordered_at).label("last"))
                  .where(orders.c.status == "completed").group_by(orders.c.customer_id).subquery())
         customers = Customer.__table__
-        rows = conn.execute(select(customers.c.external_id, customers.c.timezone, stats.c.n,
+        rows = conn.execute(select(customers.c.external_id, customers.c.timezone,
+                                   customers.c.locale, stats.c.n,
                                    stats.c["first"], stats.c["last"])
                             .outerjoin(stats, stats.c.customer_id == customers.c.id)
                             .where(customers.c.email.is_not(None))
@@ -105,7 +196,8 @@ class LiveShop:
             gap = 45.0
             if n > 1:
                 gap = max(7.0, (as_utc(row.last) - as_utc(row.first)).total_seconds() / 86400 / (n - 1))
-            self.buyers[row.external_id] = Buyer(row.external_id, row.timezone or default_tz, n,
+            self.buyers[row.external_id] = Buyer(row.external_id, row.timezone or default_tz,
+                                                 row.locale or "", n,
                                                  as_utc(row.last) if row.last else None, gap)
         self.customers = len(rows)
         numbers = [int(e[1:]) for e in self.buyers if e[:1] == "C" and e[1:].isdigit()]
@@ -135,7 +227,7 @@ class LiveShop:
             if prospects and self.rng.random() < PROSPECTS_SHARE:  # signed up long ago
                 want.append((self.rng.choice(prospects).external_id, when))
                 continue
-            where = self.rng.choices([z[:2] for z in ZONES], [z[2] for z in ZONES])[0]
+            where = self.rng.choices([m[:2] for m in MARKETS], [m[3] for m in MARKETS])[0]
             want.append((where, when))
         active = [b for b in self.buyers.values() if b.last_order_at is not None
                   and (now - b.last_order_at).days <= ACTIVE_DAYS]
@@ -173,10 +265,10 @@ class LiveShop:
                 who = person["external_id"]
             elif who not in self.buyers:
                 continue  # erased meanwhile, or never a buyer
-            items, total = basket(self.rng)
+            items, total, currency = self.basket(self.rng, self.buyers[who].locale)
             orders.append({"order_id": f"{ORDER_PREFIX}{self.next_order:07d}", "customer_id": who,
                            "ordered_at": min(when, now).isoformat(), "total": str(total),
-                           "currency": self.app.settings.currency, "status": "completed", "items": items,
+                           "currency": currency, "status": "completed", "items": items,
                            "discount_codes": self._codes.pop(who, [])})
             self.next_order += 1
         with self.app.engine.begin() as conn:
@@ -208,7 +300,7 @@ class LiveShop:
         first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
         local = f"{first}.{last}".lower().replace("ü", "ue")
         external_id = f"C{n:07d}"
-        self.buyers[external_id] = Buyer(external_id, tz, 0, None, 45.0)
+        self.buyers[external_id] = Buyer(external_id, tz, locale, 0, None, 45.0)
         self.customers += 1
         return {"line": line, "external_id": external_id,
                 "email": f"{local}{n}@{DOMAINS[n % len(DOMAINS)]}", "first_name": first,
