@@ -441,7 +441,7 @@ def test_the_audience_reaches_timelines_through_the_webhook_inbound_parse_and_th
         assert audience.read(conn, T0 + timedelta(minutes=2)) == 0  # each mail read once
     app.clock.set(T0 + timedelta(days=6))  # every reaction is due by then
     assert audience.act(app.clock.now()) >= 7
-    app.clock.set(T0 + timedelta(days=6, minutes=1))  # the NPS vote's hold has passed
+    app.clock.set(T0 + timedelta(days=6, seconds=app.settings.nps_hold_seconds + 1))  # held
     settle_held(app)  # (the scheduler's feedback.settle job)
     with app.engine.connect() as conn:
         kinds = {kind: data for kind, data in conn.execute(
