@@ -31,6 +31,7 @@ from collections import Counter
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
+from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 
 from lifecycle.app import App
@@ -101,14 +102,19 @@ def feedback_routes(app: App) -> APIRouter:
 
     segment_definitions = definitions_of(app)
 
-    def holder_of(request: Request, token: str) -> Holder | Response:
-        with app.engine.connect() as conn:
-            found = linked.holder(conn, "feedback", token)
+    def holder_in(conn: Connection, request: Request, token: str) -> Holder | Response:
+        """The customer and mail of ``token``, or the page to answer instead: a bad link's, or
+        a test mail's (no answer is recorded for the customer)."""
+        found = linked.holder(conn, "feedback", token)
         if found is None:
             return linked.bad_link(request)
         if found.test:
-            return linked.test_link(request)  # no answer is recorded for the customer
+            return linked.test_link(request)
         return found
+
+    def holder_of(request: Request, token: str) -> Holder | Response:
+        with app.engine.connect() as conn:
+            return holder_in(conn, request, token)
 
     @router.api_route("/f/{token}", methods=["GET", "HEAD"], response_class=HTMLResponse)
     def link(request: Request, token: str, score: str = "") -> Response:
@@ -130,11 +136,9 @@ def feedback_routes(app: App) -> APIRouter:
         agent = request.headers.get("user-agent", "")
         trait = scanner_trait(request.method, request.headers)
         with app.engine.begin() as conn:
-            found = linked.holder(conn, "feedback", token)
-            if found is None:
-                return linked.bad_link(request)
-            if found.test:
-                return linked.test_link(request)
+            found = holder_in(conn, request, token)
+            if isinstance(found, Response):
+                return found
             customer, message_id, _ = found
             if trait is not None:
                 tally.note(trait, "POST", agent)
@@ -149,11 +153,9 @@ def feedback_routes(app: App) -> APIRouter:
 
     def comment(request: Request, token: str, text: str) -> Response:
         with app.engine.begin() as conn:
-            found = linked.holder(conn, "feedback", token)
-            if found is None:
-                return linked.bad_link(request)
-            if found.test:
-                return linked.test_link(request)
+            found = holder_in(conn, request, token)
+            if isinstance(found, Response):
+                return found
             customer, message_id, _ = found
             if not add_comment(conn, customer.id, message_id, text, app.clock.now()):
                 return linked.bad_link(request)
