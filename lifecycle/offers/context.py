@@ -17,33 +17,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 
-from babel import Locale, UnknownLocaleError
-from babel.dates import format_date
 from dateutil.relativedelta import relativedelta
 
+from lifecycle import locales
 from lifecycle.flows.definitions import Offer
 from lifecycle.money import money
 from lifecycle.offers.service import sample_code, spec_context
-from lifecycle.timeutil import as_utc, parse_instant, zone
-
-#: The language amounts and dates are written in when a customer's locale is unknown.
-DEFAULT_LOCALE = "en"
-
-
-@lru_cache(maxsize=256)
-def _locale(raw: str | None) -> Locale:
-    for name in (raw, DEFAULT_LOCALE):
-        if not name:
-            continue
-        try:
-            return Locale.parse(str(name).replace("-", "_"))
-        except (UnknownLocaleError, ValueError, TypeError):
-            continue
-    return Locale.parse(DEFAULT_LOCALE)
+from lifecycle.timeutil import as_utc, parse_instant
 
 
 def offer_url(pattern: str, shop_url: str, code: str) -> str:
@@ -69,14 +52,13 @@ def offer_vars(offer: Offer | Mapping[str, Any], *, shop_url: str, url_pattern: 
         percent = int(value)
     if kind == "percent" and value is None:
         value = str(percent)
-    reader = _locale(locale)
+    reader = locales.formatting_locale(locale)
     amount = None
     if kind == "fixed" and value and spec.get("currency"):
         amount = money(value, str(spec["currency"]), reader)
     return {"code": code, "kind": kind, "percent": int(percent) if percent is not None else None,
             "amount": amount, "value": "" if value is None else str(value),
             "currency": spec.get("currency"),
-            "expires": format_date(expires_at.astimezone(zone(tz)).date(), format="long",
-                                   locale=reader),
+            "expires": locales.long_date(expires_at, reader, tz),
             "expires_at": expires_at.isoformat(),
             "url": offer_url(url_pattern, shop_url, code)}
