@@ -164,13 +164,15 @@ WRITTEN_SECONDS = 2.0
 _written: dict[Path, tuple[float, frozenset[str]]] = {}
 
 
-def copy_formatting_locale(customer_locale: str | None, written: Any,
+@lru_cache(maxsize=1024)
+def copy_formatting_locale(customer_locale: str | None, written: frozenset[str],
                            default: str = DEFAULT_LOCALE) -> Locale:
     """The locale a mail's amounts and dates are written in: the customer's (``de_AT``) when
     the copy can be in their language (a folder of ``written`` on their fallback chain has
     their language), else the locale of the copy they get (a French customer of a shop
     writing English and German reads English copy: ``€11.50`` and ``13 January 2027``, not
-    ``11,50 €`` and ``13 janvier 2027`` inside English sentences)."""
+    ``11,50 €`` and ``13 janvier 2027`` inside English sentences).  Remembered: a mail's
+    worth of locale parsing for every mail of a batch otherwise."""
     chosen = choose(customer_locale, written, default)
     own = parse_locale(customer_locale) if isinstance(customer_locale, str) else None
     if own and chosen and Locale.parse(chosen).language == Locale.parse(own).language:
