@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from psycopg.types.json import Jsonb
-from sqlalchemy import JSON, Connection, Engine, Table, TextClause, create_engine, event, text
+from sqlalchemy import JSON, ColumnElement, Connection, Engine, Table, any_, bindparam, create_engine, event
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL
@@ -76,6 +76,17 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
         yield session
 
 
+def among(conn: Connection, column: Any, values: Iterable[Any]) -> ColumnElement[bool]:
+    """``column IN (values)``, written for ``conn``'s database: on PostgreSQL
+    ``column = ANY(:array)``, one parameter however many values, so the statement is the same
+    text each time (the driver parses a statement of over 50 parameters again on every call,
+    and a batch's ``IN`` list has a hundred); on SQLite an ``IN`` list."""
+    values = list(values)
+    if conn.dialect.name == "postgresql":
+        return column == any_(bindparam(None, values, type_=postgresql.ARRAY(column.type)))
+    return column.in_(values)
+
+
 def insert_new(conn: Connection, table: Table, rows: list[dict[str, Any]],
                unique: tuple[str, ...], returning: str | None = None) -> list[Any]:
     """Insert ``rows``, skipping each whose ``unique`` columns are taken already (by an earlier
@@ -105,6 +116,8 @@ def pg_unnest_insert(conn: Connection, table: Table, rows: list[dict[str, Any]],
     statement text is the same for any number of rows, so it is parsed and
     planned once, where a multi-row ``VALUES`` of thousands of parameters is
     re-parsed by the driver on every call (psycopg caches only short queries).
+    The arrays go in PostgreSQL's binary format (:func:`pg_array`), the JSON
+    columns as one JSON text each (:func:`pg_json_array`).
     ``skip_conflicts_on`` names the unique columns of ``ON CONFLICT … DO NOTHING``.
     """
     if not rows:
@@ -115,32 +128,42 @@ def pg_unnest_insert(conn: Connection, table: Table, rows: list[dict[str, Any]],
     for name in names:
         values = [row[name] for row in rows]
         params[name] = Jsonb(values, dumps=dumps_json) if _is_json(table, name) else values
-    result = conn.execute(statement, params)
+    result = conn.exec_driver_sql(statement, params)
     return list(result.scalars()) if returning else []
 
 
 @functools.lru_cache(maxsize=64)
 def _unnest_statement(table: Table, names: tuple[str, ...], conflict: tuple[str, ...],
-                      returning: str | None) -> TextClause:
+                      returning: str | None) -> str:
+    """The driver-level SQL (psycopg placeholders) of :func:`pg_unnest_insert`."""
     dialect = postgresql.dialect()
-    arrays = ", ".join(pg_json_array(name) if _is_json(table, name)
-                       else f"CAST(:{name} AS {table.c[name].type.compile(dialect=dialect)}[])"
-                       for name in names)
-    sql = (f"INSERT INTO {table.name} ({', '.join(names)}) SELECT * FROM unnest({arrays})"
-           + (f" ON CONFLICT ({', '.join(conflict)}) DO NOTHING" if conflict else "")
-           + (f" RETURNING {returning}" if returning else ""))
-    return text(sql)
+    arrays = ", ".join(
+        pg_json_array(name, driver=True) if _is_json(table, name)
+        else pg_array(name, table.c[name].type.compile(dialect=dialect)) for name in names)
+    return (f"INSERT INTO {table.name} ({', '.join(names)}) SELECT * FROM unnest({arrays})"
+            + (f" ON CONFLICT ({', '.join(conflict)}) DO NOTHING" if conflict else "")
+            + (f" RETURNING {returning}" if returning else ""))
+
+
+def pg_array(name: str, sql_type: str) -> str:
+    """Driver-level SQL (``exec_driver_sql``) for a ``sql_type[]`` from the list parameter
+    ``name``, sent in PostgreSQL's binary format: each item goes as its length and bytes,
+    where the text format escapes every quote and backslash of every item (a rendered HTML
+    body has hundreds), which costs more than the insert itself."""
+    return f"CAST(%({name})b AS {sql_type}[])"
 
 
 def _is_json(table: Table, name: str) -> bool:
     return isinstance(table.c[name].type.dialect_impl(postgresql.dialect()), JSON)
 
 
-def pg_json_array(name: str) -> str:
-    """SQL for a ``jsonb[]`` from parameter ``name``, one JSON array of the documents.
+def pg_json_array(name: str, driver: bool = False) -> str:
+    """SQL for a ``jsonb[]`` from parameter ``name``, one JSON array of the documents
+    (``driver``: with a psycopg placeholder, for ``exec_driver_sql``; else SQLAlchemy's).
 
     One JSON text for all the rows: an array parameter of documents would be
     quoted element by element by the driver, which costs more than the insert.
     """
-    return (f"ARRAY(SELECT d FROM jsonb_array_elements(CAST(:{name} AS jsonb)) "
+    placeholder = f"%({name})s" if driver else f":{name}"
+    return (f"ARRAY(SELECT d FROM jsonb_array_elements(CAST({placeholder} AS jsonb)) "
             f"WITH ORDINALITY AS e(d, n) ORDER BY n)")

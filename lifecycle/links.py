@@ -88,8 +88,15 @@ def _signature(secret: str, purpose: str, payload: str) -> str:
 
 def sign(secret: Secret, purpose: str, data: dict[str, Any]) -> str:
     """A token for ``purpose`` carrying ``data``, signed with the current key."""
+    return sign_each(secret, (purpose,), data)[0]
+
+
+def sign_each(secret: Secret, purposes: tuple[str, ...], data: dict[str, Any]) -> list[str]:
+    """:func:`sign` of the same ``data`` for each of ``purposes`` (a mail's links name the
+    same customer and mail: the payload is written once)."""
     payload = _b64(json.dumps(data, separators=(",", ":"), sort_keys=True).encode("utf-8"))
-    return f"{payload}.{_signature(_signing_key(secret), purpose, payload)}"
+    key = _signing_key(secret)
+    return [f"{payload}.{_signature(key, purpose, payload)}" for purpose in purposes]
 
 
 def verify(secret: Secret, purpose: str, token: str) -> dict[str, Any]:

@@ -240,6 +240,12 @@ def long_date(moment: datetime | date, locale: Locale | str | None = None,
         day = aware.astimezone(zone).date()
     else:
         day = moment
+    return _long_date(day, loc)
+
+
+@lru_cache(maxsize=4096)
+def _long_date(day: date, loc: Locale) -> str:
+    """:func:`long_date` of a day, remembered: a batch of mails writes the same few days."""
     return format_date(day, format="long", locale=loc)
 
 

@@ -7,6 +7,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import jinja2
+import jinja2.sandbox
 import pytest
 
 from lifecycle.mail.templates import Renderer, TemplateError
@@ -67,6 +69,25 @@ def test_the_sandbox_refuses_what_a_template_must_not_do(tmp_path: Path, body: s
     with pytest.raises(TemplateError) as caught:
         renderer.render("evil", {"customer": {"first_name": "Ann"}})
     assert "evil/body.txt:2:" in str(caught.value)
+
+
+def test_names_read_from_a_dict_mean_what_they_mean_in_jinja(tmp_path: Path) -> None:
+    """A dict's own attributes come before its keys, as in Jinja (``order.items`` is the
+    method even when the order has a key ``items``), every other name is the key, and a
+    missing key is an error naming the line."""
+    body = ("{{ order.id }}|{{ order['items'] }}|{{ order.items is callable }}|"
+            "{{ order.get('id') }}|{{ order.lines|length }}|{{ order.keys()|list|length }}\n"
+            "{{ order.missing }}\n")
+    renderer = write(tmp_path, "dicts", "Hi", body)
+    context = {"order": {"id": "A-1", "items": "listed", "lines": [1, 2], "get": "shadowed"}}
+    plain = jinja2.sandbox.ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined)
+    expected = plain.from_string(body.splitlines()[0]).render(context)
+    with pytest.raises(TemplateError) as caught:
+        renderer.render("dicts", context)
+    assert str(caught.value).startswith("dicts/body.txt:2: 'dict object' has no attribute "
+                                        "'missing'")
+    shown = write(tmp_path, "shown", "Hi", body.splitlines()[0]).render("shown", context)
+    assert shown.text == expected == "A-1|listed|True|A-1|2|4"
 
 
 def test_a_syntax_error_names_its_line(tmp_path: Path) -> None:

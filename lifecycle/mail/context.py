@@ -53,8 +53,9 @@ from sqlalchemy import Connection, case, func, select
 
 from lifecycle import locales
 from lifecycle.config import Settings
+from lifecycle.db import among
 from lifecycle.flows.definitions import Offer
-from lifecycle.links import offer_code, sign
+from lifecycle.links import offer_code, sign, sign_each
 from lifecycle.mail.utm import Override, tag, utm_for
 from lifecycle.models import Order
 from lifecycle.offers.context import offer_vars as offer_variables
@@ -147,11 +148,12 @@ def links(settings: Settings, customer_id: int, message_id: int | None,
     """Our signed links (no UTM) and the shop's (with ``utm``, :func:`lifecycle.mail.utm.tag`)."""
     data = token_data(customer_id, message_id, test)
     base = settings.base_url
-    feedback = sign(settings.secret_key, "feedback", data)
+    unsubscribe, preferences, feedback = sign_each(
+        settings.secret_key, ("unsubscribe", "preferences", "feedback"), data)
     ref = referral_id(settings.secret_key, customer_id)
     return {
-        "unsubscribe": f"{base}/u/{sign(settings.secret_key, 'unsubscribe', data)}",
-        "preferences": f"{base}/p/{sign(settings.secret_key, 'preferences', data)}",
+        "unsubscribe": f"{base}/u/{unsubscribe}",
+        "preferences": f"{base}/p/{preferences}",
         "shop": tag(settings.shop_url, utm),
         "review": tag(f"{settings.shop_url}/reviews", utm),
         "referral": tag(f"{settings.shop_url}/?ref={ref}", utm),
@@ -195,7 +197,7 @@ def load_facts(conn: Connection, customer_ids: Iterable[int], order_ids: Iterabl
         func.count().over(**by_customer).label("n"),
         func.sum(case((_orders.c.currency == currency, _orders.c.total), else_=0))
         .over(**by_customer).label("spend"),
-    ).where(_orders.c.customer_id.in_(ids), _orders.c.status == "completed",
+    ).where(among(conn, _orders.c.customer_id, ids), _orders.c.status == "completed",
             _orders.c.ordered_at <= as_of).subquery()
     for row in conn.execute(select(ranked).where(ranked.c.rn == 1)):
         facts.latest[row.customer_id] = row
@@ -203,7 +205,8 @@ def load_facts(conn: Connection, customer_ids: Iterable[int], order_ids: Iterabl
         facts.orders[row.external_id] = row
     wanted = sorted({o for o in order_ids if o} - facts.orders.keys())
     if wanted:
-        for row in conn.execute(select(_orders).where(_orders.c.external_id.in_(wanted))):
+        for row in conn.execute(select(_orders).where(among(conn, _orders.c.external_id,
+                                                           wanted))):
             facts.orders[row.external_id] = row
     facts.suggestions = load_suggestions(conn, ids, as_of)
     return facts

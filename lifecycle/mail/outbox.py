@@ -100,7 +100,7 @@ from sqlalchemy import Connection, bindparam, case, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from lifecycle.db import dumps_json, insert_new, pg_json_array
+from lifecycle.db import among, dumps_json, insert_new, pg_json_array
 from lifecycle.models import Message, MessageContent, MessageStatus, ProviderEvent, Touchpoint
 from lifecycle.timeutil import as_utc
 
@@ -165,7 +165,7 @@ class Outbox:
             query = query.with_for_update(skip_locked=True)
         ids = list(self.conn.execute(query).scalars())
         if ids:
-            self.conn.execute(update(Message).where(Message.id.in_(ids)).values(
+            self.conn.execute(update(Message).where(among(self.conn, Message.id, ids)).values(
                 status=_S.QUEUED.value, lease_expires_at=now + lease, updated_at=now))
         return ids
 
@@ -186,7 +186,7 @@ class Outbox:
         if not ids:
             return []
         return sorted(self.conn.execute(update(_messages).where(
-            _messages.c.id.in_(ids), _messages.c.status == _S.QUEUED.value).values(
+            among(self.conn, _messages.c.id, ids), _messages.c.status == _S.QUEUED.value).values(
             status=_S.SENDING.value, attempts=_messages.c.attempts + 1,
             lease_expires_at=now + lease, updated_at=now).returning(*_messages.c)).all(),
             key=lambda row: row.id)

@@ -31,6 +31,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from lifecycle.app import App
 from lifecycle.clock import real_seconds
+from lifecycle.db import among
 from lifecycle.mail.compose import Outgoing, compose
 from lifecycle.mail.context import build_context, load_facts
 from lifecycle.mail.outbox import Outbox, is_test
@@ -126,24 +127,26 @@ def send_batch(app: App, message_ids: list[int], transport: Transport | None = N
         outcomes["skipped"] = len(message_ids) - len(rows)  # another worker has (or had) them
         if not rows:
             return outcomes
+        customer_ids = sorted({r.customer_id for r in rows})
         customers = {c.id: c for c in conn.execute(select(Customer.__table__).where(
-            Customer.id.in_({r.customer_id for r in rows})))}
+            among(conn, Customer.id, customer_ids)))}
         hashes = {r.id: email_hash(r.to_email) for r in rows}
         suppressed: dict[str, list[tuple[str, str]]] = {}  # hash -> (scope, reason), sorted
         for h, scope, reason in conn.execute(select(
                 Suppression.email_hash, Suppression.scope, Suppression.reason)
-                .where(Suppression.email_hash.in_(set(hashes.values())))
+                .where(among(conn, Suppression.email_hash, sorted(set(hashes.values()))))
                 .order_by(Suppression.scope, Suppression.reason)):
             suppressed.setdefault(h, []).append((scope, reason))
         ended = dict(conn.execute(select(FlowEnrollment.id, FlowEnrollment.exit_reason).where(
-            FlowEnrollment.id.in_({r.enrollment_id for r in rows if r.enrollment_id}),
+            among(conn, FlowEnrollment.id, sorted({r.enrollment_id for r in rows
+                                                   if r.enrollment_id})),
             FlowEnrollment.status.in_((EnrollmentStatus.EXITED.value,
                                        EnrollmentStatus.FAILED.value)))).all())
         since = now - policies.cap_window
         capped_sent = Counter(
             customer_id for customer_id, context in conn.execute(
                 select(Message.customer_id, Message.context).where(
-                    Message.customer_id.in_({r.customer_id for r in rows}),
+                    among(conn, Message.customer_id, customer_ids),
                     Message.status == MessageStatus.SENT.value, Message.sent_at > since))
             if (context or {}).get("capped"))
         keep = []

@@ -52,6 +52,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -430,6 +431,10 @@ _EXPANDING = frozenset(["center", "indent", "batch", "slice", "tojson", "join", 
 _COUNTS = frozenset(["center", "indent", "batch", "slice", "tojson"])
 
 
+#: The attributes of every dict (``items``, ``get`` …): ``d.items`` is the method, not the key.
+_DICT_ATTRIBUTES = frozenset(dir(dict))
+
+
 class BoundedSandbox(ImmutableSandboxedEnvironment):
     """Jinja's immutable sandbox with bounds on size and time (see the module doc)."""
 
@@ -514,6 +519,18 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             return result
 
         return guarded
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        """``obj.attribute``, as Jinja's sandbox has it; for a plain dict and a name that is
+        not one of dict's own attributes (``customer.first_name``) straight from the dict,
+        where Jinja would first look for the attribute and fail (the same value, without an
+        exception per lookup: a mail makes a hundred of them)."""
+        if type(obj) is dict and attribute not in _DICT_ATTRIBUTES:
+            try:
+                return obj[attribute]
+            except KeyError:
+                pass
+        return super().getattr(obj, attribute)
 
     def guard_iter(self, iterable: Iterable[Any]) -> Iterator[Any]:
         """``iterable``, checking the time at every item (a loop that writes nothing too)."""
@@ -765,17 +782,24 @@ class Renderer:
 
     def _render(self, path: str, context: dict[str, Any]) -> str:
         """One part, streamed and stopped past :data:`MAX_OUTPUT` characters or the mail's
-        deadline."""
+        deadline.  The output is taken :data:`_CHUNKS` pieces at a time (each piece is a
+        literal of the template or one written value, itself bounded: :meth:`BoundedSandbox._finalize`)."""
         try:
+            template = self.env.get_template(path)
+            stream = template.root_render_func(template.new_context(context))
             parts: list[str] = []
             size = 0
-            for chunk in self.env.get_template(path).generate(context):
-                size += len(chunk)
-                if size > MAX_OUTPUT:
-                    raise LimitExceeded(f"the output is longer than {MAX_OUTPUT:,} characters")
-                parts.append(chunk)
-                if not len(parts) & 255:  # loops and calls check it too
-                    _check_time()
+            try:
+                while chunk := list(islice(stream, _CHUNKS)):
+                    size += sum(map(len, chunk))
+                    if size > MAX_OUTPUT:
+                        raise LimitExceeded(
+                            f"the output is longer than {MAX_OUTPUT:,} characters")
+                    parts += chunk
+                    if time.monotonic() > _limits.deadline:  # loops and calls check it too
+                        _past_deadline()
+            except Exception:  # noqa: BLE001 - as Template.generate: the template's lines
+                self.env.handle_exception()
             return "".join(parts)
         except jinja2.TemplateSyntaxError as exc:
             raise TemplateError(exc.name or path, exc.lineno, exc.message or "syntax error") \
@@ -876,6 +900,8 @@ def _email_names(files: dict[str, int]) -> frozenset[str]:
     return frozenset(subjects & bodies)
 
 
+#: Pieces of output taken from a template at a time between two looks at the size and the time.
+_CHUNKS = 32
 #: Seconds the templates folder is trusted unchanged before it is looked at again.
 CHECK_SECONDS = 2.0
 #: Inlines <style> rules; never fetches a stylesheet a (manager-edited) template links to.

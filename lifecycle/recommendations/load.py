@@ -25,7 +25,7 @@ from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 
 from babel import Locale
-from sqlalchemy import Connection, bindparam, text
+from sqlalchemy import Connection, TextClause, bindparam, text
 
 from lifecycle.models.base import UTCDateTime
 from lifecycle.money import money
@@ -85,8 +85,14 @@ def _owns(pg: bool, customer: str, sku: str) -> str:
     # (o.customer_id IN the batch as well: the planner then reads the batch's orders by
     # their index rather than hashing every order)
     return (f"EXISTS (SELECT 1 FROM orders AS o WHERE o.customer_id = {customer} "
-            f"AND o.customer_id IN :ids "
+            f"AND o.customer_id {_in_ids(pg)} "
             f"AND o.status IN ({statuses}) AND o.ordered_at <= :as_of AND {has})")
+
+
+def _in_ids(pg: bool) -> str:
+    """SQL: among the batch's customers, ``:ids`` (on PostgreSQL one array parameter, so the
+    statement's text is the same for any batch and the driver parses it once)."""
+    return "= ANY(CAST(:ids AS bigint[]))" if pg else "IN :ids"
 
 
 def _query(pg: bool) -> str:
@@ -96,10 +102,10 @@ def _query(pg: bool) -> str:
             SELECT sku, buyers FROM products WHERE best_seller <= {POPULAR}),
         candidates AS (
             SELECT s.customer_id, s.sku, 0 AS tier, s.score FROM customer_suggestions AS s
-            WHERE s.customer_id IN :ids
+            WHERE s.customer_id {_in_ids(pg)}
             UNION ALL
             SELECT c.id, p.sku, 1, p.buyers FROM customers AS c CROSS JOIN popular AS p
-            WHERE c.id IN :ids),
+            WHERE c.id {_in_ids(pg)}),
         kept AS (
             SELECT customer_id, sku, tier, score, ROW_NUMBER() OVER (
                 PARTITION BY customer_id, sku ORDER BY tier) AS seen
@@ -115,6 +121,12 @@ def _query(pg: bool) -> str:
         ORDER BY r.customer_id, r.rn"""
 
 
+@lru_cache(maxsize=2)
+def _statement(pg: bool) -> TextClause:
+    return text(_query(pg)).bindparams(bindparam("ids", expanding=not pg),
+                                       bindparam("as_of", type_=UTCDateTime()))
+
+
 def load_suggestions(conn: Connection, customer_ids: Iterable[int],
                      as_of: datetime) -> dict[int, list[Suggestion]]:
     """Up to :data:`SUGGESTIONS` products for each of ``customer_ids``, best first, in one
@@ -123,8 +135,8 @@ def load_suggestions(conn: Connection, customer_ids: Iterable[int],
     found: dict[int, list[Suggestion]] = {}
     if not ids:
         return found
-    statement = text(_query(conn.dialect.name == "postgresql")).bindparams(
-        bindparam("ids", expanding=True), bindparam("as_of", type_=UTCDateTime()))
+    pg = conn.dialect.name == "postgresql"
+    statement = _statement(pg)
     for row in conn.execute(statement, {"ids": ids, "as_of": as_of}):
         price = _decimal(row.price)
         found.setdefault(row.customer_id, []).append(Suggestion(

@@ -18,6 +18,7 @@ characters, at most :data:`MAX_URL` characters long.
 
 from __future__ import annotations
 
+import functools
 import re
 from string import Formatter
 from urllib.parse import quote, urlsplit
@@ -63,6 +64,18 @@ def check_url(value: object) -> str | None:
 
 def safe_url(value: object) -> str | None:
     """``value`` if it is an acceptable URL, else None (for stored data older than the check)."""
+    if isinstance(value, str) and len(value) <= MAX_URL:
+        return _safe_text(value)
+    try:
+        return check_url(value)
+    except BadUrl:
+        return None
+
+
+@functools.lru_cache(maxsize=8192)
+def _safe_text(value: str) -> str | None:
+    """:func:`safe_url` of a text, remembered: a batch of mails links the same products and
+    pictures again and again."""
     try:
         return check_url(value)
     except BadUrl:
@@ -98,10 +111,15 @@ def check_review_pattern(pattern: str, shop_url: str) -> str:
     return pattern
 
 
+@functools.lru_cache(maxsize=64)
+def _placeholders(pattern: str) -> frozenset[str]:
+    return frozenset(name for _literal, name, _spec, _conv in Formatter().parse(pattern) if name)
+
+
 def review_url(pattern: str, shop_url: str, *, sku: str | None, url: str | None,
                order_id: str | None) -> str | None:
     """The review link of one order line, or None if the pattern needs what the line lacks."""
-    names = {name for _literal, name, _spec, _conv in Formatter().parse(pattern) if name}
+    names = _placeholders(pattern)
     if ("sku" in names and not sku) or ("url" in names and not url) or (
             "order_id" in names and not order_id):
         return None
