@@ -36,6 +36,32 @@ def test_the_migrated_schema_matches_the_models(fresh_database_url: str) -> None
         app.close()
 
 
+def test_a_mail_s_status_changes_touch_only_the_indexes_it_needs(conn: Connection) -> None:
+    """The rarely set ``resent_at`` and ``duplicate_at`` are indexed only where set, and
+    ``provider_message_id`` not at all; on PostgreSQL a sent mail's parts are compressed with
+    LZ4 where the server has it."""
+    if conn.dialect.name == "postgresql":
+        indexes = dict(conn.exec_driver_sql(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'messages'").all())
+    else:
+        indexes = dict(conn.exec_driver_sql(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' "
+            "AND tbl_name = 'messages' AND sql IS NOT NULL").all())
+    assert "ix_messages_provider_message_id" not in indexes
+    for column in ("resent_at", "duplicate_at"):
+        assert f"WHERE {column} IS NOT NULL" in indexes[f"ix_messages_{column}"].replace(
+            "(", "").replace(")", "")
+    if conn.dialect.name == "postgresql":
+        has_lz4 = conn.exec_driver_sql(
+            "SELECT 'lz4' = ANY(enumvals) FROM pg_settings "
+            "WHERE name = 'default_toast_compression'").scalar()
+        compression = dict(conn.exec_driver_sql(
+            "SELECT attname, attcompression FROM pg_attribute WHERE attrelid = "
+            "'message_contents'::regclass AND attname IN ('subject', 'text', 'html')").all())
+        assert compression == dict.fromkeys(("subject", "text", "html"),
+                                            "l" if has_lz4 else "")
+
+
 def test_db_check_reports_a_schema_that_matches_the_models(cli_env: dict[str, str]) -> None:
     from click.testing import CliRunner
 

@@ -31,6 +31,13 @@ class Message(IdMixin, Base):
         CheckConstraint("attempts >= 0", name="attempts_not_negative"),
         Index(None, "status", "due_at"),
         Index(None, "customer_id", "created_at"),
+        # Set on few mails: indexed only where set, so that the three status changes of every
+        # mail do not each add an entry for its NULL (no index of provider_message_id either:
+        # events find their mail by our id, which SendGrid hands back).
+        Index(None, "resent_at", sqlite_where=text("resent_at IS NOT NULL"),
+              postgresql_where=text("resent_at IS NOT NULL")),
+        Index(None, "duplicate_at", sqlite_where=text("duplicate_at IS NOT NULL"),
+              postgresql_where=text("duplicate_at IS NOT NULL")),
     )
 
     #: Deterministic key of the decision to send (see lifecycle.keys); unique,
@@ -50,16 +57,16 @@ class Message(IdMixin, Base):
     lease_expires_at: Mapped[datetime | None]
     attempts: Mapped[int] = mapped_column(default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
-    provider_message_id: Mapped[str | None] = mapped_column(String(100), index=True)
+    provider_message_id: Mapped[str | None] = mapped_column(String(100))
     sent_at: Mapped[datetime | None]
     #: The attempt (``attempts`` when it was claimed) SendGrid took, as recorded: from its 202,
     #: or from the event that settled the mail.
     sent_attempt: Mapped[int | None]
     #: When the scheduler queued the mail again because no SendGrid event came for an attempt
     #: whose outcome was unknown (a late event for that attempt is then a duplicate).
-    resent_at: Mapped[datetime | None] = mapped_column(index=True)
+    resent_at: Mapped[datetime | None]
     #: When an event for another attempt than ``sent_attempt`` showed SendGrid took it twice.
-    duplicate_at: Mapped[datetime | None] = mapped_column(index=True)
+    duplicate_at: Mapped[datetime | None]
     #: Template variables fixed at decision time (order id, offer code, …).
     context: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     #: Every send attempt's outcome: ``[{"at", "outcome", "detail"}, …]``.
