@@ -47,7 +47,7 @@ from lifecycle.mail.compose import compose
 from lifecycle.mail.sending import dispatch
 from lifecycle.mail.templates import Rendered
 from lifecycle.mail.transports import sendgrid_payload
-from lifecycle.models import Customer, Message, Order
+from lifecycle.models import Customer, Message, Order, ProcessHeartbeat
 from lifecycle.recommendations.compute import refresh_products
 from lifecycle.tasks.broker import setup
 from lifecycle.tasks.mail import send
@@ -171,7 +171,7 @@ def main() -> None:
             broker = setup(REDIS_URL)
             workers = [subprocess.Popen([sys.executable, "-m", "lifecycle", "worker"], cwd=ROOT,
                                         env=env) for _ in range(args.workers)]
-            time.sleep(3)  # workers up
+            started_workers(app, workers)
             with app.engine.begin() as conn:  # due from now: latency counts from here
                 conn.execute(update(Message).values(due_at=app.clock.now()))
             watched = {"workers": f"{sys.executable} -m lifecycle worker",
@@ -226,6 +226,23 @@ def main() -> None:
         + f"; the machine has {os.cpu_count()} cores: {1e6 * (os.cpu_count() or 1) / rate:.0f}"
           " µs of CPU per mail elapsed")
     assert sent_by_fake == args.mails == sent, "the stand-in's log disagrees with the outbox"
+
+
+def started_workers(app: App, workers: list[subprocess.Popen], timeout: float = 120.0) -> None:
+    """Wait until every worker process has recorded its heartbeat, which it does once its
+    threads take broker messages: the clock must not start while a worker is still importing
+    (a process without bytecode caches takes seconds) or its CPU would count as sending."""
+    pids = {w.pid for w in workers}
+    deadline = time.monotonic() + timeout
+    while True:
+        with app.engine.connect() as conn:
+            up = set(conn.execute(select(ProcessHeartbeat.pid).where(
+                ProcessHeartbeat.kind == "worker", ProcessHeartbeat.pid.in_(pids))).scalars())
+        if up == pids:
+            return
+        if time.monotonic() > deadline or any(w.poll() is not None for w in workers):
+            raise SystemExit(f"the workers did not start: {len(up)} of {len(pids)} are up")
+        time.sleep(0.2)
 
 
 #: The customers' locales, in turn: each of the shipped languages, spelled as shops send them.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import os
 import re
 from collections.abc import Mapping
@@ -293,11 +294,17 @@ class Settings:
     @property
     def support_address(self) -> str:
         """Where customers write for help: LIFECYCLE_SUPPORT_EMAIL, else the From address."""
-        return self.support_email or parseaddr(self.mail_from)[1]
+        return self.support_email or _address_of(self.mail_from)
 
     @property
     def segments_file(self) -> Path:
         return self.flows_dir / "segments.yaml"
+
+
+@functools.lru_cache(maxsize=16)
+def _address_of(sender: str) -> str:
+    """The address of ``"Name <address>"`` (parsed once: every mail's context asks)."""
+    return parseaddr(sender)[1]
 
 
 #: A domain name: dot-separated labels of letters, digits and inner hyphens (at most 63 each),

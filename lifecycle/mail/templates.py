@@ -62,6 +62,7 @@ import yaml
 from jinja2 import nodes
 from jinja2.compiler import CodeGenerator, Frame, optimizeconst
 from jinja2.filters import make_attrgetter
+from jinja2.runtime import Macro
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from lifecycle.locales import DEFAULT_LOCALE, fallback_chain, html_lang
@@ -548,6 +549,10 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
     def call(__self, __context: Any, __obj: Any, *args: Any,  # noqa: N805 - as Jinja's
              **kwargs: Any) -> Any:
         _check_time()
+        if type(__obj) is Macro:  # a template's own macro: no method to check, safe to call
+            result = __context.call(__obj, *args, **kwargs)
+            _spend(len(result), "a call's result")
+            return result
         owner = getattr(__obj, "__self__", None)
         _check_method(getattr(__obj, "__name__", ""), owner, args, kwargs)
         if isinstance(owner, str | bytes):
