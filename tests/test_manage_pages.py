@@ -45,6 +45,7 @@ ROUTES = [
     ("GET", "/flows/{f}/preview", "manager"),
     ("POST", "/flows/{f}/test", "manager"),
     ("GET", "/segments", "manager"),
+    ("GET", "/catalog", "manager"),
     ("GET", "/admin/staff", "admin"),
     ("POST", "/admin/staff", "admin"),
     ("POST", "/admin/staff/{s}", "admin"),
@@ -52,7 +53,7 @@ ROUTES = [
     ("POST", "/admin/apikeys", "admin"),
     ("POST", "/admin/apikeys/{k}/revoke", "admin"),
 ]
-STAFF_PREFIXES = ("/customers", "/flows", "/segments", "/admin")
+STAFF_PREFIXES = ("/customers", "/flows", "/segments", "/catalog", "/admin")
 
 
 def sent_mail(app: App) -> tuple[int, int]:

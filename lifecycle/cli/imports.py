@@ -20,6 +20,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from lifecycle.cli.base import (
     Failure,
@@ -37,7 +38,7 @@ def _reasons_table(title: str, reasons: Any) -> Table:
     table.add_column("reason")
     table.add_column("rows", justify="right")
     for reason, rows in sorted(reasons.items(), key=lambda item: (-item[1], item[0])):
-        table.add_row(reason, str(rows))
+        table.add_row(Text(reason), str(rows))
     return table
 
 
