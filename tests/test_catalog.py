@@ -108,3 +108,17 @@ def test_the_catalog_page_lists_the_values_for_managers(app: App, web: TestClien
     assert support.get("/catalog").status_code == 403
     anonymous = TestClient(web.app).get("/catalog", follow_redirects=False)
     assert anonymous.status_code == 303 and anonymous.headers["location"].startswith("/login")
+
+
+def test_the_command_shows_the_hundred_most_frequent_unless_told(cli_env: dict[str, str]) -> None:
+    runner = CliRunner()
+    assert runner.invoke(cli, ["db", "upgrade"], env=cli_env).exit_code == 0
+    engine = make_engine(cli_env["LIFECYCLE_DATABASE_URL"])
+    with engine.begin() as conn:
+        cid = add_customer(conn, "ann", T0)
+        add_order(conn, cid, T0, "1", items=[{"sku": f"S{n:03d}", "quantity": 1}
+                                             for n in range(101)])
+    engine.dispose()
+    data = json.loads(runner.invoke(cli, ["catalog", "--json"], env=cli_env).stdout)
+    assert len(data["skus"]) == 100 and data["distinct"]["skus"] == 101
+    assert data["skus"][-1]["name"] == "S099"  # equal counts: by name

@@ -221,3 +221,30 @@ def test_an_orders_import_counts_its_skipped_rows_by_reason_too(cli_env: dict[st
     assert result.exit_code == 3, result.output
     assert re.search(r"items\[n\]\.quantity must be a whole number\s+│\s+2\b", result.stdout)
     assert re.search(r"not valid JSON\s+│\s+1\b", result.stdout)
+
+
+def test_strict_mode_stops_at_a_bad_date_and_writes_nothing(cli_env: dict[str, str],
+                                                           tmp_path: Path) -> None:
+    env = {**cli_env, "LIFECYCLE_FLOWS_DIR": str(flows_folder(tmp_path))}
+    path = write_csv(tmp_path / "c.csv", ("customer_id", "email", "birthday"), [
+        ("c1", "ann@example.com", "1990-12-05"), ("c2", "bob@example.com", "1990-13-40")])
+    result = CliRunner().invoke(cli, ["import", "customers", "--strict", str(path)], env=env)
+    assert result.exit_code == 1, result.output
+    assert f"{path}:3: birthday '1990-13-40' is not a date" in result.stderr
+    engine = make_engine(cli_env["LIFECYCLE_DATABASE_URL"])
+    with engine.connect() as conn:
+        assert attributes_of(conn) == {}
+    engine.dispose()
+
+
+def test_the_orders_summary_in_json_says_what_the_orders_did(cli_env: dict[str, str],
+                                                             tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "o.jsonl", [
+        {"order_id": "o1", "customer_id": "new", "ordered_at": "2024-01-01", "total": "3"},
+        {"order_id": "o2", "customer_id": "new", "ordered_at": "2024-01-02", "total": "-1"}])
+    result = CliRunner().invoke(cli, ["import", "orders", "--json", str(path)], env=cli_env)
+    assert result.exit_code == 3, result.output
+    summary = json.loads(result.stdout)
+    assert (summary["inserted"], summary["skipped_by_reason"], summary["customers_created"],
+            summary["announced"], summary["status_changes"]) == (
+        1, {"total is negative": 1}, 1, 1, 0)
