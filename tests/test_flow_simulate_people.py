@@ -12,7 +12,7 @@ from sqlalchemy import Connection
 from lifecycle.cli import cli
 from lifecycle.flows.definitions import Context, load_flow, load_folder
 from lifecycle.flows.engine import Policies
-from lifecycle.flows.simulate import Simulation, simulate
+from lifecycle.flows.simulate import Simulation, simulate, warnings
 from lifecycle.models import Suppression, email_hash
 from lifecycle.segments.definitions import load_definitions
 from lifecycle.timeutil import UTC
@@ -125,6 +125,7 @@ steps:
 
 def test_customers_left_out_are_counted_by_reason(conn: Connection) -> None:
     lapsing(conn, "quiet", marketing_consent=False)
+    lapsing(conn, "nowhere", email=None)
     lapsing(conn, "bounced", "unsubscribed", "ann", "bob")
     for who, scope in (("bounced", "all"), ("unsubscribed", "flow:win_back")):
         conn.execute(Suppression.__table__.insert().values(
@@ -132,8 +133,10 @@ def test_customers_left_out_are_counted_by_reason(conn: Connection) -> None:
             source="test", created_at=START))
     # One marketing mail a month: the second and third mail of ann and bob are capped.
     result = run(conn, policies=Policies(cap=1, cap_window=timedelta(days=30)),
-                 open_rate=0.5)
-    assert result.left_out == {"no marketing consent": 1, "suppressed": 2, "frequency cap": 2}
+                 open_rate=1.0)
+    assert result.left_out == {"no marketing consent": 1, "suppressed": 2, "frequency cap": 2,
+                               "no email address": 1}
+    assert result.opened == 2  # only the mails sent draw: not the capped or withheld ones
     assert sorted((customer, step) for _d, customer, _e, step, *_ in result.mails) == [
         ("ann", "miss-you"), ("bob", "miss-you")]  # none to the unsubscribed one
     assert result.capped == 4
@@ -164,3 +167,66 @@ def test_the_simulate_command_draws_opens_and_clicks_and_counts_who_was_left_out
     assert bad.exit_code == 2 and "--open-rate: 'forty' is not a rate" in bad.stderr
     over = runner.invoke(cli, [*window, "--open-rate", "5%", "--click-rate", "8%"], env=cli_env)
     assert over.exit_code == 2 and "cannot be higher than --open-rate" in over.stderr
+    past = runner.invoke(cli, [*window, "--open-rate", "150%"], env=cli_env)
+    assert past.exit_code == 2 and "is not between 0% and 100%" in past.stderr
+
+
+def test_a_mail_is_opened_an_hour_after_it_is_due(conn: Connection, tmp_path: Path) -> None:
+    (tmp_path / "check.yaml").write_text("""\
+description: Look whether they read it soon.
+kind: transactional
+trigger:
+  order_placed: {}
+reentry: every_time
+steps:
+  - id: hello
+    send: thank_you
+  - id: soon
+    wait: 45 minutes
+  - id: read-soon
+    branch: {if: {opened: hello}, then: next, else: next}
+  - id: later
+    wait: 30 minutes
+  - id: read-later
+    branch: {if: {opened: hello}, then: next, else: next}
+""", encoding="utf-8")
+    flow = load_flow(tmp_path / "check.yaml", CONTEXT)
+    cid = add_customer(conn, "ann", START - timedelta(days=10), timezone="UTC")
+    add_order(conn, cid, START + timedelta(days=3, hours=12), "20.00")
+    result = simulate(conn, flow, DEFS, START, END, policies=Policies(), default_tz="UTC",
+                      resolution=timedelta(minutes=15), open_rate=1.0)
+    assert result.opened == 1
+    assert result.branches == {"read-soon": (0, 1), "read-later": (1, 0)}
+
+
+def test_warnings_follow_all_any_and_not_and_leave_untried_branches_alone(
+        tmp_path: Path) -> None:
+    (tmp_path / "mixed.yaml").write_text("""\
+description: Conditions of every shape.
+kind: marketing
+trigger:
+  segment_entered: lapsed
+goals:
+  - replied: true
+  - any: [{clicked: true}, {ordered: true}]
+steps:
+  - id: first
+    send: winback_1
+  - id: both
+    branch: {if: {all: [{clicked: first}, {ordered: true}]}, then: exit, else: next}
+  - id: either
+    branch: {if: {any: [{not: {opened: first}}, {ordered: true}]}, then: next, else: exit}
+  - id: unknown
+    branch: {if: {any: [{opened: first}, {ordered: true}]}, then: next, else: exit}
+""", encoding="utf-8")
+    flow = load_flow(tmp_path / "mixed.yaml", CONTEXT)
+    found = warnings(flow, Simulation("mixed", START, END))
+    assert found == [
+        "The goal {replied: true} can never be reached in this simulation: nobody replies "
+        "in a simulation.",
+        "The branch both ({all: [{clicked: first}, {ordered: true}]}) can never hold in this "
+        "simulation: the click rate is 0; every enrollment takes its else path (next).",
+        "The branch either ({any: [{not: {opened: first}}, {ordered: true}]}) always holds in "
+        "this simulation: the open rate is 0; no enrollment takes its else path (exit)."]
+    drawn = warnings(flow, Simulation("mixed", START, END, open_rate=0.5, click_rate=0.1))
+    assert drawn == [found[0]]  # the branches were never tried: nothing to say about them

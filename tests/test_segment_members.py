@@ -53,6 +53,8 @@ def test_the_segment_page_shows_its_definition_and_its_members_fifty_a_page(
     assert "custom:\n  tea_lovers:\n" in page.text and "category: tea" in page.text
     assert "60 customers in the segment now; showing 50" in page.text
     assert [n for n in range(63) if f">M{n:03d}</a>" in page.text] == list(range(50))
+    assert ('<td><a href="/customers/M001">M001</a></td><td>m1@example.com</td><td>Mo No1</td>'
+            '<td>2026-06-02 12:00</td>') in page.text
     assert f'href="/segments/tea_lovers?after={ids[49]}">Next 50</a>' in page.text
     second = web.get("/segments/tea_lovers", params={"after": ids[49]}).text
     # the rest, not those who left
