@@ -130,9 +130,10 @@ def segments_members(name: str, as_csv: bool, limit: int | None) -> None:
             return
         total = member_count(conn, name)
         members = list(all_members(conn, name, limit))
-    table = Table("customer_id", "external_id", "email", "name", "joined (UTC)",
-                  title=f"{segment_words(name)} ({name}): {total} customers"
+    table = Table(title=f"{segment_words(name)} ({name}): {total} customers"
                   + (f", the first {len(members)}" if len(members) < total else ""))
+    for column in ("customer_id", "external_id", "email", "name", "joined (UTC)"):
+        table.add_column(column, overflow="fold")  # an address cut short is no use
     for m in members:
         table.add_row(str(m.id), m.external_id, m.email or "", m.name or "",
                       f"{m.joined_at:%Y-%m-%d %H:%M}")
