@@ -143,5 +143,6 @@ def definition_yaml(defs: Definitions, name: str) -> str | None:
         data = {"advocacy": defs.advocacy.model_dump()}
     else:
         data = {"retention": defs.retention.model_dump()}
+    # RFM ranges on one line each ("r: [5, 5]"), settings one a line
     return str(yaml.safe_dump(data, sort_keys=False, allow_unicode=True,
-                              default_flow_style=None))
+                              default_flow_style=None if "rfm" in data else False))
