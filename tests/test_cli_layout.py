@@ -30,6 +30,6 @@ def test_the_groups_keep_their_subcommands() -> None:
         "flows": ["preview", "simulate", "validate"],
         "import": ["customers", "orders"],
         "offers": ["export"],
-        "segments": ["list", "refresh", "validate"],
+        "segments": ["list", "members", "refresh", "validate"],
         "staff": ["add", "password"],
     }

@@ -144,8 +144,22 @@ def _named_flow(app: Any, defs: Any, name: str) -> Any:
               help="How many mails to list (all are counted).")
 @click.option("--segment-every", default="1 day", show_default=True,
               help="How often segments are refreshed in the replay (segment-triggered flows).")
-def flows_simulate(flow: str, start: str, end: str, show: int, segment_every: str) -> None:
-    """Replay stored history through FLOW: who would get which mail when (nothing is sent)."""
+@click.option("--open-rate", default="0%", show_default=True,
+              help="Share of the mails opened: 40% or 0.4.")
+@click.option("--click-rate", default="0%", show_default=True,
+              help="Share of the mails clicked (each clicked mail is also opened, so at most "
+                   "the open rate): 8% or 0.08.")
+@click.option("--seed", default=1, show_default=True, type=int,
+              help="Seed of the opens and clicks drawn: the same seed gives the same replay.")
+def flows_simulate(flow: str, start: str, end: str, show: int, segment_every: str,
+                   open_rate: str, click_rate: str, seed: int) -> None:
+    """Replay stored history through FLOW: who would get which mail when (nothing is sent).
+
+    With --open-rate and --click-rate each mail is opened and clicked at random (seeded),
+    so branches and goals on opened and clicked take both paths; without them nobody
+    opens or clicks.  The report counts the customers left out (no marketing consent,
+    suppressed, frequency cap) and warns about branches and goals that cannot hold.
+    """
     import time as clock_time
     from zoneinfo import ZoneInfo
 
@@ -168,6 +182,10 @@ def flows_simulate(flow: str, start: str, end: str, show: int, segment_every: st
     first, last = parse_as_of(app, start), parse_as_of(app, end)
     if last <= first:
         raise Failure("--to must be after --from.")
+    opens, clicks = _rate("--open-rate", open_rate), _rate("--click-rate", click_rate)
+    if clicks > opens:
+        raise Failure(f"--click-rate ({click_rate}) cannot be higher than --open-rate "
+                      f"({open_rate}): a clicked mail is also opened.")
     started = clock_time.perf_counter()
     quiet = logging.getLogger("lifecycle.segments")
     level = quiet.level
@@ -176,7 +194,8 @@ def flows_simulate(flow: str, start: str, end: str, show: int, segment_every: st
         with app.engine.connect() as conn, conn.begin():  # read only
             result = simulate(conn, definition, defs, first, last, policies=policies,
                               default_tz=app.settings.timezone,
-                              segment_every=(first + step) - first)
+                              segment_every=(first + step) - first, open_rate=opens,
+                              click_rate=clicks, seed=seed)
     finally:
         quiet.setLevel(level)
     seconds = clock_time.perf_counter() - started
@@ -184,6 +203,16 @@ def flows_simulate(flow: str, start: str, end: str, show: int, segment_every: st
     console.print(f"Simulated {flow} from {first:%Y-%m-%d} to {last:%Y-%m-%d} in {seconds:.1f} s: "
                   f"{result.enrolled} enrolled, {len(result.mails)} mails, "
                   f"{result.capped} held back by the frequency cap. Nothing was sent or changed.")
+    mails = len(result.mails)  # the mails sent, each drawn once
+    if opens == 0:
+        console.print("Nobody opens or clicks in this simulation (the open and click rates are "
+                      "0): give --open-rate and --click-rate to draw opens and clicks.")
+    else:
+        console.print(f"Opens and clicks were drawn with seed {seed}: {result.opened} of {mails} "
+                      f"mails opened ({_percent(result.opened, mails)}), {result.clicked} "
+                      f"clicked ({_percent(result.clicked, mails)}).")
+        if clicks == 0:
+            console.print("Nobody clicks in this simulation (the click rate is 0).")
     if result.refreshes:
         console.print(f"Segments were refreshed {result.refreshes} times (every {segment_every}), "
                       f"as the scheduler does.")
@@ -203,3 +232,30 @@ def flows_simulate(flow: str, start: str, end: str, show: int, segment_every: st
     for outcome, count in result.outcomes.most_common():
         outcomes.add_row(outcome, str(count))
     console.print(outcomes)
+    left_out = Table("why", "customers", title="Customers left out")
+    for why in ("no marketing consent", "suppressed", "no email address", "frequency cap"):
+        left_out.add_row(why, str(result.left_out[why]))
+    console.print(left_out)
+    if result.branches:
+        branches = Table("branch", "condition held", "did not", title="Branches taken")
+        for step_id, (held, not_held) in result.branches.items():
+            branches.add_row(step_id, str(held), str(not_held))
+        console.print(branches)
+    for warning in result.warnings:
+        console.print(f"Warning: {warning}", markup=False)
+
+
+def _rate(option: str, value: str) -> float:
+    """A share from ``40%`` or ``0.4``, 0 to 1; a clear error otherwise."""
+    text = value.strip()
+    try:
+        share = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise Failure(f"{option}: {value!r} is not a rate; write it as 40% or 0.4.") from None
+    if not 0 <= share <= 1:
+        raise Failure(f"{option}: {value!r} is not between 0% and 100% (0 and 1).")
+    return share
+
+
+def _percent(part: int, whole: int) -> str:
+    return f"{100 * part / whole:.1f}%" if whole else "-"

@@ -1,4 +1,5 @@
-"""Pages for CRM managers: flows and their results, previews, test sends, segments.
+"""Pages for CRM managers: flows and their results, previews, test sends, segments and
+their members (a page, and a CSV export).
 
 Every page needs the ``manager`` role (admins have it too).  A test send is
 an outbox row like any other mail — the workers send it, once — addressed
@@ -11,12 +12,15 @@ test tokens and its headers say so (:mod:`lifecycle.mail.compose`).
 
 from __future__ import annotations
 
+import csv
+import io
 import secrets
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from sqlalchemy import func, or_, select
 from starlette.concurrency import run_in_threadpool
 
@@ -29,6 +33,15 @@ from lifecycle.flows.service import catalogue
 from lifecycle.models import Customer, Message, MessageStatus, SegmentMembership
 from lifecycle.results import flow_results, segment_sizes
 from lifecycle.segments.definitions import segment_words
+from lifecycle.segments.members import (
+    COLUMNS,
+    PAGE,
+    all_members,
+    definition_yaml,
+    describe,
+    member_count,
+    members_page,
+)
 from lifecycle.segments.service import definitions
 from lifecycle.web.charts import line_chart
 from lifecycle.web.linked import field, row_id, search_problem, templates
@@ -187,5 +200,64 @@ def manager_routes(app: App, gate: Gate) -> APIRouter:
         return templates.TemplateResponse(request, "segments.html", {
             "who": who, "rows": rows, "charts": charts, "days": days, "day_list": day_list,
             "series": series})
+
+    def segment_of(request: Request, name: str) -> tuple[Any, Any, Response | None]:
+        """The visitor and the segment definitions, or the answer if they may not see the
+        segment ``name`` (as :meth:`Gate.guard`), the file is broken (422) or there is no
+        such segment (404)."""
+        who, refused = gate.guard(request, "manager")
+        if refused:
+            return who, None, refused
+        try:
+            defs = definitions(app)
+        except InvalidFile as exc:
+            return who, None, Response("The segment definitions have problems:\n"
+                                       + "\n".join(map(str, exc.problems)),
+                                       status_code=422, media_type="text/plain")
+        if name not in defs.all_names():
+            return who, None, Response("No such segment.", status_code=404)
+        return who, defs, None
+
+    @router.get("/segments/{name}", response_class=HTMLResponse)
+    def segment(request: Request, name: str, after: str = "") -> Response:
+        """A segment: its definition, and its members now, :data:`PAGE` a page by row id."""
+        who, defs, refused = segment_of(request, name)
+        if refused:
+            return refused
+        start = row_id(after) if after else 0
+        if start is None:
+            return Response("Not a page cursor.", status_code=400)
+        with app.engine.connect() as conn:
+            members, following = members_page(conn, name, after=start)
+            total = member_count(conn, name)
+        return templates.TemplateResponse(request, "segment.html", {
+            "who": who, "name": name, "family": defs.family(name),
+            "summary": describe(defs, name), "source": definition_yaml(defs, name),
+            "file": defs.file, "members": members, "total": total, "after": start,
+            "following": following, "page": PAGE})
+
+    @router.get("/segments/{name}/members.csv")
+    def segment_csv(request: Request, name: str) -> Response:
+        """Every member now as CSV (:data:`lifecycle.segments.members.COLUMNS`), streamed."""
+        _who, _defs, refused = segment_of(request, name)
+        if refused:
+            return refused
+
+        def lines() -> Iterator[str]:
+            out = io.StringIO()
+            writer = csv.writer(out, lineterminator="\r\n")
+            writer.writerow(COLUMNS)
+            with app.engine.connect() as conn:
+                for n, member in enumerate(all_members(conn, name), 1):
+                    writer.writerow(member.row())
+                    if n % 500 == 0:
+                        yield out.getvalue()
+                        out.seek(0)
+                        out.truncate()
+            yield out.getvalue()
+
+        stamp = app.clock.now().strftime("%Y-%m-%d")
+        return StreamingResponse(lines(), media_type="text/csv; charset=utf-8", headers={
+            "Content-Disposition": f'attachment; filename="segment-{name}-{stamp}.csv"'})
 
     return router
