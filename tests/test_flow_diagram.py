@@ -266,7 +266,7 @@ def test_flows_show_prints_the_steps_and_their_figures(cli_env: dict[str, str]) 
     order = [text.index(f"· {step}:") for step in ("morning", "miss-you", "pause-1",
                                                     "ten-percent", "clicked-before")]
     assert order == sorted(order)
-    assert "waiting 2" in text and "sent 2 · failed 2 · skipped 0" in text
+    assert "waiting now 2" in text and "sent 2 · failed 2 · skipped 0\n" in text
     assert f"failed 2: {TEMPLATE_ERROR}" in text
     assert "skipped 1: suppressed: frequency cap reached" in text
     assert "then → exit, else → next" in text
@@ -278,3 +278,22 @@ def test_flows_show_prints_the_steps_and_their_figures(cli_env: dict[str, str]) 
     assert data["failed_last_24_hours"]["mails"] == 2
     missing = runner.invoke(cli, ["flows", "show", "no_such_flow"], env=cli_env)
     assert missing.exit_code != 0 and "no flow 'no_such_flow'" in missing.output
+
+
+def test_flows_show_puts_a_problem_on_its_step_and_fails(cli_env: dict[str, str],
+                                                          tmp_path: Path) -> None:
+    import shutil
+
+    flows = tmp_path / "flows"
+    shutil.copytree(ROOT / "flows", flows)
+    text = (flows / "win_back.yaml").read_text("utf-8")
+    (flows / "win_back.yaml").write_text(text.replace("wait: {for: 7 days", "wait: {for: 7 dais"),
+                                         "utf-8")
+    result = CliRunner().invoke(cli, ["flows", "show", "win_back"],
+                                env={**cli_env, "LIFECYCLE_FLOWS_DIR": str(flows),
+                                     "COLUMNS": "250"})
+    assert result.exit_code == 1
+    tree = result.stdout
+    step = tree[tree.index("· pause-1:"):tree.index("· ten-percent:")]
+    assert "problem: " in step and "'7 dais' is not a duration" in step
+    assert tree.startswith("win_back: invalid;")

@@ -287,10 +287,18 @@ def flows_show(flow: str, days: int, as_json: bool) -> None:
             if item["edges"]:
                 node.add(Text(", ".join(f"{e['label']} → {e['to']}" for e in item["edges"])))
             numbers = item["figures"] or {}
-            shown = {k: v for k, v in numbers.items() if not k.endswith("_reasons")}
-            if shown and (item["kind"] not in ("wait", "branch", "set", "exit")
-                          or any(shown.values())):
-                node.add(Text(" · ".join(f"{k.replace('_', ' ')} {v}" for k, v in shown.items())))
+            shown = [f"{k.replace('_', ' ')} {v}" for k, v in numbers.items()
+                     if not k.endswith("_reasons") and k not in (
+                         "waiting", "sent", "failed", "skipped", "not_sent_yet")]
+            if numbers.get("waiting"):
+                shown.append(f"waiting now {numbers['waiting']}")
+            if "sent" in numbers and (item["kind"] == "send" or numbers["sent"]
+                                      or numbers["failed"] or numbers["skipped"]):
+                shown += [f"{k} {numbers[k]}" for k in ("sent", "failed", "skipped")]
+                if numbers["not_sent_yet"]:
+                    shown.append(f"not sent yet {numbers['not_sent_yet']}")
+            if shown:
+                node.add(Text(" · ".join(shown)))
             for label in ("failed", "skipped"):
                 for reason in numbers.get(f"{label}_reasons", []):
                     node.add(Text(f"{label} {reason['mails']}: {reason['reason']}",

@@ -281,8 +281,8 @@ MAX_LINES = 2
 FILL = {"trigger": "#e6f0fb", "goals": "#fff8e6", "wait": "#f5f7fa", "send": "#e8f6ef",
         "branch": "#f3eefc", "set": "#f5f7fa", "exit": "#fdeceb", "end": "#eceff3",
         "?": "#ffffff"}
-KIND_WORDS = {"trigger": "Trigger", "goals": "Goals (checked before every step; the first "
-              "that holds ends the flow)", "wait": "Wait", "send": "Send", "branch": "Branch",
+KIND_WORDS = {"trigger": "Trigger", "goals": "Goals (before every step: one that holds ends "
+              "the flow)", "wait": "Wait", "send": "Send", "branch": "Branch",
               "set": "Set", "exit": "Exit", "end": "End", "?": "Step"}
 
 
