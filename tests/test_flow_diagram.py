@@ -69,6 +69,8 @@ def a_win_back_week(conn: Connection, now: datetime) -> int:
     an_enrollment(conn, b, "wb:b", "active", "pause-1", now - timedelta(days=2))
     an_enrollment(conn, c, "wb:c", "active", "morning", now - timedelta(hours=3))
     an_enrollment(conn, d, "wb:d", "exited", "pause-1", now - timedelta(days=3), "goal: ordered")
+    an_enrollment(conn, d, "wb:d2", "completed", "last-chance", now - timedelta(days=40),
+                  "completed")
     hour = timedelta(hours=1)
     a_mail(conn, a, "miss-you", "sent", now - 30 * hour)
     a_mail(conn, b, "miss-you", "sent", now - 20 * hour)
@@ -97,7 +99,7 @@ def test_each_step_counts_who_waits_and_what_its_mails_did_with_reasons(
     assert (ten.sent, ten.failed, ten.skipped, ten.pending) == (0, 1, 2, 1)
     assert sorted(ten.skipped_reasons) == [("cancelled: cancelled by sue@shop.example", 1),
                                            ("suppressed: frequency cap reached", 1)]
-    assert f.endings == {"goal: ordered": 1}
+    assert f.endings == {"goal: ordered": 1}  # begun in the period only
     assert f.step("last-chance").empty
 
 
@@ -130,7 +132,7 @@ def test_the_diagram_is_well_formed_svg_with_every_step_and_its_figures(
     now = WEB_T0
     a_win_back_week(conn, now)
     flow = win_back()
-    figures = step_figures(conn, "win_back", now - timedelta(days=30), now + timedelta(hours=1))
+    figures = step_figures(conn, "win_back", now - timedelta(days=60), now + timedelta(hours=1))
     svg = str(diagram(boxes_of_flow(flow), figures, title="win_back"))
     root = ET.fromstring(svg)
     assert root.tag == f"{SVG}svg" and "script" not in svg
@@ -142,6 +144,7 @@ def test_the_diagram_is_well_formed_svg_with_every_step_and_its_figures(
     assert "sent 2 · failed 2 · skipped 0" in texts["miss-you"]
     assert "failed 2: template error" in texts["miss-you"]
     assert "skipped 1: suppressed: frequency cap reached" in texts["ten-percent"]
+    assert "not sent yet 1" in texts["ten-percent"] and "completed 1" in texts["end"]
     assert "if clicked the mail of step ten-percent" in texts["clicked-before"]
     assert "then → exit" in svg  # the branch's jump, labelled
     assert "goal: ordered 1" in texts["goals"] and "in the flow now 3" in texts["trigger"]
@@ -276,6 +279,11 @@ def test_flows_show_prints_the_steps_and_their_figures(cli_env: dict[str, str]) 
     assert steps["pause-1"]["figures"]["waiting"] == 2
     assert steps["ten-percent"]["figures"]["skipped"] == 2
     assert data["failed_last_24_hours"]["mails"] == 2
+    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    assert data["from"] == (today - timedelta(days=89)).isoformat()
+    week = json.loads(runner.invoke(cli, ["flows", "show", "win_back", "--json", "--days", "7"],
+                                    env=cli_env).stdout)
+    assert week["from"] == (today - timedelta(days=6)).isoformat()
     missing = runner.invoke(cli, ["flows", "show", "no_such_flow"], env=cli_env)
     assert missing.exit_code != 0 and "no flow 'no_such_flow'" in missing.output
 
