@@ -137,17 +137,17 @@ def test_the_diagram_is_well_formed_svg_with_every_step_and_its_figures(
     root = ET.fromstring(svg)
     assert root.tag == f"{SVG}svg" and "script" not in svg
     drawn = [g.get("data-step") for g in root.iter(f"{SVG}g")]
-    assert drawn == ["trigger", "goals"] + [s.id for s in flow.steps] + ["end"]
+    assert drawn == ["(trigger)", "(goals)"] + [s.id for s in flow.steps] + ["(end)"]
     texts = {g.get("data-step"): " | ".join("".join(t.itertext()) for t in g.iter(f"{SVG}text"))
              for g in root.iter(f"{SVG}g")}
     assert "waiting now 2" in texts["pause-1"]
     assert "sent 2 · failed 2 · skipped 0" in texts["miss-you"]
     assert "failed 2: template error" in texts["miss-you"]
     assert "skipped 1: suppressed: frequency cap reached" in texts["ten-percent"]
-    assert "not sent yet 1" in texts["ten-percent"] and "completed 1" in texts["end"]
+    assert "not sent yet 1" in texts["ten-percent"] and "completed 1" in texts["(end)"]
     assert "if clicked the mail of step ten-percent" in texts["clicked-before"]
     assert "then → exit" in svg  # the branch's jump, labelled
-    assert "goal: ordered 1" in texts["goals"] and "in the flow now 3" in texts["trigger"]
+    assert "goal: ordered 1" in texts["(goals)"] and "in the flow now 3" in texts["(trigger)"]
 
 
 def test_text_in_the_diagram_is_escaped_and_long_text_is_cut_with_a_tooltip(
@@ -169,6 +169,18 @@ def test_text_in_the_diagram_is_escaped_and_long_text_is_cut_with_a_tooltip(
     assert cut and "".join(cut[-1].itertext()).endswith("…")
     assert cut[-1].find(f"{SVG}title").text.endswith('very long"')  # the whole condition
     assert root.find(f"{SVG}title").text == "odd & <flow>"
+
+
+def test_a_step_named_end_is_a_step_of_its_own(tmp_path: Path) -> None:
+    path = tmp_path / "ends.yaml"
+    path.write_text("trigger:\n  first_order: {}\nsteps:\n  - id: check\n    branch:\n"
+                    "      if: {ordered: true}\n      then: end\n"
+                    "  - id: wait\n    wait: 2 hours\n  - id: end\n    send: thank_you\n",
+                    encoding="utf-8")
+    svg = str(diagram(boxes_of_flow(load_flow(path, Context({"thank_you"}, set())))))
+    drawn = [g.get("data-step") for g in ET.fromstring(svg).iter(f"{SVG}g")]
+    assert drawn == ["(trigger)", "check", "wait", "end", "(end)"]
+    assert "then → end" in svg and ">else<" in svg  # else: the next step, below
 
 
 def test_a_problem_of_a_flow_file_is_marked_on_its_step(tmp_path: Path) -> None:

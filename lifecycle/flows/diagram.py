@@ -162,7 +162,8 @@ class Box:
     edges: list[tuple[str, str]] = field(default_factory=list)
 
 
-TRIGGER, GOALS, FINISH = "trigger", "goals", "end"
+#: The keys of the boxes that are no step: never a step id (those start with a letter or digit).
+TRIGGER, GOALS, FINISH = "(trigger)", "(goals)", "(end)"
 
 
 def boxes_of_flow(flow: Flow) -> list[Box]:
@@ -379,20 +380,17 @@ def diagram(boxes: list[Box], figures: FlowFigures | None = None,
     heights = [PAD * 2 + LINE * len(t) for t in texts]
     height = y - GAP + 12
 
-    def target(i: int, label: str, to: str) -> int:
+    def target(i: int, to: str) -> int:
+        """The box an edge goes to: the next, the end (exit), or the step named."""
         if to == "next":
             return i + 1
-        if to == END and label in ("then", "else"):
-            return end
-        if to == END:
-            return end
-        return index.get(to, end)
+        return end if to == END else index.get(to, end)
 
     straight: dict[int, list[str]] = {}  # from box i to i + 1: its labels
     jumps: list[tuple[int, int, str]] = []
     for i, b in enumerate(boxes[:-1]):
         if b.kind == "exit" or b.edges:
-            outs = [(label, target(i, label, to)) for label, to in b.edges]
+            outs = [(label, target(i, to)) for label, to in b.edges]
         else:
             outs = [("", i + 1)]
         for label, j in outs:
@@ -401,33 +399,36 @@ def diagram(boxes: list[Box], figures: FlowFigures | None = None,
             else:
                 jumps.append((i, j, label))
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {height}" '
-             f'width="100%" role="img" aria-label="{escape(title)}" class="flow-diagram" '
+             f'width="100%" role="group" aria-label="{escape(title)}" class="flow-diagram" '
              f'font-family="system-ui, sans-serif" font-size="12">'
              f'<title>{escape(title)}</title>'
-             '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" '
+             '<defs><marker id="flow-arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" '
              'markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" '
              'fill="#52606d"/></marker></defs>']
     centre = LEFT + BOX_W / 2
+    edges: dict[int, list[str]] = {}  # drawn after their box: read in the order of the steps
     for i, labels in straight.items():
         y1, y2 = tops[i] + heights[i], tops[i + 1]
-        parts.append(f'<line x1="{centre}" y1="{y1}" x2="{centre}" y2="{y2}" stroke="#52606d" '
-                     'marker-end="url(#arrow)"/>')
+        edges.setdefault(i, []).append(
+            f'<line x1="{centre}" y1="{y1}" x2="{centre}" y2="{y2}" stroke="#52606d" '
+            'marker-end="url(#flow-arrow)"/>')
         words = " / ".join(x for x in labels if x)
         if words:
-            parts.append(f'<text x="{centre + 6}" y="{(y1 + y2) / 2 + 4}" '
-                         f'fill="#52606d">{escape(words)}</text>')
+            edges[i].append(f'<text x="{centre + 6}" y="{(y1 + y2) / 2 + 4}" '
+                            f'fill="#52606d">{escape(words)}</text>')
     for k, (i, j, label) in enumerate(jumps):
         lane = LANE_START + (k % 14) * LANE_STEP
         y1 = tops[i] + heights[i] / 2 + (6 if label == "else" else -6 if label == "then" else 0)
         y2 = tops[j] + min(heights[j] / 2, 20) + (k % 3) * 4
         right = LEFT + BOX_W
-        parts.append(f'<path d="M{right},{y1} H{lane} V{y2} H{right}" fill="none" '
-                     f'stroke="#52606d" stroke-dasharray="{"4 3" if j < i else "0"}" '
-                     'marker-end="url(#arrow)"/>')
+        back = ' stroke-dasharray="4 3"' if j < i else ""  # a loop back: dashed
+        edges.setdefault(i, []).append(
+            f'<path d="M{right},{y1} H{lane} V{y2} H{right}" fill="none" stroke="#52606d"'
+            f'{back} marker-end="url(#flow-arrow)"/>')
         if label:
             goes = "exit" if j == end else boxes[j].key
-            parts.append(f'<text x="{right + 4}" y="{y1 - 3}" fill="#52606d" '
-                         f'font-size="10">{escape(label)} → {escape(goes)}</text>')
+            edges[i].append(f'<text x="{right + 4}" y="{y1 - 3}" fill="#52606d" '
+                            f'font-size="10">{escape(label)} → {escape(goes)}</text>')
     for i, (b, t) in enumerate(zip(boxes, texts)):
         bad = bool(problems.get(b.key))
         dashed = ' stroke-dasharray="5 3"' if b.kind == "goals" else ""
@@ -444,6 +445,7 @@ def diagram(boxes: list[Box], figures: FlowFigures | None = None,
             parts.append(f'<text x="{LEFT + PAD}" y="{y_text}"{style}>{tip}'
                          f'{escape(line.text)}</text>')
         parts.append("</g>")
+        parts += edges.get(i, [])
     parts.append("</svg>")
     return Markup("".join(parts))
 
