@@ -183,6 +183,22 @@ def test_a_step_named_end_is_a_step_of_its_own(tmp_path: Path) -> None:
     assert "then → end" in svg and ">else<" in svg  # else: the next step, below
 
 
+def test_a_loop_back_and_an_early_exit_run_on_the_right(tmp_path: Path) -> None:
+    path = tmp_path / "loop.yaml"
+    path.write_text("trigger:\n  first_order: {}\nsteps:\n  - id: pause\n    wait: 2 days\n"
+                    "  - id: nudge\n    send: thank_you\n  - id: again\n    branch:\n"
+                    "      if: {clicked: nudge}\n      then: done\n      else: later\n"
+                    "  - id: done\n    exit: clicked\n  - id: later\n    wait: 1 day\n"
+                    "  - id: back\n    branch:\n      if: {ordered: true}\n      then: exit\n"
+                    "      else: pause\n", encoding="utf-8")
+    root = ET.fromstring(str(diagram(boxes_of_flow(load_flow(path, Context({"thank_you"},
+                                                                           set()))))))
+    jumps = ["".join(t.itertext()) for t in root.iter(f"{SVG}text") if t.get("font-size") == "10"]
+    assert jumps == ["else → later", "exit", "else → pause"]  # back then: exit, straight down
+    lanes = [p.get("stroke-dasharray") for p in root.iter(f"{SVG}path") if " V" in p.get("d", "")]
+    assert lanes == [None, None, "4 3"]  # the loop back is dashed
+
+
 def test_a_problem_of_a_flow_file_is_marked_on_its_step(tmp_path: Path) -> None:
     path = tmp_path / "broken.yaml"
     path.write_text("trigger:\n  first_order: {}\nsteps:\n  - id: pause\n    wait: 2 hours\n"

@@ -427,8 +427,9 @@ def diagram(boxes: list[Box], figures: FlowFigures | None = None,
             f'{back} marker-end="url(#flow-arrow)"/>')
         if label:
             goes = "exit" if j == end else boxes[j].key
+            words = label if goes == label else f"{label} → {goes}"
             edges[i].append(f'<text x="{right + 4}" y="{y1 - 3}" fill="#52606d" '
-                            f'font-size="10">{escape(label)} → {escape(goes)}</text>')
+                            f'font-size="10">{escape(words)}</text>')
     for i, (b, t) in enumerate(zip(boxes, texts)):
         bad = bool(problems.get(b.key))
         dashed = ' stroke-dasharray="5 3"' if b.kind == "goals" else ""
