@@ -219,6 +219,8 @@ def test_a_problem_of_a_flow_file_is_marked_on_its_step(tmp_path: Path) -> None:
     assert marked["thanks"].find(f"{SVG}rect").get("stroke") == "#b42318"
     assert marked["pause"].find(f"{SVG}rect").get("stroke") != "#b42318"
     assert "Problem, line 7" in "".join(marked["thanks"].itertext())
+    assert "wait 2 hours" in "".join(marked["pause"].itertext())  # read as the checker reads it
+    assert "send no_such_template" in "".join(marked["thanks"].itertext())
 
 
 def test_the_flows_list_shows_status_trigger_and_counts(app: App, web: TestClient) -> None:

@@ -218,10 +218,40 @@ def boxes_of_file(located: Located) -> list[Box]:
         elif kind == "?":
             words = "not understood: " + repr(raw)
         else:
-            words = f"{kind} {body if isinstance(body, str) else repr(body)}"
+            words = _step_words(located, kind, body, ("steps", i, kind))
         boxes.append(Box(step_id, kind, words, edges))
     boxes.append(Box(FINISH, "end", "the end"))
     return boxes
+
+
+class _Anything(set[str]):
+    """A set that holds every name: a step of a file with problems is read for its words
+    whatever templates and segments it names (the problems say which do not exist)."""
+
+    def __contains__(self, item: object) -> bool:
+        return True
+
+
+def _step_words(located: Located, kind: str, body: Any, path: tuple[str | int, ...]) -> str:
+    """A wait, send or set step of a file with problems in words, as the checker reads it;
+    as written when it cannot."""
+    from lifecycle.flows.definitions import Context, _Checker
+
+    checker = _Checker(located, Context(_Anything(), _Anything()))
+    try:
+        action = checker.wait(body, path) if kind == "wait" else \
+            checker.send(body, path) if kind == "send" else None
+    except (KeyError, TypeError, ValueError, AttributeError):
+        action = None
+    if checker.problems:  # read with a problem: the words could hide it
+        action = None
+    if isinstance(action, Wait):
+        return wait_words(action)
+    if isinstance(action, Send):
+        return send_words(action)
+    if kind == "set" and isinstance(body, dict) and {"attribute", "value"} <= set(body):
+        return f"set attribute {body['attribute']} to {body['value']!r}"
+    return f"{kind} {body if isinstance(body, str) else repr(body)}"
 
 
 def _raw_trigger(trigger: dict[str, Any]) -> str:
@@ -359,8 +389,8 @@ def _texts(box: Box, figures: StepFigures | None, flow_figures: FlowFigures | No
                 texts.append(_Text(kept_line, whole if cut else None, css))
     for p in problems:
         whole = f"Problem, line {p.line}: {p.message}"
-        kept_line, cut = _line(whole)
-        texts.append(_Text(kept_line, whole if cut else None, "bad"))
+        kept, cut = _wrap(whole)
+        texts += [_Text(t, whole if cut else None, "bad") for t in kept]
     return texts
 
 
