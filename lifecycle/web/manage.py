@@ -121,7 +121,7 @@ def manager_routes(app: App, gate: Gate) -> APIRouter:
             figures = step_figures(conn, name, start, end)
             failures = recent_failures(conn, name, app.clock.now(), NOTICE_HOURS)
         picture = diagram(boxes, figures, placed, title=f"{name}: the flow, with each step's "
-                          f"figures for the mails decided in the last {days} days") \
+                          f"figures for the mails decided in the last {max(1, min(days, MAX_DAYS))} days") \
             if boxes else None
         day_list = [d.day for d in found.daily]
         chart = line_chart(f"{name}: mails sent and conversions per day", day_list, [
