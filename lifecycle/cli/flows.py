@@ -259,3 +259,110 @@ def _rate(option: str, value: str) -> float:
 
 def _percent(part: int, whole: int) -> str:
     return f"{100 * part / whole:.1f}%" if whole else "-"
+
+
+@flows.command("show")
+@click.argument("flow")
+@click.option("--days", default=90, show_default=True, type=click.IntRange(1, 730),
+              help="Count the mails decided in this many days (today included).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a tree.")
+def flows_show(flow: str, days: int, as_json: bool) -> None:
+    """Print FLOW as its page draws it: the trigger, goals and each step in the order of the
+    file, where each goes, and each step's figures — customers waiting at it now, its mails
+    sent, failed (with the most common reasons) and skipped (and why).  A file with problems
+    is shown as written, each problem on its step, and the command exits with status 1."""
+    import json
+    from datetime import timedelta
+
+    from rich.text import Text
+    from rich.tree import Tree
+
+    from lifecycle.flows.definitions import Context, load_flow
+    from lifecycle.flows.diagram import (
+        KIND_WORDS,
+        boxes_of_file,
+        boxes_of_flow,
+        outline,
+        problems_by_box,
+        trigger_words,
+    )
+    from lifecycle.flows.figures import flow_status, last_days, recent_failures, step_figures
+    from lifecycle.yamlfile import InvalidFile, load
+
+    app = ready_app()
+    defs = segment_definitions(app)
+    path = app.settings.flows_dir / f"{flow}.yaml"
+    if not path.is_file():
+        raise Failure(f"no flow {flow!r}: {path} does not exist.")
+    problems: list[Any] = []
+    placed: dict[str, list[Any]] = {}
+    try:
+        definition = load_flow(path, Context.from_folders(app.settings.templates_dir,
+                                                          set(defs.all_names())))
+    except InvalidFile as exc:
+        problems = exc.problems
+        try:
+            located = load(path)
+        except InvalidFile:
+            located = None
+        boxes = boxes_of_file(located) if located is not None else []
+        if located is not None:
+            placed = problems_by_box(located, boxes, problems)
+        status, trigger = "invalid", None
+    else:
+        boxes = boxes_of_flow(definition)
+        status, trigger = flow_status(definition), trigger_words(definition.trigger)
+    now = app.clock.now()
+    start, end = last_days(now, days)
+    with app.engine.connect() as conn:
+        figures = step_figures(conn, flow, start, end)
+        failures = recent_failures(conn, flow, now)
+    steps = outline(boxes, figures, placed)
+    if as_json:
+        click.echo(json.dumps({
+            "flow": flow, "status": status, "trigger": trigger, "in_the_flow_now": figures.active,
+            "from": start.isoformat(), "to": end.isoformat(),
+            "failed_last_24_hours": {"mails": failures.count, "reasons": [
+                {"reason": r, "mails": n} for r, n in failures.reasons]},
+            "steps": steps, "problems": [str(p) for p in problems]}, indent=2))
+    else:
+        console = Console(highlight=False)
+        console.print(Text(f"{flow}: {status}" + (f", when {trigger}" if trigger else "")
+                           + f"; {figures.active} customers in it now. Mails decided "
+                           f"{start:%Y-%m-%d} to {end - timedelta(days=1):%Y-%m-%d} (UTC)."))
+        if failures.count:
+            why, n = failures.reasons[0]
+            console.print(Text(f"{failures.count} mails of this flow failed in the last 24 hours; "
+                               f"the most common reason: {why} ({n}).", style="bold red"))
+        tree = Tree(Text(flow, style="bold"))
+        for item in steps:
+            head = KIND_WORDS.get(item["kind"], item["kind"]).split(" (")[0]
+            if item["kind"] not in ("trigger", "goals", "end"):
+                head += f" · {item['key']}"
+            node = tree.add(Text(f"{head}: {item['words']}"))
+            if item["edges"]:
+                node.add(Text(", ".join(f"{e['label']} → {e['to']}" for e in item["edges"])))
+            numbers = item["figures"] or {}
+            shown = [f"{k.replace('_', ' ')} {v}" for k, v in numbers.items()
+                     if not k.endswith("_reasons") and k not in (
+                         "waiting", "sent", "failed", "skipped", "not_sent_yet")]
+            if numbers.get("waiting"):
+                shown.append(f"waiting now {numbers['waiting']}")
+            if "sent" in numbers and (item["kind"] == "send" or numbers["sent"]
+                                      or numbers["failed"] or numbers["skipped"]):
+                shown += [f"{k} {numbers[k]}" for k in ("sent", "failed", "skipped")]
+                if numbers["not_sent_yet"]:
+                    shown.append(f"not sent yet {numbers['not_sent_yet']}")
+            if shown:
+                node.add(Text(" · ".join(shown)))
+            for label in ("failed", "skipped"):
+                for reason in numbers.get(f"{label}_reasons", []):
+                    node.add(Text(f"{label} {reason['mails']}: {reason['reason']}",
+                                  style="red" if label == "failed" else ""))
+            for problem in item["problems"]:
+                node.add(Text(f"problem: {problem}", style="bold red"))
+        console.print(tree)
+        for problem in problems if not steps else ():
+            click.echo(str(problem), err=True)
+    if problems:
+        raise SystemExit(1)

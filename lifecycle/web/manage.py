@@ -17,6 +17,7 @@ import io
 import secrets
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -27,7 +28,15 @@ from starlette.concurrency import run_in_threadpool
 from lifecycle.app import App
 from lifecycle.db import insert_new
 from lifecycle.flows.definitions import Flow, Send
+from lifecycle.flows.diagram import (
+    boxes_of_file,
+    boxes_of_flow,
+    diagram,
+    problems_by_box,
+    trigger_words,
+)
 from lifecycle.flows.engine import offer_context
+from lifecycle.flows.figures import flow_overview, flow_status, recent_failures, step_figures
 from lifecycle.flows.preview import preview_mails
 from lifecycle.flows.service import catalogue
 from lifecycle.models import Customer, Message, MessageStatus, SegmentMembership
@@ -46,10 +55,14 @@ from lifecycle.segments.service import definitions
 from lifecycle.web.charts import line_chart
 from lifecycle.web.linked import field, row_id, search_problem, templates
 from lifecycle.web.staff import Gate
-from lifecycle.yamlfile import InvalidFile
+from lifecycle.yamlfile import InvalidFile, Problem, load
 
 #: Longest period a results page covers (days).
 MAX_DAYS = 730
+#: The flows list counts mails sent and failed in this many days before now.
+LIST_DAYS = 7
+#: A flow page warns of mails of the flow that failed in this many hours before now.
+NOTICE_HOURS = 24
 
 
 def _period(app: App, days: int) -> tuple[datetime, datetime]:
@@ -76,31 +89,63 @@ def manager_routes(app: App, gate: Gate) -> APIRouter:
         if refused:
             return refused
         loaded = catalogue(app)
+        with app.engine.connect() as conn:
+            figures = flow_overview(conn, app.clock.now(), LIST_DAYS)
+        broken: dict[str, list[Problem]] = {}
+        for problem in loaded.problems:
+            broken.setdefault(_flow_name(app, problem) or "", []).append(problem)
         return templates.TemplateResponse(request, "flows.html", {
             "who": who, "flows": sorted(loaded.flows.values(), key=lambda f: f.name),
-            "problems": loaded.problems})
+            "problems": loaded.problems, "broken": sorted(broken.items()),
+            "figures": figures, "status_of": flow_status, "trigger_words": trigger_text,
+            "list_days": LIST_DAYS})
 
     @router.get("/flows/{name}", response_class=HTMLResponse)
     def results(request: Request, name: str, days: int = 90, window: float = 0) -> Response:
-        who, flow, refused = flow_page(request, name)
+        who, refused = gate.guard(request, "manager")
         if refused:
             return refused
+        loaded = catalogue(app)
+        flow = loaded.flows.get(name)
+        problems = [p for p in loaded.problems if _flow_name(app, p) == name]
+        if flow is None and not problems:
+            return Response("No such flow.", status_code=404)
         attribution = window if 0 < window <= 365 else app.settings.attribution_days
         start, end = _period(app, days)
+        boxes, placed = [], {}
+        if flow is not None:
+            boxes = boxes_of_flow(flow)
+        else:
+            try:
+                located = load(app.settings.flows_dir / f"{name}.yaml")
+            except InvalidFile:
+                located = None  # not even YAML: the problems say where
+            if located is not None:
+                boxes = boxes_of_file(located)
+                placed = problems_by_box(located, boxes, problems)
         with app.engine.connect() as conn:
             found = flow_results(conn, name, start, end, timedelta(days=attribution),
-                                 [s.id for s in flow.steps], sends=[
+                                 [b.key for b in boxes], sends=[
                                      (s.id, [v.template for v in s.action.variants]
                                       if len(s.action.variants) > 1 else [None])
-                                     for s in flow.steps if isinstance(s.action, Send)],
+                                     for s in (flow.steps if flow else ())
+                                     if isinstance(s.action, Send)],
                                  currency=app.settings.currency)
+            figures = step_figures(conn, name, start, end)
+            failures = recent_failures(conn, name, app.clock.now(), NOTICE_HOURS)
+        picture = diagram(boxes, figures, placed, title=f"{name}: the flow, with each step's "
+                          f"figures for the mails decided in the last {max(1, min(days, MAX_DAYS))} days") \
+            if boxes else None
         day_list = [d.day for d in found.daily]
         chart = line_chart(f"{name}: mails sent and conversions per day", day_list, [
             ("sent", [d.sent for d in found.daily]),
             ("conversions", [d.conversions for d in found.daily])])
         return templates.TemplateResponse(request, "flow.html", {
-            "who": who, "flow": flow, "r": found, "days": days, "window": attribution,
-            "chart": chart})
+            "who": who, "flow": flow, "name": name, "r": found, "days": days,
+            "window": attribution, "chart": chart, "diagram": picture, "problems": problems,
+            "failures": failures, "notice_hours": NOTICE_HOURS,
+            "status": flow_status(flow) if flow is not None else "invalid",
+            "trigger": trigger_text(flow) if flow is not None else None})
 
     @router.get("/flows/{name}/preview", response_class=HTMLResponse)
     def preview(request: Request, name: str, customer: str = "") -> Response:
@@ -261,3 +306,18 @@ def manager_routes(app: App, gate: Gate) -> APIRouter:
             "Content-Disposition": f'attachment; filename="segment-{name}-{stamp}.csv"'})
 
     return router
+
+
+def trigger_text(flow: Flow) -> str:
+    """The flow's trigger in words, as the list and the flow page show it."""
+    return trigger_words(flow.trigger)
+
+
+def _flow_name(app: App, problem: Problem) -> str | None:
+    """The flow a problem is about: the name of its file when that is a flow file of
+    LIFECYCLE_FLOWS_DIR (not segments.yaml or policies.yaml), else None."""
+    path = Path(problem.file)
+    if path.suffix != ".yaml" or path.name in ("segments.yaml", "policies.yaml") \
+            or path.parent.resolve() != app.settings.flows_dir.resolve():
+        return None
+    return path.stem
