@@ -171,12 +171,36 @@ def test_changed_rows_are_updated_and_blank_cells_keep_what_is_known(
 
 def test_an_order_whose_status_changes_is_updated(conn: Connection, tmp_path: Path) -> None:
     run_import(conn, "orders", orders_csv(tmp_path / "o.csv"))
+    lines = conn.execute(select(Order.items).where(Order.external_id == "o1")).scalar_one()
     refund = write_csv(tmp_path / "r.csv", ORDER_HEADER,
                        [("o1", "c1", "2024-03-01T10:00:00Z", "17.80", "EUR", "refunded", "")])
     assert totals(run_import(conn, "orders", refund)) == (0, 1, 0, 0)
     status, items = conn.execute(select(Order.status, Order.items)
                                  .where(Order.external_id == "o1")).one()
-    assert status == "refunded" and items == []
+    assert status == "refunded" and items == lines and lines  # a blank cell erases nothing
+
+
+def test_a_blank_or_missing_currency_status_or_items_keeps_what_is_known_of_an_order(
+        conn: Connection, tmp_path: Path) -> None:
+    """Re-importing an order from a file without currency, status or items (or with blank
+    cells) keeps what is known; a new order gets the defaults (USD, completed, no lines)."""
+    first = write_jsonl(tmp_path / "o.jsonl", [
+        {"order_id": "A-2", "customer_id": "no-1", "email": "kari@example.no",
+         "ordered_at": "2026-04-02T10:00:00+02:00", "total": "349.00", "currency": "NOK",
+         "status": "refunded", "items": [{"sku": "TEA-1", "name": "Te", "quantity": 1}]}])
+    run_import(conn, "orders", first)
+    again = write_csv(tmp_path / "again.csv", ("order_id", "customer_id", "ordered_at", "total",
+                                                "currency", "status", "items"),
+                      [("A-2", "no-1", "2026-04-02T10:00:00+02:00", "349.00", "", "", ""),
+                       ("A-3", "no-1", "2026-04-03T10:00:00+02:00", "10.00", "", "", "")])
+    run_import(conn, "orders", again)
+    bare = write_csv(tmp_path / "bare.csv", ("order_id", "customer_id", "ordered_at", "total"),
+                     [("A-2", "no-1", "2026-04-02T10:00:00+02:00", "349.00")])
+    run_import(conn, "orders", bare)
+    rows = {r.external_id: (r.currency, r.status, r.items) for r in conn.execute(
+        select(Order.external_id, Order.currency, Order.status, Order.items))}
+    assert rows["A-2"] == ("NOK", "refunded", [{"sku": "TEA-1", "name": "Te", "quantity": 1}])
+    assert rows["A-3"] == ("USD", "completed", [])
 
 
 def test_orders_for_unknown_customers_create_them_with_what_is_known(

@@ -106,7 +106,7 @@ def test_only_completed_orders_are_on_the_timeline_as_many_as_the_orders_metric_
 def test_a_status_change_adds_an_entry_and_keeps_the_order(conn: Connection) -> None:
     imported(conn, an_order(1, status="pending"))
     assert entries(conn, "C1") == []
-    imported(conn, an_order(1))  # paid later: on the timeline at the time it was ordered
+    imported(conn, an_order(1, status="completed"))  # paid later: on the timeline when ordered
     [order] = entries(conn, "C1")
     assert order.occurred_at == T0 - timedelta(days=3)
     placed(conn, an_order(1, status="refunded"))

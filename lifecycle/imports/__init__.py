@@ -248,6 +248,7 @@ def _stage_and_merge(
     else:
         if channel != HISTORY:
             loader.lock_orders(conn, table)
+        loader.fill_known_orders(conn, table)
         result.customers_created = loader.create_missing_customers(conn, table, now)
         result.customers_changed = loader.note_changed_customers(conn, table)
         result.status_changes = loader.record_status_changes(conn, table, now, channel)

@@ -68,9 +68,12 @@ def order_staging() -> Table:
         Column("customer_external_id", String(255), nullable=False),
         Column("ordered_at", UTCDateTime(), nullable=False),
         Column("total", Numeric(14, 2), nullable=False),
-        Column("currency", String(3), nullable=False),
-        Column("status", String(16), nullable=False),
-        Column("items", JSONType, nullable=False),
+        # currency, status and items: None when the row does not give them (see
+        # fill_known_orders, which runs before anything reads them)
+        Column("currency", String(3)),
+        Column("default_currency", String(3)),
+        Column("status", String(16)),
+        Column("items", JSONType),
         Column("email", String(320)),
         Column("first_name", String(200)),
         Column("last_name", String(200)),
@@ -102,7 +105,7 @@ def load_staging(conn: Connection, table: Table, rows: Iterable[dict[str, Any]])
             with cursor.copy(f"COPY {table.name} ({columns}) FROM STDIN") as copy:
                 write = copy.write_row
                 for row in rows:
-                    write([row[n] for n in plain] + [dumps_json(row[n]) for n in documents])
+                    write([row.get(n) for n in plain] + [dumps_json(row[n]) for n in documents])
                     count += 1
         conn.exec_driver_sql(f"ANALYZE {table.name}")
         return count
@@ -226,6 +229,26 @@ def create_missing_customers(conn: Connection, table: Table, now: datetime) -> i
                           WHERE c.external_id = s.customer_external_id)
         GROUP BY s.customer_external_id ORDER BY s.customer_external_id
         ON CONFLICT (external_id) DO NOTHING"""), {"now": now}).rowcount
+
+
+def fill_known_orders(conn: Connection, table: Table) -> None:
+    """Complete the staged orders whose row left out currency, status or items (a blank cell
+    or no column): with what is known of the order, else the import's default currency,
+    ``completed`` and no lines.  A blank cell never erases what is known."""
+    s = table.name
+    no_items = "items IS NULL OR CAST(items AS TEXT) = 'null'"  # (a JSON null when staged)
+    conn.execute(text(f"""
+        UPDATE {s} SET
+          currency = COALESCE(currency, (SELECT o.currency FROM orders AS o
+                                         WHERE o.external_id = {s}.external_id),
+                              default_currency),
+          status = COALESCE(status, (SELECT o.status FROM orders AS o
+                                     WHERE o.external_id = {s}.external_id), 'completed'),
+          items = CASE WHEN {no_items} THEN COALESCE(
+                    (SELECT o.items FROM orders AS o WHERE o.external_id = {s}.external_id),
+                    :no_lines) ELSE items END
+        WHERE currency IS NULL OR status IS NULL OR {no_items}""").bindparams(
+        bindparam("no_lines", [], type_=table.c["items"].type)))
 
 
 def merge_orders(conn: Connection, table: Table, now: datetime) -> tuple[int, int]:

@@ -320,10 +320,12 @@ def check_dates(attributes: dict[str, Any], names: Collection[str]) -> list[RowE
     return problems
 
 
-def _items(fields: dict[str, Any]) -> list[dict[str, Any]]:
+def _items(fields: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The order's lines; None when the row gives none (a blank cell or no column: what is
+    known of the order stays)."""
     items = _json_value(fields, "items")
     if items is None:
-        return []
+        return None
     if not isinstance(items, list):
         raise RowError("items must be a JSON list of objects")
     clean: list[dict[str, Any]] = []
@@ -397,23 +399,24 @@ def order_row(fields: dict[str, Any], defaults: Defaults) -> dict[str, Any]:
     if ordered_at is None:
         raise RowError("ordered_at is missing")
     status_raw = _text(fields, "status", 32)
-    status = OrderStatus.COMPLETED
+    status: OrderStatus | None = None  # not given: the order's known status, else completed
     if status_raw is not None:
         found = _STATUS_ALIASES.get(status_raw.lower())
         if found is None:
             raise RowError(f"status {status_raw!r} must be one of "
                            f"{', '.join(s.value for s in OrderStatus)}")
         status = found
-    currency = _text(fields, "currency", 8) or defaults.currency
-    if not _CURRENCY.match(currency):
+    currency = _text(fields, "currency", 8)  # not given: the known one, else the default
+    if currency is not None and not _CURRENCY.match(currency):
         raise RowError(f"currency {currency!r} is not a three-letter ISO 4217 code")
     return {
         "external_id": _required(fields, "order_id"),
         "customer_external_id": _required(fields, "customer_id"),
         "ordered_at": ordered_at,
         "total": _money(fields.get("total"), "total"),
-        "currency": currency.upper(),
-        "status": status.value,
+        "currency": currency.upper() if currency else None,
+        "default_currency": defaults.currency.upper(),
+        "status": status.value if status else None,
         "items": _items(fields),
         "email": _email(fields, required=False),
         "first_name": _text(fields, "first_name"),
