@@ -34,7 +34,7 @@ from types import FrameType, SimpleNamespace
 from typing import Any
 
 import jinja2
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, func, select, text
 
 from lifecycle import locales
 from lifecycle.config import Settings
@@ -42,6 +42,7 @@ from lifecycle.flows.definitions import Flow, Send, SetValue
 from lifecycle.flows.template_locales import locale_folders
 from lifecycle.mail.context import Facts, build_context, load_facts
 from lifecycle.mail.templates import Renderer, TemplateError
+from lifecycle.models import Customer, Order
 from lifecycle.recommendations.load import Suggestion
 from lifecycle.yamlfile import InvalidFile, Located, Problem, load
 
@@ -282,25 +283,20 @@ def audience(conn: Connection | None, settings: Settings, as_of: datetime) -> Au
     no database (``conn`` None) or no such customer."""
     if conn is None:
         return example_audience(settings, as_of)
-    rows = conn.execute(text(
-        "SELECT c.* FROM customers AS c JOIN (SELECT customer_id, MAX(ordered_at) AS last "
-        "FROM orders WHERE status = 'completed' AND ordered_at <= :as_of "
-        "GROUP BY customer_id ORDER BY last DESC, customer_id LIMIT :n) AS o "
-        "ON o.customer_id = c.id ORDER BY o.last DESC, c.id"),
-        {"as_of": _bound(conn, as_of), "n": CUSTOMERS}).all()
+    orders, customers = Order.__table__, Customer.__table__
+    last = (select(orders.c.customer_id, func.max(orders.c.ordered_at).label("last"))
+            .where(orders.c.status == "completed", orders.c.ordered_at <= as_of)
+            .group_by(orders.c.customer_id)
+            .order_by(func.max(orders.c.ordered_at).desc(), orders.c.customer_id)
+            .limit(CUSTOMERS).subquery())
+    rows = conn.execute(select(customers).join(last, last.c.customer_id == customers.c.id)
+                        .order_by(last.c.last.desc(), customers.c.id)).all()
     if not rows:
         return example_audience(settings, as_of)
     facts = load_facts(conn, [r.id for r in rows], [], as_of, settings.currency)
     names = ", ".join(str(r.external_id) for r in rows)
     return Audience(list(rows), facts, False,
                     f"{len(rows)} customer{'s' if len(rows) != 1 else ''} ({names})")
-
-
-def _bound(conn: Connection, moment: datetime) -> Any:
-    """``moment`` as the orders table stores it (naive UTC text on SQLite)."""
-    from lifecycle.models.base import UTCDateTime
-
-    return UTCDateTime().process_bind_param(moment, conn.dialect)
 
 
 # ---------------------------------------------------------------------------- content
