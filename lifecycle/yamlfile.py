@@ -145,8 +145,10 @@ def plain_words(exc: yaml.MarkedYAMLError, text: str) -> str:
     if "that cannot start any token" in problem:
         return (f"not valid YAML: {problem}; a value that starts with @, ` or % must be put "
                 "in quotes")
-    where = f" ({exc.context} at line {context.line + 1})" if exc.context and context else ""
-    return f"not valid YAML: {problem}{where}"
+    if "'<stream end>'" in problem:
+        return ("the file ends too early: a [ or { is not closed, or a value is missing "
+                f"(not valid YAML: {problem})")
+    return f"not valid YAML: {problem}"
 
 
 def loads(text: str, file: str) -> Located:

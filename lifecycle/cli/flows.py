@@ -95,7 +95,7 @@ def flows_validate(path: Path | None) -> None:
                 f"{note}")
     if problems:
         click.echo(f"{len(problems)} problem{'s' if len(problems) != 1 else ''}{warned}. "
-                   f"{rendered}", err=True)
+                   f"{rendered}")
         raise SystemExit(1)
     click.echo(f"{len(names)} flows without problems{warned}: {', '.join(names) or '-'}. "
                f"{rendered}")
