@@ -4,18 +4,19 @@ what flows and segments name with the data; YAML mistakes and step ids are expla
 from __future__ import annotations
 
 import shutil
+import sqlite3
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import Connection
+from sqlalchemy import Connection, text
 
 from lifecycle.cli import cli
 from lifecycle.config import load_settings
 from lifecycle.db import make_engine
-from lifecycle.flows.checks import check
+from lifecycle.flows.checks import Known, Reference, check, data_warnings
 from lifecycle.flows.definitions import Context, load_flow, load_folder
 from lifecycle.flows.policies import load_policies
 from lifecycle.segments.definitions import load_definitions
@@ -210,6 +211,32 @@ def test_validate_prints_warnings_and_exits_0_when_there_are_only_warnings(
                                     "coffee_fans,")
     assert "Templates rendered for 2 customers (ben, ada) in every locale they have." \
         in result.stdout
+    engine = make_engine(cli_env["LIFECYCLE_DATABASE_URL"])
+    with engine.connect() as conn:  # validating made no secret key
+        assert conn.execute(text("SELECT COUNT(*) FROM instance_secrets")).scalar_one() == 0
+    engine.dispose()
+
+
+def test_a_warning_lists_at_most_ten_known_values_most_common_first() -> None:
+    known = Known(categories={f"c{n:02}": n for n in range(1, 13)})
+    [warning] = data_warnings(known, [Reference("category", "zz", "F", 3, 5)])
+    assert str(warning) == ("F:3:5: no order has category 'zz'; known: c12 (12), c11 (11), "
+                            "c10 (10), c09 (9), c08 (8), c07 (7), c06 (6), c05 (5), c04 (4), "
+                            "c03 (3) and 2 more")
+
+
+def test_a_database_that_is_not_migrated_is_only_read_and_the_example_customer_is_used(
+        tmp_path: Path) -> None:
+    empty = tmp_path / "empty.db"
+    sqlite3.connect(empty).close()
+    result = CliRunner().invoke(cli, ["flows", "validate"],
+                                env={"LIFECYCLE_DATABASE_URL": f"sqlite:///{empty}"})
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.endswith(
+        "Templates rendered for the built-in example customer in every locale they have. The "
+        f"data was not compared: the database SQLite file {empty} is not migrated "
+        "(`lifecycle db upgrade`).\n")
+    assert sqlite3.connect(empty).execute("SELECT COUNT(*) FROM sqlite_master").fetchone() == (0,)
 
 
 # ------------------------------------------------------------------------ YAML and ids
@@ -242,6 +269,14 @@ def test_a_bad_indent_is_explained_in_plain_words(tmp_path: Path) -> None:
         "F:1:18: a colon and a space inside a value, or a key indented under a value: put a "
         "value that holds ': ' in quotes (description: \"Note: …\"), or check the indentation "
         "of this line")
+
+
+def test_an_unclosed_bracket_or_quote_is_explained_in_plain_words(tmp_path: Path) -> None:
+    assert flow_problems(tmp_path, "trigger: {first_order: {}\nsteps: []\n") == [
+        "F:2:1: the { opened at line 1, column 10 is not closed with } (or a comma is missing "
+        "between its items)"]
+    assert flow_problems(tmp_path, "description: \"Thanks\nsteps: []\n") == [
+        "F:3:1: the quote opened at line 1, column 14 is never closed"]
 
 
 def test_an_unquoted_time_of_day_says_to_quote_it(tmp_path: Path) -> None:
