@@ -34,7 +34,7 @@ from types import FrameType, SimpleNamespace
 from typing import Any
 
 import jinja2
-from sqlalchemy import Connection, func, select, text
+from sqlalchemy import Connection, Engine, func, select, text
 
 from lifecycle import locales
 from lifecycle.config import Settings
@@ -236,6 +236,21 @@ class CheckingRenderer(Renderer):
                 for file, line, message in found]
 
 
+_renderers: dict[tuple[Path, str], CheckingRenderer] = {}
+_renderers_lock = threading.Lock()
+
+
+def checking_renderer(folder: Path, default_locale: str) -> CheckingRenderer:
+    """One :class:`CheckingRenderer` per templates folder and default locale, kept (its
+    compiled templates are forgotten when a file changes, as the sending renderer's)."""
+    with _renderers_lock:
+        found = _renderers.get((folder, default_locale))
+        if found is None:
+            found = _renderers[(folder, default_locale)] = CheckingRenderer(folder,
+                                                                            default_locale)
+        return found
+
+
 # ------------------------------------------------------------------------ who mails are for
 
 @dataclass
@@ -322,7 +337,7 @@ def content_problems(settings: Settings, flows: Iterable[Flow], who: Audience,
     line order.  Nothing is sent or stored; links are signed with a throwaway key."""
     if settings.secret_key is None:  # links are made but never followed
         settings = replace(settings, secret_key=secrets.token_hex(32))
-    renderer = CheckingRenderer(settings.templates_dir, settings.locale)
+    renderer = checking_renderer(settings.templates_dir, settings.locale)
     seen: dict[tuple[str, int, str], Problem] = {}
     for flow in flows:
         for step in flow.steps:
@@ -545,3 +560,10 @@ def check(settings: Settings, flows: Sequence[Flow], conn: Connection | None, as
         warnings = data_warnings(known_values(conn), references, set_attributes(flows))
     return Report(errors, warnings, who.label,
                   "" if conn is not None else "no database to read")
+
+
+def check_flow(settings: Settings, engine: Engine, flow: Flow, as_of: datetime) -> Report:
+    """:func:`check` of one flow for its page: its templates, and what it names that no data
+    has (segments are checked by ``flows validate``), reading the database ``engine``."""
+    with engine.connect() as conn:
+        return check(settings, [flow], conn, as_of)
