@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import shutil
 from dataclasses import replace
-from markupsafe import escape
 from pathlib import Path
 
 from fastapi.testclient import TestClient
+from markupsafe import escape
 
 from lifecycle.app import App
 from tests.factories import WEB_T0, account, add_customer, add_order, logged_in
