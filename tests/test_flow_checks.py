@@ -128,6 +128,8 @@ def with_data(conn: Connection) -> None:
     for day, items in ((1, [coffee]), (2, [coffee, tea]), (3, [coffee, kettle]), (4, [tea])):
         add_order(conn, ada if day % 2 else ben, NOW.replace(month=5, day=day), "20.00",
                   items=items)
+    # lines of other shapes name nothing (and break nothing)
+    add_order(conn, ben, NOW.replace(month=4), "1.00", items=["a note", 3, {"name": "Wrap"}])
     add_touchpoint(conn, ada, "event", NOW, name="signed_up")
     add_touchpoint(conn, ben, "event", NOW, name="signed_up")
     add_touchpoint(conn, ben, "event", NOW, name="cart_abandoned")

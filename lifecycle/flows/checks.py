@@ -369,24 +369,41 @@ class Known:
     events: dict[str, int] = field(default_factory=dict)
 
 
-def known_values(conn: Connection) -> Known:
+#: Every kind of value :func:`known_values` reads.
+KINDS = ("category", "sku", "attribute", "event")
+
+
+def known_values(conn: Connection, kinds: Iterable[str] = KINDS) -> Known:
     """Categories and SKUs of order lines (orders counted), attribute names (customers
-    counted) and event names (events counted): four grouped queries over the whole tables,
-    the same on SQLite and PostgreSQL."""
+    counted) and event names (events counted), of the ``kinds`` asked for (each a grouped
+    query over its whole table, so only those some flow names), the same on SQLite and
+    PostgreSQL."""
     pg = conn.dialect.name == "postgresql"
+    kinds = set(kinds)
     known = Known()
     for key, target in (("category", known.categories), ("sku", known.skus)):
+        if key not in kinds:
+            continue
         if pg:
             query = (f"SELECT v, COUNT(DISTINCT o.id) FROM orders AS o CROSS JOIN LATERAL ("
-                     f"SELECT e ->> '{key}' AS v FROM jsonb_array_elements(o.items) AS e) AS x "
-                     f"WHERE jsonb_typeof(o.items) = 'array' AND COALESCE(v, '') <> '' "
-                     f"GROUP BY v")
+                     f"SELECT e ->> '{key}' AS v FROM jsonb_array_elements(CASE WHEN "
+                     f"jsonb_typeof(o.items) = 'array' THEN o.items ELSE '[]'::jsonb END) AS e "
+                     f"WHERE jsonb_typeof(e) = 'object') AS x "
+                     f"WHERE COALESCE(v, '') <> '' GROUP BY v")
         else:
             query = (f"SELECT CAST(json_extract(e.value, '$.{key}') AS TEXT) AS v, "
                      f"COUNT(DISTINCT o.id) FROM orders AS o, json_each(o.items) AS e "
-                     f"WHERE json_type(o.items) = 'array' AND COALESCE(v, '') <> '' "
-                     f"GROUP BY v")
+                     f"WHERE json_type(o.items) = 'array' AND e.type = 'object' "
+                     f"AND COALESCE(v, '') <> '' GROUP BY v")
         target.update({str(v): int(n) for v, n in conn.execute(text(query))})
+    if "attribute" in kinds:
+        known.attributes.update(_attribute_names(conn, pg))
+    if "event" in kinds:
+        known.events.update(_event_names(conn, pg))
+    return known
+
+
+def _attribute_names(conn: Connection, pg: bool) -> dict[str, int]:
     if pg:
         query = ("SELECT k, COUNT(*) FROM customers AS c CROSS JOIN LATERAL "
                  "jsonb_object_keys(CASE WHEN jsonb_typeof(c.attributes) = 'object' "
@@ -394,12 +411,14 @@ def known_values(conn: Connection) -> Known:
     else:
         query = ("SELECT e.key, COUNT(*) FROM customers AS c, json_each(c.attributes) AS e "
                  "WHERE json_type(c.attributes) = 'object' GROUP BY e.key")
-    known.attributes.update({str(k): int(n) for k, n in conn.execute(text(query))})
+    return {str(k): int(n) for k, n in conn.execute(text(query))}
+
+
+def _event_names(conn: Connection, pg: bool) -> dict[str, int]:
     name = "data ->> 'name'" if pg else "CAST(json_extract(data, '$.name') AS TEXT)"
-    known.events.update({str(k): int(n) for k, n in conn.execute(text(
+    return {str(k): int(n) for k, n in conn.execute(text(
         f"SELECT {name} AS v, COUNT(*) FROM touchpoints WHERE kind = 'event' "
-        f"AND {name} IS NOT NULL GROUP BY v"))})
-    return known
+        f"AND {name} IS NOT NULL GROUP BY v"))}
 
 
 @dataclass(frozen=True)
@@ -557,7 +576,8 @@ def check(settings: Settings, flows: Sequence[Flow], conn: Connection | None, as
                 references += segment_references(load(segments_file))
             except InvalidFile:
                 pass
-        warnings = data_warnings(known_values(conn), references, set_attributes(flows))
+        known = known_values(conn, {r.kind for r in references})
+        warnings = data_warnings(known, references, set_attributes(flows))
     return Report(errors, warnings, who.label,
                   "" if conn is not None else "no database to read")
 
