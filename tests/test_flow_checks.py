@@ -162,8 +162,11 @@ def test_categories_skus_attributes_and_events_no_data_has_are_warnings_with_kno
     (flows / "birthdays.yaml").write_text(
         "trigger: {date: {attribute: birthdy}}\nsteps:\n  - send: thank_you\n", encoding="utf-8")
     segments = flows / "segments.yaml"
+    before = len(segments.read_text(encoding="utf-8").splitlines())
     segments.write_text(segments.read_text(encoding="utf-8") + (
-        "  cofee_lovers:\n    bought: {category: cofee}\n"), encoding="utf-8")
+        "  cofee_lovers:\n    bought: {category: cofee}\n"
+        "  kettle_folk:\n    any:\n      - bought: {sku: ACC-9}\n"
+        "      - attribute: {name: teir, op: exists}\n"), encoding="utf-8")
     settings = settings_for(templates, flows)
     report = check(settings, loaded(settings), conn, NOW, segments)
     assert report.errors == []
@@ -175,8 +178,12 @@ def test_categories_skus_attributes_and_events_no_data_has_are_warnings_with_kno
         "equipment (1); did you mean 'coffee'?",
         "coffee_fans.yaml:4:23: no customer has the attribute 'tierr' (nor does any flow's set "
         "step write it); known: birthday (2), tier (1); did you mean 'tier'?",
-        f"segments.yaml:{len(segments.read_text().splitlines())}:24: no order has category "
-        "'cofee'; known: coffee (3), tea (2), equipment (1); did you mean 'coffee'?",
+        f"segments.yaml:{before + 2}:24: no order has category 'cofee'; known: coffee (3), "
+        "tea (2), equipment (1); did you mean 'coffee'?",
+        f"segments.yaml:{before + 5}:23: no order has SKU 'ACC-9'; known: COF-1 (3), TEA-1 (2), "
+        "ACC-1 (1); did you mean 'ACC-1'?",
+        f"segments.yaml:{before + 6}:27: no customer has the attribute 'teir' (nor does any "
+        "flow's set step write it); known: birthday (2), tier (1); did you mean 'tier'?",
         "signups.yaml:1:18: no event is named 'signup' (an event trigger waits for events sent "
         "with this name); known: signed_up (2), cart_abandoned (1); did you mean 'signed_up'?",
         "tea_fans.yaml:2:22: no order has SKU 'TEA-2'; known: COF-1 (3), TEA-1 (2), ACC-1 (1); "
