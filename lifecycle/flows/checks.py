@@ -34,9 +34,10 @@ from types import FrameType, SimpleNamespace
 from typing import Any
 
 import jinja2
-from sqlalchemy import Connection, Engine, func, select, text
+from sqlalchemy import Connection, Engine, func, select
 
 from lifecycle import locales
+from lifecycle.catalog.service import read_catalog
 from lifecycle.config import Settings
 from lifecycle.flows.definitions import Flow, Send, SetValue
 from lifecycle.flows.template_locales import locale_folders
@@ -369,56 +370,13 @@ class Known:
     events: dict[str, int] = field(default_factory=dict)
 
 
-#: Every kind of value :func:`known_values` reads.
-KINDS = ("category", "sku", "attribute", "event")
-
-
-def known_values(conn: Connection, kinds: Iterable[str] = KINDS) -> Known:
-    """Categories and SKUs of order lines (orders counted), attribute names (customers
-    counted) and event names (events counted), of the ``kinds`` asked for (each a grouped
-    query over its whole table, so only those some flow names), the same on SQLite and
-    PostgreSQL."""
-    pg = conn.dialect.name == "postgresql"
-    kinds = set(kinds)
-    known = Known()
-    for key, target in (("category", known.categories), ("sku", known.skus)):
-        if key not in kinds:
-            continue
-        if pg:
-            query = (f"SELECT v, COUNT(DISTINCT o.id) FROM orders AS o CROSS JOIN LATERAL ("
-                     f"SELECT e ->> '{key}' AS v FROM jsonb_array_elements(CASE WHEN "
-                     f"jsonb_typeof(o.items) = 'array' THEN o.items ELSE '[]'::jsonb END) AS e "
-                     f"WHERE jsonb_typeof(e) = 'object') AS x "
-                     f"WHERE COALESCE(v, '') <> '' GROUP BY v")
-        else:
-            query = (f"SELECT CAST(json_extract(e.value, '$.{key}') AS TEXT) AS v, "
-                     f"COUNT(DISTINCT o.id) FROM orders AS o, json_each(o.items) AS e "
-                     f"WHERE json_type(o.items) = 'array' AND e.type = 'object' "
-                     f"AND COALESCE(v, '') <> '' GROUP BY v")
-        target.update({str(v): int(n) for v, n in conn.execute(text(query))})
-    if "attribute" in kinds:
-        known.attributes.update(_attribute_names(conn, pg))
-    if "event" in kinds:
-        known.events.update(_event_names(conn, pg))
-    return known
-
-
-def _attribute_names(conn: Connection, pg: bool) -> dict[str, int]:
-    if pg:
-        query = ("SELECT k, COUNT(*) FROM customers AS c CROSS JOIN LATERAL "
-                 "jsonb_object_keys(CASE WHEN jsonb_typeof(c.attributes) = 'object' "
-                 "THEN c.attributes ELSE '{}'::jsonb END) AS k GROUP BY k")
-    else:
-        query = ("SELECT e.key, COUNT(*) FROM customers AS c, json_each(c.attributes) AS e "
-                 "WHERE json_type(c.attributes) = 'object' GROUP BY e.key")
-    return {str(k): int(n) for k, n in conn.execute(text(query))}
-
-
-def _event_names(conn: Connection, pg: bool) -> dict[str, int]:
-    name = "data ->> 'name'" if pg else "CAST(json_extract(data, '$.name') AS TEXT)"
-    return {str(k): int(n) for k, n in conn.execute(text(
-        f"SELECT {name} AS v, COUNT(*) FROM touchpoints WHERE kind = 'event' "
-        f"AND {name} IS NOT NULL GROUP BY v"))}
+def known_values(conn: Connection) -> Known:
+    """Every category and SKU of the order lines (orders counted), attribute name (customers
+    counted) and event name (events counted): :func:`lifecycle.catalog.service.read_catalog`,
+    the same on SQLite and PostgreSQL."""
+    catalog = read_catalog(conn)
+    return Known(*({e.name: e.count for e in getattr(catalog, name)}
+                   for name in ("categories", "skus", "attributes", "events")))
 
 
 @dataclass(frozen=True)
@@ -576,8 +534,8 @@ def check(settings: Settings, flows: Sequence[Flow], conn: Connection | None, as
                 references += segment_references(load(segments_file))
             except InvalidFile:
                 pass
-        known = known_values(conn, {r.kind for r in references})
-        warnings = data_warnings(known, references, set_attributes(flows))
+        if references:  # the catalog reads whole tables: only when something is named
+            warnings = data_warnings(known_values(conn), references, set_attributes(flows))
     return Report(errors, warnings, who.label,
                   "" if conn is not None else "no database to read")
 
