@@ -104,13 +104,16 @@ def test_templates_render_with_real_customers_when_the_database_has_them(
     example = check(settings, loaded(settings), None, NOW)
     assert [str(p) for p in example.errors] == [
         f"{body}:1: `customer.attributes` has no `tier`; it has birthday"]
+    ids = []
     for n, tier in enumerate(("gold", "silver", "bronze", None)):
         attributes = {"tier": tier} if tier else {}
         customer = add_customer(conn, f"c{n}", NOW, first_name=f"Kim{n}", locale="de-DE",
                                 attributes=attributes)
+        ids.append(customer)
         add_order(conn, customer, NOW.replace(month=5, day=1 + n), "12.00",
                   items=[{"sku": "TEA-1", "name": "Tea", "price": "12.00", "category": "tea"}])
-    # the three customers who ordered last: c3 (no tier), c2, c1
+    add_order(conn, ids[0], NOW.replace(month=5), "5.00", status="cancelled")
+    # the three customers of the completed orders recorded last: c3 (no tier), c2, c1
     report = check(settings, loaded(settings), conn, NOW)
     assert report.rendered_for == "3 customers (c3, c2, c1)"
     assert [str(p) for p in report.errors] == [f"{body}:1: `customer.attributes` has no `tier`"]

@@ -34,7 +34,7 @@ from types import FrameType, SimpleNamespace
 from typing import Any
 
 import jinja2
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Connection, Engine, select
 
 from lifecycle import locales
 from lifecycle.catalog.service import read_catalog
@@ -294,24 +294,24 @@ def example_audience(settings: Settings, as_of: datetime) -> Audience:
 
 
 def audience(conn: Connection | None, settings: Settings, as_of: datetime) -> Audience:
-    """Up to :data:`CUSTOMERS` customers of the database, those whose completed order is the
-    latest (one query, both backends), with their facts; the example customer when there is
-    no database (``conn`` None) or no such customer."""
+    """Up to :data:`CUSTOMERS` customers of the database: those of the completed orders
+    recorded last (up to ``as_of``; read backwards along the orders' key, so a page can ask
+    on every view), with their facts; the example customer when there is no database
+    (``conn`` None) or no completed order."""
     if conn is None:
         return example_audience(settings, as_of)
     orders, customers = Order.__table__, Customer.__table__
-    last = (select(orders.c.customer_id, func.max(orders.c.ordered_at).label("last"))
-            .where(orders.c.status == "completed", orders.c.ordered_at <= as_of)
-            .group_by(orders.c.customer_id)
-            .order_by(func.max(orders.c.ordered_at).desc(), orders.c.customer_id)
-            .limit(CUSTOMERS).subquery())
-    rows = conn.execute(select(customers).join(last, last.c.customer_id == customers.c.id)
-                        .order_by(last.c.last.desc(), customers.c.id)).all()
-    if not rows:
+    recent = conn.execute(select(orders.c.customer_id)
+                          .where(orders.c.status == "completed", orders.c.ordered_at <= as_of)
+                          .order_by(orders.c.id.desc()).limit(CUSTOMERS * 30)).scalars()
+    ids = list(dict.fromkeys(recent))[:CUSTOMERS]
+    if not ids:
         return example_audience(settings, as_of)
-    facts = load_facts(conn, [r.id for r in rows], [], as_of, settings.currency)
+    found = {r.id: r for r in conn.execute(select(customers).where(customers.c.id.in_(ids)))}
+    rows = [found[i] for i in ids if i in found]
+    facts = load_facts(conn, ids, [], as_of, settings.currency)
     names = ", ".join(str(r.external_id) for r in rows)
-    return Audience(list(rows), facts, False,
+    return Audience(rows, facts, False,
                     f"{len(rows)} customer{'s' if len(rows) != 1 else ''} ({names})")
 
 
