@@ -3,8 +3,8 @@ the flow page).
 
 :func:`content_problems` renders every template a flow sends (every A/B variant) in every
 locale folder it has, with the real renderer and the real template variables of up to
-:data:`CUSTOMERS` customers of the database (those who ordered last), or of a built-in
-example customer with an example order when the database has none.  It lists every
+:data:`CUSTOMERS` customers of the database (of the completed orders recorded last), or of a
+built-in example customer with an example order when the database has none.  It lists every
 variable a template uses that is not there — not only the first of a mail, as sending
 would — each as ``FILE:LINE: message`` with a "did you mean `first_name`?" from the names
 that exist at that place, and every other error rendering meets.
