@@ -40,8 +40,18 @@ def parse_business_days(text: object) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def parse_clock(text: object) -> tuple[int, int]:
-    """``09:30`` → (9, 30); ValueError otherwise."""
+def parse_clock(text: object, key: str = "at") -> tuple[int, int]:
+    """``09:30`` → (9, 30); ValueError otherwise.
+
+    An unquoted ``at: 10:00`` reaches here as the number 600: YAML 1.1 reads digits
+    separated by colons as a number in base 60 (minutes).  The error then says to quote
+    the time, naming ``key`` (the setting it was written under).
+    """
+    if isinstance(text, int) and not isinstance(text, bool) and 60 <= text < 24 * 60:
+        written = f"{text // 60}:{text % 60:02d}"
+        raise ValueError(f"{key}: {written} was read as the number {text} (YAML reads an "
+                         f"unquoted time as minutes); write the time in quotes: "
+                         f"{key}: \"{written}\"")
     match = _CLOCK.match(text.strip()) if isinstance(text, str) else None
     if not match:
         raise ValueError(f"{text!r} is not a time of day such as '09:30'")

@@ -22,10 +22,13 @@ Path_ = tuple[str | int, ...]
 class Problem:
     file: str
     line: int
+    #: 1-based; 0 when only the line is known (a template's): then written FILE:LINE: message.
     column: int
     message: str
 
     def __str__(self) -> str:
+        if not self.column:
+            return f"{self.file}:{self.line}: {self.message}"
         return f"{self.file}:{self.line}:{self.column}: {self.message}"
 
 
@@ -92,6 +95,62 @@ def _construct(node: yaml.Node, path: Path_, positions: dict[Path_, tuple[int, i
 _SAFE = yaml.SafeLoader("")
 
 
+def _indent(text: str, line: int) -> int:
+    """The spaces before the first character of ``line`` (0-based) of ``text``."""
+    lines = text.splitlines()
+    row = lines[line] if 0 <= line < len(lines) else ""
+    return len(row) - len(row.lstrip(" "))
+
+
+def _spaces(count: int) -> str:
+    return f"{count} space{'s' if count != 1 else ''}"
+
+
+def plain_words(exc: yaml.MarkedYAMLError, text: str) -> str:
+    """PyYAML's error said in plain words for the people who write flow files: a tab, a line
+    indented unlike its neighbours, a colon inside a value, a bracket or quote left open.
+    (The caller puts FILE:LINE:COLUMN in front: the problem's mark.)"""
+    problem = exc.problem or ""
+    mark, context = exc.problem_mark, exc.context_mark
+    if "'\\t'" in problem or "\t" in problem:
+        return ("a tab character: YAML indents with spaces only; replace the tab with spaces "
+                "(as many as the lines above use)")
+    if problem.startswith("expected <block end>") and mark is not None and context is not None:
+        here, there = _indent(text, mark.line), context.column
+        if "'?'" in problem or "'-'" in problem or "block collection" in (exc.context or ""):
+            if text.splitlines()[mark.line].lstrip(" ").startswith("-"):
+                return (f"this list item is indented by {_spaces(here)}, but the items above it "
+                        f"(from line {context.line + 1}) by {_spaces(there)}: indent every item "
+                        "of one list alike")
+            return (f"this line is indented by {_spaces(here)} and is not a list item: the "
+                    f"list above it (from line {context.line + 1}) has its items at "
+                    f"{_spaces(there)}, each starting with '- '; indent this line as far as the "
+                    "settings of the item above, or start it with '- '")
+        return (f"this line is indented by {_spaces(here)}, but the settings above it (from "
+                f"line {context.line + 1}) by {_spaces(there)}: the keys of one mapping start "
+                "in the same column (and a line indented further belongs under a key that "
+                "ends with a colon)")
+    if problem == "mapping values are not allowed here":
+        return ("a colon and a space inside a value, or a key indented under a value: put a "
+                "value that holds ': ' in quotes (description: \"Note: …\"), or check the "
+                "indentation of this line")
+    if problem.startswith(("expected ',' or '}'", "expected ',' or ']'")) and context:
+        bracket = "{" if "}" in problem else "["
+        closer = "}" if bracket == "{" else "]"
+        return (f"the {bracket} opened at line {context.line + 1}, column {context.column + 1} "
+                f"is not closed with {closer} (or a comma is missing between its items)")
+    if "quoted scalar" in (exc.context or "") and context is not None:
+        return (f"the quote opened at line {context.line + 1}, column {context.column + 1} is "
+                "never closed")
+    if "that cannot start any token" in problem:
+        return (f"not valid YAML: {problem}; a value that starts with @, ` or % must be put "
+                "in quotes")
+    if "'<stream end>'" in problem:
+        return ("the file ends too early: a [ or { is not closed, or a value is missing "
+                f"(not valid YAML: {problem})")
+    return f"not valid YAML: {problem}"
+
+
 def loads(text: str, file: str) -> Located:
     """Parse ``text``; raise :class:`InvalidFile` for YAML syntax errors."""
     try:
@@ -99,7 +158,7 @@ def loads(text: str, file: str) -> Located:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        raise InvalidFile([Problem(file, line, column, f"not valid YAML: {exc.problem}")]) from None
+        raise InvalidFile([Problem(file, line, column, plain_words(exc, text))]) from None
     positions: dict[Path_, tuple[int, int]] = {}
     if node is None:
         return Located(file, None, {(): (1, 1)})

@@ -87,7 +87,8 @@ def test_bad_custom_conditions_are_each_reported(tmp_path: Path) -> None:
 
 def test_broken_yaml_is_reported_with_its_position(tmp_path: Path) -> None:
     assert problems(tmp_path, "rfm:\n  segments: [\n") == [
-        "F:3:1: not valid YAML: expected the node content, but found '<stream end>'"]
+        "F:3:1: the file ends too early: a [ or { is not closed, or a value is missing (not "
+        "valid YAML: expected the node content, but found '<stream end>')"]
 
 
 def test_the_validate_command_prints_problems_and_fails(tmp_path: Path) -> None:

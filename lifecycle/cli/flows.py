@@ -34,10 +34,14 @@ def flows_validate(path: Path | None) -> None:
     policies.yaml.
 
     The templates the flows send are checked too: each locale folder (``de/``,
-    ``de_AT/``) must be named as a locale and hold every part the template has.
+    ``de_AT/``) must be named as a locale and hold every part the template has, and
+    every template is rendered in every locale it has for three customers of the
+    database (or a built-in example customer): every variable it uses that is not
+    there is an error with a "did you mean". Categories, SKUs, attributes and event
+    names that no data has are warnings listing the known values.
 
     Prints every problem as FILE:LINE:COLUMN: message and exits with status 1 if
-    there is any.
+    there is any; warnings alone leave the status 0.
     """
     from lifecycle.flows.definitions import Context, load_flow, load_folder
     from lifecycle.flows.policies import FILE_NAME, load_policies
@@ -77,11 +81,63 @@ def flows_validate(path: Path | None) -> None:
         names = sorted(catalogue.flows)
         loaded = list(catalogue.flows.values())
     problems.extend(template_problems(app.settings.templates_dir, templates_sent(loaded)))
+    report = _content_and_data(app, loaded, segments_file)
+    problems.extend(report.errors)
     for problem in problems:
         click.echo(str(problem), err=True)
+    for warning in report.warnings:
+        click.echo(f"{warning.file}:{warning.line}:{warning.column}: warning: "
+                   f"{warning.message}", err=True)
+    warned = (f", {len(report.warnings)} warning{'s' if len(report.warnings) != 1 else ''}"
+              if report.warnings else "")
+    note = (f" The data was not compared: {report.note}." if report.note else "")
+    rendered = (f"Templates rendered for {report.rendered_for} in every locale they have."
+                f"{note}")
     if problems:
+        click.echo(f"{len(problems)} problem{'s' if len(problems) != 1 else ''}{warned}. "
+                   f"{rendered}")
         raise SystemExit(1)
-    click.echo(f"{len(names)} flows without problems: {', '.join(names) or '-'}.")
+    click.echo(f"{len(names)} flows without problems{warned}: {', '.join(names) or '-'}. "
+               f"{rendered}")
+
+
+def _content_and_data(app: Any, flows: list[Any], segments_file: Path) -> Any:
+    """:func:`lifecycle.flows.checks.check` of ``flows``, reading the database when it can be
+    read (only read: nothing is made, not even the secret key); else with the example
+    customer and no data warnings, saying why."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from lifecycle.flows.checks import check
+
+    now = app.clock.now()
+    url = app.settings.database_url
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:") \
+            and not Path(url.database).is_file():
+        report = check(app.settings, flows, None, now, segments_file)
+        report.note = f"there is no database at {app.database_label()}"
+        return report
+    try:
+        with app.engine.connect() as conn:
+            if not _is_migrated(app, conn):
+                report = check(app.settings, flows, None, now, segments_file)
+                report.note = (f"the database {app.database_label()} is not migrated "
+                               "(`lifecycle db upgrade`)")
+                return report
+            return check(app.settings, flows, conn, now, segments_file)
+    except SQLAlchemyError as exc:
+        report = check(app.settings, flows, None, now, segments_file)
+        report.note = (f"cannot reach the database ({app.database_label()}): "
+                       f"{str(exc.orig or exc).strip().splitlines()[0]}")
+        return report
+
+
+def _is_migrated(app: Any, conn: Any) -> bool:
+    """Whether the schema is at the newest migration."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(app.alembic_config()).get_current_head()
+    return MigrationContext.configure(conn).get_current_revision() == head
 
 
 @flows.command("preview")

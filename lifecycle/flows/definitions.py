@@ -43,7 +43,9 @@ KINDS = ("marketing", "transactional")
 TRIGGERS = ("order_placed", "first_order", "segment_entered", "segment_exited", "date",
             "feedback_received", "email_replied", "email_clicked", "event")
 STEP_KINDS = ("wait", "send", "branch", "set", "exit")
-_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+#: A step id: letters of any language (ü, ø, ł, ß …), digits, - and _, starting with a letter
+#: or a digit, at most 63 characters.
+_ID = re.compile(r"^[^\W_][\w-]{0,62}\Z")
 END = "exit"  # a branch target that ends the flow
 
 
@@ -491,8 +493,9 @@ class _Checker:
                 continue
             step_id = str(raw.get("id", f"step-{i + 1}"))
             if not _ID.match(step_id) or step_id == END:
-                self.fail(here + ("id",), f"id {step_id!r} must be lower-case letters, digits, - "
-                                          "and _ (and not 'exit')")
+                self.fail(here + ("id",), f"id {step_id!r} may hold letters of any language (ü, ø, "
+                                          "ł …), digits, - and _, must start with a letter or a "
+                                          "digit, has at most 63 characters and is not 'exit'")
             if step_id in ids:
                 self.fail(here + ("id",), f"id {step_id!r} is used by step {ids[step_id] + 1} too")
             ids[step_id] = i

@@ -13,7 +13,7 @@ from datetime import time, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from lifecycle.durations import parse_clock, parse_duration
 from lifecycle.flows.engine import Policies
@@ -42,10 +42,10 @@ class _Quiet(_Strict):
     start: str = Field(default="21:00", alias="from")
     end: str = Field(default="08:00", alias="to")
 
-    @field_validator("start", "end")
+    @field_validator("start", "end", mode="before")
     @classmethod
-    def _clock(cls, value: str) -> str:
-        parse_clock(value)
+    def _clock(cls, value: Any, info: ValidationInfo) -> Any:
+        parse_clock(value, "from" if info.field_name == "start" else "to")
         return value
 
 

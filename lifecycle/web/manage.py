@@ -27,6 +27,7 @@ from starlette.concurrency import run_in_threadpool
 
 from lifecycle.app import App
 from lifecycle.db import insert_new
+from lifecycle.flows.checks import check_flow
 from lifecycle.flows.definitions import Flow, Send
 from lifecycle.flows.diagram import (
     boxes_of_file,
@@ -140,12 +141,14 @@ def manager_routes(app: App, gate: Gate) -> APIRouter:
         chart = line_chart(f"{name}: mails sent and conversions per day", day_list, [
             ("sent", [d.sent for d in found.daily]),
             ("conversions", [d.conversions for d in found.daily])])
+        checks = (check_flow(app.settings, app.engine, flow, app.clock.now())
+                  if flow is not None else None)
         return templates.TemplateResponse(request, "flow.html", {
             "who": who, "flow": flow, "name": name, "r": found, "days": days,
             "window": attribution, "chart": chart, "diagram": picture, "problems": problems,
             "failures": failures, "notice_hours": NOTICE_HOURS,
             "status": flow_status(flow) if flow is not None else "invalid",
-            "trigger": trigger_text(flow) if flow is not None else None})
+            "trigger": trigger_text(flow) if flow is not None else None, "checks": checks})
 
     @router.get("/flows/{name}/preview", response_class=HTMLResponse)
     def preview(request: Request, name: str, customer: str = "") -> Response:
