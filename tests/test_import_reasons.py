@@ -248,3 +248,35 @@ def test_the_orders_summary_in_json_says_what_the_orders_did(cli_env: dict[str, 
     assert (summary["inserted"], summary["skipped_by_reason"], summary["customers_created"],
             summary["announced"], summary["status_changes"]) == (
         1, {"total is negative": 1}, 1, 1, 0)
+
+
+def test_a_semicolon_separated_file_as_german_excel_writes_it_is_read(
+        conn: Connection, tmp_path: Path) -> None:
+    path = tmp_path / "kunden.csv"
+    path.write_bytes("\ufeffcustomer_id;email;first_name;city\r\n"
+                     "DE-1;jurgen@example.de;Jürgen;\"Köln; Altstadt\"\r\n".encode())
+    result = run_import(conn, path)
+    assert (result.inserted, result.skipped) == (1, 0)
+    first, attributes = conn.execute(select(Customer.first_name, Customer.attributes).where(
+        Customer.external_id == "DE-1")).one()
+    assert first == "Jürgen" and attributes["city"] == "Köln; Altstadt"
+
+
+def test_a_file_that_is_not_utf8_stops_the_import_with_one_line_and_exit_status_2(
+        cli_env: dict[str, str], tmp_path: Path) -> None:
+    path = tmp_path / "excel.csv"
+    path.write_bytes("customer_id,email,first_name\nDE-1,k@example.de,König\n".encode("cp1252"))
+    result = CliRunner().invoke(cli, ["import", "customers", str(path)], env=cli_env)
+    assert result.exit_code == 2, result.output
+    assert "is not UTF-8 text (byte 0xf6 cannot be read)" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_row_skipped_as_a_repeat_is_not_also_counted_as_imported_with_a_value_left_out(
+        conn: Connection, tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "dup.csv", ("customer_id", "email", "birthday"),
+                     [("DE-1", "a@example.de", "05.12.1990"), ("DE-1", "a@example.de",
+                                                                 "1990-12-05")])
+    result = run_import(conn, path, date_attributes={"birthday"})
+    assert (result.skipped, result.left_out) == (1, 0)
+    assert not result.left_out_reasons

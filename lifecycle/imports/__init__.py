@@ -155,14 +155,29 @@ def import_records(
                 continue
             if dates:
                 left_out = check_dates(row["attributes"], dates)
+                if left_out and strict:
+                    report(record.line, str(left_out[0]), left_out[0].kind, skipped=False)
                 if left_out:
-                    result.left_out += 1
-                for problem in left_out:
-                    report(record.line, str(problem), problem.kind, skipped=False)
+                    pending[record.line] = left_out
             row["line"] = record.line
             yield row
 
-    _stage_and_merge(conn, kind, good_rows(), result, report, clock, channel)
+    #: Values left out of rows that passed validation, by line: reported once the row is known
+    #: to be imported (a row skipped later, as a repeat or an unknown customer, is counted
+    #: once, as skipped).
+    pending: dict[int, list[Any]] = {}
+
+    def staging_report(line: int, reason: str, why: str | None = None,
+                       skipped: bool = True) -> None:
+        if skipped:
+            pending.pop(line, None)
+        report(line, reason, why, skipped)
+
+    _stage_and_merge(conn, kind, good_rows(), result, staging_report, clock, channel)
+    for line in sorted(pending):
+        result.left_out += 1
+        for problem in pending[line]:
+            report(line, str(problem), problem.kind, skipped=False)
     return result
 
 

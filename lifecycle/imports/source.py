@@ -90,11 +90,18 @@ class Source:
         return io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
 
     def records(self, on_read: Callable[[int], None] | None = None) -> Iterator[Record | BadRecord]:
+        """The file's records; :class:`SourceError` when it is not UTF-8 text (nothing of it
+        may then be trusted: the import stops and writes nothing)."""
         text = self.text(on_read)
-        if self.format == "csv":
-            yield from _csv_records(self.name, text)
-        else:
-            yield from jsonl_records(text)
+        try:
+            if self.format == "csv":
+                yield from _csv_records(self.name, text)
+            else:
+                yield from jsonl_records(text)
+        except UnicodeDecodeError as exc:
+            raise SourceError(
+                f"{self.name}: is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} cannot be "
+                "read); save it as UTF-8 — in Excel, as \"CSV UTF-8\"") from None
 
     def close(self) -> None:
         if self.size is not None:  # a file we opened, not stdin
@@ -135,10 +142,22 @@ def _normalise_header(name: str) -> str:
     return name.strip().lower().replace(" ", "_").replace("-", "_")
 
 
-def csv_header(name: str, lines: Iterator[str]) -> list[str]:
+#: Separators a CSV file may use: commas, semicolons (what Excel writes where the decimal mark is a
+#: comma: German, Nordic and Polish shops) and tabs; the header line tells which.
+DELIMITERS = (",", ";", "\t")
+
+
+def delimiter_of(header_line: str) -> str:
+    """The separator of a CSV file from its header line: the one of :data:`DELIMITERS` it has
+    most often outside quotes (a comma on a tie, and for a single column)."""
+    outside = "".join(header_line.split('"')[::2])
+    return max(DELIMITERS, key=lambda d: (outside.count(d), d == ","))
+
+
+def csv_header(name: str, lines: Iterator[str], delimiter: str = ",") -> list[str]:
     """Read and check the header line; return the normalised column names."""
     try:
-        header = next(csv.reader(lines))
+        header = next(csv.reader(lines, delimiter=delimiter))
     except StopIteration:
         raise SourceError(f"{name}:1: the file is empty; a header line is needed") from None
     except csv.Error as exc:
@@ -154,9 +173,10 @@ def csv_header(name: str, lines: Iterator[str]) -> list[str]:
     return columns
 
 
-def csv_rows(columns: list[str], lines: Iterable[str], first_line: int) -> Iterator[Record | BadRecord]:
+def csv_rows(columns: list[str], lines: Iterable[str], first_line: int,
+             delimiter: str = ",") -> Iterator[Record | BadRecord]:
     """Parse CSV ``lines`` (the first of which is line ``first_line`` of the file)."""
-    reader = csv.reader(lines)
+    reader = csv.reader(lines, delimiter=delimiter)
     offset = first_line - 1
     previous_end = 0
     width = len(columns)
@@ -184,8 +204,10 @@ def csv_rows(columns: list[str], lines: Iterable[str], first_line: int) -> Itera
 
 
 def _csv_records(name: str, text: IO[str]) -> Iterator[Record | BadRecord]:
-    columns = csv_header(name, iter(text.readline, ""))
-    yield from csv_rows(columns, text, 2)
+    first = text.readline()
+    delimiter = delimiter_of(first)
+    columns = csv_header(name, iter([first]), delimiter)
+    yield from csv_rows(columns, text, 2, delimiter)
 
 
 def jsonl_records(lines: Iterable[str], first_line: int = 1) -> Iterator[Record | BadRecord]:
