@@ -104,6 +104,9 @@ def test_the_catalog_page_lists_the_values_for_managers(app: App, web: TestClien
     assert "Custom events (2)" in text
     limited = manager.get("/catalog?limit=1").text
     assert "the 1 most frequent of 3 shown" in limited and "POT-2" not in limited
+    for odd in ("", "2.5", "-1", "abc", "9" * 30):  # a cleared or mistyped field: the default
+        shown = manager.get(f"/catalog?limit={odd}")
+        assert shown.status_code == 200 and "POT-2" in shown.text, odd
     support = logged_in(TestClient(web.app), "sue@shop.example")
     assert support.get("/catalog").status_code == 403
     anonymous = TestClient(web.app).get("/catalog", follow_redirects=False)

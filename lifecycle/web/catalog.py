@@ -27,17 +27,20 @@ def catalog_routes(app: App, gate: Gate) -> APIRouter:
     router = APIRouter()
 
     @router.get("/catalog", response_class=HTMLResponse)
-    def catalog(request: Request, limit: int = PAGE_LIMIT) -> Response:
+    def catalog(request: Request, limit: str = "") -> Response:
         who, refused = gate.guard(request, "manager")
         if refused:
             return refused
-        limit = max(1, min(limit, MAX_LIMIT))
+        # a cleared or odd "Most per list" field shows the default, never an error page
+        wanted = int(limit) if limit.strip().isdigit() and len(limit.strip()) < 7 \
+            else PAGE_LIMIT
+        limit_shown = max(1, min(wanted, MAX_LIMIT))
         with app.engine.connect() as conn:
-            found = read_catalog(conn, limit)
+            found = read_catalog(conn, limit_shown)
         lists = [{"key": name, "title": TITLES[name], "use": USES[name], "unit": COUNTS[name],
                   "entries": getattr(found, name), "distinct": found.distinct[name]}
                  for name in LISTS]
         return templates.TemplateResponse(request, "catalog.html", {
-            "who": who, "lists": lists, "limit": limit})
+            "who": who, "lists": lists, "limit": limit_shown})
 
     return router
