@@ -37,7 +37,7 @@ def flows_validate(path: Path | None) -> None:
     ``de_AT/``) must be named as a locale and hold every part the template has.
 
     Prints every problem as FILE:LINE:COLUMN: message and exits with status 1 if
-    there is any.
+    there is any; warns (status 0) of a flow file without ``status:``, which runs as live.
     """
     from lifecycle.flows.definitions import Context, load_flow, load_folder
     from lifecycle.flows.policies import FILE_NAME, load_policies
@@ -79,6 +79,10 @@ def flows_validate(path: Path | None) -> None:
     problems.extend(template_problems(app.settings.templates_dir, templates_sent(loaded)))
     for problem in problems:
         click.echo(str(problem), err=True)
+    for flow in loaded:
+        if flow.status is None:
+            click.echo(f"{flow.file}: warning: no status; the flow runs as live. Write "
+                       "`status: live` (or draft, paused) to say so.", err=True)
     if problems:
         raise SystemExit(1)
     click.echo(f"{len(names)} flows without problems: {', '.join(names) or '-'}.")

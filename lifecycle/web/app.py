@@ -13,6 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from lifecycle.apikeys import ApiKeyRefused, authenticate
 from lifecycle.app import App
+from lifecycle.flows.service import configuration
 from lifecycle.models import Customer, Message, Order, ProcessHeartbeat
 from lifecycle.tasks import heartbeat
 from lifecycle.web.admin import admin_routes
@@ -111,7 +112,8 @@ def create_app(app: App) -> FastAPI:
 
     @web.get("/healthz")
     def healthz() -> JSONResponse:
-        """Database reachable, and the schedulers and workers seen recently."""
+        """Database reachable, the schedulers and workers seen recently, and the problems of
+        the configuration files (``status`` is ``degraded`` while there are any)."""
         now = app.clock.now()
         try:
             with app.sessions() as session:
@@ -130,8 +132,11 @@ def create_app(app: App) -> FastAPI:
                                       STALE_AFTER.total_seconds() / heartbeat.MISSED_BEATS),
              **b.info}
             for b in beats]
-        return JSONResponse({"ok": True, "database": "ok", "processes": processes,
-                             "mails_sent_twice": sent_twice})
+        # a broken configuration file: its last valid version runs, but someone must fix it
+        problems = [str(p) for p in configuration(app).problems]
+        return JSONResponse({"ok": True, "status": "degraded" if problems else "ok",
+                             "database": "ok", "processes": processes,
+                             "mails_sent_twice": sent_twice, "configuration": problems})
 
     @web.get("/", response_class=HTMLResponse)
     def index(request: Request) -> HTMLResponse:

@@ -25,8 +25,16 @@ from lifecycle.db import insert_new
 from lifecycle.flows.definitions import Flow, Send
 from lifecycle.flows.engine import offer_context
 from lifecycle.flows.preview import preview_mails
-from lifecycle.flows.service import catalogue
-from lifecycle.models import Customer, Message, MessageStatus, SegmentMembership
+from lifecycle.flows.service import catalogue, configuration
+from lifecycle.flows.states import EXIT, STATUSES, WAIT, effective_statuses, switch
+from lifecycle.models import (
+    Customer,
+    EnrollmentStatus,
+    FlowEnrollment,
+    Message,
+    MessageStatus,
+    SegmentMembership,
+)
 from lifecycle.results import flow_results, segment_sizes
 from lifecycle.segments.definitions import segment_words
 from lifecycle.segments.service import definitions
@@ -62,10 +70,10 @@ def manager_routes(app: App, gate: Gate) -> APIRouter:
         who, refused = gate.guard(request, "manager")
         if refused:
             return refused
-        loaded = catalogue(app)
+        loaded = configuration(app)
         return templates.TemplateResponse(request, "flows.html", {
             "who": who, "flows": sorted(loaded.flows.values(), key=lambda f: f.name),
-            "problems": loaded.problems})
+            "problems": loaded.problems, "notices": loaded.notices})
 
     @router.get("/flows/{name}", response_class=HTMLResponse)
     def results(request: Request, name: str, days: int = 90, window: float = 0) -> Response:
@@ -81,13 +89,40 @@ def manager_routes(app: App, gate: Gate) -> APIRouter:
                                       if len(s.action.variants) > 1 else [None])
                                      for s in flow.steps if isinstance(s.action, Send)],
                                  currency=app.settings.currency)
+            state = effective_statuses(conn, [flow])[name]
+            enrolled = conn.execute(select(func.count()).select_from(FlowEnrollment).where(
+                FlowEnrollment.flow == name,
+                FlowEnrollment.status == EnrollmentStatus.ACTIVE.value)).scalar_one()
         day_list = [d.day for d in found.daily]
         chart = line_chart(f"{name}: mails sent and conversions per day", day_list, [
             ("sent", [d.sent for d in found.daily]),
             ("conversions", [d.conversions for d in found.daily])])
         return templates.TemplateResponse(request, "flow.html", {
             "who": who, "flow": flow, "r": found, "days": days, "window": attribution,
-            "chart": chart})
+            "chart": chart, "state": state, "enrolled": enrolled})
+
+    @router.post("/flows/{name}/status")
+    async def set_status(request: Request, name: str) -> Response:
+        """A manager's switch: live, draft, paused (``on_pause``: wait or exit) or ``file``
+        (follow the file again); recorded with who and when."""
+        who, form, refused = await gate.posted(request, "manager")
+        if refused:
+            return refused
+        flow = catalogue(app).flows.get(name)
+        status, on_pause = field(form, "status"), field(form, "on_pause") or WAIT
+        if flow is None:
+            return Response("No such flow.", status_code=404)
+        if status not in (*STATUSES, "file") or on_pause not in (WAIT, EXIT):
+            return Response("The status is live, draft, paused or file; on_pause is wait or "
+                            "exit.", status_code=422)
+
+        def write() -> None:
+            with app.engine.begin() as conn:
+                switch(conn, flow, None if status == "file" else status, who.staff.email,
+                       app.clock.now(), on_pause)
+
+        await run_in_threadpool(write)
+        return RedirectResponse(f"/flows/{name}#status", status_code=303)
 
     @router.get("/flows/{name}/preview", response_class=HTMLResponse)
     def preview(request: Request, name: str, customer: str = "") -> Response:
@@ -161,12 +196,14 @@ def manager_routes(app: App, gate: Gate) -> APIRouter:
         who, refused = gate.guard(request, "manager")
         if refused:
             return refused
+        notices = configuration(app).notices
         try:
-            defs = definitions(app)
+            defs = definitions(app)  # while the file is invalid: its last valid version
         except InvalidFile as exc:
             return templates.TemplateResponse(request, "segments.html", {
                 "who": who, "problems": [str(p) for p in exc.problems], "rows": [],
-                "charts": [], "days": days, "day_list": [], "series": []}, status_code=422)
+                "charts": [], "days": days, "day_list": [], "series": [],
+                "notices": []}, status_code=422)
         start, end = _period(app, days)
         s = SegmentMembership.__table__
         with app.engine.connect() as conn:
@@ -186,6 +223,6 @@ def manager_routes(app: App, gate: Gate) -> APIRouter:
             for family, items in sorted(by_family.items())]
         return templates.TemplateResponse(request, "segments.html", {
             "who": who, "rows": rows, "charts": charts, "days": days, "day_list": day_list,
-            "series": series})
+            "series": series, "notices": notices})
 
     return router
