@@ -394,6 +394,28 @@ def removed_step_reason(step_id: str | None) -> str:
     return f"the step {step_id} was removed from the flow"
 
 
+def exit_removed_steps(conn: Connection, flow: Flow, now: datetime) -> int:
+    """End the active enrollments of ``flow`` that stand on a step it no longer has (its file
+    changed): ``exited`` with :func:`removed_step_reason`.  Those on a step that is still
+    there keep it.  How many ended."""
+    e = FlowEnrollment.__table__
+    ids = [s.id for s in flow.steps]
+    gone = conn.execute(select(e.c.current_step).distinct().where(
+        e.c.flow == flow.name, e.c.status == EnrollmentStatus.ACTIVE.value,
+        e.c.current_step.not_in(ids))).scalars().all()
+    ended = 0
+    for step in gone:
+        reason = removed_step_reason(step)
+        ended += conn.execute(update(e).where(
+            e.c.flow == flow.name, e.c.status == EnrollmentStatus.ACTIVE.value,
+            e.c.current_step == step).values(
+            status=EnrollmentStatus.EXITED.value, finished_at=now, next_run_at=None,
+            exit_reason=reason)).rowcount
+        log.warning("The flow %s no longer has the step %s: its enrollments there exited.",
+                    flow.name, step)
+    return ended
+
+
 def _send(conn: Connection, t: _Turn, step_id: str, action: Send, policies: Policies,
           marketing: dict[str, int]) -> int:
     """Write the outbox row for a send step; 1 if a mail is scheduled, 0 if capped."""

@@ -25,7 +25,7 @@ from lifecycle.app import App
 from lifecycle.flows import snapshots
 from lifecycle.flows.dates import fire as fire_dates
 from lifecycle.flows.definitions import Catalogue, Context, Flow, parse
-from lifecycle.flows.engine import Policies, advance
+from lifecycle.flows.engine import Policies, advance, exit_removed_steps
 from lifecycle.flows.policies import FILE_NAME as POLICIES_FILE
 from lifecycle.flows.policies import parse as parse_policies
 from lifecycle.flows.states import not_live
@@ -36,6 +36,8 @@ from lifecycle.yamlfile import InvalidFile, Problem, loads
 log = logging.getLogger(__name__)
 #: The problems logged already (each once, while it lasts).
 _reported: set[str] = set()
+#: The step ids of each flow when this process last ended the enrollments on removed steps.
+_steps_seen: dict[tuple[str, str], frozenset[str]] = {}
 
 
 @dataclass(frozen=True)
@@ -218,8 +220,15 @@ def tick(app: App, policies: Policies | None = None) -> None:
     with app.engine.begin() as conn:
         save_valid(conn, found, now)
         held = not_live(conn, flows)
+        # a changed step list (README, How flows run): checked once per change and process
+        changed = {(str(app.engine.url), name): frozenset(s.id for s in flow.steps)
+                   for name, flow in flows.items()}
+        changed = {key: steps for key, steps in changed.items() if _steps_seen.get(key) != steps}
+        for (_, name) in changed:
+            exit_removed_steps(conn, flows[name], now)
         enrolled = dispatch(conn, flows, now, held=held)
         enrolled += fire_dates(conn, flows, now, app.settings.timezone, held=held)
+    _steps_seen.update(changed)
     with app.engine.begin() as conn:
         report = advance(conn, flows, now, policies=policies,
                          default_tz=app.settings.timezone,
