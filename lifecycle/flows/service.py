@@ -82,7 +82,6 @@ def configuration(app: App) -> Configuration:
     flows: dict[str, Flow] = {}
     folder = app.settings.flows_dir
     skip = {app.settings.segments_file.name, "segments.yaml", POLICIES_FILE}
-    saved: dict[str, tuple[str, datetime] | None] | None = None
     for path in sorted(folder.glob("*.yaml")):
         if path.name in skip:
             continue
@@ -95,11 +94,7 @@ def configuration(app: App) -> Configuration:
             problems = [Problem(str(path), 1, 1, exc.strerror or str(exc))]
         except InvalidFile as exc:
             problems = exc.problems
-        if saved is None:
-            saved = {}
-        with app.engine.connect() as conn:
-            saved[path.stem] = snapshots.recall(conn, snapshots.FLOW, path.stem)
-        kept = saved[path.stem]
+        kept = snapshots.recall_apart(app.engine, snapshots.FLOW, path.stem)
         instead = "the flow does not run: no valid version of it was ever saved"
         if kept is not None:
             try:
@@ -159,8 +154,7 @@ def _policies_file(app: App, path: Path, _stamp: int) -> tuple[
         problems: tuple[Problem, ...] = (Problem(str(path), 1, 1, exc.strerror or str(exc)),)
     except InvalidFile as exc:
         problems = tuple(exc.problems)
-    with app.engine.connect() as conn:
-        kept = snapshots.recall(conn, snapshots.POLICIES, snapshots.POLICIES)
+    kept = snapshots.recall_apart(app.engine, snapshots.POLICIES, snapshots.POLICIES)
     if kept is not None:
         try:
             return parse_policies(loads(kept[0], str(path)).data), None, problems, kept[1], True

@@ -14,9 +14,9 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, Engine, select, update
 
-from lifecycle.db import insert_new
+from lifecycle.db import READ_ONLY, insert_new
 from lifecycle.models import ConfigSnapshot
 
 SEGMENTS, POLICIES, FLOW = "segments", "policies", "flow"
@@ -50,3 +50,11 @@ def recall(conn: Connection, kind: str, name: str) -> tuple[str, datetime] | Non
     row = conn.execute(select(table.c.text, table.c.saved_at).where(
         table.c.kind == kind, table.c.name == name)).first()
     return None if row is None else (row.text, row.saved_at)
+
+
+def recall_apart(engine: Engine, kind: str, name: str) -> tuple[str, datetime] | None:
+    """:func:`recall` on a connection of its own that only reads: callable while this thread
+    holds a write transaction (SQLite would otherwise wait for it)."""
+    with engine.connect() as conn:
+        conn.execution_options(**{READ_ONLY: True})
+        return recall(conn, kind, name)

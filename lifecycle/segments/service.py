@@ -64,10 +64,9 @@ def in_force(app: App) -> SegmentsInForce:
 
 
 def _last_valid(app: App, path: Path, problems: list[Problem]) -> SegmentsInForce:
-    from lifecycle.flows.snapshots import SEGMENTS, recall
+    from lifecycle.flows.snapshots import SEGMENTS, recall_apart
 
-    with app.engine.connect() as conn:
-        saved = recall(conn, SEGMENTS, SEGMENTS)
+    saved = recall_apart(app.engine, SEGMENTS, SEGMENTS)
     if saved is None:
         raise InvalidFile(problems)
     try:
