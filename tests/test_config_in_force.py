@@ -43,7 +43,9 @@ class Shop:
     web: TestClient
 
     def health(self) -> dict:  # type: ignore[type-arg]
-        return self.web.get("/healthz").json()
+        answer = self.web.get("/healthz")
+        assert answer.status_code == 200  # degraded or not: the web app works
+        return answer.json()
 
     def order(self, customer_id: int, order_id: str) -> None:
         with self.app.engine.begin() as conn:
@@ -97,6 +99,7 @@ def test_a_broken_segments_file_keeps_the_last_valid_segments_and_flows_running(
     assert problem.file == str(segments) and "not valid YAML" in problem.message
     assert {"win_back", "loyalty_offer", "advocacy_ask"} <= set(found.flows)
     assert definitions(shop.app).all_names() == names
+    assert segment_service.refresh_if_due(shop.app) is not None  # with the last valid ones
     assert caplog.text.count(str(problem)) == 1  # logged once, not every tick
     assert "its last valid version" in caplog.text
     health = shop.health()
@@ -110,6 +113,9 @@ def test_a_broken_segments_file_keeps_the_last_valid_segments_and_flows_running(
     segments.write_text(good, encoding="utf-8")
     assert shop.health()["status"] == "ok" and configuration(shop.app).problems == []
     assert "Files with problems" not in shop.web.get("/flows").text
+    segments.write_text("rfm:\n  recency: [1, 2\n", encoding="utf-8")  # broken again
+    tick(shop.app)
+    assert caplog.text.count(str(problem)) == 2  # a problem that came back is logged again
 
 
 def test_a_broken_segments_file_with_no_valid_version_saved_is_an_error_as_before(
@@ -170,6 +176,17 @@ def test_a_broken_policies_file_keeps_its_last_valid_version(shop: Shop) -> None
     assert policies_of(shop.app).cap == 2 and shop.health()["status"] == "ok"
 
 
+def test_a_policies_file_that_never_was_valid_leaves_the_defaults(shop: Shop) -> None:
+    with shop.app.engine.begin() as conn:
+        conn.execute(ConfigSnapshot.__table__.delete())
+    (shop.flows / "policies.yaml").write_text("frequency_cap: {max: 1, per: soonish}\n",
+                                              encoding="utf-8")
+    _forget_what_this_process_read(shop.app)
+    assert policies_of(shop.app) == Policies()
+    [notice] = configuration(shop.app).notices
+    assert notice.instead == "the default policies apply: no valid version was ever saved"
+
+
 # ------------------------------------------------------------ a flow's steps change
 
 V1 = """trigger: {order_placed: {}}
@@ -183,7 +200,7 @@ steps:
   - id: thanks
     send: thank_you
 """
-V2 = V1.replace("  - id: pause\n    wait: 1 day\n", "")
+V2 = V1.replace("  - id: pause\n    wait: 1 day\n", "").replace("2 hours", "3 hours")
 
 
 def _flow(text: str):  # type: ignore[no-untyped-def]
@@ -210,7 +227,8 @@ def test_a_changed_step_list_keeps_the_enrollments_whose_step_remains_and_exits_
     assert exit_removed_steps(conn, after, T0 + timedelta(hours=3)) == 1
     assert (where(bob).status, where(bob).exit_reason, where(bob).finished_at) == (
         "exited", "the step pause was removed from the flow", T0 + timedelta(hours=3))
-    advance(conn, {"thanks": after}, T0 + timedelta(hours=5), policies=policies,
+    # ann's wait began under the old file (2 hours): it keeps its end, T0 + 4 hours
+    advance(conn, {"thanks": after}, T0 + timedelta(hours=4), policies=policies,
             default_tz="UTC")
     assert (where(ann).status, where(ann).current_step) == ("completed", None)
     assert conn.execute(select(Message.template).where(

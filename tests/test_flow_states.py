@@ -24,6 +24,9 @@ from lifecycle.flows.preview import preview_mails
 from lifecycle.flows.service import catalogue, tick
 from lifecycle.flows.simulate import simulate
 from lifecycle.flows.states import effective_statuses, switch
+from lifecycle.mail.sending import dispatch as dispatch_mail
+from lifecycle.mail.sending import send_batch
+from lifecycle.mail.transports import FileTransport
 from lifecycle.models import Customer, FlowEnrollment, FlowStatusChange, Message, TriggerCursor
 from lifecycle.segments.service import definitions
 from lifecycle.timeutil import UTC
@@ -155,6 +158,40 @@ def test_pausing_with_exit_ends_the_enrollments_with_the_reason(shop: Shop) -> N
     assert shop.mails("thank_you") == []
 
 
+TWO_MAILS = """status: live
+kind: transactional
+trigger: {order_placed: {}}
+steps:
+  - id: first
+    send: thank_you
+  - id: later
+    wait: 1 day
+  - id: second
+    send: thank_you
+"""
+
+
+@pytest.mark.parametrize("on_pause, outcome", [("wait", "sent"), ("exit", "cancelled")])
+def test_a_mail_in_the_outbox_before_a_pause_goes_if_they_wait_and_not_if_they_exit(
+        shop: Shop, on_pause: str, outcome: str) -> None:
+    (shop.flows / "two_mails.yaml").write_text(TWO_MAILS, encoding="utf-8")
+    ann = _ann(shop)
+    shop.order(ann, "o1")
+    tick(shop.app)
+    [mail] = shop.mails("two_mails")
+    shop.switch("two_mails", "paused", on_pause)
+    ids: list[int] = []
+    dispatch_mail(shop.app, ids.extend)
+    assert send_batch(shop.app, ids, transport=FileTransport(shop.app.settings.outbox_dir)) \
+        [outcome] == 1
+    with shop.app.engine.connect() as conn:
+        status, error = conn.execute(select(Message.status, Message.last_error).where(
+            Message.id == mail.id)).one()
+    assert status == outcome
+    if on_pause == "exit":
+        assert error == "the flow ended: the flow was paused"
+
+
 def test_a_draft_flow_advances_no_enrollment_until_it_is_live(shop: Shop) -> None:
     ann = _ann(shop)
     shop.order(ann, "o1")
@@ -252,7 +289,7 @@ def test_a_manager_switches_a_flow_on_its_page_and_who_and_when_are_recorded(
         "thank_you", "paused", "wait", "max@shop.example", WEB_T0)
     page = web.get("/flows/thank_you").text
     assert "Set on this page by max@shop.example on" in page and ">paused</strong>" in page
-    assert "Follow the file (live)" in page and "Make live" in page
+    assert "Follow the file (live)" in page and "Make live" in page and "Back to draft" in page
     assert web.post("/flows/thank_you/status", data=dict(form, status="file"),
                     follow_redirects=False).status_code == 303
     assert "As the file says" in web.get("/flows/thank_you").text
