@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from weakref import WeakKeyDictionary
 
 from pydantic import ValidationError
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Engine
 
 from lifecycle.app import App
 from lifecycle.flows import snapshots
@@ -30,14 +32,19 @@ from lifecycle.flows.policies import FILE_NAME as POLICIES_FILE
 from lifecycle.flows.policies import parse as parse_policies
 from lifecycle.flows.states import not_live
 from lifecycle.flows.triggers import dispatch
+from lifecycle.mail.templates import CHECK_SECONDS, emails_in
 from lifecycle.segments.service import SegmentsInForce, in_force
 from lifecycle.yamlfile import InvalidFile, Problem, loads
 
 log = logging.getLogger(__name__)
 #: The problems logged already (each once, while it lasts).
 _reported: set[str] = set()
-#: The step ids of each flow when this process last ended the enrollments on removed steps.
-_steps_seen: dict[tuple[str, str], frozenset[str]] = {}
+#: Per database (its engine): the SHA-256 of the text of each file this process saved there,
+#: by (kind, name) ...
+_saved: WeakKeyDictionary[Engine, dict[tuple[str, str], str]] = WeakKeyDictionary()
+#: ... and the step ids of each flow when this process last ended the enrollments on steps
+#: that are gone.
+_steps_seen: WeakKeyDictionary[Engine, dict[str, frozenset[str]]] = WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -78,22 +85,18 @@ def configuration(app: App) -> Configuration:
     texts: dict[tuple[str, str], str] = {}
     segments = _segments(app, notices, texts)
     policies = _policies(app, notices, texts)
-    context = Context.from_folders(app.settings.templates_dir, segments)
+    context = Context(_emails(app.settings.templates_dir), segments)
     flows: dict[str, Flow] = {}
     folder = app.settings.flows_dir
     skip = {app.settings.segments_file.name, "segments.yaml", POLICIES_FILE}
     for path in sorted(folder.glob("*.yaml")):
         if path.name in skip:
             continue
-        try:
-            text = path.read_text(encoding="utf-8")
-            flows[path.stem] = parse(loads(text, str(path)), context, path.stem)
+        flow, text, problems = _flow_file(path, context)
+        if flow is not None and text is not None:
+            flows[path.stem] = flow
             texts[(snapshots.FLOW, path.stem)] = text
             continue
-        except OSError as exc:
-            problems = [Problem(str(path), 1, 1, exc.strerror or str(exc))]
-        except InvalidFile as exc:
-            problems = exc.problems
         kept = snapshots.recall_apart(app.engine, snapshots.FLOW, path.stem)
         instead = "the flow does not run: no valid version of it was ever saved"
         if kept is not None:
@@ -106,6 +109,49 @@ def configuration(app: App) -> Configuration:
         notices.append(Notice(str(path), tuple(problems), instead))
     _log(notices)
     return Configuration(flows, policies, segments, notices, texts)
+
+
+#: The emails of each templates folder, with when (monotonic seconds) it was last looked at.
+_emails_seen: dict[Path, tuple[float, set[str]]] = {}
+#: Each flow file as last read: (its stamp and what it was checked against, what it gave).
+_flows_read: dict[Path, tuple[tuple[object, ...], tuple[Flow | None, str | None,
+                                                          list[Problem]]]] = {}
+
+
+def _emails(folder: Path) -> set[str]:
+    """The templates folder's emails, looked at again after :data:`CHECK_SECONDS` (as the
+    renderer does): pages and ``/healthz`` read the configuration on every request."""
+    now = time.monotonic()
+    kept = _emails_seen.get(folder)
+    if kept is not None and now - kept[0] < CHECK_SECONDS:
+        return kept[1]
+    found = emails_in(folder)
+    _emails_seen[folder] = (now, found)
+    return found
+
+
+def _flow_file(path: Path, context: Context) -> tuple[Flow | None, str | None, list[Problem]]:
+    """(the flow, its text, no problems) or (None, None, its problems); parsed again only
+    when the file (modification time, size) or what it is checked against changed."""
+    try:
+        info = path.stat()
+        key: tuple[object, ...] = (info.st_mtime_ns, info.st_size,
+                                   frozenset(context.templates), frozenset(context.segments))
+    except OSError:
+        key = ()
+    kept = _flows_read.get(path)
+    if kept is not None and key and kept[0] == key:
+        return kept[1]
+    try:
+        text = path.read_text(encoding="utf-8")
+        found: tuple[Flow | None, str | None, list[Problem]] = (
+            parse(loads(text, str(path)), context, path.stem), text, [])
+    except OSError as exc:
+        found = (None, None, [Problem(str(path), 1, 1, exc.strerror or str(exc))])
+    except InvalidFile as exc:
+        found = (None, None, list(exc.problems))
+    _flows_read[path] = (key, found)
+    return found
 
 
 def _segments(app: App, notices: list[Notice], texts: dict[tuple[str, str], str]) -> set[str]:
@@ -194,12 +240,21 @@ def policies_of(app: App) -> Policies:
     return _policies_file(app, path, stamp)[0]
 
 
-def save_valid(conn: Connection, found: Configuration, now: datetime) -> None:
-    """Keep the text of every valid file read as its last valid version."""
+def save_valid(conn: Connection, found: Configuration, now: datetime) -> dict[
+        tuple[str, str], str]:
+    """Keep the text of every valid file read as its last valid version (a text this process
+    saved already is not looked at again); what was saved, for :data:`_saved`."""
+    before = _saved.get(conn.engine, {})
+    done = {}
     for (kind, name), text in found.valid_texts.items():
+        sha = snapshots.digest(text)
+        if before.get((kind, name)) == sha:
+            continue
         if snapshots.remember(conn, kind, name, text, now):
             log.info("The valid version of %s %s is saved; it stays in force if the file "
                      "breaks.", kind, name)
+        done[(kind, name)] = sha
+    return done
 
 
 def tick(app: App, policies: Policies | None = None) -> None:
@@ -212,17 +267,18 @@ def tick(app: App, policies: Policies | None = None) -> None:
     policies = policies or found.policies
     now = app.clock.now()
     with app.engine.begin() as conn:
-        save_valid(conn, found, now)
+        saved = save_valid(conn, found, now)
         held = not_live(conn, flows)
         # a changed step list (README, How flows run): checked once per change and process
-        changed = {(str(app.engine.url), name): frozenset(s.id for s in flow.steps)
-                   for name, flow in flows.items()}
-        changed = {key: steps for key, steps in changed.items() if _steps_seen.get(key) != steps}
-        for (_, name) in changed:
+        seen = _steps_seen.get(app.engine, {})
+        changed = {name: frozenset(s.id for s in flow.steps) for name, flow in flows.items()}
+        changed = {name: steps for name, steps in changed.items() if seen.get(name) != steps}
+        for name in changed:
             exit_removed_steps(conn, flows[name], now)
         enrolled = dispatch(conn, flows, now, held=held)
         enrolled += fire_dates(conn, flows, now, app.settings.timezone, held=held)
-    _steps_seen.update(changed)
+    _steps_seen.setdefault(app.engine, {}).update(changed)  # both once committed
+    _saved.setdefault(app.engine, {}).update(saved)
     with app.engine.begin() as conn:
         report = advance(conn, flows, now, policies=policies,
                          default_tz=app.settings.timezone,
