@@ -221,6 +221,9 @@ def test_the_page_switch_overrides_the_file_until_the_manager_follows_the_file_a
     shop.set_status("thank_you", "draft")  # the file changes: the switch still holds
     flows = catalogue(shop.app).flows
     assert state().status == "live"
+    expected = state()
+    with shop.app.engine.connect() as conn:  # a catalogue's mapping of names works too
+        assert effective_statuses(conn, flows)["thank_you"] == expected
     shop.clock.advance(timedelta(minutes=5))
     shop.switch("thank_you", None)
     assert (state().status, state().source, state().changed_at) == (

@@ -21,7 +21,7 @@ switched back on starts from what happens next.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -68,10 +68,12 @@ def file_state(flow: Flow) -> FlowState:
     return FlowState(status, "file", on_pause=WAIT if status == PAUSED else None)
 
 
-def effective_statuses(conn: Connection, flows: Iterable[Flow]) -> dict[str, FlowState]:
-    """The status in force of each flow, by name: the newest switch on its page, unless that
-    was "follow the file" (or there is none); then the file's."""
-    flows = list(flows)
+def effective_statuses(conn: Connection, flows: Mapping[str, Flow] | Iterable[Flow]
+                       ) -> dict[str, FlowState]:
+    """The status in force of each flow (``flows``: the flows, or a catalogue's mapping of
+    name to flow), by name: the newest switch on its page, unless that was "follow the file"
+    (or there is none); then the file's.  One query for all of them."""
+    flows = list(flows.values() if isinstance(flows, Mapping) else flows)
     if not flows:
         return {}
     t = FlowStatusChange.__table__
@@ -95,7 +97,7 @@ def effective_statuses(conn: Connection, flows: Iterable[Flow]) -> dict[str, Flo
 
 def not_live(conn: Connection, flows: dict[str, Flow]) -> frozenset[str]:
     """The names of the flows that enrol nobody and whose enrollments wait."""
-    return frozenset(name for name, state in effective_statuses(conn, flows.values()).items()
+    return frozenset(name for name, state in effective_statuses(conn, flows).items()
                      if not state.live)
 
 
