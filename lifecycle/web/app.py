@@ -122,6 +122,8 @@ def create_app(app: App) -> FastAPI:
                 # mails SendGrid took twice (a late event after a resend: lifecycle.mail.outbox)
                 sent_twice = session.scalar(select(func.count()).select_from(Message).where(
                     Message.duplicate_at.is_not(None)))
+            # a broken configuration file: its last valid version runs, but someone must fix it
+            problems = [str(p) for p in configuration(app).problems]
         except SQLAlchemyError as exc:
             return JSONResponse({"ok": False, "database": f"unreachable: {type(exc).__name__}"},
                                 status_code=503)
@@ -132,8 +134,6 @@ def create_app(app: App) -> FastAPI:
                                       STALE_AFTER.total_seconds() / heartbeat.MISSED_BEATS),
              **b.info}
             for b in beats]
-        # a broken configuration file: its last valid version runs, but someone must fix it
-        problems = [str(p) for p in configuration(app).problems]
         return JSONResponse({"ok": True, "status": "degraded" if problems else "ok",
                              "database": "ok", "processes": processes,
                              "mails_sent_twice": sent_twice, "configuration": problems})
