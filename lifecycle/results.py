@@ -2,8 +2,11 @@
 
 The cohort of a report is every mail a flow decided (``messages.created_at``)
 in ``[start, end)``.  For each step and A/B variant :func:`flow_results`
-counts the mails decided, sent, sent twice (``duplicates``: SendGrid took two
-attempts of the mail, found when a late event came after it was sent again,
+counts the mails decided, sent, failed (given up, the reason in ``last_error``), skipped
+(``suppressed`` — unsubscribed, bounced, capped — plus ``cancelled`` — by staff, or the flow
+ended; a mail decided but not settled yet is in none of sent, failed or skipped), sent
+twice (``duplicates``: SendGrid took two attempts of the mail, found when a late event came
+after it was sent again,
 :meth:`lifecycle.mail.outbox.Outbox.duplicates`), and — once each per mail, however often it
 happened — delivered, opened by a person (privacy-proxy opens are kept
 apart, see :mod:`lifecycle.mail.events`), clicked, replied to, unsubscribed
@@ -66,8 +69,10 @@ EVENT_COLUMNS = {
     "unsubscribed": "unsubscribed",
     "email_bounced": "bounced",
 }
-COLUMNS = ("decided", "sent", "duplicates", "delivered", "opened", "clicked", "replied", "unsubscribed",
-           "bounced", "conversions", "redeemed")
+#: The statuses counted as skipped: not sent, and not an error.
+SKIPPED = (MessageStatus.SUPPRESSED.value, MessageStatus.CANCELLED.value)
+COLUMNS = ("decided", "sent", "failed", "skipped", "duplicates", "delivered", "opened", "clicked",
+           "replied", "unsubscribed", "bounced", "conversions", "redeemed")
 
 
 @dataclass
@@ -137,12 +142,16 @@ def flow_results(conn: Connection, flow: str, start: datetime, end: datetime,
         for variant in variants:
             row(step, variant)
     sent_expr = func.sum(case((m.c.status == MessageStatus.SENT.value, 1), else_=0))
+    failed_expr = func.sum(case((m.c.status == MessageStatus.FAILED.value, 1), else_=0))
+    skipped_expr = func.sum(case((m.c.status.in_(SKIPPED), 1), else_=0))
     twice_expr = func.sum(case((m.c.duplicate_at.is_not(None), 1), else_=0))
-    for step, variant, decided, sent, twice in conn.execute(
-            select(m.c.step, m.c.variant, func.count(), sent_expr, twice_expr).where(cohort)
+    for step, variant, decided, sent, failed, skipped, twice in conn.execute(
+            select(m.c.step, m.c.variant, func.count(), sent_expr, failed_expr, skipped_expr,
+                   twice_expr).where(cohort)
             .group_by(m.c.step, m.c.variant)):
         r = row(step, variant)
         r.counts["decided"], r.counts["sent"] = int(decided), int(sent or 0)
+        r.counts["failed"], r.counts["skipped"] = int(failed or 0), int(skipped or 0)
         r.counts["duplicates"] = int(twice or 0)
     for step, variant, kind, mails in conn.execute(
             select(m.c.step, m.c.variant, t.c.kind, func.count(func.distinct(t.c.message_id)))

@@ -27,9 +27,9 @@ def test_the_groups_keep_their_subcommands() -> None:
         "apikey": ["add", "list", "revoke"],
         "customer": ["erase", "export", "show"],
         "db": ["check", "upgrade"],
-        "flows": ["preview", "simulate", "validate"],
+        "flows": ["preview", "show", "simulate", "validate"],
         "import": ["customers", "orders"],
         "offers": ["export"],
-        "segments": ["list", "refresh", "validate"],
+        "segments": ["list", "members", "refresh", "validate"],
         "staff": ["add", "password"],
     }

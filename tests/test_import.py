@@ -264,11 +264,11 @@ def test_the_import_command_prints_bad_rows_and_a_summary(cli_env: dict[str, str
                      [("c1", "a@example.com"), ("c2", "broken"), ("c3", "c@example.com")])
     runner = CliRunner()
     result = runner.invoke(cli, ["import", "customers", str(path)], env=cli_env)
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 3, result.output  # a row was skipped
     assert f"{path}:3: email 'broken' is not a valid address" in result.stderr
     assert "inserted" in result.stdout and "skipped" in result.stdout
     again = runner.invoke(cli, ["import", "customers", str(path)], env=cli_env)
-    assert again.exit_code == 0
+    assert again.exit_code == 3
     engine = create_engine_for(cli_env["LIFECYCLE_DATABASE_URL"])
     with engine.connect() as conn:
         assert count(conn, "customers") == 2

@@ -33,7 +33,7 @@ from tests.factories import WEB_T0 as T0
 from tests.factories import account, add_campaign, add_customer, csrf_of, logged_in
 
 #: Every staff route, with the least role it needs ({c}: a customer, {m}: a mail,
-#: {s}: a staff account, {k}: an API key prefix, {f}: a flow).
+#: {s}: a staff account, {k}: an API key prefix, {f}: a flow, {g}: a segment).
 ROUTES = [
     ("GET", "/customers", "support"),
     ("GET", "/customers/{x}", "support"),  # x: the shop's customer id (or row id)
@@ -46,6 +46,9 @@ ROUTES = [
     ("POST", "/flows/{f}/test", "manager"),
     ("POST", "/flows/{f}/status", "manager"),
     ("GET", "/segments", "manager"),
+    ("GET", "/segments/{g}", "manager"),
+    ("GET", "/segments/{g}/members.csv", "manager"),
+    ("GET", "/catalog", "manager"),
     ("GET", "/admin/staff", "admin"),
     ("POST", "/admin/staff", "admin"),
     ("POST", "/admin/staff/{s}", "admin"),
@@ -53,7 +56,7 @@ ROUTES = [
     ("POST", "/admin/apikeys", "admin"),
     ("POST", "/admin/apikeys/{k}/revoke", "admin"),
 ]
-STAFF_PREFIXES = ("/customers", "/flows", "/segments", "/admin")
+STAFF_PREFIXES = ("/customers", "/flows", "/segments", "/catalog", "/admin")
 
 
 def sent_mail(app: App) -> tuple[int, int]:
@@ -69,7 +72,7 @@ def sent_mail(app: App) -> tuple[int, int]:
 
 def test_every_staff_route_is_in_the_role_table(app: App) -> None:
     listed = {(method, path.format(c="{customer_id}", m="{message_id}", s="{staff_id}",
-                                   k="{prefix}", f="{name}", x="{key:path}"))
+                                   k="{prefix}", f="{name}", x="{key:path}", g="{name}"))
               for method, path, _ in ROUTES}
     found = {(method, route.path) for route in _flat(create_app(app).routes)
              for method in getattr(route, "methods", None) or ()
@@ -98,7 +101,8 @@ def test_each_role_is_refused_every_page_and_action_above_it(app: App, web: Test
         prefix = create_key(conn, "shop", ["orders:write"], T0).split("_")[1]
     before = _state(app)
     for method, template, needed in ROUTES:
-        path = template.format(c=cid, m=mid, s=ids["support"], k=prefix, f="thank_you", x=cid)
+        path = template.format(c=cid, m=mid, s=ids["support"], k=prefix, f="thank_you", x=cid,
+                               g="new")
         anonymous = TestClient(web.app).request(method, path, follow_redirects=False)
         assert anonymous.status_code == 303 and anonymous.headers["location"].startswith(
             "/login"), path
@@ -218,9 +222,9 @@ def test_the_segments_page_lists_sizes_now_and_over_time(app: App, web: TestClie
     account(app, "max@shop.example", "manager")
     page = logged_in(web, "max@shop.example").get("/segments", params={"days": 7})
     assert page.status_code == 200 and "<svg" in page.text
-    assert '<td>New <code class="note">new</code></td><td>retention</td><td class="n">1</td>' \
-        in page.text  # in words, with the name flows use
-    assert "Can&#39;t lose them (RFM) <code" in page.text
+    assert ('<td><a href="/segments/new">New</a> <code class="note">new</code></td>'
+            '<td>retention</td><td class="n">1</td>') in page.text  # in words, with the name
+    assert "Can&#39;t lose them (RFM)</a> <code" in page.text  # flows use
     assert ">RFM segments</h3>" in page.text and "Rfm" not in page.text  # the chart's heading
 
 

@@ -212,18 +212,20 @@ def statements(conn: Connection) -> Iterator[list[str]]:
         event.remove(conn, "before_cursor_execute", record)
 
 
-def test_a_batch_of_mails_loads_its_suggestions_in_one_query(conn: Connection) -> None:
+def test_a_batch_of_mails_loads_its_suggestions_in_the_same_few_queries_whatever_its_size(
+        conn: Connection) -> None:
     ids = a_shop(conn)
     refresh(conn)
     with statements(conn) as one:
         load_facts(conn, [ids["ann"]], [], AS_OF)
     with statements(conn) as seven:
         facts = load_facts(conn, list(ids.values()), [], AS_OF)
-    assert len(seven) == len(one) == 2  # orders, suggestions
+    # orders; then suggestions, best sellers, what they own, the products chosen
+    assert len(seven) == len(one) == 5
     assert len(facts.suggestions) == 7
     with statements(conn) as alone:
         load_suggestions(conn, list(ids.values()), AS_OF)
-    assert len(alone) == 1
+    assert len(alone) == 4
 
 
 def settings(**env: str):  # type: ignore[no-untyped-def]

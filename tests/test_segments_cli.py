@@ -9,8 +9,8 @@ from click.testing import CliRunner
 from lifecycle.cli import cli
 from lifecycle.segments.definitions import segment_words
 
-README_KEYS = {"customer_id", "email", "name", "timezone", "as_of", "metrics", "rfm",
-               "retention_stage", "advocacy", "segments", "stored_but_no_longer_true",
+README_KEYS = {"customer_id", "email", "name", "timezone", "attributes", "as_of", "metrics",
+               "rfm", "retention_stage", "advocacy", "segments", "stored_but_no_longer_true",
                "advocacy_segments"}
 
 

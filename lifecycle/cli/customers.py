@@ -90,6 +90,13 @@ def customer_erase(customer_id: str, yes: bool) -> None:
                + ", ".join(f"{name.replace('_', ' ')} {n}" for name, n in counts.items()) + ".")
 
 
+def attribute_text(value: Any) -> str:
+    """An attribute's value for people: text as it is, anything else as JSON."""
+    import json
+
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
 def days_ago(days: float | int) -> str:
     """``days`` whole days elapsed, in words: "today", "1 day ago", "12 days ago"."""
     whole = int(round(days))
@@ -107,6 +114,12 @@ def _print_customer(data: dict[str, Any]) -> None:
     title = f"{data['customer_id']}  {data['email'] or ''}  {data['name'] or ''}".strip()
     console.print(f"[bold]{title}[/bold]  (timezone {data['timezone'] or 'of the shop'})")
     console.print(f"As of {data['as_of']}")
+    if data["attributes"]:
+        console.print("Attributes:")
+        for name, value in data["attributes"].items():  # sorted by name
+            console.print(f"  {name}: {attribute_text(value)}", markup=False)
+    else:
+        console.print("Attributes: none")
     if m["order_count"]:
         console.print(
             f"Orders {m['order_count']}, spent {money(m['total_spend'], cur, locale)} "

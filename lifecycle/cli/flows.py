@@ -148,8 +148,22 @@ def _named_flow(app: Any, defs: Any, name: str) -> Any:
               help="How many mails to list (all are counted).")
 @click.option("--segment-every", default="1 day", show_default=True,
               help="How often segments are refreshed in the replay (segment-triggered flows).")
-def flows_simulate(flow: str, start: str, end: str, show: int, segment_every: str) -> None:
-    """Replay stored history through FLOW: who would get which mail when (nothing is sent)."""
+@click.option("--open-rate", default="0%", show_default=True,
+              help="Share of the mails opened: 40% or 0.4.")
+@click.option("--click-rate", default="0%", show_default=True,
+              help="Share of the mails clicked (each clicked mail is also opened, so at most "
+                   "the open rate): 8% or 0.08.")
+@click.option("--seed", default=1, show_default=True, type=int,
+              help="Seed of the opens and clicks drawn: the same seed gives the same replay.")
+def flows_simulate(flow: str, start: str, end: str, show: int, segment_every: str,
+                   open_rate: str, click_rate: str, seed: int) -> None:
+    """Replay stored history through FLOW: who would get which mail when (nothing is sent).
+
+    With --open-rate and --click-rate each mail is opened and clicked at random (seeded),
+    so branches and goals on opened and clicked take both paths; without them nobody
+    opens or clicks.  The report counts the customers left out (no marketing consent,
+    suppressed, frequency cap) and warns about branches and goals that cannot hold.
+    """
     import time as clock_time
     from zoneinfo import ZoneInfo
 
@@ -172,6 +186,10 @@ def flows_simulate(flow: str, start: str, end: str, show: int, segment_every: st
     first, last = parse_as_of(app, start), parse_as_of(app, end)
     if last <= first:
         raise Failure("--to must be after --from.")
+    opens, clicks = _rate("--open-rate", open_rate), _rate("--click-rate", click_rate)
+    if clicks > opens:
+        raise Failure(f"--click-rate ({click_rate}) cannot be higher than --open-rate "
+                      f"({open_rate}): a clicked mail is also opened.")
     started = clock_time.perf_counter()
     quiet = logging.getLogger("lifecycle.segments")
     level = quiet.level
@@ -180,7 +198,8 @@ def flows_simulate(flow: str, start: str, end: str, show: int, segment_every: st
         with app.engine.connect() as conn, conn.begin():  # read only
             result = simulate(conn, definition, defs, first, last, policies=policies,
                               default_tz=app.settings.timezone,
-                              segment_every=(first + step) - first)
+                              segment_every=(first + step) - first, open_rate=opens,
+                              click_rate=clicks, seed=seed)
     finally:
         quiet.setLevel(level)
     seconds = clock_time.perf_counter() - started
@@ -188,6 +207,16 @@ def flows_simulate(flow: str, start: str, end: str, show: int, segment_every: st
     console.print(f"Simulated {flow} from {first:%Y-%m-%d} to {last:%Y-%m-%d} in {seconds:.1f} s: "
                   f"{result.enrolled} enrolled, {len(result.mails)} mails, "
                   f"{result.capped} held back by the frequency cap. Nothing was sent or changed.")
+    mails = len(result.mails)  # the mails sent, each drawn once
+    if opens == 0:
+        console.print("Nobody opens or clicks in this simulation (the open and click rates are "
+                      "0): give --open-rate and --click-rate to draw opens and clicks.")
+    else:
+        console.print(f"Opens and clicks were drawn with seed {seed}: {result.opened} of {mails} "
+                      f"mails opened ({_percent(result.opened, mails)}), {result.clicked} "
+                      f"clicked ({_percent(result.clicked, mails)}).")
+        if clicks == 0:
+            console.print("Nobody clicks in this simulation (the click rate is 0).")
     if result.refreshes:
         console.print(f"Segments were refreshed {result.refreshes} times (every {segment_every}), "
                       f"as the scheduler does.")
@@ -207,3 +236,140 @@ def flows_simulate(flow: str, start: str, end: str, show: int, segment_every: st
     for outcome, count in result.outcomes.most_common():
         outcomes.add_row(outcome, str(count))
     console.print(outcomes)
+    left_out = Table("why", "customers", title="Customers left out")
+    for why in ("no marketing consent", "suppressed", "no email address", "frequency cap"):
+        left_out.add_row(why, str(result.left_out[why]))
+    console.print(left_out)
+    if result.branches:
+        branches = Table("branch", "condition held", "did not", title="Branches taken")
+        for step_id, (held, not_held) in result.branches.items():
+            branches.add_row(step_id, str(held), str(not_held))
+        console.print(branches)
+    for warning in result.warnings:
+        console.print(f"Warning: {warning}", markup=False)
+
+
+def _rate(option: str, value: str) -> float:
+    """A share from ``40%`` or ``0.4``, 0 to 1; a clear error otherwise."""
+    text = value.strip()
+    try:
+        share = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise Failure(f"{option}: {value!r} is not a rate; write it as 40% or 0.4.") from None
+    if not 0 <= share <= 1:
+        raise Failure(f"{option}: {value!r} is not between 0% and 100% (0 and 1).")
+    return share
+
+
+def _percent(part: int, whole: int) -> str:
+    return f"{100 * part / whole:.1f}%" if whole else "-"
+
+
+@flows.command("show")
+@click.argument("flow")
+@click.option("--days", default=90, show_default=True, type=click.IntRange(1, 730),
+              help="Count the mails decided in this many days (today included).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a tree.")
+def flows_show(flow: str, days: int, as_json: bool) -> None:
+    """Print FLOW as its page draws it: the trigger, goals and each step in the order of the
+    file, where each goes, and each step's figures — customers waiting at it now, its mails
+    sent, failed (with the most common reasons) and skipped (and why).  A file with problems
+    is shown as written, each problem on its step, and the command exits with status 1."""
+    import json
+    from datetime import timedelta
+
+    from rich.text import Text
+    from rich.tree import Tree
+
+    from lifecycle.flows.definitions import Context, load_flow
+    from lifecycle.flows.diagram import (
+        KIND_WORDS,
+        boxes_of_file,
+        boxes_of_flow,
+        outline,
+        problems_by_box,
+        trigger_words,
+    )
+    from lifecycle.flows.figures import flow_status, last_days, recent_failures, step_figures
+    from lifecycle.flows.states import effective_statuses
+    from lifecycle.yamlfile import InvalidFile, load
+
+    app = ready_app()
+    defs = segment_definitions(app)
+    path = app.settings.flows_dir / f"{flow}.yaml"
+    if not path.is_file():
+        raise Failure(f"no flow {flow!r}: {path} does not exist.")
+    problems: list[Any] = []
+    placed: dict[str, list[Any]] = {}
+    try:
+        definition = load_flow(path, Context.from_folders(app.settings.templates_dir,
+                                                          set(defs.all_names())))
+    except InvalidFile as exc:
+        problems = exc.problems
+        try:
+            located = load(path)
+        except InvalidFile:
+            located = None
+        boxes = boxes_of_file(located) if located is not None else []
+        if located is not None:
+            placed = problems_by_box(located, boxes, problems)
+        status, trigger = "invalid", None
+    else:
+        boxes = boxes_of_flow(definition)
+        status, trigger = flow_status(definition), trigger_words(definition.trigger)
+    now = app.clock.now()
+    start, end = last_days(now, days)
+    with app.engine.connect() as conn:
+        figures = step_figures(conn, flow, start, end)
+        failures = recent_failures(conn, flow, now)
+        if status != "invalid":  # the status in force: a manager's switch, else the file's
+            status = effective_statuses(conn, [definition])[flow].status
+    steps = outline(boxes, figures, placed)
+    if as_json:
+        click.echo(json.dumps({
+            "flow": flow, "status": status, "trigger": trigger, "in_the_flow_now": figures.active,
+            "from": start.isoformat(), "to": end.isoformat(),
+            "failed_last_24_hours": {"mails": failures.count, "reasons": [
+                {"reason": r, "mails": n} for r, n in failures.reasons]},
+            "steps": steps, "problems": [str(p) for p in problems]}, indent=2))
+    else:
+        console = Console(highlight=False)
+        console.print(Text(f"{flow}: {status}" + (f", when {trigger}" if trigger else "")
+                           + f"; {figures.active} customers in it now. Mails decided "
+                           f"{start:%Y-%m-%d} to {end - timedelta(days=1):%Y-%m-%d} (UTC)."))
+        if failures.count:
+            why, n = failures.reasons[0]
+            console.print(Text(f"{failures.count} mails of this flow failed in the last 24 hours; "
+                               f"the most common reason: {why} ({n}).", style="bold red"))
+        tree = Tree(Text(flow, style="bold"))
+        for item in steps:
+            head = KIND_WORDS.get(item["kind"], item["kind"]).split(" (")[0]
+            if item["kind"] not in ("trigger", "goals", "end"):
+                head += f" · {item['key']}"
+            node = tree.add(Text(f"{head}: {item['words']}"))
+            if item["edges"]:
+                node.add(Text(", ".join(f"{e['label']} → {e['to']}" for e in item["edges"])))
+            numbers = item["figures"] or {}
+            shown = [f"{k.replace('_', ' ')} {v}" for k, v in numbers.items()
+                     if not k.endswith("_reasons") and k not in (
+                         "waiting", "sent", "failed", "skipped", "not_sent_yet")]
+            if numbers.get("waiting"):
+                shown.append(f"waiting now {numbers['waiting']}")
+            if "sent" in numbers and (item["kind"] == "send" or numbers["sent"]
+                                      or numbers["failed"] or numbers["skipped"]):
+                shown += [f"{k} {numbers[k]}" for k in ("sent", "failed", "skipped")]
+                if numbers["not_sent_yet"]:
+                    shown.append(f"not sent yet {numbers['not_sent_yet']}")
+            if shown:
+                node.add(Text(" · ".join(shown)))
+            for label in ("failed", "skipped"):
+                for reason in numbers.get(f"{label}_reasons", []):
+                    node.add(Text(f"{label} {reason['mails']}: {reason['reason']}",
+                                  style="red" if label == "failed" else ""))
+            for problem in item["problems"]:
+                node.add(Text(f"problem: {problem}", style="bold red"))
+        console.print(tree)
+        for problem in problems if not steps else ():
+            click.echo(str(problem), err=True)
+    if problems:
+        raise SystemExit(1)

@@ -1,4 +1,9 @@
-"""``lifecycle import``: purchase history from CSV or JSON Lines."""
+"""``lifecycle import``: purchase history from CSV or JSON Lines.
+
+Exit status: 0 when every row went in whole, :data:`INCOMPLETE` (3) when rows were skipped or
+values left out (the summary counts them by reason), 1 when ``--strict`` stopped at a bad row,
+2 when the file cannot be read at all.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from lifecycle.cli.base import (
     Failure,
@@ -23,12 +29,31 @@ from lifecycle.cli.base import (
     stderr,
 )
 
+#: Exit status of an import that skipped rows or left values out (the rest went in).
+INCOMPLETE = 3
+
+
+def _reasons_table(title: str, reasons: Any) -> Table:
+    table = Table(title=title)
+    table.add_column("reason")
+    table.add_column("rows", justify="right")
+    for reason, rows in sorted(reasons.items(), key=lambda item: (-item[1], item[0])):
+        table.add_row(Text(reason), str(rows))
+    return table
+
 
 def _import(kind: str, file: str, fmt: str | None, strict: bool, timezone: str | None,
-            currency: str | None, refresh: bool = False) -> None:
+            currency: str | None, refresh: bool = False, as_json: bool = False) -> None:
+    import json
     import time
 
-    from lifecycle.imports import ImportAborted, ImportIssue, import_records
+    from lifecycle.flows.service import catalogue
+    from lifecycle.imports import (
+        ImportAborted,
+        ImportIssue,
+        date_trigger_attributes,
+        import_records,
+    )
     from lifecycle.imports.rows import Defaults
     from lifecycle.imports.source import SourceError, open_source
     from lifecycle.orders import IMPORT_REFRESH_SHARE, refresh_imported
@@ -45,6 +70,7 @@ def _import(kind: str, file: str, fmt: str | None, strict: bool, timezone: str |
         raise Failure(str(exc)) from None
     err = stderr()
     show_progress = err.is_terminal
+    dates = date_trigger_attributes(catalogue(app).flows.values()) if kind == "customers" else ()
 
     def on_issue(issue: ImportIssue) -> None:
         err.print(str(issue), markup=False, soft_wrap=True)
@@ -60,7 +86,7 @@ def _import(kind: str, file: str, fmt: str | None, strict: bool, timezone: str |
                     conn, kind, source.records(lambda n: progress.advance(task, n)),
                     source_name=source.name,
                     defaults=Defaults(zone_name, (currency or app.settings.currency).upper()),
-                    strict=strict, clock=app.clock, on_issue=on_issue)
+                    strict=strict, clock=app.clock, on_issue=on_issue, date_attributes=dates)
                 how, report, started = "off", None, time.perf_counter()
                 if refresh and kind == "orders":
                     how, report = refresh_imported(conn, lambda: definitions(app), app.clock,
@@ -74,6 +100,22 @@ def _import(kind: str, file: str, fmt: str | None, strict: bool, timezone: str |
         raise Failure(str(exc)) from None
     finally:
         source.close()
+    if as_json:
+        summary: dict[str, Any] = {
+            "kind": kind, "file": source.name,
+            **{c: getattr(result, c) for c in ("read", "inserted", "updated", "unchanged",
+                                               "skipped")},
+            "skipped_by_reason": dict(result.skipped_reasons.most_common()),
+            "left_out": result.left_out,
+            "left_out_by_reason": dict(result.left_out_reasons.most_common()),
+            "exit_status": 0 if result.complete else INCOMPLETE}
+        if kind == "orders":
+            summary.update(customers_created=result.customers_created,
+                           announced=result.announced, status_changes=result.status_changes)
+        click.echo(json.dumps(summary, indent=2, ensure_ascii=False))
+        if not result.complete:
+            raise SystemExit(INCOMPLETE)
+        return
     table = Table(title=f"Imported {kind} from {source.name}")
     for column in ("read", "inserted", "updated", "unchanged", "skipped"):
         table.add_column(column, justify="right")
@@ -81,6 +123,12 @@ def _import(kind: str, file: str, fmt: str | None, strict: bool, timezone: str |
                                                         "skipped")))
     console = Console()
     console.print(table)
+    if result.skipped_reasons:
+        console.print(_reasons_table(f"Skipped rows ({result.skipped}) by reason",
+                                     result.skipped_reasons))
+    if result.left_out_reasons:
+        console.print(_reasons_table(f"Rows imported with a value left out ({result.left_out}) "
+                                     "by reason", result.left_out_reasons))
     if kind == "orders" and result.customers_created:
         console.print(f"{result.customers_created} customers named in the file were not known "
                       "and were created with what the file says.")
@@ -118,6 +166,11 @@ def _import(kind: str, file: str, fmt: str | None, strict: bool, timezone: str |
         }
         if changed and how in said:
             console.print(said[how], style="yellow" if how == "invalid" else None)
+    if not result.complete:
+        err.print(f"Not everything went in (exit status {INCOMPLETE}): the lines above name the "
+                  "rows; fix them and import the file again (what went in stays unchanged).",
+                  markup=False, soft_wrap=True)
+        raise SystemExit(INCOMPLETE)
 
 
 @cli.group("import")
@@ -134,6 +187,8 @@ _import_options = [
     click.option("--timezone", help="Zone of times without an offset (default LIFECYCLE_TIMEZONE)."),
     click.option("--currency", help="Currency of orders whose row names none (default "
                  "LIFECYCLE_CURRENCY, the shop's reporting currency)."),
+    click.option("--json", "as_json", is_flag=True,
+                 help="Print the summary as JSON (keys: see the README)."),
 ]
 
 
@@ -146,9 +201,10 @@ def _with_import_options(fn: Any) -> Any:
 @import_group.command("customers")
 @_with_import_options
 def import_customers(file: str, fmt: str | None, strict: bool, timezone: str | None,
-                     currency: str | None) -> None:
-    """Upsert customers by customer_id (columns: see the README)."""
-    _import("customers", file, fmt, strict, timezone, currency)
+                     currency: str | None, as_json: bool) -> None:
+    """Upsert customers by customer_id (columns: see the README); a row without an email
+    updates a known customer only.  Exit status 3 when rows were skipped or values left out."""
+    _import("customers", file, fmt, strict, timezone, currency, as_json=as_json)
 
 
 @import_group.command("orders")
@@ -156,7 +212,8 @@ def import_customers(file: str, fmt: str | None, strict: bool, timezone: str | N
 @click.option("--no-refresh", "refresh", is_flag=True, default=True, flag_value=False,
               help="Leave the segments of the customers to the next full refresh.")
 def import_orders(file: str, fmt: str | None, strict: bool, timezone: str | None,
-                  currency: str | None, refresh: bool) -> None:
+                  currency: str | None, as_json: bool, refresh: bool) -> None:
     """Upsert orders by order_id; unknown customers are created; then the segments of the
-    customers whose completed orders changed are refreshed (unless --no-refresh)."""
-    _import("orders", file, fmt, strict, timezone, currency, refresh)
+    customers whose completed orders changed are refreshed (unless --no-refresh).  Exit
+    status 3 when rows were skipped."""
+    _import("orders", file, fmt, strict, timezone, currency, refresh, as_json)

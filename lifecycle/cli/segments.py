@@ -1,15 +1,15 @@
-"""``lifecycle segments``: validate, refresh and list segments."""
+"""``lifecycle segments``: validate, refresh and list segments, list or export members."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import click
 from rich.console import Console
 from rich.table import Table
 
 from lifecycle.cli.base import (
+    Failure,
     cli,
     customer_by_id,
     load_app,
@@ -83,6 +83,7 @@ def segments_list() -> None:
     from sqlalchemy import func, select
 
     from lifecycle.models import SegmentMembership
+    from lifecycle.segments.members import describe
 
     app = ready_app()
     defs = segment_definitions(app)
@@ -95,31 +96,45 @@ def segments_list() -> None:
     for column in ("family", "segment", "customers", "definition"):
         table.add_column(column, justify="right" if column == "customers" else "left")
     for name in defs.all_names():
-        table.add_row(defs.family(name), name, str(sizes.get(name, 0)), _describe(defs, name))
+        table.add_row(defs.family(name), name, str(sizes.get(name, 0)), describe(defs, name))
     Console().print(table)
 
 
-def _describe(defs: Any, name: str) -> str:
-    ret, adv = defs.retention, defs.advocacy
-    text = {
-        "prospect": "no completed order yet",
-        "new": "one completed order",
-        "repeat": "two completed orders or more",
-        "loyal": f"{ret.loyal_min_orders} completed orders or more",
-        "vip": f"top {ret.vip_top_percent:g}% by total spend, {ret.vip_min_orders}+ orders",
-        "at_risk": f"days since last order > {ret.at_risk_factor:g} x own median gap",
-        "lapsed": f"last order more than {ret.lapsed_days} days ago",
-        "churned": f"last order more than {ret.churned_days} days ago",
-        "promoter": f"latest NPS 9-10 within {adv.nps_window_days} days",
-        "passive": f"latest NPS 7-8 within {adv.nps_window_days} days",
-        "detractor": f"latest NPS 0-6 within {adv.nps_window_days} days",
-        "reviewer": f"left a review within {adv.review_window_days} days",
-        "referrer": f"referred someone within {adv.referral_window_days} days",
-    }
-    if name in text:
-        return text[name]
-    if name.startswith("rfm_"):
-        cells = [f"R{r[0]}-{r[1]}/FM{fm[0]}-{fm[1]}" for rule in defs.rfm.segments
-                 if f"rfm_{rule.name}" == name for r, fm in [(rule.r, rule.fm)]]
-        return "RFM " + ", ".join(cells)
-    return next((c.description for c in defs.custom if c.name == name), "")
+@segments.command("members")
+@click.argument("name")
+@click.option("--csv", "as_csv", is_flag=True,
+              help="CSV with a header line (customer_id, external_id, email, name, joined_at).")
+@click.option("--limit", type=click.IntRange(min=1), help="At most this many members.")
+def segments_members(name: str, as_csv: bool, limit: int | None) -> None:
+    """The customers in segment NAME now, by row id: a table, or CSV for a spreadsheet.
+
+    A CSV cell starting with = + - @, a tab or a carriage return gets a ' in front, so a
+    spreadsheet does not run it as a formula."""
+    import csv
+    import sys
+
+    from lifecycle.segments.definitions import segment_words
+    from lifecycle.segments.members import COLUMNS, all_members, member_count
+
+    app = ready_app()
+    defs = segment_definitions(app)
+    if name not in defs.all_names():
+        raise Failure(f"no segment {name!r} in {defs.file}; `lifecycle segments list` "
+                      "names them all.")
+    with app.engine.connect() as conn:
+        if as_csv:
+            writer = csv.writer(sys.stdout, lineterminator="\n")
+            writer.writerow(COLUMNS)
+            for member in all_members(conn, name, limit):
+                writer.writerow(member.row())
+            return
+        total = member_count(conn, name)
+        members = list(all_members(conn, name, limit))
+    table = Table(title=f"{segment_words(name)} ({name}): {total} customers"
+                  + (f", the first {len(members)}" if len(members) < total else ""))
+    for column in ("customer_id", "external_id", "email", "name", "joined (UTC)"):
+        table.add_column(column, overflow="fold")  # an address cut short is no use
+    for m in members:
+        table.add_row(str(m.id), m.external_id, m.email or "", m.name or "",
+                      f"{m.joined_at:%Y-%m-%d %H:%M}")
+    Console(highlight=False).print(table)

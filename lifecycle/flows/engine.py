@@ -15,6 +15,7 @@ import functools
 import hashlib
 import logging
 from collections import Counter
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
@@ -59,6 +60,30 @@ class Policies:
     #: Two capped marketing flows never mail one customer on the same local day: the
     #: higher priority (then the earlier) keeps the day, the other moves to the next.
     one_per_day: bool = True
+
+
+@dataclass
+class Watch:
+    """What a simulation learns from the engine that the tables do not keep.
+
+    Set :data:`WATCH` to one while the engine runs (the simulation does): enrolments
+    refused for consent or a suppression, and which way each branch went.
+    """
+
+    #: why -> the customers refused enrolment for it ("no marketing consent", "suppressed",
+    #: "no email address")
+    refused: dict[str, set[int]] = field(default_factory=dict)
+    #: (flow, branch step, whether its condition held) -> how many times
+    branches: Counter[tuple[str, str, bool]] = field(default_factory=Counter)
+
+
+WATCH: ContextVar[Watch | None] = ContextVar("lifecycle_flow_watch", default=None)
+
+
+def _refused(customer_id: int, why: str) -> None:
+    watch = WATCH.get()
+    if watch is not None:
+        watch.refused.setdefault(why, set()).add(customer_id)
 
 
 @dataclass
@@ -187,8 +212,11 @@ def enroll(conn: Connection, flow: Flow, customer_id: int, trigger_key: str, now
         return None
     marketing = flow.kind == "marketing"
     if marketing and not customer.marketing_consent:
+        _refused(customer_id, "no marketing consent")
         return None
-    if _suppressed(conn, customer.email, marketing):
+    why = _suppressed(conn, customer.email, marketing)
+    if why:
+        _refused(customer_id, "no email address" if not customer.email else "suppressed")
         return None
     if flow.reentry != "every_time":
         active, last = conn.execute(sql.history, {"flow": flow.name,
@@ -368,7 +396,11 @@ def _turn(conn: Connection, t: _Turn, policies: Policies, marketing: dict[str, i
             report.capped += 1 - sent
             index += 1
         elif isinstance(action, Branch):
-            target = action.then if t.holds(action.condition) else action.otherwise
+            held = t.holds(action.condition)
+            watch = WATCH.get()
+            if watch is not None:
+                watch.branches[(flow.name, step_id, held)] += 1
+            target = action.then if held else action.otherwise
             if target == "exit":
                 _finish(conn, e.id, EnrollmentStatus.COMPLETED, now, step_id,
                         reason=f"branch {step_id}")

@@ -54,6 +54,8 @@ class Notice:
     file: str
     problems: tuple[Problem, ...]
     instead: str
+    #: The flow, when the file is a flow file.
+    flow: str | None = None
 
 
 @dataclass
@@ -106,7 +108,7 @@ def configuration(app: App) -> Configuration:
             except InvalidFile:
                 instead = ("the flow does not run: its last valid version no longer passes "
                            "the checks either")
-        notices.append(Notice(str(path), tuple(problems), instead))
+        notices.append(Notice(str(path), tuple(problems), instead, path.stem))
     _log(notices)
     return Configuration(flows, policies, segments, notices, texts)
 

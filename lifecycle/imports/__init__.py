@@ -7,11 +7,19 @@ timeline as ``order_placed`` (channel :data:`HISTORY` for imports: no flow
 triggers).  Bad records are reported through ``on_issue`` as
 ``FILE:LINE: reason`` and skipped; with ``strict`` the first one raises
 :class:`ImportAborted` and the caller's rollback leaves nothing written.
+
+A customer row without an email updates a known customer and is skipped
+otherwise ("unknown customer and no email to create one").  The attributes
+named in ``date_attributes`` (those flows' date triggers read) must be dates
+(``YYYY-MM-DD`` or ``MM-DD``): a bad one is reported and left out, the rest of
+its row imported.  The result counts the skipped rows, and the rows with a
+value left out, by reason.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections import Counter
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,12 +27,23 @@ from sqlalchemy import Connection
 
 from lifecycle.clock import Clock, system_clock
 from lifecycle.imports import loader
-from lifecycle.imports.rows import Defaults, RowError, customer_row, order_row
+from lifecycle.imports.rows import (
+    Defaults,
+    RowError,
+    check_dates,
+    customer_row,
+    order_row,
+    reason_kind,
+)
 from lifecycle.imports.source import BadRecord, Record
 
 KINDS = ("customers", "orders")
 #: The channel of touchpoints written by an import: history, which fires no flow triggers.
 HISTORY = "import"
+#: The reason a customer row without an email is skipped when its customer is not known.
+UNKNOWN_NO_EMAIL = "unknown customer and no email to create one"
+#: The reason counted for an earlier copy of an id that appears again in the file.
+REPEATED = "the id appears again later in the file (the later line is imported)"
 
 
 @dataclass(frozen=True)
@@ -32,6 +51,10 @@ class ImportIssue:
     source: str
     line: int
     reason: str
+    #: The reason without the row's values, by which rows are counted (:func:`reason_kind`).
+    kind: str = ""
+    #: Whether the row was skipped (else it was imported with a value left out).
+    skipped: bool = True
 
     def __str__(self) -> str:
         return f"{self.source}:{self.line}: {self.reason}"
@@ -65,6 +88,17 @@ class ImportResult:
     status_changes: int = 0
     customers_changed: int = 0
     issues: list[ImportIssue] = field(default_factory=list)
+    #: Skipped rows by reason (:attr:`ImportIssue.kind`), most frequent first when listed.
+    skipped_reasons: Counter[str] = field(default_factory=Counter)
+    #: Rows imported with a value left out (a date attribute that is not a date), and by reason
+    #: (a row with two bad dates counts once in ``left_out`` and under each reason).
+    left_out: int = 0
+    left_out_reasons: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def complete(self) -> bool:
+        """Whether every row went in whole: none skipped, no value left out."""
+        return not self.skipped and not self.left_out
 
 
 def import_records(
@@ -78,8 +112,12 @@ def import_records(
     clock: Clock = system_clock,
     on_issue: Callable[[ImportIssue], None] | None = None,
     channel: str = HISTORY,
+    date_attributes: Collection[str] = (),
 ) -> ImportResult:
     """Import ``records`` of ``kind`` (customers or orders) in ``conn``'s transaction.
+
+    ``date_attributes`` (customers): the attributes that must be dates, those the flows' date
+    triggers read (:func:`date_trigger_attributes`).
 
     Orders put each completed order on the timeline (``order_placed``) on ``channel``:
     :data:`HISTORY` for imported history (no flow triggers), ``shop`` for live orders.
@@ -89,10 +127,15 @@ def import_records(
     defaults = defaults or Defaults()
     result = ImportResult(kind)
     validate = customer_row if kind == "customers" else order_row
+    dates = frozenset(date_attributes) if kind == "customers" else frozenset()
 
-    def report(line: int, reason: str) -> None:
-        issue = ImportIssue(source_name, line, reason)
-        result.skipped += 1
+    def report(line: int, reason: str, why: str | None = None, skipped: bool = True) -> None:
+        issue = ImportIssue(source_name, line, reason, why or reason_kind(reason), skipped)
+        if skipped:
+            result.skipped += 1
+            result.skipped_reasons[issue.kind] += 1
+        else:
+            result.left_out_reasons[issue.kind] += 1
         result.issues.append(issue)
         if on_issue is not None:
             on_issue(issue)
@@ -108,13 +151,27 @@ def import_records(
             try:
                 row = validate(record.fields, defaults)
             except RowError as exc:
-                report(record.line, str(exc))
+                report(record.line, str(exc), exc.kind)
                 continue
+            if dates:
+                left_out = check_dates(row["attributes"], dates)
+                if left_out:
+                    result.left_out += 1
+                for problem in left_out:
+                    report(record.line, str(problem), problem.kind, skipped=False)
             row["line"] = record.line
             yield row
 
     _stage_and_merge(conn, kind, good_rows(), result, report, clock, channel)
     return result
+
+
+def date_trigger_attributes(flows: Iterable[Any]) -> frozenset[str]:
+    """The attributes the date triggers of ``flows`` read (``trigger: {date: {attribute:
+    birthday}}``): an import checks that their values are dates."""
+    return frozenset(
+        flow.trigger.options["attribute"] for flow in flows
+        if flow.trigger.kind == "date" and isinstance(flow.trigger.options.get("attribute"), str))
 
 
 def import_rows(
@@ -136,7 +193,7 @@ def import_rows(
             result.read += 1
             yield row
 
-    def report(line: int, reason: str) -> None:
+    def report(line: int, reason: str, why: str | None = None) -> None:
         raise ValueError(f"generated row {line}: {reason}")
 
     _stage_and_merge(conn, kind, count(rows), result, report, clock, HISTORY)
@@ -167,7 +224,7 @@ def _stage_and_merge(
     kind: str,
     rows: Iterable[dict[str, Any]],
     result: ImportResult,
-    report: Callable[[int, str], None],
+    report: Callable[[int, str, str], None],
     clock: Clock,
     channel: str,
 ) -> None:
@@ -180,7 +237,11 @@ def _stage_and_merge(
     for line, external_id, kept in loader.take_duplicates(conn, table):
         staged -= 1
         report(line, f"{id_column} {external_id!r} appears again on line {kept}; "
-                     "the later line is imported")
+                     "the later line is imported", REPEATED)
+    if kind == "customers":
+        for line, _external_id in loader.take_unknown_without_email(conn, table):
+            staged -= 1
+            report(line, UNKNOWN_NO_EMAIL, UNKNOWN_NO_EMAIL)
     now = clock.now()
     if kind == "customers":
         result.inserted, result.updated = loader.merge_customers(conn, table, now)

@@ -382,3 +382,19 @@ def record_status_changes(conn: Connection, table: Table, now: datetime, channel
         WHERE o.status <> s.status AND (o.status = 'completed' OR EXISTS (
             SELECT 1 FROM touchpoints AS t WHERE t.source_key = {_order_key('o.external_id')}))"""),
         {"now": now, "channel": channel}).rowcount
+
+
+def take_unknown_without_email(conn: Connection, table: Table) -> list[tuple[int, str]]:
+    """The staged customers without an email that the database does not know: ``(line,
+    external id)`` in line order, taken out of ``table`` (an email is needed to create a
+    customer, not to update one)."""
+    found = conn.execute(text(f"""
+        SELECT s.line, s.external_id FROM {table.name} AS s
+        WHERE s.email IS NULL AND NOT EXISTS (
+            SELECT 1 FROM customers AS c WHERE c.external_id = s.external_id)
+        ORDER BY s.line""")).all()
+    if found:
+        conn.execute(text(f"""
+            DELETE FROM {table.name} WHERE email IS NULL AND NOT EXISTS (
+                SELECT 1 FROM customers AS c WHERE c.external_id = {table.name}.external_id)"""))
+    return [(row.line, row.external_id) for row in found]

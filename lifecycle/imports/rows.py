@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
@@ -49,7 +50,34 @@ _FALSE = {"0", "false", "no", "n", "f"}
 
 
 class RowError(ValueError):
-    """The row cannot be imported; the message says why."""
+    """The row cannot be imported; the message says why.
+
+    ``kind`` is the reason without the row's values (``email is not a valid address``), by
+    which an import's summary counts its skipped rows; by default it is made from the message
+    (:func:`reason_kind`).
+    """
+
+    def __init__(self, message: str, kind: str | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind or reason_kind(message)
+
+
+_QUOTED = re.compile(r"""\s*(?:'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")""")
+_DETAIL = re.compile(r"\s*\([^()]*\)$")
+_FIELDS = re.compile(r"^\d+ fields but the header has \d+$")
+
+
+def reason_kind(reason: str) -> str:
+    """A reason without the values of its row, to count rows by: quoted values, item numbers
+    and a closing remark in brackets go (``items[2].url 'javascript:…' is not an http(s) URL``
+    is counted as ``items[n].url is not an http(s) URL``)."""
+    if _FIELDS.match(reason):
+        return "more fields than the header"
+    if reason.startswith("not readable as CSV"):
+        return "not readable as CSV"
+    kind = _DETAIL.sub("", _QUOTED.sub("", reason))
+    kind = re.sub(r"\[\d+\]", "[n]", kind).replace(": is ", " is ")
+    return kind.strip() or reason
 
 
 @dataclass(frozen=True)
@@ -211,7 +239,7 @@ def customer_row(fields: dict[str, Any], defaults: Defaults) -> dict[str, Any]:
         attributes[key] = value
     return {
         "external_id": _required(fields, "customer_id"),
-        "email": _email(fields, required=True),
+        "email": _email(fields, required=False),  # needed to create a customer only (the loader)
         "first_name": _text(fields, "first_name"),
         "last_name": _text(fields, "last_name"),
         "timezone": _timezone(fields),
@@ -220,6 +248,76 @@ def customer_row(fields: dict[str, Any], defaults: Defaults) -> dict[str, Any]:
         "marketing_consent": _consent(fields),
         "attributes": attributes,
     }
+
+
+_ISO_DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
+_MONTH_DAY = re.compile(r"^(\d{2})-(\d{2})$")
+_YEAR_FIRST = re.compile(r"^(\d{4})[-./](\d{1,2})[-./](\d{1,2})(?:[T ].*)?$")
+_YEAR_LAST = re.compile(r"^(\d{1,2})([-./])(\d{1,2})\2(\d{4})$")
+#: The year a month-day (``MM-DD``) is checked in: a leap year, so that ``02-29`` is a date.
+_LEAP_YEAR = 2000
+
+
+def _real(year: int, month: int, day: int) -> str | None:
+    try:
+        return date(year, month, day).isoformat()
+    except ValueError:
+        return None
+
+
+def _date_hint(text: str) -> str:
+    """What a date written otherwise probably means, as `` (did you mean 1990-12-05?)``:
+    year first (``1990/12/5``), or day first with dots (``05.12.1990``, as in Germany), or with
+    slashes or dashes when one of the numbers is above 12 (``25/12/1990``, ``12/25/1990``);
+    two readings when both are possible (``05/12/1990``)."""
+    found: list[str] = []
+    if match := _YEAR_FIRST.match(text):
+        found = [_real(int(match[1]), int(match[2]), int(match[3])) or ""]
+    elif match := _YEAR_LAST.match(text):
+        first, sep, second, year = int(match[1]), match[2], int(match[3]), int(match[4])
+        if sep == "." or first > 12:
+            found = [_real(year, second, first) or ""]
+        elif second > 12:
+            found = [_real(year, first, second) or ""]
+        else:
+            found = [_real(year, second, first) or "", _real(year, first, second) or ""]
+    found = [f for f in dict.fromkeys(found) if f]
+    return f" (did you mean {' or '.join(found)}?)" if found else ""
+
+
+def date_value(value: Any) -> str | None:
+    """``value`` as a date attribute is kept (``YYYY-MM-DD`` or ``MM-DD``, a real date,
+    surrounding spaces dropped), or None if it is not one."""
+    if type(value) is not str:
+        return None
+    text = value.strip()
+    if match := _ISO_DATE.match(text):
+        return text if _real(int(match[1]), int(match[2]), int(match[3])) else None
+    if match := _MONTH_DAY.match(text):
+        return text if _real(_LEAP_YEAR, int(match[1]), int(match[2])) else None
+    return None
+
+
+def check_dates(attributes: dict[str, Any], names: Collection[str]) -> list[RowError]:
+    """Check the attributes ``names`` (those a flow's date trigger reads) of a row: a value
+    that is not a date written ``YYYY-MM-DD`` or ``MM-DD`` is taken out of ``attributes`` (the
+    rest of the row is kept); one error for each, naming the value and what it may mean."""
+    problems: list[RowError] = []
+    for name in sorted(names):
+        if name not in attributes or attributes[name] is None:
+            continue
+        value = attributes[name]
+        clean = date_value(value)
+        if clean is not None:
+            attributes[name] = clean
+            continue
+        del attributes[name]
+        hint = _date_hint(value.strip()) if isinstance(value, str) else ""
+        problems.append(RowError(
+            f"{name} {value!r} is not a date written YYYY-MM-DD or MM-DD{hint}; it was left "
+            "out and the rest of the row imported",
+            kind=f"{name} is not a date written YYYY-MM-DD or MM-DD (left out)"))
+    return problems
 
 
 def _items(fields: dict[str, Any]) -> list[dict[str, Any]]:

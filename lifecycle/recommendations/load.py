@@ -12,8 +12,9 @@ refresh), the rest are the best sellers (most distinct buyers, then SKU) among t
 :data:`POPULAR` first that they do not own: a safe suggestion beats an empty block.
 Before the first full refresh there are no products and so no suggestions.
 
-The query reads a few indexed rows per customer: the scoring is done once per
-refresh, not once per mail.
+A batch's queries read a few indexed rows per customer (and the lines of its
+customers' orders, for what they own): the scoring is done once per refresh, the
+ranking of a few candidates per customer here, not in SQL.
 """
 
 from __future__ import annotations
@@ -73,74 +74,97 @@ def _decimal(value: str | None) -> Decimal | None:
         return None
 
 
-def _owns(pg: bool, customer: str, sku: str) -> str:
-    """SQL: the customer has ``sku`` in an order that counts as owning it (no set-returning
-    function on PostgreSQL: JSON containment of the orders of one customer)."""
+def _in_ids(pg: bool, name: str = "ids") -> str:
+    """SQL: among ``:name`` (on PostgreSQL one array parameter, so the statement's text is the
+    same for any batch and the driver parses it once)."""
+    return f"= ANY(CAST(:{name} AS {'bigint' if name == 'ids' else 'text'}[]))" if pg \
+        else f"IN :{name}"
+
+
+def _owned_sql(pg: bool) -> str:
+    """SQL: the pairs (customer, SKU) among ``:ids`` × ``:skus`` where the customer has the SKU in
+    an order that counts as owning it up to ``:as_of`` (read out of the orders' JSON items)."""
     statuses = ", ".join(f"'{s}'" for s in OWNING)
     if pg:
-        has = f"o.items @> jsonb_build_array(jsonb_build_object('sku', {sku}))"
+        sku = "(e.item ->> 'sku')"
+        source = ("orders AS o CROSS JOIN LATERAL jsonb_array_elements(CASE WHEN "
+                  "jsonb_typeof(o.items) = 'array' THEN o.items ELSE '[]'::jsonb END) AS e(item)")
     else:
-        has = (f"EXISTS (SELECT 1 FROM json_each(o.items) AS e "
-               f"WHERE json_extract(e.value, '$.sku') = {sku})")
-    # (o.customer_id IN the batch as well: the planner then reads the batch's orders by
-    # their index rather than hashing every order)
-    return (f"EXISTS (SELECT 1 FROM orders AS o WHERE o.customer_id = {customer} "
-            f"AND o.customer_id {_in_ids(pg)} "
-            f"AND o.status IN ({statuses}) AND o.ordered_at <= :as_of AND {has})")
+        sku = "CAST(json_extract(e.value, '$.sku') AS TEXT)"
+        source = "orders AS o, json_each(CASE WHEN json_type(o.items) = 'array' THEN o.items " \
+                 "ELSE '[]' END) AS e"
+    return (f"SELECT DISTINCT o.customer_id, {sku} AS sku FROM {source} "
+            f"WHERE o.customer_id {_in_ids(pg)} AND o.status IN ({statuses}) "
+            f"AND o.ordered_at <= :as_of AND {sku} {_in_ids(pg, 'skus')}")
 
 
-def _in_ids(pg: bool) -> str:
-    """SQL: among the batch's customers, ``:ids`` (on PostgreSQL one array parameter, so the
-    statement's text is the same for any batch and the driver parses it once)."""
-    return "= ANY(CAST(:ids AS bigint[]))" if pg else "IN :ids"
-
-
-def _query(pg: bool) -> str:
-    collate = ' COLLATE "C"' if pg else ""
-    return f"""
-        WITH popular AS MATERIALIZED (
-            SELECT sku, buyers FROM products WHERE best_seller <= {POPULAR}),
-        candidates AS (
-            SELECT s.customer_id, s.sku, 0 AS tier, s.score FROM customer_suggestions AS s
-            WHERE s.customer_id {_in_ids(pg)}
-            UNION ALL
-            SELECT c.id, p.sku, 1, p.buyers FROM customers AS c CROSS JOIN popular AS p
-            WHERE c.id {_in_ids(pg)}),
-        kept AS (
-            SELECT customer_id, sku, tier, score, ROW_NUMBER() OVER (
-                PARTITION BY customer_id, sku ORDER BY tier) AS seen
-            FROM candidates AS k WHERE NOT {_owns(pg, "k.customer_id", "k.sku")}),
-        ranked AS (
-            SELECT customer_id, sku, ROW_NUMBER() OVER (
-                PARTITION BY customer_id ORDER BY tier, score DESC, sku{collate}) AS rn
-            FROM kept WHERE seen = 1)
-        SELECT r.customer_id, r.rn, p.sku, COALESCE(p.name, p.sku) AS name, p.price,
-               p.currency, p.url, p.image_url
-        FROM ranked AS r JOIN products AS p ON p.sku = r.sku
-        WHERE r.rn <= {SUGGESTIONS}
-        ORDER BY r.customer_id, r.rn"""
+@dataclass(frozen=True)
+class _Statements:
+    suggested: TextClause
+    popular: TextClause
+    owned: TextClause
+    products: TextClause
 
 
 @lru_cache(maxsize=2)
-def _statement(pg: bool) -> TextClause:
-    return text(_query(pg)).bindparams(bindparam("ids", expanding=not pg),
-                                       bindparam("as_of", type_=UTCDateTime()))
+def _statements(pg: bool) -> _Statements:
+    def among(sql: str, *names: str) -> TextClause:
+        return text(sql).bindparams(*(bindparam(n, expanding=not pg) for n in names))
+
+    return _Statements(
+        suggested=among("SELECT customer_id, sku, score FROM customer_suggestions "
+                        f"WHERE customer_id {_in_ids(pg)}", "ids"),
+        popular=text(f"SELECT sku, buyers FROM products WHERE best_seller <= {POPULAR}"),
+        owned=among(_owned_sql(pg), "ids", "skus").bindparams(
+            bindparam("as_of", type_=UTCDateTime())),
+        products=among("SELECT sku, COALESCE(name, sku) AS name, price, currency, url, "
+                       f"image_url FROM products WHERE sku {_in_ids(pg, 'skus')}", "skus"))
 
 
 def load_suggestions(conn: Connection, customer_ids: Iterable[int],
                      as_of: datetime) -> dict[int, list[Suggestion]]:
-    """Up to :data:`SUGGESTIONS` products for each of ``customer_ids``, best first, in one
-    query (customers with none are left out)."""
+    """Up to :data:`SUGGESTIONS` products for each of ``customer_ids``, best first (customers
+    with none are left out), in four short queries for the whole batch, whatever its size:
+    their ranked suggestions and the best sellers (indexed rows), which of those SKUs each
+    already owns, and the products chosen; the ranking is done here (module doc)."""
     ids = sorted(set(customer_ids))
     found: dict[int, list[Suggestion]] = {}
     if not ids:
         return found
-    pg = conn.dialect.name == "postgresql"
-    statement = _statement(pg)
-    for row in conn.execute(statement, {"ids": ids, "as_of": as_of}):
-        price = _decimal(row.price)
-        found.setdefault(row.customer_id, []).append(Suggestion(
-            sku=row.sku, name=row.name, price=price,
-            currency=row.currency if price is not None else None,
-            url=safe_url(row.url), image_url=safe_url(row.image_url)))
+    sql = _statements(conn.dialect.name == "postgresql")
+    suggested: dict[int, list[tuple[int, str]]] = {}
+    for row in conn.execute(sql.suggested, {"ids": ids}):
+        suggested.setdefault(row.customer_id, []).append((-int(row.score), row.sku))
+    # Best sellers: most buyers, then the SKU's bytes (str order is code point order, which is
+    # UTF-8's byte order, as the refresh ranks ties).
+    popular = sorted((-int(row.buyers), row.sku) for row in conn.execute(sql.popular))
+    if not popular and not suggested:
+        return found  # before the first full refresh
+    candidates = {sku for rows in suggested.values() for _score, sku in rows}
+    candidates.update(sku for _buyers, sku in popular)
+    owned = set(conn.execute(sql.owned, {"ids": ids, "skus": sorted(candidates),
+                                         "as_of": as_of}).tuples())
+    chosen: dict[int, list[str]] = {}
+    for customer_id in ids:
+        picked: list[str] = []
+        for _rank, sku in (*sorted(suggested.get(customer_id, ())), *popular):
+            if sku not in picked and (customer_id, sku) not in owned:
+                picked.append(sku)
+                if len(picked) == SUGGESTIONS:
+                    break
+        if picked:
+            chosen[customer_id] = picked
+    wanted = sorted({sku for skus in chosen.values() for sku in skus})
+    products = {row.sku: row for row in conn.execute(sql.products, {"skus": wanted})} \
+        if wanted else {}
+    for customer_id, skus in chosen.items():
+        for sku in skus:
+            row = products.get(sku)
+            if row is None:
+                continue  # (suggestions and products are replaced together: not expected)
+            price = _decimal(row.price)
+            found.setdefault(customer_id, []).append(Suggestion(
+                sku=row.sku, name=row.name, price=price,
+                currency=row.currency if price is not None else None,
+                url=safe_url(row.url), image_url=safe_url(row.image_url)))
     return found

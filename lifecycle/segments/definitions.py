@@ -20,10 +20,11 @@ Every problem is reported as ``FILE:LINE:COLUMN: message``.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from dateutil.relativedelta import relativedelta
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -281,6 +282,8 @@ class CustomSegment:
     name: str
     description: str
     condition: Condition
+    #: The segment as the file writes it: ``custom: {name: …}`` as YAML text.
+    source: str = field(default="", compare=False)
 
 
 #: Words that do not read right with underscores turned into spaces.
@@ -367,7 +370,9 @@ def parse(located: Located) -> Definitions:
         rule = {k: v for k, v in body.items() if k != "description"}
         condition = parser.parse(rule, path)
         if condition is not None:
-            custom.append(CustomSegment(name, str(description), condition))
+            source = yaml.safe_dump({"custom": {name: body}}, sort_keys=False,
+                                    allow_unicode=True)
+            custom.append(CustomSegment(name, str(description), condition, source))
     problems.extend(parser.problems)
     if problems:
         raise InvalidFile(sorted(problems, key=lambda p: (p.line, p.column)))

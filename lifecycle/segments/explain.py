@@ -102,6 +102,7 @@ def explain(conn: Connection, defs: Definitions, customer: Any, as_of: datetime)
         "email": customer.email,
         "name": " ".join(p for p in (customer.first_name, customer.last_name) if p) or None,
         "timezone": customer.timezone,
+        "attributes": dict(sorted((customer.attributes or {}).items())),
         "as_of": _iso(as_of),
         "metrics": metrics,
         "rfm": rfm,

@@ -1,4 +1,5 @@
-"""Pages for CRM managers: flows and their results, previews, test sends, segments.
+"""Pages for CRM managers: flows and their results, previews, test sends, segments and
+their members (a page, and a CSV export).
 
 Every page needs the ``manager`` role (admins have it too).  A test send is
 an outbox row like any other mail — the workers send it, once — addressed
@@ -11,19 +12,31 @@ test tokens and its headers say so (:mod:`lifecycle.mail.compose`).
 
 from __future__ import annotations
 
+import csv
+import io
 import secrets
+from collections.abc import Iterator
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from sqlalchemy import func, or_, select
 from starlette.concurrency import run_in_threadpool
 
 from lifecycle.app import App
 from lifecycle.db import insert_new
 from lifecycle.flows.definitions import Flow, Send
+from lifecycle.flows.diagram import (
+    boxes_of_file,
+    boxes_of_flow,
+    diagram,
+    problems_by_box,
+    trigger_words,
+)
 from lifecycle.flows.engine import offer_context
+from lifecycle.flows.figures import flow_overview, recent_failures, step_figures
 from lifecycle.flows.preview import preview_mails
 from lifecycle.flows.service import catalogue, configuration
 from lifecycle.flows.states import EXIT, STATUSES, WAIT, effective_statuses, switch
@@ -37,14 +50,27 @@ from lifecycle.models import (
 )
 from lifecycle.results import flow_results, segment_sizes
 from lifecycle.segments.definitions import segment_words
+from lifecycle.segments.members import (
+    COLUMNS,
+    PAGE,
+    all_members,
+    definition_yaml,
+    describe,
+    member_count,
+    members_page,
+)
 from lifecycle.segments.service import definitions
 from lifecycle.web.charts import line_chart
 from lifecycle.web.linked import field, row_id, search_problem, templates
 from lifecycle.web.staff import Gate
-from lifecycle.yamlfile import InvalidFile
+from lifecycle.yamlfile import InvalidFile, Problem, load
 
 #: Longest period a results page covers (days).
 MAX_DAYS = 730
+#: The flows list counts mails sent and failed in this many days before now.
+LIST_DAYS = 7
+#: A flow page warns of mails of the flow that failed in this many hours before now.
+NOTICE_HOURS = 24
 
 
 def _period(app: App, days: int) -> tuple[datetime, datetime]:
@@ -71,35 +97,67 @@ def manager_routes(app: App, gate: Gate) -> APIRouter:
         if refused:
             return refused
         loaded = configuration(app)
+        with app.engine.connect() as conn:
+            figures = flow_overview(conn, app.clock.now(), LIST_DAYS)
+            states = effective_statuses(conn, loaded.flows)
         return templates.TemplateResponse(request, "flows.html", {
             "who": who, "flows": sorted(loaded.flows.values(), key=lambda f: f.name),
-            "problems": loaded.problems, "notices": loaded.notices})
+            "problems": loaded.problems, "notices": loaded.notices,
+            "figures": figures, "status_of": lambda f: states[f.name].status,
+            "trigger_words": trigger_text, "list_days": LIST_DAYS})
 
     @router.get("/flows/{name}", response_class=HTMLResponse)
     def results(request: Request, name: str, days: int = 90, window: float = 0) -> Response:
-        who, flow, refused = flow_page(request, name)
+        who, refused = gate.guard(request, "manager")
         if refused:
             return refused
+        loaded = configuration(app)
+        flow = loaded.flows.get(name)  # while its file is invalid: the last valid version
+        problems = [p for p in loaded.problems if _flow_name(app, p) == name]
+        instead = next((n.instead for n in loaded.notices if n.flow == name), None)
+        if flow is None and not problems:
+            return Response("No such flow.", status_code=404)
         attribution = window if 0 < window <= 365 else app.settings.attribution_days
         start, end = _period(app, days)
+        boxes, placed = [], {}
+        if flow is not None:
+            boxes = boxes_of_flow(flow)
+        else:
+            try:
+                located = load(app.settings.flows_dir / f"{name}.yaml")
+            except InvalidFile:
+                located = None  # not even YAML: the problems say where
+            if located is not None:
+                boxes = boxes_of_file(located)
+                placed = problems_by_box(located, boxes, problems)
         with app.engine.connect() as conn:
             found = flow_results(conn, name, start, end, timedelta(days=attribution),
-                                 [s.id for s in flow.steps], sends=[
+                                 [b.key for b in boxes], sends=[
                                      (s.id, [v.template for v in s.action.variants]
                                       if len(s.action.variants) > 1 else [None])
-                                     for s in flow.steps if isinstance(s.action, Send)],
+                                     for s in (flow.steps if flow else ())
+                                     if isinstance(s.action, Send)],
                                  currency=app.settings.currency)
-            state = effective_statuses(conn, [flow])[name]
+            figures = step_figures(conn, name, start, end)
+            failures = recent_failures(conn, name, app.clock.now(), NOTICE_HOURS)
+            state = effective_statuses(conn, [flow])[name] if flow is not None else None
             enrolled = conn.execute(select(func.count()).select_from(FlowEnrollment).where(
                 FlowEnrollment.flow == name,
                 FlowEnrollment.status == EnrollmentStatus.ACTIVE.value)).scalar_one()
+        picture = diagram(boxes, figures, placed, title=f"{name}: the flow, with each step's "
+                          f"figures for the mails decided in the last {max(1, min(days, MAX_DAYS))} days") \
+            if boxes else None
         day_list = [d.day for d in found.daily]
         chart = line_chart(f"{name}: mails sent and conversions per day", day_list, [
             ("sent", [d.sent for d in found.daily]),
             ("conversions", [d.conversions for d in found.daily])])
         return templates.TemplateResponse(request, "flow.html", {
-            "who": who, "flow": flow, "r": found, "days": days, "window": attribution,
-            "chart": chart, "state": state, "enrolled": enrolled})
+            "who": who, "flow": flow, "name": name, "r": found, "days": days,
+            "window": attribution, "chart": chart, "diagram": picture, "problems": problems,
+            "instead": instead, "failures": failures, "notice_hours": NOTICE_HOURS,
+            "status": state.status if state is not None else "invalid",
+            "trigger": trigger_text(flow) if flow is not None else None,
+            "state": state, "enrolled": enrolled})
 
     @router.post("/flows/{name}/status")
     async def set_status(request: Request, name: str) -> Response:
@@ -225,4 +283,78 @@ def manager_routes(app: App, gate: Gate) -> APIRouter:
             "who": who, "rows": rows, "charts": charts, "days": days, "day_list": day_list,
             "series": series, "notices": notices})
 
+    def segment_of(request: Request, name: str) -> tuple[Any, Any, Response | None]:
+        """The visitor and the segment definitions, or the answer if they may not see the
+        segment ``name`` (as :meth:`Gate.guard`), the file is broken (422) or there is no
+        such segment (404)."""
+        who, refused = gate.guard(request, "manager")
+        if refused:
+            return who, None, refused
+        try:
+            defs = definitions(app)
+        except InvalidFile as exc:
+            return who, None, Response("The segment definitions have problems:\n"
+                                       + "\n".join(map(str, exc.problems)),
+                                       status_code=422, media_type="text/plain")
+        if name not in defs.all_names():
+            return who, None, Response("No such segment.", status_code=404)
+        return who, defs, None
+
+    @router.get("/segments/{name}", response_class=HTMLResponse)
+    def segment(request: Request, name: str, after: str = "") -> Response:
+        """A segment: its definition, and its members now, :data:`PAGE` a page by row id."""
+        who, defs, refused = segment_of(request, name)
+        if refused:
+            return refused
+        start = row_id(after) if after else 0
+        if start is None:
+            return Response("Not a page cursor.", status_code=400)
+        with app.engine.connect() as conn:
+            members, following = members_page(conn, name, after=start)
+            total = member_count(conn, name)
+        return templates.TemplateResponse(request, "segment.html", {
+            "who": who, "name": name, "family": defs.family(name),
+            "summary": describe(defs, name), "source": definition_yaml(defs, name),
+            "file": defs.file, "members": members, "total": total, "after": start,
+            "following": following, "page": PAGE})
+
+    @router.get("/segments/{name}/members.csv")
+    def segment_csv(request: Request, name: str) -> Response:
+        """Every member now as CSV (:data:`lifecycle.segments.members.COLUMNS`), streamed."""
+        _who, _defs, refused = segment_of(request, name)
+        if refused:
+            return refused
+
+        def lines() -> Iterator[str]:
+            out = io.StringIO()
+            writer = csv.writer(out, lineterminator="\r\n")
+            writer.writerow(COLUMNS)
+            with app.engine.connect() as conn:
+                for n, member in enumerate(all_members(conn, name), 1):
+                    writer.writerow(member.row())
+                    if n % 500 == 0:
+                        yield out.getvalue()
+                        out.seek(0)
+                        out.truncate()
+            yield out.getvalue()
+
+        stamp = app.clock.now().strftime("%Y-%m-%d")
+        return StreamingResponse(lines(), media_type="text/csv; charset=utf-8", headers={
+            "Content-Disposition": f'attachment; filename="segment-{name}-{stamp}.csv"'})
+
     return router
+
+
+def trigger_text(flow: Flow) -> str:
+    """The flow's trigger in words, as the list and the flow page show it."""
+    return trigger_words(flow.trigger)
+
+
+def _flow_name(app: App, problem: Problem) -> str | None:
+    """The flow a problem is about: the name of its file when that is a flow file of
+    LIFECYCLE_FLOWS_DIR (not segments.yaml or policies.yaml), else None."""
+    path = Path(problem.file)
+    if path.suffix != ".yaml" or path.name in ("segments.yaml", "policies.yaml") \
+            or path.parent.resolve() != app.settings.flows_dir.resolve():
+        return None
+    return path.stem
