@@ -146,6 +146,9 @@ def test_a_broken_flow_file_keeps_its_last_valid_version_running(shop: Shop) -> 
     health = shop.health()
     assert health["status"] == "degraded" and health["configuration"] == [str(problem)]
     assert "(its enrolled customers go on)" in shop.web.get("/flows").text
+    page = shop.web.get("/flows/thank_you").text  # the version in force, its problem on top
+    assert "The file has problems: its last valid version" in page
+    assert 'data-step="thanks"' in page and "status live" in page
     path.write_text(good, encoding="utf-8")
     assert shop.health()["status"] == "ok"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -30,6 +31,7 @@ from lifecycle.mail.transports import FileTransport
 from lifecycle.models import Customer, FlowEnrollment, FlowStatusChange, Message, TriggerCursor
 from lifecycle.segments.service import definitions
 from lifecycle.timeutil import UTC
+from lifecycle.web.app import create_app
 from tests.factories import (
     WEB_SECRET,
     WEB_T0,
@@ -228,6 +230,20 @@ def test_the_page_switch_overrides_the_file_until_the_manager_follows_the_file_a
     shop.switch("thank_you", None)
     assert (state().status, state().source, state().changed_at) == (
         "draft", "file", T0 + timedelta(minutes=5))
+
+
+def test_the_flows_list_and_flows_show_give_the_status_in_force(
+        shop: Shop, cli_env: dict[str, str]) -> None:
+    shop.switch("thank_you", "paused", "wait")
+    shown = CliRunner().invoke(cli, ["flows", "show", "thank_you", "--json"],
+                               env={**cli_env, "LIFECYCLE_FLOWS_DIR": str(shop.flows)})
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.stdout)["status"] == "paused"
+    account(shop.app, "max@shop.example", "manager")
+    web = log_in(TestClient(create_app(shop.app)), "max@shop.example")
+    listing = web.get("/flows").text
+    assert '<a href="/flows/thank_you">thank_you</a></td><td>paused</td>' in listing
+    assert '<a href="/flows/win_back">win_back</a></td><td>live</td>' in listing
 
 
 def test_a_flow_file_without_a_status_runs_as_live_and_validate_asks_for_one(
