@@ -46,9 +46,17 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+#: An execution option: this connection only reads (SQLite: a deferred BEGIN, which in WAL
+#: mode never waits for a writer, not even for one this thread has open).
+READ_ONLY = "lifecycle_read_only"
+
+
 def _begin_sqlite(connection: Any) -> None:
     # IMMEDIATE takes the write lock up front: two writers queue on the busy
     # timeout instead of one failing when it upgrades a read lock.
+    if connection.get_execution_options().get(READ_ONLY):
+        connection.exec_driver_sql("BEGIN")
+        return
     connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 

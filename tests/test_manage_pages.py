@@ -44,6 +44,7 @@ ROUTES = [
     ("GET", "/flows/{f}", "manager"),
     ("GET", "/flows/{f}/preview", "manager"),
     ("POST", "/flows/{f}/test", "manager"),
+    ("POST", "/flows/{f}/status", "manager"),
     ("GET", "/segments", "manager"),
     ("GET", "/segments/{g}", "manager"),
     ("GET", "/segments/{g}/members.csv", "manager"),

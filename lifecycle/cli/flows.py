@@ -41,7 +41,8 @@ def flows_validate(path: Path | None) -> None:
     names that no data has are warnings listing the known values.
 
     Prints every problem as FILE:LINE:COLUMN: message and exits with status 1 if
-    there is any; warnings alone leave the status 0.
+    there is any; warnings alone leave the status 0 (among them a flow file without
+    ``status:``, which runs as live).
     """
     from lifecycle.flows.definitions import Context, load_flow, load_folder
     from lifecycle.flows.policies import FILE_NAME, load_policies
@@ -85,11 +86,15 @@ def flows_validate(path: Path | None) -> None:
     problems.extend(report.errors)
     for problem in problems:
         click.echo(str(problem), err=True)
+    for flow in loaded:
+        if flow.status is None:
+            click.echo(f"{flow.file}: warning: no status; the flow runs as live. Write "
+                       "`status: live` (or draft, paused) to say so.", err=True)
     for warning in report.warnings:
         click.echo(f"{warning.file}:{warning.line}:{warning.column}: warning: "
                    f"{warning.message}", err=True)
-    warned = (f", {len(report.warnings)} warning{'s' if len(report.warnings) != 1 else ''}"
-              if report.warnings else "")
+    count = len(report.warnings) + sum(flow.status is None for flow in loaded)
+    warned = f", {count} warning{'s' if count != 1 else ''}" if count else ""
     note = (f" The data was not compared: {report.note}." if report.note else "")
     rendered = (f"Templates rendered for {report.rendered_for} in every locale they have."
                 f"{note}")
@@ -343,6 +348,7 @@ def flows_show(flow: str, days: int, as_json: bool) -> None:
         trigger_words,
     )
     from lifecycle.flows.figures import flow_status, last_days, recent_failures, step_figures
+    from lifecycle.flows.states import effective_statuses
     from lifecycle.yamlfile import InvalidFile, load
 
     app = ready_app()
@@ -373,6 +379,8 @@ def flows_show(flow: str, days: int, as_json: bool) -> None:
     with app.engine.connect() as conn:
         figures = step_figures(conn, flow, start, end)
         failures = recent_failures(conn, flow, now)
+        if status != "invalid":  # the status in force: a manager's switch, else the file's
+            status = effective_statuses(conn, [definition])[flow].status
     steps = outline(boxes, figures, placed)
     if as_json:
         click.echo(json.dumps({

@@ -42,16 +42,23 @@ LEAP_BASE_YEAR = 2000
 
 
 def fire(conn: Connection, flows: dict[str, Flow], now: datetime, default_tz: str,
-         until: datetime | None = None) -> int:
+         until: datetime | None = None, held: frozenset[str] = frozenset()) -> int:
     """Enrol everyone whose date began since the last run, for every date flow; the count.
 
     ``until`` (default: now) lets a simulation take a day's dates at once: local
     dates beginning by then are enrolled now, their first turn still at ``at``.
+    The flows named in ``held`` (draft or paused: :mod:`lifecycle.flows.states`) enrol
+    nobody; their cursor moves on all the same, so their dates are not caught up later.
     """
     enrolled = 0
     for flow in sorted(flows.values(), key=lambda f: (-f.priority, f.name)):
-        if flow.trigger.kind == "date":
-            enrolled += _fire_flow(conn, flow, now, until or now, default_tz)
+        if flow.trigger.kind != "date":
+            continue
+        if flow.name in held:
+            conn.execute(update(TriggerCursor).where(TriggerCursor.name == f"date:{flow.name}")
+                         .values(updated_at=until or now))
+            continue
+        enrolled += _fire_flow(conn, flow, now, until or now, default_tz)
     return enrolled
 
 

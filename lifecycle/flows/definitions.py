@@ -12,6 +12,7 @@ policy and a list of steps::
     goals:                       # checked before every step; the first that holds ends the flow
       - ordered: true
     utm: {campaign: thanks}      # optional: UTM on shop links (false: none; lifecycle.mail.utm)
+    status: live                 # draft | live | paused (lifecycle.flows.states)
     steps:
       - id: pause
         wait: 3 hours
@@ -43,6 +44,8 @@ KINDS = ("marketing", "transactional")
 TRIGGERS = ("order_placed", "first_order", "segment_entered", "segment_exited", "date",
             "feedback_received", "email_replied", "email_clicked", "event")
 STEP_KINDS = ("wait", "send", "branch", "set", "exit")
+#: A flow's status (:mod:`lifecycle.flows.states`): only a live flow enrols and advances.
+STATUSES = ("draft", "live", "paused")
 #: A step id: letters of any language (ü, ø, ł, ß …), digits, - and _, starting with a letter
 #: or a digit, at most 63 characters.
 _ID = re.compile(r"^[^\W_][\w-]{0,62}\Z")
@@ -148,6 +151,9 @@ class Flow:
     #: UTM parameters on the shop links of this flow's mail (:mod:`lifecycle.mail.utm`):
     #: None the defaults, False none, or a mapping of fields to a value or False.
     utm: bool | dict[str, str | bool] | None = None
+    #: ``status:`` of the file (draft, live, paused); None when the file says none (it runs
+    #: as live, and ``flows validate`` warns).
+    status: str | None = None
 
     def label(self, chain: list[str]) -> str:
         """The customer-facing name for a locale fallback chain (:func:`lifecycle.locales.
@@ -594,7 +600,7 @@ def parse(located: Located, context: Context, name: str) -> Flow:
     data = located.data
     checker = _Checker(located, context)
     allowed = {"description", "label", "kind", "priority", "trigger", "reentry", "goals", "steps",
-               "exempt_from_cap", "utm"}
+               "exempt_from_cap", "utm", "status"}
     if not isinstance(data, dict):
         raise InvalidFile([located.problem((), "a flow file is a mapping with trigger and steps")])
     checker.keys(data, (), allowed, {"trigger", "steps"})
@@ -626,11 +632,14 @@ def parse(located: Located, context: Context, name: str) -> Flow:
     steps = checker.steps(data.get("steps"), ("steps",)) if "steps" in data else []
     labels = _labels(checker, data.get("label"))
     utm = checker.utm(data["utm"], ("utm",)) if "utm" in data else None
+    status = data.get("status")
+    if status is not None and status not in STATUSES:
+        checker.fail(("status",), "status must be draft, live or paused")
     if checker.problems:
         raise InvalidFile(sorted(checker.problems, key=lambda p: (p.line, p.column)))
     assert trigger is not None
     return Flow(name, located.file, str(data.get("description", "")), kind, priority, trigger,
-                reentry, period, tuple(goals), tuple(steps), bool(exempt), labels, utm)
+                reentry, period, tuple(goals), tuple(steps), bool(exempt), labels, utm, status)
 
 
 def _labels(checker: _Checker, raw: Any) -> dict[str, str]:

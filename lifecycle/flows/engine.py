@@ -143,6 +143,10 @@ class _Sql:
                       enrollments.c.next_run_at <= bindparam("now"))
                .order_by(enrollments.c.next_run_at, enrollments.c.id).limit(bindparam("batch")))
         self.due = due.with_for_update(skip_locked=True) if dialect == "postgresql" else due
+        # the same, leaving out the enrollments of flows that are not live (they wait)
+        held = due.where(enrollments.c.flow.not_in(bindparam("held", expanding=True)))
+        self.due_held = held.with_for_update(skip_locked=True) if dialect == "postgresql" \
+            else held
         orders = Order.__table__
         self.ordered = select(orders.c.id).where(
             orders.c.customer_id == bindparam("customer_id"),
@@ -321,15 +325,21 @@ def _marketing_mails(conn: Connection, customer_id: int, since: datetime,
 
 
 def advance(conn: Connection, flows: dict[str, Flow], now: datetime, *, policies: Policies,
-            default_tz: str, batch: int = 500, notify_offers: bool = False) -> TurnReport:
+            default_tz: str, batch: int = 500, notify_offers: bool = False,
+            held: frozenset[str] = frozenset()) -> TurnReport:
     """Give every due active enrollment (at most ``batch``) its turn, in ``conn``'s transaction.
 
+    The enrollments of the flows named in ``held`` (draft or paused:
+    :mod:`lifecycle.flows.states`) are left as they are, however due.
     A send step with an offer stores its code with the outbox row (:mod:`lifecycle.offers`);
     ``notify_offers`` also writes the webhook that tells the shop of it."""
     report = TurnReport()
     marketing = {name: f.priority for name, f in flows.items() if f.kind == "marketing"
                  and not f.exempt_from_cap}
-    enrollments = conn.execute(_sql(conn).due, {"now": now, "batch": batch}).all()
+    sql = _sql(conn)
+    enrollments = (conn.execute(sql.due_held, {"now": now, "batch": batch,
+                                               "held": sorted(held)}) if held
+                   else conn.execute(sql.due, {"now": now, "batch": batch})).all()
     ids = sorted({e.customer_id for e in enrollments})
     customers = {c.id: c for chunk in range(0, len(ids), 500)  # SQLite caps bound values
                  for c in conn.execute(_sql(conn).customers, {"ids": ids[chunk:chunk + 500]})}
@@ -354,10 +364,10 @@ def _turn(conn: Connection, t: _Turn, policies: Policies, marketing: dict[str, i
     e, flow, now = t.e, t.flow, t.now
     context = dict(e.context or {})
     index = next((i for i, s in enumerate(flow.steps) if s.id == e.current_step), None)
-    if index is None:
-        _finish(conn, e.id, EnrollmentStatus.FAILED, now, e.current_step,
-                error=f"step {e.current_step!r} is no longer in the flow")
-        report.finished["failed"] += 1
+    if index is None:  # the flow's file changed: its step is gone (README: How flows run)
+        reason = removed_step_reason(e.current_step)
+        _finish(conn, e.id, EnrollmentStatus.EXITED, now, e.current_step, reason=reason)
+        report.finished[reason] += 1
         return
     for _ in range(MAX_STEPS_PER_TURN):
         step_id = flow.steps[index].id if index < len(flow.steps) else None
@@ -409,6 +419,33 @@ def _turn(conn: Connection, t: _Turn, policies: Policies, marketing: dict[str, i
             return
     _finish(conn, e.id, EnrollmentStatus.FAILED, now, e.current_step,
             error="too many steps in one turn")
+
+
+def removed_step_reason(step_id: str | None) -> str:
+    """Why an enrollment exits whose step a changed flow file no longer has."""
+    return f"the step {step_id} was removed from the flow"
+
+
+def exit_removed_steps(conn: Connection, flow: Flow, now: datetime) -> int:
+    """End the active enrollments of ``flow`` that stand on a step it no longer has (its file
+    changed): ``exited`` with :func:`removed_step_reason`.  Those on a step that is still
+    there keep it.  How many ended."""
+    e = FlowEnrollment.__table__
+    ids = [s.id for s in flow.steps]
+    gone = conn.execute(select(e.c.current_step).distinct().where(
+        e.c.flow == flow.name, e.c.status == EnrollmentStatus.ACTIVE.value,
+        e.c.current_step.not_in(ids))).scalars().all()
+    ended = 0
+    for step in gone:
+        reason = removed_step_reason(step)
+        ended += conn.execute(update(e).where(
+            e.c.flow == flow.name, e.c.status == EnrollmentStatus.ACTIVE.value,
+            e.c.current_step == step).values(
+            status=EnrollmentStatus.EXITED.value, finished_at=now, next_run_at=None,
+            exit_reason=reason)).rowcount
+        log.warning("The flow %s no longer has the step %s: its enrollments there exited.",
+                    flow.name, step)
+    return ended
 
 
 def _send(conn: Connection, t: _Turn, step_id: str, action: Send, policies: Policies,

@@ -2,7 +2,8 @@
 
 The file is optional (the defaults below apply without it) and is checked
 like the flows: every problem is reported as ``FILE:LINE:COLUMN: message``.
-At run time an invalid file is logged and the defaults are used, so a typo
+At run time an invalid file is logged and its last valid version stays in force
+(the defaults if it never had one: :mod:`lifecycle.flows.service`), so a typo
 never lifts the frequency cap.
 """
 

@@ -160,8 +160,12 @@ def _start(conn: Connection, now: datetime) -> None:
         updated_at=now))
 
 
-def dispatch(conn: Connection, flows: dict[str, Flow], now: datetime, batch: int = 1000) -> int:
-    """Read up to ``batch`` new touchpoints and enrol; return how many enrolments were made."""
+def dispatch(conn: Connection, flows: dict[str, Flow], now: datetime, batch: int = 1000,
+             held: frozenset[str] = frozenset()) -> int:
+    """Read up to ``batch`` new touchpoints and enrol; return how many enrolments were made.
+
+    The flows named in ``held`` (draft or paused: :mod:`lifecycle.flows.states`) enrol
+    nobody; the touchpoints are read past all the same, so they never enrol later."""
     cursors = TriggerCursor.__table__
     read = select(cursors.c.last_id, cursors.c.last_txid).where(cursors.c.name == CURSOR)
     if conn.dialect.name == "postgresql":
@@ -182,7 +186,8 @@ def dispatch(conn: Connection, flows: dict[str, Flow], now: datetime, batch: int
         if skipped or stream.last_txid != cursor.last_txid:
             stream.save(now)
         return 0
-    ordered = sorted(flows.values(), key=lambda f: (-f.priority, f.name))
+    ordered = sorted((f for f in flows.values() if f.name not in held),
+                     key=lambda f: (-f.priority, f.name))
     enrolled = 0
     for event in events:
         if event.channel == HISTORY:

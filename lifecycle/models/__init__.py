@@ -5,8 +5,10 @@ from lifecycle.models.customers import Customer, Order, OrderStatus
 from lifecycle.models.feedback import NpsVote
 from lifecycle.models.instance import InstanceSecret
 from lifecycle.models.journeys import (
+                                       ConfigSnapshot,
                                        EnrollmentStatus,
                                        FlowEnrollment,
+                                       FlowStatusChange,
                                        SegmentCalibration,
                                        SegmentMembership,
                                        TriggerCursor,
@@ -20,8 +22,8 @@ from lifecycle.models.touchpoints import Suppression, SuppressionReason, Touchpo
 from lifecycle.offers.model import OfferCode, OfferWebhook  # noqa: E402
 
 __all__ = [
-    "ApiKey", "Base", "CoPurchase", "Customer", "CustomerSuggestion", "EnrollmentStatus",
-    "FlowEnrollment", "InstanceSecret",
+    "ApiKey", "Base", "CoPurchase", "ConfigSnapshot", "Customer", "CustomerSuggestion", "EnrollmentStatus",
+    "FlowEnrollment", "FlowStatusChange", "InstanceSecret",
     "LoginThrottle", "Message", "OfferCode", "OfferWebhook",
     "MessageContent", "MessageStatus", "NpsVote", "Order", "OrderStatus", "ProcessHeartbeat",
     "Product",

@@ -92,3 +92,39 @@ class TriggerCursor(Base):
     last_id: Mapped[int] = mapped_column(BigIntPK)
     last_txid: Mapped[int | None] = mapped_column(BigInteger)
     updated_at: Mapped[datetime]
+
+
+class FlowStatusChange(IdMixin, Base):
+    """A manager's switch of a flow's status on its page, kept as history: the newest row of a
+    flow is in force.  ``status`` NULL means "follow the file" again (:mod:`lifecycle.flows.
+    states`); ``on_pause`` (``wait`` or ``exit``) says what became of the enrolled customers."""
+
+    __tablename__ = "flow_status_changes"
+    __table_args__ = (
+        CheckConstraint("status IS NULL OR status IN ('draft', 'live', 'paused')",
+                        name="status"),
+        CheckConstraint("on_pause IS NULL OR on_pause IN ('wait', 'exit')", name="on_pause"),
+        Index(None, "flow", "id"),
+    )
+
+    flow: Mapped[str] = mapped_column(String(100))
+    status: Mapped[str | None] = mapped_column(String(16))
+    on_pause: Mapped[str | None] = mapped_column(String(8))
+    #: The manager's email address.
+    changed_by: Mapped[str] = mapped_column(String(255))
+    changed_at: Mapped[datetime]
+
+
+class ConfigSnapshot(Base):
+    """The last valid text of a configuration file (``segments`` / ``policies`` / ``flow``
+    and its name), in force while the file on disk is invalid (:mod:`lifecycle.flows.
+    snapshots`)."""
+
+    __tablename__ = "config_snapshots"
+
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    text: Mapped[str] = mapped_column(Text)
+    #: Hex SHA-256 of ``text`` (UTF-8).
+    sha256: Mapped[str] = mapped_column(String(64))
+    saved_at: Mapped[datetime]

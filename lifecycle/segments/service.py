@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
-from datetime import timedelta
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import select
@@ -12,34 +12,73 @@ from sqlalchemy import select
 from lifecycle.app import App
 from lifecycle.models import SegmentCalibration
 from lifecycle.segments.compute import RefreshReport, lock_full_refresh, refresh_all
-from lifecycle.segments.definitions import Definitions, load_definitions
-from lifecycle.yamlfile import InvalidFile
+from lifecycle.segments.definitions import Definitions, parse
+from lifecycle.yamlfile import InvalidFile, Problem, loads
 
 log = logging.getLogger(__name__)
 
 
-#: Parsed definitions by file, with the (modification time, size) they were read at.
-_loaded: dict[Path, tuple[tuple[int, int], Definitions]] = {}
+@dataclass(frozen=True)
+class SegmentsInForce:
+    """The segment definitions that run, and the problems of ``segments.yaml`` as it is.
+
+    With problems, ``definitions`` is the last valid version, saved in the database
+    (:mod:`lifecycle.flows.snapshots`) at ``saved_at``; without, ``text`` is the file's
+    valid text (for the scheduler to save)."""
+
+    definitions: Definitions
+    problems: list[Problem] = field(default_factory=list)
+    text: str | None = None
+    saved_at: datetime | None = None
 
 
-def definitions(app: App) -> Definitions:
-    """The segment definitions of ``LIFECYCLE_FLOWS_DIR/segments.yaml`` (InvalidFile if bad).
+#: What each segments file gave, with the (modification time, size) it was read at.
+_loaded: dict[Path, tuple[tuple[int, int] | None, SegmentsInForce]] = {}
 
-    Parsed again only when the file changed (its modification time or size): pages call
+
+def in_force(app: App) -> SegmentsInForce:
+    """The segment definitions of ``LIFECYCLE_FLOWS_DIR/segments.yaml``; while the file is
+    invalid, its last valid version saved in the database; InvalidFile if none was ever saved.
+
+    Read again only when the file changed (its modification time or size): pages call
     this on every request, and parsing and checking the file takes about 13 ms.
     """
     path = app.settings.segments_file
     try:
         info = path.stat()
-        stamp = (info.st_mtime_ns, info.st_size)
+        stamp: tuple[int, int] | None = (info.st_mtime_ns, info.st_size)
     except OSError:
-        return load_definitions(path)  # says what is wrong with the path
+        stamp = None
     kept = _loaded.get(path)
-    if kept is not None and kept[0] == stamp:
-        return replace(kept[1], currency=app.settings.currency)
-    defs = load_definitions(path)
-    _loaded[path] = (stamp, defs)
-    return replace(defs, currency=app.settings.currency)
+    if kept is not None and stamp is not None and kept[0] == stamp:
+        return kept[1]
+    try:
+        text = path.read_text(encoding="utf-8")
+        found = SegmentsInForce(parse(loads(text, str(path))), text=text)
+    except OSError as exc:
+        found = _last_valid(app, path, [Problem(str(path), 1, 1, exc.strerror or str(exc))])
+    except InvalidFile as exc:
+        found = _last_valid(app, path, exc.problems)
+    _loaded[path] = (stamp, found)
+    return found
+
+
+def _last_valid(app: App, path: Path, problems: list[Problem]) -> SegmentsInForce:
+    from lifecycle.flows.snapshots import SEGMENTS, recall_apart
+
+    saved = recall_apart(app.engine, SEGMENTS, SEGMENTS)
+    if saved is None:
+        raise InvalidFile(problems)
+    try:
+        defs = parse(loads(saved[0], str(path)))
+    except InvalidFile:  # the saved text no longer passes this version's checks
+        raise InvalidFile(problems) from None
+    return SegmentsInForce(defs, list(problems), saved_at=saved[1])
+
+
+def definitions(app: App) -> Definitions:
+    """The segment definitions in force (:func:`in_force`; InvalidFile if there are none)."""
+    return replace(in_force(app).definitions, currency=app.settings.currency)
 
 
 def refresh_if_due(app: App) -> RefreshReport | None:

@@ -13,6 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from lifecycle.apikeys import ApiKeyRefused, authenticate
 from lifecycle.app import App
+from lifecycle.flows.service import configuration
 from lifecycle.models import Customer, Message, Order, ProcessHeartbeat
 from lifecycle.tasks import heartbeat
 from lifecycle.web.admin import admin_routes
@@ -113,7 +114,8 @@ def create_app(app: App) -> FastAPI:
 
     @web.get("/healthz")
     def healthz() -> JSONResponse:
-        """Database reachable, and the schedulers and workers seen recently."""
+        """Database reachable, the schedulers and workers seen recently, and the problems of
+        the configuration files (``status`` is ``degraded`` while there are any)."""
         now = app.clock.now()
         try:
             with app.sessions() as session:
@@ -122,6 +124,8 @@ def create_app(app: App) -> FastAPI:
                 # mails SendGrid took twice (a late event after a resend: lifecycle.mail.outbox)
                 sent_twice = session.scalar(select(func.count()).select_from(Message).where(
                     Message.duplicate_at.is_not(None)))
+            # a broken configuration file: its last valid version runs, but someone must fix it
+            problems = [str(p) for p in configuration(app).problems]
         except SQLAlchemyError as exc:
             return JSONResponse({"ok": False, "database": f"unreachable: {type(exc).__name__}"},
                                 status_code=503)
@@ -132,8 +136,9 @@ def create_app(app: App) -> FastAPI:
                                       STALE_AFTER.total_seconds() / heartbeat.MISSED_BEATS),
              **b.info}
             for b in beats]
-        return JSONResponse({"ok": True, "database": "ok", "processes": processes,
-                             "mails_sent_twice": sent_twice})
+        return JSONResponse({"ok": True, "status": "degraded" if problems else "ok",
+                             "database": "ok", "processes": processes,
+                             "mails_sent_twice": sent_twice, "configuration": problems})
 
     @web.get("/", response_class=HTMLResponse)
     def index(request: Request) -> HTMLResponse:

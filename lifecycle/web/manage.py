@@ -37,10 +37,18 @@ from lifecycle.flows.diagram import (
     trigger_words,
 )
 from lifecycle.flows.engine import offer_context
-from lifecycle.flows.figures import flow_overview, flow_status, recent_failures, step_figures
+from lifecycle.flows.figures import flow_overview, recent_failures, step_figures
 from lifecycle.flows.preview import preview_mails
-from lifecycle.flows.service import catalogue
-from lifecycle.models import Customer, Message, MessageStatus, SegmentMembership
+from lifecycle.flows.service import catalogue, configuration
+from lifecycle.flows.states import EXIT, STATUSES, WAIT, effective_statuses, switch
+from lifecycle.models import (
+    Customer,
+    EnrollmentStatus,
+    FlowEnrollment,
+    Message,
+    MessageStatus,
+    SegmentMembership,
+)
 from lifecycle.results import flow_results, segment_sizes
 from lifecycle.segments.definitions import segment_words
 from lifecycle.segments.members import (
@@ -89,26 +97,25 @@ def manager_routes(app: App, gate: Gate) -> APIRouter:
         who, refused = gate.guard(request, "manager")
         if refused:
             return refused
-        loaded = catalogue(app)
+        loaded = configuration(app)
         with app.engine.connect() as conn:
             figures = flow_overview(conn, app.clock.now(), LIST_DAYS)
-        broken: dict[str, list[Problem]] = {}
-        for problem in loaded.problems:
-            broken.setdefault(_flow_name(app, problem) or "", []).append(problem)
+            states = effective_statuses(conn, loaded.flows)
         return templates.TemplateResponse(request, "flows.html", {
             "who": who, "flows": sorted(loaded.flows.values(), key=lambda f: f.name),
-            "problems": loaded.problems, "broken": sorted(broken.items()),
-            "figures": figures, "status_of": flow_status, "trigger_words": trigger_text,
-            "list_days": LIST_DAYS})
+            "problems": loaded.problems, "notices": loaded.notices,
+            "figures": figures, "status_of": lambda f: states[f.name].status,
+            "trigger_words": trigger_text, "list_days": LIST_DAYS})
 
     @router.get("/flows/{name}", response_class=HTMLResponse)
     def results(request: Request, name: str, days: int = 90, window: float = 0) -> Response:
         who, refused = gate.guard(request, "manager")
         if refused:
             return refused
-        loaded = catalogue(app)
-        flow = loaded.flows.get(name)
+        loaded = configuration(app)
+        flow = loaded.flows.get(name)  # while its file is invalid: the last valid version
         problems = [p for p in loaded.problems if _flow_name(app, p) == name]
+        instead = next((n.instead for n in loaded.notices if n.flow == name), None)
         if flow is None and not problems:
             return Response("No such flow.", status_code=404)
         attribution = window if 0 < window <= 365 else app.settings.attribution_days
@@ -134,6 +141,10 @@ def manager_routes(app: App, gate: Gate) -> APIRouter:
                                  currency=app.settings.currency)
             figures = step_figures(conn, name, start, end)
             failures = recent_failures(conn, name, app.clock.now(), NOTICE_HOURS)
+            state = effective_statuses(conn, [flow])[name] if flow is not None else None
+            enrolled = conn.execute(select(func.count()).select_from(FlowEnrollment).where(
+                FlowEnrollment.flow == name,
+                FlowEnrollment.status == EnrollmentStatus.ACTIVE.value)).scalar_one()
         picture = diagram(boxes, figures, placed, title=f"{name}: the flow, with each step's "
                           f"figures for the mails decided in the last {max(1, min(days, MAX_DAYS))} days") \
             if boxes else None
@@ -146,9 +157,33 @@ def manager_routes(app: App, gate: Gate) -> APIRouter:
         return templates.TemplateResponse(request, "flow.html", {
             "who": who, "flow": flow, "name": name, "r": found, "days": days,
             "window": attribution, "chart": chart, "diagram": picture, "problems": problems,
-            "failures": failures, "notice_hours": NOTICE_HOURS,
-            "status": flow_status(flow) if flow is not None else "invalid",
-            "trigger": trigger_text(flow) if flow is not None else None, "checks": checks})
+            "instead": instead, "failures": failures, "notice_hours": NOTICE_HOURS,
+            "status": state.status if state is not None else "invalid",
+            "trigger": trigger_text(flow) if flow is not None else None,
+            "state": state, "enrolled": enrolled, "checks": checks})
+
+    @router.post("/flows/{name}/status")
+    async def set_status(request: Request, name: str) -> Response:
+        """A manager's switch: live, draft, paused (``on_pause``: wait or exit) or ``file``
+        (follow the file again); recorded with who and when."""
+        who, form, refused = await gate.posted(request, "manager")
+        if refused:
+            return refused
+        flow = catalogue(app).flows.get(name)
+        status, on_pause = field(form, "status"), field(form, "on_pause") or WAIT
+        if flow is None:
+            return Response("No such flow.", status_code=404)
+        if status not in (*STATUSES, "file") or on_pause not in (WAIT, EXIT):
+            return Response("The status is live, draft, paused or file; on_pause is wait or "
+                            "exit.", status_code=422)
+
+        def write() -> None:
+            with app.engine.begin() as conn:
+                switch(conn, flow, None if status == "file" else status, who.staff.email,
+                       app.clock.now(), on_pause)
+
+        await run_in_threadpool(write)
+        return RedirectResponse(f"/flows/{name}#status", status_code=303)
 
     @router.get("/flows/{name}/preview", response_class=HTMLResponse)
     def preview(request: Request, name: str, customer: str = "") -> Response:
@@ -222,12 +257,14 @@ def manager_routes(app: App, gate: Gate) -> APIRouter:
         who, refused = gate.guard(request, "manager")
         if refused:
             return refused
+        notices = configuration(app).notices
         try:
-            defs = definitions(app)
+            defs = definitions(app)  # while the file is invalid: its last valid version
         except InvalidFile as exc:
             return templates.TemplateResponse(request, "segments.html", {
                 "who": who, "problems": [str(p) for p in exc.problems], "rows": [],
-                "charts": [], "days": days, "day_list": [], "series": []}, status_code=422)
+                "charts": [], "days": days, "day_list": [], "series": [],
+                "notices": []}, status_code=422)
         start, end = _period(app, days)
         s = SegmentMembership.__table__
         with app.engine.connect() as conn:
@@ -247,7 +284,7 @@ def manager_routes(app: App, gate: Gate) -> APIRouter:
             for family, items in sorted(by_family.items())]
         return templates.TemplateResponse(request, "segments.html", {
             "who": who, "rows": rows, "charts": charts, "days": days, "day_list": day_list,
-            "series": series})
+            "series": series, "notices": notices})
 
     def segment_of(request: Request, name: str) -> tuple[Any, Any, Response | None]:
         """The visitor and the segment definitions, or the answer if they may not see the
