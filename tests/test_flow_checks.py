@@ -150,6 +150,7 @@ steps:
     send: thank_you
   - id: mark
     set: {attribute: welcomed, value: true}
+status: live
 """
 
 
