@@ -158,3 +158,17 @@ def test_validate_reports_broken_files_and_still_accepts_the_good_ones(tmp_path:
     assert result.stderr.startswith(f"{folder / 'broken.yaml'}:3:11: unknown template 'nope'")
     ok = CliRunner().invoke(cli, ["flows", "validate"])
     assert ok.exit_code == 0 and ok.stdout.startswith("6 flows without problems")
+
+
+def test_a_broken_segments_file_is_one_problem_not_one_per_flow_naming_a_segment(
+        tmp_path: Path) -> None:
+    folder = tmp_path / "flows"
+    shutil.copytree(ROOT / "flows", folder)
+    (folder / "segments.yaml").write_text("custom:\n  vip_plus:\n    all:\n      - metric: "
+                                          "{name: order_count, op: \"==\", value: 3}\n",
+                                          encoding="utf-8")
+    result = CliRunner().invoke(cli, ["flows", "validate", str(folder)])
+    assert result.exit_code == 1
+    assert "segments.yaml" in result.stderr and "unknown segment" not in result.stderr
+    assert all("segments.yaml" in line or "warning" in line
+               for line in result.stderr.splitlines() if line.strip())

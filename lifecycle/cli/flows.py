@@ -57,16 +57,18 @@ def flows_validate(path: Path | None) -> None:
     segments_file = folder / "segments.yaml"
     if not segments_file.is_file():
         segments_file = app.settings.segments_file
+    segments_known = True
     try:
         segment_names = set(load_definitions(segments_file).all_names())
-    except InvalidFile as exc:
+    except InvalidFile as exc:  # its problems alone: no "unknown segment" for every flow
         problems.extend(exc.problems)
-        segment_names = set()
+        segment_names, segments_known = set(), False
     try:
         load_policies(folder)
     except InvalidFile as exc:
         problems.extend(exc.problems)
     context = Context.from_folders(app.settings.templates_dir, segment_names)
+    context.segments_known = segments_known
     if path is not None and path.is_file():
         names: list[str] = []
         loaded = []

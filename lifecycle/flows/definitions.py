@@ -174,6 +174,9 @@ class Context:
 
     templates: set[str] = field(default_factory=set)
     segments: set[str] = field(default_factory=set)
+    #: False while segments.yaml itself has problems: the segment names flows use are not
+    #: checked then (its own problem is the one reported, not one per flow naming a segment).
+    segments_known: bool = True
 
     @classmethod
     def from_folders(cls, templates_dir: Path, segments: set[str]) -> Context:
@@ -206,7 +209,9 @@ class _Checker:
         return ok
 
     def segment(self, name: Any, path: tuple[str | int, ...]) -> None:
-        if not isinstance(name, str) or name not in self.context.segments:
+        if not isinstance(name, str):
+            self.fail(path, f"a segment is named by its name, not {name!r}")
+        elif self.context.segments_known and name not in self.context.segments:
             self.fail(path, f"unknown segment {name!r}; see flows/segments.yaml "
                             "(`lifecycle segments list`)")
 
