@@ -74,7 +74,27 @@ class Located:
         return found
 
 
+#: Bytes a configuration file may have.
+MAX_FILE_BYTES = 1_000_000
+#: Values (mappings, lists and scalars) one file may make, aliases expanded: a few lines of
+#: nested aliases (``&a [*b, *b, …]``) otherwise expand to billions.
+MAX_VALUES = 100_000
+#: Levels of nesting one file may have.
+MAX_DEPTH = 50
+
+
+class _TooBig(Exception):
+    def __init__(self, node: yaml.Node, message: str) -> None:
+        super().__init__(message)
+        self.node = node
+
+
 def _construct(node: yaml.Node, path: Path_, positions: dict[Path_, tuple[int, int]]) -> Any:
+    if len(positions) >= MAX_VALUES:
+        raise _TooBig(node, f"the file makes more than {MAX_VALUES:,} values (YAML aliases "
+                            "repeat what they name); write it out plainly")
+    if len(path) > MAX_DEPTH:
+        raise _TooBig(node, f"nested more than {MAX_DEPTH} levels deep")
     positions[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
     if isinstance(node, yaml.MappingNode):
         result: dict[Any, Any] = {}
@@ -153,8 +173,15 @@ def plain_words(exc: yaml.MarkedYAMLError, text: str) -> str:
 
 def loads(text: str, file: str) -> Located:
     """Parse ``text``; raise :class:`InvalidFile` for YAML syntax errors."""
+    if len(text) > MAX_FILE_BYTES:
+        raise InvalidFile([Problem(file, 1, 1, f"the file has {len(text):,} characters; a "
+                                               f"configuration file has at most "
+                                               f"{MAX_FILE_BYTES:,}")])
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except RecursionError:
+        raise InvalidFile([Problem(file, 1, 1, f"nested more than {MAX_DEPTH} levels "
+                                               "deep")]) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -164,6 +191,12 @@ def loads(text: str, file: str) -> Located:
         return Located(file, None, {(): (1, 1)})
     try:
         data = _construct(node, (), positions)
+    except _TooBig as exc:
+        mark = exc.node.start_mark
+        raise InvalidFile([Problem(file, mark.line + 1, mark.column + 1, str(exc))]) from None
+    except RecursionError:
+        raise InvalidFile([Problem(file, 1, 1, f"nested more than {MAX_DEPTH} levels "
+                                               "deep")]) from None
     except InvalidFile as exc:
         raise InvalidFile([Problem(file, p.line, p.column, p.message) for p in exc.problems]) from None
     return Located(file, data, positions)
@@ -171,6 +204,10 @@ def loads(text: str, file: str) -> Located:
 
 def load(path: Path) -> Located:
     try:
+        if path.stat().st_size > 4 * MAX_FILE_BYTES:  # (UTF-8: up to 4 bytes a character)
+            raise InvalidFile([Problem(str(path), 1, 1, f"the file has {path.stat().st_size:,} "
+                                                        "bytes; a configuration file has at "
+                                                        f"most {MAX_FILE_BYTES:,} characters")])
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise InvalidFile([Problem(str(path), 1, 1, exc.strerror or str(exc))]) from None

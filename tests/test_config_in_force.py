@@ -258,3 +258,16 @@ def test_the_next_tick_exits_the_enrollments_on_a_step_the_file_no_longer_has(
     assert (e.status, e.exit_reason, e.finished_at) == (
         "exited", "the step settle was removed from the flow", T0 + timedelta(minutes=1))
     assert kept.status == "active"  # its flow did not change
+
+
+def test_healthz_tells_anyone_which_file_is_broken_but_only_staff_its_path_and_words(
+        shop: Shop) -> None:
+    segments = shop.flows / "segments.yaml"
+    segments.write_text("rfm:\n  recency: [1, 2\n  smtp_password: x\n", encoding="utf-8")
+    _forget_what_this_process_read(shop.app)
+    anonymous = TestClient(create_app(shop.app)).get("/healthz").json()
+    assert anonymous["status"] == "degraded"
+    assert anonymous["configuration"] == ["segments.yaml:3"]
+    assert str(shop.flows) not in str(anonymous) and "smtp_password" not in str(anonymous)
+    staff = shop.health()
+    assert staff["configuration"][0].startswith(f"{segments}:3:")

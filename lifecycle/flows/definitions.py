@@ -50,6 +50,8 @@ STATUSES = ("draft", "live", "paused")
 #: or a digit, at most 63 characters.
 _ID = re.compile(r"^[^\W_][\w-]{0,62}\Z")
 END = "exit"  # a branch target that ends the flow
+#: Steps one flow may have (its checks follow every path through them).
+MAX_STEPS = 200
 
 
 @dataclass(frozen=True)
@@ -484,6 +486,9 @@ class _Checker:
     def steps(self, node: Any, path: tuple[str | int, ...]) -> list[Step]:
         if not isinstance(node, list) or not node:
             self.fail(path, "steps takes a non-empty list")
+            return []
+        if len(node) > MAX_STEPS:
+            self.fail(path, f"a flow has at most {MAX_STEPS} steps; this one has {len(node)}")
             return []
         steps: list[Step] = []
         ids: dict[str, int] = {}

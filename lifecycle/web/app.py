@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -113,9 +114,11 @@ def create_app(app: App) -> FastAPI:
             if may_read_docs(request) else not_found()
 
     @web.get("/healthz")
-    def healthz() -> JSONResponse:
+    def healthz(request: Request) -> JSONResponse:
         """Database reachable, the schedulers and workers seen recently, and the problems of
-        the configuration files (``status`` is ``degraded`` while there are any)."""
+        the configuration files (``status`` is ``degraded`` while there are any): in full for
+        staff who are logged in, else only the file's name and line of each (a problem's text
+        quotes the file and its path names the server's folders)."""
         now = app.clock.now()
         try:
             with app.sessions() as session:
@@ -125,7 +128,9 @@ def create_app(app: App) -> FastAPI:
                 sent_twice = session.scalar(select(func.count()).select_from(Message).where(
                     Message.duplicate_at.is_not(None)))
             # a broken configuration file: its last valid version runs, but someone must fix it
-            problems = [str(p) for p in configuration(app).problems]
+            found = configuration(app).problems
+            problems = ([str(p) for p in found] if gate.visitor(request).staff is not None
+                        else [f"{Path(p.file).name}:{p.line}" for p in found])
         except SQLAlchemyError as exc:
             return JSONResponse({"ok": False, "database": f"unreachable: {type(exc).__name__}"},
                                 status_code=503)
