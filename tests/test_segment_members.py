@@ -156,3 +156,20 @@ def test_customer_show_prints_the_attributes_sorted_in_text_and_json(
     assert lines[start + 1:start + 6] == [
         "  Zone: [bold]north[/bold]", "  birthday: 1990-05-01", "  city: Oslo",
         "  note: <b>VIP</b> & co", '  tags: ["tea", "coffee"]']
+
+
+def test_an_export_read_slowly_holds_no_connection_and_no_lock_between_its_chunks(
+        app: App) -> None:
+    """A download that stalls (a phone, a paused browser) must not hold the database: each
+    chunk is read on a short connection of its own, so writers go on meanwhile."""
+    from lifecycle.segments.members import EXPORT_CHUNK, all_members
+
+    ids = members(app, "vip", EXPORT_CHUNK + 5)
+    export = all_members(app.engine, "vip")
+    first = next(export)  # the download stalls after its first bytes
+    assert first.id == ids[0] and app.engine.pool.checkedout() == 0
+    with app.engine.begin() as conn:  # a writer (SQLite: BEGIN IMMEDIATE) is not kept waiting
+        conn.execute(insert(Customer).values(
+            external_id="late", email="late@example.com", attributes={},
+            marketing_consent=True, created_at=T0, updated_at=T0))
+    assert [m.id for m in export] == ids[1:]

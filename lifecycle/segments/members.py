@@ -15,8 +15,9 @@ from datetime import datetime
 from typing import Any
 
 import yaml
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, Engine, func, select
 
+from lifecycle.db import READ_ONLY
 from lifecycle.models import Customer, SegmentMembership
 from lifecycle.segments.definitions import Definitions
 from lifecycle.timeutil import as_utc
@@ -75,13 +76,20 @@ def members_page(conn: Connection, segment: str, after: int = 0,
     return members, members[-1].id if len(rows) > limit else None
 
 
-def all_members(conn: Connection, segment: str, limit: int | None = None,
+def all_members(source: Connection | Engine, segment: str, limit: int | None = None,
                 chunk: int = EXPORT_CHUNK) -> Iterator[Member]:
-    """Every member (the first ``limit``), read ``chunk`` at a time, by row id."""
+    """Every member (the first ``limit``), read ``chunk`` at a time, by row id.  Given an
+    engine, each chunk is read on a short connection of its own that only reads, so a slow
+    reader (a download) holds no connection and, on SQLite, no lock between chunks."""
     after, left = 0, limit
     while left is None or left > 0:
         size = chunk if left is None else min(chunk, left)
-        rows = conn.execute(_query(segment, after, size)).all()
+        if isinstance(source, Engine):
+            with source.connect() as conn:
+                conn.execution_options(**{READ_ONLY: True})
+                rows = conn.execute(_query(segment, after, size)).all()
+        else:
+            rows = source.execute(_query(segment, after, size)).all()
         for row in rows:
             yield _member(row)
         if len(rows) < size:
