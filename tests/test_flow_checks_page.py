@@ -48,3 +48,21 @@ def test_the_flow_page_lists_template_errors_and_data_warnings(
     assert "problem in the templates" not in coffee
 
     assert 'id="checks"' not in web.get("/flows/win_back").text
+
+
+def test_a_flow_page_s_checks_are_kept_for_a_minute_while_its_file_stays_the_same(
+        app: App, tmp_path: Path) -> None:
+    from lifecycle.flows.checks import CHECKS_KEPT_SECONDS, check_flow
+    from lifecycle.flows.definitions import Context, load_flow
+
+    flows = tmp_path / "flows"
+    shutil.copytree(ROOT / "flows", flows)
+    context = Context.from_folders(app.settings.templates_dir, {"lapsed", "vip", "loyal"})
+    flow = load_flow(flows / "thank_you.yaml", context)
+    first = check_flow(app.settings, app.engine, flow, WEB_T0)
+    assert check_flow(app.settings, app.engine, flow, WEB_T0) is first  # not rendered again
+    assert CHECKS_KEPT_SECONDS == 60.0
+    path = flows / "thank_you.yaml"
+    path.write_text(path.read_text(encoding="utf-8") + "# edited\n", encoding="utf-8")
+    edited = load_flow(path, context)
+    assert check_flow(app.settings, app.engine, edited, WEB_T0) is not first  # a new file

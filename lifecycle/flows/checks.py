@@ -25,6 +25,7 @@ import re
 import secrets
 import sys
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -39,6 +40,7 @@ from sqlalchemy import Connection, Engine, select
 from lifecycle import locales
 from lifecycle.catalog.service import read_catalog
 from lifecycle.config import Settings
+from lifecycle.db import READ_ONLY
 from lifecycle.flows.definitions import Flow, Send, SetValue
 from lifecycle.flows.template_locales import locale_folders
 from lifecycle.mail.context import Facts, build_context, load_facts
@@ -540,8 +542,30 @@ def check(settings: Settings, flows: Sequence[Flow], conn: Connection | None, as
                   "" if conn is not None else "no database to read")
 
 
+#: Seconds a flow page's checks are kept for its file as it is: the page does not render every
+#: template in every locale again at each view (a data or template change shows within this).
+CHECKS_KEPT_SECONDS = 60.0
+_kept: dict[tuple[str, str, int, int], tuple[float, Report]] = {}
+
+
 def check_flow(settings: Settings, engine: Engine, flow: Flow, as_of: datetime) -> Report:
     """:func:`check` of one flow for its page: its templates, and what it names that no data
-    has (segments are checked by ``flows validate``), reading the database ``engine``."""
+    has (segments are checked by ``flows validate``), reading the database ``engine`` on a
+    connection that only reads (on SQLite it holds no lock while templates render).  Kept
+    :data:`CHECKS_KEPT_SECONDS` per flow file as it is."""
+    try:
+        info = Path(flow.file).stat()
+        key = (str(engine.url), flow.file, info.st_mtime_ns, info.st_size)
+    except OSError:
+        key = None
+    now = time.monotonic()
+    if key is not None and key in _kept and now - _kept[key][0] < CHECKS_KEPT_SECONDS:
+        return _kept[key][1]
     with engine.connect() as conn:
-        return check(settings, [flow], conn, as_of)
+        conn.execution_options(**{READ_ONLY: True})
+        report = check(settings, [flow], conn, as_of)
+    if key is not None:
+        if len(_kept) > 200:
+            _kept.clear()
+        _kept[key] = (now, report)
+    return report
