@@ -28,7 +28,14 @@ from lifecycle.flows.states import effective_statuses, switch
 from lifecycle.mail.sending import dispatch as dispatch_mail
 from lifecycle.mail.sending import send_batch
 from lifecycle.mail.transports import FileTransport
-from lifecycle.models import Customer, FlowEnrollment, FlowStatusChange, Message, TriggerCursor
+from lifecycle.models import (
+    ConfigSnapshot,
+    Customer,
+    FlowEnrollment,
+    FlowStatusChange,
+    Message,
+    TriggerCursor,
+)
 from lifecycle.segments.service import definitions
 from lifecycle.timeutil import UTC
 from lifecycle.web.app import create_app
@@ -320,3 +327,30 @@ def test_a_manager_switches_a_flow_on_its_page_and_who_and_when_are_recorded(
         assert [r.status for r in conn.execute(select(FlowStatusChange.__table__)
                                                .order_by(FlowStatusChange.id))] == [
             "paused", None]
+
+
+def test_a_new_file_of_a_removed_flow_s_name_starts_afresh(shop: Shop) -> None:
+    """A flow switched live on its page, then deleted: a new file of the same name neither
+    runs because the old one was live nor falls back to the old flow's steps if it breaks."""
+    from lifecycle.flows.states import REMOVED_BY
+
+    path = shop.flows / "win_back.yaml"
+    old = path.read_text(encoding="utf-8")
+    shop.switch("win_back", "live")
+    tick(shop.app)
+    path.unlink()
+    shop.clock.advance(timedelta(minutes=1))
+    tick(shop.app)  # the scheduler finds the file gone
+    with shop.app.engine.connect() as conn:
+        kept = conn.execute(select(ConfigSnapshot.name).where(
+            ConfigSnapshot.kind == "flow")).scalars().all()
+        last = conn.execute(select(FlowStatusChange.__table__).where(
+            FlowStatusChange.flow == "win_back").order_by(FlowStatusChange.id.desc())).first()
+    assert "win_back" not in kept
+    assert last.status is None and last.changed_by == REMOVED_BY
+    path.write_text(old.replace("status: live", "status: draft"), encoding="utf-8")
+    flows = catalogue(shop.app).flows
+    with shop.app.engine.connect() as conn:
+        assert effective_statuses(conn, flows)["win_back"].status == "draft"
+    path.write_text("status: live\ntrigger: {segment_entered: lapsed\n", encoding="utf-8")
+    assert "win_back" not in catalogue(shop.app).flows  # broken, and nothing old to fall on

@@ -30,7 +30,7 @@ from lifecycle.flows.definitions import Catalogue, Context, Flow, parse
 from lifecycle.flows.engine import Policies, advance, exit_removed_steps
 from lifecycle.flows.policies import FILE_NAME as POLICIES_FILE
 from lifecycle.flows.policies import parse as parse_policies
-from lifecycle.flows.states import not_live
+from lifecycle.flows.states import forget_removed, not_live
 from lifecycle.flows.triggers import dispatch
 from lifecycle.mail.templates import CHECK_SECONDS, emails_in
 from lifecycle.segments.service import SegmentsInForce, in_force
@@ -242,6 +242,12 @@ def policies_of(app: App) -> Policies:
     return _policies_file(app, path, stamp)[0]
 
 
+def flow_file_names(folder: Path) -> list[str]:
+    """The names of the flow files in ``folder`` (``*.yaml`` but segments and policies)."""
+    return [path.stem for path in sorted(folder.glob("*.yaml"))
+            if path.name not in ("segments.yaml", "policies.yaml")]
+
+
 def save_valid(conn: Connection, found: Configuration, now: datetime) -> dict[
         tuple[str, str], str]:
     """Keep the text of every valid file read as its last valid version (a text this process
@@ -269,6 +275,8 @@ def tick(app: App, policies: Policies | None = None) -> None:
     policies = policies or found.policies
     now = app.clock.now()
     with app.engine.begin() as conn:
+        for name in forget_removed(conn, flow_file_names(app.settings.flows_dir), now):
+            _saved.get(app.engine, {}).pop((snapshots.FLOW, name), None)
         saved = save_valid(conn, found, now)
         held = not_live(conn, flows)
         # a changed step list (README, How flows run): checked once per change and process

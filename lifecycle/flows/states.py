@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, delete, func, select, update
 
 from lifecycle.flows.definitions import STATUSES, Flow
 from lifecycle.models import EnrollmentStatus, FlowEnrollment, FlowStatusChange
@@ -132,3 +132,38 @@ def switch(conn: Connection, flow: Flow, status: str | None, who: str, now: date
     else:
         log.info("The flow %s was set to %s by %s.", flow.name, status, who)
     return state
+
+
+#: Who "follows the file again" when the file itself went away.
+REMOVED_BY = "lifecycle (the flow's file was removed)"
+
+
+def forget_removed(conn: Connection, present: Iterable[str], now: datetime) -> list[str]:
+    """Forget what is kept of the flows whose files are gone (``present``: the names of the
+    flow files there are now): their last valid versions, and any switch made on their pages
+    (a "follow the file" is recorded), so that a new file of the same name starts afresh —
+    neither live because the old flow was, nor the old flow's steps if it is broken.  The
+    names forgotten."""
+    from lifecycle.flows import snapshots
+    from lifecycle.models import ConfigSnapshot
+
+    names = set(present)
+    if not names:  # an empty or unreadable folder (a mount not there yet): forget nothing
+        return []
+    kept = ConfigSnapshot.__table__
+    gone = sorted(set(conn.execute(select(kept.c.name).where(
+        kept.c.kind == snapshots.FLOW)).scalars()) - names)
+    t = FlowStatusChange.__table__
+    newest = (select(t.c.flow, func.max(t.c.id).label("id")).group_by(t.c.flow).subquery())
+    switched = {row.flow for row in conn.execute(
+        select(t.c.flow).join(newest, t.c.id == newest.c.id).where(t.c.status.is_not(None)))}
+    gone = sorted(set(gone) | (switched - names))
+    if not gone:
+        return []
+    conn.execute(delete(kept).where(kept.c.kind == snapshots.FLOW, kept.c.name.in_(gone)))
+    for name in sorted(switched & set(gone)):
+        conn.execute(t.insert().values(flow=name, status=None, on_pause=None,
+                                       changed_by=REMOVED_BY, changed_at=now))
+    log.info("The flows %s have no file any more: what was kept of them (last valid version, "
+             "switches on their pages) is forgotten.", ", ".join(gone))
+    return gone
