@@ -11,10 +11,11 @@ born on 29 February is remembered on 28 February in other years (python-dateutil
 Each date flow keeps a cursor (``flow_trigger_cursors`` row ``date:<flow>``,
 its ``updated_at`` being the moment up to which dates are done).  A run handles
 every local date that began after the cursor and by now, so a scheduler that
-was down for a day catches up, and the first run starts from now (no backfill
-of past birthdays).  The trigger key is the local date, so a date fires at
-most once per customer and year whatever the re-entry policy and however many
-schedulers run.
+was down for a day catches up.  A flow that starts — its first run, or while it
+is draft or paused — puts its cursor ``at`` before now (:func:`_start_of`): the
+dates whose send time is still ahead fire, past ones are not backfilled.  The
+trigger key is the local date, so a date fires at most once per customer and year
+whatever the re-entry policy and however many schedulers run.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def fire(conn: Connection, flows: dict[str, Flow], now: datetime, default_tz: st
             continue
         if flow.name in held:
             conn.execute(update(TriggerCursor).where(TriggerCursor.name == f"date:{flow.name}")
-                         .values(updated_at=until or now))
+                         .values(updated_at=_start_of(flow, until or now)))
             continue
         enrolled += _fire_flow(conn, flow, now, until or now, default_tz)
     return enrolled
@@ -70,8 +71,8 @@ def _fire_flow(conn: Connection, flow: Flow, now: datetime, until: datetime,
         read = read.with_for_update()
     last = conn.execute(read).scalar()
     if last is None:
-        conn.execute(TriggerCursor.__table__.insert().values(name=name, last_id=0,
-                                                             updated_at=until))
+        conn.execute(TriggerCursor.__table__.insert().values(
+            name=name, last_id=0, updated_at=_start_of(flow, until)))
         return 0
     if _quarter(until) <= _quarter(last):
         return 0  # local days begin on quarter hours (UTC offsets are multiples of 15 min)
@@ -104,6 +105,15 @@ def _fire_flow(conn: Connection, flow: Flow, now: datetime, until: datetime,
     if enrolled:
         log.info("Date flow %s enrolled %d customers.", flow.name, enrolled)
     return enrolled
+
+
+def _start_of(flow: Flow, moment: datetime) -> datetime:
+    """Where a date flow's cursor starts when it starts at ``moment`` (its first run, or while
+    it is not live): ``at`` before it, so the dates whose send time (``at``, local) is still
+    ahead at ``moment`` fire — a birthday flow made live at 03:00 UTC sends that day's
+    birthdays at 10:00 in Berlin — and those whose send time has passed do not (no backfill)."""
+    hour, minute = parse_clock(flow.trigger.options.get("at", "10:00"))
+    return moment - timedelta(hours=hour, minutes=minute)
 
 
 def _quarter(moment: datetime) -> int:

@@ -28,7 +28,13 @@ from datetime import datetime
 from sqlalchemy import Connection, delete, func, select, update
 
 from lifecycle.flows.definitions import STATUSES, Flow
-from lifecycle.models import EnrollmentStatus, FlowEnrollment, FlowStatusChange
+from lifecycle.models import (
+    EnrollmentStatus,
+    FlowEnrollment,
+    FlowStatusChange,
+    Message,
+    MessageStatus,
+)
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +123,16 @@ def switch(conn: Connection, flow: Flow, status: str | None, who: str, now: date
     exited = 0
     if paused and on_pause == EXIT:
         e = FlowEnrollment.__table__
+        leaving = select(e.c.id).where(e.c.flow == flow.name,
+                                       e.c.status == EnrollmentStatus.ACTIVE.value)
+        m = Message.__table__
+        # their mails not yet handed to a worker are cancelled now (a worker that has one
+        # finds the flow ended and cancels it at send time)
+        conn.execute(update(m).where(
+            m.c.enrollment_id.in_(leaving),
+            m.c.status.in_((MessageStatus.SCHEDULED.value, MessageStatus.PAUSED.value)))
+            .values(status=MessageStatus.CANCELLED.value, updated_at=now,
+                    last_error=f"the flow ended: {PAUSED_REASON}"))
         exited = conn.execute(update(e).where(
             e.c.flow == flow.name, e.c.status == EnrollmentStatus.ACTIVE.value).values(
             status=EnrollmentStatus.EXITED.value, finished_at=now, next_run_at=None,
