@@ -271,3 +271,21 @@ def test_healthz_tells_anyone_which_file_is_broken_but_only_staff_its_path_and_w
     assert str(shop.flows) not in str(anonymous) and "smtp_password" not in str(anonymous)
     staff = shop.health()
     assert staff["configuration"][0].startswith(f"{segments}:3:")
+
+
+def test_read_only_commands_use_the_last_valid_segments_while_the_file_is_broken(
+        shop: Shop) -> None:
+    from click.testing import CliRunner
+
+    from lifecycle.cli import cli
+
+    env = {"LIFECYCLE_DATABASE_URL": shop.app.settings.database_url.render_as_string(
+        hide_password=False), "LIFECYCLE_FLOWS_DIR": str(shop.flows)}
+    segments = shop.flows / "segments.yaml"
+    segments.write_text(segments.read_text(encoding="utf-8").replace(
+        "retention:", "retention:\n  bogus: [1, 2", 1), encoding="utf-8")
+    listed = CliRunner().invoke(cli, ["segments", "list"], env=env)
+    assert listed.exit_code == 0, listed.output
+    assert "its last valid version" in listed.stderr and "vip" in listed.stdout
+    checked = CliRunner().invoke(cli, ["segments", "validate"], env=env)
+    assert checked.exit_code == 1 and "segments.yaml" in checked.stderr

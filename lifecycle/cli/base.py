@@ -108,9 +108,22 @@ def segment_definitions(app: App, path: Path | None = None) -> Any:
     from lifecycle.segments.definitions import load_definitions
     from lifecycle.yamlfile import InvalidFile
 
+    if path is None:  # the configured file: what is in force, its last valid version too
+        from lifecycle.segments.service import in_force
+
+        try:
+            found = in_force(app)
+        except InvalidFile as exc:  # broken, and no valid version was ever saved
+            exit_with_problems(exc)
+        for problem in found.problems:
+            click.echo(f"{problem}", err=True)
+        if found.problems:
+            click.echo(f"{app.settings.segments_file} has problems: its last valid version, "
+                       f"saved {found.saved_at:%Y-%m-%d %H:%M} UTC, is used, as the scheduler "
+                       "does.", err=True)
+        return replace(found.definitions, currency=app.settings.currency)
     try:
-        return replace(load_definitions(path or app.settings.segments_file),
-                       currency=app.settings.currency)
+        return replace(load_definitions(path), currency=app.settings.currency)
     except InvalidFile as exc:
         exit_with_problems(exc)
 

@@ -30,7 +30,7 @@ def segments() -> None:
 def segments_validate(path: Path | None) -> None:
     """Check segments.yaml; print each problem as FILE:LINE:COLUMN: message."""
     app = load_app()
-    defs = segment_definitions(app, path)
+    defs = segment_definitions(app, path or app.settings.segments_file)  # the file itself
     click.echo(f"{defs.file}: {len(defs.all_names())} segments, no problems.")
 
 
