@@ -357,6 +357,40 @@ def test_a_manager_switches_a_flow_on_its_page_and_who_and_when_are_recorded(
         assert [r.status for r in conn.execute(select(FlowStatusChange.__table__)
                                                .order_by(FlowStatusChange.id))] == [
             "paused", None]
+    page = web.get("/flows/thank_you").text  # every switch, newest first, on the page
+    assert "Switches on this page (2)" in page
+    assert page.index("max@shop.example: follow the file") < page.index(
+        "max@shop.example: paused (customers wait)")
+
+
+def test_a_flow_whose_templates_would_fail_is_made_live_only_when_the_manager_insists(
+        app: App, web: TestClient, tmp_path: Path) -> None:
+    templates = tmp_path / "email"
+    shutil.copytree(ROOT / "templates" / "email", templates)
+    body = templates / "thank_you" / "en" / "body.txt"
+    body.write_text(body.read_text(encoding="utf-8").replace(
+        "{{ customer.first_name }}", "{{ customer.frist_name }}"), encoding="utf-8")
+    app.settings = replace(app.settings, templates_dir=templates)
+    account(app, "max@shop.example", "manager")
+    log_in(web, "max@shop.example")
+    page = web.get("/flows/thank_you").text
+    form = {"csrf": csrf_of(page), "status": "draft"}
+    assert web.post("/flows/thank_you/status", data=form,
+                    follow_redirects=False).status_code == 303
+    page = web.get("/flows/thank_you").text
+    assert 'name="anyway" value="yes" required' in page and "Make it live anyway" in page
+    refused = web.post("/flows/thank_you/status", data=dict(form, status="live"),
+                       follow_redirects=False)
+    assert refused.status_code == 409 and "its mails would fail to send" in refused.text
+    with app.engine.connect() as conn:
+        assert effective_statuses(conn, [catalogue(app).flows["thank_you"]])[
+            "thank_you"].status == "draft"
+    insisted = web.post("/flows/thank_you/status", data=dict(form, status="live", anyway="yes"),
+                        follow_redirects=False)
+    assert insisted.status_code == 303
+    with app.engine.connect() as conn:
+        assert effective_statuses(conn, [catalogue(app).flows["thank_you"]])[
+            "thank_you"].status == "live"
 
 
 def test_a_new_file_of_a_removed_flow_s_name_starts_afresh(shop: Shop) -> None:

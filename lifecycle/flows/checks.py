@@ -545,7 +545,7 @@ def check(settings: Settings, flows: Sequence[Flow], conn: Connection | None, as
 #: Seconds a flow page's checks are kept for its file as it is: the page does not render every
 #: template in every locale again at each view (a data or template change shows within this).
 CHECKS_KEPT_SECONDS = 60.0
-_kept: dict[tuple[str, str, int, int], tuple[float, Report]] = {}
+_kept: dict[tuple[str, str, str, int, int], tuple[float, Report]] = {}
 
 
 def check_flow(settings: Settings, engine: Engine, flow: Flow, as_of: datetime) -> Report:
@@ -555,7 +555,8 @@ def check_flow(settings: Settings, engine: Engine, flow: Flow, as_of: datetime) 
     :data:`CHECKS_KEPT_SECONDS` per flow file as it is."""
     try:
         info = Path(flow.file).stat()
-        key = (str(engine.url), flow.file, info.st_mtime_ns, info.st_size)
+        key = (str(engine.url), str(settings.templates_dir), flow.file, info.st_mtime_ns,
+               info.st_size)
     except OSError:
         key = None
     now = time.monotonic()

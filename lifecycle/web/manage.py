@@ -45,6 +45,7 @@ from lifecycle.models import (
     Customer,
     EnrollmentStatus,
     FlowEnrollment,
+    FlowStatusChange,
     Message,
     MessageStatus,
     SegmentMembership,
@@ -145,6 +146,9 @@ def manager_routes(app: App, gate: Gate) -> APIRouter:
             enrolled = conn.execute(select(func.count()).select_from(FlowEnrollment).where(
                 FlowEnrollment.flow == name,
                 FlowEnrollment.status == EnrollmentStatus.ACTIVE.value)).scalar_one()
+            switches = conn.execute(select(FlowStatusChange.__table__).where(
+                FlowStatusChange.flow == name).order_by(FlowStatusChange.id.desc())
+                .limit(SWITCHES_SHOWN)).all()
         picture = diagram(boxes, figures, placed, title=f"{name}: the flow, with each step's "
                           f"figures for the mails decided in the last {max(1, min(days, MAX_DAYS))} days") \
             if boxes else None
@@ -160,7 +164,7 @@ def manager_routes(app: App, gate: Gate) -> APIRouter:
             "instead": instead, "failures": failures, "notice_hours": NOTICE_HOURS,
             "status": state.status if state is not None else "invalid",
             "trigger": trigger_text(flow) if flow is not None else None,
-            "state": state, "enrolled": enrolled, "checks": checks})
+            "state": state, "enrolled": enrolled, "checks": checks, "switches": switches})
 
     @router.post("/flows/{name}/status")
     async def set_status(request: Request, name: str) -> Response:
@@ -176,6 +180,14 @@ def manager_routes(app: App, gate: Gate) -> APIRouter:
         if status not in (*STATUSES, "file") or on_pause not in (WAIT, EXIT):
             return Response("The status is live, draft, paused or file; on_pause is wait or "
                             "exit.", status_code=422)
+        if status == "live" and field(form, "anyway") != "yes":
+            found = await run_in_threadpool(check_flow, app.settings, app.engine, flow,
+                                            app.clock.now())
+            if found.errors:  # its mails would fail: made live only when the manager insists
+                return Response(f"The flow {name} was not made live: its templates have "
+                                f"{len(found.errors)} problems, so its mails would fail to "
+                                "send (see Checks on its page). Fix them, or tick \"make it "
+                                "live anyway\" on the page.", status_code=409)
 
         def write() -> None:
             with app.engine.begin() as conn:
@@ -346,6 +358,10 @@ def manager_routes(app: App, gate: Gate) -> APIRouter:
             "Content-Disposition": f'attachment; filename="segment-{name}-{stamp}.csv"'})
 
     return router
+
+
+#: Switches of a flow's status listed on its page, newest first.
+SWITCHES_SHOWN = 10
 
 
 def trigger_text(flow: Flow) -> str:
