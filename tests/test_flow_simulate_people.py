@@ -230,3 +230,12 @@ steps:
         "this simulation: the open rate is 0; no enrollment takes its else path (exit)."]
     drawn = warnings(flow, Simulation("mixed", START, END, open_rate=0.5, click_rate=0.1))
     assert drawn == [found[0]]  # the branches were never tried: nothing to say about them
+
+
+def test_a_condition_in_a_warning_is_written_as_the_flow_file_writes_it() -> None:
+    from lifecycle.flows.simulate import dump_condition
+
+    assert dump_condition({"clicked": "frühzugang"}) == "{clicked: frühzugang}"
+    assert dump_condition({"all": [{"opened": True}, {"attribute": {
+        "name": "stadt", "op": "=", "value": "Kraków"}}]}) == (
+        "{all: [{opened: true}, {attribute: {name: stadt, op: '=', value: Kraków}}]}")

@@ -364,7 +364,8 @@ def _account(conn: Connection, flow: Flow, result: Simulation, watch: Watch,
 
 def dump_condition(condition: dict[str, Any]) -> str:
     """A condition as one line of YAML, as a flow file writes it: ``{clicked: ten-percent}``."""
-    return str(yaml.safe_dump(condition, default_flow_style=True, sort_keys=False)).strip()
+    return str(yaml.safe_dump(condition, default_flow_style=True, sort_keys=False,
+                              allow_unicode=True, width=10_000)).strip()
 
 
 def _known(result: Simulation) -> dict[str, str]:
