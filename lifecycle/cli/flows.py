@@ -104,8 +104,9 @@ def flows_validate(path: Path | None) -> None:
         click.echo(f"{len(problems)} problem{'s' if len(problems) != 1 else ''}{warned}. "
                    f"{rendered}")
         raise SystemExit(1)
-    click.echo(f"{len(names)} flows without problems{warned}: {', '.join(names) or '-'}. "
-               f"{rendered}")
+    plural = "s" if len(names) != 1 else ""
+    click.echo(f"{len(names)} flow{plural} without problems{warned}: "
+               f"{', '.join(names) or '-'}. {rendered}")
 
 
 def _content_and_data(app: Any, flows: list[Any], segments_file: Path) -> Any:
