@@ -42,3 +42,33 @@ def test_a_manager_sees_the_flow_drawn_with_its_figures_and_nothing_overflows(
     assert "miss-you" in overhang and "last-chance" in overhang
     assert all(px <= 0 for px in overhang.values()), overhang
     page.shots("flow-diagram")
+
+
+def test_every_shipped_flow_is_drawn_whole_and_every_text_fits_its_box(
+        app: App, page) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    """The diagram of each flow in flows/ (the shipped ones and any added to the gallery): one
+    box per step, visible, inside the page at 1280 px, no text past its box."""
+    from pathlib import Path
+
+    from lifecycle.flows.definitions import Context, load_flow
+    from lifecycle.segments.definitions import load_definitions
+
+    folder = Path(__file__).resolve().parent.parent / "flows"
+    shipped = [p for p in sorted(folder.glob("*.yaml"))
+               if p.name not in ("segments.yaml", "policies.yaml")]
+    assert len(shipped) >= 6
+    account(app, "max@shop.example", "manager")
+    log_in(page, "max@shop.example")
+    for path in shipped:
+        flow = load_flow(path, Context.from_folders(
+            folder.parent / "templates" / "email",
+            set(load_definitions(folder / "segments.yaml").all_names())))
+        page.goto(f"/flows/{flow.name}")
+        picture = page.locator("svg.flow-diagram")
+        assert picture.is_visible(), flow.name
+        shape = picture.bounding_box()
+        assert shape is not None and shape["x"] + shape["width"] <= 1280, flow.name
+        assert page.evaluate("document.documentElement.scrollWidth") <= 1280, flow.name
+        overhang = dict(page.evaluate(OVERHANG))
+        assert {step.id for step in flow.steps} <= set(overhang), flow.name
+        assert all(px <= 0 for px in overhang.values()), (flow.name, overhang)
