@@ -289,3 +289,19 @@ def test_read_only_commands_use_the_last_valid_segments_while_the_file_is_broken
     assert "its last valid version" in listed.stderr and "vip" in listed.stdout
     checked = CliRunner().invoke(cli, ["segments", "validate"], env=env)
     assert checked.exit_code == 1 and "segments.yaml" in checked.stderr
+
+
+def test_the_log_says_when_a_broken_file_is_fixed(
+        shop: Shop, caplog: pytest.LogCaptureFixture) -> None:
+    segments = shop.flows / "segments.yaml"
+    good = segments.read_text(encoding="utf-8")
+    caplog.set_level(logging.INFO, logger="lifecycle.flows.service")
+    segments.write_text("rfm:\n  recency: [1, 2\n", encoding="utf-8")
+    _forget_what_this_process_read(shop.app)
+    tick(shop.app)
+    assert "has no problem any more" not in caplog.text
+    segments.write_text(good, encoding="utf-8")
+    _forget_what_this_process_read(shop.app)
+    tick(shop.app)
+    assert ("The configuration file segments.yaml has no problem any more; it is in force as "
+            "it is.") in caplog.text

@@ -221,6 +221,11 @@ def _log(notices: list[Notice]) -> None:
             if str(problem) not in _reported:
                 _reported.add(str(problem))
                 log.error("A configuration file has a problem; %s: %s", notice.instead, problem)
+    gone = {Path(problem.split(":", 1)[0]).name for problem in _reported - now}
+    fixed = gone - {Path(problem.split(":", 1)[0]).name for problem in now}
+    for name in sorted(fixed):
+        log.info("The configuration file %s has no problem any more; it is in force as it is.",
+                 name)
     _reported.intersection_update(now)
 
 
