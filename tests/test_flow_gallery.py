@@ -22,7 +22,7 @@ from lifecycle.flows.states import switch
 from lifecycle.locales import SHIPPED
 from lifecycle.models import FlowEnrollment, Message, Touchpoint
 from lifecycle.timeutil import UTC
-from tests.factories import WEB_SECRET, add_customer, add_touchpoint
+from tests.factories import WEB_SECRET, add_customer, add_order, add_touchpoint
 from tests.test_flow_engine import FLOWS, mails, run, state
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,8 +83,9 @@ def test_the_birthday_draft_mails_nobody_until_it_is_switched_on_then_sends_its_
         sent = conn.execute(select(Message.__table__).where(Message.flow == "birthday")).all()
     assert [(m.customer_id, m.template, m.due_at) for m in sent] == [
         (bo, "birthday", datetime(2026, 6, 5, 10, tzinfo=UTC))]  # ann's day passed as a draft
-    code = sent[0].context["offer"]["code"]
-    assert code.startswith("BDAY-") and sent[0].context["offer"]["percent"] == 10
+    offer = sent[0].context["offer"]
+    assert offer["code"].startswith("BDAY-") and offer["percent"] == 10
+    assert offer["expires_at"] == datetime(2026, 6, 19, 10, tzinfo=UTC).isoformat()  # 14 days
 
 
 def _clicked(conn: Connection, customer_id: int, mail: Message, at: datetime) -> None:
@@ -94,20 +95,28 @@ def _clicked(conn: Connection, customer_id: int, mail: Message, at: datetime) ->
                  .values(message_id=mail.id))
 
 
-def test_the_vip_reminder_goes_only_to_those_who_did_not_click_the_first_mail(
+def test_the_vip_reminder_goes_only_to_those_who_did_not_click_nor_order(
         conn: Connection) -> None:
     flow = FLOWS["vip_early_access"]
-    looked = add_customer(conn, "looked", T0 - timedelta(days=300), timezone="UTC")
-    quiet = add_customer(conn, "quiet", T0 - timedelta(days=300), timezone="UTC")
-    ids = [enroll(conn, flow, cid, "segment:vip", T0) for cid in (looked, quiet)]
+    looked, quiet, bought = (add_customer(conn, name, T0 - timedelta(days=300), timezone="UTC")
+                             for name in ("looked", "quiet", "bought"))
+    ids = [enroll(conn, flow, cid, "segment:vip", T0) for cid in (looked, quiet, bought)]
     run(conn, T0)
-    run(conn, datetime(2026, 6, 4, 10, tzinfo=UTC))  # the next morning: the first mail
-    first = mails(conn, looked)
-    assert [m.template for m in first] == ["vip_early_access"]
-    _clicked(conn, looked, first[0], datetime(2026, 6, 4, 11, tzinfo=UTC))
-    run(conn, datetime(2026, 6, 7, 10, tzinfo=UTC))  # three days later
+    morning = datetime(2026, 6, 4, 10, tzinfo=UTC)
+    assert {state(conn, eid).next_run_at for eid in ids} == {morning}
+    run(conn, morning)  # the next morning: the first mail to each
+    for cid in (looked, quiet, bought):
+        assert [(m.template, m.due_at) for m in mails(conn, cid)] == [("vip_early_access",
+                                                                       morning)]
+    _clicked(conn, looked, mails(conn, looked)[0], morning + timedelta(hours=1))
+    add_order(conn, bought, morning + timedelta(days=1), "40.00")
+    run(conn, morning + timedelta(days=2))
+    assert all(len(mails(conn, cid)) == 1 for cid in (looked, quiet, bought))  # still waiting
+    run(conn, morning + timedelta(days=3))  # three days later
     assert [m.template for m in mails(conn, looked)] == ["vip_early_access"]
-    assert [m.template for m in mails(conn, quiet)] == ["vip_early_access",
-                                                        "vip_early_access_reminder"]
-    assert (state(conn, ids[0]).status, state(conn, ids[0]).exit_reason) == \
-        ("completed", "branch looked")
+    assert [m.template for m in mails(conn, bought)] == ["vip_early_access"]
+    assert [(m.template, m.due_at) for m in mails(conn, quiet)] == [
+        ("vip_early_access", morning),
+        ("vip_early_access_reminder", morning + timedelta(days=3))]
+    assert [(state(conn, eid).status, state(conn, eid).exit_reason) for eid in ids] == [
+        ("completed", "branch looked"), ("completed", "completed"), ("exited", "goal: ordered")]
