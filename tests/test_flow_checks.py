@@ -220,8 +220,8 @@ def test_validate_prints_warnings_and_exits_0_when_there_are_only_warnings(
     assert (f"{flows / 'coffee_fans.yaml'}:2:27: warning: no order has category 'Coffee'; "
             "known: coffee (3), tea (2), equipment (1); did you mean 'coffee'?") \
         in result.stderr.splitlines()
-    assert result.stdout.startswith("7 flows without problems, 2 warnings: advocacy_ask, "
-                                    "coffee_fans,")
+    assert result.stdout.startswith("9 flows without problems, 2 warnings: advocacy_ask, "
+                                    "birthday, coffee_fans,")
     assert "Templates rendered for 2 customers (ben, ada) in every locale they have." \
         in result.stdout
     engine = make_engine(cli_env["LIFECYCLE_DATABASE_URL"])

@@ -13,8 +13,9 @@ from lifecycle.mail.templates import Rendered, Renderer
 from tests.mail_samples import EMAILS, LOCALES, TEMPLATES, rich_context
 
 RENDERER = Renderer(TEMPLATES)
-OFFER_EMAILS = ("second_purchase", "loyalty_offer", "winback_2", "winback_3")
-PRODUCT_EMAILS = ("second_purchase", "winback_1", "winback_2", "winback_3")
+OFFER_EMAILS = ("second_purchase", "loyalty_offer", "winback_2", "winback_3", "birthday")
+PRODUCT_EMAILS = ("second_purchase", "winback_1", "winback_2", "winback_3", "vip_early_access",
+                  "vip_early_access_reminder")
 #: The greeting of a customer without a first name, in each language.
 PLAIN_GREETING = {"en": "Hello,", "de": "Hallo,", "nb": "Hei!", "sv": "Hej!", "da": "Hej,",
                   "pl": "Cześć!"}
