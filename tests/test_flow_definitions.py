@@ -59,7 +59,7 @@ def test_every_shipped_template_has_a_subject_and_both_bodies_in_every_language(
 
 def test_unknown_templates_segments_and_durations_are_named(tmp_path: Path) -> None:
     found = problems(tmp_path, """trigger:
-  segment_entered: sleepy
+  segment_entered: [sleepy, lapsd]
 steps:
   - id: a
     wait: three days
@@ -69,10 +69,12 @@ steps:
     wait: {for: 2 weeks, at: "25:00"}
 """)
     assert found == [
-        "F:2:20: unknown segment 'sleepy'; see flows/segments.yaml (`lifecycle segments list`)",
+        "F:2:21: unknown segment 'sleepy'; see flows/segments.yaml (`lifecycle segments list`)",
+        "F:2:29: unknown segment 'lapsd' (did you mean 'lapsed'?); see flows/segments.yaml "
+        "(`lifecycle segments list`)",
         "F:5:11: 'three days' is not a duration such as '30 days' or '2 weeks'",
-        "F:7:11: unknown template 'thank_yuo': no folder templates/email/thank_yuo/ with "
-        "subject.txt and body.txt or body.html",
+        "F:7:11: unknown template 'thank_yuo' (did you mean 'thank_you'?): no folder "
+        "templates/email/thank_yuo/ with subject.txt and body.txt or body.html",
         "F:9:30: '25:00' is not a time of day such as '09:30'",
     ]
 

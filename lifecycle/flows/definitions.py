@@ -26,6 +26,7 @@ unreachable steps, loops without a wait and branches with no way out.
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -185,6 +186,12 @@ class Context:
         return cls(emails_in(templates_dir), segments)  # as the renderer sees its emails
 
 
+def _did_you_mean(name: str, known: set[str]) -> str:
+    """`` (did you mean 'vip'?)`` for the closest of ``known`` to a misspelt ``name``, else ""."""
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 class _Checker:
     def __init__(self, located: Located, context: Context) -> None:
         self.located = located
@@ -214,8 +221,8 @@ class _Checker:
         if not isinstance(name, str):
             self.fail(path, f"a segment is named by its name, not {name!r}")
         elif self.context.segments_known and name not in self.context.segments:
-            self.fail(path, f"unknown segment {name!r}; see flows/segments.yaml "
-                            "(`lifecycle segments list`)")
+            self.fail(path, f"unknown segment {name!r}{_did_you_mean(name, self.context.segments)}"
+                            "; see flows/segments.yaml (`lifecycle segments list`)")
 
     def duration(self, text: Any, path: tuple[str | int, ...]) -> relativedelta | None:
         try:
@@ -412,8 +419,10 @@ class _Checker:
             template = item["template"]
             if template not in self.context.templates:
                 self.fail(here if "variants" not in body else here + ("template",),
-                          f"unknown template {template!r}: no folder templates/email/{template}/ "
-                          "with subject.txt and body.txt or body.html")
+                          f"unknown template {template!r}"
+                          f"{_did_you_mean(str(template), self.context.templates)}: no folder "
+                          f"templates/email/{template}/ with subject.txt and body.txt or "
+                          "body.html")
                 continue
             variants.append(Variant(template, weight))
         if len(variants) != len(raw) or ("offer" in body and offer is None):
