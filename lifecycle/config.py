@@ -294,7 +294,7 @@ class Settings:
     @property
     def support_address(self) -> str:
         """Where customers write for help: LIFECYCLE_SUPPORT_EMAIL, else the From address."""
-        return self.support_email or _address_of(self.mail_from)
+        return self.support_email or sender_parts(self.mail_from)[1]
 
     @property
     def segments_file(self) -> Path:
@@ -302,9 +302,10 @@ class Settings:
 
 
 @functools.lru_cache(maxsize=16)
-def _address_of(sender: str) -> str:
-    """The address of ``"Name <address>"`` (parsed once: every mail's context asks)."""
-    return parseaddr(sender)[1]
+def sender_parts(sender: str) -> tuple[str, str]:
+    """``"Name <address>"`` (LIFECYCLE_MAIL_FROM) as (name, address), parsed once: every mail's
+    context, headers and payload ask."""
+    return parseaddr(sender)
 
 
 #: A domain name: dot-separated labels of letters, digits and inner hyphens (at most 63 each),

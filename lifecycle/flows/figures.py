@@ -25,7 +25,6 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, case, func, select
 
-from lifecycle.flows.definitions import Flow
 from lifecycle.models import EnrollmentStatus, FlowEnrollment, Message, MessageStatus
 from lifecycle.results import SKIPPED
 
@@ -36,13 +35,6 @@ TOP_REASONS = 3
 REASON_CHARS = 200
 PENDING = (MessageStatus.SCHEDULED.value, MessageStatus.QUEUED.value,
            MessageStatus.SENDING.value, MessageStatus.PAUSED.value)
-
-
-def flow_status(flow: Flow) -> str:
-    """What the flows list shows as a flow's status: the file's ``status:`` when the flow has
-    one, else ``live`` (every valid flow runs).  One function, so that another notion of
-    status can take its place."""
-    return str(getattr(flow, "status", None) or "live")
 
 
 @dataclass

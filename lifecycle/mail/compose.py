@@ -14,10 +14,10 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.message import EmailMessage
-from email.utils import format_datetime, parseaddr
+from email.utils import format_datetime
 from typing import Any
 
-from lifecycle.config import Settings
+from lifecycle.config import Settings, sender_parts
 from lifecycle.links import sign
 from lifecycle.mail.addresses import address
 from lifecycle.mail.context import token_data
@@ -59,7 +59,7 @@ def reply_domain_of(settings: Settings) -> str:
 
 @functools.lru_cache(maxsize=8)
 def _domain(sender: str) -> str:
-    return parseaddr(sender)[1].rpartition("@")[2].lower() or "localhost"
+    return sender_parts(sender)[1].rpartition("@")[2].lower() or "localhost"
 
 
 def feedback_field(value: object) -> str:

@@ -21,7 +21,6 @@ back).  An ambiguous mail is never sent again blindly: see
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import smtplib
@@ -29,7 +28,6 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from email.utils import parseaddr
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.error import URLError
@@ -39,7 +37,7 @@ from python_http_client.exceptions import HTTPError
 from sendgrid import SendGridAPIClient
 from sendgrid.helpers.mail import Category, CustomArg, Email, Header, Mail, ReplyTo, To
 
-from lifecycle.config import Settings
+from lifecycle.config import Settings, sender_parts
 from lifecycle.mail.compose import MIME_POLICY, Outgoing
 from lifecycle.mail.keepalive import KeepAlive
 
@@ -148,7 +146,7 @@ class SmtpTransport:
             # written out under the message's own policy (smtplib's send_message would use a
             # generator that turns a body line "From …" into ">From …"); a non-ASCII address
             # needs SMTPUTF8 and its headers in UTF-8, as send_message does
-            sender = parseaddr(mail.sender)[1]
+            sender = sender_parts(mail.sender)[1]
             international = not (sender + mail.to).isascii()
             message = mail.mime().as_bytes(policy=MIME_POLICY.clone(utf8=True)) \
                 if international else mail.mime().as_bytes()
@@ -176,7 +174,7 @@ class SmtpTransport:
 
 def sendgrid_payload(mail: Outgoing) -> dict[str, Any]:
     """The v3 mail/send JSON of ``mail``, built with the official library's helpers."""
-    name, address = _parsed(mail.sender)
+    name, address = sender_parts(mail.sender)
     helper = Mail(from_email=_address(Email, address, name), to_emails=_address(To, mail.to),
                   subject=mail.subject, plain_text_content=mail.text, html_content=mail.html)
     helper.reply_to = _address(ReplyTo, mail.reply_to)
@@ -184,12 +182,6 @@ def sendgrid_payload(mail: Outgoing) -> dict[str, Any]:
     helper.custom_arg = [CustomArg(key, value) for key, value in mail.custom_args.items()]
     helper.category = [Category(category) for category in mail.categories]
     return helper.get()  # type: ignore[no-any-return]
-
-
-@functools.lru_cache(maxsize=8)
-def _parsed(sender: str) -> tuple[str, str]:
-    """``"Name <address>"`` as (name, address); parsed once, not once per mail."""
-    return parseaddr(sender)
 
 
 def _address(cls: type[Email], address: str, name: str = "") -> Email:
