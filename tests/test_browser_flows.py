@@ -38,6 +38,10 @@ def test_a_manager_sees_the_flow_drawn_with_its_figures_and_nothing_overflows(
     assert shape is not None and shape["width"] > 600 and shape["height"] > 600
     assert shape["x"] >= 0 and shape["x"] + shape["width"] <= 1280
     assert page.evaluate("document.documentElement.scrollWidth") <= 1280
+    # the per-step figures fit without scrolling sideways in their own box either
+    steps = page.get_by_role("region", name="Per step")
+    assert steps.evaluate("e => e.scrollWidth <= e.clientWidth"), steps.evaluate(
+        "e => [e.scrollWidth, e.clientWidth]")
     overhang = dict(page.evaluate(OVERHANG))
     assert "miss-you" in overhang and "last-chance" in overhang
     assert all(px <= 0 for px in overhang.values()), overhang

@@ -125,3 +125,30 @@ def test_the_command_shows_the_hundred_most_frequent_unless_told(cli_env: dict[s
     data = json.loads(runner.invoke(cli, ["catalog", "--json"], env=cli_env).stdout)
     assert len(data["skus"]) == 100 and data["distinct"]["skus"] == 101
     assert data["skus"][-1]["name"] == "S099"  # equal counts: by name
+
+
+def test_names_that_differ_only_by_spaces_or_case_are_told_apart_and_marked_alike(
+        app: App, web: TestClient, cli_env: dict[str, str]) -> None:
+    """`coffee` and `coffee ` look the same on a page, but a condition matches one spelling:
+    the odd one is shown quoted, and each is marked as looking like the others."""
+    def odd_shop(conn: Connection) -> None:
+        ann = add_customer(conn, "ann", T0)
+        add_order(conn, ann, T0, "9", items=[{"category": "coffee"}, {"sku": "A"}])
+        add_order(conn, ann, T0, "9", items=[{"category": "coffee "}])
+        add_order(conn, ann, T0, "9", items=[{"category": "Coffee"}, {"category": "tea"}])
+
+    with app.engine.begin() as conn:
+        odd_shop(conn)
+        found = read_catalog(conn)
+    by_name = {e.name: e for e in found.categories}
+    assert (by_name["coffee "].shown, by_name["coffee"].shown) == ("'coffee '", "coffee")
+    assert set(by_name["coffee"].alike) == {"coffee ", "Coffee"}
+    assert by_name["tea"].alike == () and by_name["tea"].shown == "tea"
+    account(app, "max@shop.example", "manager")
+    page = logged_in(TestClient(web.app), "max@shop.example").get("/catalog").text
+    assert "<code>&#39;coffee &#39;</code>" in page
+    assert page.count("a condition matches one spelling only") == 3
+    printed = CliRunner().invoke(cli, ["catalog"], env={**cli_env, "COLUMNS": "200"})
+    assert printed.exit_code == 0, printed.output
+    assert "'coffee ' looks like 'coffee', 'Coffee'" in printed.stdout \
+        or "'coffee ' looks like 'Coffee', 'coffee'" in printed.stdout

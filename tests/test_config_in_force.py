@@ -108,11 +108,15 @@ def test_a_broken_segments_file_keeps_the_last_valid_segments_and_flows_running(
     page = shop.web.get("/segments")
     assert page.status_code == 200 and str(segments) in page.text
     assert "its last valid version" in page.text and "vip</code>" in page.text
+    one = shop.web.get("/segments/vip")  # a segment's own page says so too
+    assert one.status_code == 200 and "Files with problems" in one.text
+    assert str(segments) in one.text and "its last valid version" in one.text
     flows_page = shop.web.get("/flows").text
     assert str(escape(str(problem))) in flows_page and "win_back" in flows_page
     segments.write_text(good, encoding="utf-8")
     assert shop.health()["status"] == "ok" and configuration(shop.app).problems == []
     assert "Files with problems" not in shop.web.get("/flows").text
+    assert "Files with problems" not in shop.web.get("/segments/vip").text
     segments.write_text("rfm:\n  recency: [1, 2\n", encoding="utf-8")  # broken again
     tick(shop.app)
     assert caplog.text.count(str(problem)) == 2  # a problem that came back is logged again

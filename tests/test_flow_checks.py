@@ -320,3 +320,25 @@ def test_a_step_id_may_hold_letters_of_any_language(tmp_path: Path) -> None:
                                    "  - id: thank you!\n    send: thank_you\n") == [
         "F:3:9: id 'thank you!' may hold letters of any language (ü, ø, ł …), digits, - and _, "
         "must start with a letter or a digit, has at most 63 characters and is not 'exit'"]
+
+
+def test_stored_values_of_a_date_trigger_s_attribute_that_are_not_dates_are_a_warning(
+        tmp_path: Path, conn: Connection) -> None:
+    """Imports refuse a bad birthday; rows stored before, or by the API, may hold one, and the
+    birthday flow silently never reaches them: validate names them."""
+    with_data(conn)  # ada and ben: good birthdays
+    add_customer(conn, "cy", NOW, attributes={"birthday": "17.05.1990"})
+    add_customer(conn, "dee", NOW, attributes={"birthday": "1990-02-30"})
+    add_customer(conn, "eve", NOW, attributes={"birthday": "05-17"})  # no year: fine
+    templates, flows = copies(tmp_path)
+    settings = settings_for(templates, flows)
+    report = check(settings, loaded(settings), conn, NOW, flows / "segments.yaml")
+    [warning] = [p for p in report.warnings if "not dates" in p.message]
+    assert (warning.file, warning.line) == (str(flows / "birthday.yaml"), 13)
+    assert warning.message == (
+        "2 customers have birthday values that are not dates (YYYY-MM-DD or MM-DD), so this "
+        "flow never reaches them: cy has '17.05.1990', dee has '1990-02-30'")
+    with conn.begin_nested():
+        conn.execute(text("DELETE FROM customers WHERE external_id IN ('cy', 'dee')"))
+        again = check(settings, loaded(settings), conn, NOW, flows / "segments.yaml")
+        assert [p for p in again.warnings if "not dates" in p.message] == []

@@ -239,3 +239,39 @@ def test_a_condition_in_a_warning_is_written_as_the_flow_file_writes_it() -> Non
     assert dump_condition({"all": [{"opened": True}, {"attribute": {
         "name": "stadt", "op": "=", "value": "Kraków"}}]}) == (
         "{all: [{opened: true}, {attribute: {name: stadt, op: '=', value: Kraków}}]}")
+
+
+def test_the_simulate_command_repeats_what_validate_warns_about_the_data_the_flow_names(
+        cli_env: dict[str, str], tmp_path: Path) -> None:
+    """A flow waiting for a category nobody buys simulates to nothing: the report says why,
+    for the flow's own file and for the custom segment it is triggered by."""
+    import shutil
+
+    flows = tmp_path / "flows"
+    shutil.copytree(ROOT / "flows", flows)
+    (flows / "coffee_fans.yaml").write_text(
+        "status: draft\nkind: transactional\ntrigger: {order_placed: {category: Cofee}}\n"
+        "steps:\n  - send: thank_you\n", encoding="utf-8")
+    segments = flows / "segments.yaml"
+    segments.write_text(segments.read_text(encoding="utf-8")
+                        + "  matcha_lovers:\n    bought: {category: matcha}\n", encoding="utf-8")
+    (flows / "matcha.yaml").write_text(
+        "status: draft\nkind: marketing\ntrigger: {segment_entered: matcha_lovers}\n"
+        "steps:\n  - send: thank_you\n", encoding="utf-8")
+    env = {**cli_env, "LIFECYCLE_FLOWS_DIR": str(flows)}
+    runner = CliRunner()
+    assert runner.invoke(cli, ["sample-data", "--customers", "30", "--until", "2026-03-01"],
+                         env=env).exit_code == 0
+    window = ["--from", "2026-01-01", "--to", "2026-03-01", "--show", "0"]
+    coffee = runner.invoke(cli, ["flows", "simulate", "coffee_fans", *window], env=env)
+    assert coffee.exit_code == 0, coffee.output
+    assert f"Warning: {flows / 'coffee_fans.yaml'}:3:36: no order has category 'Cofee'; known:" \
+        in coffee.stdout and "did you mean 'coffee'?" in coffee.stdout
+    matcha = runner.invoke(cli, ["flows", "simulate", "matcha", *window], env=env)
+    assert matcha.exit_code == 0, matcha.output
+    [line] = [t for t in matcha.stdout.splitlines() if "no order has category" in t]
+    assert line.startswith(f"Warning: {segments}:") and "'matcha'" in line
+    # the segment it does not read is not its business; validate names it, simulate not
+    assert "Cofee" not in matcha.stdout
+    thanks = runner.invoke(cli, ["flows", "simulate", "thank_you", *window], env=env)
+    assert thanks.exit_code == 0 and "no order has" not in thanks.stdout

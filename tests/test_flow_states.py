@@ -252,7 +252,8 @@ def test_the_flows_list_and_flows_show_give_the_status_in_force(
     account(shop.app, "max@shop.example", "manager")
     web = log_in(TestClient(create_app(shop.app)), "max@shop.example")
     listing = web.get("/flows").text
-    assert '<a href="/flows/thank_you">thank_you</a></td><td>paused</td>' in listing
+    assert '<a href="/flows/thank_you">thank_you</a></td><td>paused<br><span class="note">' \
+        'set on its page' in listing
     assert '<a href="/flows/win_back">win_back</a></td><td>live</td>' in listing
 
 
@@ -346,9 +347,13 @@ def test_a_manager_switches_a_flow_on_its_page_and_who_and_when_are_recorded(
     page = web.get("/flows/thank_you").text
     assert "Set on this page by max@shop.example on" in page and ">paused</strong>" in page
     assert "Follow the file (live)" in page and "Make live" in page and "Back to draft" in page
+    listed = web.get("/flows").text  # the list marks a status set on the page, and by whom
+    assert "set on its page by max@shop.example, 2" in listed
+    assert "the file says live" in listed
     assert web.post("/flows/thank_you/status", data=dict(form, status="file"),
                     follow_redirects=False).status_code == 303
     assert "As the file says" in web.get("/flows/thank_you").text
+    assert "set on its page" not in web.get("/flows").text
     assert web.post("/flows/thank_you/status", data=dict(form, status="on"),
                     follow_redirects=False).status_code == 422
     assert web.post("/flows/no_such_flow/status", data=form,

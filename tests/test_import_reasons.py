@@ -248,6 +248,26 @@ def test_the_orders_summary_in_json_says_what_the_orders_did(cli_env: dict[str, 
     assert (summary["inserted"], summary["skipped_by_reason"], summary["customers_created"],
             summary["announced"], summary["status_changes"]) == (
         1, {"total is negative": 1}, 1, 1, 0)
+    assert summary["customers_without_email"] == 1  # "new" has no email in the file
+
+
+def test_the_orders_summary_says_how_many_created_customers_no_mail_can_reach(
+        cli_env: dict[str, str], tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "o.jsonl", [
+        {"order_id": "o1", "customer_id": "ann", "email": "ann@example.com",
+         "ordered_at": "2024-01-01", "total": "3"},
+        {"order_id": "o2", "customer_id": "bob", "ordered_at": "2024-01-02", "total": "4"},
+        {"order_id": "o3", "customer_id": "cy", "ordered_at": "2024-01-02", "total": "5"},
+        {"order_id": "o4", "customer_id": "cy", "email": "cy@example.com",
+         "ordered_at": "2024-01-03", "total": "5"}])
+    result = CliRunner().invoke(cli, ["import", "orders", str(path)],
+                                env={**cli_env, "COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.stdout.split())
+    assert "3 customers named in the file were not known and were created" in said
+    assert ("1 of them have no email in the file: their orders count for segments and results, "
+            "but no mail reaches them until a customers import (or the API) gives them one.") \
+        in said
 
 
 def test_a_semicolon_separated_file_as_german_excel_writes_it_is_read(
@@ -280,3 +300,31 @@ def test_a_row_skipped_as_a_repeat_is_not_also_counted_as_imported_with_a_value_
     result = run_import(conn, path, date_attributes={"birthday"})
     assert (result.skipped, result.left_out) == (1, 0)
     assert not result.left_out_reasons
+
+
+def test_a_file_of_the_other_kind_is_refused_whole_with_the_command_to_use(
+        cli_env: dict[str, str], tmp_path: Path) -> None:
+    """An orders file given as customers would turn order_id, total and items into customer
+    attributes, row by row; a customers file given as orders would skip every row."""
+    orders = write_csv(tmp_path / "orders.csv",
+                       ("order_id", "customer_id", "email", "ordered_at", "total"),
+                       [("o1", "c1", "ann@example.com", "2024-01-01", "9.50")])
+    as_customers = CliRunner().invoke(cli, ["import", "customers", str(orders)], env=cli_env)
+    assert as_customers.exit_code == 2, as_customers.output
+    assert (f"{orders}:2: this looks like an orders file (it has the columns order_id, "
+            "ordered_at, total): import it with `lifecycle import orders`") \
+        in " ".join(as_customers.output.split())
+    customers = customers_csv(tmp_path / "customers.csv")
+    as_orders = CliRunner().invoke(cli, ["import", "orders", str(customers)], env=cli_env)
+    assert as_orders.exit_code == 2, as_orders.output
+    assert "this looks like a customers file (no order_id, ordered_at or total column)" \
+        in " ".join(as_orders.output.split())
+    engine = make_engine(cli_env["LIFECYCLE_DATABASE_URL"])
+    with engine.connect() as conn:
+        assert attributes_of(conn) == {}  # nothing of either went in
+    engine.dispose()
+    right = CliRunner().invoke(cli, ["import", "orders", str(orders)], env=cli_env)
+    assert right.exit_code == 0, right.output
+    with_ids = write_csv(tmp_path / "ids.csv", ("customer_id", "birthday"), [("c1", "05-17")])
+    assert CliRunner().invoke(cli, ["import", "customers", str(with_ids)],
+                              env=cli_env).exit_code == 0  # attributes only: still customers

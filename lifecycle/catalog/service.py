@@ -32,6 +32,31 @@ class Entry:
     name: str
     count: int
     customers: int
+    #: The other names of its list that differ from it only by spaces or letter case
+    #: (``coffee`` and ``coffee `` look the same on a page but a condition matches one).
+    alike: tuple[str, ...] = ()
+
+    @property
+    def shown(self) -> str:
+        """The name as a page or a terminal shows it: quoted, with escapes (Python's repr),
+        when it has spaces at an end, doubled or unusual spaces, or control characters, so
+        that names that differ only there can be told apart; else as it is."""
+        plain = self.name == self.name.strip() and "  " not in self.name and all(
+            c == " " or c.isprintable() and not c.isspace() for c in self.name)
+        return self.name if plain and self.name else repr(self.name)
+
+
+def _key(name: str) -> str:
+    """What two names that look alike share: letters case-folded, spaces collapsed."""
+    return " ".join(name.split()).casefold()
+
+
+def _mark_alike(entries: list[Entry]) -> list[Entry]:
+    groups: dict[str, list[str]] = {}
+    for e in entries:
+        groups.setdefault(_key(e.name), []).append(e.name)
+    return [Entry(e.name, e.count, e.customers,
+                  tuple(n for n in groups[_key(e.name)] if n != e.name)) for e in entries]
 
 
 @dataclass
@@ -106,7 +131,7 @@ def read_catalog(conn: Connection, limit: int | None = None) -> Catalog:
     for name, query in _queries(conn.dialect.name == "postgresql").items():
         rows = conn.execute(text(query + (" LIMIT :limit" if limit is not None else "")),
                             {"limit": limit} if limit is not None else {}).all()
-        setattr(catalog, name, [Entry(str(r.name), int(r.count), int(r.customers))
-                                for r in rows])
+        setattr(catalog, name, _mark_alike([Entry(str(r.name), int(r.count), int(r.customers))
+                                            for r in rows]))
         catalog.distinct[name] = int(rows[0].distinct_values) if rows else 0
     return catalog

@@ -45,7 +45,10 @@ def catalog_command(as_json: bool, limit: int) -> None:
         if COUNTS[name] != "customers":
             table.add_column("customers", justify="right")
         for entry in entries:
-            table.add_row(Text(entry.name), str(entry.count),
+            shown = Text(entry.shown)
+            if entry.alike:
+                shown.append(" looks like " + ", ".join(map(repr, entry.alike)), style="red")
+            table.add_row(shown, str(entry.count),
                           *([str(entry.customers)] if COUNTS[name] != "customers" else []))
         if entries:
             console.print(title, style="bold", markup=False, highlight=False)

@@ -229,7 +229,7 @@ def flows_simulate(flow: str, start: str, end: str, show: int, segment_every: st
 
     from lifecycle.durations import parse_duration
     from lifecycle.flows.policies import load_policies
-    from lifecycle.flows.simulate import simulate
+    from lifecycle.flows.simulate import data_warnings_of, simulate
     from lifecycle.yamlfile import InvalidFile
 
     app = ready_app()
@@ -260,6 +260,7 @@ def flows_simulate(flow: str, start: str, end: str, show: int, segment_every: st
                               default_tz=app.settings.timezone,
                               segment_every=(first + step) - first, open_rate=opens,
                               click_rate=clicks, seed=seed)
+            about_data = data_warnings_of(conn, definition, app.settings.segments_file)
     finally:
         quiet.setLevel(level)
     seconds = clock_time.perf_counter() - started
@@ -307,6 +308,8 @@ def flows_simulate(flow: str, start: str, end: str, show: int, segment_every: st
         console.print(branches)
     for warning in result.warnings:
         console.print(f"Warning: {warning}", markup=False)
+    for problem in about_data:  # as `flows validate` says them
+        console.print(f"Warning: {problem}", markup=False, soft_wrap=True)
 
 
 def _rate(option: str, value: str) -> float:

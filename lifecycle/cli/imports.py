@@ -111,6 +111,7 @@ def _import(kind: str, file: str, fmt: str | None, strict: bool, timezone: str |
             "exit_status": 0 if result.complete else INCOMPLETE}
         if kind == "orders":
             summary.update(customers_created=result.customers_created,
+                           customers_without_email=result.customers_without_email,
                            announced=result.announced, status_changes=result.status_changes)
         click.echo(json.dumps(summary, indent=2, ensure_ascii=False))
         if not result.complete:
@@ -131,7 +132,12 @@ def _import(kind: str, file: str, fmt: str | None, strict: bool, timezone: str |
                                      "by reason", result.left_out_reasons))
     if kind == "orders" and result.customers_created:
         console.print(f"{result.customers_created} customers named in the file were not known "
-                      "and were created with what the file says.")
+                      "and were created with what the file says.", markup=False)
+        if result.customers_without_email:
+            console.print(f"{result.customers_without_email} of them have no email in the file: "
+                          "their orders count for segments and results, but no mail reaches "
+                          "them until a customers import (or the API) gives them one.",
+                          markup=False)
     if kind == "orders":
         console.print(f"{result.announced} completed orders added to their customers' timelines"
                       + (f", {result.status_changes} status changes (refunds, cancellations)"

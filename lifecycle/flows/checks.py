@@ -497,6 +497,34 @@ def data_warnings(known: Known, references: Iterable[Reference],
     return sorted(warnings.values(), key=lambda p: (p.file, p.line, p.column))
 
 
+def date_warnings(conn: Connection, flows: Iterable[Flow]) -> list[Problem]:
+    """A warning at each date trigger's ``attribute`` when stored customers have a value of
+    it that is not a date (imports refuse such values; older rows, the API's or another
+    tool's may have them): they are never wished, and nothing else would say so."""
+    from lifecycle.flows.dates import bad_dates
+
+    found = []
+    for flow in flows:
+        attribute = flow.trigger.options.get("attribute") if flow.trigger.kind == "date" \
+            else None
+        if not attribute:
+            continue
+        count, shown = bad_dates(conn, attribute)
+        if not count:
+            continue
+        try:
+            line, column = load(Path(flow.file)).where(("trigger", "date", "attribute"))
+        except (InvalidFile, OSError):
+            line, column = 1, 1
+        examples = ", ".join(f"{who} has {value!r}" for who, value in shown)
+        more = f" and {count - len(shown)} more" if count > len(shown) else ""
+        found.append(Problem(flow.file, line, column, (
+            f"{count} customer{'s' if count != 1 else ''} ha{'ve' if count != 1 else 's'} "
+            f"{attribute} values that are not dates (YYYY-MM-DD or MM-DD), so this flow never "
+            f"reaches them: {examples}{more}")))
+    return found
+
+
 def set_attributes(flows: Iterable[Flow]) -> set[str]:
     """The attribute names the flows' ``set`` steps write."""
     return {s.action.attribute for f in flows for s in f.steps if isinstance(s.action, SetValue)}
@@ -538,6 +566,7 @@ def check(settings: Settings, flows: Sequence[Flow], conn: Connection | None, as
                 pass
         if references:  # the catalog reads whole tables: only when something is named
             warnings = data_warnings(known_values(conn), references, set_attributes(flows))
+        warnings += date_warnings(conn, flows)
     return Report(errors, warnings, who.label,
                   "" if conn is not None else "no database to read")
 

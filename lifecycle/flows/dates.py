@@ -164,6 +164,28 @@ def _candidates(conn: Connection, options: dict[str, Any],
     return found
 
 
+def bad_dates(conn: Connection, attribute: str) -> tuple[int, list[tuple[str, str]]]:
+    """Customers whose ``attribute`` is set but is not a date this trigger can read
+    (YYYY-MM-DD or MM-DD): how many, and the first :data:`BAD_SHOWN` as (the shop's
+    customer id, the value).  Such a customer is never enrolled (a value not ending in
+    MM-DD is not even looked at), so ``flows validate`` warns about them."""
+    value = Dialect(conn.dialect.name).attribute_text("attributes", ":attribute")
+    rows = conn.execute(text(f"SELECT external_id, {value} AS value FROM customers "
+                             f"WHERE {value} IS NOT NULL ORDER BY id"),
+                        {"attribute": attribute})
+    count, shown = 0, []
+    for row in rows:
+        if _parse_date(row.value) is None:
+            count += 1
+            if len(shown) < BAD_SHOWN:
+                shown.append((row.external_id, row.value))
+    return count, shown
+
+
+#: Customers with a bad date a warning names (the rest are counted).
+BAD_SHOWN = 3
+
+
 def _parse_date(value: str) -> tuple[date, bool] | None:
     """``(date, year known)``; a date without a year is placed in a leap year."""
     value = str(value).strip()

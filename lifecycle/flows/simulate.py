@@ -36,8 +36,9 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -66,6 +67,7 @@ from lifecycle.segments.compute import KeptMetrics, refresh_all
 from lifecycle.segments.definitions import Definitions
 from lifecycle.subscriptions import flow_scope
 from lifecycle.timeutil import as_utc
+from lifecycle.yamlfile import InvalidFile, Problem, load
 
 
 @dataclass
@@ -432,6 +434,41 @@ def warnings(flow: Flow, result: Simulation) -> list[str]:
             found.append(f"{text} held all {held} times it was tried: its else path "
                          f"({action.otherwise}) was never taken.")
     return found
+
+
+def data_warnings_of(conn: Connection, flow: Flow, segments_file: Path) -> list[Problem]:
+    """The warnings ``flows validate`` gives about what ``flow`` names that no data has:
+    the categories, SKUs, attributes and events of its own file and of the custom segments
+    of ``segments_file`` it reads (a simulation of a flow waiting for a category nobody
+    buys is empty for that reason, and should say so).  A file that does not parse adds
+    nothing: its problems are reported where it is read."""
+    from lifecycle.flows.checks import (
+        data_warnings,
+        flow_references,
+        known_values,
+        segment_references,
+        set_attributes,
+    )
+
+    references = []
+    try:
+        references += flow_references(load(Path(flow.file)))
+    except (InvalidFile, OSError):
+        pass
+    read = segments_read(flow)
+    if read and segments_file.is_file():
+        try:
+            located = load(segments_file)
+        except InvalidFile:
+            located = None
+        custom = located.data.get("custom") if located and isinstance(located.data, dict) \
+            else None
+        if located is not None and isinstance(custom, dict):
+            mine = {name: body for name, body in custom.items() if name in read}
+            references += segment_references(replace(located, data={"custom": mine}))
+    if not references:
+        return []
+    return data_warnings(known_values(conn), references, set_attributes([flow]))
 
 
 def _typed(*names: str) -> list[BindParameter[datetime]]:

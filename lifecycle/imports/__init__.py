@@ -19,7 +19,7 @@ value left out, by reason.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +35,7 @@ from lifecycle.imports.rows import (
     order_row,
     reason_kind,
 )
-from lifecycle.imports.source import BadRecord, Record
+from lifecycle.imports.source import BadRecord, Record, SourceError
 
 KINDS = ("customers", "orders")
 #: The channel of touchpoints written by an import: history, which fires no flow triggers.
@@ -60,6 +60,36 @@ class ImportIssue:
         return f"{self.source}:{self.line}: {self.reason}"
 
 
+class WrongKind(SourceError):
+    """The file is of the other kind (an orders file given as customers, or the reverse):
+    nothing of it is imported, where row by row its columns would have become attributes or
+    every row would have been skipped."""
+
+
+#: Columns only an orders file has, and the columns a customers file has but an orders file
+#: does not (:func:`other_kind`).
+_ORDERS_ONLY = frozenset({"order_id", "ordered_at", "total", "items", "discount_codes"})
+_CUSTOMERS_ONLY = frozenset({"locale", "marketing_consent", "attributes", "created_at"})
+
+
+def other_kind(kind: str, fields: Mapping[str, Any]) -> str | None:
+    """Why a record with ``fields`` (the first of a file) belongs to a file of the other
+    kind, or None: a customers record with ``order_id`` and another order column, or an
+    orders record without ``order_id`` but with customer columns only."""
+    columns = set(fields)
+    if kind == "customers" and "order_id" in columns and len(columns & _ORDERS_ONLY) >= 2:
+        named = ", ".join(sorted(columns & _ORDERS_ONLY))
+        return (f"this looks like an orders file (it has the columns {named}): import it with "
+                "`lifecycle import orders`; as customers, each of those columns would become a "
+                "customer attribute. Nothing was imported.")
+    if kind == "orders" and "order_id" not in columns and "customer_id" in columns \
+            and not columns & (_ORDERS_ONLY - {"order_id"}) and (
+                columns & _CUSTOMERS_ONLY or "email" in columns):
+        return ("this looks like a customers file (no order_id, ordered_at or total column): "
+                "import it with `lifecycle import customers`. Nothing was imported.")
+    return None
+
+
 class ImportAborted(Exception):
     """Raised in strict mode at the first bad row."""
 
@@ -77,6 +107,8 @@ class ImportResult:
     unchanged: int = 0
     skipped: int = 0  # bad rows and earlier duplicates
     customers_created: int = 0  # orders import only
+    #: Orders import only: of the customers created, those the file gives no email for.
+    customers_without_email: int = 0
     #: Orders import only: what the orders' ``discount_codes`` did (offers redeemed, late,
     #: unknown codes, codes another order had redeemed first, codes of other customers,
     #: redemptions taken back).
@@ -143,11 +175,17 @@ def import_records(
             raise ImportAborted(issue)
 
     def good_rows() -> Iterator[dict[str, Any]]:
+        first = True
         for record in records:
             result.read += 1
             if isinstance(record, BadRecord):
                 report(record.line, record.reason)
                 continue
+            if first:
+                first = False
+                wrong = other_kind(kind, record.fields)
+                if wrong:
+                    raise WrongKind(f"{source_name}:{record.line}: {wrong}")
             try:
                 row = validate(record.fields, defaults)
             except RowError as exc:
@@ -264,6 +302,7 @@ def _stage_and_merge(
         if channel != HISTORY:
             loader.lock_orders(conn, table)
         loader.fill_known_orders(conn, table)
+        result.customers_without_email = loader.unknown_without_email(conn, table)
         result.customers_created = loader.create_missing_customers(conn, table, now)
         result.customers_changed = loader.note_changed_customers(conn, table)
         result.status_changes = loader.record_status_changes(conn, table, now, channel)

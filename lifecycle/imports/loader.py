@@ -231,6 +231,18 @@ def create_missing_customers(conn: Connection, table: Table, now: datetime) -> i
         ON CONFLICT (external_id) DO NOTHING"""), {"now": now}).rowcount
 
 
+def unknown_without_email(conn: Connection, table: Table) -> int:
+    """How many customers the staged orders name that the database does not know and whose
+    orders give no email: :func:`create_missing_customers` creates them (their orders count
+    for segments and results) but no mail can reach them until an email is given."""
+    return int(conn.execute(text(f"""
+        SELECT COUNT(*) FROM (
+            SELECT s.customer_external_id FROM {table.name} AS s
+            WHERE NOT EXISTS (SELECT 1 FROM customers AS c
+                              WHERE c.external_id = s.customer_external_id)
+            GROUP BY s.customer_external_id HAVING MAX(s.email) IS NULL) AS n""")).scalar_one())
+
+
 def fill_known_orders(conn: Connection, table: Table) -> None:
     """Complete the staged orders whose row left out currency, status or items (a blank cell
     or no column): with what is known of the order, else the import's default currency,

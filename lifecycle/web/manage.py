@@ -40,7 +40,7 @@ from lifecycle.flows.engine import offer_context
 from lifecycle.flows.figures import flow_overview, recent_failures, step_figures
 from lifecycle.flows.preview import preview_mails
 from lifecycle.flows.service import catalogue, configuration
-from lifecycle.flows.states import EXIT, STATUSES, WAIT, effective_statuses, switch
+from lifecycle.flows.states import EXIT, STATUSES, WAIT, effective_statuses, file_state, switch
 from lifecycle.models import (
     Customer,
     EnrollmentStatus,
@@ -105,7 +105,8 @@ def manager_routes(app: App, gate: Gate) -> APIRouter:
         return templates.TemplateResponse(request, "flows.html", {
             "who": who, "flows": sorted(loaded.flows.values(), key=lambda f: f.name),
             "problems": loaded.problems, "notices": loaded.notices,
-            "figures": figures, "status_of": lambda f: states[f.name].status,
+            "figures": figures, "state_of": lambda f: states[f.name],
+            "file_status": lambda f: file_state(f).status,
             "trigger_words": trigger_text, "list_days": LIST_DAYS})
 
     @router.get("/flows/{name}", response_class=HTMLResponse)
@@ -327,8 +328,11 @@ def manager_routes(app: App, gate: Gate) -> APIRouter:
         with app.engine.connect() as conn:
             members, following = members_page(conn, name, after=start)
             total = member_count(conn, name)
+        # a broken segments.yaml: this page shows its last valid version, and says so
+        notices = [n for n in configuration(app).notices
+                   if Path(n.file).name == "segments.yaml"]
         return templates.TemplateResponse(request, "segment.html", {
-            "who": who, "name": name, "family": defs.family(name),
+            "who": who, "name": name, "family": defs.family(name), "notices": notices,
             "summary": describe(defs, name), "source": definition_yaml(defs, name),
             "file": defs.file, "members": members, "total": total, "after": start,
             "following": following, "page": PAGE})
