@@ -27,12 +27,12 @@ def problems(tmp_path: Path, text: str) -> list[str]:
     return [str(p).replace(str(path), "F") for p in caught.value.problems]
 
 
-def test_the_eight_shipped_flows_are_valid() -> None:
+def test_the_nine_shipped_flows_are_valid() -> None:
     catalogue = load_folder(ROOT / "flows", CONTEXT)
     assert catalogue.problems == []
     assert sorted(catalogue.flows) == ["advocacy_ask", "birthday", "feedback_request",
-                                       "loyalty_offer", "second_purchase", "thank_you",
-                                       "vip_early_access", "win_back"]
+                                       "loyalty_offer", "replenishment", "second_purchase",
+                                       "thank_you", "vip_early_access", "win_back"]
     thanks = catalogue.flows["thank_you"]
     assert thanks.kind == "transactional" and thanks.exempt_from_cap
     assert thanks.trigger.kind == "order_placed" and thanks.reentry == "every_time"

@@ -1,4 +1,4 @@
-"""The starter gallery: a birthday flow and a VIP early-access flow, shipped as drafts."""
+"""The starter gallery: birthday, VIP early-access and replenishment flows, shipped as drafts."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from tests.test_flow_engine import FLOWS, mails, run, state
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = datetime(2026, 6, 3, 12, tzinfo=UTC)  # a Wednesday, daytime in UTC
-GALLERY = ("birthday", "vip_early_access")
+GALLERY = ("birthday", "vip_early_access", "replenishment")
 
 
 def test_the_gallery_flows_ship_as_marketing_drafts_named_in_every_language() -> None:
@@ -42,6 +42,10 @@ def test_the_gallery_flows_ship_as_marketing_drafts_named_in_every_language() ->
     vip = FLOWS["vip_early_access"]
     assert vip.trigger.options == {"segments": ["vip"]} and vip.goals == ({"ordered": True},)
     assert [type(s.action) for s in vip.steps] == [Wait, Send, Wait, Branch, Send]
+    refill = FLOWS["replenishment"]
+    assert refill.trigger.options == {"segments": ["coffee_due_again"]}
+    assert refill.reentry == "every_time" and refill.goals == ({"ordered": True},)
+    assert [type(s.action) for s in refill.steps] == [Wait, Send]
 
 
 @pytest.fixture
