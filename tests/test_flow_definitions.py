@@ -155,12 +155,12 @@ def test_validate_reports_broken_files_and_still_accepts_the_good_ones(tmp_path:
     (folder / "broken.yaml").write_text("trigger: {first_order: {}}\nsteps:\n  - send: nope\n",
                                         encoding="utf-8")
     catalogue = load_folder(folder, CONTEXT)
-    assert len(catalogue.flows) == 8 and "broken" not in catalogue.flows
+    assert len(catalogue.flows) == 9 and "broken" not in catalogue.flows
     result = CliRunner().invoke(cli, ["flows", "validate", str(folder)])
     assert result.exit_code == 1
     assert result.stderr.startswith(f"{folder / 'broken.yaml'}:3:11: unknown template 'nope'")
     ok = CliRunner().invoke(cli, ["flows", "validate"])
-    assert ok.exit_code == 0 and ok.stdout.startswith("8 flows without problems")
+    assert ok.exit_code == 0 and ok.stdout.startswith("9 flows without problems")
 
 
 def test_a_broken_segments_file_is_one_problem_not_one_per_flow_naming_a_segment(
