@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Connection, select
 
+from lifecycle.clock import ManualClock
 from lifecycle.models import Customer, SegmentMembership
+from lifecycle.orders import place_orders
 from lifecycle.segments.compute import (
     assignments_for,
     latest_calibration,
     refresh_all,
-    refresh_customer,
-    refresh_customers,
 )
 from lifecycle.segments.definitions import Definitions, DueAgainCondition, load_definitions
 from lifecycle.segments.explain import explain
@@ -106,6 +106,20 @@ def test_a_one_day_buyer_is_due_only_with_a_first_cycle(
     assert not holds(conn, defs, fresh, "plain")
 
 
+def test_purchase_days_are_utc_dates_so_orders_either_side_of_midnight_are_two_days(
+        conn: Connection, tmp_path: Path) -> None:
+    defs = defs_with(tmp_path, "  due:\n    due_again: {category: coffee}\n")
+    cid = add_customer(conn, "night", LONG_AGO)
+    late = datetime(2026, 6, 27, 23, 30, tzinfo=UTC)
+    for when in (late, late + timedelta(hours=1)):  # 23:30 and 00:30 UTC: two dates
+        add_order(conn, cid, when, "9.00", items=[COFFEE])
+    # a cadence of 1 day: due 1 and 2 whole days after 00:30, not 3 (give_up 3 x 1)
+    after = late + timedelta(hours=1)
+    assert holds(conn, defs, cid, "due", after + timedelta(days=1))
+    assert holds(conn, defs, cid, "due", after + timedelta(days=2, hours=23))
+    assert not holds(conn, defs, cid, "due", after + timedelta(days=3))
+
+
 def test_two_categories_are_timed_independently(conn: Connection, tmp_path: Path) -> None:
     defs = defs_with(tmp_path, "  coffee_due:\n    due_again: {category: coffee}\n"
                                "  tea_due:\n    due_again: {category: tea}\n"
@@ -147,10 +161,16 @@ def test_a_new_order_ends_due_on_every_kind_of_refresh_and_time_starts_it_again(
     refresh_all(conn, defs, AS_OF, AS_OF)
     assert all(open_in(conn, cid, "due") for cid in people.values())
     then = AS_OF + timedelta(hours=2)
-    for cid in people.values():
-        add_order(conn, cid, AS_OF + timedelta(hours=1), "12.90", items=[COFFEE])
-    refresh_customer(conn, defs, people["solo"], then, then)  # an arriving order's refresh
-    refresh_customers(conn, defs, [people["pair1"], people["pair2"]], then, then)  # a batch
+
+    def order(n: int, name: str) -> dict[str, object]:
+        return {"order_id": f"R{n}", "customer_id": name, "email": f"{name}@example.com",
+                "ordered_at": (AS_OF + timedelta(hours=1)).isoformat(), "total": "12.90",
+                "currency": "USD", "items": [COFFEE]}
+
+    place_orders(conn, [order(1, "solo")], ManualClock(then), segments=defs)  # an order
+    place_orders(conn, [order(2, "pair1"), order(3, "pair2")], ManualClock(then),
+                 segments=defs)  # a batch: one set-based pass
+    add_order(conn, people["full"], AS_OF + timedelta(hours=1), "12.90", items=[COFFEE])
     assert not any(open_in(conn, people[n], "due") for n in ("solo", "pair1", "pair2"))
     assert open_in(conn, people["full"], "due")  # not refreshed yet
     refresh_all(conn, defs, then, then)
@@ -177,6 +197,8 @@ def test_bad_due_again_settings_are_each_reported_with_their_line(tmp_path: Path
     due_again: {category: coffee, first_cycle: 1 month}
   f:
     due_again: {category: coffee, first_cycle: often}
+  g:
+    due_again: {category: coffee, give_up: 0}
 """
     assert problems(tmp_path, RFM_ONLY + extra) == [
         f"{at(extra, 3, 'soon')}: factor must be a number above 0 (a multiple of the "
@@ -189,6 +211,8 @@ def test_bad_due_again_settings_are_each_reported_with_their_line(tmp_path: Path
         f"{at(extra, 11, '1 month')}: '1 month' must be counted in days or weeks (such as "
         "'30 days'), as a cadence is",
         f"{at(extra, 13, 'often')}: 'often' is not a duration such as '30 days' or '2 weeks'",
+        f"{at(extra, 15, '0}')}: give_up must be a number above 0 (a multiple of the "
+        "customer's cadence), such as 1.5",
     ]
 
 
