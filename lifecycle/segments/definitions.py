@@ -285,25 +285,28 @@ class _ConditionParser:
             return None
         return TouchpointCondition(body["kind"], self._within(body, path), self._at_least(body, path))
 
-    def _bought(self, body: dict[str, Any], path: tuple[str | int, ...]) -> Condition | None:
+    def _product(self, kind: str, body: dict[str, Any], path: tuple[str | int, ...],
+                 optional: set[str]) -> str | None:
+        """Which of ``category`` and ``sku`` a ``bought`` / ``due_again`` condition names (exactly
+        one), with only ``optional`` settings beside it; None after reporting a problem."""
         fields = {"category", "sku"} & set(body)
         if len(fields) != 1:
-            self.fail(path, "bought needs exactly one of category or sku")
+            self.fail(path, f"{kind} needs exactly one of category or sku")
             return None
         field = fields.pop()
-        if not self._keys(body, path, {field}, {"within", "at_least"}):
+        return field if self._keys(body, path, {field}, optional) else None
+
+    def _bought(self, body: dict[str, Any], path: tuple[str | int, ...]) -> Condition | None:
+        field = self._product("bought", body, path, {"within", "at_least"})
+        if field is None:
             return None
         return BoughtCondition(field, str(body[field]), self._within(body, path),
                                self._at_least(body, path))
 
 
     def _due_again(self, body: dict[str, Any], path: tuple[str | int, ...]) -> Condition | None:
-        fields = {"category", "sku"} & set(body)
-        if len(fields) != 1:
-            self.fail(path, "due_again needs exactly one of category or sku")
-            return None
-        field = fields.pop()
-        if not self._keys(body, path, {field}, {"factor", "give_up", "first_cycle"}):
+        field = self._product("due_again", body, path, {"factor", "give_up", "first_cycle"})
+        if field is None:
             return None
         numbers: dict[str, float] = {}
         for key, default in (("factor", 1.0), ("give_up", 3.0)):
