@@ -25,7 +25,7 @@ TEMPLATES = ROOT / "templates" / "email"
 #: Every shipped email.
 EMAILS = ("thank_you", "feedback_request", "review_request", "second_purchase",
           "loyalty_offer", "referral_invite", "winback_1", "winback_2", "winback_3", "birthday",
-          "vip_early_access", "vip_early_access_reminder")
+          "vip_early_access", "vip_early_access_reminder", "replenishment")
 LOCALES = SHIPPED
 SHOP = "https://shop.example"
 #: Where the pictures of the sample products are "served" (a browser test answers them).

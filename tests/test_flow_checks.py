@@ -170,7 +170,8 @@ def test_categories_skus_attributes_and_events_no_data_has_are_warnings_with_kno
     segments.write_text(segments.read_text(encoding="utf-8") + (
         "  cofee_lovers:\n    bought: {category: cofee}\n"
         "  kettle_folk:\n    any:\n      - bought: {sku: ACC-9}\n"
-        "      - attribute: {name: teir, op: exists}\n"), encoding="utf-8")
+        "      - attribute: {name: teir, op: exists}\n"
+        "  tea_refills:\n    due_again: {sku: TEA-9, first_cycle: 30 days}\n"), encoding="utf-8")
     settings = settings_for(templates, flows)
     report = check(settings, loaded(settings), conn, NOW, segments)
     assert report.errors == []
@@ -188,6 +189,8 @@ def test_categories_skus_attributes_and_events_no_data_has_are_warnings_with_kno
         "ACC-1 (1); did you mean 'ACC-1'?",
         f"segments.yaml:{before + 6}:27: no customer has the attribute 'teir' (nor does any "
         "flow's set step write it); known: birthday (2), tier (1); did you mean 'tier'?",
+        f"segments.yaml:{before + 8}:22: no order has SKU 'TEA-9'; known: COF-1 (3), TEA-1 (2), "
+        "ACC-1 (1); did you mean 'TEA-1'?",
         "signups.yaml:1:18: no event is named 'signup' (an event trigger waits for events sent "
         "with this name); known: signed_up (2), cart_abandoned (1); did you mean 'signed_up'?",
         "tea_fans.yaml:2:22: no order has SKU 'TEA-2'; known: COF-1 (3), TEA-1 (2), ACC-1 (1); "
@@ -220,7 +223,7 @@ def test_validate_prints_warnings_and_exits_0_when_there_are_only_warnings(
     assert (f"{flows / 'coffee_fans.yaml'}:2:27: warning: no order has category 'Coffee'; "
             "known: coffee (3), tea (2), equipment (1); did you mean 'coffee'?") \
         in result.stderr.splitlines()
-    assert result.stdout.startswith("9 flows without problems, 2 warnings: advocacy_ask, "
+    assert result.stdout.startswith("10 flows without problems, 2 warnings: advocacy_ask, "
                                     "birthday, coffee_fans,")
     assert "Templates rendered for 2 customers (ben, ada) in every locale they have." \
         in result.stdout

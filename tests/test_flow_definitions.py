@@ -27,12 +27,12 @@ def problems(tmp_path: Path, text: str) -> list[str]:
     return [str(p).replace(str(path), "F") for p in caught.value.problems]
 
 
-def test_the_eight_shipped_flows_are_valid() -> None:
+def test_the_nine_shipped_flows_are_valid() -> None:
     catalogue = load_folder(ROOT / "flows", CONTEXT)
     assert catalogue.problems == []
     assert sorted(catalogue.flows) == ["advocacy_ask", "birthday", "feedback_request",
-                                       "loyalty_offer", "second_purchase", "thank_you",
-                                       "vip_early_access", "win_back"]
+                                       "loyalty_offer", "replenishment", "second_purchase",
+                                       "thank_you", "vip_early_access", "win_back"]
     thanks = catalogue.flows["thank_you"]
     assert thanks.kind == "transactional" and thanks.exempt_from_cap
     assert thanks.trigger.kind == "order_placed" and thanks.reentry == "every_time"
@@ -155,12 +155,12 @@ def test_validate_reports_broken_files_and_still_accepts_the_good_ones(tmp_path:
     (folder / "broken.yaml").write_text("trigger: {first_order: {}}\nsteps:\n  - send: nope\n",
                                         encoding="utf-8")
     catalogue = load_folder(folder, CONTEXT)
-    assert len(catalogue.flows) == 8 and "broken" not in catalogue.flows
+    assert len(catalogue.flows) == 9 and "broken" not in catalogue.flows
     result = CliRunner().invoke(cli, ["flows", "validate", str(folder)])
     assert result.exit_code == 1
     assert result.stderr.startswith(f"{folder / 'broken.yaml'}:3:11: unknown template 'nope'")
     ok = CliRunner().invoke(cli, ["flows", "validate"])
-    assert ok.exit_code == 0 and ok.stdout.startswith("8 flows without problems")
+    assert ok.exit_code == 0 and ok.stdout.startswith("9 flows without problems")
 
 
 def test_a_broken_segments_file_is_one_problem_not_one_per_flow_naming_a_segment(

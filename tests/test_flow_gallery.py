@@ -1,4 +1,4 @@
-"""The starter gallery: a birthday flow and a VIP early-access flow, shipped as drafts."""
+"""The starter gallery: birthday, VIP early-access and replenishment flows, shipped as drafts."""
 
 from __future__ import annotations
 
@@ -15,19 +15,22 @@ from sqlalchemy.engine import make_url
 from lifecycle.app import App
 from lifecycle.clock import ManualClock
 from lifecycle.config import load_settings
-from lifecycle.flows.definitions import Branch, Send, Wait
+from lifecycle.flows.definitions import Branch, Context, Send, Wait, load_folder
 from lifecycle.flows.engine import enroll
 from lifecycle.flows.service import catalogue, tick
 from lifecycle.flows.states import switch
 from lifecycle.locales import SHIPPED
+from lifecycle.mail.templates import Renderer
 from lifecycle.models import FlowEnrollment, Message, Touchpoint
+from lifecycle.segments.definitions import DueAgainCondition, load_definitions
 from lifecycle.timeutil import UTC
 from tests.factories import WEB_SECRET, add_customer, add_order, add_touchpoint
+from tests.mail_samples import rich_context
 from tests.test_flow_engine import FLOWS, mails, run, state
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = datetime(2026, 6, 3, 12, tzinfo=UTC)  # a Wednesday, daytime in UTC
-GALLERY = ("birthday", "vip_early_access")
+GALLERY = ("birthday", "vip_early_access", "replenishment")
 
 
 def test_the_gallery_flows_ship_as_marketing_drafts_named_in_every_language() -> None:
@@ -42,6 +45,10 @@ def test_the_gallery_flows_ship_as_marketing_drafts_named_in_every_language() ->
     vip = FLOWS["vip_early_access"]
     assert vip.trigger.options == {"segments": ["vip"]} and vip.goals == ({"ordered": True},)
     assert [type(s.action) for s in vip.steps] == [Wait, Send, Wait, Branch, Send]
+    refill = FLOWS["replenishment"]
+    assert refill.trigger.options == {"segments": ["coffee_due_again"]}
+    assert refill.reentry == "every_time" and refill.goals == ({"ordered": True},)
+    assert [type(s.action) for s in refill.steps] == [Wait, Send]
 
 
 @pytest.fixture
@@ -120,3 +127,51 @@ def test_the_vip_reminder_goes_only_to_those_who_did_not_click_nor_order(
         ("vip_early_access_reminder", morning + timedelta(days=3))]
     assert [(state(conn, eid).status, state(conn, eid).exit_reason) for eid in ids] == [
         ("completed", "branch looked"), ("completed", "completed"), ("exited", "goal: ordered")]
+
+
+def _with_lines(locale: str, *lines: tuple[str, str]) -> dict[str, object]:
+    """A sample context whose order holds ``lines`` of (name, category)."""
+    context = rich_context(locale)
+    order = dict(context["order"])
+    order["lines"] = [{**order["lines"][0], "name": name, "category": category}
+                      for name, category in lines]
+    return {**context, "order": order}
+
+
+@pytest.mark.parametrize("locale", SHIPPED)
+def test_the_replenishment_mail_lists_the_coffee_of_their_last_order_and_nothing_else(
+        locale: str) -> None:
+    renderer = Renderer(ROOT / "templates" / "email")
+    mail = renderer.render("replenishment", _with_lines(
+        locale, ("Yirgacheffe beans", "coffee"), ("Sencha leaves", "tea")))
+    assert "Yirgacheffe beans" in mail.html and "Yirgacheffe beans" in (mail.text or "")
+    assert "Sencha leaves" not in mail.html and "Sencha leaves" not in (mail.text or "")
+    plain = renderer.render("replenishment", _with_lines(locale, ("Sencha leaves", "tea")))
+    assert "Sencha leaves" not in plain.html and plain.text and plain.html  # still a mail
+
+
+def test_the_replenishment_starter_copied_for_tea_as_its_comment_says_times_and_lists_tea(
+        tmp_path: Path) -> None:
+    flows, templates = tmp_path / "flows", tmp_path / "templates"
+    shutil.copytree(ROOT / "flows", flows)
+    shutil.copytree(ROOT / "templates" / "email", templates)
+    text = (flows / "replenishment.yaml").read_text(encoding="utf-8")
+    (flows / "replenishment_tea.yaml").write_text(
+        text.replace("coffee_due_again", "tea_due_again")
+        .replace("send: replenishment", "send: replenishment_tea"), encoding="utf-8")
+    with (flows / "segments.yaml").open("a", encoding="utf-8") as segments:
+        segments.write("  tea_due_again:\n    due_again: {category: tea}\n")
+    shutil.copytree(templates / "replenishment", templates / "replenishment_tea")
+    for body in (templates / "replenishment_tea").glob("*/body.*"):
+        body.write_text(body.read_text(encoding="utf-8").replace(
+            '{% set category = "coffee"', '{% set category = "tea"'), encoding="utf-8")
+    defs = load_definitions(flows / "segments.yaml")
+    catalogue = load_folder(flows, Context.from_folders(templates, set(defs.all_names())))
+    assert catalogue.problems == []
+    tea = catalogue.flows["replenishment_tea"]
+    assert tea.trigger.options == {"segments": ["tea_due_again"]}
+    assert [c.condition for c in defs.custom if c.name == "tea_due_again"] == [
+        DueAgainCondition("category", "tea")]
+    mail = Renderer(templates).render("replenishment_tea", _with_lines(
+        "en", ("Yirgacheffe beans", "coffee"), ("Sencha leaves", "tea")))
+    assert "Sencha leaves" in mail.html and "Yirgacheffe beans" not in mail.html

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -151,3 +152,45 @@ def test_a_replay_of_orders_announced_before_counts_each_order_once(conn: Connec
         memory.dispose()
     assert sorted(data["order_id"] for data in announced) == ["O-1", "O0", "O1", "O2"]
     assert result.enrolled == 3  # the three orders of the window, each once
+
+
+COFFEE = {"sku": "COF-ETH", "name": "Ethiopia beans", "category": "coffee", "quantity": 1,
+          "price": "12.90"}
+TEA = {"sku": "TEA-SEN", "name": "Sencha", "category": "tea", "quantity": 1, "price": "8.90"}
+
+
+def test_the_replenishment_simulation_mails_each_coffee_cycle_once_and_not_after_a_restock(
+        conn: Connection) -> None:
+    created = START - timedelta(days=30)
+    regular, restocks, tea = (add_customer(conn, name, created, timezone="UTC")
+                              for name in ("regular", "restocks", "tea"))
+    for cid, items in ((regular, [COFFEE]), (restocks, [COFFEE]), (tea, [TEA])):
+        for day in (10, 30):  # a cadence of 20 days: due on day 50 at noon
+            add_order(conn, cid, START + timedelta(days=day, hours=12), "12.90", items=items)
+    # restocks buys coffee on day 51 before the mail of ten o'clock: the goal ends the flow,
+    # and their next cycle (51 - 10) / 2 = 20.5 days later, due on day 72 (21 whole days)
+    add_order(conn, restocks, START + timedelta(days=51, hours=8), "12.90", items=[COFFEE])
+    # regular buys on day 60: a cadence of 25 days, due again on day 85
+    add_order(conn, regular, START + timedelta(days=60, hours=12), "12.90", items=[COFFEE])
+    result = run(conn, "replenishment")
+    mails = [(customer, step, due) for due, customer, _e, step, *_ in result.mails]
+    # Seen by the refresh at midnight UTC after they became due, sent at ten their time.
+    assert sorted(mails) == [("regular", "refill", START + timedelta(days=51, hours=10)),
+                             ("regular", "refill", START + timedelta(days=86, hours=10)),
+                             ("restocks", "refill", START + timedelta(days=73, hours=10))]
+    assert result.outcomes == {"completed": 3, "exited: goal: ordered": 1}
+    assert result.enrolled == 4
+
+
+def test_the_replenishment_starter_simulates_on_the_sample_data(
+        cli_env: dict[str, str]) -> None:
+    runner = CliRunner()
+    assert runner.invoke(cli, ["sample-data", "--customers", "200", "--until", "2026-07-01"],
+                         env=cli_env).exit_code == 0
+    result = runner.invoke(cli, ["flows", "simulate", "replenishment", "--from", "2026-04-01",
+                                 "--to", "2026-07-01"], env=cli_env)
+    assert result.exit_code == 0, result.output
+    assert "Simulated replenishment from 2026-04-01 to 2026-07-01" in result.stdout
+    found = re.search(r"(\d+) enrolled, (\d+)\s+mails", result.stdout)
+    assert found is not None and int(found.group(2)) > 0, result.stdout
+    assert "refill" in result.stdout  # the step of the mails

@@ -81,7 +81,7 @@ def test_bad_custom_conditions_are_each_reported(tmp_path: Path) -> None:
         f"{at(extra, 9, '{category')}: bought needs exactly one of category or sku",
         f"{at(extra, 11, 'metric')}: 'vip' is already a built-in segment",
         f"{at(extra, 13, 'whenever')}: a condition is one of 'all:', 'any:', 'not:', 'metric:', "
-        "'attribute:', 'touchpoint:', 'bought:'",
+        "'attribute:', 'touchpoint:', 'bought:', 'due_again:'",
     ]
 
 

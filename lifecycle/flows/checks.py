@@ -10,8 +10,8 @@ would — each as ``FILE:LINE: message`` with a "did you mean `first_name`?" fro
 that exist at that place, and every other error rendering meets.
 
 :func:`data_warnings` compares what flows and segments name with what the data holds:
-categories and SKUs of order triggers and ``bought`` conditions, attribute names (date
-triggers, ``attribute`` conditions) and event names (``event`` triggers).  A value no data
+categories and SKUs of order triggers and ``bought`` / ``due_again`` conditions, attribute
+names (date triggers, ``attribute`` conditions) and event names (``event`` triggers).  A value no data
 has is a warning that lists the known values, most common first
 (``no order has category 'Coffee'; known: coffee (812), tea (640) …``): the flow would
 wait for something that never comes.  A kind of data the database has none of at all (no
@@ -440,17 +440,18 @@ def flow_references(located: Located) -> list[Reference]:
 
 def segment_references(located: Located) -> list[Reference]:
     """The categories, SKUs and attributes the custom segments of ``segments.yaml`` name:
-    ``bought`` and ``attribute`` conditions."""
+    ``bought``, ``due_again`` and ``attribute`` conditions."""
     data = located.data if isinstance(located.data, dict) else {}
     found: list[Reference] = []
     for path, node in _walk(data.get("custom"), ("custom",)):
         if not isinstance(node, dict):
             continue
-        bought = node.get("bought")
-        if isinstance(bought, dict):
-            for key in ("category", "sku"):
-                if key in bought:
-                    found += _ref(located, key, bought[key], path + ("bought", key))
+        for kind in ("bought", "due_again"):
+            product = node.get(kind)
+            if isinstance(product, dict):
+                for key in ("category", "sku"):
+                    if key in product:
+                        found += _ref(located, key, product[key], path + (kind, key))
         attribute = node.get("attribute")
         if isinstance(attribute, dict):
             found += _ref(located, "attribute", attribute.get("name"),

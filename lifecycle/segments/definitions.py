@@ -12,7 +12,8 @@ The file has four sections (see the shipped file for every setting):
     Windows of the NPS, review and referral segments.
 ``custom``
     Named segments defined by ``all`` / ``any`` / ``not`` conditions over
-    purchase metrics, customer attributes, touchpoints and bought products.
+    purchase metrics, customer attributes, touchpoints, bought products and
+    products due again by the customer's own cadence (``due_again``).
 
 Every problem is reported as ``FILE:LINE:COLUMN: message``.
 """
@@ -153,8 +154,27 @@ class BoughtCondition:
     at_least: int
 
 
+@dataclass(frozen=True)
+class DueAgainCondition:
+    """Due to buy a category (or SKU) again by the customer's own cadence for it.
+
+    The cadence is the mean number of days between the distinct days (UTC dates) on which
+    the customer's completed orders had a line of it: (last day − first day) / (days − 1).
+    A customer who bought it on one day only has ``first_cycle_days`` as cadence, or none
+    (the condition does not hold).  It holds while the whole days since their last
+    purchase of it (as ``days_since_last_order`` counts them) are at least
+    cadence × ``factor`` and less than cadence × ``give_up``.
+    """
+
+    field: str  # category or sku
+    value: str
+    factor: float = 1.0
+    give_up: float = 3.0
+    first_cycle_days: float | None = None
+
+
 Condition = All | AnyOf | Not | MetricCondition | AttributeCondition | TouchpointCondition | \
-    BoughtCondition
+    BoughtCondition | DueAgainCondition
 
 
 class _ConditionParser:
@@ -166,7 +186,7 @@ class _ConditionParser:
         self.problems.append(self.located.problem(path, message))
 
     def parse(self, node: Any, path: tuple[str | int, ...]) -> Condition | None:
-        kinds = ("all", "any", "not", "metric", "attribute", "touchpoint", "bought")
+        kinds = ("all", "any", "not", "metric", "attribute", "touchpoint", "bought", "due_again")
         if not isinstance(node, dict) or len(node) != 1 or next(iter(node)) not in kinds:
             self.fail(path, "a condition is one of " + ", ".join(f"'{k}:'" for k in kinds))
             return None
@@ -265,16 +285,62 @@ class _ConditionParser:
             return None
         return TouchpointCondition(body["kind"], self._within(body, path), self._at_least(body, path))
 
-    def _bought(self, body: dict[str, Any], path: tuple[str | int, ...]) -> Condition | None:
+    def _product(self, kind: str, body: dict[str, Any], path: tuple[str | int, ...],
+                 optional: set[str]) -> str | None:
+        """Which of ``category`` and ``sku`` a ``bought`` / ``due_again`` condition names (exactly
+        one), with only ``optional`` settings beside it; None after reporting a problem."""
         fields = {"category", "sku"} & set(body)
         if len(fields) != 1:
-            self.fail(path, "bought needs exactly one of category or sku")
+            self.fail(path, f"{kind} needs exactly one of category or sku")
             return None
         field = fields.pop()
-        if not self._keys(body, path, {field}, {"within", "at_least"}):
+        return field if self._keys(body, path, {field}, optional) else None
+
+    def _bought(self, body: dict[str, Any], path: tuple[str | int, ...]) -> Condition | None:
+        field = self._product("bought", body, path, {"within", "at_least"})
+        if field is None:
             return None
         return BoughtCondition(field, str(body[field]), self._within(body, path),
                                self._at_least(body, path))
+
+
+    def _due_again(self, body: dict[str, Any], path: tuple[str | int, ...]) -> Condition | None:
+        field = self._product("due_again", body, path, {"factor", "give_up", "first_cycle"})
+        if field is None:
+            return None
+        numbers: dict[str, float] = {}
+        for key, default in (("factor", 1.0), ("give_up", 3.0)):
+            value = body.get(key, default)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                self.fail(path + (key,), f"{key} must be a number above 0 (a multiple of the "
+                                         "customer's cadence), such as 1.5")
+                return None
+            numbers[key] = float(value)
+        if numbers["give_up"] <= numbers["factor"]:
+            self.fail(path + ("give_up",), f"give_up ({numbers['give_up']:g}) must be more than "
+                                           f"factor ({numbers['factor']:g}): it ends the window "
+                                           "that factor opens")
+            return None
+        first = None
+        if "first_cycle" in body:
+            first = self._days(body["first_cycle"], path + ("first_cycle",))
+            if first is None:
+                return None
+        return DueAgainCondition(field, str(body[field]), numbers["factor"], numbers["give_up"],
+                                 first)
+
+    def _days(self, text: Any, path: tuple[str | int, ...]) -> float | None:
+        """A duration in days or weeks (``30 days``, ``6 weeks``) as a number of days."""
+        try:
+            duration = parse_duration(text)
+        except ValueError as exc:
+            self.fail(path, str(exc))
+            return None
+        if duration.years or duration.months or duration.hours or duration.minutes:
+            self.fail(path, f"{text!r} must be counted in days or weeks (such as '30 days'), "
+                            "as a cadence is")
+            return None
+        return float(duration.days)
 
 
 @dataclass(frozen=True)

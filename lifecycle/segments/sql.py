@@ -22,6 +22,7 @@ from lifecycle.segments.definitions import (
     BoughtCondition,
     Condition,
     Definitions,
+    DueAgainCondition,
     MetricCondition,
     Not,
     TouchpointCondition,
@@ -77,6 +78,12 @@ class Dialect:
     def whole(self, expression: str) -> str:
         """Whole part of a non-negative number."""
         return f"FLOOR({expression})" if self.pg else f"CAST({expression} AS INTEGER)"
+
+    def utc_day(self, instant: str) -> str:
+        """The UTC calendar day of a stored instant, as a day number (whole; one per date)."""
+        if self.pg:
+            return f"(CAST(({instant} AT TIME ZONE 'UTC') AS DATE) - DATE '2000-01-01')"
+        return f"CAST(julianday(date({instant})) AS INTEGER)"
 
     def json_object(self, *pairs: tuple[str, str]) -> str:
         args = ", ".join(f"'{key}', {value}" for key, value in pairs)
@@ -284,7 +291,33 @@ def _condition(cond: Condition, d: Dialect, p: Params, as_of: datetime, customer
                 f"WHERE o.status = 'completed' AND o.ordered_at <= :as_of {since} {only} "
                 f"AND {d.item_field('o.items', cond.field, cond.value, p)} "
                 f"GROUP BY o.customer_id HAVING COUNT(*) >= {p.add(cond.at_least)}))")
+    if isinstance(cond, DueAgainCondition):
+        return _due_again(cond, d, p, customer)
     raise TypeError(f"unknown condition {cond!r}")
+
+
+def _due_again(cond: DueAgainCondition, d: Dialect, p: Params, customer: Who) -> str:
+    """SQL of :class:`DueAgainCondition`: one pass over the completed orders with a line of
+    it gives each buyer's first and last purchase day, their count of distinct days and the
+    instant of the last purchase; the cadence is (last day − first day) / (days − 1)."""
+    only = customer.on("o.customer_id")
+    day = d.utc_day("o.ordered_at")
+    if cond.first_cycle_days is None:
+        cadence = "((b.last_day - b.first_day) * 1.0 / (b.days - 1))"
+        enough = "b.days >= 2"
+    else:
+        cadence = (f"(CASE WHEN b.days >= 2 THEN (b.last_day - b.first_day) * 1.0 / (b.days - 1) "
+                   f"ELSE {p.add(cond.first_cycle_days)} END)")
+        enough = "b.days >= 1"
+    since = d.whole(d.days(":as_of", "b.last_at"))
+    return (f"(c.id IN (SELECT b.customer_id FROM ("
+            f"SELECT o.customer_id, MIN({day}) AS first_day, MAX({day}) AS last_day, "
+            f"COUNT(DISTINCT {day}) AS days, MAX(o.ordered_at) AS last_at FROM orders AS o "
+            f"WHERE o.status = 'completed' AND o.ordered_at <= :as_of {only} "
+            f"AND {d.item_field('o.items', cond.field, cond.value, p)} "
+            f"GROUP BY o.customer_id) AS b "
+            f"WHERE {enough} AND {since} >= {cadence} * {p.add(cond.factor)} "
+            f"AND {since} < {cadence} * {p.add(cond.give_up)}))")
 
 
 def _text(value: Any) -> str:
