@@ -321,8 +321,9 @@ def test_a_step_id_may_hold_letters_of_any_language(tmp_path: Path) -> None:
     assert [s.id for s in flow.steps] == ["grüße", "tak-før_køb", "Łódź2"]
     assert flow_problems(tmp_path, "trigger: {first_order: {}}\nsteps:\n"
                                    "  - id: thank you!\n    send: thank_you\n") == [
-        "F:3:9: id 'thank you!' may hold letters of any language (ü, ø, ł …), digits, - and _, "
-        "must start with a letter or a digit, has at most 63 characters and is not 'exit'"]
+        "F:3:9: id 'thank you!': it has a space, '!'; an id may hold letters of any language "
+        "(ü, ø, ł …), digits, - and _, must start with a letter or a digit, has at most 63 "
+        "characters and is not 'exit'"]
 
 
 def test_stored_values_of_a_date_trigger_s_attribute_that_are_not_dates_are_a_warning(

@@ -578,11 +578,13 @@ CHECKS_KEPT_SECONDS = 60.0
 _kept: dict[tuple[str, str, str, int, int], tuple[float, Report]] = {}
 
 
-def check_flow(settings: Settings, engine: Engine, flow: Flow, as_of: datetime) -> Report:
+def check_flow(settings: Settings, engine: Engine, flow: Flow, as_of: datetime,
+               fresh: bool = False) -> Report:
     """:func:`check` of one flow for its page: its templates, and what it names that no data
     has (segments are checked by ``flows validate``), reading the database ``engine`` on a
     connection that only reads (on SQLite it holds no lock while templates render).  Kept
-    :data:`CHECKS_KEPT_SECONDS` per flow file as it is."""
+    :data:`CHECKS_KEPT_SECONDS` per flow file as it is; ``fresh`` checks again all the same
+    (a manager making the flow live: a template broken a moment ago must not slip through)."""
     try:
         info = Path(flow.file).stat()
         key = (str(engine.url), str(settings.templates_dir), flow.file, info.st_mtime_ns,
@@ -590,8 +592,11 @@ def check_flow(settings: Settings, engine: Engine, flow: Flow, as_of: datetime) 
     except OSError:
         key = None
     now = time.monotonic()
-    if key is not None and key in _kept and now - _kept[key][0] < CHECKS_KEPT_SECONDS:
+    if not fresh and key is not None and key in _kept and \
+            now - _kept[key][0] < CHECKS_KEPT_SECONDS:
         return _kept[key][1]
+    if fresh:
+        checking_renderer(settings.templates_dir, settings.locale).look_again()
     with engine.connect() as conn:
         conn.execution_options(**{READ_ONLY: True})
         report = check(settings, [flow], conn, as_of)

@@ -264,8 +264,8 @@ def save_valid(conn: Connection, found: Configuration, now: datetime) -> dict[
         if before.get((kind, name)) == sha:
             continue
         if snapshots.remember(conn, kind, name, text, now):
-            log.info("The valid version of %s %s is saved; it stays in force if the file "
-                     "breaks.", kind, name)
+            log.info("The valid version of %s is saved; it stays in force if the file "
+                     "breaks.", f"the flow {name}" if kind == snapshots.FLOW else f"{name}.yaml")
         done[(kind, name)] = sha
     return done
 
