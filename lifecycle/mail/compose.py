@@ -18,9 +18,8 @@ from email.utils import format_datetime
 from typing import Any
 
 from lifecycle.config import Settings, sender_parts
-from lifecycle.links import sign
 from lifecycle.mail.addresses import address
-from lifecycle.mail.context import token_data
+from lifecycle.mail.context import unsubscribe_link
 from lifecycle.mail.templates import Rendered
 
 #: CRLF line ends, and headers not folded below RFC 5322's 998 characters: a folded
@@ -121,8 +120,11 @@ class Outgoing:
 
 
 def compose(settings: Settings, message: Any, rendered: Rendered, now: datetime,
-            local_day: str) -> Outgoing:
-    """``message`` is a ``messages`` row; ``local_day`` the customer's date (file layout).
+            local_day: str, unsubscribe_url: str | None = None) -> Outgoing:
+    """``message`` is a ``messages`` row; ``local_day`` the customer's date (file layout);
+    ``unsubscribe_url`` the mail's one-click unsubscribe link as its context already signed it
+    (``links.unsubscribe`` of :func:`lifecycle.mail.context.build_context`: the same token,
+    not signed twice per mail), else it is signed here.
 
     A manager's test send (its context names ``test``, the manager, and
     ``test_flow``) gets test tokens (:func:`lifecycle.mail.context.token_data`)
@@ -133,8 +135,8 @@ def compose(settings: Settings, message: Any, rendered: Rendered, now: datetime,
     replies = reply_domain_of(settings)
     context = message.context or {}
     test = bool(context.get("test"))
-    unsubscribe = sign(settings.secret_key, "unsubscribe",
-                       token_data(message.customer_id, message.id, test))
+    if unsubscribe_url is None:
+        unsubscribe_url = unsubscribe_link(settings, message.customer_id, message.id, test)
     flow = message.flow or (str(context.get("test_flow") or "") if test else "")
     # ``attempt``: which post of the mail an event is about (outbox: a late event of an
     # attempt whose outcome was unknown, after the mail was sent again, is a duplicate).
@@ -143,7 +145,7 @@ def compose(settings: Settings, message: Any, rendered: Rendered, now: datetime,
     mailto = address(settings.secret_key, "unsubscribe", message.id, replies, test)
     headers = {
         "Message-ID": message_id_for(message.id, domain),
-        "List-Unsubscribe": f"<{settings.base_url}/u/{unsubscribe}>, <mailto:{mailto}>",
+        "List-Unsubscribe": f"<{unsubscribe_url}>, <mailto:{mailto}>",
         "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
         "X-Lifecycle-Message-Id": str(message.id),
         "X-Lifecycle-Customer-Id": str(message.customer_id),

@@ -143,6 +143,13 @@ def referral_id(secret: Any, customer_id: int) -> str:
     return sign(secret, "referral", {"c": customer_id})
 
 
+def unsubscribe_link(settings: Settings, customer_id: int, message_id: int | None,
+                     test: bool = False) -> str:
+    """The one-click unsubscribe link of a mail (``links.unsubscribe``, List-Unsubscribe)."""
+    token = sign(settings.secret_key, "unsubscribe", token_data(customer_id, message_id, test))
+    return f"{settings.base_url}/u/{token}"
+
+
 def links(settings: Settings, customer_id: int, message_id: int | None,
           test: bool = False, utm: dict[str, str] | None = None) -> dict[str, Any]:
     """Our signed links (no UTM) and the shop's (with ``utm``, :func:`lifecycle.mail.utm.tag`)."""

@@ -209,13 +209,15 @@ def _render(app: App, keep: list[Any], customers: dict[int, Any], renderer: Rend
             tz = customer.timezone or app.settings.timezone
             context = row.context or {}
             try:
-                rendered = renderer.render(row.template, build_context(
+                variables = build_context(
                     conn, app.settings, customer, as_of=now, message_id=row.id, flow=row.flow,
                     step=row.step, order_external_id=context.get("order_id"),
                     offer=_offer(context), facts=facts, test=is_test(row),
-                    utm=context.get("utm")))
-                ready.append(_Ready(row, compose(app.settings, row, rendered, now,
-                                                 now.astimezone(zone(tz)).date().isoformat())))
+                    utm=context.get("utm"))
+                rendered = renderer.render(row.template, variables)
+                ready.append(_Ready(row, compose(  # the link its context signed, not again
+                    app.settings, row, rendered, now, now.astimezone(zone(tz)).date().isoformat(),
+                    unsubscribe_url=variables["links"]["unsubscribe"])))
             except TemplateError as exc:
                 broken.append((row, f"template: {exc}"))
             except SQLAlchemyError:
