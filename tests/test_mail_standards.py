@@ -39,7 +39,7 @@ from lifecycle.mail.readiness import findings, placeholder_domain
 from lifecycle.mail.sending import dispatch, send_batch
 from lifecycle.mail.templates import Rendered
 from lifecycle.mail.transports import FileTransport, SmtpTransport, sendgrid_payload
-from lifecycle.mail.utm import tag, utm_for
+from lifecycle.mail.utm import tag, tag_value, utm_for
 from lifecycle.models import Customer, Message, Suppression
 from lifecycle.yamlfile import InvalidFile
 from tests.factories import WEB_SECRET as SECRET
@@ -266,6 +266,21 @@ def test_tagging_keeps_query_and_fragment_adds_what_is_missing_and_is_idempotent
     for untouched in ("mailto:shop@example.com", "/relative", "", None):
         assert tag(untouched, UTM) == untouched
     assert tag(url, {}) == url
+
+
+def test_a_per_customer_value_is_tagged_as_its_whole_url_would_be() -> None:
+    shops = ("https://shop.example", "https://shop.example/", "https://shop.example?x=1",
+             "https://shop.example#top", "https://shop.example/?utm_source=mine", "ftp://shop",
+             "", "https://shop.example?x=a&")
+    values = ("eyJjIjo3fQ.Ab-_~9", "utm_source", "a&b", "a=b", "a#b", "LIFECYCLEVALUEMARK")
+    for shop in shops:
+        for value in values:
+            for utm in (UTM, {"campaign": "spring sale"}, {}):
+                assert tag_value(f"{shop}/?ref=", value, utm) == \
+                    tag(f"{shop}/?ref={value}", utm), (shop, value, utm)
+    assert tag_value("https://shop.example/?ref=", "eyJjIjo3fQ.Ab", UTM) == (
+        "https://shop.example/?ref=eyJjIjo3fQ.Ab&utm_source=lifecycle&utm_medium=email"
+        "&utm_campaign=win_back&utm_content=first")
 
 
 def test_a_flow_file_turns_utm_off_or_overrides_fields() -> None:

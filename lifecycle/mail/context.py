@@ -56,7 +56,7 @@ from lifecycle.config import Settings
 from lifecycle.db import among
 from lifecycle.flows.definitions import Offer
 from lifecycle.links import offer_code, sign, sign_each
-from lifecycle.mail.utm import Override, tag, utm_for
+from lifecycle.mail.utm import Override, tag, tag_value, utm_for
 from lifecycle.models import Order
 from lifecycle.offers.context import offer_vars as offer_variables
 from lifecycle.recommendations.load import Suggestion, load_suggestions
@@ -163,7 +163,7 @@ def links(settings: Settings, customer_id: int, message_id: int | None,
         "preferences": f"{base}/p/{preferences}",
         "shop": tag(settings.shop_url, utm),
         "review": tag(f"{settings.shop_url}/reviews", utm),
-        "referral": tag(f"{settings.shop_url}/?ref={ref}", utm),
+        "referral": tag_value(f"{settings.shop_url}/?ref=", ref, utm),
         "nps": [f"{base}/f/{feedback}?score={score}" for score in range(11)],
     }
 

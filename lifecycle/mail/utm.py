@@ -18,6 +18,7 @@ URL alone.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
@@ -52,6 +53,26 @@ def tag(url: str | None, utm: Mapping[str, str] | None) -> str | None:
     if not url or not utm:
         return url
     return _tagged(url, tuple(utm.items()))
+
+
+#: What a per-customer value of :func:`tag_value` may be made of: characters a URL carries as
+#: they are (a signed token's base64url and ``.``), so the value cannot change how it parses.
+_PLAIN_VALUE = re.compile(r"[A-Za-z0-9._~-]+")
+#: Stands for the value in the remembered tagged URL (of the same characters).
+_MARK = "LIFECYCLEVALUEMARK"
+
+
+def tag_value(url: str, value: str, utm: Mapping[str, str] | None) -> str | None:
+    """:func:`tag` of ``url + value``, where ``url`` ends with ``=`` and ``value`` differs from
+    mail to mail (``/?ref=<the customer's token>``): ``url`` is tagged once and remembered, and
+    ``value`` put in its place, instead of each customer's URL being parsed afresh.  A value
+    of :data:`_PLAIN_VALUE` characters after an ``=`` is part of a parameter's value (or of the
+    fragment or path), never a name, so the result is the same."""
+    if not url.endswith("=") or not _PLAIN_VALUE.fullmatch(value) or _MARK in url:
+        return tag(url + value, utm)
+    marked = tag(url + _MARK, utm)
+    assert marked is not None
+    return marked.replace(_MARK, value)
 
 
 @functools.lru_cache(maxsize=4096)
