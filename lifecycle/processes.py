@@ -7,6 +7,7 @@ rest), the web server drains its connections.
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import threading
@@ -131,8 +132,24 @@ def serve_web(app: App, host: str, port: int, stop: threading.Event,
     stop.set()
 
 
+def freeze_imports() -> None:
+    """Import what every mail runs, collect once, then move every object the process holds
+    (its modules, classes, compiled SQL, settings: about 140,000 objects) into the collector's
+    permanent generation (:func:`gc.freeze`).  A full collection walks every tracked object;
+    in a worker nearly all of them live as long as the process, and walking them cost about
+    20-30 µs per mail sent, amortised (measured in one process on 4,000 mails: the
+    collector's time 84-88 -> 52-69 µs per mail).  What is frozen is never collected: the collection
+    before it leaves nothing but live objects."""
+    import lifecycle.flows.service  # noqa: F401 - read by every batch (policies)
+    import lifecycle.mail.sending  # noqa: F401 - the mail actor imports it at its first mail
+
+    gc.collect()
+    gc.freeze()
+
+
 def run_worker(app: App) -> None:
     broker = prepare(app, "The worker")
+    freeze_imports()  # the worker process's own start: not run_all's, nor the tests'
     with stop_on_signals() as stop, running_worker(app, broker):
         stop.wait()
 

@@ -79,6 +79,17 @@ def test_the_heartbeat_also_travels_through_rabbitmq(fresh_database_url: str) ->
         app.close()
 
 
+def test_a_worker_process_freezes_what_it_imported_so_collections_skip_it() -> None:
+    # in a process of its own: freezing the test process would keep pytest's objects for good
+    code = ("import gc, sys; from lifecycle.processes import freeze_imports; "
+            "assert gc.get_freeze_count() == 0; freeze_imports(); "
+            "assert 'lifecycle.mail.sending' in sys.modules; "
+            "assert gc.get_freeze_count() > 10_000, gc.get_freeze_count(); "
+            "assert len(gc.get_objects()) < 1_000, len(gc.get_objects())")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parent.parent,
+                   timeout=120)
+
+
 def test_worker_and_scheduler_refuse_the_in_process_broker(cli_env: dict[str, str]) -> None:
     for command in ("worker", "scheduler"):
         result = CliRunner().invoke(cli, [command], env=cli_env)
