@@ -192,6 +192,20 @@ def _did_you_mean(name: str, known: set[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+#: ``did you mean`` for other packages' messages (campaigns name segments and templates too).
+did_you_mean = _did_you_mean
+
+
+def parse_send(located: Located, context: Context, body: Any,
+               path: tuple[str | int, ...]) -> tuple[Send | None, list[Problem]]:
+    """A send step's body (``{template: …}`` or ``{variants: […]}``, an optional offer) as
+    a flow file has it, parsed by the flows' own rules; the send (None if it has problems)
+    and the problems.  Campaigns send in the same shape (:mod:`lifecycle.campaigns.spec`)."""
+    checker = _Checker(located, context)
+    send = checker.send(body, path)
+    return (send if not checker.problems else None), checker.problems
+
+
 class _Checker:
     def __init__(self, located: Located, context: Context) -> None:
         self.located = located

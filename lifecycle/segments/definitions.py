@@ -343,6 +343,17 @@ class _ConditionParser:
         return float(duration.days)
 
 
+def parse_condition(located: Located, node: Any, path: tuple[str | int, ...]
+                    ) -> tuple[Condition | None, list[Problem]]:
+    """A condition in the custom segments' language (``all``/``any``/``not``, ``metric``,
+    ``attribute``, ``touchpoint``, ``bought``, ``due_again``) found at ``path`` of
+    ``located``: the condition (None if it has problems) and the problems.  A campaign's
+    audience takes one (:mod:`lifecycle.campaigns.spec`)."""
+    parser = _ConditionParser(located)
+    condition = parser.parse(node, path)
+    return (condition if not parser.problems else None), parser.problems
+
+
 @dataclass(frozen=True)
 class CustomSegment:
     name: str

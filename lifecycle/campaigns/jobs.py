@@ -1,0 +1,93 @@
+"""The scheduler's campaign job: start the campaigns that are due, mark finished ones sent.
+
+Each due campaign starts in a transaction of its own (:meth:`Campaigns.start`), so one that
+cannot start — its stored spec no longer valid: a template or a segment removed since —
+does not hold up the others: it is paused with the problem in its history, for a manager to
+see on its page.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy import select, update
+
+from lifecycle.app import App
+from lifecycle.campaigns.audience import Rules
+from lifecycle.campaigns.model import Campaign, CampaignChange, CampaignStatus
+from lifecycle.campaigns.service import Campaigns
+from lifecycle.campaigns.spec import CampaignSpec, parse_spec
+from lifecycle.flows.definitions import Context
+from lifecycle.yamlfile import InvalidFile, Located
+
+log = logging.getLogger(__name__)
+
+#: Campaigns started by one run of the job at most (the rest on the next tick).
+STARTS_PER_RUN = 5
+
+
+def rules_of(app: App) -> Rules:
+    """The policies and settings that decide who of an audience is left out."""
+    from lifecycle.flows.service import policies_of
+
+    policies = policies_of(app)
+    window = policies.cap_window
+    if not hasattr(window, "total_seconds"):  # months or years: from now
+        now = app.clock.now()
+        window = (now + window) - now
+    return Rules(policies.cap, window, policies.one_per_day, policies.quiet,
+                 app.settings.timezone, app.settings.currency)
+
+
+def context_of(app: App) -> Context:
+    """The templates and segments a campaign may name: those in force (as for flows)."""
+    from lifecycle.flows.service import configuration
+
+    found = configuration(app)
+    return Context.from_folders(app.settings.templates_dir, set(found.segments))
+
+
+def spec_of(row: Any, context: Context) -> CampaignSpec:
+    """The stored campaign, parsed again (the templates and segments it names may be gone)."""
+    return parse_spec(Located(f"campaign {row.name}", row.spec, {}), row.name, context)
+
+
+def tick(app: App) -> int:
+    """Start what is due, finish what is settled; the campaigns started."""
+    now = app.clock.now()
+    started = 0
+    with app.engine.connect() as conn:
+        due = conn.execute(select(Campaign.__table__).where(
+            Campaign.status == CampaignStatus.SCHEDULED.value, Campaign.starts_at <= now)
+            .order_by(Campaign.starts_at, Campaign.id).limit(STARTS_PER_RUN)).all()
+    if due:
+        context, rules = context_of(app), rules_of(app)
+        for row in due:
+            try:
+                spec = spec_of(row, context)
+            except InvalidFile as exc:
+                _cannot_start(app, row, exc)
+                continue
+            with app.engine.begin() as conn:
+                if Campaigns(conn).start(row, spec, rules, now) is not None:
+                    started += 1
+    with app.engine.begin() as conn:
+        Campaigns(conn).finish_settled(now)
+    return started
+
+
+def _cannot_start(app: App, row: Any, exc: InvalidFile) -> None:
+    now = app.clock.now()
+    problems = "; ".join(p.message for p in exc.problems)
+    with app.engine.begin() as conn:
+        if conn.execute(update(Campaign).where(
+                Campaign.id == row.id, Campaign.status == CampaignStatus.SCHEDULED.value)
+                .values(status=CampaignStatus.PAUSED.value, paused_from="scheduled",
+                        updated_at=now)).rowcount:
+            conn.execute(CampaignChange.__table__.insert().values(
+                campaign_id=row.id, action="pause", status=CampaignStatus.PAUSED.value,
+                changed_by="scheduler", changed_at=now,
+                detail=f"it cannot start: {problems}"))
+            log.error("Campaign %s cannot start and was paused: %s. Fix it and resume it.",
+                      row.name, problems)
