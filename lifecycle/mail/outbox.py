@@ -142,6 +142,12 @@ def _logged(row: Any, now: datetime, outcome: str, detail: str | None = None) ->
     return [*(row.attempt_log or []), log_entry(now, outcome, detail)]
 
 
+def _campaign_of(message: Any) -> dict[str, str]:
+    """``{"campaign": name}`` for a campaign's mail (its timeline entries name it), else {}."""
+    name = (message.context or {}).get("campaign") if hasattr(message, "context") else None
+    return {"campaign": name} if name else {}
+
+
 class Outbox:
     """Owns every status transition of ``messages`` rows; methods run in ``conn``'s transaction."""
 
@@ -228,7 +234,7 @@ class Outbox:
              "occurred_at": at, "recorded_at": at, "message_id": row.id,
              "source_key": f"email_sent:{row.id}",
              "data": {"flow": row.flow, "step": row.step, "template": row.template,
-                      "provider_message_id": provider_id,
+                      **_campaign_of(row), "provider_message_id": provider_id,
                       "subject": mail.subject if mail is not None else None}}
             for row, at, provider_id, mail in touches
             if not is_test(row)]  # a manager's test send: not the customer's
@@ -415,7 +421,8 @@ class Outbox:
             occurred_at=now, recorded_at=now, message_id=message.id,
             source_key=f"{kind}:{message.id}",
             data={"flow": message.flow, "step": message.step, "template": message.template,
-                  **data}).on_conflict_do_nothing(index_elements=["source_key"]))
+                  **_campaign_of(message), **data}).on_conflict_do_nothing(
+                index_elements=["source_key"]))
 
 
 #: `sent` for a batch on PostgreSQL: the server plans one UPDATE, not one per mail.
