@@ -15,7 +15,7 @@ from lifecycle.campaigns.spec import parse_spec
 from lifecycle.flows.definitions import Context
 from lifecycle.mail.sending import dispatch, send_batch
 from lifecycle.mail.transports import FileTransport
-from lifecycle.models import Message, SegmentMembership, Suppression, Touchpoint, email_hash
+from lifecycle.models import Customer, Message, SegmentMembership, Suppression, Touchpoint, email_hash
 from lifecycle.timeline import summary
 from lifecycle.yamlfile import loads
 from tests.factories import add_customer, daytime_zone
@@ -93,3 +93,35 @@ def test_an_unsubscribe_after_the_start_withholds_that_mail_at_send_time(app: Ap
     with app.engine.connect() as conn:
         status = conn.execute(select(Message.status).where(Message.customer_id == ann)).scalar()
     assert status == "suppressed"
+
+
+def test_a_preview_renders_each_variant_and_a_test_send_goes_to_the_manager_only(
+        app: App) -> None:
+    from lifecycle.campaigns.preview import preview_mails, write_test_send
+
+    [ann] = _vips(app, 1)
+    text = SPRING.replace("send: {template: vip_early_access}", "send: {variants: ["
+                          "{template: vip_early_access}, {template: birthday}]}")
+    spec = parse_spec(loads(text, "campaigns/spring.yaml"), "spring", Context.from_folders(
+        app.settings.templates_dir, {"vip"}))
+    with app.engine.begin() as conn:
+        customer = conn.execute(select(Customer.__table__).where(Customer.id == ann)).one()
+        shown = preview_mails(conn, app.settings, spec, customer, app.clock.now())
+        assert [(p.template, p.ab, p.error) for p in shown] == [
+            ("vip_early_access", True, None), ("birthday", True, None)]
+        assert "utm_campaign=spring" in (shown[0].mail.html or "")
+        assert write_test_send(conn, spec, "birthday", ann, 1, "max@shop.example", "n1",
+                               app.clock.now())
+        assert write_test_send(conn, spec, "birthday", ann, 1, "max@shop.example", "n1",
+                               app.clock.now())  # a double click: still one mail
+        assert not write_test_send(conn, spec, "thank_you", ann, 1, "max@shop.example", "n2",
+                                   app.clock.now())
+    handed: list[int] = []
+    dispatch(app, handed.extend)
+    assert send_batch(app, handed, transport=FileTransport(app.settings.outbox_dir))[
+        "sent"] == 1
+    [file] = app.settings.outbox_dir.rglob("*.eml")
+    mail = message_from_bytes(file.read_bytes())
+    assert mail["To"] == "max@shop.example" and mail["X-Lifecycle-Test"] == "yes"
+    with app.engine.connect() as conn:
+        assert conn.execute(select(Touchpoint.id)).first() is None  # not the customer's
