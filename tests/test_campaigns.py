@@ -221,3 +221,28 @@ def test_a_bad_campaign_is_refused_with_every_problem_at_its_line() -> None:
     assert any("unknown segment 'loyall' (did you mean 'loyal'?)" in p for p in found)
     assert any('write the time in quotes: local_time: "10:00"' in p for p in found)
     assert any(":6:" in p and "per_hour must be a whole number" in p for p in found)
+
+
+def test_a_campaign_with_an_offer_stores_one_code_per_mail_in_its_context(
+        conn: Connection) -> None:
+    from lifecycle.models import OfferCode, OfferWebhook
+
+    for i in range(3):
+        member(conn, f"c{i}", "loyal")
+    text = SPRING.replace("send: {template: vip_early_access}", "send: {template: "
+                          "vip_early_access, offer: {percent: 15, valid: 10 days, "
+                          "prefix: SPRING}}")
+    s = spec(text)
+    campaigns = Campaigns(conn, notify_offers=True)
+    campaigns.create(s, {}, "max@shop.example", "test", T0)
+    campaigns.schedule("spring", s, "max@shop.example", T0)
+    campaigns.start(campaigns.get("spring"), s, RULES, T0)
+    codes = conn.execute(select(OfferCode.message_id, OfferCode.code, OfferCode.expires_at,
+                                OfferCode.kind)).all()
+    written = {m.id: m.context["offer"] for m in conn.execute(select(Message.__table__)).all()}
+    assert len(codes) == 3 and {c.message_id for c in codes} == set(written)
+    for code in codes:
+        assert code.code.startswith("SPRING-") and code.kind == "percent"
+        assert code.expires_at == T0 + timedelta(days=10)
+        assert written[code.message_id]["code"] == code.code
+    assert len(conn.execute(select(OfferWebhook.id)).all()) == 3  # told to the shop

@@ -70,7 +70,8 @@ def tick(app: App) -> int:
                 _cannot_start(app, row, exc)
                 continue
             with app.engine.begin() as conn:
-                if Campaigns(conn).start(row, spec, rules, now) is not None:
+                notify = app.settings.offer_webhook_url is not None
+                if Campaigns(conn, notify).start(row, spec, rules, now) is not None:
                     started += 1
     with app.engine.begin() as conn:
         Campaigns(conn).finish_settled(now)

@@ -57,8 +57,10 @@ class Campaigns:
     """Owns every status change of ``campaigns`` rows; methods run in ``conn``'s transaction
     and record who did what in ``campaign_changes``."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, notify_offers: bool = False) -> None:
         self.conn = conn
+        #: Whether offer codes are announced to the shop (LIFECYCLE_OFFER_WEBHOOK_URL set).
+        self.notify_offers = notify_offers
 
     # -- reading -------------------------------------------------------------
     def get(self, name: str) -> Any:
@@ -173,6 +175,8 @@ class Campaigns:
         group = "test" if spec.ab_test is not None else "all"
         written = audience.write_mails(self.conn, row.id, spec.name, spec, now, now, rules,
                                        group, per_hour_for(spec, to_mail))
+        if spec.send.offer is not None:
+            issue_campaign_offers(self.conn, row.id, spec, now, self.notify_offers)
         winner_due = now + spec.ab_test.after if spec.ab_test is not None else None
         self.conn.execute(update(Campaign).where(Campaign.id == row.id).values(
             audience_size=size, mailed=written, winner_due_at=winner_due))
@@ -198,6 +202,25 @@ class Campaigns:
                 changed_at=now, detail=None))
             log.info("Campaign %s is sent: every mail of it is settled.", name)
         return [name for _cid, name in done]
+
+
+def issue_campaign_offers(conn: Connection, campaign_id: int, spec: CampaignSpec,
+                          now: datetime, notify: bool) -> int:
+    """A stored code for each mail of the campaign written without one yet (at the start, and
+    for the rest once an A/B winner is known): :func:`lifecycle.offers.service.issue_many`,
+    expiring ``offer.valid`` after the mail is due; how many."""
+    from lifecycle.models import Customer, OfferCode
+    from lifecycle.offers.service import issue_many
+
+    assert spec.send.offer is not None
+    m, c = Message.__table__, Customer.__table__
+    mails = conn.execute(select(m.c.id, m.c.customer_id, m.c.due_at, m.c.context,
+                                c.c.external_id, c.c.email).join(c, c.c.id == m.c.customer_id)
+                         .where(m.c.campaign_id == campaign_id,
+                                ~select(OfferCode.id).where(
+                                    OfferCode.message_id == m.c.id).exists())
+                         .order_by(m.c.id)).all()
+    return issue_many(conn, spec.send.offer, mails, campaign=spec.name, now=now, notify=notify)
 
 
 def _release_held(conn: Connection, campaign_id: int, spec: CampaignSpec, now: datetime,
