@@ -246,3 +246,21 @@ def test_a_campaign_with_an_offer_stores_one_code_per_mail_in_its_context(
         assert code.expires_at == T0 + timedelta(days=10)
         assert written[code.message_id]["code"] == code.code
     assert len(conn.execute(select(OfferWebhook.id)).all()) == 3  # told to the shop
+
+
+def test_only_a_draft_or_a_campaign_paused_before_its_start_can_be_changed(
+        conn: Connection) -> None:
+    member(conn, "ann", "loyal")
+    s = spec(SPRING)
+    campaigns = Campaigns(conn)
+    campaigns.create(s, {"v": 1}, "max@shop.example", "test", T0)
+    campaigns.edit("spring", {"v": 2}, "max@shop.example", T0)
+    campaigns.schedule("spring", s, "max@shop.example", T0)
+    campaigns.pause("spring", "max@shop.example", T0)
+    campaigns.edit("spring", {"v": 3}, "max@shop.example", T0)  # not started yet
+    assert campaigns.get("spring").spec == {"v": 3}
+    campaigns.resume("spring", s, "max@shop.example", T0)
+    assert campaigns.get("spring").status == "scheduled"
+    campaigns.start(campaigns.get("spring"), s, RULES, T0)
+    with pytest.raises(CampaignError, match="only a draft or a campaign paused before"):
+        campaigns.edit("spring", {"v": 4}, "max@shop.example", T0)

@@ -96,11 +96,17 @@ class Campaigns:
         return int(cid)
 
     def edit(self, name: str, raw: dict[str, Any], by: str, now: datetime) -> None:
-        """Change a draft's spec (only a draft changes: what was scheduled stays as it was)."""
+        """Change the spec of a draft, or of a campaign paused before it started (as one the
+        scheduler could not start is): once started, what it sends stays as it was."""
         row = self.get(name)
-        if not self._move(row, (_S.DRAFT.value,), _S.DRAFT.value, now, spec=raw):
-            raise CampaignError(f"the campaign {name!r} is {row.status}: only a draft changes")
-        self._record(row, "edit", _S.DRAFT.value, by, now)
+        changed = self.conn.execute(update(Campaign).where(
+            Campaign.id == row.id, Campaign.started_at.is_(None),
+            Campaign.status.in_((_S.DRAFT.value, _S.PAUSED.value))).values(
+            spec=raw, updated_at=now)).rowcount == 1
+        if not changed:
+            raise CampaignError(f"the campaign {name!r} is {row.status}: only a draft or a "
+                                "campaign paused before its start can be changed")
+        self._record(row, "edit", row.status, by, now)
 
     def schedule(self, name: str, spec: CampaignSpec, by: str, now: datetime) -> datetime:
         """Draft → scheduled, to start at the schedule's moment (now for ``now`` and
