@@ -7,12 +7,12 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import Connection, update
+from sqlalchemy import Connection, insert, select, update
 
 from lifecycle.campaigns.results import campaign_results
 from lifecycle.campaigns.service import Campaigns
 from lifecycle.campaigns.winner import release_winner
-from lifecycle.models import Message
+from lifecycle.models import Message, OfferCode
 from lifecycle.results import flow_results
 from tests.factories import add_order
 from tests.test_campaigns import RULES, SPRING, T0, member, spec, started
@@ -55,9 +55,18 @@ def test_results_count_each_variant_with_spam_reports_and_the_rest_under_the_win
     add_order(conn, a1.customer_id, T0 + DAY, "40.00", currency="EUR")
     add_order(conn, a1.customer_id, T0 + 2 * DAY, "10.00", currency="USD")  # kept apart
     add_order(conn, b1.customer_id, T0 + 10 * DAY, "99.00", currency="EUR")  # past the window
+    for n, (m, redeemed) in enumerate(((a1, T0 + DAY), (b2, None))):
+        conn.execute(insert(OfferCode).values(
+            code=f"SPRING-{n}", customer_id=m.customer_id, message_id=m.id, kind="percent",
+            value=Decimal("10"), expires_at=T0 + 14 * DAY, created_at=T0, redeemed_at=redeemed))
     release = release_winner(conn, Campaigns(conn).get("spring"), spec(AB), RULES,
                              T0 + timedelta(hours=1), winner="birthday", by="max@shop.example")
     assert release is not None and release.written == 4
+    m = Message.__table__
+    waiting = conn.execute(select(m.c.id).where(m.c.campaign_id == cid, m.c.status ==
+                                                "scheduled").order_by(m.c.id)).scalars().all()
+    conn.execute(update(m).where(m.c.id == waiting[0]).values(status="failed"))
+    conn.execute(update(m).where(m.c.id == waiting[1]).values(status="suppressed"))
     rest = send_all(conn, cid, T0 + timedelta(hours=2))
     add_order(conn, rest[0].customer_id, T0 + timedelta(hours=3), "25.00", currency="EUR")
 
@@ -66,19 +75,20 @@ def test_results_count_each_variant_with_spam_reports_and_the_rest_under_the_win
     assert (a.variant, b.variant, r.winner, r.has_variants) == (
         "vip_early_access", "birthday", "birthday", True)
     assert {c: a.counts[c] for c in ("decided", "sent", "delivered", "opened", "clicked",
-                                     "bounced", "spam_reports", "conversions")} == {
+                                     "bounced", "spam_reports", "conversions", "redeemed")} == {
         "decided": 2, "sent": 2, "delivered": 1, "opened": 1, "clicked": 1, "bounced": 1,
-        "spam_reports": 1, "conversions": 2}
+        "spam_reports": 1, "conversions": 2, "redeemed": 1}
     assert a.revenue == Decimal("40.00") and list(a.other_revenue) == [("USD", Decimal("10.00"))]
-    assert {c: b.counts[c] for c in ("decided", "sent", "delivered", "opened", "replied",
-                                     "unsubscribed", "conversions")} == {
-        "decided": 6, "sent": 6, "delivered": 2, "opened": 1, "replied": 1,
-        "unsubscribed": 1, "conversions": 1}
+    assert {c: b.counts[c] for c in ("decided", "sent", "failed", "skipped", "delivered",
+                                     "opened", "replied", "unsubscribed", "conversions",
+                                     "redeemed")} == {
+        "decided": 6, "sent": 4, "failed": 1, "skipped": 1, "delivered": 2, "opened": 1, "replied": 1,
+        "unsubscribed": 1, "conversions": 1, "redeemed": 0}
     assert b.revenue == Decimal("25.00")
     assert (r.total.counts["sent"], r.total.counts["conversions"], r.total.revenue) == (
-        8, 3, Decimal("65.00"))
+        6, 3, Decimal("65.00"))
     assert [(d.day, d.sent, d.conversions, d.revenue) for d in r.daily] == [
-        (T0.date(), 8, 1, Decimal("25.00")), ((T0 + DAY).date(), 0, 1, Decimal("40.00")),
+        (T0.date(), 6, 1, Decimal("25.00")), ((T0 + DAY).date(), 0, 1, Decimal("40.00")),
         ((T0 + 2 * DAY).date(), 0, 1, Decimal("0"))]
     later = campaign_results(conn, cid, 7 * DAY, "EUR", now=T0 + 4 * DAY)
     assert len(later.daily) == 5 and later.daily[-1].sent == 0
