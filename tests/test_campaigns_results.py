@@ -19,9 +19,18 @@ from tests.test_campaigns import RULES, SPRING, T0, member, spec, started
 from tests.test_flow_results import event, mail
 
 DAY = timedelta(days=1)
-AB = SPRING.replace("send: {template: vip_early_access}", "send: {variants: ["
-                    "{template: vip_early_access}, {template: birthday}]}") + \
-    "ab_test: {share: 50%, winner_by: clicks, after: 4 hours}\n"
+
+
+def ab_started(conn: Connection, n: int, share: str, by: str,
+               variants: tuple[str, ...] = ("vip_early_access", "birthday")) -> tuple[int, str]:
+    """``n`` customers in ``loyal`` and an A/B campaign of ``variants`` (testing on ``share``
+    of them, the winner by ``by`` after 4 hours) started for them; (its id, its text)."""
+    for i in range(n):
+        member(conn, f"c{i:02}", "loyal")
+    text = SPRING.replace("send: {template: vip_early_access}", "send: {variants: [" + ", ".join(
+        f"{{template: {v}}}" for v in variants) + "]}") + \
+        f"ab_test: {{share: {share}, winner_by: {by}, after: 4 hours}}\n"
+    return started(conn, text)[0], text
 
 
 def send_all(conn: Connection, cid: int, at: datetime) -> list:  # type: ignore[type-arg]
@@ -34,14 +43,12 @@ def send_all(conn: Connection, cid: int, at: datetime) -> list:  # type: ignore[
 
 def test_results_count_each_variant_with_spam_reports_and_the_rest_under_the_winner(
         conn: Connection) -> None:
-    for i in range(8):
-        member(conn, f"c{i}", "loyal")
-    cid, written = started(conn, AB)
-    assert written == 4
+    cid, text = ab_started(conn, 8, "50%", "clicks")
     empty = campaign_results(conn, cid, 7 * DAY, "EUR")
     assert [(r.step, r.variant, r.counts["sent"]) for r in empty.rows] == [
         ("vip_early_access", "vip_early_access", 0), ("birthday", "birthday", 0)]
     test = send_all(conn, cid, T0)
+    assert len(test) == 4
     (a1, a2), (b1, b2) = ([x for x in test if x.variant == v]
                           for v in ("vip_early_access", "birthday"))
     for kind in ("email_delivered", "email_opened", "email_opened", "email_clicked",
@@ -59,7 +66,7 @@ def test_results_count_each_variant_with_spam_reports_and_the_rest_under_the_win
         conn.execute(insert(OfferCode).values(
             code=f"SPRING-{n}", customer_id=m.customer_id, message_id=m.id, kind="percent",
             value=Decimal("10"), expires_at=T0 + 14 * DAY, created_at=T0, redeemed_at=redeemed))
-    release = release_winner(conn, Campaigns(conn).get("spring"), spec(AB), RULES,
+    release = release_winner(conn, Campaigns(conn).get("spring"), spec(text), RULES,
                              T0 + timedelta(hours=1), winner="birthday", by="max@shop.example")
     assert release is not None and release.written == 4
     m = Message.__table__

@@ -26,7 +26,7 @@ from lifecycle.models import Message
 from lifecycle.yamlfile import loads
 from tests.factories import add_order
 from tests.test_campaigns import RULES, SPRING, T0, member, spec, started
-from tests.test_campaigns_results import send_all
+from tests.test_campaigns_results import ab_started, send_all
 from tests.test_campaigns_sending import _vips
 from tests.test_flow_results import event
 
@@ -78,15 +78,10 @@ def test_too_few_mails_to_tell_below_five_expected_successes_or_failures_per_var
 
 def test_with_three_variants_the_leader_is_compared_with_the_runner_up(
         conn: Connection) -> None:
-    for i in range(30):
-        member(conn, f"c{i:02}", "loyal")
-    text = SPRING.replace("send: {template: vip_early_access}", "send: {variants: ["
-                          "{template: vip_early_access}, {template: birthday}, "
-                          "{template: thank_you}]}") + \
-        "ab_test: {share: 99%, winner_by: clicks, after: 4 hours}\n"
-    cid, written = started(conn, text)
-    assert written == 30
+    cid, _ = ab_started(conn, 30, "99%", "clicks",
+                        ("vip_early_access", "birthday", "thank_you"))
     sent = send_all(conn, cid, T0)
+    assert len(sent) == 30
     clicks = {"vip_early_access": 2, "birthday": 5, "thank_you": 1}
     for variant, n in clicks.items():
         for m in [m for m in sent if m.variant == variant][:n]:
@@ -99,12 +94,7 @@ def test_with_three_variants_the_leader_is_compared_with_the_runner_up(
 
 
 def test_conversions_count_the_test_mails_credited_with_an_order(conn: Connection) -> None:
-    for i in range(4):
-        member(conn, f"c{i}", "loyal")
-    text = SPRING.replace("send: {template: vip_early_access}", "send: {variants: ["
-                          "{template: vip_early_access}, {template: birthday}]}") + \
-        "ab_test: {share: 99%, winner_by: conversions, after: 4 hours}\n"
-    cid, _ = started(conn, text)
+    cid, _ = ab_started(conn, 4, "99%", "conversions")
     sent = send_all(conn, cid, T0)
     [buyer] = [m for m in sent if m.variant == "vip_early_access"][:1]
     add_order(conn, buyer.customer_id, T0 + timedelta(hours=2), "30.00", currency="EUR")
@@ -191,12 +181,7 @@ def test_a_paused_campaign_s_winner_waits_for_its_resume(app: App) -> None:
 
 
 def test_a_manager_may_choose_the_winner_before_the_test_time(conn: Connection) -> None:
-    for i in range(10):
-        member(conn, f"c{i}", "loyal")
-    text = SPRING.replace("send: {template: vip_early_access}", "send: {variants: ["
-                          "{template: vip_early_access}, {template: birthday}]}") + \
-        "ab_test: {share: 20%, winner_by: clicks, after: 4 hours}\n"
-    cid, _ = started(conn, text)
+    cid, text = ab_started(conn, 10, "20%", "clicks")
     campaigns, s, soon = Campaigns(conn), spec(text), T0 + timedelta(hours=1)
     with pytest.raises(CampaignError, match="has no variant 'thank_you'; its variants are "
                                             "vip_early_access, birthday"):
