@@ -55,7 +55,8 @@ def started(conn: Connection, text: str, name: str = "spring",
     """Create, schedule and start the campaign at ``now``; (campaign id, mails written)."""
     s = spec(text, name)
     campaigns = Campaigns(conn)
-    cid = campaigns.create(s, {}, "max@shop.example", "test", now)
+    cid = campaigns.create(s, loads(text, f"campaigns/{name}.yaml").data, "max@shop.example",
+                           "test", now)
     campaigns.schedule(name, s, "max@shop.example", now)
     written = campaigns.start(campaigns.get(name), s, rules, now)
     assert written is not None

@@ -238,7 +238,9 @@ def write_mails(conn: Connection, campaign_id: int, name: str, spec: CampaignSpe
             "utm": {"campaign": name, "content": v.template}}
         contexts[v.template] = json.dumps(context, separators=(",", ":"))
     cast = "CAST({} AS JSONB)" if d.pg else "{}"
-    variant_col = "cm.variant" if group != "rest" else p.add(winner)
+    # the winner is one parameter used as text in several places: cast once, or PostgreSQL
+    # deduces clashing types for it
+    variant_col = "cm.variant" if group != "rest" else f"CAST({p.add(winner)} AS VARCHAR(100))"
     context_sql = "CASE " + variant_col + " " + " ".join(
         f"WHEN {p.add(t)} THEN {cast.format(p.add(c))}" for t, c in contexts.items()) + " END"
     key = (f"'campaign:' || CAST({p.add(campaign_id)} AS TEXT) || ':' || "

@@ -1,4 +1,6 @@
-"""The scheduler's campaign job: start the campaigns that are due, mark finished ones sent.
+"""The scheduler's campaign job: start the campaigns that are due, send the A/B test's winner
+to the rest of the audience when it is due (:mod:`lifecycle.campaigns.winner`; a paused
+campaign's waits), mark finished ones sent.
 
 Each due campaign starts in a transaction of its own (:meth:`Campaigns.start`), so one that
 cannot start — its stored spec no longer valid: a template or a segment removed since —
@@ -9,6 +11,7 @@ see on its page.
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
@@ -18,6 +21,7 @@ from lifecycle.campaigns.audience import Rules
 from lifecycle.campaigns.model import Campaign, CampaignChange, CampaignStatus
 from lifecycle.campaigns.service import Campaigns
 from lifecycle.campaigns.spec import CampaignSpec, parse_spec
+from lifecycle.campaigns.winner import release_winner
 from lifecycle.flows.definitions import Context
 from lifecycle.yamlfile import InvalidFile, Located
 
@@ -73,9 +77,37 @@ def tick(app: App) -> int:
                 notify = app.settings.offer_webhook_url is not None
                 if Campaigns(conn, notify).start(row, spec, rules, now) is not None:
                     started += 1
+    release_winners(app, now)
     with app.engine.begin() as conn:
         Campaigns(conn).finish_settled(now)
     return started
+
+
+def release_winners(app: App, now: datetime) -> int:
+    """Send the winner of each sending campaign whose A/B test is due, each in a transaction
+    of its own; how many were released."""
+    with app.engine.connect() as conn:
+        due = conn.execute(select(Campaign.__table__).where(
+            Campaign.status == CampaignStatus.SENDING.value, Campaign.winner.is_(None),
+            Campaign.winner_due_at <= now).order_by(Campaign.winner_due_at, Campaign.id)
+            .limit(STARTS_PER_RUN)).all()
+    if not due:
+        return 0
+    context, rules = context_of(app), rules_of(app)
+    window = timedelta(days=app.settings.attribution_days)
+    released = 0
+    for row in due:
+        try:
+            spec = spec_of(row, context)
+        except InvalidFile as exc:
+            problems = "; ".join(p.message for p in exc.problems)
+            log.error("Campaign %s cannot send its A/B test's winner: %s. Put back what it "
+                      "names: the winner waits until then.", row.name, problems)
+            continue
+        with app.engine.begin() as conn:
+            if release_winner(conn, row, spec, rules, now, window=window) is not None:
+                released += 1
+    return released
 
 
 def _cannot_start(app: App, row: Any, exc: InvalidFile) -> None:
