@@ -265,3 +265,24 @@ def test_only_a_draft_or_a_campaign_paused_before_its_start_can_be_changed(
     campaigns.start(campaigns.get("spring"), s, RULES, T0)
     with pytest.raises(CampaignError, match="only a draft or a campaign paused before"):
         campaigns.edit("spring", {"v": 4}, "max@shop.example", T0)
+
+
+def test_the_rest_of_an_ab_test_with_an_offer_gets_codes_when_the_winner_goes(
+        conn: Connection) -> None:
+    from lifecycle.campaigns.winner import release_winner
+    from lifecycle.models import OfferCode
+
+    for i in range(10):
+        member(conn, f"c{i}", "loyal")
+    text = SPRING.replace("send: {template: vip_early_access}", "send: {variants: ["
+                          "{template: vip_early_access}, {template: birthday}], offer: "
+                          "{percent: 10, prefix: AB}}") + \
+        "ab_test: {share: 20%, winner_by: clicks, after: 1 hour}\n"
+    cid, written = started(conn, text)
+    assert written == 2
+    release_winner(conn, Campaigns(conn).get("spring"), spec(text), RULES,
+                   T0 + timedelta(minutes=10), winner="birthday", by="max@shop.example")
+    everyone = mails(conn, cid)
+    codes = dict(conn.execute(select(OfferCode.message_id, OfferCode.code)).all())
+    assert len(everyone) == 10 and set(codes) == {m.id for m in everyone}
+    assert all(m.context["offer"]["code"] == codes[m.id] for m in everyone)

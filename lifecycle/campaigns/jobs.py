@@ -105,7 +105,9 @@ def release_winners(app: App, now: datetime) -> int:
                       "names: the winner waits until then.", row.name, problems)
             continue
         with app.engine.begin() as conn:
-            if release_winner(conn, row, spec, rules, now, window=window) is not None:
+            if release_winner(conn, row, spec, rules, now, window=window,
+                              notify_offers=app.settings.offer_webhook_url is not None) \
+                    is not None:
                 released += 1
     return released
 

@@ -180,7 +180,8 @@ def describe(rates: dict[str, Rate], found: Significance, by: str) -> str:
 
 def release_winner(conn: Connection, campaign_row: Any, spec: CampaignSpec, rules: Rules,
                    now: datetime, winner: str | None = None, by: str = "scheduler", *,
-                   window: timedelta = DEFAULT_WINDOW) -> Release | None:
+                   window: timedelta = DEFAULT_WINDOW,
+                   notify_offers: bool = False) -> Release | None:
     """Mail the rest of the audience with ``winner`` (None: the leader by the test's
     ``winner_by``), in this transaction, once: set ``campaigns.winner``, clear
     ``winner_due_at``, write the rest's outbox rows, record who chose and on what rates.
@@ -223,6 +224,10 @@ def release_winner(conn: Connection, campaign_row: Any, spec: CampaignSpec, rule
         cm.c.campaign_id == row.id, cm.c.grp == "rest", cm.c.left_out.is_(None))).scalar_one()
     written = audience.write_mails(conn, row.id, row.name, spec, now, now, rules, "rest",
                                    per_hour_for(spec, int(rest)), winner=chosen)
+    if spec.send.offer is not None:  # the rest's mails hand out their codes too
+        from lifecycle.campaigns.service import issue_campaign_offers
+
+        issue_campaign_offers(conn, row.id, spec, now, notify_offers)
     conn.execute(update(Campaign).where(Campaign.id == row.id).values(
         mailed=func.coalesce(Campaign.mailed, 0) + written))
     how = "chosen by hand" if manual else "the leader"
