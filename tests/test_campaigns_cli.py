@@ -163,6 +163,8 @@ def test_loading_a_file_stores_a_draft_named_by_it_with_the_file_as_its_source(
         env: dict[str, str], folder: Path, db: Engine) -> None:
     path = folder / "spring.yaml"
     path.write_text(SPRING, encoding="utf-8")
+    run(env, "campaign", "validate")
+    assert json.loads(run(env, "campaign", "list", "--json")) == []  # a file is no campaign
     out = run(env, "campaign", "load", "spring", "--by", "max@shop.example")
     assert out.startswith(f"Campaign spring is stored as a draft from {path}.")
     row = campaign_row(db, "spring")
@@ -480,3 +482,39 @@ def test_each_action_a_campaign_s_status_does_not_allow_is_refused_with_exit_2(
         "loyal", "--schedule", "2020-01-01T09:00:00Z")
     assert "which has passed: change its schedule" in refused(env, "campaign", "schedule",
                                                               "late")
+
+
+# -- the README ---------------------------------------------------------------------------------
+def readme_block(language: str) -> str:
+    """The ``language`` code block of the README's "On the command line and as files"."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    part = text.split("### On the command line and as files", 1)[1].split("\n## ", 1)[0]
+    return part.split(f"```{language}\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readme_shows_the_shipped_example_file_as_it_is() -> None:
+    lines = [line for line in EXAMPLE.read_text(encoding="utf-8").splitlines()
+             if not line.startswith("#")]
+    assert readme_block("yaml").splitlines() == lines
+
+
+def test_the_readme_s_commands_run_as_written(env: dict[str, str], db: Engine) -> None:
+    import shlex
+
+    people(db)
+    with db.begin() as conn:
+        conn.execute(insert(StaffUser).values(email="max@shop.example", role="manager",
+                                              is_active=True, created_at=datetime.now(UTC)))
+    said = []
+    for line in readme_block("sh").replace("\\\n", " ").splitlines():
+        words = shlex.split(line, comments=True)
+        assert words[0] == "lifecycle"
+        said.append(run(env, *words[1:]))
+    assert campaign_row(db, "spring").spec == {
+        "kind": "marketing", "send": {"template": "vip_early_access"},
+        "audience": {"segments": ["loyal", "vip"], "exclude": ["lapsed"]},
+        "schedule": {"local_time": "10:00"}, "throttle": {"per_hour": 5000}}
+    assert "Audience if it started now: 4 customers, 2 to be mailed." in said[1]
+    assert "Subject: Early access for you, Ann" in said[2]
+    assert "waits in the outbox for max@shop.example" in said[3]
+    assert "at 10:00 in their own time zone within 24 hours" in said[4]
