@@ -206,7 +206,14 @@ def test_scheduling_a_file_campaign_is_refused_once_the_file_changed_after_it_wa
     path = folder / "spring.yaml"
     path.write_text(SPRING, encoding="utf-8")
     run(env, "campaign", "load", "spring")
+    assert json.loads(run(env, "campaign", "show", "spring", "--json"))["file"] == {
+        "path": str(path.resolve()), "as_loaded": True}
     path.write_text(SPRING.replace("exclude: [lapsed]", "exclude: []"), encoding="utf-8")
+    assert json.loads(run(env, "campaign", "show", "spring", "--json"))["file"] == {
+        "path": str(path.resolve()), "as_loaded": False}
+    assert (f"Its file: {path.resolve()} says something else than what was loaded; "
+            "`lifecycle campaign load spring` loads it again.") in run(
+        env, "campaign", "show", "spring")
     said = refused(env, "campaign", "schedule", "spring")
     assert said.strip() == (f"Error: {path.resolve()} changed after the campaign 'spring' was "
                             "loaded: load it again (`lifecycle campaign load spring`) to "
@@ -349,6 +356,7 @@ def test_show_counts_the_audience_and_who_would_be_left_out_before_the_start(
             "no marketing consent": 1, "frequency cap": 0,
             "another marketing mail that day": 0}}
     assert shown["definition"]["send"] == {"template": "vip_early_access"}
+    assert shown["file"] is None  # made on the command line
     assert [(h["action"], h["by"]) for h in shown["history"]] == [("create", "cli")]
     assert shown["results"] is None
     text = run(env, "campaign", "show", "spring")

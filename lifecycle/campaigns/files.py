@@ -125,6 +125,21 @@ def store(conn: Connection, path: Path, context: Context, by: str,
     return "loaded again", spec
 
 
+def file_note(row: Any) -> str | None:
+    """For a campaign loaded from a file: None while the file says what was loaded, else
+    what is different, in words (shown with the campaign; nothing else is checked here)."""
+    path = path_of(row.source)
+    if path is None:
+        return None
+    if not path.is_file():
+        return f"{path} is gone"
+    try:
+        same = stored_form(load(path).data) == row.spec
+    except InvalidFile:
+        same = False
+    return None if same else f"{path} says something else than what was loaded"
+
+
 def reviewed_spec(row: Any, context: Context) -> CampaignSpec:
     """The definition to schedule ``row`` with.  For a campaign loaded from a file: the file
     read again and checked (:class:`InvalidFile`), and refused (:class:`CampaignError`) when

@@ -333,8 +333,12 @@ def campaign_show(name: str, as_json: bool) -> None:
 
     app = ready_app()
     row = _row(app, name)
+    from lifecycle.campaigns.files import file_note, path_of
+
     fixed = row.started_at is not None
     results = None
+    source_file = path_of(row.source)
+    note = file_note(row)
     with app.engine.connect() as conn:
         history = conn.execute(select(CampaignChange.__table__).where(
             CampaignChange.campaign_id == row.id).order_by(CampaignChange.id)).all()
@@ -352,6 +356,8 @@ def campaign_show(name: str, as_json: bool) -> None:
             "created_by": row.created_by, "definition": row.spec,
             "starts_at": _iso(row.starts_at), "started_at": _iso(row.started_at),
             "finished_at": _iso(row.finished_at), "winner": row.winner,
+            "file": None if source_file is None else {"path": str(source_file),
+                                                      "as_loaded": note is None},
             "audience": {"fixed": fixed, "size": size, "mailed": row.mailed,
                          "left_out": left},
             "history": [{"at": h.changed_at.isoformat(), "action": h.action,
@@ -365,6 +371,10 @@ def campaign_show(name: str, as_json: bool) -> None:
                      else "") + ".", markup=False, soft_wrap=True)
     console.print(yaml.safe_dump(row.spec, sort_keys=False, allow_unicode=True).rstrip(),
                   markup=False)
+    if note is not None:
+        console.print(f"Its file: {note}" + (f"; `lifecycle campaign load {row.name}` loads "
+                      "it again." if row.status == "draft" else "; what was scheduled goes "
+                      "out."), markup=False, soft_wrap=True)
     if size is None:
         console.print("Audience: none (cancelled before it started).")
     else:
