@@ -286,3 +286,42 @@ def test_the_rest_of_an_ab_test_with_an_offer_gets_codes_when_the_winner_goes(
     codes = dict(conn.execute(select(OfferCode.message_id, OfferCode.code)).all())
     assert len(everyone) == 10 and set(codes) == {m.id for m in everyone}
     assert all(m.context["offer"]["code"] == codes[m.id] for m in everyone)
+
+
+def test_the_frequency_cap_and_a_flow_s_marketing_mail_that_day_leave_a_customer_out(
+        conn: Connection) -> None:
+    capped = member(conn, "ann", "loyal")
+    busy = member(conn, "bob", "loyal")
+    free = member(conn, "cy", "loyal")
+    for i in range(3):  # ann had the cap's three marketing mails this week
+        conn.execute(insert(Message).values(
+            idempotency_key=f"k{i}", customer_id=capped, flow="win_back", step="s",
+            template="winback_1", to_email="ann@example.com", status="sent",
+            due_at=T0 - timedelta(days=i + 1), sent_at=T0 - timedelta(days=i + 1), attempts=1,
+            context={"marketing": True, "capped": True}, created_at=T0, updated_at=T0))
+    conn.execute(insert(Message).values(  # bob has a flow's marketing mail due tonight
+        idempotency_key="b", customer_id=busy, flow="win_back", step="s", template="winback_1",
+        to_email="bob@example.com", status="scheduled", due_at=T0 + timedelta(hours=6),
+        attempts=0, context={"marketing": True, "capped": True}, created_at=T0, updated_at=T0))
+    cid, written = started(conn, SPRING)
+    members = dict(conn.execute(select(CampaignMember.customer_id, CampaignMember.left_out)
+                                .where(CampaignMember.campaign_id == cid)).all())
+    assert members == {capped: audience.CAPPED, busy: audience.SAME_DAY, free: None}
+    allow = Rules(**{**RULES.__dict__, "one_per_day": False})  # same_day: allow
+    assert audience.count_audience(conn, spec(SPRING), T0, allow)[1][audience.SAME_DAY] == 0
+
+
+def test_a_local_time_in_the_quiet_hours_moves_to_their_end(conn: Connection) -> None:
+    ann = member(conn, "ann", "loyal", timezone="Europe/Berlin")
+    cid, _ = started(conn, SPRING + 'schedule: {local_time: "06:30"}\n')  # quiet until 08:00
+    [mail] = mails(conn, cid)
+    assert (mail.customer_id, mail.due_at) == (ann, datetime(2026, 3, 3, 7, tzinfo=UTC))
+
+
+def test_a_campaign_spread_over_a_period_works_out_its_rate_from_the_audience(
+        conn: Connection) -> None:
+    for i in range(4):
+        member(conn, f"c{i}", "loyal")
+    cid, _ = started(conn, SPRING + "throttle: {over: 2 minutes}\n")  # 4 mails: one each 30 s
+    due = sorted(m.due_at for m in mails(conn, cid))
+    assert due == [T0 + timedelta(seconds=30 * i) for i in range(4)]

@@ -125,3 +125,19 @@ def test_a_preview_renders_each_variant_and_a_test_send_goes_to_the_manager_only
     assert mail["To"] == "max@shop.example" and mail["X-Lifecycle-Test"] == "yes"
     with app.engine.connect() as conn:
         assert conn.execute(select(Touchpoint.id)).first() is None  # not the customer's
+
+
+def test_a_campaign_mail_is_named_by_its_campaign_for_sendgrid(app: App) -> None:
+    from types import SimpleNamespace
+
+    from lifecycle.mail.compose import compose
+    from lifecycle.mail.templates import Rendered
+
+    row = SimpleNamespace(id=7, customer_id=3, flow=None, step=None, template="birthday",
+                          variant="birthday", to_email="ann@example.com", attempts=1,
+                          context={"campaign": "spring", "marketing": True})
+    mail = compose(app.settings, row, Rendered("birthday", "Hi", "Hi", None), app.clock.now(),
+                   "2026-06-03")
+    assert mail.categories == ("campaign:spring",)
+    assert mail.headers["X-Lifecycle-Campaign"] == "spring"
+    assert mail.custom_args["lifecycle_campaign"] == "spring"
