@@ -325,3 +325,13 @@ def test_a_campaign_spread_over_a_period_works_out_its_rate_from_the_audience(
     cid, _ = started(conn, SPRING + "throttle: {over: 2 minutes}\n")  # 4 mails: one each 30 s
     due = sorted(m.due_at for m in mails(conn, cid))
     assert due == [T0 + timedelta(seconds=30 * i) for i in range(4)]
+
+
+def test_the_campaign_the_readme_shows_is_a_valid_campaign() -> None:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("\n## Campaigns\n"):]
+    block = section[section.index("```yaml\n") + 8:section.index("```\n", section.index(
+        "```yaml\n") + 8)]
+    shown = spec(block, "spring")
+    assert shown.segments == ("loyal", "vip") and shown.exclude == ("lapsed",)
+    assert shown.send.offer is not None and shown.per_hour == 5000
