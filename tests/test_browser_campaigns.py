@@ -112,5 +112,6 @@ def test_a_manager_creates_previews_tests_schedules_pauses_resumes_and_cancels_a
     assert sorted(mails) == [("max@shop.example", "scheduled"),  # the test send
                              ("v0@example.com", "cancelled"), ("v1@example.com", "cancelled")]
     page.goto("/campaigns")
-    assert "spring\tcancelled\tmarketing\tvip" in page.get_by_role(
-        "table", name="Campaigns").inner_text()
+    listed = page.get_by_role("table", name="Campaigns").inner_text()
+    assert "spring\tcancelled\tmarketing\tvip\tas soon as it is scheduled" in listed
+    assert "\t3\t2\tmax@shop.example" in listed  # audience size, mails written

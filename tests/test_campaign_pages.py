@@ -297,3 +297,45 @@ def test_support_staff_and_strangers_are_refused_and_a_post_needs_the_csrf_token
     assert status_of(app) == "draft"
     with app.engine.connect() as conn:
         assert len(conn.execute(select(Campaign.id)).all()) == 1
+
+
+def test_the_form_takes_an_offer_a_where_condition_a_moment_and_a_spread_and_the_list_is_newest_first(
+        app: App, web: TestClient) -> None:
+    client, csrf = created(app, web)
+    app.clock.advance(timedelta(minutes=5))  # type: ignore[attr-defined]
+    answer = client.post("/campaigns/new", data={
+        **FORM, "csrf": csrf, "name": "autumn", "offer": "{percent: 10, valid: 14 days}",
+        "where": "{metric: {name: total_spend, op: '>=', value: 100}}", "schedule": "at",
+        "at": "2026-06-05T09:00", "throttle": "over", "over": "6 hours"},
+        follow_redirects=False)
+    assert answer.status_code == 303, text_of(answer.text)
+    with app.engine.connect() as conn:
+        spec = conn.execute(select(Campaign.spec).where(Campaign.name == "autumn")).scalar_one()
+    assert spec["send"] == {"template": "vip_early_access",
+                            "offer": {"percent": 10, "valid": "14 days"}}
+    assert spec["audience"]["where"] == {"metric": {"name": "total_spend", "op": ">=",
+                                                    "value": 100}}
+    assert spec["schedule"] == {"at": "2026-06-05T09:00Z"}  # the form's moment is UTC
+    assert spec["throttle"] == {"over": "6 hours"}
+    listed = text_of(client.get("/campaigns").text)
+    assert listed.index("autumn draft") < listed.index("spring draft")
+    assert "at 2026-06-05 09:00 UTC" in listed
+    assert "spread over 6 hours" in text_of(client.get("/campaigns/autumn").text)
+    too_long = client.post("/campaigns/new", data={**FORM, "csrf": csrf, "name": "x",
+                                                   "where": "a" * 20_001,
+                                                   "description": "d" * 301})
+    assert too_long.status_code == 422
+    assert "at most 20,000 characters (this has 20,001)" in too_long.text
+    assert "at most 300 characters (this has 301)" in too_long.text
+
+
+def test_a_preview_finds_the_customer_by_their_customer_id_too_and_admins_see_campaigns(
+        app: App, web: TestClient) -> None:
+    vips(app, 1, first_name="Ann")
+    client, _ = created(app, web)
+    page = text_of(client.get("/campaigns/spring", params={"customer": "v0"}).text)
+    assert "Subject: Early access for you, Ann" in page
+    account(app, "ada@shop.example", "admin")
+    admin = logged_in(TestClient(web.app), "ada@shop.example")
+    assert '<a href="/campaigns">Campaigns</a>' in admin.get("/customers").text
+    assert admin.get("/campaigns").status_code == 200
