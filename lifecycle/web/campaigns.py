@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 from starlette.concurrency import run_in_threadpool
 
 from lifecycle.app import App
@@ -30,9 +30,10 @@ from lifecycle.campaigns.preview import preview_mails, write_test_send
 from lifecycle.campaigns.service import CampaignError, Campaigns
 from lifecycle.campaigns.spec import KINDS, NAME, WINNER_BY, CampaignSpec, parse_spec
 from lifecycle.flows.service import configuration
-from lifecycle.models import Customer, Message
+from lifecycle.models import Message
 from lifecycle.web.charts import line_chart
 from lifecycle.web.linked import field, row_id, search_problem, templates
+from lifecycle.web.manage import customer_by_id_or_email
 from lifecycle.web.staff import Gate
 from lifecycle.yamlfile import InvalidFile, Located, loads
 
@@ -329,14 +330,20 @@ def campaign_routes(app: App, gate: Gate) -> APIRouter:
         with app.engine.connect() as conn:
             return conn.execute(select(Campaign.__table__).where(Campaign.name == name)).first()
 
+    def page_of(request: Request, name: str) -> tuple[Any, Any, Response | None]:
+        """The visitor and the campaign ``name``, or the answer if they may not see it (as
+        :meth:`Gate.guard`) or there is no such campaign (404)."""
+        who, refused = gate.guard(request, "manager")
+        row = None if refused else row_of(name)
+        if refused is None and row is None:
+            refused = Response("No such campaign.", status_code=404)
+        return who, row, refused
+
     @router.get("/campaigns/{name}/edit", response_class=HTMLResponse)
     def edit_form(request: Request, name: str) -> Response:
-        who, refused = gate.guard(request, "manager")
+        who, row, refused = page_of(request, name)
         if refused:
             return refused
-        row = row_of(name)
-        if row is None:
-            return Response("No such campaign.", status_code=404)
         if row.status != CampaignStatus.DRAFT.value:
             return Response(f"The campaign {name} is {row.status}: only a draft changes.",
                             status_code=409)
@@ -389,10 +396,7 @@ def campaign_routes(app: App, gate: Gate) -> APIRouter:
             by_status = dict(conn.execute(select(Message.status, func.count()).where(
                 Message.campaign_id == row.id).group_by(Message.status)).all())
             if key:
-                c = Customer.__table__
-                person = conn.execute(select(c).where(or_(
-                    c.c.external_id == key, func.lower(c.c.email) == key.lower()))
-                    .order_by(c.c.id).limit(1)).first()
+                person = customer_by_id_or_email(conn, key)
                 missing = person is None
             if person is not None and spec is not None:
                 mails = preview_mails(conn, app.settings, spec, person, now)
@@ -410,12 +414,9 @@ def campaign_routes(app: App, gate: Gate) -> APIRouter:
 
     @router.get("/campaigns/{name}", response_class=HTMLResponse)
     def campaign(request: Request, name: str, customer: str = "") -> Response:
-        who, refused = gate.guard(request, "manager")
+        who, row, refused = page_of(request, name)
         if refused:
             return refused
-        row = row_of(name)
-        if row is None:
-            return Response("No such campaign.", status_code=404)
         problem = search_problem(customer)
         if problem is not None:
             return problem
