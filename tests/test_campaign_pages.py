@@ -264,7 +264,8 @@ def test_only_a_draft_is_edited_with_the_same_form(app: App, web: TestClient) ->
     client.post("/campaigns/spring/schedule", data={"csrf": csrf})
     assert client.get("/campaigns/spring/edit").status_code == 409
     answer = client.post("/campaigns/spring/edit", data={**FORM, "csrf": csrf})
-    assert answer.status_code == 422 and "only a draft changes" in answer.text
+    assert answer.status_code == 422 and "only a draft or a campaign paused before its start " \
+        "can be changed" in text_of(answer.text)
 
 
 def test_results_wait_until_the_campaign_has_sent_mails(app: App, web: TestClient) -> None:
@@ -363,3 +364,20 @@ def test_a_started_ab_test_shows_its_results_their_significance_and_lets_the_man
     assert "the winner birthday went to the rest" in text_of(client.get("/campaigns/spring").text)
     again = client.post("/campaigns/spring/winner", data={"csrf": csrf, "variant": "birthday"})
     assert again.status_code == 409 and "has its winner already" in text_of(again.text)
+
+
+def test_a_campaign_paused_before_its_start_can_be_changed_then_resumed(
+        app: App, web: TestClient) -> None:
+    vips(app, 2)
+    client, csrf = created(app, web)
+    client.post("/campaigns/spring/schedule", data={"csrf": csrf})
+    client.post("/campaigns/spring/pause", data={"csrf": csrf})
+    assert "Change it before it starts" in client.get("/campaigns/spring").text
+    answer = client.post("/campaigns/spring/edit", data={**FORM, "csrf": csrf,
+                                                         "template": "birthday"},
+                         follow_redirects=False)
+    assert answer.status_code == 303
+    client.post("/campaigns/spring/resume", data={"csrf": csrf})
+    tick(app)
+    with app.engine.connect() as conn:
+        assert {t for (t,) in conn.execute(select(Message.template))} == {"birthday"}

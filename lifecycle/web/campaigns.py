@@ -344,9 +344,9 @@ def campaign_routes(app: App, gate: Gate) -> APIRouter:
         who, row, refused = page_of(request, name)
         if refused:
             return refused
-        if row.status != CampaignStatus.DRAFT.value:
-            return Response(f"The campaign {name} is {row.status}: only a draft changes.",
-                            status_code=409)
+        if not changeable(row):
+            return Response(f"The campaign {name} is {row.status}: only a draft or a campaign "
+                            "paused before its start can be changed.", status_code=409)
         return form_page(request, who, form_of(name, row.spec), {}, name)
 
     @router.post("/campaigns/{name}/edit")
@@ -409,7 +409,8 @@ def campaign_routes(app: App, gate: Gate) -> APIRouter:
             "customer": key, "person": person, "mails": mails, "missing": missing,
             "nonce": secrets.token_urlsafe(12), "sent": sent, "done": DONE.get(done or ""),
             "problem": problem, "results": results, "audience_words": audience_words,
-            "schedule_words": schedule_words, "throttle_words": throttle_words},
+            "schedule_words": schedule_words, "throttle_words": throttle_words,
+            "changeable": changeable(row)},
             status_code=status_code)
 
     @router.get("/campaigns/{name}", response_class=HTMLResponse)
@@ -513,6 +514,12 @@ def _quote(text: str) -> str:
     from urllib.parse import quote
 
     return quote(text, safe="")
+
+
+def changeable(row: Any) -> bool:
+    """Whether the campaign's definition may still change (:meth:`Campaigns.edit`)."""
+    return row.started_at is None and row.status in (CampaignStatus.DRAFT.value,
+                                                     CampaignStatus.PAUSED.value)
 
 
 def _results(conn: Any, app: App, row: Any) -> Any:
