@@ -160,7 +160,7 @@ SETTINGS: tuple[Setting, ...] = (
             "moving to an explicit LIFECYCLE_SECRET_KEY).", secret=True),
     Setting("LIFECYCLE_BASE_URL", "http://127.0.0.1:8000",
             "Public URL of the web app, used in unsubscribe and feedback links."),
-    Setting("LIFECYCLE_SHOP_NAME", "Our shop", "The shop's name, shown in mail."),
+    Setting("LIFECYCLE_SHOP_NAME", "Example Shop", "The shop's name, shown in mail."),
     Setting("LIFECYCLE_SHOP_URL", "(LIFECYCLE_BASE_URL)", "The shop's web address, linked from mail."),
     Setting("LIFECYCLE_REVIEW_URL", "{shop_url}/reviews",
             "Where a mail asks for a review of a product bought: a pattern with `{shop_url}`, "
@@ -179,7 +179,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("LIFECYCLE_OFFER_WEBHOOK_SECRET", "(unset)",
             "The secret that signs offer webhooks: `whsec_` and base64 of 24 to 64 random "
             "bytes. Required when LIFECYCLE_OFFER_WEBHOOK_URL is set.", secret=True),
-    Setting("LIFECYCLE_MAIL_FROM", "Our shop <shop@example.com>",
+    Setting("LIFECYCLE_MAIL_FROM", "Example Shop <shop@example.com>",
             "Sender of every mail, `Name <address>` (ASCII name, as SendGrid requires)."),
     Setting("LIFECYCLE_REPLY_DOMAIN", "(the domain of LIFECYCLE_MAIL_FROM)",
             "Domain of every mail's Reply-To and `mailto:` unsubscribe address (short signed "
@@ -252,14 +252,14 @@ class Settings:
     #: LIFECYCLE_SECRET_KEY_PREVIOUS: keys still accepted for verifying, never for signing.
     secret_key_previous: tuple[str, ...] = field(default=(), repr=False)
     base_url: str = "http://127.0.0.1:8000"
-    shop_name: str = "Our shop"
+    shop_name: str = "Example Shop"
     shop_url: str = "http://127.0.0.1:8000"
     shop_address: str = ""
     review_url: str = "{shop_url}/reviews"
     offer_url: str = "{shop_url}/discount/{code}"
     offer_webhook_url: str | None = None
     offer_webhook_secret: str | None = field(default=None, repr=False)
-    mail_from: str = "Our shop <shop@example.com>"
+    mail_from: str = "Example Shop <shop@example.com>"
     #: LIFECYCLE_REPLY_DOMAIN; "": the domain of :attr:`mail_from`.
     reply_domain: str = ""
     timezone: str = "UTC"
@@ -602,7 +602,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"LIFECYCLE_LOG_LEVEL={log_level!r} must be DEBUG, INFO, WARNING or ERROR.")
 
-    mail_from = get("LIFECYCLE_MAIL_FROM") or "Our shop <shop@example.com>"
+    mail_from = get("LIFECYCLE_MAIL_FROM") or "Example Shop <shop@example.com>"
     from_name, from_address = parseaddr(mail_from)
     if "@" not in from_address or not from_name.isascii() or any(c in from_name for c in ";,"):
         raise ConfigError(f"LIFECYCLE_MAIL_FROM={mail_from!r} must look like "
@@ -651,7 +651,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         secret_key=secret_key,
         secret_key_previous=previous,
         base_url=base_url,
-        shop_name=get("LIFECYCLE_SHOP_NAME") or "Our shop",
+        shop_name=get("LIFECYCLE_SHOP_NAME") or "Example Shop",
         shop_url=shop_url,
         review_url=_review_url(get("LIFECYCLE_REVIEW_URL"), shop_url),
         shop_address=get("LIFECYCLE_SHOP_ADDRESS") or "",

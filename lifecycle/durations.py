@@ -10,7 +10,9 @@ import re
 
 from dateutil.relativedelta import relativedelta
 
-_DURATION = re.compile(r"^\s*(\d{1,4})\s*(minute|hour|day|week|month|year)s?\s*$", re.IGNORECASE)
+_DURATION = re.compile(r"^\s*(\d{1,4})\s*(minute|hour|day|week|month|year)s?\s*$", re.IGNORECASE | re.ASCII)
+#: The same with more digits: said to be too long, not "not a duration".
+_TOO_LONG = re.compile(r"^\s*\d{5,}\s*(minute|hour|day|week|month|year)s?\s*$", re.IGNORECASE | re.ASCII)
 
 
 def parse_duration(text: object) -> relativedelta:
@@ -19,6 +21,9 @@ def parse_duration(text: object) -> relativedelta:
         raise ValueError(f"{text!r} is not a duration such as '30 days' or '2 weeks'")
     match = _DURATION.match(text)
     if not match:
+        if _TOO_LONG.match(text):
+            raise ValueError(f"{text!r} is too long: a duration has at most 9999 of its unit "
+                             "(write it in a larger unit: 30 years, not 10950 days)")
         raise ValueError(f"{text!r} is not a duration such as '30 days' or '2 weeks'")
     amount = int(match.group(1))
     unit = match.group(2).lower()
@@ -27,8 +32,8 @@ def parse_duration(text: object) -> relativedelta:
     return relativedelta(**{unit + "s": amount})
 
 
-_BUSINESS = re.compile(r"^\s*(\d{1,3})\s*business\s+days?\s*$", re.IGNORECASE)
-_CLOCK = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
+_BUSINESS = re.compile(r"^\s*(\d{1,3})\s*business\s+days?\s*$", re.IGNORECASE | re.ASCII)
+_CLOCK = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$", re.ASCII)
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 
 

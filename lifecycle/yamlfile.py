@@ -7,7 +7,8 @@ errors can then say ``FILE:LINE:COLUMN: message`` about the exact value.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import stat
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,7 +100,10 @@ def _construct(node: yaml.Node, path: Path_, positions: dict[Path_, tuple[int, i
     if isinstance(node, yaml.MappingNode):
         result: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = _SAFE.construct_object(key_node, deep=True)
+            key = _scalar(key_node)
+            if not isinstance(key, Hashable) or isinstance(key, list | dict):
+                raise _TooBig(key_node, "a key must be a plain name (a list or a mapping "
+                                        "cannot be a key)")
             if key in result:
                 raise InvalidFile([Problem("", key_node.start_mark.line + 1,
                                            key_node.start_mark.column + 1,
@@ -108,7 +112,25 @@ def _construct(node: yaml.Node, path: Path_, positions: dict[Path_, tuple[int, i
         return result
     if isinstance(node, yaml.SequenceNode):
         return [_construct(child, path + (i,), positions) for i, child in enumerate(node.value)]
-    return _SAFE.construct_object(node, deep=True)
+    return _scalar(node)
+
+
+def _scalar(node: yaml.Node) -> Any:
+    """A node's value by the safe loader's rules; what it cannot make (a tag of its own such
+    as ``!foo``, a merge key ``<<``, ``!!float x``, a number of thousands of digits) is a
+    problem at the node, not an error out of the loader."""
+    try:
+        return _SAFE.construct_object(node, deep=True)
+    except (yaml.YAMLError, ValueError, TypeError, AttributeError, OverflowError) as exc:
+        tag = node.tag.rsplit(":", 1)[-1] if node.tag else ""
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if node.tag == "tag:yaml.org,2002:merge":
+            why = "a merge key (<<) is not supported: write the settings out"
+        elif node.tag and not node.tag.startswith("tag:yaml.org,2002:"):
+            why = f"the tag {node.tag} is not supported: write a plain value"
+        elif tag:
+            why = f"this value cannot be read as {tag}: {why}"
+        raise _TooBig(node, why[:300]) from None
 
 
 #: Builds Python values from scalar nodes with the safe loader's rules.
@@ -186,6 +208,14 @@ def loads(text: str, file: str) -> Located:
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         raise InvalidFile([Problem(file, line, column, plain_words(exc, text))]) from None
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow
+        line, column = _line_column(text, exc.position)
+        character = chr(exc.character) if isinstance(exc.character, int) else exc.character
+        raise InvalidFile([Problem(file, line, column, (
+            f"the character {character!r} is not allowed in a YAML file (a control character: "
+            "delete it)"))]) from None
+    except yaml.YAMLError as exc:
+        raise InvalidFile([Problem(file, 1, 1, f"not valid YAML: {exc}")]) from None
     positions: dict[Path_, tuple[int, int]] = {}
     if node is None:
         return Located(file, None, {(): (1, 1)})
@@ -202,13 +232,43 @@ def loads(text: str, file: str) -> Located:
     return Located(file, data, positions)
 
 
+def _line_column(text: str, position: int) -> tuple[int, int]:
+    """1-based line and column of the character at ``position`` of ``text``."""
+    before = text[:max(position, 0)]
+    return before.count("\n") + 1, len(before) - (before.rfind("\n") + 1) + 1
+
+
 def load(path: Path) -> Located:
+    """Read (:func:`read_text`) and parse a configuration file."""
+    return loads(read_text(path), str(path))
+
+
+def read_text(path: Path) -> str:
+    """A configuration file's text: a regular file of at most 4 × :data:`MAX_FILE_BYTES` bytes
+    of UTF-8 (a device, a pipe or a link to one is refused before it is read, and no more
+    than that is ever read); every other case is :class:`InvalidFile` at its place."""
+    limit = 4 * MAX_FILE_BYTES  # (UTF-8: up to 4 bytes a character)
+    too_big = (f"the file has more than {limit:,} bytes; a configuration file has at most "
+               f"{MAX_FILE_BYTES:,} characters")
     try:
-        if path.stat().st_size > 4 * MAX_FILE_BYTES:  # (UTF-8: up to 4 bytes a character)
-            raise InvalidFile([Problem(str(path), 1, 1, f"the file has {path.stat().st_size:,} "
-                                                        "bytes; a configuration file has at "
-                                                        f"most {MAX_FILE_BYTES:,} characters")])
-        text = path.read_text(encoding="utf-8")
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise InvalidFile([Problem(str(path), 1, 1, "not a regular file (a directory, a "
+                                                        "device or a pipe): a configuration "
+                                                        "file is a plain text file")])
+        if info.st_size > limit:
+            raise InvalidFile([Problem(str(path), 1, 1, too_big)])
+        with path.open("rb") as handle:
+            raw = handle.read(limit + 1)
     except OSError as exc:
         raise InvalidFile([Problem(str(path), 1, 1, exc.strerror or str(exc))]) from None
-    return loads(text, str(path))
+    if len(raw) > limit:
+        raise InvalidFile([Problem(str(path), 1, 1, too_big)])
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise InvalidFile([Problem(str(path), line, 1, (
+            f"the file is not UTF-8 text (byte 0x{raw[exc.start]:02x} on this line cannot be "
+            "read): save it as UTF-8"))]) from None
+    return text[1:] if text.startswith("\ufeff") else text  # a byte order mark some editors write

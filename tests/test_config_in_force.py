@@ -111,6 +111,7 @@ def test_a_broken_segments_file_keeps_the_last_valid_segments_and_flows_running(
     one = shop.web.get("/segments/vip")  # a segment's own page says so too
     assert one.status_code == 200 and "Files with problems" in one.text
     assert str(segments) in one.text and "its last valid version" in one.text
+    assert "As the last valid version of" in one.text
     flows_page = shop.web.get("/flows").text
     assert str(escape(str(problem))) in flows_page and "win_back" in flows_page
     segments.write_text(good, encoding="utf-8")

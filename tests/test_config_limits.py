@@ -3,6 +3,8 @@ file's problem, named with its line, and the other files keep running."""
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -56,3 +58,57 @@ def test_a_flow_of_too_many_steps_is_its_own_problem_and_the_others_still_load(
     [problem] = loaded.problems
     assert f"a flow has at most {MAX_STEPS} steps; this one has {MAX_STEPS + 800}" in \
         problem.message
+
+
+ODD_TEXT = {  # what each makes PyYAML raise out of the loader, and what the file is told
+    "tag.yaml": ("steps:\n  - send: !foo thank_you\n", 2, "the tag !foo is not supported"),
+    "merge.yaml": ("steps:\n  - <<: {exit: x}\n", 2, "a merge key (<<) is not supported"),
+    "key.yaml": ("? [a, b]\n: 1\n", 1, "a key must be a plain name"),
+    "stamp.yaml": ("when: !!timestamp x\n", 1, "cannot be read as timestamp"),
+    "float.yaml": ("n: !!float x\n", 1, "cannot be read as float"),
+    "digits.yaml": ("n: " + "9" * 5000 + "\n", 1, "cannot be read as int"),
+    "control.yaml": ("description: a\x07b\n", 1, "is not allowed in a YAML file"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ODD_TEXT))
+def test_text_the_yaml_loader_chokes_on_is_the_file_s_problem_at_its_line(name: str) -> None:
+    text, line, words = ODD_TEXT[name]
+    with pytest.raises(InvalidFile) as caught:
+        loads(text, name)
+    [problem] = caught.value.problems
+    assert (problem.file, problem.line) == (name, line) and words in problem.message, problem
+
+
+def test_a_file_that_is_not_utf8_a_device_or_a_pipe_is_refused_before_it_is_read(
+        tmp_path: Path) -> None:
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes("status: draft\ndescription: Gr\xfc\xdfe\n".encode("latin-1"))
+    with pytest.raises(InvalidFile) as caught:
+        load(latin)
+    [problem] = caught.value.problems
+    assert problem.line == 2 and "not UTF-8 text (byte 0xfc" in problem.message
+    zero = tmp_path / "zero.yaml"
+    zero.symlink_to("/dev/zero")
+    with pytest.raises(InvalidFile, match="not a regular file"):
+        load(zero)
+    pipe = tmp_path / "pipe.yaml"
+    os.mkfifo(pipe)
+    with pytest.raises(InvalidFile, match="not a regular file"):
+        load(pipe)  # would wait for a writer forever if it were opened
+
+
+def test_an_odd_flow_file_beside_the_others_is_its_problem_and_the_others_run(
+        tmp_path: Path) -> None:
+    flows = tmp_path / "flows"
+    shutil.copytree(ROOT / "flows", flows)
+    (flows / "latin.yaml").write_bytes(b"status: draft\ndescription: Gr\xfc\xdfe\n")
+    (flows / "tagged.yaml").write_text("status: draft\nsteps:\n  - send: !foo x\n",
+                                       encoding="utf-8")
+    (flows / "zero.yaml").symlink_to("/dev/zero")
+    found = load_folder(flows, Context.from_folders(ROOT / "templates" / "email",
+                                                    {"lapsed", "loyal", "vip", "promoter",
+                                                     "coffee_due_again"}))
+    broken = {Path(p.file).name for p in found.problems}
+    assert {"latin.yaml", "tagged.yaml", "zero.yaml"} <= broken
+    assert {"thank_you", "win_back"} <= set(found.flows)

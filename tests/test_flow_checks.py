@@ -321,8 +321,9 @@ def test_a_step_id_may_hold_letters_of_any_language(tmp_path: Path) -> None:
     assert [s.id for s in flow.steps] == ["grüße", "tak-før_køb", "Łódź2"]
     assert flow_problems(tmp_path, "trigger: {first_order: {}}\nsteps:\n"
                                    "  - id: thank you!\n    send: thank_you\n") == [
-        "F:3:9: id 'thank you!' may hold letters of any language (ü, ø, ł …), digits, - and _, "
-        "must start with a letter or a digit, has at most 63 characters and is not 'exit'"]
+        "F:3:9: id 'thank you!': it has a space, '!'; an id may hold letters of any language "
+        "(ü, ø, ł …), digits, - and _, must start with a letter or a digit, has at most 63 "
+        "characters and is not 'exit'"]
 
 
 def test_stored_values_of_a_date_trigger_s_attribute_that_are_not_dates_are_a_warning(
@@ -345,3 +346,25 @@ def test_stored_values_of_a_date_trigger_s_attribute_that_are_not_dates_are_a_wa
         conn.execute(text("DELETE FROM customers WHERE external_id IN ('cy', 'dee')"))
         again = check(settings, loaded(settings), conn, NOW, flows / "segments.yaml")
         assert [p for p in again.warnings if "not dates" in p.message] == []
+
+
+def test_an_email_that_runs_out_of_time_is_rendered_once_not_for_every_customer_and_locale(
+        tmp_path: Path) -> None:
+    """Each render may take seconds before it is stopped: an endless template in six locales
+    for three customers would hold a flow's page for a minute."""
+    templates, flows = copies(tmp_path)
+    for locale in ("en", "de", "nb", "sv", "da", "pl"):
+        body = templates / "thank_you" / locale / "body.txt"
+        body.write_text("{% for a in range(9999) %}{% for b in range(9999) %}{% for c in "
+                        "range(9999) %}{% endfor %}{% endfor %}{% endfor %}\n"
+                        + body.read_text(encoding="utf-8"), encoding="utf-8")
+    settings = settings_for(templates, flows)
+    thank_you = [f for f in loaded(settings) if f.name == "thank_you"]
+    report = check(settings, thank_you, None, NOW)
+    notes = [p for p in report.errors if "was not rendered for the other customers" in p.message]
+    assert len(notes) == 1, report.errors
+    assert notes[0].message == ("the email thank_you was not rendered for the other customers "
+                                "and locales: it ran out of time once, fix that first")
+    timed_out = [p for p in report.errors if "processor time" in p.message
+                 or "seconds" in p.message and p is not notes[0]]
+    assert len(timed_out) == 1, report.errors

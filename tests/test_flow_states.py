@@ -423,3 +423,77 @@ def test_a_new_file_of_a_removed_flow_s_name_starts_afresh(shop: Shop) -> None:
         assert effective_statuses(conn, flows)["win_back"].status == "draft"
     path.write_text("status: live\ntrigger: {segment_entered: lapsed\n", encoding="utf-8")
     assert "win_back" not in catalogue(shop.app).flows  # broken, and nothing old to fall on
+
+
+ONE_MAIL = """status: live
+kind: transactional
+trigger: {order_placed: {}}
+steps:
+  - id: only
+    send: thank_you
+"""
+
+
+@pytest.mark.parametrize("handed_out", [False, True])
+def test_pausing_with_exit_cancels_a_mail_whose_enrollment_is_already_over(
+        shop: Shop, handed_out: bool) -> None:
+    """The last step's mail is written and the enrollment completed, the mail still waiting
+    (quiet hours, or handed to the broker and not yet claimed): "they exit" means it never
+    goes either."""
+    (shop.flows / "one_mail.yaml").write_text(ONE_MAIL, encoding="utf-8")
+    ann = _ann(shop)
+    shop.order(ann, "o1")
+    tick(shop.app)
+    [done] = shop.enrollments("one_mail")
+    [mail] = shop.mails("one_mail")
+    assert done.status == "completed"
+    ids: list[int] = []
+    if handed_out:
+        dispatch_mail(shop.app, ids.extend)
+        assert mail.id in ids
+    shop.switch("one_mail", "paused", "exit")
+    assert send_batch(shop.app, ids, transport=FileTransport(
+        shop.app.settings.outbox_dir))["sent"] == 0
+    with shop.app.engine.connect() as conn:
+        status, error = conn.execute(select(Message.status, Message.last_error).where(
+            Message.id == mail.id)).one()
+    assert (status, error) == ("cancelled", "the flow ended: the flow was paused")
+
+
+def test_make_live_checks_the_templates_afresh_not_what_the_page_kept(
+        app: App, web: TestClient, tmp_path: Path) -> None:
+    """The flow page keeps its checks a minute; a template broken within that minute must not
+    slip through a Make live."""
+    templates = tmp_path / "email"
+    shutil.copytree(ROOT / "templates" / "email", templates)
+    app.settings = replace(app.settings, templates_dir=templates)
+    account(app, "max@shop.example", "manager")
+    log_in(web, "max@shop.example")
+    page = web.get("/flows/thank_you").text  # checked now: no problem, kept a minute
+    form = {"csrf": csrf_of(page), "status": "draft"}
+    assert web.post("/flows/thank_you/status", data=form,
+                    follow_redirects=False).status_code == 303
+    body = templates / "thank_you" / "en" / "body.txt"
+    body.write_text(body.read_text(encoding="utf-8").replace(
+        "{{ customer.first_name }}", "{{ customer.frist_name }}"), encoding="utf-8")
+    refused = web.post("/flows/thank_you/status", data=dict(form, status="live"),
+                       follow_redirects=False)
+    assert refused.status_code == 409
+    assert "its templates have 1 problem, so its mails would fail" in refused.text
+
+
+def test_a_segment_flow_s_page_says_who_is_in_the_segment_already_and_is_not_mailed(
+        app: App, web: TestClient) -> None:
+    from lifecycle.models import SegmentMembership
+
+    with app.engine.begin() as conn:
+        for name in ("ann", "bob"):
+            cid = add_customer(conn, name, WEB_T0)
+            conn.execute(SegmentMembership.__table__.insert().values(
+                customer_id=cid, segment="coffee_due_again", entered_at=WEB_T0, reason={}))
+    account(app, "max@shop.example", "manager")
+    log_in(web, "max@shop.example")
+    page = web.get("/flows/replenishment").text  # a draft, started by entering the segment
+    assert ("2 customers are in coffee_due_again now. Made live, the flow enrols those who "
+            "enter it from then on; the 2 already there are not mailed") in page
+    assert 'id="already-in"' not in web.get("/flows/thank_you").text  # not a segment flow

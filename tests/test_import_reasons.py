@@ -8,6 +8,7 @@ import re
 import shutil
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from sqlalchemy import Connection, select
 
@@ -328,3 +329,12 @@ def test_a_file_of_the_other_kind_is_refused_whole_with_the_command_to_use(
     with_ids = write_csv(tmp_path / "ids.csv", ("customer_id", "birthday"), [("c1", "05-17")])
     assert CliRunner().invoke(cli, ["import", "customers", str(with_ids)],
                               env=cli_env).exit_code == 0  # attributes only: still customers
+
+
+@pytest.mark.parametrize("written", ["١٩٩٠-٠١-٠٥", "１９９０-０１-０５", "٠١-٠٥"])
+def test_a_date_in_digits_other_than_0_to_9_is_not_a_date(written: str) -> None:
+    """Python's \\d takes Arabic-Indic and full-width digits; the flows' date trigger does not,
+    so such a birthday would be stored and never wished."""
+    attributes = {"birthday": written}
+    [problem] = check_dates(attributes, {"birthday"})
+    assert attributes == {} and "is not a date written YYYY-MM-DD or MM-DD" in str(problem)

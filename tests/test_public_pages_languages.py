@@ -33,10 +33,11 @@ CUSTOMER_LOCALE = {"en": "en-US", "de": "de-AT", "nb": "no", "sv": "sv_SE", "da"
 
 #: Words a native reader would see on each page, per language.
 WORDS = {
-    "ask": {"en": "Unsubscribe from Our shop?", "de": "Von Our shop abmelden?",
-            "nb": "Vil du melde deg av e-post fra Our shop?",
-            "sv": "Vill du sluta få mejl från Our shop?",
-            "da": "Vil du afmelde mails fra Our shop?", "pl": "Wypisać się z wiadomości od Our shop?"},
+    "ask": {"en": "Unsubscribe from Example Shop?", "de": "Von Example Shop abmelden?",
+            "nb": "Vil du melde deg av e-post fra Example Shop?",
+            "sv": "Vill du sluta få mejl från Example Shop?",
+            "da": "Vil du afmelde mails fra Example Shop?",
+            "pl": "Wypisać się z wiadomości od Example Shop?"},
     "done": {"en": "You are unsubscribed", "de": "Du bist abgemeldet", "nb": "Du er avmeldt",
              "sv": "Du är avregistrerad", "da": "Du er afmeldt", "pl": "Wypisano Cię z listy"},
     "preferences": {"en": "Offers when it has been a while",

@@ -201,8 +201,8 @@ def test_bad_due_again_settings_are_each_reported_with_their_line(tmp_path: Path
     due_again: {category: coffee, give_up: 0}
 """
     assert problems(tmp_path, RFM_ONLY + extra) == [
-        f"{at(extra, 3, 'soon')}: factor must be a number above 0 (a multiple of the "
-        "customer's cadence), such as 1.5",
+        f"{at(extra, 3, 'soon')}: factor must be a number above 0 and at most 100 (a "
+        "multiple of the customer's cadence), such as 1.5",
         f"{at(extra, 5, '{category')}: due_again needs exactly one of category or sku",
         f"{at(extra, 7, '2}')}: unknown setting 'every'; expected category, factor, "
         "first_cycle, give_up",
@@ -211,9 +211,36 @@ def test_bad_due_again_settings_are_each_reported_with_their_line(tmp_path: Path
         f"{at(extra, 11, '1 month')}: '1 month' must be counted in days or weeks (such as "
         "'30 days'), as a cadence is",
         f"{at(extra, 13, 'often')}: 'often' is not a duration such as '30 days' or '2 weeks'",
-        f"{at(extra, 15, '0}')}: give_up must be a number above 0 (a multiple of the "
-        "customer's cadence), such as 1.5",
+        f"{at(extra, 15, '0}')}: give_up must be a number above 0 and at most 100 (a "
+        "multiple of the customer's cadence), such as 1.5",
     ]
+
+
+@pytest.mark.parametrize("setting, words", [
+    ("factor: 1.0e+308, give_up: 1.7e+308", "factor must be a number above 0 and at most 100"),
+    ("factor: .nan", "factor must be a number above 0 and at most 100"),
+    ("give_up: .inf", "give_up must be a number above 0 and at most 100"),
+    ("first_cycle: 9999999 days", "'9999999 days' is too long: a duration has at most 9999"),
+    ("first_cycle: 5000 days", "'5000 days' must be from 1 day to 3650 days"),
+])
+def test_settings_that_would_overflow_or_mean_nothing_are_refused(
+        tmp_path: Path, setting: str, words: str) -> None:
+    """A factor of 1e308 passed the checks and then overflowed PostgreSQL's arithmetic in every
+    refresh (and the import that ends with one); NaN made the segment silently empty."""
+    extra = f"custom:\n  a:\n    due_again: {{category: coffee, {setting}}}\n"
+    [found] = problems(tmp_path, RFM_ONLY + extra)
+    assert words in found, found
+
+
+@pytest.mark.parametrize("kind", ["bought", "due_again"])
+@pytest.mark.parametrize("value", ["[tea, coffee]", "null", "{a: 1}", "''"])
+def test_a_category_that_is_not_one_text_is_refused_not_turned_into_one(
+        tmp_path: Path, kind: str, value: str) -> None:
+    """[tea, coffee] used to become the category "['tea', 'coffee']" (and null "None"),
+    emptying the segment without a word."""
+    extra = f"custom:\n  a:\n    {kind}: {{category: {value}}}\n"
+    [found] = problems(tmp_path, RFM_ONLY + extra)
+    assert "category must be one category as text, such as coffee" in found, found
 
 
 def test_the_shipped_replenishment_segment_is_due_again_for_coffee() -> None:

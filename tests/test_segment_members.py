@@ -114,6 +114,9 @@ def test_segments_members_prints_a_table_or_csv(app: App, cli_env: dict[str, str
     assert len(limited.stdout.splitlines()) == 2
     unknown = runner.invoke(cli, ["segments", "members", "nope"], env=cli_env)
     assert unknown.exit_code == 2 and "no segment 'nope'" in unknown.stderr
+    close = runner.invoke(cli, ["segments", "members", "loyl"], env=cli_env)
+    assert close.exit_code == 2 and "no segment 'loyl' (did you mean 'loyal'?)" in " ".join(
+        close.stderr.split())
 
 
 ATTRIBUTES = {"city": "Oslo", "birthday": "1990-05-01", "note": "<b>VIP</b> & co",

@@ -80,7 +80,7 @@ def changes(app: App) -> list[tuple[str, Any]]:
 def test_opening_the_unsubscribe_link_asks_and_changes_nothing(app: App, web: TestClient) -> None:
     cid, mid = a_customer_with_a_mail(app)
     page = web.get(f"/u/{token('unsubscribe', cid, mid)}")
-    assert page.status_code == 200 and "Unsubscribe from Our shop?" in page.text
+    assert page.status_code == 200 and "Unsubscribe from Example Shop?" in page.text
     assert "b***@example.com" in page.text and "b0@example.com" not in page.text
     assert scopes(app) == set()
 

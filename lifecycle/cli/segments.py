@@ -119,8 +119,10 @@ def segments_members(name: str, as_csv: bool, limit: int | None) -> None:
     app = ready_app()
     defs = segment_definitions(app)
     if name not in defs.all_names():
-        raise Failure(f"no segment {name!r} in {defs.file}; `lifecycle segments list` "
-                      "names them all.")
+        from lifecycle.flows.definitions import _did_you_mean as did_you_mean
+
+        raise Failure(f"no segment {name!r}{did_you_mean(name, set(defs.all_names()))} in "
+                      f"{defs.file}; `lifecycle segments list` names them all.")
     with app.engine.connect() as conn:
         if as_csv:
             writer = csv.writer(sys.stdout, lineterminator="\n")

@@ -219,6 +219,8 @@ class CheckingRenderer(Renderer):
     def __init__(self, folder: Path, default_locale: str) -> None:
         super().__init__(folder, default_locale)
         self.env.undefined = _Collecting
+        #: Whether the last :meth:`problems` ran out of time.
+        self.timed_out = False
 
     def problems(self, name: str, context: dict[str, Any], locale: str) -> list[Problem]:
         """Every problem of email ``name`` rendered with ``context`` in ``locale``: each
@@ -226,9 +228,11 @@ class CheckingRenderer(Renderer):
         and the error that stopped it, if one did."""
         _sink.found = []
         found: list[tuple[str, int | None, str]] = []
+        self.timed_out = False
         try:
             self.render(name, context, locale)
         except TemplateError as exc:
+            self.timed_out = exc.timed_out
             noted = {file for file, _line, _message in _sink.found or []}
             if exc.file not in noted:  # else most likely the undefined's doing (an empty subject)
                 found.append((exc.file, exc.line, exc.message))
@@ -342,11 +346,14 @@ def content_problems(settings: Settings, flows: Iterable[Flow], who: Audience,
         settings = replace(settings, secret_key=secrets.token_hex(32))
     renderer = checking_renderer(settings.templates_dir, settings.locale)
     seen: dict[tuple[str, int, str], Problem] = {}
+    slow: set[str] = set()  # emails that ran out of time: not rendered again
     for flow in flows:
         for step in flow.steps:
             if not isinstance(step.action, Send):
                 continue
             for variant in step.action.variants:
+                if variant.template in slow:
+                    continue
                 for locale in template_locales(settings.templates_dir, variant.template,
                                                settings.locale):
                     for customer in who.customers:
@@ -354,9 +361,21 @@ def content_problems(settings: Settings, flows: Iterable[Flow], who: Audience,
                             None, settings, _as(customer, locale), as_of=as_of,
                             flow=flow.name, step=step.id, offer=step.action.offer,
                             facts=who.facts, test=True, utm=flow.utm)
-                        for problem in renderer.problems(variant.template, context, locale):
+                        found = renderer.problems(variant.template, context, locale)
+                        for problem in found:
                             seen.setdefault((problem.file, problem.line, problem.message),
                                             problem)
+                        if renderer.timed_out:  # the others would each run out of time too
+                            slow.add(variant.template)
+                            at = found[-1] if found else Problem(
+                                str(settings.templates_dir / variant.template), 1, 0, "")
+                            note = Problem(at.file, at.line, at.column, (
+                                f"the email {variant.template} was not rendered for the other "
+                                "customers and locales: it ran out of time once, fix that first"))
+                            seen.setdefault((note.file, note.line, note.message), note)
+                            break
+                    if variant.template in slow:
+                        break
     return sorted(seen.values(), key=lambda p: (p.file, p.line, p.message))
 
 
@@ -578,11 +597,13 @@ CHECKS_KEPT_SECONDS = 60.0
 _kept: dict[tuple[str, str, str, int, int], tuple[float, Report]] = {}
 
 
-def check_flow(settings: Settings, engine: Engine, flow: Flow, as_of: datetime) -> Report:
+def check_flow(settings: Settings, engine: Engine, flow: Flow, as_of: datetime,
+               fresh: bool = False) -> Report:
     """:func:`check` of one flow for its page: its templates, and what it names that no data
     has (segments are checked by ``flows validate``), reading the database ``engine`` on a
     connection that only reads (on SQLite it holds no lock while templates render).  Kept
-    :data:`CHECKS_KEPT_SECONDS` per flow file as it is."""
+    :data:`CHECKS_KEPT_SECONDS` per flow file as it is; ``fresh`` checks again all the same
+    (a manager making the flow live: a template broken a moment ago must not slip through)."""
     try:
         info = Path(flow.file).stat()
         key = (str(engine.url), str(settings.templates_dir), flow.file, info.st_mtime_ns,
@@ -590,8 +611,11 @@ def check_flow(settings: Settings, engine: Engine, flow: Flow, as_of: datetime) 
     except OSError:
         key = None
     now = time.monotonic()
-    if key is not None and key in _kept and now - _kept[key][0] < CHECKS_KEPT_SECONDS:
+    if not fresh and key is not None and key in _kept and \
+            now - _kept[key][0] < CHECKS_KEPT_SECONDS:
         return _kept[key][1]
+    if fresh:
+        checking_renderer(settings.templates_dir, settings.locale).look_again()
     with engine.connect() as conn:
         conn.execution_options(**{READ_ONLY: True})
         report = check(settings, [flow], conn, as_of)

@@ -532,9 +532,13 @@ class _Checker:
                 continue
             step_id = str(raw.get("id", f"step-{i + 1}"))
             if not _ID.match(step_id) or step_id == END:
-                self.fail(here + ("id",), f"id {step_id!r} may hold letters of any language (ü, ø, "
-                                          "ł …), digits, - and _, must start with a letter or a "
-                                          "digit, has at most 63 characters and is not 'exit'")
+                odd = sorted({c for c in step_id if not (c.isalnum() or c in "-_")})
+                what = (" it has " + ", ".join("a space" if c == " " else repr(c) for c in odd)
+                        + ";" if odd else "")
+                self.fail(here + ("id",), f"id {step_id!r}:{what} an id may hold letters of any "
+                                          "language (ü, ø, ł …), digits, - and _, must start "
+                                          "with a letter or a digit, has at most 63 characters "
+                                          "and is not 'exit'")
             if step_id in ids:
                 self.fail(here + ("id",), f"id {step_id!r} is used by step {ids[step_id] + 1} too")
             ids[step_id] = i

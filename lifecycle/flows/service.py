@@ -34,7 +34,7 @@ from lifecycle.flows.states import forget_removed, not_live
 from lifecycle.flows.triggers import dispatch
 from lifecycle.mail.templates import CHECK_SECONDS, emails_in
 from lifecycle.segments.service import SegmentsInForce, in_force
-from lifecycle.yamlfile import InvalidFile, Problem, loads
+from lifecycle.yamlfile import InvalidFile, Problem, loads, read_text
 
 log = logging.getLogger(__name__)
 #: The problems logged already (each once, while it lasts).
@@ -145,7 +145,7 @@ def _flow_file(path: Path, context: Context) -> tuple[Flow | None, str | None, l
     if kept is not None and key and kept[0] == key:
         return kept[1]
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path)
         found: tuple[Flow | None, str | None, list[Problem]] = (
             parse(loads(text, str(path)), context, path.stem), text, [])
     except OSError as exc:
@@ -192,7 +192,7 @@ def _policies_file(app: App, path: Path, _stamp: int) -> tuple[
     """(policies in force, the valid text, problems, when the version in force was saved,
     whether a valid version is in force), read again only when the file changes."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path)
         located = loads(text, str(path))
         try:
             return parse_policies(located.data), text, (), None, True
@@ -264,8 +264,8 @@ def save_valid(conn: Connection, found: Configuration, now: datetime) -> dict[
         if before.get((kind, name)) == sha:
             continue
         if snapshots.remember(conn, kind, name, text, now):
-            log.info("The valid version of %s %s is saved; it stays in force if the file "
-                     "breaks.", kind, name)
+            log.info("The valid version of %s is saved; it stays in force if the file "
+                     "breaks.", f"the flow {name}" if kind == snapshots.FLOW else f"{name}.yaml")
         done[(kind, name)] = sha
     return done
 

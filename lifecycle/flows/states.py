@@ -123,16 +123,18 @@ def switch(conn: Connection, flow: Flow, status: str | None, who: str, now: date
     exited = 0
     if paused and on_pause == EXIT:
         e = FlowEnrollment.__table__
-        leaving = select(e.c.id).where(e.c.flow == flow.name,
-                                       e.c.status == EnrollmentStatus.ACTIVE.value)
         m = Message.__table__
-        # their mails not yet handed to a worker are cancelled now (a worker that has one
-        # finds the flow ended and cancels it at send time)
+        # every mail of the flow not yet sent is cancelled now: those of the enrollments
+        # leaving, and those of enrollments already over whose last mail still waits (for
+        # the quiet hours to end, say).  A mail a worker claimed (sending) goes; one handed
+        # out but not claimed (queued) is cancelled: the claim and this are conditional
+        # updates of the same row, one of them wins.
         conn.execute(update(m).where(
-            m.c.enrollment_id.in_(leaving),
-            m.c.status.in_((MessageStatus.SCHEDULED.value, MessageStatus.PAUSED.value)))
+            m.c.flow == flow.name,
+            m.c.status.in_((MessageStatus.SCHEDULED.value, MessageStatus.QUEUED.value,
+                            MessageStatus.PAUSED.value)))
             .values(status=MessageStatus.CANCELLED.value, updated_at=now,
-                    last_error=f"the flow ended: {PAUSED_REASON}"))
+                    lease_expires_at=None, last_error=f"the flow ended: {PAUSED_REASON}"))
         exited = conn.execute(update(e).where(
             e.c.flow == flow.name, e.c.status == EnrollmentStatus.ACTIVE.value).values(
             status=EnrollmentStatus.EXITED.value, finished_at=now, next_run_at=None,

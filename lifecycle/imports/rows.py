@@ -197,7 +197,7 @@ def _json_value(fields: dict[str, Any], name: str) -> Any:
     return value
 
 
-_PLAIN_AMOUNT = re.compile(r"^\s*\d{1,12}(?:\.\d{1,2})?\s*$")
+_PLAIN_AMOUNT = re.compile(r"^\s*\d{1,12}(?:\.\d{1,2})?\s*$", re.ASCII)
 _CENT = Decimal("0.01")
 
 
@@ -250,10 +250,12 @@ def customer_row(fields: dict[str, Any], defaults: Defaults) -> dict[str, Any]:
     }
 
 
-_ISO_DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
-_MONTH_DAY = re.compile(r"^(\d{2})-(\d{2})$")
-_YEAR_FIRST = re.compile(r"^(\d{4})[-./](\d{1,2})[-./](\d{1,2})(?:[T ].*)?$")
-_YEAR_LAST = re.compile(r"^(\d{1,2})([-./])(\d{1,2})\2(\d{4})$")
+# re.ASCII: \d is 0-9 only (Python's \d also takes ١٩٩٠ and １９９０, which int() reads but
+# nothing else in the product does)
+_ISO_DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$", re.ASCII)
+_MONTH_DAY = re.compile(r"^(\d{2})-(\d{2})$", re.ASCII)
+_YEAR_FIRST = re.compile(r"^(\d{4})[-./](\d{1,2})[-./](\d{1,2})(?:[T ].*)?$", re.ASCII)
+_YEAR_LAST = re.compile(r"^(\d{1,2})([-./])(\d{1,2})\2(\d{4})$", re.ASCII)
 #: The year a month-day (``MM-DD``) is checked in: a leap year, so that ``02-29`` is a date.
 _LEAP_YEAR = 2000
 

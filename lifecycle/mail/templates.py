@@ -681,6 +681,12 @@ class Renderer:
         self._files = _scan(folder)
         self._default_chain = tuple(fallback_chain(None, default_locale))
 
+    def look_again(self) -> None:
+        """Look at the folder now (not only after :data:`CHECK_SECONDS`): a check that must
+        see a file changed a moment ago."""
+        self._checked = -math.inf
+        self._fresh()
+
     def _fresh(self) -> None:
         """Forget compiled templates and folder contents when a file changed (checked at most
         every :data:`CHECK_SECONDS`: a batch of mails must not stat every file per mail)."""

@@ -6,9 +6,9 @@
   the transport is idempotent and a mail abandoned mid-send is simply sent
   again.
 * ``smtp``: one kept-open SMTP connection per worker thread (e.g. Mailpit).
-* ``sendgrid``: the v3 mail/send API.  The payload is built with the official
-  library's mail helpers; it is posted either over one keep-alive HTTPS
-  connection per worker thread (``pooled``, the default: the library's own
+* ``sendgrid``: the v3 mail/send API.  The payload is the one the official
+  library's mail helpers build (:func:`sendgrid_payload`); it is posted either
+  over one keep-alive HTTPS connection per worker thread (``pooled``, the default: the library's own
   HTTP layer opens a new connection for every request) or by the library's
   client (``official``), both with a timeout (the library sets none).
 
@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 
 from python_http_client.exceptions import HTTPError
 from sendgrid import SendGridAPIClient
-from sendgrid.helpers.mail import Category, CustomArg, Email, Header, Mail, ReplyTo, To
+from sendgrid.helpers.mail.validators import ValidateApiKey
 
 from lifecycle.config import Settings, sender_parts
 from lifecycle.mail.compose import MIME_POLICY, Outgoing
@@ -172,27 +172,32 @@ class SmtpTransport:
         return f"smtp:{mail.headers['Message-ID'].strip('<>')}"
 
 
+#: The official library's check that no body begins with an API key, which its helpers run.
+_API_KEY_CHECK = ValidateApiKey()
+
+
 def sendgrid_payload(mail: Outgoing) -> dict[str, Any]:
-    """The v3 mail/send JSON of ``mail``, built with the official library's helpers."""
+    """The v3 mail/send JSON of ``mail``: the dict the official library's helpers build (their
+    order included, and their refusal of a body that begins like an API key), written out
+    directly: building the helpers' objects cost a tenth of a worker's CPU per mail."""
     name, address = sender_parts(mail.sender)
-    helper = Mail(from_email=_address(Email, address, name), to_emails=_address(To, mail.to),
-                  subject=mail.subject, plain_text_content=mail.text, html_content=mail.html)
-    helper.reply_to = _address(ReplyTo, mail.reply_to)
-    helper.header = [Header(key, value) for key, value in mail.headers.items()]
-    helper.custom_arg = [CustomArg(key, value) for key, value in mail.custom_args.items()]
-    helper.category = [Category(category) for category in mail.categories]
-    return helper.get()  # type: ignore[no-any-return]
-
-
-def _address(cls: type[Email], address: str, name: str = "") -> Email:
-    """A helper address set field by field: given an address alone, the helpers' constructor
-    runs it through the e-mail header parser (a sixth of a payload's cost), and ours are
-    plain addresses already."""
-    helper = cls()
-    helper.email = address
-    if name:
-        helper.name = name
-    return helper
+    content = []
+    for kind, value in (("text/plain", mail.text), ("text/html", mail.html)):
+        if value is not None:
+            _API_KEY_CHECK.validate_message_text(value)  # ApiKeyIncludedException, as theirs
+            content.append({"type": kind, "value": value})
+    payload = {
+        "from": {"name": name, "email": address} if name else {"email": address},
+        "subject": mail.subject,
+        "personalizations": [{"to": [{"email": mail.to}]}],
+        "content": content,
+        # the helpers put each header, category and argument before the ones added earlier
+        "headers": dict(reversed(mail.headers.items())),
+        "categories": list(reversed(mail.categories)),
+        "custom_args": dict(reversed(mail.custom_args.items())),
+        "reply_to": {"email": mail.reply_to},
+    }
+    return {key: value for key, value in payload.items() if value != [] and value != {}}
 
 
 def _error_text(status: int, body: bytes | str | None) -> str:

@@ -177,6 +177,13 @@ Condition = All | AnyOf | Not | MetricCondition | AttributeCondition | Touchpoin
     BoughtCondition | DueAgainCondition
 
 
+#: Largest ``factor`` / ``give_up`` of a ``due_again`` condition: a hundred cadences is years
+#: for any product bought more than once; larger ones overflow the database's arithmetic.
+MAX_CADENCE_MULTIPLE = 100
+#: Longest ``first_cycle`` (days).
+MAX_FIRST_CYCLE_DAYS = 3650
+
+
 class _ConditionParser:
     def __init__(self, located: Located) -> None:
         self.located = located
@@ -294,7 +301,15 @@ class _ConditionParser:
             self.fail(path, f"{kind} needs exactly one of category or sku")
             return None
         field = fields.pop()
-        return field if self._keys(body, path, {field}, optional) else None
+        if not self._keys(body, path, {field}, optional):
+            return None
+        value = body[field]
+        if isinstance(value, bool) or not isinstance(value, str | int) or str(value) == "":
+            self.fail(path + (field,), f"{field} must be one {field} as text, such as "
+                                       f"{'coffee' if field == 'category' else 'COF-ETH'}"
+                                       f" (not {value!r}); write one condition per {field}")
+            return None
+        return field
 
     def _bought(self, body: dict[str, Any], path: tuple[str | int, ...]) -> Condition | None:
         field = self._product("bought", body, path, {"within", "at_least"})
@@ -311,8 +326,10 @@ class _ConditionParser:
         numbers: dict[str, float] = {}
         for key, default in (("factor", 1.0), ("give_up", 3.0)):
             value = body.get(key, default)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                self.fail(path + (key,), f"{key} must be a number above 0 (a multiple of the "
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not 0 < value <= MAX_CADENCE_MULTIPLE:  # NaN fails this too
+                self.fail(path + (key,), f"{key} must be a number above 0 and at most "
+                                         f"{MAX_CADENCE_MULTIPLE} (a multiple of the "
                                          "customer's cadence), such as 1.5")
                 return None
             numbers[key] = float(value)
@@ -339,6 +356,10 @@ class _ConditionParser:
         if duration.years or duration.months or duration.hours or duration.minutes:
             self.fail(path, f"{text!r} must be counted in days or weeks (such as '30 days'), "
                             "as a cadence is")
+            return None
+        if not 0 < duration.days <= MAX_FIRST_CYCLE_DAYS:
+            self.fail(path, f"{text!r} must be from 1 day to {MAX_FIRST_CYCLE_DAYS} days (ten "
+                            "years)")
             return None
         return float(duration.days)
 

@@ -13,7 +13,7 @@ from lifecycle.app import App
 from lifecycle.models import SegmentCalibration
 from lifecycle.segments.compute import RefreshReport, lock_full_refresh, refresh_all
 from lifecycle.segments.definitions import Definitions, parse
-from lifecycle.yamlfile import InvalidFile, Problem, loads
+from lifecycle.yamlfile import InvalidFile, Problem, loads, read_text
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def in_force(app: App) -> SegmentsInForce:
     if kept is not None and stamp is not None and kept[0] == stamp:
         return kept[1]
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path)
         found = SegmentsInForce(parse(loads(text, str(path))), text=text)
     except OSError as exc:
         found = _last_valid(app, path, [Problem(str(path), 1, 1, exc.strerror or str(exc))])

@@ -150,6 +150,15 @@ def manager_routes(app: App, gate: Gate) -> APIRouter:
             switches = conn.execute(select(FlowStatusChange.__table__).where(
                 FlowStatusChange.flow == name).order_by(FlowStatusChange.id.desc())
                 .limit(SWITCHES_SHOWN)).all()
+            # a flow started by entering a segment enrols only who enters from now on: say
+            # how many are in it already (they are not mailed when it is made live)
+            already_in = None
+            if flow is not None and flow.trigger.kind == "segment_entered":
+                stays = SegmentMembership.__table__
+                already_in = conn.execute(select(func.count(func.distinct(
+                    stays.c.customer_id))).where(
+                    stays.c.segment.in_(flow.trigger.options["segments"]),
+                    stays.c.exited_at.is_(None))).scalar_one()
         picture = diagram(boxes, figures, placed, title=f"{name}: the flow, with each step's "
                           f"figures for the mails decided in the last {max(1, min(days, MAX_DAYS))} days") \
             if boxes else None
@@ -165,7 +174,8 @@ def manager_routes(app: App, gate: Gate) -> APIRouter:
             "instead": instead, "failures": failures, "notice_hours": NOTICE_HOURS,
             "status": state.status if state is not None else "invalid",
             "trigger": trigger_text(flow) if flow is not None else None,
-            "state": state, "enrolled": enrolled, "checks": checks, "switches": switches})
+            "state": state, "enrolled": enrolled, "checks": checks, "switches": switches,
+            "already_in": already_in})
 
     @router.post("/flows/{name}/status")
     async def set_status(request: Request, name: str) -> Response:
@@ -183,10 +193,11 @@ def manager_routes(app: App, gate: Gate) -> APIRouter:
                             "exit.", status_code=422)
         if status == "live" and field(form, "anyway") != "yes":
             found = await run_in_threadpool(check_flow, app.settings, app.engine, flow,
-                                            app.clock.now())
+                                            app.clock.now(), True)
             if found.errors:  # its mails would fail: made live only when the manager insists
+                n = len(found.errors)
                 return Response(f"The flow {name} was not made live: its templates have "
-                                f"{len(found.errors)} problems, so its mails would fail to "
+                                f"{n} problem{'s' if n != 1 else ''}, so its mails would fail to "
                                 "send (see Checks on its page). Fix them, or tick \"make it "
                                 "live anyway\" on the page.", status_code=409)
 
