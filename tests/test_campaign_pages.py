@@ -305,14 +305,15 @@ def test_the_form_takes_an_offer_a_where_condition_a_moment_and_a_spread_and_the
     client, csrf = created(app, web)
     app.clock.advance(timedelta(minutes=5))  # type: ignore[attr-defined]
     answer = client.post("/campaigns/new", data={
-        **FORM, "csrf": csrf, "name": "autumn", "offer": "{percent: 10, valid: 14 days}",
+        **FORM, "csrf": csrf, "name": "autumn", "template": "loyalty_offer",
+        "offer": "{percent: 10, valid: 14 days}",
         "where": "{metric: {name: total_spend, op: '>=', value: 100}}", "schedule": "at",
         "at": "2026-06-05T09:00", "throttle": "over", "over": "6 hours"},
         follow_redirects=False)
     assert answer.status_code == 303, text_of(answer.text)
     with app.engine.connect() as conn:
         spec = conn.execute(select(Campaign.spec).where(Campaign.name == "autumn")).scalar_one()
-    assert spec["send"] == {"template": "vip_early_access",
+    assert spec["send"] == {"template": "loyalty_offer",
                             "offer": {"percent": 10, "valid": "14 days"}}
     assert spec["audience"]["where"] == {"metric": {"name": "total_spend", "op": ">=",
                                                     "value": 100}}
@@ -381,3 +382,17 @@ def test_a_campaign_paused_before_its_start_can_be_changed_then_resumed(
     tick(app)
     with app.engine.connect() as conn:
         assert {t for (t,) in conn.execute(select(Message.template))} == {"birthday"}
+
+
+def test_a_customer_s_page_names_the_campaign_of_an_upcoming_mail_and_why_it_waits(
+        app: App, web: TestClient) -> None:
+    [ann] = vips(app, 1)
+    client, csrf = created(app, web, throttle="per_hour", per_hour="1")
+    client.post("/campaigns/spring/schedule", data={"csrf": csrf})
+    tick(app)
+    client.post("/campaigns/spring/pause", data={"csrf": csrf})
+    account(app, "sue@shop.example", "support")
+    support = logged_in(TestClient(web.app), "sue@shop.example")
+    page = text_of(support.get("/customers/v0").text)
+    assert "campaign spring (vip_early_access)" in page
+    assert "the campaign is paused" in page and "None/None" not in page

@@ -231,7 +231,7 @@ def test_a_campaign_with_an_offer_stores_one_code_per_mail_in_its_context(
     for i in range(3):
         member(conn, f"c{i}", "loyal")
     text = SPRING.replace("send: {template: vip_early_access}", "send: {template: "
-                          "vip_early_access, offer: {percent: 15, valid: 10 days, "
+                          "loyalty_offer, offer: {percent: 15, valid: 10 days, "
                           "prefix: SPRING}}")
     s = spec(text)
     campaigns = Campaigns(conn, notify_offers=True)
@@ -275,7 +275,7 @@ def test_the_rest_of_an_ab_test_with_an_offer_gets_codes_when_the_winner_goes(
     for i in range(10):
         member(conn, f"c{i}", "loyal")
     text = SPRING.replace("send: {template: vip_early_access}", "send: {variants: ["
-                          "{template: vip_early_access}, {template: birthday}], offer: "
+                          "{template: loyalty_offer}, {template: birthday}], offer: "
                           "{percent: 10, prefix: AB}}") + \
         "ab_test: {share: 20%, winner_by: clicks, after: 1 hour}\n"
     cid, written = started(conn, text)
@@ -335,3 +335,79 @@ def test_the_campaign_the_readme_shows_is_a_valid_campaign() -> None:
     shown = spec(block, "spring")
     assert shown.segments == ("loyal", "vip") and shown.exclude == ("lapsed",)
     assert shown.send.offer is not None and shown.per_hour == 5000
+
+
+def test_a_customer_erased_before_the_winner_goes_is_left_out_and_the_rest_is_mailed(
+        conn: Connection) -> None:
+    from lifecycle.campaigns.winner import release_winner
+    from lifecycle.models import Customer
+
+    for i in range(6):
+        member(conn, f"c{i}", "loyal")
+    text = SPRING.replace("send: {template: vip_early_access}", "send: {variants: ["
+                          "{template: vip_early_access}, {template: birthday}]}") + \
+        "ab_test: {share: 50%, winner_by: clicks, after: 1 hour}\n"
+    cid, written = started(conn, text)
+    rest = conn.execute(select(CampaignMember.customer_id).where(
+        CampaignMember.campaign_id == cid, CampaignMember.grp == "rest")).scalars().all()
+    conn.execute(Customer.__table__.update().where(Customer.id == rest[0]).values(email=None))
+    release = release_winner(conn, Campaigns(conn).get("spring"), spec(text), RULES,
+                             T0 + timedelta(minutes=5), winner="birthday", by="max@shop.example")
+    assert release is not None and release.written == len(rest) - 1
+    assert conn.execute(select(CampaignMember.left_out).where(
+        CampaignMember.campaign_id == cid, CampaignMember.customer_id == rest[0])
+    ).scalar() == audience.NO_EMAIL
+
+
+def test_resume_goes_back_to_sending_once_the_campaign_started_whatever_the_pause_read(
+        conn: Connection) -> None:
+    member(conn, "ann", "loyal")
+    cid, _ = started(conn, SPRING)
+    campaigns = Campaigns(conn)
+    campaigns.pause("spring", "max@shop.example", T0)
+    assert campaigns.get("spring").paused_from == "sending"
+    # as a pause that read "scheduled" just before the start committed would have left it
+    conn.execute(Campaign.__table__.update().values(paused_from="scheduled"))
+    campaigns.resume("spring", spec(SPRING), "max@shop.example", T0)
+    assert campaigns.get("spring").status == "sending"
+    assert campaigns.start(campaigns.get("spring"), spec(SPRING), RULES, T0) is None
+
+
+def test_resume_keeps_each_customer_s_local_time(conn: Connection) -> None:
+    berlin = member(conn, "ann", "loyal", timezone="Europe/Berlin")
+    cid, _ = started(conn, SPRING + 'schedule: {local_time: "10:00"}\n')
+    campaigns = Campaigns(conn)
+    campaigns.pause("spring", "max@shop.example", T0 + timedelta(minutes=5))
+    campaigns.resume("spring", spec(SPRING + 'schedule: {local_time: "10:00"}\n'),
+                     "max@shop.example", T0 + timedelta(minutes=10))
+    [mail] = mails(conn, cid)
+    assert (mail.customer_id, mail.status, mail.due_at) == (
+        berlin, "scheduled", datetime(2026, 3, 3, 9, tzinfo=UTC))  # still 10:00 in Berlin
+
+
+def test_support_cannot_release_one_mail_a_campaign_s_pause_holds(conn: Connection) -> None:
+    from lifecycle.mail.outbox import Outbox
+
+    member(conn, "ann", "loyal")
+    cid, _ = started(conn, SPRING)
+    Campaigns(conn).pause("spring", "max@shop.example", T0)
+    [mail] = mails(conn, cid)
+    assert Outbox(conn).hold(mail.id, "resume", T0, "sue@shop.example") is False
+    assert mails(conn, cid)[0].status == "paused"
+    assert Outbox(conn).hold(mail.id, "cancel", T0, "sue@shop.example") is True  # that may be
+
+
+def test_a_where_value_that_is_not_a_number_is_refused() -> None:
+    with pytest.raises(InvalidFile, match=r"value must be a number \(not .nan or .inf\)"):
+        spec(SPRING.replace("exclude: [lapsed]}", "where: {metric: {name: total_spend, "
+                                                  "op: '>=', value: .nan}}}"))
+
+
+def test_an_offer_whose_template_never_shows_it_is_refused() -> None:
+    """Codes would be stored and announced to the shop, and no customer would ever see one."""
+    with pytest.raises(InvalidFile) as caught:
+        spec(SPRING.replace("send: {template: vip_early_access}", "send: {template: "
+                            "vip_early_access, offer: {percent: 10}}"))
+    [problem] = caught.value.problems
+    assert problem.line == 2 and problem.message.startswith(
+        "the template vip_early_access never shows the offer (no `offer` in any of its parts)")

@@ -210,6 +210,7 @@ def write_mails(conn: Connection, campaign_id: int, name: str, spec: CampaignSpe
     d = dialect(conn, rules)
     p = Params()
     groups = ("all", "test") if group != "rest" else ("rest",)
+    leave_out_lost_addresses(conn, campaign_id, groups)
     zones = [row.zone for row in conn.execute(text(
         "SELECT DISTINCT COALESCE(c.timezone, :tz) AS zone FROM campaign_members AS cm "
         "JOIN customers AS c ON c.id = cm.customer_id WHERE cm.campaign_id = :cid "
@@ -257,9 +258,21 @@ def write_mails(conn: Connection, campaign_id: int, name: str, spec: CampaignSpe
                {cast.format(p.add('[]'))}, {now_p}, {now_p}
         FROM campaign_members AS cm JOIN customers AS c ON c.id = cm.customer_id
         WHERE cm.campaign_id = {p.add(campaign_id)} AND cm.left_out IS NULL
-          AND cm.grp IN ({groups_sql})
+          AND cm.grp IN ({groups_sql}) AND c.email IS NOT NULL AND c.email <> ''
         ON CONFLICT (idempotency_key) DO NOTHING"""), p.values).rowcount
     return int(written)
+
+
+def leave_out_lost_addresses(conn: Connection, campaign_id: int, groups: tuple[str, ...]) -> int:
+    """Members of ``groups`` whose address is gone since the audience was fixed (erased, or
+    their email removed before the A/B winner went to the rest): left out, with the reason
+    ``no email address``; how many."""
+    return int(conn.execute(text(
+        "UPDATE campaign_members SET left_out = :why WHERE campaign_id = :cid "
+        "AND left_out IS NULL AND grp IN :groups AND customer_id IN ("
+        "SELECT id FROM customers WHERE email IS NULL OR email = '')").bindparams(
+            bindparam("groups", expanding=True)),
+        {"why": NO_EMAIL, "cid": campaign_id, "groups": list(groups)}).rowcount)
 
 
 def left_out_counts(conn: Connection, campaign_id: int) -> Mapping[str, int]:

@@ -11,10 +11,12 @@ see on its page.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from lifecycle.app import App
 from lifecycle.campaigns.audience import Rules
@@ -23,6 +25,7 @@ from lifecycle.campaigns.service import Campaigns
 from lifecycle.campaigns.spec import CampaignSpec, parse_spec
 from lifecycle.campaigns.winner import release_winner
 from lifecycle.flows.definitions import Context
+from lifecycle.models import Message, MessageStatus
 from lifecycle.yamlfile import InvalidFile, Located
 
 log = logging.getLogger(__name__)
@@ -73,10 +76,12 @@ def tick(app: App) -> int:
             except InvalidFile as exc:
                 _cannot_start(app, row, exc)
                 continue
-            with app.engine.begin() as conn:
-                notify = app.settings.offer_webhook_url is not None
-                if Campaigns(conn, notify).start(row, spec, rules, now) is not None:
-                    started += 1
+            def start(row: Any = row, spec: CampaignSpec = spec) -> bool:
+                with app.engine.begin() as conn:
+                    notify = app.settings.offer_webhook_url is not None
+                    return Campaigns(conn, notify).start(row, spec, rules, now) is not None
+
+            started += bool(_apart(row.name, "start", start))
     release_winners(app, now)
     with app.engine.begin() as conn:
         Campaigns(conn).finish_settled(now)
@@ -104,12 +109,32 @@ def release_winners(app: App, now: datetime) -> int:
             log.error("Campaign %s cannot send its A/B test's winner: %s. Put back what it "
                       "names: the winner waits until then.", row.name, problems)
             continue
-        with app.engine.begin() as conn:
-            if release_winner(conn, row, spec, rules, now, window=window,
-                              notify_offers=app.settings.offer_webhook_url is not None) \
-                    is not None:
-                released += 1
+        def release(row: Any = row, spec: CampaignSpec = spec) -> bool:
+            with app.engine.begin() as conn:
+                if conn.execute(select(Message.id).where(
+                        Message.campaign_id == row.id,
+                        Message.status == MessageStatus.SENT.value).limit(1)).first() is None:
+                    return False  # no test mail has gone yet: a winner now would be a guess
+                return release_winner(
+                    conn, row, spec, rules, now, window=window,
+                    notify_offers=app.settings.offer_webhook_url is not None) is not None
+
+        released += bool(_apart(row.name, "send its A/B test's winner", release))
     return released
+
+
+def _apart(name: str, what: str, work: Callable[[], Any]) -> Any:
+    """``work()`` for one campaign; a failure of its own is logged and the others go on (the
+    next tick tries it again).  An outage of the database goes up to the scheduler, which
+    reports it once."""
+    try:
+        return work()
+    except (OperationalError, InterfaceError):
+        raise
+    except Exception:
+        log.exception("Campaign %s could not %s; the other campaigns go on, and the next tick "
+                      "tries again.", name, what)
+        return None
 
 
 def _cannot_start(app: App, row: Any, exc: InvalidFile) -> None:

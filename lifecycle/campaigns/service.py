@@ -30,19 +30,21 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, case, insert, select, update
 
 from lifecycle.campaigns import audience
 from lifecycle.campaigns.audience import Rules
 from lifecycle.campaigns.model import Campaign, CampaignChange, CampaignStatus
 from lifecycle.campaigns.spec import CampaignSpec, per_hour_for
+from lifecycle.mail.outbox import CAMPAIGN_HELD
 from lifecycle.models import Message, MessageStatus
+from lifecycle.timeutil import as_utc
 
 log = logging.getLogger(__name__)
 
 _S = CampaignStatus
 #: ``last_error`` of a mail a campaign's pause holds (resume releases only these).
-HELD = "the campaign is paused"
+HELD = CAMPAIGN_HELD
 CANCELLED = "the campaign was cancelled"
 #: Statuses of a mail still waiting or on its way.
 UNSETTLED = (MessageStatus.SCHEDULED.value, MessageStatus.QUEUED.value,
@@ -127,8 +129,11 @@ class Campaigns:
     def pause(self, name: str, by: str, now: datetime) -> int:
         """Hold a scheduled or sending campaign; how many of its mails now wait."""
         row = self.get(name)
+        # paused_from is the status the update finds (SET uses the row it changes): a pause
+        # that waited for the scheduler's start to commit records "sending", not the
+        # "scheduled" read before
         if not self._move(row, (_S.SCHEDULED.value, _S.SENDING.value), _S.PAUSED.value, now,
-                          paused_from=row.status):
+                          paused_from=Campaign.status):
             raise CampaignError(f"the campaign {name!r} is {row.status}: only a scheduled or "
                                 "sending campaign can be paused")
         held = self.conn.execute(update(Message).where(
@@ -144,8 +149,13 @@ class Campaigns:
         """Go on where the pause held it: the held mails due from now, at the campaign's
         rate; how many were released."""
         row = self.get(name)
-        back = row.paused_from or _S.SENDING.value
-        if not self._move(row, (_S.PAUSED.value,), back, now, paused_from=None):
+        # back to scheduled only if it never started (whatever paused_from says), else sending
+        back = self.conn.execute(update(Campaign).where(
+            Campaign.id == row.id, Campaign.status == _S.PAUSED.value).values(
+            status=case((Campaign.started_at.is_(None), _S.SCHEDULED.value),
+                        else_=_S.SENDING.value), paused_from=None, updated_at=now)
+            .returning(Campaign.status)).scalar()
+        if back is None:
             raise CampaignError(f"the campaign {name!r} is {row.status}: only a paused "
                                 "campaign can be resumed")
         released = _release_held(self.conn, row.id, spec, now, row.audience_size or 0)
@@ -231,23 +241,21 @@ def issue_campaign_offers(conn: Connection, campaign_id: int, spec: CampaignSpec
 
 def _release_held(conn: Connection, campaign_id: int, spec: CampaignSpec, now: datetime,
                   audience_size: int) -> int:
-    """The mails a pause held back to ``scheduled``: due now, or spread from now at the
-    campaign's rate (in id order)."""
+    """The mails a pause held back to ``scheduled``, each due at the later of its own due time
+    (a customer's local time stays theirs) and its place in a spread from now at the
+    campaign's rate (in due order); the quiet hours are checked again at send time."""
     per_hour = per_hour_for(spec, audience_size)
     held = and_(Message.campaign_id == campaign_id,
                 Message.status == MessageStatus.PAUSED.value, Message.last_error == HELD)
-    if not per_hour:
-        return int(conn.execute(update(Message).where(held).values(
-            status=MessageStatus.SCHEDULED.value, last_error=None,
-            due_at=now, updated_at=now)).rowcount)
-    ids = list(conn.execute(select(Message.id).where(held).order_by(Message.id)).scalars())
-    step = timedelta(seconds=3600.0 / per_hour)
+    rows = conn.execute(select(Message.id, Message.due_at).where(held)
+                        .order_by(Message.due_at, Message.id)).all()
+    step = timedelta(seconds=3600.0 / per_hour) if per_hour else timedelta(0)
     release = update(Message).where(
         Message.id == bindparam("m_id"), Message.status == MessageStatus.PAUSED.value).values(
         status=MessageStatus.SCHEDULED.value, last_error=None, due_at=bindparam("due"),
         updated_at=now)
-    for start in range(0, len(ids), 1000):
-        conn.execute(release, [{"m_id": mid, "due": now + step * (start + i)}
-                               for i, mid in enumerate(ids[start:start + 1000])])
-    return len(ids)
-
+    for start in range(0, len(rows), 1000):
+        conn.execute(release, [
+            {"m_id": r.id, "due": max(as_utc(r.due_at), now + step * (start + i))}
+            for i, r in enumerate(rows[start:start + 1000])])
+    return len(rows)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from dateutil.relativedelta import relativedelta
@@ -136,6 +137,13 @@ def parse_spec(located: Located, name: str, context: Context) -> CampaignSpec:
     send, send_problems = (parse_send(located, context, data["send"], ("send",))
                            if "send" in data else (None, []))
     problems.extend(send_problems)
+    if send is not None and send.offer is not None and context.folder is not None:
+        for variant in send.variants:
+            if not shows_offer(context.folder / variant.template):
+                fail(("send", "offer"), f"the template {variant.template} never shows the "
+                                        "offer (no `offer` in any of its parts): customers "
+                                        "would get a code they never see; show {{ offer.code }}"
+                                        " in it (as winback_2 does), or leave the offer out")
 
     segments: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
@@ -170,6 +178,13 @@ def parse_spec(located: Located, name: str, context: Context) -> CampaignSpec:
     assert send is not None
     return CampaignSpec(name, description, kind, send, segments, exclude, where, where_source,
                         schedule, per_hour, ab_test)
+
+
+def shows_offer(folder: Path) -> bool:
+    """Whether any part of the email in ``folder`` (any locale) names ``offer``."""
+    return any("offer" in part.read_text(encoding="utf-8", errors="replace")
+               for part in folder.rglob("*") if part.is_file()
+               and part.suffix in (".txt", ".html"))
 
 
 def _segment_list(audience: dict[str, Any], key: str, context: Context, fail: Any,

@@ -180,10 +180,13 @@ class Context:
     #: False while segments.yaml itself has problems: the segment names flows use are not
     #: checked then (its own problem is the one reported, not one per flow naming a segment).
     segments_known: bool = True
+    #: The templates folder, when known (checks that read a template's text use it).
+    folder: Path | None = None
 
     @classmethod
     def from_folders(cls, templates_dir: Path, segments: set[str]) -> Context:
-        return cls(emails_in(templates_dir), segments)  # as the renderer sees its emails
+        return cls(emails_in(templates_dir), segments,  # as the renderer sees its emails
+                   folder=templates_dir)
 
 
 def _did_you_mean(name: str, known: set[str]) -> str:

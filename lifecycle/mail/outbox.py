@@ -96,7 +96,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from psycopg.types.json import Jsonb
-from sqlalchemy import Connection, bindparam, case, func, select, text, update
+from sqlalchemy import Connection, bindparam, case, func, select, text, true, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -140,6 +140,11 @@ def log_entry(now: datetime, outcome: str, detail: str | None = None) -> dict[st
 def _logged(row: Any, now: datetime, outcome: str, detail: str | None = None) -> list[Any]:
     """``row``'s attempt log with one more entry."""
     return [*(row.attempt_log or []), log_entry(now, outcome, detail)]
+
+
+#: ``last_error`` of a mail a campaign's pause holds (:mod:`lifecycle.campaigns.service`):
+#: only the campaign's resume releases it, not support staff's resume of the one mail.
+CAMPAIGN_HELD = "the campaign is paused"
 
 
 def _campaign_of(message: Any) -> dict[str, str]:
@@ -395,8 +400,11 @@ class Outbox:
                       "cancel": ((_S.SCHEDULED, _S.PAUSED), _S.CANCELLED)}[action]
         done = {"pause": "paused", "resume": "resumed", "cancel": "cancelled"}[action]
         row = self.conn.execute(select(_messages).where(_messages.c.id == message_id)).first()
+        held_by_campaign = _messages.c.last_error.is_not(None) & (
+            _messages.c.last_error == CAMPAIGN_HELD)
         if row is None or self.conn.execute(update(_messages).where(
                 _messages.c.id == message_id,
+                ~held_by_campaign if action == "resume" else true(),
                 _messages.c.status.in_([s.value for s in start])).values(
                 status=end.value, updated_at=now,
                 last_error=f"{done} by {staff}" if action != "resume" else None,
@@ -406,6 +414,7 @@ class Outbox:
             customer_id=row.customer_id, kind=f"mail_{done}", channel="support",
             occurred_at=now, recorded_at=now, message_id=row.id,
             data={"by": staff, "flow": row.flow, "step": row.step, "template": row.template,
+                  **_campaign_of(row),
                   "due_at": row.due_at.isoformat() if row.due_at else None}))
         return True
 

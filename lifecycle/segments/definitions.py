@@ -20,6 +20,7 @@ Every problem is reported as ``FILE:LINE:COLUMN: message``.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -254,8 +255,9 @@ class _ConditionParser:
             self.fail(path + ("op",), f"op must be one of {' '.join(OPERATORS)}")
             return None
         value = body["value"]
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            self.fail(path + ("value",), "value must be a number")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not math.isfinite(value):
+            self.fail(path + ("value",), "value must be a number (not .nan or .inf)")
             return None
         return MetricCondition(body["name"], body["op"], float(value))
 

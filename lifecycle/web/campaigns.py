@@ -345,8 +345,7 @@ def campaign_routes(app: App, gate: Gate) -> APIRouter:
         if refused:
             return refused
         if not changeable(row):
-            return Response(f"The campaign {name} is {row.status}: only a draft or a campaign "
-                            "paused before its start can be changed.", status_code=409)
+            return Response(_unchangeable(row), status_code=409)
         return form_page(request, who, form_of(name, row.spec), {}, name)
 
     @router.post("/campaigns/{name}/edit")
@@ -354,8 +353,11 @@ def campaign_routes(app: App, gate: Gate) -> APIRouter:
         who, form, refused = await gate.posted(request, "manager")
         if refused:
             return refused
-        if row_of(name) is None:
+        row = row_of(name)
+        if row is None:
             return Response("No such campaign.", status_code=404)
+        if str(row.source).startswith("file:"):
+            return Response(_unchangeable(row), status_code=409)
         values = {**read_values(form), "name": name}  # the name stays
         raw, spec, problems = await run_in_threadpool(checked, values)
         if spec is not None:
@@ -516,10 +518,22 @@ def _quote(text: str) -> str:
     return quote(text, safe="")
 
 
+def _unchangeable(row: Any) -> str:
+    """Why the campaign's page cannot change it, in words."""
+    if str(row.source).startswith("file:"):
+        return (f"The campaign {row.name} was loaded from its file ({row.source[5:]}): change "
+                "the file and load it again (`lifecycle campaign load`); what goes out is what "
+                "was reviewed.")
+    return (f"The campaign {row.name} is {row.status}: only a draft or a campaign paused before "
+            "its start can be changed.")
+
+
 def changeable(row: Any) -> bool:
-    """Whether the campaign's definition may still change (:meth:`Campaigns.edit`)."""
-    return row.started_at is None and row.status in (CampaignStatus.DRAFT.value,
-                                                     CampaignStatus.PAUSED.value)
+    """Whether the campaign's definition may still change on its page (:meth:`Campaigns.
+    edit`): not once it started, and never one loaded from a reviewed file (that changes in
+    its file, loaded again: what goes out is what was reviewed)."""
+    return row.started_at is None and not str(row.source).startswith("file:") and \
+        row.status in (CampaignStatus.DRAFT.value, CampaignStatus.PAUSED.value)
 
 
 def _results(conn: Any, app: App, row: Any) -> Any:
