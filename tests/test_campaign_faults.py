@@ -309,6 +309,15 @@ def test_a_scheduler_killed_before_and_after_a_campaign_starts_commits_starts_it
             assert shop.campaign().status == "sending"
             assert (members, shop.statuses()) == (len(shop.members), {"scheduled": AUDIENCE})
             assert shop.starts_recorded() == 1
+            # the audience is fixed: a customer who joins the segment now gets nothing
+            now = shop.app.clock.now()
+            with shop.app.engine.begin() as conn:
+                late = conn.execute(insert(Customer).values(
+                    external_id="late", email="late@example.com", attributes={},
+                    marketing_consent=True, timezone=daytime_zone(now), created_at=now,
+                    updated_at=now).returning(Customer.id)).scalar_one()
+                conn.execute(insert(SegmentMembership).values(
+                    customer_id=late, segment="vip", entered_at=now, reason={}))
     assert shop.accepted() == []
     shop.start("scheduler")  # the next one goes on with it: hands the mails out, finishes it
     shop.run_to_the_end(shop.pump_events)
