@@ -39,17 +39,15 @@ from typing import Any
 from sqlalchemy import func, select, text
 
 from benchmarks.common import BENCH_SECRET, fresh_database
-from benchmarks.delivery import KEY, REDIS_URL, ROOT, accepted, started_workers
+from benchmarks.delivery import KEY, REDIS_URL, ROOT, accepted, deliver_all, started_workers
 from lifecycle.app import App
 from lifecycle.campaigns.jobs import context_of, rules_of, tick
 from lifecycle.campaigns.service import Campaigns
 from lifecycle.campaigns.spec import parse_spec
 from lifecycle.clock import SystemClock
 from lifecycle.config import load_settings
-from lifecycle.mail.sending import dispatch
 from lifecycle.models import Message
 from lifecycle.tasks.broker import setup
-from lifecycle.tasks.mail import send
 from lifecycle.yamlfile import Located
 from tests.factories import add_campaign, daytime_zone
 from tests.ports import free_port
@@ -140,19 +138,9 @@ def measure_start(url: str, customers: int, audience: int) -> None:
 
 
 def deliver(app: App, label: str, before: int = 0) -> tuple[float, int]:
-    """Hand out every due mail until none is waiting or on its way, as the scheduler does
-    every half second; (seconds from the first hand-out to the last ``sent``, mails sent in
-    all, ``before`` of them earlier)."""
-    started = time.perf_counter()
-    while True:
-        dispatch(app, send.send)
-        with app.engine.connect() as conn:
-            busy = conn.execute(select(Message.id).where(Message.status.in_(
-                ("scheduled", "queued", "sending"))).limit(1)).first()
-        if busy is None:
-            break
-        time.sleep(0.5)
-    took = time.perf_counter() - started
+    """:func:`benchmarks.delivery.deliver_all`; (its seconds, mails sent in all, ``before``
+    of them earlier)."""
+    took = deliver_all(app)
     with app.engine.connect() as conn:
         sent = conn.execute(select(func.count()).select_from(Message).where(
             Message.status == "sent")).scalar_one()

@@ -40,7 +40,6 @@ from lifecycle.campaigns.service import Campaigns
 from lifecycle.campaigns.spec import parse_spec
 from lifecycle.clock import SystemClock
 from lifecycle.config import load_settings
-from lifecycle.mail.events import record_events
 from lifecycle.mail.outbox import Outbox
 from lifecycle.mail.sending import dispatch
 from lifecycle.models import Customer, Message, ProcessHeartbeat, SegmentMembership
@@ -51,7 +50,7 @@ from lifecycle.yamlfile import Located
 from tests.factories import daytime_zone
 from tests.fake_sendgrid import FakeSendGrid
 from tests.private_redis import PrivateRedis
-from tests.test_delivery_faults import FAULT_SECRET, stop_workers
+from tests.test_delivery_faults import FAULT_SECRET, post_events, stop_workers
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "SG.campaign-faults"
@@ -181,16 +180,8 @@ class Run:
 
     # -- the scheduler and the webhook, played here ----------------------------
     def pump_events(self) -> None:
-        """Store the stand-in's new events, with one of the account's other mail (as
-        ``tests/test_delivery_faults.py`` does: the webhook keeps coming)."""
-        with self.fake.state.lock:
-            new = list(self.fake.state.events[self.events_seen:])
-        self.events_seen += len(new)
-        other = {"email": "someone@elsewhere.example", "timestamp": int(time.time()),
-                 "event": "delivered", "sg_event_id": f"other-{time.monotonic_ns()}",
-                 "sg_message_id": "not-lifecycles.filter0001.1.0"}
-        with self.app.engine.begin() as conn:
-            record_events(conn, [*new, other], self.app.clock.now())
+        """SendGrid's Event Webhook: post the stand-in's new events."""
+        self.events_seen = post_events(self.app, self.fake, self.events_seen)
 
     def step(self) -> None:
         """One tick of the scheduler's campaign and mail jobs, one webhook post."""
