@@ -50,7 +50,7 @@ from lifecycle.yamlfile import Located
 from tests.factories import daytime_zone
 from tests.fake_sendgrid import FakeSendGrid
 from tests.private_redis import PrivateRedis
-from tests.test_delivery_faults import FAULT_SECRET, post_events, stop_workers
+from tests.test_delivery_faults import FAULT_SECRET, post_events
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "SG.campaign-faults"
@@ -174,7 +174,10 @@ class Run:
         process.wait(10)
 
     def close(self) -> None:
-        stop_workers(self.processes)
+        """Kill what still runs: the test has its answer, and its database goes."""
+        for process in self.processes:
+            if process.poll() is None:
+                self.kill(process)
         self.broker.close()
         self.app.close()
 
@@ -264,11 +267,10 @@ def throttled(fresh_database_url: str, redis_server: PrivateRedis, fake: FakeSen
 
 def test_a_worker_killed_mid_campaign_leaves_each_customer_exactly_one_mail(
         shop: Run, fake: FakeSendGrid) -> None:
-    fake.state.delay = 0.02  # each post takes a while: the kill lands inside a batch
+    fake.state.delay = 0.03  # each post takes a while: the kill lands inside a batch
     worker = shop.start_worker()
     assert tick(shop.app) == 1
-    until("the worker has sent a third", lambda: len(shop.accepted()) >= AUDIENCE // 3,
-          shop.step)
+    until("the worker has sent some", lambda: len(shop.accepted()) >= 50, shop.step)
     shop.kill(worker)  # the only worker: it held a claimed batch, posted and unposted
     assert shop.statuses().get("sending", 0) > 0
     shop.start_worker()
@@ -318,23 +320,29 @@ def test_a_scheduler_killed_before_and_after_a_campaign_starts_commits_starts_it
 
 def _claimed_batch_in_flight(run: Run, fake: FakeSendGrid) -> None:
     """Start the throttled campaign with a worker slower than its rate (a backlog of
-    ``queued`` mails), until it has sent a few and holds a claimed batch."""
+    ``queued`` mails), until it has sent a few."""
     fake.state.delay = 0.1  # 2 threads: 20 mails a second against a rate of 60
     run.start_worker()
     assert tick(run.app) == 1
-    until("the worker is sending a batch", lambda: len(run.accepted()) >= 20, run.step)
-    until("mails are claimed, queued and scheduled at once",
-          lambda: {"sending", "queued", "scheduled"} <= set(run.statuses()), run.step)
+    until("the worker is sending", lambda: len(run.accepted()) >= 20, run.step)
 
 
-def _locked(conn: Any) -> dict[str, set[int]]:
-    """The campaign's mails by status, each row locked until ``conn`` commits (a worker's
-    claim or outcome waits for it): what the action in this transaction finds."""
-    found: dict[str, set[int]] = {}
-    for mid, status in conn.execute(select(Message.id, Message.status)
-                                    .order_by(Message.id).with_for_update()):
-        found.setdefault(status, set()).add(mid)
-    return found
+def _mid_batch(run: Run, action: Callable[[Any], int]) -> tuple[dict[str, set[int]], int]:
+    """Run ``action`` (a manager's, in a transaction) at a moment when some of the campaign's
+    mails are claimed by the worker, some queued and some scheduled, each row locked first
+    (a worker's claim or outcome waits for the commit): what it found, and what it returned."""
+
+    def locked() -> tuple[dict[str, set[int]], int] | None:
+        with run.app.engine.begin() as conn:
+            found: dict[str, set[int]] = {}
+            for mid, status in conn.execute(select(Message.id, Message.status)
+                                            .order_by(Message.id).with_for_update()):
+                found.setdefault(status, set()).add(mid)
+            if not {"sending", "queued", "scheduled"} <= set(found):
+                return None  # (the commit changes nothing and lets the locks go)
+            return found, action(conn)
+
+    return until("mails are claimed, queued and scheduled at once", locked, run.step)
 
 
 def test_a_campaign_paused_mid_batch_and_resumed_sends_each_mail_once_and_keeps_staffs_pauses(
@@ -346,9 +354,8 @@ def test_a_campaign_paused_mid_batch_and_resumed_sends_each_mail_once_and_keeps_
         staff_held = conn.execute(select(Message.id).where(Message.status == "scheduled")
                                   .order_by(Message.id.desc()).limit(1)).scalar_one()
         assert Outbox(conn).hold(staff_held, "pause", now, "sam@shop.example")
-    with run.app.engine.begin() as conn:
-        before = _locked(conn)
-        held = Campaigns(conn).pause(NAME, "max@shop.example", now)
+    before, held = _mid_batch(run, lambda conn: Campaigns(conn).pause(
+        NAME, "max@shop.example", run.app.clock.now()))
     claimed, waiting = before["sending"], before["queued"] | before["scheduled"]
     assert claimed and before["queued"] and held == len(waiting)
     # the claimed batch finishes; nothing held goes, however long the broker's ids wait
@@ -383,9 +390,8 @@ def test_a_campaign_cancelled_mid_run_sends_only_what_a_worker_had_claimed(
         throttled: Run, fake: FakeSendGrid) -> None:
     run = throttled
     _claimed_batch_in_flight(run, fake)
-    with run.app.engine.begin() as conn:
-        before = _locked(conn)
-        withdrawn = Campaigns(conn).cancel(NAME, "max@shop.example", run.app.clock.now())
+    before, withdrawn = _mid_batch(run, lambda conn: Campaigns(conn).cancel(
+        NAME, "max@shop.example", run.app.clock.now()))
     claimed = before["sending"]
     assert claimed and withdrawn == len(before["queued"] | before["scheduled"])
     until("the claimed batch is done", lambda: "sending" not in run.statuses(), run.step)
