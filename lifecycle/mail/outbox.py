@@ -168,9 +168,15 @@ class Outbox:
         queued = _messages.c.status == _S.QUEUED.value
         if not every_queued:
             queued = queued & (_messages.c.lease_expires_at < now)
+        # A campaign's mail put back by its worker (its claim ending) after the campaign was
+        # paused or cancelled is not handed out again: it waits for the resume, or never goes.
+        from lifecycle.campaigns.model import Campaign
+
+        stopped = select(Campaign.id).where(Campaign.id == _messages.c.campaign_id,
+                                            Campaign.status.in_(("paused", "cancelled")))
         query = (select(_messages.c.id)
                  .where(((_messages.c.status == _S.SCHEDULED.value) & (_messages.c.due_at <= now))
-                        | queued)
+                        | queued, ~stopped.exists())
                  .order_by(_messages.c.due_at, _messages.c.id).limit(limit))
         if self.pg:
             query = query.with_for_update(skip_locked=True)
