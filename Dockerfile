@@ -21,6 +21,7 @@ COPY alembic ./alembic
 COPY alembic.ini ./
 COPY templates ./templates
 COPY flows ./flows
+COPY campaigns ./campaigns
 # Code and dependencies belong to root and are only read by the app: a compromised process
 # cannot rewrite them. Nothing in the image is writable by `lifecycle`; its data lives in
 # PostgreSQL (and mail in Mailpit or SendGrid), never in the container.

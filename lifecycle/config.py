@@ -211,6 +211,8 @@ SETTINGS: tuple[Setting, ...] = (
             "`/healthz` shows a process as dead after four missed heartbeats."),
     Setting("LIFECYCLE_FLOWS_DIR", "flows (in the checkout)",
             "Folder of flow files and segments.yaml."),
+    Setting("LIFECYCLE_CAMPAIGNS_DIR", "campaigns (in the checkout)",
+            "Folder of campaigns kept as reviewed files, `<name>.yaml` each (see Campaigns)."),
     Setting("LIFECYCLE_TEMPLATES_DIR", "templates/email (in the checkout)",
             "Folder of email templates, one folder per email."),
     Setting("LIFECYCLE_SEGMENT_REFRESH_HOURS", "24",
@@ -273,6 +275,7 @@ class Settings:
     heartbeat_seconds: float = 30.0
     log_level: str = "INFO"
     flows_dir: Path = PROJECT_ROOT / "flows"
+    campaigns_dir: Path = PROJECT_ROOT / "campaigns"
     templates_dir: Path = PROJECT_ROOT / "templates" / "email"
     segment_refresh_hours: float = 24.0
     sendgrid_client: str = "pooled"
@@ -671,6 +674,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
                                           get("LIFECYCLE_HEARTBEAT_SECONDS") or "30", float)),
         log_level=log_level,
         flows_dir=_folder("LIFECYCLE_FLOWS_DIR", get("LIFECYCLE_FLOWS_DIR"), PROJECT_ROOT / "flows"),
+        campaigns_dir=_folder("LIFECYCLE_CAMPAIGNS_DIR", get("LIFECYCLE_CAMPAIGNS_DIR"),
+                              PROJECT_ROOT / "campaigns"),
         templates_dir=_folder("LIFECYCLE_TEMPLATES_DIR", get("LIFECYCLE_TEMPLATES_DIR"),
                               PROJECT_ROOT / "templates" / "email"),
         segment_refresh_hours=float(_positive("LIFECYCLE_SEGMENT_REFRESH_HOURS",

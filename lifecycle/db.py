@@ -34,10 +34,20 @@ def dumps_json(value: Any) -> str:
                       default=str)
 
 
+def _email_hash_or_none(email: str | None) -> str | None:
+    from lifecycle.models import email_hash
+
+    return email_hash(email) if email else None
+
+
 def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
     # Let SQLAlchemy, not the sqlite3 module, decide where transactions begin,
     # so that BEGIN, SAVEPOINT and DDL behave as on PostgreSQL.
     dbapi_connection.isolation_level = None
+    # lifecycle.models.email_hash in SQL (PostgreSQL writes it with sha256()): campaigns
+    # match their audience against the suppressions in one statement
+    dbapi_connection.create_function("lifecycle_email_hash", 1, _email_hash_or_none,
+                                     deterministic=True)
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")

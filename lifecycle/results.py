@@ -10,14 +10,15 @@ after it was sent again,
 :meth:`lifecycle.mail.outbox.Outbox.duplicates`), and — once each per mail, however often it
 happened — delivered, opened by a person (privacy-proxy opens are kept
 apart, see :mod:`lifecycle.mail.events`), clicked, replied to, unsubscribed
-from and bounced.
+from, bounced and reported as spam.
 
 **Conversions** are last-touch: a completed order is credited to the
-customer's latest mail — of any flow — sent or clicked at most
+customer's latest mail — of any flow or campaign — sent or clicked at most
 ``window`` before the order.  An order counts once in all of Lifecycle, so
-the revenue of two flows adds up to no more than the shop took; a mail
-credited with an order is a conversion of its flow, step and variant, and
-the order's total is its revenue.  Revenue is counted in the shop's reporting
+the revenue of two flows (or of a flow and a campaign) adds up to no more than
+the shop took; a mail credited with an order is a conversion of its flow, step
+and variant, and the order's total is its revenue (``converted`` counts the
+mails credited with one or more orders).  Revenue is counted in the shop's reporting
 currency (``LIFECYCLE_CURRENCY``); a converting order in another currency
 is a conversion all the same, and its total is kept apart, per currency
 (:attr:`Row.other_revenue`), never added to the revenue.
@@ -28,6 +29,9 @@ order used, whenever that order came: a code is its mail's own, so no window app
 Every send step of the flow (each A/B variant) has its row from the start,
 zeros before any mail went out.
 
+The counting is :func:`tally`'s, for any cohort of mails: a flow's here, a
+campaign's in :mod:`lifecycle.campaigns.results`.
+
 Over time, :attr:`FlowResults.daily` holds mails sent and conversions per
 UTC day; :func:`segment_sizes` gives each segment's size at the end of every
 day, from the stays in ``segment_memberships``.
@@ -37,13 +41,13 @@ from __future__ import annotations
 
 import bisect
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, func, or_, select
+from sqlalchemy import ColumnElement, Connection, and_, case, func, or_, select
 
 from lifecycle.models import (
     FlowEnrollment,
@@ -68,11 +72,13 @@ EVENT_COLUMNS = {
     "email_group_unsubscribed": "unsubscribed",
     "unsubscribed": "unsubscribed",
     "email_bounced": "bounced",
+    "email_spam_report": "spam_reports",
 }
 #: The statuses counted as skipped: not sent, and not an error.
 SKIPPED = (MessageStatus.SUPPRESSED.value, MessageStatus.CANCELLED.value)
 COLUMNS = ("decided", "sent", "failed", "skipped", "duplicates", "delivered", "opened", "clicked",
-           "replied", "unsubscribed", "bounced", "conversions", "redeemed")
+           "replied", "unsubscribed", "bounced", "spam_reports", "conversions", "converted",
+           "redeemed")
 
 
 @dataclass
@@ -128,7 +134,7 @@ def flow_results(conn: Connection, flow: str, start: datetime, end: datetime,
     ``step_order`` lists the flow's step ids in the order of its file, ``sends`` its send
     steps with their A/B variants (None for a step of one template): each gets its row
     even before a mail went out.  Revenue is in ``currency``; other currencies apart."""
-    m, t = Message.__table__, Touchpoint.__table__
+    m = Message.__table__
     cohort = and_(m.c.flow == flow, m.c.created_at >= start, m.c.created_at < end)
     rows: dict[tuple[str, str | None], Row] = {}
 
@@ -141,52 +147,8 @@ def flow_results(conn: Connection, flow: str, start: datetime, end: datetime,
     for step, variants in sends:
         for variant in variants:
             row(step, variant)
-    sent_expr = func.sum(case((m.c.status == MessageStatus.SENT.value, 1), else_=0))
-    failed_expr = func.sum(case((m.c.status == MessageStatus.FAILED.value, 1), else_=0))
-    skipped_expr = func.sum(case((m.c.status.in_(SKIPPED), 1), else_=0))
-    twice_expr = func.sum(case((m.c.duplicate_at.is_not(None), 1), else_=0))
-    for step, variant, decided, sent, failed, skipped, twice in conn.execute(
-            select(m.c.step, m.c.variant, func.count(), sent_expr, failed_expr, skipped_expr,
-                   twice_expr).where(cohort)
-            .group_by(m.c.step, m.c.variant)):
-        r = row(step, variant)
-        r.counts["decided"], r.counts["sent"] = int(decided), int(sent or 0)
-        r.counts["failed"], r.counts["skipped"] = int(failed or 0), int(skipped or 0)
-        r.counts["duplicates"] = int(twice or 0)
-    for step, variant, kind, mails in conn.execute(
-            select(m.c.step, m.c.variant, t.c.kind, func.count(func.distinct(t.c.message_id)))
-            .select_from(t.join(m, m.c.id == t.c.message_id))
-            .where(cohort, t.c.kind.in_(list(EVENT_COLUMNS)))
-            .group_by(m.c.step, m.c.variant, t.c.kind)):
-        row(step, variant).counts[EVENT_COLUMNS[kind]] += int(mails)
-    o = OfferCode.__table__
-    for step, variant, redeemed in conn.execute(
-            select(m.c.step, m.c.variant, func.count())
-            .select_from(o.join(m, m.c.id == o.c.message_id))
-            .where(cohort, o.c.redeemed_at.is_not(None)).group_by(m.c.step, m.c.variant)):
-        row(step, variant).counts["redeemed"] += int(redeemed)
-
-    daily = {d: Day(d) for d in _days(start, end)}
-    sent_mails = and_(cohort, m.c.status == MessageStatus.SENT.value)
-    cohort_sent: set[int] = set()
-    for message_id, sent_at in conn.execute(select(m.c.id, m.c.sent_at).where(sent_mails)):
-        cohort_sent.add(message_id)
-        day = as_utc(sent_at).date()
-        if day in daily:
-            daily[day].sent += 1
-    for message, ordered_at, total, paid_in in _conversions(conn, sent_mails, cohort_sent,
-                                                            start, end, window):
-        r = row(message.step, message.variant)
-        r.counts["conversions"] += 1
-        day = as_utc(ordered_at).date()
-        if day in daily:
-            daily[day].conversions += 1
-        if paid_in != currency:
-            r.other_revenue.add(paid_in, total)
-            continue
-        r.revenue += total
-        if day in daily:
-            daily[day].revenue += total
+    found = tally(conn, cohort, (m.c.step, m.c.variant), row, start, end, window, currency)
+    daily = [found.get(d, Day(d)) for d in _days(start, end)]
 
     e = FlowEnrollment.__table__
     enrollments = {status: int(n) for status, n in conn.execute(
@@ -196,36 +158,111 @@ def flow_results(conn: Connection, flow: str, start: datetime, end: datetime,
     order = {s: i for i, s in enumerate(step_order or [])}
     ordered = sorted(rows.values(), key=lambda r: (order.get(r.step, len(order)), r.step,
                                                    r.variant or ""))
-    total = Row("all steps")
-    for r in ordered:
+    return FlowResults(flow, start, end, window, enrollments, ordered,
+                       total_of(ordered, "all steps"), daily, currency)
+
+
+def tally(conn: Connection, cohort: ColumnElement[bool], group: Sequence[Any],
+          row: Callable[..., Row], start: datetime, end: datetime, window: timedelta,
+          currency: str) -> dict[date, Day]:
+    """Count the mails of a cohort — the ``messages`` rows ``cohort`` selects (a flow's
+    decided in a period, a campaign's) — into the :class:`Row` that ``row(*values)`` gives
+    for their values of the ``group`` columns of ``messages``; orders from ``start`` to
+    ``end`` + ``window`` are credited by last touch (see the module doc), revenue in
+    ``currency``.  The cohort's mails sent, conversions and revenue per UTC day, each day
+    that has any."""
+    m, t = Message.__table__, Touchpoint.__table__
+    sent_expr = func.sum(case((m.c.status == MessageStatus.SENT.value, 1), else_=0))
+    failed_expr = func.sum(case((m.c.status == MessageStatus.FAILED.value, 1), else_=0))
+    skipped_expr = func.sum(case((m.c.status.in_(SKIPPED), 1), else_=0))
+    twice_expr = func.sum(case((m.c.duplicate_at.is_not(None), 1), else_=0))
+    width = len(group)
+    for found in conn.execute(select(*group, func.count(), sent_expr, failed_expr, skipped_expr,
+                                     twice_expr).where(cohort).group_by(*group)):
+        r = row(*found[:width])
+        decided, sent, failed, skipped, twice = found[width:]
+        r.counts["decided"], r.counts["sent"] = int(decided), int(sent or 0)
+        r.counts["failed"], r.counts["skipped"] = int(failed or 0), int(skipped or 0)
+        r.counts["duplicates"] = int(twice or 0)
+    for found in conn.execute(
+            select(*group, t.c.kind, func.count(func.distinct(t.c.message_id)))
+            .select_from(t.join(m, m.c.id == t.c.message_id))
+            .where(cohort, t.c.kind.in_(list(EVENT_COLUMNS)))
+            .group_by(*group, t.c.kind)):
+        kind, mails = found[width:]
+        row(*found[:width]).counts[EVENT_COLUMNS[kind]] += int(mails)
+    o = OfferCode.__table__
+    for found in conn.execute(
+            select(*group, func.count())
+            .select_from(o.join(m, m.c.id == o.c.message_id))
+            .where(cohort, o.c.redeemed_at.is_not(None)).group_by(*group)):
+        row(*found[:width]).counts["redeemed"] += int(found[width])
+
+    daily: dict[date, Day] = {}
+
+    def on(day: date) -> Day:
+        if day not in daily:
+            daily[day] = Day(day)
+        return daily[day]
+
+    sent_mails = and_(cohort, m.c.status == MessageStatus.SENT.value)
+    key_of: dict[int, tuple[Any, ...]] = {}
+    for found in conn.execute(select(m.c.id, m.c.sent_at, *group).where(sent_mails)):
+        key_of[found[0]] = tuple(found[2:])
+        on(as_utc(found[1]).date()).sent += 1
+    converted: set[int] = set()
+    for message_id, ordered_at, total, paid_in in _conversions(conn, sent_mails, set(key_of),
+                                                               start, end, window):
+        r = row(*key_of[message_id])
+        r.counts["conversions"] += 1
+        if message_id not in converted:
+            converted.add(message_id)
+            r.counts["converted"] += 1
+        day = on(as_utc(ordered_at).date())
+        day.conversions += 1
+        if paid_in != currency:
+            r.other_revenue.add(paid_in, total)
+            continue
+        r.revenue += total
+        day.revenue += total
+    return daily
+
+
+def total_of(rows: Sequence[Row], label: str) -> Row:
+    """The rows added up, as a row named ``label``."""
+    total = Row(label)
+    for r in rows:
         for column in COLUMNS:
             total.counts[column] += r.counts[column]
         total.revenue += r.revenue
         for paid_in, amount in r.other_revenue:
             total.other_revenue.add(paid_in, amount)
-    return FlowResults(flow, start, end, window, enrollments, ordered, total,
-                       list(daily.values()), currency)
+    return total
 
 
 def _days(start: datetime, end: datetime) -> list[date]:
-    first, last = as_utc(start).date(), as_utc(end - timedelta(microseconds=1)).date()
+    return days_from(as_utc(start).date(), as_utc(end - timedelta(microseconds=1)).date())
+
+
+def days_from(first: date, last: date) -> list[date]:
+    """Every day from ``first`` to ``last``, both included."""
     return [first + timedelta(days=i) for i in range((last - first).days + 1)]
 
 
 def _conversions(conn: Connection, sent_mails: Any, cohort_sent: set[int], start: datetime,
-                 end: datetime, window: timedelta) -> list[tuple[Any, datetime, Decimal, str]]:
-    """``(mail, order time, order total, its currency)`` for each order credited to a mail of the cohort
-    (``sent_mails`` selects its sent mails, ``cohort_sent`` holds their ids)."""
+                 end: datetime, window: timedelta) -> list[tuple[int, datetime, Decimal, str]]:
+    """``(mail id, order time, order total, its currency)`` for each order credited to a mail
+    of the cohort (``sent_mails`` selects its sent mails, ``cohort_sent`` holds their ids).
+    The touches compared are every mail of the customer — of any flow or campaign."""
     m, t, o = Message.__table__, Touchpoint.__table__, Order.__table__
     customers = select(m.c.customer_id).where(sent_mails).distinct().scalar_subquery()
-    # Every touch of those customers (any flow's mail sent or clicked), by customer, in time.
+    # Every touch of those customers (any mail sent or clicked), by customer, in time.
     touches: dict[int, list[tuple[datetime, int]]] = defaultdict(list)
-    mails: dict[int, Any] = {}
-    for mail in conn.execute(select(m.c.id, m.c.customer_id, m.c.step, m.c.variant,
-                                    m.c.sent_at).where(
+    mails: set[int] = set()
+    for mail in conn.execute(select(m.c.id, m.c.customer_id, m.c.sent_at).where(
             m.c.customer_id.in_(customers), m.c.status == MessageStatus.SENT.value,
             m.c.sent_at >= start - window, m.c.sent_at < end + window)):
-        mails[mail.id] = mail
+        mails.add(mail.id)
         touches[mail.customer_id].append((as_utc(mail.sent_at), mail.id))
     for customer_id, message_id, at in conn.execute(select(
             t.c.customer_id, t.c.message_id, t.c.occurred_at).where(
@@ -247,7 +284,7 @@ def _conversions(conn: Connection, sent_mails: Any, cohort_sent: set[int], start
         if i < 0 or seq[i][0] <= at - window:
             continue
         if seq[i][1] in cohort_sent:
-            credited.append((mails[seq[i][1]], at, Decimal(str(total)), currency))
+            credited.append((seq[i][1], at, Decimal(str(total)), currency))
     return credited
 
 

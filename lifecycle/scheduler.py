@@ -70,6 +70,13 @@ def flows_job(app: App) -> None:
     tick(app)
 
 
+def campaigns_job(app: App) -> None:
+    """Start the campaigns that are due, mark finished ones sent (:mod:`lifecycle.campaigns`)."""
+    from lifecycle.campaigns.jobs import tick as campaigns_tick
+
+    campaigns_tick(app)
+
+
 def feedback_job(app: App) -> None:
     """Count or void the NPS votes whose hold has passed (see :mod:`lifecycle.feedback`)."""
     from lifecycle.feedback import settle_held
@@ -151,6 +158,7 @@ def default_jobs(heartbeat_seconds: float = 30.0) -> list[Job]:
             Job("segments.refresh", 300.0, segments_job),
             Job("feedback.settle", 0.0, feedback_job),
             Job("flows.tick", 0.0, flows_job),
+            Job("campaigns.tick", 0.0, campaigns_job),
             Job("mail.dispatch", 0.0, MailJob()),
             Job("offers.webhooks", 0.0, offers_job)]
 

@@ -115,7 +115,8 @@ def summary(kind: str, data: dict[str, Any], locale: Any = FALLBACK_LOCALE) -> s
     d = data
     if d.get("erased"):
         return f"{kind.replace('_', ' ')} (personal data erased)"
-    mail = f" — {d['flow']}/{d['step']}" if d.get("flow") and d.get("step") else ""
+    mail = f" — {d['flow']}/{d['step']}" if d.get("flow") and d.get("step") else (
+        f" — campaign {d['campaign']}" if d.get("campaign") else "")
     lines = {
         "order_placed": lambda: f"Order {d.get('order_id')}: {_amount(d, locale)} "
                                 f"(order no. {d.get('nth')})",

@@ -14,7 +14,12 @@ Points:
 * ``webhook-before-commit``: the web app stored and applied a post of SendGrid
   events in its transaction, not yet committed (``receipt``);
 * ``webhook-before-answer``: the web app committed a post of events and has not
-  answered it yet (``receipt``).
+  answered it yet (``receipt``);
+* ``campaign-start-before-commit``: the scheduler started a campaign (fixed its
+  audience, wrote its outbox rows) in its transaction, not yet committed
+  (``written``: the mails written);
+* ``campaign-start-after-commit``: the scheduler committed a campaign's start and
+  has done nothing after it (``written``).
 
 Nothing here is imported by Lifecycle itself.
 """
@@ -28,7 +33,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-POINTS = ("dispatch-enqueue", "webhook-before-commit", "webhook-before-answer")
+POINTS = ("dispatch-enqueue", "webhook-before-commit", "webhook-before-answer",
+          "campaign-start-before-commit", "campaign-start-after-commit")
 
 
 def _stop_here(marker: Path, found: dict[str, Any]) -> None:
@@ -71,8 +77,37 @@ def install(point: str, marker: Path) -> None:
             return receipt
 
         webhooks._receive = committed_not_answered
+    elif point.startswith("campaign-start-"):
+        _install_campaign_start(point, marker)
     else:
         raise SystemExit(f"unknown point {point!r}; one of {', '.join(POINTS)}")
+
+
+def _install_campaign_start(point: str, marker: Path) -> None:
+    """Stop in :meth:`Campaigns.start`'s transaction, or right after the campaign job's
+    loop of starts (each committed), before the job goes on."""
+    from lifecycle.campaigns import jobs, service
+
+    start = service.Campaigns.start
+    written: list[int] = []
+
+    def started(self: Any, *args: Any, **kwargs: Any) -> Any:
+        n = start(self, *args, **kwargs)
+        if n is not None:
+            written.append(n)
+            if point == "campaign-start-before-commit":
+                _stop_here(marker, {"point": point, "written": n, "pid": os.getpid()})
+        return n
+
+    service.Campaigns.start = started  # type: ignore[method-assign]
+    release = jobs.release_winners
+
+    def after_starts(app: Any, now: Any) -> int:
+        if written:
+            _stop_here(marker, {"point": point, "written": written[0], "pid": os.getpid()})
+        return release(app, now)
+
+    jobs.release_winners = after_starts  # type: ignore[assignment]
 
 
 def main() -> None:

@@ -25,6 +25,8 @@ def test_the_groups_keep_their_subcommands() -> None:
               if isinstance(command, click.Group)}
     assert groups == {
         "apikey": ["add", "list", "revoke"],
+        "campaign": ["cancel", "create", "list", "load", "pause", "preview", "resume",
+                     "schedule", "show", "test", "validate"],
         "customer": ["erase", "export", "show"],
         "db": ["check", "upgrade"],
         "flows": ["preview", "show", "simulate", "validate"],

@@ -68,6 +68,19 @@ def stop_workers(workers: list[subprocess.Popen[bytes]]) -> None:
             worker.kill()
 
 
+def post_events(app: App, fake: FakeSendGrid, seen: int) -> int:
+    """Store the stand-in's events after the first ``seen`` as SendGrid's Event Webhook would,
+    with one of the account's other mail (see :meth:`Campaign.step`); how many are seen now."""
+    with fake.state.lock:
+        new = list(fake.state.events[seen:])
+    other = {"email": "someone@elsewhere.example", "timestamp": int(time.time()),
+             "event": "delivered", "sg_event_id": f"other-{time.monotonic_ns()}",
+             "sg_message_id": "not-lifecycles.filter0001.1.0"}
+    with app.engine.begin() as conn:
+        record_events(conn, [*new, other], app.clock.now())
+    return seen + len(new)
+
+
 class Campaign:
     """A campaign's database, workers, scheduler loop and webhook pump."""
 
@@ -107,14 +120,7 @@ class Campaign:
         its lease (README, "Exactly once"), which the campaign's own events may not do when
         the other workers finish it first."""
         dispatch(self.app, self.enqueue)
-        with self.fake.state.lock:
-            new = list(self.fake.state.events[self.events_seen:])
-        self.events_seen += len(new)
-        other = {"email": "someone@elsewhere.example", "timestamp": int(time.time()),
-                 "event": "delivered", "sg_event_id": f"other-{time.monotonic_ns()}",
-                 "sg_message_id": "not-lifecycles.filter0001.1.0"}
-        with self.app.engine.begin() as conn:
-            record_events(conn, [*new, other], self.app.clock.now())
+        self.events_seen = post_events(self.app, self.fake, self.events_seen)
 
     def accepted(self) -> int:
         with self.fake.state.lock:

@@ -49,6 +49,14 @@ ROUTES = [
     ("GET", "/segments/{g}", "manager"),
     ("GET", "/segments/{g}/members.csv", "manager"),
     ("GET", "/catalog", "manager"),
+    ("GET", "/campaigns", "manager"),
+    ("GET", "/campaigns/new", "manager"),
+    ("POST", "/campaigns/new", "manager"),
+    ("GET", "/campaigns/{f}", "manager"),
+    ("GET", "/campaigns/{f}/edit", "manager"),
+    ("POST", "/campaigns/{f}/edit", "manager"),
+    ("POST", "/campaigns/{f}/test", "manager"),
+    ("POST", "/campaigns/{f}/pause", "manager"),
     ("GET", "/admin/staff", "admin"),
     ("POST", "/admin/staff", "admin"),
     ("POST", "/admin/staff/{s}", "admin"),
@@ -56,7 +64,7 @@ ROUTES = [
     ("POST", "/admin/apikeys", "admin"),
     ("POST", "/admin/apikeys/{k}/revoke", "admin"),
 ]
-STAFF_PREFIXES = ("/customers", "/flows", "/segments", "/catalog", "/admin")
+STAFF_PREFIXES = ("/customers", "/flows", "/campaigns", "/segments", "/catalog", "/admin")
 
 
 def sent_mail(app: App) -> tuple[int, int]:
@@ -80,6 +88,9 @@ def test_every_staff_route_is_in_the_role_table(app: App) -> None:
     # pause, resume and cancel share one route; the table names pause
     found.discard(("POST", "/customers/{customer_id}/mails/{message_id}/{action}"))
     listed.discard(("POST", "/customers/{customer_id}/mails/{message_id}/pause"))
+    # as do a campaign's schedule, pause, resume and cancel
+    found.discard(("POST", "/campaigns/{name}/{action}"))
+    listed.discard(("POST", "/campaigns/{name}/pause"))
     assert found == listed
 
 

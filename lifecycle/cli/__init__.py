@@ -6,6 +6,7 @@ import click
 
 from lifecycle.cli import (  # noqa: F401  (each module adds its commands to ``cli``)
     apikeys,
+    campaigns,
     catalog,
     config,
     customers,

@@ -119,7 +119,7 @@ def segments_members(name: str, as_csv: bool, limit: int | None) -> None:
     app = ready_app()
     defs = segment_definitions(app)
     if name not in defs.all_names():
-        from lifecycle.flows.definitions import _did_you_mean as did_you_mean
+        from lifecycle.flows.definitions import did_you_mean
 
         raise Failure(f"no segment {name!r}{did_you_mean(name, set(defs.all_names()))} in "
                       f"{defs.file}; `lifecycle segments list` names them all.")

@@ -180,16 +180,33 @@ class Context:
     #: False while segments.yaml itself has problems: the segment names flows use are not
     #: checked then (its own problem is the one reported, not one per flow naming a segment).
     segments_known: bool = True
+    #: The templates folder, when known (checks that read a template's text use it).
+    folder: Path | None = None
 
     @classmethod
     def from_folders(cls, templates_dir: Path, segments: set[str]) -> Context:
-        return cls(emails_in(templates_dir), segments)  # as the renderer sees its emails
+        return cls(emails_in(templates_dir), segments,  # as the renderer sees its emails
+                   folder=templates_dir)
 
 
 def _did_you_mean(name: str, known: set[str]) -> str:
     """`` (did you mean 'vip'?)`` for the closest of ``known`` to a misspelt ``name``, else ""."""
     close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+#: ``did you mean`` for other packages' messages (campaigns name segments and templates too).
+did_you_mean = _did_you_mean
+
+
+def parse_send(located: Located, context: Context, body: Any,
+               path: tuple[str | int, ...]) -> tuple[Send | None, list[Problem]]:
+    """A send step's body (``{template: …}`` or ``{variants: […]}``, an optional offer) as
+    a flow file has it, parsed by the flows' own rules; the send (None if it has problems)
+    and the problems.  Campaigns send in the same shape (:mod:`lifecycle.campaigns.spec`)."""
+    checker = _Checker(located, context)
+    send = checker.send(body, path)
+    return (send if not checker.problems else None), checker.problems
 
 
 class _Checker:

@@ -157,10 +157,18 @@ def compose(settings: Settings, message: Any, rendered: Rendered, now: datetime,
         "Feedback-ID": feedback_id("test" if test else ids["flow"], ids["step"],
                                    message.template, domain),
     }
+    campaign = str(context.get("campaign") or "") if not test else ""
+    if campaign:  # a campaign's mail: named as a flow's would be, by the campaign
+        headers["X-Lifecycle-Campaign"] = campaign
+        headers["Feedback-ID"] = feedback_id(f"campaign-{campaign}", message.variant or "",
+                                             message.template, domain)
+        ids["campaign"] = campaign
     if test:
         headers["X-Lifecycle-Test"] = "yes"  # its links change nothing for the customer
         ids["test"] = "1"
         categories: tuple[str, ...] = ("test",)
+    elif campaign:
+        categories = (f"campaign:{campaign}",)
     elif message.flow:
         categories = (f"flow:{message.flow}", f"step:{message.flow}/{message.step}")
     else:

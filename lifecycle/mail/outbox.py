@@ -96,7 +96,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from psycopg.types.json import Jsonb
-from sqlalchemy import Connection, bindparam, case, func, select, text, update
+from sqlalchemy import Connection, bindparam, case, func, select, text, true, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -142,6 +142,17 @@ def _logged(row: Any, now: datetime, outcome: str, detail: str | None = None) ->
     return [*(row.attempt_log or []), log_entry(now, outcome, detail)]
 
 
+#: ``last_error`` of a mail a campaign's pause holds (:mod:`lifecycle.campaigns.service`):
+#: only the campaign's resume releases it, not support staff's resume of the one mail.
+CAMPAIGN_HELD = "the campaign is paused"
+
+
+def _campaign_of(message: Any) -> dict[str, str]:
+    """``{"campaign": name}`` for a campaign's mail (its timeline entries name it), else {}."""
+    name = (message.context or {}).get("campaign") if hasattr(message, "context") else None
+    return {"campaign": name} if name else {}
+
+
 class Outbox:
     """Owns every status transition of ``messages`` rows; methods run in ``conn``'s transaction."""
 
@@ -157,9 +168,15 @@ class Outbox:
         queued = _messages.c.status == _S.QUEUED.value
         if not every_queued:
             queued = queued & (_messages.c.lease_expires_at < now)
+        # A campaign's mail put back by its worker (its claim ending) after the campaign was
+        # paused or cancelled is not handed out again: it waits for the resume, or never goes.
+        from lifecycle.campaigns.model import Campaign
+
+        stopped = select(Campaign.id).where(Campaign.id == _messages.c.campaign_id,
+                                            Campaign.status.in_(("paused", "cancelled")))
         query = (select(_messages.c.id)
                  .where(((_messages.c.status == _S.SCHEDULED.value) & (_messages.c.due_at <= now))
-                        | queued)
+                        | queued, ~stopped.exists())
                  .order_by(_messages.c.due_at, _messages.c.id).limit(limit))
         if self.pg:
             query = query.with_for_update(skip_locked=True)
@@ -228,7 +245,7 @@ class Outbox:
              "occurred_at": at, "recorded_at": at, "message_id": row.id,
              "source_key": f"email_sent:{row.id}",
              "data": {"flow": row.flow, "step": row.step, "template": row.template,
-                      "provider_message_id": provider_id,
+                      **_campaign_of(row), "provider_message_id": provider_id,
                       "subject": mail.subject if mail is not None else None}}
             for row, at, provider_id, mail in touches
             if not is_test(row)]  # a manager's test send: not the customer's
@@ -389,8 +406,11 @@ class Outbox:
                       "cancel": ((_S.SCHEDULED, _S.PAUSED), _S.CANCELLED)}[action]
         done = {"pause": "paused", "resume": "resumed", "cancel": "cancelled"}[action]
         row = self.conn.execute(select(_messages).where(_messages.c.id == message_id)).first()
+        held_by_campaign = _messages.c.last_error.is_not(None) & (
+            _messages.c.last_error == CAMPAIGN_HELD)
         if row is None or self.conn.execute(update(_messages).where(
                 _messages.c.id == message_id,
+                ~held_by_campaign if action == "resume" else true(),
                 _messages.c.status.in_([s.value for s in start])).values(
                 status=end.value, updated_at=now,
                 last_error=f"{done} by {staff}" if action != "resume" else None,
@@ -400,6 +420,7 @@ class Outbox:
             customer_id=row.customer_id, kind=f"mail_{done}", channel="support",
             occurred_at=now, recorded_at=now, message_id=row.id,
             data={"by": staff, "flow": row.flow, "step": row.step, "template": row.template,
+                  **_campaign_of(row),
                   "due_at": row.due_at.isoformat() if row.due_at else None}))
         return True
 
@@ -415,7 +436,8 @@ class Outbox:
             occurred_at=now, recorded_at=now, message_id=message.id,
             source_key=f"{kind}:{message.id}",
             data={"flow": message.flow, "step": message.step, "template": message.template,
-                  **data}).on_conflict_do_nothing(index_elements=["source_key"]))
+                  **_campaign_of(message), **data}).on_conflict_do_nothing(
+                index_elements=["source_key"]))
 
 
 #: `sent` for a batch on PostgreSQL: the server plans one UPDATE, not one per mail.

@@ -18,11 +18,14 @@ from lifecycle.models.products import CoPurchase, CustomerSuggestion, Product
 from lifecycle.models.staff import ApiKey, LoginThrottle, ProcessHeartbeat, StaffRole, StaffUser
 from lifecycle.models.touchpoints import Suppression, SuppressionReason, Touchpoint, email_hash
 
-# Last: the offers package keeps its tables beside its code, on the same Base.
-from lifecycle.offers.model import OfferCode, OfferWebhook  # noqa: E402
+# isort: split
+# Last: the offers and campaigns packages keep their tables beside their code, on the same Base.
+from lifecycle.campaigns.model import Campaign, CampaignChange, CampaignMember, CampaignStatus
+from lifecycle.offers.model import OfferCode, OfferWebhook
 
 __all__ = [
-    "ApiKey", "Base", "CoPurchase", "ConfigSnapshot", "Customer", "CustomerSuggestion", "EnrollmentStatus",
+    "ApiKey", "Base", "Campaign", "CampaignChange", "CampaignMember", "CampaignStatus",
+    "CoPurchase", "ConfigSnapshot", "Customer", "CustomerSuggestion", "EnrollmentStatus",
     "FlowEnrollment", "FlowStatusChange", "InstanceSecret",
     "LoginThrottle", "Message", "OfferCode", "OfferWebhook",
     "MessageContent", "MessageStatus", "NpsVote", "Order", "OrderStatus", "ProcessHeartbeat",

@@ -47,6 +47,9 @@ class Message(IdMixin, Base):
     enrollment_id: Mapped[int | None] = mapped_column(
         BigIntPK, ForeignKey("flow_enrollments.id"), index=True)
     flow: Mapped[str | None] = mapped_column(String(100))
+    #: The campaign that decided the mail (:mod:`lifecycle.campaigns`); None for flows.
+    campaign_id: Mapped[int | None] = mapped_column(
+        BigIntPK, ForeignKey("campaigns.id"), index=True)
     step: Mapped[str | None] = mapped_column(String(100))
     template: Mapped[str] = mapped_column(String(100))
     variant: Mapped[str | None] = mapped_column(String(50))

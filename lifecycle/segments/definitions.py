@@ -20,6 +20,7 @@ Every problem is reported as ``FILE:LINE:COLUMN: message``.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -254,8 +255,9 @@ class _ConditionParser:
             self.fail(path + ("op",), f"op must be one of {' '.join(OPERATORS)}")
             return None
         value = body["value"]
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            self.fail(path + ("value",), "value must be a number")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not math.isfinite(value):
+            self.fail(path + ("value",), "value must be a number (not .nan or .inf)")
             return None
         return MetricCondition(body["name"], body["op"], float(value))
 
@@ -362,6 +364,17 @@ class _ConditionParser:
                             "years)")
             return None
         return float(duration.days)
+
+
+def parse_condition(located: Located, node: Any, path: tuple[str | int, ...]
+                    ) -> tuple[Condition | None, list[Problem]]:
+    """A condition in the custom segments' language (``all``/``any``/``not``, ``metric``,
+    ``attribute``, ``touchpoint``, ``bought``, ``due_again``) found at ``path`` of
+    ``located``: the condition (None if it has problems) and the problems.  A campaign's
+    audience takes one (:mod:`lifecycle.campaigns.spec`)."""
+    parser = _ConditionParser(located)
+    condition = parser.parse(node, path)
+    return (condition if not parser.problems else None), parser.problems
 
 
 @dataclass(frozen=True)

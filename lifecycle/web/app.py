@@ -19,6 +19,7 @@ from lifecycle.models import Customer, Message, Order, ProcessHeartbeat
 from lifecycle.tasks import heartbeat
 from lifecycle.web.admin import admin_routes
 from lifecycle.web.api import KeyBeforeBody, api_routes, install_api_errors
+from lifecycle.web.campaigns import campaign_routes
 from lifecycle.web.catalog import catalog_routes
 from lifecycle.web.feedback import feedback_routes
 from lifecycle.web.limits import BodyLimit
@@ -55,6 +56,7 @@ def create_app(app: App) -> FastAPI:
     gate = Gate(app)
     web.include_router(staff_routes(app, gate))
     web.include_router(manager_routes(app, gate))
+    web.include_router(campaign_routes(app, gate))
     web.include_router(catalog_routes(app, gate))
     web.include_router(admin_routes(app, gate))
     install_api_errors(web)

@@ -221,10 +221,7 @@ def manager_routes(app: App, gate: Gate) -> APIRouter:
             return problem
         with app.engine.connect() as conn:
             if key:
-                c = Customer.__table__
-                person = conn.execute(select(c).where(or_(
-                    c.c.external_id == key, func.lower(c.c.email) == key.lower()))
-                    .order_by(c.c.id).limit(1)).first()
+                person = customer_by_id_or_email(conn, key)
                 missing = person is None
             if person is not None:
                 mails = preview_mails(conn, app.settings, flow, person, app.clock.now())
@@ -377,6 +374,15 @@ def manager_routes(app: App, gate: Gate) -> APIRouter:
 
 #: Switches of a flow's status listed on its page, newest first.
 SWITCHES_SHOWN = 10
+
+
+def customer_by_id_or_email(conn: Any, key: str) -> Any | None:
+    """The customer a preview is for: whose shop id is ``key``, or whose email address it is
+    (in any case); the first by row id if several."""
+    c = Customer.__table__
+    return conn.execute(select(c).where(or_(
+        c.c.external_id == key, func.lower(c.c.email) == key.lower()))
+        .order_by(c.c.id).limit(1)).first()
 
 
 def trigger_text(flow: Flow) -> str:

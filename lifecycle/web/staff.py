@@ -312,7 +312,8 @@ def staff_routes(app: App, gate: Gate) -> APIRouter:
                 conn, row.id, kinds=kinds, after=entries[0].cursor, limit=1))
             m, e, o = Message.__table__, FlowEnrollment.__table__, Order.__table__
             upcoming = [mail for mail in conn.execute(select(
-                m.c.id, m.c.flow, m.c.step, m.c.template, m.c.due_at, m.c.status, m.c.context)
+                m.c.id, m.c.flow, m.c.step, m.c.template, m.c.due_at, m.c.status, m.c.context,
+                m.c.last_error)
                 .where(m.c.customer_id == row.id, m.c.status.in_(("scheduled", "paused")))
                 .order_by(m.c.due_at)) if not is_test(mail)]  # a test send is the manager's
             enrollments = list(conn.execute(select(
