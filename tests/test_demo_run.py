@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
+from html import unescape
 from pathlib import Path
 
 import httpx
@@ -70,7 +71,8 @@ def all_steps(page: str) -> dict[str, int]:
     """The figures of a flow results page's "all steps" row by their column's heading
     (decided, sent, delivered, human opens …)."""
     head = page[page.index('<th scope="col">Step</th>'):]
-    names = re.findall(r'<th scope="col" class="n">([^<]+)</th>', head[:head.index("</tr>")])
+    names = [unescape(n).replace("\u00ad", "") for n in re.findall(  # soft hyphens: invisible
+        r'<th scope="col" class="n">([^<]+)</th>', head[:head.index("</tr>")])]
     row = page[page.index(">all steps<"):]
     row = row[:row.index("</tr>")]
     figures = [int(n.replace(",", "")) for n in re.findall(r'<td class="n">\s*([\d,]+)', row)]
