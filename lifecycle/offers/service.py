@@ -131,17 +131,27 @@ def issue(conn: Connection, offer: Offer, code: str, *, customer: Any, flow: str
         kind=offer.kind, value=_value(offer), currency=offer.currency, expires_at=expires_at,
         created_at=now).returning(_offers.c.id)).scalar_one()
     if notify:
-        from lifecycle.offers.webhooks import payload
+        conn.execute(insert(_hooks).values(**_created_hook(
+            offer_id, offer, code, expires_at, now, {"flow": flow, "step": step},
+            customer.external_id, customer.email)))
+    return Issued(offer_id, code)
 
-        conn.execute(insert(_hooks).values(
-            offer_id=offer_id, event=CREATED, webhook_id=webhook_id(offer_id),
-            payload=payload(CREATED, now, {
+
+def _created_hook(offer_id: int, offer: Offer, code: str, expires_at: datetime, now: datetime,
+                  source: dict[str, Any], customer_id: str, email: str | None
+                  ) -> dict[str, Any]:
+    """The ``offer_webhooks`` row that tells the shop of a new code (``source``: where it
+    came from — its flow and step, or its campaign)."""
+    from lifecycle.offers.webhooks import payload
+
+    return {"offer_id": offer_id, "event": CREATED, "webhook_id": webhook_id(offer_id),
+            "payload": payload(CREATED, now, {
                 "code": code, "kind": offer.kind, "value": offer.value,
                 "currency": offer.currency, "expires_at": as_utc(expires_at).isoformat(),
-                "created_at": as_utc(now).isoformat(), "flow": flow, "step": step,
-                "customer": {"id": customer.external_id, "email": customer.email}}),
-            status=WebhookStatus.PENDING.value, attempts=0, next_attempt_at=now, created_at=now))
-    return Issued(offer_id, code)
+                "created_at": as_utc(now).isoformat(), **source,
+                "customer": {"id": customer_id, "email": email}}),
+            "status": WebhookStatus.PENDING.value, "attempts": 0, "next_attempt_at": now,
+            "created_at": now}
 
 
 def issue_many(conn: Connection, offer: Offer, mails: Sequence[Any], *, campaign: str,
@@ -152,7 +162,6 @@ def issue_many(conn: Connection, offer: Offer, mails: Sequence[Any], *, campaign
     and with ``notify`` announced to the shop.  A few statements per thousand mails; how
     many were issued."""
     from lifecycle.db import insert_new
-    from lifecycle.offers.webhooks import payload
 
     issued = 0
     for start in range(0, len(mails), 1000):
@@ -179,17 +188,10 @@ def issue_many(conn: Connection, offer: Offer, mails: Sequence[Any], *, campaign
                 offer, code, as_utc(by_id[mid].due_at) + offer.valid)}}
             for mid, code in stored.items()])
         if notify:
-            insert_new(conn, _hooks, [{
-                "offer_id": ids[mid], "event": CREATED, "webhook_id": webhook_id(ids[mid]),
-                "payload": payload(CREATED, now, {
-                    "code": code, "kind": offer.kind, "value": offer.value,
-                    "currency": offer.currency,
-                    "expires_at": (as_utc(by_id[mid].due_at) + offer.valid).isoformat(),
-                    "created_at": as_utc(now).isoformat(), "flow": None, "step": None,
-                    "campaign": campaign, "customer": {"id": by_id[mid].external_id,
-                                                       "email": by_id[mid].email}}),
-                "status": WebhookStatus.PENDING.value, "attempts": 0, "next_attempt_at": now,
-                "created_at": now} for mid, code in stored.items()], ("webhook_id",))
+            insert_new(conn, _hooks, [_created_hook(
+                ids[mid], offer, code, as_utc(by_id[mid].due_at) + offer.valid, now,
+                {"flow": None, "step": None, "campaign": campaign}, by_id[mid].external_id,
+                by_id[mid].email) for mid, code in stored.items()], ("webhook_id",))
         issued += len(stored)
     return issued
 
