@@ -13,7 +13,7 @@ from sqlalchemy import Connection, insert, select
 from lifecycle.campaigns import audience
 from lifecycle.campaigns.audience import Rules
 from lifecycle.campaigns.model import Campaign, CampaignMember
-from lifecycle.campaigns.service import HELD, CampaignError, Campaigns
+from lifecycle.campaigns.service import HELD, LATE_WINDOW, CampaignError, Campaigns
 from lifecycle.campaigns.spec import parse_spec
 from lifecycle.flows.definitions import Context
 from lifecycle.flows.timing import QuietHours
@@ -198,6 +198,27 @@ def test_cancel_withdraws_every_unsent_mail_and_keeps_the_sent(conn: Connection)
     assert Counter(m.status for m in mails(conn, cid)) == {"sent": 1, "cancelled": 2}
     with pytest.raises(CampaignError, match="is cancelled already"):
         Campaigns(conn).cancel("spring", "max@shop.example", T0)
+
+
+def test_a_mail_a_worker_held_at_the_cancel_and_put_back_is_withdrawn_at_the_next_tick(
+        conn: Connection) -> None:
+    for i in range(2):
+        member(conn, f"c{i}", "loyal")
+    cid, _ = started(conn, SPRING)
+    held = mails(conn, cid)[0]
+    conn.execute(Message.__table__.update().where(Message.id == held.id).values(
+        status="sending"))
+    campaigns = Campaigns(conn)
+    assert campaigns.cancel("spring", "max@shop.example", T0) == 1
+    # The worker's post failed before it started: the mail is put back, scheduled again.
+    conn.execute(Message.__table__.update().where(Message.id == held.id).values(
+        status="scheduled"))
+    assert campaigns.withdraw_late(T0 + timedelta(minutes=5)) == 1
+    assert Counter(m.status for m in mails(conn, cid)) == {"cancelled": 2}
+    # Long after the cancel nothing is looked at any more (the scheduler's query stays small).
+    conn.execute(Message.__table__.update().where(Message.id == held.id).values(
+        status="scheduled"))
+    assert campaigns.withdraw_late(T0 + LATE_WINDOW + timedelta(minutes=1)) == 0
 
 
 def test_a_campaign_is_sent_once_every_mail_is_settled(conn: Connection) -> None:

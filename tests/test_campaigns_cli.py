@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -382,6 +383,11 @@ def test_show_after_the_start_gives_the_audience_as_it_was_fixed_and_the_results
     text = run(env, "campaign", "show", "spring")
     assert "Audience fixed at the start: 4 customers, 2 to be mailed." in text
     assert "Results" in text and "human opens" in text and "spam reports" in text
+    narrow = CliRunner().invoke(cli, ["campaign", "show", "spring"],
+                                env={**env, "COLUMNS": "80"}).stdout
+    results = narrow[narrow.index("Results"):]
+    assert max(map(len, results.splitlines())) <= 80  # a measure per row: every name whole
+    assert re.search(r"human opens\W+0\W", results) and re.search(r"spam reports\W+0\W", results)
     assert shown["results"]["total"]["decided"] == 2  # the two mails written, none sent yet
     assert shown["results"]["total"]["sent"] == 0
 

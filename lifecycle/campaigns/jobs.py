@@ -85,6 +85,7 @@ def tick(app: App) -> int:
     release_winners(app, now)
     with app.engine.begin() as conn:
         Campaigns(conn).finish_settled(now)
+        Campaigns(conn).withdraw_late(now)
     return started
 
 

@@ -47,6 +47,9 @@ _S = CampaignStatus
 HELD = CAMPAIGN_HELD
 CANCELLED = "the campaign was cancelled"
 #: Statuses of a mail still waiting or on its way.
+#: How long after a cancel the scheduler still withdraws a mail of the campaign that a worker
+#: held at the cancel and put back: far beyond a send lease and the retries of one attempt.
+LATE_WINDOW = timedelta(days=1)
 UNSETTLED = (MessageStatus.SCHEDULED.value, MessageStatus.QUEUED.value,
              MessageStatus.SENDING.value, MessageStatus.PAUSED.value)
 
@@ -169,16 +172,35 @@ class Campaigns:
         if not self._move(row, (_S.DRAFT.value, _S.SCHEDULED.value, _S.SENDING.value,
                                 _S.PAUSED.value), _S.CANCELLED.value, now, finished_at=now):
             raise CampaignError(f"the campaign {name!r} is {row.status} already")
-        withdrawn = self.conn.execute(update(Message).where(
-            Message.campaign_id == row.id,
-            Message.status.in_((MessageStatus.SCHEDULED.value, MessageStatus.QUEUED.value,
-                                MessageStatus.PAUSED.value))
-        ).values(status=MessageStatus.CANCELLED.value, last_error=CANCELLED,
-                 lease_expires_at=None, updated_at=now)).rowcount
+        withdrawn = self._withdraw(Message.campaign_id == row.id, now)
         self._record(row, "cancel", _S.CANCELLED.value, by, now, f"{withdrawn} mails withdrawn")
         log.info("Campaign %s was cancelled by %s: %d unsent mails withdrawn.", name, by,
                  withdrawn)
         return int(withdrawn)
+
+    def _withdraw(self, which: Any, now: datetime) -> int:
+        """Cancel the unsent mails ``which`` selects (those not on their way): how many."""
+        return int(self.conn.execute(update(Message).where(
+            which, Message.status.in_((MessageStatus.SCHEDULED.value, MessageStatus.QUEUED.value,
+                                       MessageStatus.PAUSED.value))
+        ).values(status=MessageStatus.CANCELLED.value, last_error=CANCELLED,
+                 lease_expires_at=None, updated_at=now)).rowcount)
+
+    def withdraw_late(self, now: datetime) -> int:
+        """Cancel the mails of campaigns cancelled in the last :data:`LATE_WINDOW` that came
+        back after the cancel: a mail a worker held at that moment and then put back or left to
+        be retried (its lease ran out, SendGrid asked for a retry) is ``scheduled`` again, and
+        would otherwise wait for ever, listed as upcoming.  How many."""
+        recent = select(Campaign.id).where(Campaign.status == _S.CANCELLED.value,
+                                           Campaign.finished_at >= now - LATE_WINDOW)
+        ids = list(self.conn.execute(recent).scalars())
+        if not ids:
+            return 0
+        withdrawn = self._withdraw(Message.campaign_id.in_(ids), now)
+        if withdrawn:
+            log.info("%d mails of cancelled campaigns came back after the cancel (a worker held "
+                     "them); they are withdrawn too.", withdrawn)
+        return withdrawn
 
     # -- the scheduler -------------------------------------------------------
     def start(self, row: Any, spec: CampaignSpec, rules: Rules, now: datetime) -> int | None:

@@ -398,14 +398,19 @@ def _results_json(results: Any) -> dict[str, Any]:
 
 
 def _print_results(console: Console, results: Any) -> None:
+    """One row per measure, one column per variant and the total: a campaign has few
+    variants and many measures, so the table fits a terminal of 80 columns."""
     from lifecycle.campaigns.results import HEADINGS
 
     shown = [c for c in HEADINGS if c not in ("decided", "skipped")]
-    table = Table("variant", *(HEADINGS[c] for c in shown), f"revenue ({results.currency})",
-                  title="Results")
-    for r in [*results.rows, results.total]:
-        table.add_row(r.variant or ("total" if r is results.total else "-"),
-                      *(str(r.counts.get(c, 0)) for c in shown), str(r.revenue))
+    columns = [*results.rows, results.total]
+    labels = [r.variant or ("total" if r is results.total else "-") for r in columns]
+    if len(results.rows) == 1 and results.rows[0].variant is None:
+        columns, labels = [results.total], ["all"]
+    table = Table("", *labels, title="Results")
+    for c in shown:
+        table.add_row(HEADINGS[c], *(str(r.counts.get(c, 0)) for r in columns))
+    table.add_row(f"revenue ({results.currency})", *(str(r.revenue) for r in columns))
     console.print(table)
 
 
