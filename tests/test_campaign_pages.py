@@ -119,6 +119,18 @@ def test_every_problem_of_the_form_is_shown_beside_its_field_and_what_was_typed_
         assert conn.execute(select(Campaign.id)).first() is None
 
 
+def test_a_form_without_a_template_says_so_once_beside_the_template(app: App, web: TestClient
+                                                                   ) -> None:
+    client, csrf = manager(app, web)
+    page = client.post("/campaigns/new", data={
+        "csrf": csrf, "name": "spring", "template": "", "segments": ["vip"],
+        "schedule": "now", "throttle": "none"}).text
+    shown = re.findall(r'<p class="error" id="template-problem-\d+">([^<]*)</p>', page)
+    shown = [unescape(s) for s in shown]
+    assert shown == ["choose the template of the campaign's mail"]
+    assert "1 problem" in text_of(page)
+
+
 def test_a_name_taken_already_is_refused_beside_the_name(app: App, web: TestClient) -> None:
     client, csrf = created(app, web)
     answer = client.post("/campaigns/new", data={**FORM, "csrf": csrf})
@@ -169,6 +181,19 @@ def test_the_page_shows_the_audience_s_size_and_who_is_left_out_and_why_before_s
     assert "unsubscribed or suppressed 1" in page and "no marketing consent 1" in page
     assert "frequency cap 0" in page and "left out in all 2" in page
     assert "kind: marketing" in client.get("/campaigns/spring").text  # the definition
+
+
+def test_the_page_says_a_mail_due_in_quiet_hours_waits_for_their_end(app: App, web: TestClient
+                                                                     ) -> None:
+    from lifecycle.flows.service import policies_of
+
+    vips(app, 1)
+    client, _ = created(app, web)
+    quiet = policies_of(app).quiet
+    hours = f"{quiet.start:%H:%M}–{quiet.end:%H:%M}"
+    page = text_of(client.get("/campaigns/spring").text)
+    assert f"A mail due in its customer's quiet hours ({hours} in their time zone" in page
+    assert "waits until they end" in page
 
 
 def test_a_preview_for_a_customer_and_a_test_send_to_the_manager(app: App, web: TestClient

@@ -12,7 +12,7 @@ from sqlalchemy import Connection, insert, select
 
 from lifecycle.campaigns import audience
 from lifecycle.campaigns.audience import Rules
-from lifecycle.campaigns.model import Campaign, CampaignMember
+from lifecycle.campaigns.model import Campaign, CampaignChange, CampaignMember
 from lifecycle.campaigns.service import HELD, LATE_WINDOW, CampaignError, Campaigns
 from lifecycle.campaigns.spec import parse_spec
 from lifecycle.flows.definitions import Context
@@ -286,6 +286,9 @@ def test_only_a_draft_or_a_campaign_paused_before_its_start_can_be_changed(
     campaigns.start(campaigns.get("spring"), s, RULES, T0)
     with pytest.raises(CampaignError, match="only a draft or a campaign paused before"):
         campaigns.edit("spring", {"v": 4}, "max@shop.example", T0)
+    details = dict(conn.execute(select(CampaignChange.action, CampaignChange.detail)).all())
+    assert details["schedule"] == "starts 2026-03-02 12:00 UTC"  # moments in words, in UTC
+    assert details["start"].endswith("(scheduled for 2026-03-02 12:00 UTC)")
 
 
 def test_the_rest_of_an_ab_test_with_an_offer_gets_codes_when_the_winner_goes(

@@ -54,6 +54,11 @@ UNSETTLED = (MessageStatus.SCHEDULED.value, MessageStatus.QUEUED.value,
              MessageStatus.SENDING.value, MessageStatus.PAUSED.value)
 
 
+def _utc_words(moment: datetime) -> str:
+    """A moment as the history shows it: ``2026-05-01 08:00 UTC``."""
+    return f"{as_utc(moment):%Y-%m-%d %H:%M} UTC"
+
+
 class CampaignError(ValueError):
     """What a manager asked cannot be done (in words for them)."""
 
@@ -126,7 +131,7 @@ class Campaigns:
             raise CampaignError(f"the campaign {name!r} is {row.status}: only a draft can be "
                                 "scheduled")
         self._record(row, "schedule", _S.SCHEDULED.value, by, now,
-                     f"starts {starts.isoformat()}")
+                     f"starts {_utc_words(starts)}")
         return starts
 
     def pause(self, name: str, by: str, now: datetime) -> int:
@@ -220,7 +225,7 @@ class Campaigns:
             audience_size=size, mailed=written, winner_due_at=winner_due))
         self._record(row, "start", _S.SENDING.value, "scheduler", now,
                      f"audience {size}, {written} mails written"
-                     f" (scheduled for {start.isoformat()})")
+                     f" (scheduled for {_utc_words(start)})")
         log.info("Campaign %s started: audience %d customers fixed, %d mails written, %d left "
                  "out.", spec.name, size, written, size - to_mail)
         return written

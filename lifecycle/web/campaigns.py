@@ -280,6 +280,8 @@ def campaign_routes(app: App, gate: Gate) -> APIRouter:
                 key = FIELDS[p.line - 1] if 1 <= p.line <= len(FIELDS) else "name"
                 if key == "name" and p.message.startswith("the campaign's name"):
                     continue  # said above, in shorter words
+                if key in problems and key in ("template", "schedule"):
+                    continue  # the form said what is missing there: one message a field
                 problems.setdefault(key, []).append(p.message)
             return raw, None, problems
         return raw, (None if problems else spec), problems
@@ -385,6 +387,7 @@ def campaign_routes(app: App, gate: Gate) -> APIRouter:
         key = customer.strip()
         person, mails, missing = None, [], False
         fixed = row.started_at is not None  # the audience is fixed when the campaign starts
+        rules = rules_of(app)
         with app.engine.connect() as conn:
             changes = conn.execute(select(CampaignChange.__table__).where(
                 CampaignChange.campaign_id == row.id).order_by(CampaignChange.id.desc())
@@ -392,7 +395,7 @@ def campaign_routes(app: App, gate: Gate) -> APIRouter:
             if fixed:
                 size, left = row.audience_size or 0, dict(left_out_counts(conn, row.id))
             elif spec is not None and row.status != CampaignStatus.CANCELLED.value:
-                size, left = count_audience(conn, spec, now, rules_of(app))
+                size, left = count_audience(conn, spec, now, rules)
             else:
                 size, left = None, {}
             by_status = dict(conn.execute(select(Message.status, func.count()).where(
@@ -412,7 +415,7 @@ def campaign_routes(app: App, gate: Gate) -> APIRouter:
             "nonce": secrets.token_urlsafe(12), "sent": sent, "done": DONE.get(done or ""),
             "problem": problem, "results": results, "audience_words": audience_words,
             "schedule_words": schedule_words, "throttle_words": throttle_words,
-            "changeable": changeable(row)},
+            "changeable": changeable(row), "quiet": rules.quiet},
             status_code=status_code)
 
     @router.get("/campaigns/{name}", response_class=HTMLResponse)
