@@ -154,9 +154,24 @@ def test_validate_prints_each_problem_at_its_line_with_a_did_you_mean_and_exits_
     assert lines[1] == (f"{bad}:5:21: unknown segment 'vipp' (did you mean 'vip'?); see "
                         "flows/segments.yaml (`lifecycle segments list`)")
     assert lines[2].startswith(f"{bad}:7:") and 'write the time in quotes' in lines[2]
-    assert result.stdout.strip() == "3 problems in 2 campaign files."
+    assert result.stdout.strip() == (
+        "3 problems: 3 in 1 of 2 campaign files; without problems: good.")
     one = invoke(no_database_env(tmp_path), "campaign", "validate", str(folder / "good.yaml"))
     assert one.exit_code == 0 and one.stdout.strip() == "1 campaign file without problems: good."
+
+
+def test_validate_counts_a_broken_segments_file_apart_from_the_campaign_files(
+        tmp_path: Path, folder: Path) -> None:
+    (folder / "good.yaml").write_text(SPRING, encoding="utf-8")
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    (flows / "segments.yaml").write_text("segments:\n  vip: [\n", encoding="utf-8")
+    result = invoke({**no_database_env(tmp_path), "LIFECYCLE_CAMPAIGNS_DIR": str(folder),
+                     "LIFECYCLE_FLOWS_DIR": str(flows)}, "campaign", "validate")
+    assert result.exit_code == 1
+    assert result.stderr.startswith(str(flows / "segments.yaml"))
+    assert result.stdout.strip() == (
+        "1 problem: 1 in the templates or segments.yaml they name; without problems: good.")
 
 
 def test_loading_a_file_stores_a_draft_named_by_it_with_the_file_as_its_source(

@@ -86,17 +86,24 @@ def campaign_validate(path: Path | None) -> None:
     target = path or app.settings.campaigns_dir
     files = [target] if target.is_file() else campaign_files(target)
     context, problems = file_context(app.settings.templates_dir, app.settings.segments_file)
-    good = []
+    shared = len(problems)  # of the templates folder or segments.yaml: every file's
+    good, bad = [], 0
     for file in files:
         try:
             good.append(read_campaign(file, context)[0].name)
         except InvalidFile as exc:
             problems.extend(exc.problems)
+            bad += 1
     for problem in problems:
         click.echo(str(problem), err=True)
     if problems:
-        click.echo(f"{len(problems)} problem{'s' if len(problems) != 1 else ''} in "
-                   f"{len(files)} campaign file{'s' if len(files) != 1 else ''}.")
+        said = [f"{len(problems) - shared} in {bad} of {len(files)} campaign "
+                f"file{'s' if len(files) != 1 else ''}"] if bad else []
+        if shared:
+            said.append(f"{shared} in the templates or segments.yaml they name")
+        click.echo(f"{len(problems)} problem{'s' if len(problems) != 1 else ''}: "
+                   + "; ".join(said) + (f"; without problems: {', '.join(good)}" if good
+                                        else "") + ".")
         raise SystemExit(1)
     click.echo(f"{len(good)} campaign file{'s' if len(good) != 1 else ''} without problems: "
                f"{', '.join(good) or '-'}.")
