@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, insert, select, text
 
 from lifecycle.campaigns import audience
 from lifecycle.campaigns.audience import Rules
@@ -435,3 +435,44 @@ def test_an_offer_whose_template_never_shows_it_is_refused() -> None:
     [problem] = caught.value.problems
     assert problem.line == 2 and problem.message.startswith(
         "the template vip_early_access never shows the offer (no `offer` in any of its parts)")
+
+
+def _per_row_scans_of_messages(conn: Connection, query: str, values: dict) -> list[str]:  # type: ignore[type-arg]
+    """The plan's steps that read ``messages`` once per customer (a correlated subquery)."""
+    if conn.dialect.name == "postgresql":
+        plan = conn.execute(text(f"EXPLAIN (FORMAT JSON) {query}"), values).scalar_one()
+        found: list[str] = []
+
+        def walk(node: dict, correlated: bool) -> None:  # type: ignore[type-arg]
+            correlated = correlated or (node.get("Parent Relationship") == "SubPlan"
+                                        and not node.get("Subplan Name", "").startswith("hashed"))
+            if correlated and node.get("Relation Name") == "messages":
+                found.append(node["Node Type"])
+            for child in node.get("Plans", []):
+                walk(child, correlated)
+
+        walk(plan[0]["Plan"], False)
+        return found
+    steps = conn.execute(text(f"EXPLAIN QUERY PLAN {query}"), values).all()
+    parents = {row[0]: row for row in steps}
+    found = []
+    for row in steps:
+        chain, parent = [], row[1]
+        while parent in parents:
+            chain.append(parents[parent][3])
+            parent = parents[parent][1]
+        if " x " in f" {row[3]} " or " y " in f" {row[3]} ":  # messages AS x / y
+            if any(step.startswith("CORRELATED") for step in chain):
+                found.append(row[3])
+    return found
+
+
+def test_the_audience_reads_the_mails_already_written_in_one_pass_not_once_per_customer(
+        conn: Connection) -> None:
+    from lifecycle.campaigns.audience import Params, audience_query, dialect
+
+    member(conn, "ann", "loyal")
+    p = Params()
+    query = audience_query(spec(SPRING), dialect(conn, RULES), p, T0, RULES)
+    assert "messages AS x" in query and "messages AS y" in query  # the cap and the day's rule
+    assert _per_row_scans_of_messages(conn, query, p.values) == []
