@@ -203,6 +203,22 @@ class Databases:
         self._pg_admin.dispose()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def cheap_password_hashing() -> Iterator[None]:
+    """Staff passwords hashed with argon2-cffi's profile for tests (``profiles.CHEAPEST``) in
+    the test process: the product's costs about 60 ms a hash (more on a busy machine) and the
+    page tests make and log in hundreds of accounts.  Processes the tests start keep the
+    product's cost, which ``tests/test_staff_pages.py`` checks in one."""
+    from argon2 import PasswordHasher, profiles
+
+    import lifecycle.staff
+
+    kept = lifecycle.staff._hasher
+    lifecycle.staff._hasher = PasswordHasher.from_parameters(profiles.CHEAPEST)
+    yield
+    lifecycle.staff._hasher = kept
+
+
 @pytest.fixture(scope="session")
 def databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Databases]:
     dbs = Databases(tmp_path_factory.mktemp("databases"))
