@@ -105,8 +105,8 @@ class Within:
 
 @dataclass
 class Bucket:
-    """Buyers whose second order came ``low``–``high`` days after the first (``high`` None:
-    above ``low``); a gap of 7.5 days is in 8–30."""
+    """Buyers whose second order came more than ``low`` and at most ``high`` days after the
+    first (the first bucket from 0 included; ``high`` None: more than ``low``)."""
 
     low: int
     high: int | None
@@ -208,7 +208,7 @@ def repurchase(conn: Connection, as_of: datetime) -> Repurchase:
     buckets, low = [], 0
     for i, high in enumerate((*GAP_BUCKETS, None)):
         buckets.append(Bucket(low, high, int(getattr(row, f"bucket{i}") or 0)))
-        low = (high or 0) + 1
+        low = high or 0
     return Repurchase(as_of, int(row.buyers), int(row.repeaters or 0),
                       [Within(d, int(getattr(row, f"eligible{d}") or 0),
                               int(getattr(row, f"repeated{d}") or 0)) for d in WITHIN_DAYS],
