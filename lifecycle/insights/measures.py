@@ -325,6 +325,11 @@ class Clv:
     overall: list[tuple[int, int, Decimal]]  # (age, customers pooled, revenue per customer)
     left_out: list[LeftOut]
 
+    @property
+    def pooled(self) -> dict[int, Decimal]:
+        """:attr:`overall` as revenue per customer by age."""
+        return {k: v for k, _n, v in self.overall}
+
     def to_json(self) -> dict[str, Any]:
         return {"as_of": self.as_of.isoformat(), "currency": self.currency,
                 "overall": [{"months_since": k, "customers": n, "revenue_per_customer": str(v)}
