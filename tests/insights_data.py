@@ -89,3 +89,52 @@ def _mail(conn: Connection, key: str, customer_id: int, flow: str | None,
         step="s", template="t", to_email="x@example.com", status=status,
         due_at=sent or at(1, 1), sent_at=sent, context={}, created_at=sent or at(1, 1),
         updated_at=sent or at(1, 1)).returning(Message.id)).scalar_one())
+
+
+#: What customers say with their NPS answers in :func:`busy_shop`.
+SAYINGS = ("Lovely tea, quick delivery.", "The parcel took a week.", "Great coffee, pricey.",
+           "Exactly as described.", "Wrong grind, but support sorted it.")
+
+
+def busy_shop(app: Any) -> None:
+    """A sample shop of a year (300 customers, orders until the app's clock) with its
+    segments refreshed, NPS answers of the last six months (a few with a comment), and flow
+    and campaign mails sent a day or two before some orders: a page worth a screenshot."""
+    import random
+    from datetime import timedelta
+
+    from sqlalchemy import select
+
+    from lifecycle.cli.sample import load_sample
+    from lifecycle.models import Order, Touchpoint
+    from lifecycle.segments.compute import refresh_all
+    from lifecycle.segments.service import definitions
+
+    now = app.clock.now()
+    load_sample(app, 300, 2.5, 1.0, 11, now, None)
+    rng = random.Random(7)
+    with app.engine.begin() as conn:
+        refresh_all(conn, definitions(app), now, now)
+        orders = conn.execute(select(Order.customer_id, Order.ordered_at).where(
+            Order.status == "completed", Order.ordered_at > now - timedelta(days=365))
+            .order_by(Order.id)).all()
+        spring = conn.execute(insert(Campaign).values(
+            name="spring_tea", spec={}, status="sent", source="cli", created_by="test",
+            created_at=now, updated_at=now).returning(Campaign.id)).scalar_one()
+        for n, (customer_id, ordered_at) in enumerate(orders):
+            pick = rng.random()
+            if pick < 0.35:  # a mail a day or two before this order
+                flow, campaign = (None, spring) if pick < 0.08 else (
+                    rng.choice(("thank_you", "second_purchase", "win_back")), None)
+                _mail(conn, f"busy-{n}", customer_id, flow, campaign,
+                      ordered_at - timedelta(hours=rng.randint(6, 60)), "sent")
+        people = sorted({customer_id for customer_id, _at in orders})
+        for n in range(90):
+            score = rng.choices(range(11), (2, 1, 1, 2, 2, 3, 5, 8, 12, 18, 16))[0]
+            when = now - timedelta(days=rng.uniform(0, 180))
+            data: dict[str, Any] = {"score": score, "question": "nps"}
+            if rng.random() < 0.3:
+                data["comment"] = rng.choice(SAYINGS)
+            conn.execute(insert(Touchpoint).values(
+                customer_id=rng.choice(people), kind="feedback", channel="email",
+                occurred_at=when, recorded_at=when, data=data, source_key=f"busy-nps-{n}"))

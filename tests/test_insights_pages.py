@@ -41,7 +41,8 @@ def test_a_manager_reads_every_measure_as_of_the_date_asked(app: App, web: TestC
     assert "30 days 3 1 33.3%" in repurchase and "180 days 0 0 —" in repurchase
     assert "Median: 10 days" in repurchase and "90–180 days 1" in repurchase
     cohorts = section(html, "cohorts", "clv")
-    assert "2026-01 2 +0 2 100.0% $95.00 +1 0 0.0% $0.00 +2 1 50.0% $15.00" in cohorts
+    assert ("2026-01 2 100.0% $95.00 0.0% $0.00 50.0% $15.00 0.0% $0.00 50.0% $30.00 "
+            "0.0% $0.00 2026-03 1 100.0% $0.00") in cohorts
     assert "1 order in EUR (€70.00)" in cohorts
     clv = section(html, "clv", "nps")
     assert "All cohorts $50.00 $63.33 $73.33 $110.00 $140.00" in clv
