@@ -41,6 +41,17 @@ def test_every_table_is_in_the_json_of_all(cli_env: dict[str, str]) -> None:
                           "--json"))
     assert set(data) == {"as_of", "currency", "repurchase", "cohorts", "clv", "nps", "stages",
                          "attribution"}
+    assert set(data["repurchase"]) == {"as_of", "buyers", "repeat_buyers", "rate", "within",
+                                       "time_to_second_order"}
+    assert set(data["cohorts"]) >= {"cohorts", "left_out"} and set(data["clv"]) >= {
+        "overall", "cohorts"}
+    assert set(data["nps"]["months"][0]) == {"month", "answers", "promoters", "passives",
+                                             "detractors", "nps", "comments"}
+    assert set(data["stages"]) >= {"stages", "revenue", "left_out"}
+    assert set(data["stages"]["stages"][0]) == {"stage", "customers", "buyers", "orders",
+                                                "revenue", "revenue_per_customer",
+                                                "share_of_revenue"}
+    assert set(data["attribution"]) >= {"totals", "by_source", "window_days", "left_out"}
     january = data["cohorts"]["cohorts"][0]
     assert (january["cohort"], january["customers"]) == ("2026-01", 2)
     assert january["months"][2] == {"months_since": 2, "active": 1, "share_active": "0.5000",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+from datetime import timedelta
 
 from fastapi.testclient import TestClient
 from sqlalchemy import insert
@@ -124,3 +125,31 @@ def test_a_comment_that_a_spreadsheet_would_run_is_defused(app: App, web: TestCl
     rows = list(csv.reader(io.StringIO(client.get(
         "/insights/nps-comments.csv?as_of=2026-06-01").text)))
     assert ["2026-05", "2026-05-09T00:00:00+00:00", "ann", "0", "'=HYPERLINK(\"x\")"] in rows
+
+
+def test_by_default_twelve_months_and_a_year_of_revenue_are_shown(app: App, web: TestClient
+                                                                  ) -> None:
+    html = manager(app, web).get("/insights?as_of=2026-06-01").text
+    nps = html[html.index('aria-label="NPS per month"'):]
+    assert re.findall(r'<th scope="row">(\d{4}-\d\d)</th>', nps[:nps.index("</table>")]) == [
+        f"{2025 + (m > 12)}-{(m - 1) % 12 + 1:02d}" for m in range(7, 19)]
+    assert "Completed orders of the 365 days before" in text_of(html)
+    assert 'value="12"' in html and 'value="365"' in html
+
+
+def test_a_month_shows_fifty_comments_and_sends_to_the_csv_for_the_rest(
+        app: App, web: TestClient) -> None:
+    client = manager(app, web)
+    with app.engine.begin() as conn:
+        conn.execute(insert(Touchpoint), [
+            {"customer_id": 1, "kind": "feedback", "channel": "email",
+             "occurred_at": at(5, 1) + timedelta(minutes=n),
+             "recorded_at": at(5, 1), "data": {"score": 8, "comment": f"Note {n}"}}
+            for n in range(51)])
+    html = client.get("/insights?as_of=2026-06-01").text
+    nps = html[html.index('aria-label="NPS per month"'):]
+    may = nps[nps.index('<th scope="row">2026-05</th>'):]
+    may = may[:may.index("</tr>")]
+    assert "51 comments" in text_of(may) and may.count("<li>") == 50
+    assert "and 1 more in nps-comments.csv" in text_of(may)
+    assert "Note 0" not in may and "Note 50" in may  # the newest first
