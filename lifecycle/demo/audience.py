@@ -334,8 +334,8 @@ class Audience:
             if reaction.kind in SENDGRID_KINDS:
                 continue
             if reaction.kind == "answer":
-                done = self._try("answer", lambda u=reaction.detail["url"],
-                                 c=reaction.detail.get("comment"): self.doors.answer(u, c))
+                done = self._try("answer", lambda r=reaction: self.doors.answer(
+                    r.detail["url"], r.detail.get("comment")))
             elif reaction.kind == "reply":
                 form = inbound_form(mail, reaction.detail["text"], reaction.at)
                 done = self._try("reply", lambda f=form: self.doors.inbound(f))
