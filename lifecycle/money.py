@@ -15,6 +15,7 @@ back to :data:`FALLBACK_LOCALE`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from decimal import Decimal
 from functools import lru_cache
@@ -22,7 +23,7 @@ from typing import Any
 
 from babel import Locale, UnknownLocaleError, default_locale
 from babel.localedata import locale_identifiers
-from babel.numbers import format_currency, format_decimal, is_currency
+from babel.numbers import format_currency, format_decimal, format_percent, is_currency
 
 #: The locale of a reader who names none Babel knows.
 FALLBACK_LOCALE = "en_US"
@@ -47,6 +48,17 @@ def _formatted(amount: str, currency: str, locale: Locale | str) -> str:
     """:func:`money` of the exact amount written ``amount`` (the key keeps ``1.5`` and
     ``1.50`` apart, and ``-0`` from ``0``)."""
     return format_currency(Decimal(amount), currency, locale=locale)
+
+
+def percent(share: Any, locale: Locale | str = FALLBACK_LOCALE) -> str:
+    """A share (0–1) as a percentage with one decimal as the locale writes it (``33.3%`` /
+    ``33,3 %``); "—" for None (no share: nothing to divide by)."""
+    if share is None:
+        return "—"
+    pattern = Locale.parse(locale).percent_formats[None].pattern.split(";")[0]
+    # the locale's own pattern (its sign and spacing: 33.3% / 33,3 %), with one decimal
+    one_decimal = re.sub(r"0(?=[^0#]*$)", "0.0", pattern, count=1)
+    return format_percent(Decimal(str(share)), format=one_decimal, locale=locale)
 
 
 def number(value: Any, locale: Locale | str = FALLBACK_LOCALE) -> str:

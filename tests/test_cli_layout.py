@@ -31,6 +31,7 @@ def test_the_groups_keep_their_subcommands() -> None:
         "db": ["check", "upgrade"],
         "flows": ["preview", "show", "simulate", "validate"],
         "import": ["customers", "orders"],
+        "insights": ["all", "attribution", "clv", "cohorts", "nps", "repurchase", "stages"],
         "offers": ["export"],
         "segments": ["list", "members", "refresh", "validate"],
         "staff": ["add", "password"],

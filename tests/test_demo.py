@@ -18,7 +18,7 @@ from lifecycle.cli import cli
 from lifecycle.cli.sample import load_sample
 from lifecycle.clock import FastClock, ManualClock, real_seconds, system_clock
 from lifecycle.config import load_settings
-from lifecycle.demo.audience import Audience, Habit, Mail, plan
+from lifecycle.demo.audience import COMMENTS, Audience, Habit, Mail, plan
 from lifecycle.demo.doors import HttpDoors, webhook_key
 from lifecycle.demo.shop import CURRENCY_OF, MARKETS, PRICES, LiveShop, history_shape
 from lifecycle.demo.stage import (
@@ -401,6 +401,11 @@ def test_readers_answer_with_the_mails_own_score_links_at_about_the_habits_rates
         assert f"/f/tok{reaction.mail_id}." in reaction.detail["url"]
     scores = [r.detail["score"] for r in answered]
     assert sum(s >= 9 for s in scores) / len(scores) > 0.4  # about half are promoters
+    said = [r for r in answered if r.detail["comment"]]
+    assert 0.2 < len(said) / len(answered) < 0.4  # about 30 % write a comment, in their mood
+    assert all(r.detail["comment"] in COMMENTS["promoter" if r.detail["score"] >= 9 else
+                                               "passive" if r.detail["score"] >= 7 else
+                                               "detractor"] for r in said)
     clicked = [r.detail["url"] for p in plans for r in p if r.kind == "click"
                and "/f/" not in r.detail["url"]]
     assert not clicked  # the feedback mail is answered, not browsed
@@ -430,7 +435,7 @@ def test_the_audience_reaches_timelines_through_the_webhook_inbound_parse_and_th
     client = TestClient(create_app(app))
 
     everything = Habit(delivered=1, opens=1, clicks=1, replies=1, answers=1, unsubscribes=1,
-                       orders=1)
+                       orders=1, comments=1)
     orders: list[tuple[str, datetime]] = []
     audience = Audience(ClientDoors(client, app.settings.secret_key, private),
                         since=T0 - timedelta(hours=1), seed=1,
@@ -450,6 +455,7 @@ def test_the_audience_reaches_timelines_through_the_webhook_inbound_parse_and_th
     assert {"email_sent", "email_delivered", "email_opened", "email_clicked", "replied",
             "feedback", "unsubscribed"} <= set(kinds)
     assert kinds["feedback"]["score"] in range(11)
+    assert kinds["feedback"]["comment"] in {c for said in COMMENTS.values() for c in said}
     assert kinds["replied"]["matched_by"] == "reply-to token"
     assert unsubscribed == 1
     assert not orders  # the feedback mail offers nothing to buy: no click on an offer

@@ -14,6 +14,7 @@ from lifecycle.cli import (  # noqa: F401  (each module adds its commands to ``c
     demo,
     flows,
     imports,
+    insights,
     offers,
     processes,
     sample,

@@ -58,6 +58,7 @@ class Habit:
     clicks: float = 0.25  # of mails opened
     replies: float = 0.04  # of mails opened
     answers: float = 0.0  # NPS answers, of mails opened (the feedback mail)
+    comments: float = 0.0  # of NPS answers, those with a comment (shown on /insights)
     unsubscribes: float = 0.015  # of mails opened (marketing mail only)
     orders: float = 0.0  # orders, of mails clicked
     reviews: float = 0.0  # reviews, of review asks opened (template review_request)
@@ -66,7 +67,8 @@ class Habit:
 
 HABITS: dict[str, Habit] = {
     "thank_you": Habit(opens=0.6, clicks=0.1, replies=0.08, unsubscribes=0.0),
-    "feedback_request": Habit(opens=0.55, clicks=0.0, replies=0.05, answers=0.65),
+    "feedback_request": Habit(opens=0.55, clicks=0.0, replies=0.05, answers=0.65,
+                              comments=0.3),
     "second_purchase": Habit(opens=0.45, clicks=0.3, orders=0.35),
     "win_back": Habit(opens=0.35, clicks=0.25, orders=0.3),
     "loyalty_offer": Habit(opens=0.6, clicks=0.35, orders=0.45),
@@ -77,6 +79,12 @@ MACHINE_OPENS = 0.15  # Apple Mail Privacy Protection fetches the mail at once
 #: NPS scores and how likely each is (about half promoters, a fifth detractors).
 SCORES = (10, 9, 8, 7, 6, 5, 3)
 SCORE_WEIGHTS = (28, 24, 18, 10, 10, 6, 4)
+#: What a reader writes with an NPS answer: by promoters, passives and detractors.
+COMMENTS = {
+    "promoter": ("Lovely tea, and it came in two days.", "My favourite shop for coffee beans."),
+    "passive": ("Good tea, a little pricey.", "Fine, but the tin arrived dented."),
+    "detractor": ("The parcel took over a week.", "The grind was wrong for my machine."),
+}
 REPLIES = {
     "thank_you": ("Thank you! Could you tell me when it ships?",
                   "Lovely, thanks. Is the matcha also available in a bigger tin?",
@@ -168,7 +176,13 @@ def plan(mail: Mail, seed: int, habits: dict[str, Habit] | None = None) -> list[
         score = rng.choices(SCORES, SCORE_WEIGHTS)[0]
         at = opened + _minutes(rng, 0.5, 10)
         react(at, "click", url=scores[score])
-        react(at, "answer", url=scores[score], score=score)
+        # a stream of its own, so that the rest of the plan stays as it was without comments
+        writes = random.Random(f"{seed}:{mail.id}:comment")
+        comment = None
+        if writes.random() < habit.comments:
+            group = "promoter" if score >= 9 else "passive" if score >= 7 else "detractor"
+            comment = writes.choice(COMMENTS[group])
+        react(at, "answer", url=scores[score], score=score, comment=comment)
     plain = [link for link in links if "/u/" not in link and "/p/" not in link
              and link not in scores.values()]
     if plain and rng.random() < habit.clicks:
@@ -202,7 +216,7 @@ class Doors(Protocol):
     def events(self, events: list[dict[str, Any]], at: datetime) -> None: ...
     def inbound(self, form: dict[str, str]) -> None: ...
     def follow(self, url: str) -> None: ...
-    def answer(self, url: str) -> None: ...
+    def answer(self, url: str, comment: str | None = None) -> None: ...
     def one_click(self, url: str) -> None: ...
     def reviews(self, items: list[dict[str, Any]]) -> None: ...
     def referrals(self, items: list[dict[str, Any]]) -> None: ...
@@ -320,7 +334,8 @@ class Audience:
             if reaction.kind in SENDGRID_KINDS:
                 continue
             if reaction.kind == "answer":
-                done = self._try("answer", lambda u=reaction.detail["url"]: self.doors.answer(u))
+                done = self._try("answer", lambda r=reaction: self.doors.answer(
+                    r.detail["url"], r.detail.get("comment")))
             elif reaction.kind == "reply":
                 form = inbound_form(mail, reaction.detail["text"], reaction.at)
                 done = self._try("reply", lambda f=form: self.doors.inbound(f))

@@ -108,9 +108,10 @@ class HttpDoors:
     def follow(self, url: str) -> None:
         self._send(self._local(url))
 
-    def answer(self, url: str) -> None:
+    def answer(self, url: str, comment: str | None = None) -> None:
         """A person's click on an NPS score link: the link's page (a GET records nothing), then
-        the post its script makes at once, from a browser (:mod:`lifecycle.web.feedback`)."""
+        the post its script makes at once, from a browser (:mod:`lifecycle.web.feedback`);
+        with ``comment``, then the thank-you page's comment form."""
         page = self._send(self._local(url), headers={"User-Agent": BROWSER}).decode("utf-8")
         form = _SEND_FORM.search(page)
         if form is None:
@@ -118,6 +119,11 @@ class HttpDoors:
         fields = dict(_HIDDEN.findall(form.group("body")))
         self._send(html.unescape(form.group("action")), urlencode(fields).encode("ascii"),
                    {"Content-Type": "application/x-www-form-urlencoded", "User-Agent": BROWSER})
+        if comment:
+            self._send(html.unescape(form.group("action")),
+                       urlencode({"comment": comment}).encode("utf-8"),
+                       {"Content-Type": "application/x-www-form-urlencoded",
+                        "User-Agent": BROWSER})
 
     def one_click(self, url: str) -> None:
         self._send(self._local(url), b"List-Unsubscribe=One-Click",

@@ -22,6 +22,7 @@ from lifecycle.web.api import KeyBeforeBody, api_routes, install_api_errors
 from lifecycle.web.campaigns import campaign_routes
 from lifecycle.web.catalog import catalog_routes
 from lifecycle.web.feedback import feedback_routes
+from lifecycle.web.insights import insight_routes
 from lifecycle.web.limits import BodyLimit
 from lifecycle.web.linked import PAGE_POLICY, templates
 from lifecycle.web.manage import manager_routes
@@ -57,6 +58,7 @@ def create_app(app: App) -> FastAPI:
     web.include_router(staff_routes(app, gate))
     web.include_router(manager_routes(app, gate))
     web.include_router(campaign_routes(app, gate))
+    web.include_router(insight_routes(app, gate))
     web.include_router(catalog_routes(app, gate))
     web.include_router(admin_routes(app, gate))
     install_api_errors(web)

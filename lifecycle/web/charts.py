@@ -87,3 +87,42 @@ def _short(value: int) -> str:
     if value >= 1000:
         return f"{value / 1000:g}k"
     return str(value)
+
+
+#: Cell size and margins of :func:`heat_map` (SVG units).
+CELL_W, CELL_H, HEAT_LEFT, HEAT_TOP = 52, 26, 72, 34
+
+
+def heat_map(title: str, rows: Sequence[str], columns: Sequence[str],
+             values: Sequence[Sequence[float | None]], labels: Sequence[Sequence[str]]) -> Markup:
+    """An SVG heat map: one row per ``rows`` label, one column per ``columns`` label; a cell
+    of ``values`` (0–1) is shaded from white to deep blue and carries its ``labels`` text;
+    None is a cell that does not exist yet (left blank)."""
+    width = HEAT_LEFT + CELL_W * max(len(columns), 1) + 8
+    height = HEAT_TOP + CELL_H * max(len(rows), 1) + 8
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
+             f'width="{width}" role="img" aria-label="{escape(title)}" class="chart heat">'
+             f'<title>{escape(title)}</title>']
+    for j, column in enumerate(columns):
+        parts.append(f'<text x="{HEAT_LEFT + CELL_W * j + CELL_W / 2:.1f}" y="{HEAT_TOP - 10}" '
+                     f'text-anchor="middle" font-size="11">{escape(column)}</text>')
+    for i, row in enumerate(rows):
+        y = HEAT_TOP + CELL_H * i
+        parts.append(f'<text x="{HEAT_LEFT - 6}" y="{y + CELL_H / 2 + 4:.1f}" text-anchor="end" '
+                     f'font-size="11">{escape(row)}</text>')
+        for j, value in enumerate(values[i]):
+            if value is None:
+                continue
+            x = HEAT_LEFT + CELL_W * j
+            level = max(0.0, min(1.0, float(value)))
+            # white to #1b4f9c; the text turns white on the darker half
+            shade = (round(255 - (255 - 27) * level), round(255 - (255 - 79) * level),
+                     round(255 - (255 - 156) * level))
+            ink = "#ffffff" if level > 0.5 else "#1f2933"
+            parts.append(f'<rect x="{x}" y="{y}" width="{CELL_W - 2}" height="{CELL_H - 2}" '
+                         f'fill="rgb{shade}" stroke="#cbd2d9"/>'
+                         f'<text x="{x + (CELL_W - 2) / 2:.1f}" y="{y + CELL_H / 2 + 3:.1f}" '
+                         f'text-anchor="middle" font-size="11" fill="{ink}">'
+                         f'{escape(labels[i][j])}</text>')
+    parts.append("</svg>")
+    return Markup("".join(parts))

@@ -34,7 +34,7 @@ from lifecycle.app import App
 from lifecycle.links import BadToken, verify
 from lifecycle.mail.outbox import is_test
 from lifecycle.models import Message
-from lifecycle.money import FALLBACK_LOCALE, money, number, reader_locale
+from lifecycle.money import FALLBACK_LOCALE, money, number, percent, reader_locale
 from lifecycle.segments.definitions import segment_words
 from lifecycle.subscriptions import customer_of
 from lifecycle.timeline import MAX_ROW_ID
@@ -66,6 +66,11 @@ def _number(context: Any, value: Any) -> str:
     return number(value, context.get("locale") or FALLBACK_LOCALE)
 
 
+@pass_context
+def _percent(context: Any, share: Any) -> str:
+    return percent(share, context.get("locale") or FALLBACK_LOCALE)
+
+
 def _local(moment: datetime | None, tz: str, fmt: str = "%Y-%m-%d %H:%M") -> str:
     """An instant as wall-clock time in the zone ``tz`` ("—" for none)."""
     return "—" if moment is None else wall_clock(moment, tz, fmt)
@@ -73,7 +78,8 @@ def _local(moment: datetime | None, tz: str, fmt: str = "%Y-%m-%d %H:%M") -> str
 
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"),
                             context_processors=[_reader])
-templates.env.filters.update({"money": _money, "number": _number, "local": _local,
+templates.env.filters.update({"money": _money, "number": _number, "percent": _percent,
+                              "local": _local,
                               "segment": segment_words})
 i18n.install(templates.env)  # public pages speak the customer's language (lifecycle.web.i18n)
 

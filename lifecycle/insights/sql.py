@@ -1,0 +1,90 @@
+"""The few SQL expressions where SQLite and PostgreSQL differ, for the insights' queries.
+
+Instants are compared as whole microseconds since 1970 (exact on both databases: SQLite
+stores ``YYYY-MM-DD HH:MM:SS.ffffff`` text, PostgreSQL ``timestamptz``), months as a
+month number ``year × 12 + month − 1`` of the UTC calendar, and money as whole cents (the
+``orders.total`` column has two decimals), so no sum is ever a float.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, text
+
+from lifecycle.models.base import UTCDateTime
+
+
+@dataclass(frozen=True)
+class Flavour:
+    """The database's SQL flavour."""
+
+    pg: bool
+
+    @classmethod
+    def of(cls, conn: Connection) -> Flavour:
+        return cls(conn.dialect.name == "postgresql")
+
+    def micros(self, instant: str) -> str:
+        """A stored instant as whole microseconds since 1970-01-01 UTC."""
+        if self.pg:
+            return f"CAST(EXTRACT(EPOCH FROM {instant}) * 1000000 AS BIGINT)"
+        return (f"(CAST(strftime('%s', {instant}) AS INTEGER) * 1000000 "
+                f"+ CAST(COALESCE(NULLIF(substr({instant}, 21, 6), ''), '0') AS INTEGER))")
+
+    def month(self, instant: str) -> str:
+        """The UTC calendar month of a stored instant as ``year × 12 + month − 1``."""
+        if self.pg:
+            return (f"CAST(EXTRACT(YEAR FROM ({instant} AT TIME ZONE 'UTC')) * 12 "
+                    f"+ EXTRACT(MONTH FROM ({instant} AT TIME ZONE 'UTC')) - 1 AS INTEGER)")
+        return (f"(CAST(strftime('%Y', {instant}) AS INTEGER) * 12 "
+                f"+ CAST(strftime('%m', {instant}) AS INTEGER) - 1)")
+
+    @staticmethod
+    def cents(amount: str) -> str:
+        """A two-decimal amount as whole cents (exact on both databases)."""
+        return f"CAST(ROUND({amount} * 100) AS BIGINT)"
+
+    def json_number(self, document: str, key: str) -> str:
+        """The number under ``key`` (a literal key), or NULL if it is not a number."""
+        if self.pg:
+            return (f"(CASE WHEN jsonb_typeof({document} -> '{key}') = 'number' "
+                    f"THEN ({document} ->> '{key}')::numeric END)")
+        return (f"(CASE WHEN json_type({document}, '$.{key}') IN ('integer', 'real') "
+                f"THEN json_extract({document}, '$.{key}') END)")
+
+    def json_text(self, document: str, key: str) -> str:
+        """The text under ``key`` (a literal key), or NULL if it is not a text."""
+        if self.pg:
+            return (f"(CASE WHEN jsonb_typeof({document} -> '{key}') = 'string' "
+                    f"THEN {document} ->> '{key}' END)")
+        return (f"(CASE WHEN json_type({document}, '$.{key}') = 'text' "
+                f"THEN json_extract({document}, '$.{key}') END)")
+
+
+def run(conn: Connection, sql: str, **params: Any) -> list[Any]:
+    """The rows of ``sql`` with ``params`` bound; datetimes bound as stored instants."""
+    statement = text(sql).bindparams(*(
+        bindparam(name, type_=UTCDateTime()) for name, value in params.items()
+        if isinstance(value, datetime)))
+    return list(conn.execute(statement, params))
+
+
+def month_number(moment: datetime) -> int:
+    """The UTC month of ``moment`` as :meth:`Flavour.month` numbers it."""
+    return moment.year * 12 + moment.month - 1
+
+
+def month_label(number: int) -> str:
+    """``2026-05`` for a month number."""
+    return f"{number // 12:04d}-{number % 12 + 1:02d}"
+
+
+def micros(moment: datetime) -> int:
+    """An aware instant as whole microseconds since 1970 (as :meth:`Flavour.micros`)."""
+    from lifecycle.timeutil import UTC
+
+    delta = moment.astimezone(UTC) - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
