@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, text
 
 from lifecycle.models.base import UTCDateTime
+from lifecycle.segments.sql import json_typed
 
 
 @dataclass(frozen=True)
@@ -49,19 +50,11 @@ class Flavour:
 
     def json_number(self, document: str, key: str) -> str:
         """The number under ``key`` (a literal key), or NULL if it is not a number."""
-        if self.pg:
-            return (f"(CASE WHEN jsonb_typeof({document} -> '{key}') = 'number' "
-                    f"THEN ({document} ->> '{key}')::numeric END)")
-        return (f"(CASE WHEN json_type({document}, '$.{key}') IN ('integer', 'real') "
-                f"THEN json_extract({document}, '$.{key}') END)")
+        return json_typed(self.pg, document, key, "number")
 
     def json_text(self, document: str, key: str) -> str:
         """The text under ``key`` (a literal key), or NULL if it is not a text."""
-        if self.pg:
-            return (f"(CASE WHEN jsonb_typeof({document} -> '{key}') = 'string' "
-                    f"THEN {document} ->> '{key}' END)")
-        return (f"(CASE WHEN json_type({document}, '$.{key}') = 'text' "
-                f"THEN json_extract({document}, '$.{key}') END)")
+        return json_typed(self.pg, document, key, "string")
 
 
 def run(conn: Connection, sql: str, **params: Any) -> list[Any]:

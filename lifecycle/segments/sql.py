@@ -41,6 +41,17 @@ class Params:
         return f":{name}"
 
 
+def json_typed(pg: bool, document: str, key: str, kind: str) -> str:
+    """SQL for the value under ``key`` (a literal key) of a JSON ``document`` if it is a
+    ``kind`` (``number``: as a number; ``string``: as text), else NULL."""
+    if pg:
+        value = f"({document} ->> '{key}')" + ("::numeric" if kind == "number" else "")
+        return f"(CASE WHEN jsonb_typeof({document} -> '{key}') = '{kind}' THEN {value} END)"
+    types = "('integer', 'real')" if kind == "number" else "('text')"
+    return (f"(CASE WHEN json_type({document}, '$.{key}') IN {types} "
+            f"THEN json_extract({document}, '$.{key}') END)")
+
+
 @dataclass(frozen=True)
 class Dialect:
     """The database's SQL flavour, and the reporting currency spend is counted in."""
@@ -91,11 +102,7 @@ class Dialect:
 
     def json_number(self, document: str, key: str) -> str:
         """The number under ``key`` (a literal key), or NULL if it is not a number."""
-        if self.pg:
-            return (f"(CASE WHEN jsonb_typeof({document} -> '{key}') = 'number' "
-                    f"THEN ({document} ->> '{key}')::numeric END)")
-        return (f"(CASE WHEN json_type({document}, '$.{key}') IN ('integer', 'real') "
-                f"THEN json_extract({document}, '$.{key}') END)")
+        return json_typed(self.pg, document, key, "number")
 
     def item_field(self, items: str, key: str, value: str, p: Params) -> str:
         """True when some line item of ``items`` has ``key`` = ``value`` (a text)."""
