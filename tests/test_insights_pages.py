@@ -153,3 +153,30 @@ def test_a_month_shows_fifty_comments_and_sends_to_the_csv_for_the_rest(
     assert "51 comments" in text_of(may) and may.count("<li>") == 50
     assert "and 1 more in nps-comments.csv" in text_of(may)
     assert "Note 0" not in may and "Note 50" in may  # the newest first
+
+
+def test_a_date_before_1900_is_said_on_the_page_and_refused_as_csv(app: App, web: TestClient
+                                                                   ) -> None:
+    client = manager(app, web)
+    for asked in ("0001-01-01", "0002-06-01", "1899-12-31"):
+        page = client.get(f"/insights?as_of={asked}&months=60&days=3650")
+        assert page.status_code == 200
+        assert (f"As of: {asked} is before 1900-01-01, the earliest date the insights go "
+                "back to; showing now instead.") in text_of(page.text)
+        for table in TABLES:
+            answer = client.get(f"/insights/{table}.csv?as_of={asked}&months=60&days=3650")
+            assert answer.status_code == 422 and "before 1900-01-01" in answer.text
+
+
+def test_the_csv_links_carry_the_pages_parameters_encoded_and_only_a_date_that_was_read(
+        app: App, web: TestClient) -> None:
+    client = manager(app, web)
+    html = client.get("/insights?as_of=2026-06-01T00:00%2B02:00&months=6").text
+    assert 'href="/insights/cohorts.csv?as_of=2026-06-01T00%3A00%2B02%3A00&amp;months=6' \
+           '&amp;days=365"' in html
+    link = re.search(r'href="(/insights/cohorts.csv\?[^"]*)"', html)
+    assert link is not None
+    answer = client.get(link.group(1).replace("&amp;", "&"))
+    assert answer.headers["content-disposition"].endswith('-2026-05-31.csv"')
+    bad = client.get("/insights?as_of=June%23x&months=6").text
+    assert 'href="/insights/cohorts.csv?months=6&amp;days=365"' in bad
