@@ -180,3 +180,14 @@ def test_the_csv_links_carry_the_pages_parameters_encoded_and_only_a_date_that_w
     assert answer.headers["content-disposition"].endswith('-2026-05-31.csv"')
     bad = client.get("/insights?as_of=June%23x&months=6").text
     assert 'href="/insights/cohorts.csv?months=6&amp;days=365"' in bad
+
+
+def test_the_flows_and_campaigns_table_says_it_leaves_other_currencies_out_of_its_orders(
+        app: App, web: TestClient) -> None:
+    html = manager(app, web).get(ASKED).text
+    stages = section(html, "stages", "attribution")
+    assert "1 order in EUR (€70.00). They count as orders all the same." in stages
+    sources = text_of(html[html.index('id="attribution"'):])
+    assert "All 8 $340.00" in sources  # Cy's order in EUR is not among the 8
+    assert "1 order in EUR (€70.00). They are not in the orders above either." in sources
+    assert "They count as orders all the same" not in sources
