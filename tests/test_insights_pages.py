@@ -191,3 +191,15 @@ def test_the_flows_and_campaigns_table_says_it_leaves_other_currencies_out_of_it
     assert "All 8 $340.00" in sources  # Cy's order in EUR is not among the 8
     assert "1 order in EUR (€70.00). They are not in the orders above either." in sources
     assert "They count as orders all the same" not in sources
+
+
+def test_the_page_says_its_months_are_the_shops(app: App, web: TestClient) -> None:
+    from dataclasses import replace
+
+    client = manager(app, web)
+    app.settings = replace(app.settings, timezone="America/New_York")
+    html = client.get("/insights?as_of=2026-06-01&months=2").text
+    assert "Months are calendar months in America/New_York." in text_of(html)
+    nps = html[html.index('aria-label="NPS per month"'):]
+    assert re.findall(r'<th scope="row">(\d{4}-\d\d)</th>', nps[:nps.index("</table>")]) == [
+        "2026-05", "2026-06"]  # as of 2026-06-01 00:00 there, 04:00 UTC

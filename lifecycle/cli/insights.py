@@ -57,13 +57,15 @@ def _show(name: str, as_of: str | None, as_json: bool, months: int, days: int) -
         raise Failure(f"--as-of: {exc}") from None
     with app.engine.connect() as conn:
         found = report(conn, moment, app.settings.currency,
-                       timedelta(days=app.settings.attribution_days), months, days)
+                       timedelta(days=app.settings.attribution_days), months, days,
+                       app.settings.timezone)
     if as_json:
         data = found.to_json() if name == "all" else getattr(found, name).to_json()
         click.echo(json.dumps(data, indent=2, ensure_ascii=False))
         return
     console = Console(highlight=False)
-    console.print(f"As of {moment:%Y-%m-%d %H:%M} UTC; money in {found.currency}, the "
+    console.print(f"As of {moment:%Y-%m-%d %H:%M} UTC; months are calendar months in "
+                  f"{app.settings.timezone}; money in {found.currency}, the "
                   "reporting currency (orders in other currencies are left out of it and "
                   "counted apart).", soft_wrap=True)
     for key in (TITLES if name == "all" else (name,)):

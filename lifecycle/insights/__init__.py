@@ -82,14 +82,15 @@ class Report:
 
 
 def report(conn: Connection, as_of: datetime, currency: str, window: timedelta,
-           months: int = MONTHS, days: int = DAYS) -> Report:
-    """Every measure as of ``as_of``: cohorts and NPS of the last ``months`` months, revenue
+           months: int = MONTHS, days: int = DAYS, zone: str = "UTC") -> Report:
+    """Every measure as of ``as_of``: cohorts and NPS of the last ``months`` calendar months
+    in ``zone`` (the shop's), revenue
     by stage and by source of the last ``days`` days (last touch within ``window``),
     money in ``currency``."""
     check_as_of(as_of)
     months = max(1, min(months, MAX_MONTHS))
     days = max(1, min(days, MAX_DAYS))
-    found = cohorts(conn, as_of, currency, months)
+    found = cohorts(conn, as_of, currency, months, zone)
     return Report(as_of, currency, months, days, repurchase(conn, as_of), found, clv(found),
-                  nps(conn, as_of, months), stages(conn, as_of, currency, days),
+                  nps(conn, as_of, months, zone), stages(conn, as_of, currency, days),
                   attribution(conn, as_of, currency, window, days))

@@ -56,7 +56,7 @@ def insight_routes(app: App, gate: Gate) -> APIRouter:
         with app.engine.connect() as conn:
             return report(conn, moment, app.settings.currency,
                           timedelta(days=app.settings.attribution_days),
-                          months, days), problem
+                          months, days, app.settings.timezone), problem
 
     @router.get("/insights", response_class=HTMLResponse)
     def insights(request: Request, as_of: str = "", months: int = MONTHS,
