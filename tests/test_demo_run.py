@@ -103,6 +103,7 @@ def test_the_demo_shows_the_shipped_flows_mailing_and_customers_answering_within
         assert "LIFECYCLE_SHOP_NAME='Leaf & Bean'" in said  # and which settings it sets itself
         assert "LIFECYCLE_SHOP_URL='https://leaf-and-bean.example'" in said
         assert "--speed 0.02" in said  # how to try pausing a scheduled mail
+        assert "/insights (repurchase rate, cohorts" in said  # where a manager's figures are
         password = said.split("password ")[1].split()[0]
         while True:
             flows = flows_in(tmp_path / "outbox")

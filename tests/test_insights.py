@@ -154,3 +154,30 @@ def test_the_report_gives_every_table_as_csv_rows_and_as_json(conn: Connection) 
     assert data["attribution"]["totals"][0] == {"kind": "flow", "orders": 2,
                                                 "revenue": "150.00",
                                                 "share_of_revenue": "0.4412"}
+
+
+def test_months_are_calendar_months_in_the_shops_zone(conn: Connection) -> None:
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from tests.factories import add_customer, add_order, add_touchpoint
+
+    york = ZoneInfo("America/New_York")
+    late = add_customer(conn, "late", at(1, 1))  # 23:30 on 31 March in New York: 04:30 UTC
+    add_order(conn, late, datetime(2026, 3, 31, 23, 30, tzinfo=york), 40)
+    add_order(conn, late, datetime(2026, 4, 30, 23, 30, tzinfo=york), 10)
+    early = add_customer(conn, "early", at(1, 1))  # 00:30 on 1 April there: still March in UTC
+    add_order(conn, early, datetime(2026, 4, 1, 0, 30, tzinfo=york), 25)
+    add_touchpoint(conn, late, "feedback", datetime(2026, 3, 31, 23, 30, tzinfo=york), score=9)
+    add_touchpoint(conn, early, "feedback", datetime(2026, 4, 1, 0, 30, tzinfo=york), score=2)
+    as_of = datetime(2026, 5, 1, tzinfo=york)  # the start of May there: 04:00 UTC
+    found = cohorts(conn, as_of, "USD", months=3, zone="America/New_York")
+    assert [(c.month, c.size, [(x.active, x.revenue) for x in c.cells])
+            for c in found.cohorts] == [
+        ("2026-03", 1, [(1, Decimal("40.00")), (1, Decimal("10.00")), (0, Decimal("0.00"))]),
+        ("2026-04", 1, [(1, Decimal("25.00")), (0, Decimal("0.00"))])]
+    answers = nps(conn, as_of, months=3, zone="America/New_York").months
+    assert [(m.month, m.promoters, m.detractors) for m in answers] == [
+        ("2026-03", 1, 0), ("2026-04", 0, 1), ("2026-05", 0, 0)]
+    clv = report(conn, as_of, "USD", timedelta(days=7), months=3, zone="America/New_York").clv
+    assert clv.overall == [(0, 2, Decimal("32.50")), (1, 1, Decimal("50.00"))]

@@ -84,3 +84,11 @@ def test_a_date_that_is_not_one_is_refused_in_words(cli_env: dict[str, str]) -> 
     result = CliRunner().invoke(cli, ["insights", "nps", "--as-of", "June"], env=cli_env)
     assert result.exit_code == 2
     assert "--as-of: 'June' is not an ISO 8601 date or date-time" in result.output
+
+
+def test_a_date_before_1900_is_refused_in_words(cli_env: dict[str, str]) -> None:
+    result = CliRunner().invoke(cli, ["insights", "all", "--as-of", "0001-01-01", "--json"],
+                                env=seeded(cli_env))
+    assert result.exit_code == 2
+    assert "--as-of: 0001-01-01 is before 1900-01-01, the earliest date the insights go " \
+           "back to" in result.output

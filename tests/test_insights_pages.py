@@ -153,3 +153,53 @@ def test_a_month_shows_fifty_comments_and_sends_to_the_csv_for_the_rest(
     assert "51 comments" in text_of(may) and may.count("<li>") == 50
     assert "and 1 more in nps-comments.csv" in text_of(may)
     assert "Note 0" not in may and "Note 50" in may  # the newest first
+
+
+def test_a_date_before_1900_is_said_on_the_page_and_refused_as_csv(app: App, web: TestClient
+                                                                   ) -> None:
+    client = manager(app, web)
+    for asked in ("0001-01-01", "0002-06-01", "1899-12-31"):
+        page = client.get(f"/insights?as_of={asked}&months=60&days=3650")
+        assert page.status_code == 200
+        assert (f"As of: {asked} is before 1900-01-01, the earliest date the insights go "
+                "back to; showing now instead.") in text_of(page.text)
+        for table in TABLES:
+            answer = client.get(f"/insights/{table}.csv?as_of={asked}&months=60&days=3650")
+            assert answer.status_code == 422 and "before 1900-01-01" in answer.text
+
+
+def test_the_csv_links_carry_the_pages_parameters_encoded_and_only_a_date_that_was_read(
+        app: App, web: TestClient) -> None:
+    client = manager(app, web)
+    html = client.get("/insights?as_of=2026-06-01T00:00%2B02:00&months=6").text
+    assert 'href="/insights/cohorts.csv?as_of=2026-06-01T00%3A00%2B02%3A00&amp;months=6' \
+           '&amp;days=365"' in html
+    link = re.search(r'href="(/insights/cohorts.csv\?[^"]*)"', html)
+    assert link is not None
+    answer = client.get(link.group(1).replace("&amp;", "&"))
+    assert answer.headers["content-disposition"].endswith('-2026-05-31.csv"')
+    bad = client.get("/insights?as_of=June%23x&months=6").text
+    assert 'href="/insights/cohorts.csv?months=6&amp;days=365"' in bad
+
+
+def test_the_flows_and_campaigns_table_says_it_leaves_other_currencies_out_of_its_orders(
+        app: App, web: TestClient) -> None:
+    html = manager(app, web).get(ASKED).text
+    stages = section(html, "stages", "attribution")
+    assert "1 order in EUR (€70.00). They count as orders all the same." in stages
+    sources = text_of(html[html.index('id="attribution"'):])
+    assert "All 8 $340.00" in sources  # Cy's order in EUR is not among the 8
+    assert "1 order in EUR (€70.00). They are not in the orders above either." in sources
+    assert "They count as orders all the same" not in sources
+
+
+def test_the_page_says_its_months_are_the_shops(app: App, web: TestClient) -> None:
+    from dataclasses import replace
+
+    client = manager(app, web)
+    app.settings = replace(app.settings, timezone="America/New_York")
+    html = client.get("/insights?as_of=2026-06-01&months=2").text
+    assert "Months are calendar months in America/New_York." in text_of(html)
+    nps = html[html.index('aria-label="NPS per month"'):]
+    assert re.findall(r'<th scope="row">(\d{4}-\d\d)</th>', nps[:nps.index("</table>")]) == [
+        "2026-05", "2026-06"]  # as of 2026-06-01 00:00 there, 04:00 UTC

@@ -182,8 +182,10 @@ def _introduce(app: App, database: str, url: str, login: tuple[str, str] | None,
     for hours, what in EXPECT:
         echo(f"  after about {max(1, round(hours / speed)):>3} s: {what}")
     echo(f"See:       {url}/flows/NAME (results per step: sent, delivered, opens, clicks, "
-         f"replies, conversions), {url}/segments (sizes by day), {url}/customers (search; "
-         "each timeline shows orders, mails, events, replies and answers).")
+         f"replies, conversions), {url}/segments (sizes by day), {url}/insights (repurchase "
+         f"rate, cohorts, historic CLV, NPS per month, revenue by stage and by flow), "
+         f"{url}/customers (search; each timeline shows orders, mails, events, replies and "
+         "answers).")
 
 
 #: The name of the API key each start of the demo makes for its audience.

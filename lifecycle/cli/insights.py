@@ -12,7 +12,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from lifecycle.cli.base import cli, parse_as_of, ready_app
+from lifecycle.cli.base import Failure, cli, parse_as_of, ready_app
 from lifecycle.insights import DAYS, MAX_DAYS, MAX_MONTHS, MONTHS
 
 #: Each command's title and the CSV tables (:meth:`lifecycle.insights.Report.table`) it prints.
@@ -47,19 +47,25 @@ def _options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _show(name: str, as_of: str | None, as_json: bool, months: int, days: int) -> None:
-    from lifecycle.insights import report
+    from lifecycle.insights import check_as_of, report
 
     app = ready_app()
     moment = parse_as_of(app, as_of)
+    try:
+        check_as_of(moment)
+    except ValueError as exc:
+        raise Failure(f"--as-of: {exc}") from None
     with app.engine.connect() as conn:
         found = report(conn, moment, app.settings.currency,
-                       timedelta(days=app.settings.attribution_days), months, days)
+                       timedelta(days=app.settings.attribution_days), months, days,
+                       app.settings.timezone)
     if as_json:
         data = found.to_json() if name == "all" else getattr(found, name).to_json()
         click.echo(json.dumps(data, indent=2, ensure_ascii=False))
         return
     console = Console(highlight=False)
-    console.print(f"As of {moment:%Y-%m-%d %H:%M} UTC; money in {found.currency}, the "
+    console.print(f"As of {moment:%Y-%m-%d %H:%M} UTC; months are calendar months in "
+                  f"{app.settings.timezone}; money in {found.currency}, the "
                   "reporting currency (orders in other currencies are left out of it and "
                   "counted apart).", soft_wrap=True)
     for key in (TITLES if name == "all" else (name,)):

@@ -28,6 +28,7 @@ from lifecycle.insights.measures import (
     repurchase,
     stages,
 )
+from lifecycle.timeutil import UTC
 
 #: The tables, by the name their CSV file and command carry.
 TABLES = ("repurchase", "time-to-second-order", "cohorts", "clv", "nps", "nps-comments",
@@ -36,6 +37,19 @@ TABLES = ("repurchase", "time-to-second-order", "cohorts", "clv", "nps", "nps-co
 MONTHS, MAX_MONTHS = 12, 60
 #: Days of revenue by stage and by source shown by default, and the most allowed.
 DAYS, MAX_DAYS = 365, 3650
+#: The earliest moment the measures can be asked for: their windows (up to
+#: :data:`MAX_MONTHS` months, :data:`MAX_DAYS` days and the attribution window before it)
+#: must stay within the calendar, and no shop has orders older than this.
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+
+
+def check_as_of(moment: datetime) -> datetime:
+    """``moment`` if the measures can be computed as of it; else ValueError saying why."""
+    if moment < EARLIEST:
+        raise ValueError(f"{moment.date().isoformat()} is before {EARLIEST.date().isoformat()}, "
+                         "the earliest date "
+                         "the insights go back to")
+    return moment
 
 
 @dataclass
@@ -68,13 +82,15 @@ class Report:
 
 
 def report(conn: Connection, as_of: datetime, currency: str, window: timedelta,
-           months: int = MONTHS, days: int = DAYS) -> Report:
-    """Every measure as of ``as_of``: cohorts and NPS of the last ``months`` months, revenue
+           months: int = MONTHS, days: int = DAYS, zone: str = "UTC") -> Report:
+    """Every measure as of ``as_of``: cohorts and NPS of the last ``months`` calendar months
+    in ``zone`` (the shop's), revenue
     by stage and by source of the last ``days`` days (last touch within ``window``),
     money in ``currency``."""
+    check_as_of(as_of)
     months = max(1, min(months, MAX_MONTHS))
     days = max(1, min(days, MAX_DAYS))
-    found = cohorts(conn, as_of, currency, months)
+    found = cohorts(conn, as_of, currency, months, zone)
     return Report(as_of, currency, months, days, repurchase(conn, as_of), found, clv(found),
-                  nps(conn, as_of, months), stages(conn, as_of, currency, days),
+                  nps(conn, as_of, months, zone), stages(conn, as_of, currency, days),
                   attribution(conn, as_of, currency, window, days))

@@ -1,11 +1,11 @@
 """The retention measures, each as of any moment, computed in set-based SQL.
 
 Only **completed** orders count, and only those at or before the moment ``as_of``.  Months
-are calendar months of UTC.  Money is counted in the shop's reporting currency
-(``LIFECYCLE_CURRENCY``) as :class:`~decimal.Decimal`; completed orders in other currencies
-count as orders (a buyer, a second order, a month with an order) but never in a sum of
-money: each measure says how many such orders it left out of its money, per currency
-(:attr:`LeftOut`).
+are calendar months in the shop's zone (``LIFECYCLE_TIMEZONE``).  Money is counted in the
+shop's reporting currency (``LIFECYCLE_CURRENCY``) as :class:`~decimal.Decimal`; completed
+orders in other currencies count as orders (a buyer, a second order, a month with an
+order) but never in a sum of money: each measure says how many such orders it left out of
+its money, per currency (:attr:`LeftOut`).
 
 * :func:`repurchase` — the share of buyers with a second completed order, overall and
   within 30/90/180/365 days of their first (counting only buyers whose first order is at
@@ -35,7 +35,15 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from lifecycle.insights.sql import Flavour, micros, month_label, month_number, run
+from lifecycle.insights.sql import (
+    Flavour,
+    micros,
+    month_label,
+    month_number,
+    month_of,
+    month_start,
+    run,
+)
 from lifecycle.segments.definitions import STAGES
 from lifecycle.timeutil import UTC
 
@@ -229,7 +237,7 @@ class Cell:
 
 @dataclass
 class Cohort:
-    month: str  # YYYY-MM (UTC)
+    month: str  # YYYY-MM (in the shop's zone)
     size: int
     #: One cell per month from 0 to the month of ``as_of`` (zeros where nobody bought).
     cells: list[Cell]
@@ -256,6 +264,8 @@ class Cohorts:
     months: int
     cohorts: list[Cohort]
     left_out: list[LeftOut] = field(default_factory=list)
+    #: The zone whose calendar months these are.
+    zone: str = "UTC"
 
     def to_json(self) -> dict[str, Any]:
         return {"as_of": self.as_of.isoformat(), "currency": self.currency,
@@ -273,19 +283,23 @@ class Cohorts:
                   c.revenue_per_customer(cell)] for c in self.cohorts for cell in c.cells])
 
 
-def cohorts(conn: Connection, as_of: datetime, currency: str, months: int = 12) -> Cohorts:
+def cohorts(conn: Connection, as_of: datetime, currency: str, months: int = 12,
+            zone: str = "UTC") -> Cohorts:
     """The cohorts of the last ``months`` months (the month of ``as_of`` included) by month
-    of first completed order, each with a cell per month since (see the module doc)."""
+    of first completed order, each with a cell per month since (see the module doc); months
+    are calendar months in ``zone``."""
     f = Flavour.of(conn)
-    last = month_number(as_of)
+    last = month_number(as_of, zone)
     first_month = last - max(1, months) + 1
+    params: dict[str, Any] = {"as_of": as_of, "currency": currency, "from_month": first_month}
+    month = month_of("ordered_at", first_month, last, zone, params)
     base = f"""WITH done AS (
-                 SELECT customer_id, ordered_at, total, currency, {f.month('ordered_at')} AS m
+                 SELECT customer_id, ordered_at, total, currency, {month} AS m
                  FROM orders WHERE status = 'completed' AND ordered_at <= :as_of),
                firsts AS (SELECT customer_id, MIN(m) AS cohort FROM done GROUP BY customer_id)"""
     sizes = {int(r.cohort): int(r.n) for r in run(conn, f"""{base}
         SELECT cohort, COUNT(*) AS n FROM firsts WHERE cohort >= :from_month GROUP BY cohort""",
-        as_of=as_of, from_month=first_month)}
+        **params)}
     found: dict[tuple[int, int], Cell] = {}
     for r in run(conn, f"""{base}
             SELECT cohort, k, COUNT(DISTINCT customer_id) AS active,
@@ -294,21 +308,21 @@ def cohorts(conn: Connection, as_of: datetime, currency: str, months: int = 12) 
             FROM (SELECT d.customer_id, d.total, d.currency, s.cohort, d.m - s.cohort AS k
                   FROM done d JOIN firsts s ON s.customer_id = d.customer_id
                   WHERE s.cohort >= :from_month) AS x
-            GROUP BY cohort, k""", as_of=as_of, from_month=first_month, currency=currency):
+            GROUP BY cohort, k""", **params):
         found[(int(r.cohort), int(r.k))] = Cell(int(r.k), int(r.active), _money(r.cents))
     rows = [Cohort(month_label(m), sizes[m],
                    [found.get((m, k), Cell(k, 0, Decimal("0.00"))) for k in range(last - m + 1)])
             for m in sorted(sizes)]
-    members = f"""SELECT customer_id FROM orders WHERE status = 'completed'
-                  AND ordered_at <= :as_of GROUP BY customer_id
-                  HAVING MIN({f.month('ordered_at')}) >= :from_month"""
+    members = """SELECT customer_id FROM orders WHERE status = 'completed'
+                 AND ordered_at <= :as_of GROUP BY customer_id
+                 HAVING MIN(ordered_at) >= :since"""
     left = run(conn, f"""SELECT currency, COUNT(*) AS n, SUM({f.cents('total')}) AS cents
                          FROM orders WHERE status = 'completed' AND ordered_at <= :as_of
                          AND currency <> :currency AND customer_id IN ({members})
                          GROUP BY currency ORDER BY currency""",
-               as_of=as_of, currency=currency, from_month=first_month)
+               as_of=as_of, currency=currency, since=month_start(first_month, zone))
     return Cohorts(as_of, currency, months, rows,
-                   [LeftOut(r.currency, int(r.n), _money(r.cents)) for r in left])
+                   [LeftOut(r.currency, int(r.n), _money(r.cents)) for r in left], zone)
 
 
 # ------------------------------------------------------------------------------- CLV
@@ -349,7 +363,7 @@ class Clv:
 
 def clv(found: Cohorts) -> Clv:
     """Historic CLV from the cohort table ``found`` (see :class:`Clv`)."""
-    last = month_number(found.as_of)
+    last = month_number(found.as_of, found.zone)
     pooled: dict[int, list[Decimal]] = defaultdict(lambda: [Decimal("0"), Decimal("0")])
     for cohort in found.cohorts:
         year, month = (int(x) for x in cohort.month.split("-"))
@@ -422,15 +436,16 @@ class Nps:
                  for m in self.months for c in m.comments])
 
 
-def nps(conn: Connection, as_of: datetime, months: int = 12) -> Nps:
-    """NPS per UTC month for the last ``months`` months (the month of ``as_of`` included):
-    the answers are the ``feedback`` touchpoints (one per mail, the latest score) at or
-    before ``as_of``; every month has its row, with or without answers."""
+def nps(conn: Connection, as_of: datetime, months: int = 12, zone: str = "UTC") -> Nps:
+    """NPS per calendar month in ``zone`` for the last ``months`` months (the month of
+    ``as_of`` included): the answers are the ``feedback`` touchpoints (one per mail, the
+    latest score) at or before ``as_of``; every month has its row, with or without answers."""
     f = Flavour.of(conn)
-    last = month_number(as_of)
+    last = month_number(as_of, zone)
     first_month = last - max(1, months) + 1
-    since = datetime(first_month // 12, first_month % 12 + 1, 1, tzinfo=UTC)
-    answers = f"""SELECT t.occurred_at, {f.month('t.occurred_at')} AS m,
+    params: dict[str, Any] = {"as_of": as_of, "since": month_start(first_month, zone)}
+    answers = f"""SELECT t.occurred_at, {month_of('t.occurred_at', first_month, last, zone,
+                                                  params)} AS m,
                          {f.json_number('t.data', 'score')} AS score,
                          {f.json_text('t.data', 'comment')} AS comment, c.external_id
                   FROM touchpoints t JOIN customers c ON c.id = t.customer_id
@@ -441,14 +456,13 @@ def nps(conn: Connection, as_of: datetime, months: int = 12) -> Nps:
             SUM(CASE WHEN score >= 9 THEN 1 ELSE 0 END) AS promoters,
             SUM(CASE WHEN score >= 7 AND score < 9 THEN 1 ELSE 0 END) AS passives,
             SUM(CASE WHEN score < 7 THEN 1 ELSE 0 END) AS detractors
-            FROM ({answers}) AS a WHERE score BETWEEN 0 AND 10 GROUP BY m""",
-                 as_of=as_of, since=since):
+            FROM ({answers}) AS a WHERE score BETWEEN 0 AND 10 GROUP BY m""", **params):
         found = by_month[int(r.m)]
         found.promoters, found.passives = int(r.promoters), int(r.passives)
         found.detractors = int(r.detractors)
     for r in run(conn, f"""SELECT * FROM ({answers}) AS a
             WHERE score BETWEEN 0 AND 10 AND comment IS NOT NULL AND comment <> ''
-            ORDER BY occurred_at DESC""", as_of=as_of, since=since):
+            ORDER BY occurred_at DESC""", **params):
         by_month[int(r.m)].comments.append(
             Comment(_instant(r.occurred_at), int(r.score), r.comment, r.external_id))
     return Nps(as_of, list(by_month.values()))

@@ -2,7 +2,8 @@
 
 Instants are compared as whole microseconds since 1970 (exact on both databases: SQLite
 stores ``YYYY-MM-DD HH:MM:SS.ffffff`` text, PostgreSQL ``timestamptz``), months as a
-month number ``year × 12 + month − 1`` of the UTC calendar, and money as whole cents (the
+month number ``year × 12 + month − 1`` of the shop's calendar (:func:`month_of`: the month
+starts come from Python's tz database, as SQLite has none), and money as whole cents (the
 ``orders.total`` column has two decimals), so no sum is ever a float.
 """
 
@@ -35,14 +36,6 @@ class Flavour:
         return (f"(CAST(strftime('%s', {instant}) AS INTEGER) * 1000000 "
                 f"+ CAST(COALESCE(NULLIF(substr({instant}, 21, 6), ''), '0') AS INTEGER))")
 
-    def month(self, instant: str) -> str:
-        """The UTC calendar month of a stored instant as ``year × 12 + month − 1``."""
-        if self.pg:
-            return (f"CAST(EXTRACT(YEAR FROM ({instant} AT TIME ZONE 'UTC')) * 12 "
-                    f"+ EXTRACT(MONTH FROM ({instant} AT TIME ZONE 'UTC')) - 1 AS INTEGER)")
-        return (f"(CAST(strftime('%Y', {instant}) AS INTEGER) * 12 "
-                f"+ CAST(strftime('%m', {instant}) AS INTEGER) - 1)")
-
     @staticmethod
     def cents(amount: str) -> str:
         """A two-decimal amount as whole cents (exact on both databases)."""
@@ -65,9 +58,32 @@ def run(conn: Connection, sql: str, **params: Any) -> list[Any]:
     return list(conn.execute(statement, params))
 
 
-def month_number(moment: datetime) -> int:
-    """The UTC month of ``moment`` as :meth:`Flavour.month` numbers it."""
-    return moment.year * 12 + moment.month - 1
+def month_number(moment: datetime, zone_name: str = "UTC") -> int:
+    """The calendar month of ``moment`` in the zone ``zone_name`` as ``year × 12 + month − 1``."""
+    from lifecycle.timeutil import zone
+
+    local = moment.astimezone(zone(zone_name))
+    return local.year * 12 + local.month - 1
+
+
+def month_start(number: int, zone_name: str = "UTC") -> datetime:
+    """The first instant of month ``number`` (as :func:`month_number`) in ``zone_name``, UTC."""
+    from lifecycle.timeutil import UTC, zone
+
+    return datetime(number // 12, number % 12 + 1, 1, tzinfo=zone(zone_name)).astimezone(UTC)
+
+
+def month_of(instant: str, first: int, last: int, zone_name: str,
+             params: dict[str, Any]) -> str:
+    """SQL: the calendar month in ``zone_name`` (numbered as :func:`month_number`) of the
+    stored instant ``instant``, for instants from the start of month ``first`` to the end of
+    month ``last``; ``first − 1`` for any earlier one.  The month starts are bound into
+    ``params`` (computed with the tz database here, so SQLite and PostgreSQL agree)."""
+    whens = []
+    for number in range(first, last + 1):
+        params[f"month_start_{number - first}"] = month_start(number, zone_name)
+        whens.append(f"WHEN {instant} < :month_start_{number - first} THEN {number - 1}")
+    return f"(CASE {' '.join(whens)} ELSE {last} END)"
 
 
 def month_label(number: int) -> str:

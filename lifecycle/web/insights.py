@@ -15,12 +15,22 @@ import io
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
 from lifecycle.app import App
-from lifecycle.insights import DAYS, MAX_DAYS, MAX_MONTHS, MONTHS, TABLES, Report, report
+from lifecycle.insights import (
+    DAYS,
+    MAX_DAYS,
+    MAX_MONTHS,
+    MONTHS,
+    TABLES,
+    Report,
+    check_as_of,
+    report,
+)
 from lifecycle.money import percent, reader_locale
 from lifecycle.segments.members import csv_cell
 from lifecycle.timeutil import parse_instant
@@ -40,13 +50,13 @@ def insight_routes(app: App, gate: Gate) -> APIRouter:
         moment, problem = app.clock.now(), None
         if as_of.strip():
             try:
-                moment = parse_instant(as_of, app.settings.timezone)
+                moment = check_as_of(parse_instant(as_of, app.settings.timezone))
             except ValueError as exc:
                 problem = f"As of: {exc}; showing now instead."
         with app.engine.connect() as conn:
             return report(conn, moment, app.settings.currency,
                           timedelta(days=app.settings.attribution_days),
-                          months, days), problem
+                          months, days, app.settings.timezone), problem
 
     @router.get("/insights", response_class=HTMLResponse)
     def insights(request: Request, as_of: str = "", months: int = MONTHS,
@@ -56,8 +66,9 @@ def insight_routes(app: App, gate: Gate) -> APIRouter:
             return refused
         found, problem = compute(as_of, months, days)
         locale = reader_locale(request.headers.get("accept-language"))
-        query = f"as_of={as_of.strip()}&months={found.months}&days={found.days}" \
-            if as_of.strip() else f"months={found.months}&days={found.days}"
+        # the page's parameters for its CSV links: an as-of date only if it was read
+        query = urlencode({**({"as_of": as_of.strip()} if as_of.strip() and not problem
+                              else {}), "months": found.months, "days": found.days})
         return templates.TemplateResponse(request, "insights.html", {
             "who": who, "r": found, "problem": problem, "as_of_text": as_of.strip(),
             "heat": _heat(found, locale), "query": query, "comments_shown": COMMENTS_SHOWN,
