@@ -32,6 +32,7 @@ def test_the_groups_keep_their_subcommands() -> None:
         "flows": ["preview", "show", "simulate", "validate"],
         "import": ["customers", "orders"],
         "offers": ["export"],
+        "predict": ["backtest", "fit"],
         "segments": ["list", "members", "refresh", "validate"],
         "staff": ["add", "password"],
     }

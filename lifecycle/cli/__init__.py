@@ -15,6 +15,7 @@ from lifecycle.cli import (  # noqa: F401  (each module adds its commands to ``c
     flows,
     imports,
     offers,
+    predict,
     processes,
     sample,
     segments,

@@ -368,3 +368,82 @@ def for_customer(conn: Connection, customer_id: int) -> dict[str, Any] | None:
         "horizon_days": horizon,
         "as_of": as_of.isoformat(),
     }
+
+
+# --------------------------------------------------------------------------- backtest
+
+#: Calibration repeat purchases from which the backtest's rows are pooled (``7+``).
+BACKTEST_TOP = 7
+
+
+@dataclass
+class Backtest:
+    """Predicted vs actual repeat purchases (purchase days) in a holdout, for the buyers
+    of the calibration period: in total and by their calibration repeat purchases."""
+
+    fit: Fit
+    holdout_days: int
+    #: ``(label, customers, actual, predicted)`` per number of calibration repeat purchases.
+    rows: list[tuple[str, int, int, float]] = field(default_factory=list)
+
+    @property
+    def actual(self) -> int:
+        return sum(row[2] for row in self.rows)
+
+    @property
+    def predicted(self) -> float:
+        return sum(row[3] for row in self.rows)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"fit": self.fit.as_json(), "holdout_days": self.holdout_days,
+                "actual": self.actual, "predicted": round(self.predicted, 2),
+                "by_calibration_purchases": [
+                    {"repeat_purchases": label, "customers": n, "actual": actual,
+                     "predicted": round(predicted, 2)}
+                    for label, n, actual, predicted in self.rows]}
+
+
+def end_of_day(day: date, tz: str) -> datetime:
+    """The last instant (to the microsecond) of ``day`` in the time zone ``tz``, in UTC."""
+    start = datetime.combine(day + timedelta(days=1), datetime.min.time(), tzinfo=zone(tz))
+    return (start - timedelta(microseconds=1)).astimezone(zone("UTC"))
+
+
+def backtest(conn: Connection, calibration_end: date, holdout_end: date,
+             options: Options) -> Backtest:
+    """Fit on the orders to the end of ``calibration_end`` and compare each buyer's
+    expected purchase days in the holdout (the days after it to the end of
+    ``holdout_end``, shop time) with the purchase days they had in it."""
+    if holdout_end <= calibration_end:
+        raise ValueError("the holdout must end after the calibration period")
+    cal = end_of_day(calibration_end, options.timezone)
+    end = end_of_day(holdout_end, options.timezone)
+    days = (holdout_end - calibration_end).days
+    result = fit(conn, cal, options)
+    report = Backtest(result, days)
+    if not result.fitted:
+        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {BUYERS_TABLE}")
+        return report
+    day = local_day(conn, "o.ordered_at", options.timezone)
+    rows = conn.execute(text(f"""
+        SELECT b.x, b.t_x, b.big_t, COUNT(*), SUM(COALESCE(h.days, 0))
+        FROM {BUYERS_TABLE} AS b LEFT JOIN (
+            SELECT o.customer_id, COUNT(DISTINCT {day}) AS days FROM orders AS o
+            WHERE o.status = 'completed' AND o.ordered_at > :cal AND o.ordered_at <= :end
+            GROUP BY o.customer_id) AS h ON h.customer_id = b.customer_id
+        GROUP BY b.x, b.t_x, b.big_t""").bindparams(
+        bindparam("cal", type_=UTCDateTime()), bindparam("end", type_=UTCDateTime())),
+        {"cal": cal, "end": end}).all()
+    conn.exec_driver_sql(f"DROP TABLE IF EXISTS {BUYERS_TABLE}")
+    data = np.array(rows, dtype=np.float64).reshape(-1, 5)
+    assert result.bgnbd is not None
+    expected = result.bgnbd.expected_purchases(days, data[:, 0], data[:, 1], data[:, 2])
+    buckets = np.minimum(data[:, 0], BACKTEST_TOP).astype(int)
+    for k in range(BACKTEST_TOP + 1):
+        here = buckets == k
+        if not here.any():
+            continue
+        label = f"{k}+" if k == BACKTEST_TOP else str(k)
+        report.rows.append((label, int(data[here, 3].sum()), int(data[here, 4].sum()),
+                            float(np.dot(expected[here], data[here, 3]))))
+    return report
