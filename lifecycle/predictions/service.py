@@ -33,6 +33,7 @@ import numpy as np
 from babel.numbers import get_currency_precision
 from sqlalchemy import Connection, bindparam, insert, select, text
 
+from lifecycle.models import Order, OrderStatus
 from lifecycle.models.base import UTCDateTime
 from lifecycle.predictions.model import (
     CORRELATION_WARNING,
@@ -333,7 +334,7 @@ def refresh(conn: Connection, as_of: datetime, now: datetime, options: Options) 
         log.info("Predictions fitted as of %s on %d buyers and stored for %d in %.1f s.",
                  as_of.isoformat(), result.customers, result.scored, result.seconds)
     else:
-        log.warning("No predictions as of %s: %s", as_of.isoformat(), result.reason)
+        log.info("No predictions as of %s: %s", as_of.isoformat(), result.reason)
     return result
 
 
@@ -344,7 +345,8 @@ def latest_fit(conn: Connection) -> Any:
 
 def for_customer(conn: Connection, customer_id: int) -> dict[str, Any] | None:
     """A customer's stored prediction, JSON-ready (money as text in the fit's currency);
-    None if they have none."""
+    None if they have none, or have a completed order after the fit's moment (it no longer
+    holds; the segments read none either: :data:`lifecycle.segments.sql.PREDICTIONS_JOIN`)."""
     prediction = conn.execute(
         select(CustomerPrediction.p_alive, CustomerPrediction.expected_orders,
                CustomerPrediction.expected_order_value, CustomerPrediction.predicted_clv,
@@ -355,6 +357,11 @@ def for_customer(conn: Connection, customer_id: int) -> dict[str, Any] | None:
     if prediction is None:
         return None
     horizon, currency, as_of = prediction.horizon_days, prediction.currency, prediction.as_of
+    since = conn.execute(select(Order.id).where(
+        Order.customer_id == customer_id, Order.status == OrderStatus.COMPLETED.value,
+        Order.ordered_at > as_of).limit(1)).first()
+    if since is not None:
+        return None
     digits = _minor_units(currency)
     quantum = Decimal(1).scaleb(-digits)
     return {
