@@ -97,6 +97,8 @@ class Fit:
     fit_id: int | None = None
     scored: int = 0
     seconds: float = 0.0
+    #: Seconds of each part: ``summary`` (the SQL), ``fit`` (the models), ``score``.
+    timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def fitted(self) -> bool:
@@ -201,6 +203,7 @@ def fit(conn: Connection, as_of: datetime, options: Options) -> Fit:
     started = time.perf_counter()
     n = summarise(conn, as_of, options)
     result = Fit(as_of, options, n)
+    result.timings["summary"] = time.perf_counter() - started
     try:
         rows = grouped_rows(conn)
         result.bgnbd = fit_bgnbd(rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3], unit="day",
@@ -218,6 +221,7 @@ def fit(conn: Connection, as_of: datetime, options: Options) -> Fit:
             f"Repeat purchases and order value correlate ({result.value.correlation:.2f}); "
             "the order-value model assumes they do not, so expected order values are rough.")
     result.seconds = time.perf_counter() - started
+    result.timings["fit"] = result.seconds - result.timings["summary"]
     return result
 
 
@@ -325,7 +329,9 @@ def refresh(conn: Connection, as_of: datetime, now: datetime, options: Options) 
     started = time.perf_counter()
     result = fit(conn, as_of, options)
     result.fit_id = record(conn, result, now)
+    scoring = time.perf_counter()
     result.scored = score(conn, result, result.fit_id)
+    result.timings["score"] = time.perf_counter() - scoring
     conn.exec_driver_sql(f"DROP TABLE IF EXISTS {BUYERS_TABLE}")
     result.seconds = time.perf_counter() - started
     conn.execute(PredictionFit.__table__.update().where(PredictionFit.id == result.fit_id)
