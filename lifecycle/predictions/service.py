@@ -41,6 +41,7 @@ from lifecycle.predictions.model import (
     MIN_REPEAT_BUYERS,
     BgNbd,
     FitFailed,
+    Floats,
     GammaGamma,
     fit_bgnbd,
     fit_gamma_gamma,
@@ -283,23 +284,9 @@ def score(conn: Connection, result: Fit, fit_id: int) -> int:
     horizon = m.expected_purchases(options.horizon_days, x, t_x, big_t)
     year = m.expected_purchases(CLV_DAYS, x, t_x, big_t)
     span = m.next_purchase_in(x, t_x, big_t)
-    conn.exec_driver_sql(f"DROP TABLE IF EXISTS {ROWS_TABLE}")
-    conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {ROWS_TABLE} (x INTEGER NOT NULL, "
-                         "t_x INTEGER NOT NULL, big_t INTEGER NOT NULL, p_alive FLOAT NOT NULL, "
-                         "expected_orders FLOAT NOT NULL, year_orders FLOAT NOT NULL, "
-                         "next_order_at TIMESTAMP NULL)" if conn.dialect.name != "postgresql"
-                         else f"CREATE TEMPORARY TABLE {ROWS_TABLE} (x INTEGER NOT NULL, "
-                         "t_x INTEGER NOT NULL, big_t INTEGER NOT NULL, "
-                         "p_alive DOUBLE PRECISION NOT NULL, "
-                         "expected_orders DOUBLE PRECISION NOT NULL, "
-                         "year_orders DOUBLE PRECISION NOT NULL, next_order_at TIMESTAMPTZ)")
-    table = f"INSERT INTO {ROWS_TABLE} VALUES (:x, :t_x, :big_t, :p, :e, :y, :nxt)"
-    payload = [{"x": int(x[i]), "t_x": int(t_x[i]), "big_t": int(big_t[i]),
-                "p": _finite(alive[i]), "e": _finite(horizon[i]), "y": _finite(year[i]),
-                "nxt": (result.as_of + timedelta(days=float(span[i])))
-                if math.isfinite(span[i]) and span[i] < 36500 else None}
-               for i in range(len(rows))]
-    conn.execute(text(table).bindparams(bindparam("nxt", type_=UTCDateTime())), payload)
+    _write_rows(conn, rows[:, :3].astype(np.int64), alive, horizon, year,
+                [(result.as_of + timedelta(days=float(s))) if math.isfinite(s) and s < 36500
+                 else None for s in span])
     digits = _minor_units(options.currency)
     pg = conn.dialect.name == "postgresql"
     p, q, g = (f"CAST('{value!r}' AS NUMERIC)" if pg else repr(value) for value in (v.p, v.q, v.gamma))
@@ -318,8 +305,34 @@ def score(conn: Connection, result: Fit, fit_id: int) -> int:
     return int(inserted)
 
 
-def _finite(value: float) -> float:
-    return float(value) if math.isfinite(value) else 0.0
+def _write_rows(conn: Connection, keys: np.ndarray, alive: Floats, horizon: Floats,
+                year: Floats, nxt: list[datetime | None]) -> None:
+    """The predictions of each distinct ``(x, t_x, T)`` into :data:`ROWS_TABLE`: COPY on
+    PostgreSQL (a million rows in seconds), one prepared INSERT per row on SQLite."""
+    conn.exec_driver_sql(f"DROP TABLE IF EXISTS {ROWS_TABLE}")
+    pg = conn.dialect.name == "postgresql"
+    real, stamp = ("DOUBLE PRECISION", "TIMESTAMPTZ") if pg else ("REAL", "TIMESTAMP")
+    conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {ROWS_TABLE} (x INTEGER NOT NULL, "
+                         f"t_x INTEGER NOT NULL, big_t INTEGER NOT NULL, p_alive {real} NOT NULL, "
+                         f"expected_orders {real} NOT NULL, year_orders {real} NOT NULL, "
+                         f"next_order_at {stamp})")
+    values = zip(keys.tolist(), np.nan_to_num(alive).tolist(), np.nan_to_num(horizon).tolist(),
+                 np.nan_to_num(year).tolist(), nxt, strict=True)
+    if pg:
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        with cursor.copy(f"COPY {ROWS_TABLE} FROM STDIN") as copy:
+            for (x, t_x, big_t), p, e, y, when in values:
+                copy.write_row((x, t_x, big_t, p, e, y, when))
+        cursor.close()
+        conn.exec_driver_sql(f"ANALYZE {ROWS_TABLE}")
+        return
+    stored = "%Y-%m-%d %H:%M:%S.%f"  # how UTCDateTime stores an instant on SQLite
+    conn.exec_driver_sql(
+        f"INSERT INTO {ROWS_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [(x, t_x, big_t, p, e, y,
+          when.astimezone(zone("UTC")).strftime(stored) if when is not None else None)
+         for (x, t_x, big_t), p, e, y, when in values])
+    conn.exec_driver_sql(f"CREATE INDEX {ROWS_TABLE}_ix ON {ROWS_TABLE} (x, t_x, big_t)")
 
 
 def refresh(conn: Connection, as_of: datetime, now: datetime, options: Options) -> Fit:
