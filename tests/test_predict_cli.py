@@ -49,7 +49,9 @@ def test_fit_as_of_a_date_prints_the_parameters_as_json_and_stores_nothing(cli_e
     assert fit["status"] == "fitted" and fit["customers"] == 500 and fit["time_unit"] == "day"
     for name in ("r", "alpha", "a", "b", "p", "q", "gamma"):
         assert fit[name] > 0, name
-    assert fit["log_likelihood"] < 0
+    assert fit["log_likelihood"] < 0 and fit["value_log_likelihood"] < 0
+    assert fit["value_customers"] > 0 and -1 <= fit["correlation"] <= 1
+    assert (fit["reason"], fit["horizon_days"], fit["currency"]) == (None, 90, "USD")
     assert _stored(cli_env) == ([], 0)
 
 

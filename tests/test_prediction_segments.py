@@ -152,6 +152,7 @@ def test_the_customer_page_says_the_predictions_in_words(app: App, web: TestClie
     account(app, "sue@shop.example", "support")
     client = logged_in(web, "sue@shop.example")
     text = client.get(f"/customers/{keen}").text
+    assert '<h3 id="predictions">What the purchase model expects</h3>' in text
     section = text.split('id="predictions"')[1].split("<h2")[0]
     assert re.search(r"Still a customer</th><td>\d+% likely", section)
     assert "Orders in the next 90 days</th><td>about " in section

@@ -62,6 +62,9 @@ def test_a_refresh_fits_stores_the_fit_and_predicts_every_buyer(conn: Connection
     assert (fit.status, fit.time_unit, fit.customers, fit.horizon_days) == ("fitted", "day", 400, 90)
     assert fit.r == pytest.approx(result.bgnbd.r) and fit.gamma == pytest.approx(result.value.gamma)
     assert fit.log_likelihood < 0 and fit.as_of == AS_OF
+    assert (fit.currency, fit.timezone, fit.value_customers) == ("USD", "UTC",
+                                                                 result.value.customers)
+    assert fit.seconds > 0 and fit.fitted_at == AS_OF
     stored = {p.customer_id: p for p in conn.execute(select(CustomerPrediction)).all()}
     assert set(stored) == set(ids)
     # The stored numbers are the models' own, for each buyer.

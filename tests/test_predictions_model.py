@@ -12,9 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lifecycle.config import ConfigError, load_settings
 from lifecycle.predictions.model import (
     BgNbd,
     FitFailed,
+    GammaGamma,
     fit_bgnbd,
     fit_gamma_gamma,
 )
@@ -137,3 +139,20 @@ def test_a_likelihood_without_a_maximum_is_reported_as_not_converged():
 def test_too_few_repeat_buyers_give_no_value_model():
     with pytest.raises(FitFailed, match="Only 10 buyers with a repeat purchase"):
         fit_gamma_gamma(np.ones(10), np.full(10, 20.0))
+
+
+def test_a_correlation_of_frequency_and_value_above_0_3_is_noted():
+    from lifecycle.predictions.service import correlation_note
+
+    assert correlation_note(GammaGamma(6.25, 3.74, 15.44, 0.0, 946, 0.11)) is None
+    note = correlation_note(GammaGamma(6.25, 3.74, 15.44, 0.0, 946, -0.45))
+    assert note and note.startswith("Repeat purchases and order value correlate (-0.45)")
+
+
+def test_the_horizon_setting_is_whole_days_from_1_to_3650():
+    assert load_settings({}).prediction_horizon_days == 90
+    assert load_settings({"LIFECYCLE_PREDICTION_HORIZON_DAYS": "3650"}).prediction_horizon_days \
+        == 3650
+    for bad in ("0", "3651", "30.5", "soon"):
+        with pytest.raises(ConfigError, match="LIFECYCLE_PREDICTION_HORIZON_DAYS"):
+            load_settings({"LIFECYCLE_PREDICTION_HORIZON_DAYS": bad})

@@ -217,13 +217,21 @@ def fit(conn: Connection, as_of: datetime, options: Options) -> Fit:
         result.reason = str(exc)
         result.status = "not_converged" if "converge" in str(exc) or "infinite" in str(exc) \
             else "too_little_data"
-    if result.value is not None and abs(result.value.correlation) > CORRELATION_WARNING:
-        result.notes.append(
-            f"Repeat purchases and order value correlate ({result.value.correlation:.2f}); "
-            "the order-value model assumes they do not, so expected order values are rough.")
+    note = correlation_note(result.value)
+    if note:
+        result.notes.append(note)
     result.seconds = time.perf_counter() - started
     result.timings["fit"] = result.seconds - result.timings["summary"]
     return result
+
+
+def correlation_note(value: GammaGamma | None) -> str | None:
+    """A note when repeat purchases and mean order value correlate by more than
+    :data:`CORRELATION_WARNING` (the value model assumes they do not); else None."""
+    if value is None or abs(value.correlation) <= CORRELATION_WARNING:
+        return None
+    return (f"Repeat purchases and order value correlate ({value.correlation:.2f}); the "
+            "order-value model assumes they do not, so expected order values are rough.")
 
 
 def describe(result: Fit) -> str:
