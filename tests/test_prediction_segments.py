@@ -160,3 +160,15 @@ def test_the_customer_page_says_the_predictions_in_words(app: App, web: TestClie
     assert re.search(r"Value in the next 12 months</th><td>\$[\d,]+\.\d\d predicted", section)
     none = client.get(f"/customers/{loner}").text.split('id="predictions"')[1]
     assert "No prediction: they have no completed order" in none
+
+
+def test_a_customers_export_holds_their_prediction(conn: Connection) -> None:
+    from lifecycle.models import Customer
+    from lifecycle.privacy import export
+
+    ids = simulated_buyers(conn, 400, AS_OF)
+    refresh_all(conn, load_definitions(SHIPPED), AS_OF, AS_OF)
+    row = conn.execute(select(Customer.__table__).where(Customer.id == ids[0])).one()
+    held = export(conn, row)["predictions"]
+    assert len(held) == 1 and held[0]["customer_id"] == ids[0]
+    assert 0 <= held[0]["p_alive"] <= 1
