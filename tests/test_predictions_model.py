@@ -132,8 +132,9 @@ def test_buyers_who_never_came_back_give_no_fit():
 def test_a_likelihood_without_a_maximum_is_reported_as_not_converged():
     # Everybody buys on every day: the dropout probability runs to zero (b to infinity).
     T = np.arange(1, 501, dtype=float)
-    with pytest.raises(FitFailed, match="did not converge"):
+    with pytest.raises(FitFailed, match="did not converge") as failed:
         fit_bgnbd(T, T, T)
+    assert failed.value.status == "not_converged"
 
 
 def test_too_few_repeat_buyers_give_no_value_model():

@@ -45,7 +45,12 @@ _LOG_BOUND = math.log(1e8)
 
 
 class FitFailed(Exception):
-    """The data cannot give a fit worth acting on; ``str(exc)`` says why, in plain words."""
+    """The data cannot give a fit worth acting on; ``str(exc)`` says why, in plain words, and
+    ``status`` is ``too_little_data`` or ``not_converged``."""
+
+    def __init__(self, message: str, status: str = "too_little_data") -> None:
+        super().__init__(message)
+        self.status = status
 
 
 Floats = NDArray[np.float64]
@@ -265,7 +270,7 @@ def fit_gamma_gamma(n_value: ArrayLike, mean_value: ArrayLike, weights: ArrayLik
     p, q, g = (float(v) for v in np.exp(logs))
     if q <= 1:
         raise FitFailed(f"The order-value model has q = {q:.3g} <= 1: its mean order value is "
-                        "infinite, so no value is predicted.")
+                        "infinite, so no value is predicted.", "not_converged")
     ll = float(np.dot(w, gamma_gamma_log_likelihood((p, q, g), n, m)))
     return GammaGamma(p, q, g, ll, count, weighted_correlation(n, m, w))
 
@@ -287,8 +292,8 @@ def _optimise(objective: Any, start: Floats, name: str) -> Floats:
     # A line search that cannot improve on a point whose gradient is ~0 is at the optimum.
     settled = best.success or float(np.max(np.abs(best.jac))) < 1e-7
     if not settled or not np.all(np.isfinite(best.x)):
-        raise FitFailed(f"The {name} fit did not converge ({best.message}).")
+        raise FitFailed(f"The {name} fit did not converge ({best.message}).", "not_converged")
     if np.any(np.abs(best.x) >= _LOG_BOUND - 1e-3):
         raise FitFailed(f"The {name} fit did not converge: a parameter ran to the edge of its "
-                        "range (the data hold no maximum of the likelihood).")
+                        "range (the data hold no maximum of the likelihood).", "not_converged")
     return np.asarray(best.x, dtype=np.float64)

@@ -215,8 +215,7 @@ def fit(conn: Connection, as_of: datetime, options: Options) -> Fit:
     except FitFailed as exc:
         result.bgnbd = result.value = None
         result.reason = str(exc)
-        result.status = "not_converged" if "converge" in str(exc) or "infinite" in str(exc) \
-            else "too_little_data"
+        result.status = exc.status
     note = correlation_note(result.value)
     if note:
         result.notes.append(note)
