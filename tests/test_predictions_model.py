@@ -157,3 +157,17 @@ def test_the_horizon_setting_is_whole_days_from_1_to_3650():
     for bad in ("0", "3651", "30.5", "soon"):
         with pytest.raises(ConfigError, match="LIFECYCLE_PREDICTION_HORIZON_DAYS"):
             load_settings({"LIFECYCLE_PREDICTION_HORIZON_DAYS": bad})
+
+
+def test_a_refit_from_the_last_fits_parameters_finds_the_same_maximum(cdnow):
+    cold = fit_bgnbd(cdnow[:, 0], cdnow[:, 1], cdnow[:, 2], unit="week")
+    warm = fit_bgnbd(cdnow[:, 0], cdnow[:, 1], cdnow[:, 2], unit="week",
+                     start=(0.3, 5.0, 0.9, 2.0))
+    far = fit_bgnbd(cdnow[:, 0], cdnow[:, 1], cdnow[:, 2], unit="week",
+                    start=(1e-12, 1e12, 1e-12, 1e12))  # hopeless: the default start is tried
+    for model in (warm, far):
+        assert model.log_likelihood == pytest.approx(cold.log_likelihood, abs=1e-6)
+        assert model.r == pytest.approx(cold.r, rel=1e-4) and model.b == pytest.approx(cold.b,
+                                                                                      rel=1e-4)
+    value = fit_gamma_gamma(cdnow[:, 0], cdnow[:, 3], start=(6.0, 3.5, 15.0))
+    assert (round(value.p, 2), round(value.q, 2), round(value.gamma, 2)) == (6.25, 3.74, 15.44)

@@ -140,9 +140,13 @@ def bgnbd_log_likelihood(params: ArrayLike, x: Floats, t_x: Floats, T: Floats) -
 
 
 def fit_bgnbd(x: ArrayLike, t_x: ArrayLike, T: ArrayLike, weights: ArrayLike | None = None, *,
-              unit: str = "day", min_customers: int = MIN_CUSTOMERS) -> BgNbd:
+              unit: str = "day", min_customers: int = MIN_CUSTOMERS,
+              start: tuple[float, float, float, float] | None = None) -> BgNbd:
     """Maximum-likelihood BG/NBD on customers (or distinct rows with ``weights`` = their
-    counts); :class:`FitFailed` for fewer than ``min_customers`` or no convergence."""
+    counts); :class:`FitFailed` for fewer than ``min_customers`` or no convergence.
+
+    ``start``: (r, alpha, a, b) to start the search from (the last fit's: a refit on much
+    the same data then takes a few steps); the default start is tried too if it fails."""
     x, t_x, T = _arrays(x, t_x, T)
     w = np.ones_like(x) if weights is None else _arrays(weights)[0]
     n = int(round(w.sum()))
@@ -155,8 +159,7 @@ def fit_bgnbd(x: ArrayLike, t_x: ArrayLike, T: ArrayLike, weights: ArrayLike | N
         raise ValueError("each customer needs 0 <= t_x <= T and x >= 0")
     scale = float(np.average(T, weights=w)) or 1.0  # alpha starts near the typical T
     objective = _BgNbdObjective(x, t_x, T, w)
-    start = np.log([1.0, scale, 1.0, 1.0])
-    logs = _optimise(objective, start, "BG/NBD")
+    logs = _optimise(objective, np.log([1.0, scale, 1.0, 1.0]), "BG/NBD", start)
     r, alpha, a, b = (float(v) for v in np.exp(logs))
     ll = float(np.dot(w, bgnbd_log_likelihood((r, alpha, a, b), x, t_x, T)))
     return BgNbd(r, alpha, a, b, ll, n, unit)
@@ -239,9 +242,11 @@ def gamma_gamma_log_likelihood(params: ArrayLike, n: Floats, m: Floats) -> Float
 
 
 def fit_gamma_gamma(n_value: ArrayLike, mean_value: ArrayLike, weights: ArrayLike | None = None,
-                    *, min_customers: int = MIN_REPEAT_BUYERS) -> GammaGamma:
+                    *, min_customers: int = MIN_REPEAT_BUYERS,
+                    start: tuple[float, float, float] | None = None) -> GammaGamma:
     """Maximum-likelihood Gamma-Gamma on customers with at least one repeat purchase with a
-    positive value (others are left out); :class:`FitFailed` for too few or no convergence."""
+    positive value (others are left out); :class:`FitFailed` for too few or no convergence.
+    ``start``: (p, q, gamma) to start from, as for :func:`fit_bgnbd`."""
     n, m = _arrays(n_value, mean_value)
     w = np.ones_like(n) if weights is None else _arrays(weights)[0]
     keep = (n > 0) & (m > 0)
@@ -266,7 +271,7 @@ def fit_gamma_gamma(n_value: ArrayLike, mean_value: ArrayLike, weights: ArrayLik
             return 1e10, np.zeros(3)
         return -ll / count, -grad / count
 
-    logs = _optimise(objective, np.log([1.0, 1.0, scale]), "Gamma-Gamma")
+    logs = _optimise(objective, np.log([1.0, 1.0, scale]), "Gamma-Gamma", start)
     p, q, g = (float(v) for v in np.exp(logs))
     if q <= 1:
         raise FitFailed(f"The order-value model has q = {q:.3g} <= 1: its mean order value is "
@@ -283,15 +288,37 @@ def weighted_correlation(a: Floats, b: Floats, w: Floats) -> float:
     return float(cov / math.sqrt(va * vb)) if va > 0 and vb > 0 else 0.0
 
 
-def _optimise(objective: Any, start: Floats, name: str) -> Floats:
+def _optimise(objective: Any, default: Floats, name: str,
+              warm: tuple[float, ...] | None = None) -> Floats:
     """Minimise ``objective`` (value and gradient) over log-parameters with L-BFGS-B;
-    :class:`FitFailed` if it does not converge or a parameter runs to a bound."""
-    bounds = [(-_LOG_BOUND, _LOG_BOUND)] * len(start)
-    best = minimize(objective, start, jac=True, method="L-BFGS-B", bounds=bounds,
-                    options={"ftol": 1e-15, "gtol": 1e-10, "maxiter": 3000})
-    # A line search that cannot improve on a point whose gradient is ~0 is at the optimum.
-    settled = best.success or float(np.max(np.abs(best.jac))) < 1e-7
-    if not settled or not np.all(np.isfinite(best.x)):
+    :class:`FitFailed` if it does not converge or a parameter runs to a bound.
+
+    With ``warm`` (parameters: the last fit's) the search starts there; if it fails or ends
+    far from it (a parameter more than e² times off), the ``default`` start (logs) is tried
+    too and the better maximum kept, so a poor warm start never costs the right answer."""
+    bounds = [(-_LOG_BOUND, _LOG_BOUND)] * len(default)
+
+    def search(start: Floats) -> Any:
+        found = minimize(objective, start, jac=True, method="L-BFGS-B", bounds=bounds,
+                         options={"ftol": 1e-15, "gtol": 1e-10, "maxiter": 3000})
+        # A line search that cannot improve on a point whose gradient is ~0 is at the optimum.
+        found.settled = bool((found.success or float(np.max(np.abs(found.jac))) < 1e-7)
+                             and np.all(np.isfinite(found.x)))
+        return found
+
+    best = None
+    if warm is not None and all(v > 0 and math.isfinite(v) for v in warm):
+        logs = np.clip(np.log(np.asarray(warm, dtype=np.float64)), -_LOG_BOUND + 1,
+                       _LOG_BOUND - 1)
+        best = search(logs)
+        if not best.settled or float(np.max(np.abs(best.x - logs))) > 2:
+            cold = search(default)
+            if cold.settled and (not best.settled or cold.fun <= best.fun):
+                best = cold
+    else:
+        best = search(default)
+    settled = best.settled
+    if not settled:
         raise FitFailed(f"The {name} fit did not converge ({best.message}).", "not_converged")
     if np.any(np.abs(best.x) >= _LOG_BOUND - 1e-3):
         raise FitFailed(f"The {name} fit did not converge: a parameter ran to the edge of its "

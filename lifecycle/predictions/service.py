@@ -205,13 +205,19 @@ def fit(conn: Connection, as_of: datetime, options: Options) -> Fit:
     n = summarise(conn, as_of, options)
     result = Fit(as_of, options, n)
     result.timings["summary"] = time.perf_counter() - started
+    last = conn.execute(select(PredictionFit).where(
+        PredictionFit.status == "fitted", PredictionFit.currency == options.currency,
+        PredictionFit.timezone == options.timezone, PredictionFit.time_unit == "day")
+        .order_by(PredictionFit.id.desc()).limit(1)).first()
     try:
         rows = grouped_rows(conn)
         result.bgnbd = fit_bgnbd(rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3], unit="day",
-                                 min_customers=options.min_customers)
+                                 min_customers=options.min_customers,
+                                 start=(last.r, last.alpha, last.a, last.b) if last else None)
         values = grouped_values(conn)
         result.value = fit_gamma_gamma(values[:, 0], values[:, 1], values[:, 2],
-                                       min_customers=options.min_value_customers)
+                                       min_customers=options.min_value_customers,
+                                       start=(last.p, last.q, last.gamma) if last else None)
     except FitFailed as exc:
         result.bgnbd = result.value = None
         result.reason = str(exc)
