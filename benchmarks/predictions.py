@@ -159,6 +159,9 @@ def main() -> None:
     alone = seconds(predictions)
     both = seconds(lambda: full(as_of + timedelta(days=3), True))
     fit = found[0]
+    with engine.connect() as conn:
+        last = conn.execute(text("SELECT seconds FROM prediction_fits ORDER BY id DESC LIMIT 1")
+                            ).scalar_one()
 
     print(f"\nPostgreSQL, {customers:,} customers, {orders:,} orders; reference measured in this run")
     rows = [
@@ -169,7 +172,12 @@ def main() -> None:
         (f"  summary SQL ({fit.customers:,} buyers)", fit.timings.get("summary", 0.0)),
         ("  fit of both models", fit.timings.get("fit", 0.0)),
         (f"  scoring and writes ({fit.scored:,} predictions)", fit.timings.get("score", 0.0)),
+        ("    delete the last predictions", fit.timings.get("delete", 0.0)),
+        ("    compute per distinct row", fit.timings.get("compute", 0.0)),
+        (f"    COPY the distinct rows ({len(fit.rows):,})", fit.timings.get("rows", 0.0)),
+        ("    INSERT … SELECT every buyer's", fit.timings.get("insert", 0.0)),
         ("full refresh a day later with predictions", both),
+        ("  its predictions (a refit from the last fit's parameters)", last),
     ]
     for label, value in rows:
         print(f"{label:<58} {value:8.2f} s {value / ref:5.1f}x")

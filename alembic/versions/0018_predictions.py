@@ -56,10 +56,8 @@ def upgrade() -> None:
                                 name=op.f('fk_customer_predictions_fit_id_prediction_fits')),
         sa.PrimaryKeyConstraint('customer_id', name=op.f('pk_customer_predictions')),
     )
-    op.create_index(op.f('ix_customer_predictions_fit_id'), 'customer_predictions', ['fit_id'])
 
 
 def downgrade() -> None:
-    op.drop_index(op.f('ix_customer_predictions_fit_id'), table_name='customer_predictions')
     op.drop_table('customer_predictions')
     op.drop_table('prediction_fits')

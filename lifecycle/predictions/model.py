@@ -56,6 +56,12 @@ class FitFailed(Exception):
 Floats = NDArray[np.float64]
 
 
+def _wsum(weights: Floats, values: Any) -> float:
+    """Σ weights·values without BLAS (``np.dot`` hands vectors to BLAS threads, which on a
+    busy machine cost more than the sum: 16 ms against 0.2 ms for 90,000 rows)."""
+    return float(np.sum(weights * values))
+
+
 def _arrays(*values: ArrayLike) -> list[Floats]:
     return [np.atleast_1d(np.asarray(v, dtype=np.float64)) for v in values]
 
@@ -161,7 +167,7 @@ def fit_bgnbd(x: ArrayLike, t_x: ArrayLike, T: ArrayLike, weights: ArrayLike | N
     objective = _BgNbdObjective(x, t_x, T, w)
     logs = _optimise(objective, np.log([1.0, scale, 1.0, 1.0]), "BG/NBD", start)
     r, alpha, a, b = (float(v) for v in np.exp(logs))
-    ll = float(np.dot(w, bgnbd_log_likelihood((r, alpha, a, b), x, t_x, T)))
+    ll = float(_wsum(w, bgnbd_log_likelihood((r, alpha, a, b), x, t_x, T)))
     return BgNbd(r, alpha, a, b, ll, n, unit)
 
 
@@ -189,14 +195,14 @@ class _BgNbdObjective:
         pa, pb = np.exp(stayed - total), np.exp(left - total)
         common = (gammaln(r + xs) - gammaln(r) + r * math.log(alpha)
                   + betaln(a, b + xs) - betaln(a, b))
-        ll = float(np.dot(xw, common) + np.dot(w, total))
-        d_r = (np.dot(xw, digamma(r + xs) - digamma(r) + math.log(alpha))
-               - np.dot(w, pa * u + pb * v))
+        ll = float(_wsum(xw, common) + _wsum(w, total))
+        d_r = (_wsum(xw, digamma(r + xs) - digamma(r) + math.log(alpha))
+               - _wsum(w, pa * u + pb * v))
         d_alpha = (self.n * r / alpha
-                   - np.dot(w, (r + x) * (pa / (alpha + self.T) + pb / (alpha + self.t_x))))
-        d_a = np.dot(xw, digamma(a + b) - digamma(a + b + xs)) + np.dot(w, pb) / a
-        d_b = (np.dot(xw, digamma(b + xs) - digamma(a + b + xs) - digamma(b) + digamma(a + b))
-               - np.dot(w, np.where(self.repeat, pb / (b + self.bx), 0.0)))
+                   - _wsum(w, (r + x) * (pa / (alpha + self.T) + pb / (alpha + self.t_x))))
+        d_a = _wsum(xw, digamma(a + b) - digamma(a + b + xs)) + _wsum(w, pb) / a
+        d_b = (_wsum(xw, digamma(b + xs) - digamma(a + b + xs) - digamma(b) + digamma(a + b))
+               - _wsum(w, np.where(self.repeat, pb / (b + self.bx), 0.0)))
         grad = np.array([d_r * r, d_alpha * alpha, d_a * a, d_b * b])
         if not math.isfinite(ll) or not np.all(np.isfinite(grad)):
             return 1e10, np.zeros(4)
@@ -262,10 +268,10 @@ def fit_gamma_gamma(n_value: ArrayLike, mean_value: ArrayLike, weights: ArrayLik
         p, q, g = np.exp(logs)
         px = p * n
         spend = np.log(n * m + g)
-        ll = float(np.dot(w, gamma_gamma_log_likelihood((p, q, g), n, m)))
-        d_p = np.dot(w, n * (digamma(px + q) - digamma(px) + log_m + log_n - spend))
-        d_q = np.dot(w, digamma(px + q) - digamma(q) + math.log(g) - spend)
-        d_g = np.dot(w, q / g - (px + q) / (n * m + g))
+        ll = float(_wsum(w, gamma_gamma_log_likelihood((p, q, g), n, m)))
+        d_p = _wsum(w, n * (digamma(px + q) - digamma(px) + log_m + log_n - spend))
+        d_q = _wsum(w, digamma(px + q) - digamma(q) + math.log(g) - spend)
+        d_g = _wsum(w, q / g - (px + q) / (n * m + g))
         grad = np.array([d_p * p, d_q * q, d_g * g])
         if not math.isfinite(ll) or not np.all(np.isfinite(grad)):
             return 1e10, np.zeros(3)
@@ -276,7 +282,7 @@ def fit_gamma_gamma(n_value: ArrayLike, mean_value: ArrayLike, weights: ArrayLik
     if q <= 1:
         raise FitFailed(f"The order-value model has q = {q:.3g} <= 1: its mean order value is "
                         "infinite, so no value is predicted.", "not_converged")
-    ll = float(np.dot(w, gamma_gamma_log_likelihood((p, q, g), n, m)))
+    ll = float(_wsum(w, gamma_gamma_log_likelihood((p, q, g), n, m)))
     return GammaGamma(p, q, g, ll, count, weighted_correlation(n, m, w))
 
 

@@ -58,7 +58,8 @@ class CustomerPrediction(Base):
     customer_id: Mapped[int] = mapped_column(
         BigInteger().with_variant(Integer(), "sqlite"),
         ForeignKey("customers.id"), primary_key=True)
-    fit_id: Mapped[int] = mapped_column(BigIntPK, ForeignKey("prediction_fits.id"), index=True)
+    #: (Not indexed: a fit's predictions are replaced all at once, never looked up by fit.)
+    fit_id: Mapped[int] = mapped_column(BigIntPK, ForeignKey("prediction_fits.id"))
     p_alive: Mapped[float] = mapped_column(Float)
     expected_orders: Mapped[float] = mapped_column(Float)
     expected_order_value: Mapped[Decimal] = mapped_column(Numeric(14, 2))

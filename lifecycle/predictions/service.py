@@ -98,8 +98,11 @@ class Fit:
     fit_id: int | None = None
     scored: int = 0
     seconds: float = 0.0
-    #: Seconds of each part: ``summary`` (the SQL), ``fit`` (the models), ``score``.
+    #: Seconds of each part: ``summary`` (the SQL), ``fit`` (the models), ``score`` (with
+    #: ``delete``, ``compute``, ``rows`` and ``insert`` of it).
     timings: dict[str, float] = field(default_factory=dict)
+    #: The distinct ``(x, t_x, T, count)`` the fit was made on (scoring reuses them).
+    rows: Any = field(default=None, repr=False)
 
     @property
     def fitted(self) -> bool:
@@ -210,7 +213,7 @@ def fit(conn: Connection, as_of: datetime, options: Options) -> Fit:
         PredictionFit.timezone == options.timezone, PredictionFit.time_unit == "day")
         .order_by(PredictionFit.id.desc()).limit(1)).first()
     try:
-        rows = grouped_rows(conn)
+        rows = result.rows = grouped_rows(conn)
         result.bgnbd = fit_bgnbd(rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3], unit="day",
                                  min_customers=options.min_customers,
                                  start=(last.r, last.alpha, last.a, last.b) if last else None)
@@ -286,20 +289,31 @@ def score(conn: Connection, result: Fit, fit_id: int) -> int:
     """Replace every buyer's prediction by ``result``'s (the buyers summarised by
     :func:`fit`); the number scored.  A fit without models deletes them all: numbers
     nobody should trust are not kept."""
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        result.timings[name] = now - clock
+        clock = now
+
     conn.execute(CustomerPrediction.__table__.delete())
+    lap("delete")
     if not result.fitted:
         return 0
     m, v, options = result.bgnbd, result.value, result.options
     assert m is not None and v is not None
-    rows = grouped_rows(conn)
+    rows = result.rows if result.rows is not None else grouped_rows(conn)
     x, t_x, big_t = rows[:, 0], rows[:, 1], rows[:, 2]
     alive = m.p_alive(x, t_x, big_t)
     horizon = m.expected_purchases(options.horizon_days, x, t_x, big_t)
     year = m.expected_purchases(CLV_DAYS, x, t_x, big_t)
     span = m.next_purchase_in(x, t_x, big_t)
+    lap("compute")
     _write_rows(conn, rows[:, :3].astype(np.int64), alive, horizon, year,
                 [(result.as_of + timedelta(days=float(s))) if math.isfinite(s) and s < 36500
                  else None for s in span])
+    lap("rows")
     digits = _minor_units(options.currency)
     pg = conn.dialect.name == "postgresql"
     p, q, g = (f"CAST('{value!r}' AS NUMERIC)" if pg else repr(value) for value in (v.p, v.q, v.gamma))
@@ -314,6 +328,7 @@ def score(conn: Connection, result: Fit, fit_id: int) -> int:
                ROUND({year_orders} * {value}, {digits}), r.next_order_at
         FROM {BUYERS_TABLE} AS b JOIN {ROWS_TABLE} AS r
           ON r.x = b.x AND r.t_x = b.t_x AND r.big_t = b.big_t"""), {"fit_id": fit_id}).rowcount
+    lap("insert")
     conn.exec_driver_sql(f"DROP TABLE IF EXISTS {ROWS_TABLE}")
     return int(inserted)
 
