@@ -50,10 +50,6 @@ def upgrade() -> None:
         sa.Column('expected_order_value', sa.Numeric(precision=14, scale=2), nullable=False),
         sa.Column('predicted_clv', sa.Numeric(precision=14, scale=2), nullable=False),
         sa.Column('expected_next_order_at', _AT, nullable=True),
-        sa.ForeignKeyConstraint(['customer_id'], ['customers.id'],
-                                name=op.f('fk_customer_predictions_customer_id_customers')),
-        sa.ForeignKeyConstraint(['fit_id'], ['prediction_fits.id'],
-                                name=op.f('fk_customer_predictions_fit_id_prediction_fits')),
         sa.PrimaryKeyConstraint('customer_id', name=op.f('pk_customer_predictions')),
     )
 

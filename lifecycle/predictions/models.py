@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import BigInteger, Float, ForeignKey, Integer, Numeric, String, Text
+from sqlalchemy import Float, Integer, Numeric, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from lifecycle.models.base import Base, BigIntPK, IdMixin
@@ -55,11 +55,12 @@ class CustomerPrediction(Base):
 
     __tablename__ = "customer_predictions"
 
-    customer_id: Mapped[int] = mapped_column(
-        BigInteger().with_variant(Integer(), "sqlite"),
-        ForeignKey("customers.id"), primary_key=True)
-    #: (Not indexed: a fit's predictions are replaced all at once, never looked up by fit.)
-    fit_id: Mapped[int] = mapped_column(BigIntPK, ForeignKey("prediction_fits.id"))
+    #: (No foreign keys, as for ``customer_suggestions``: customers are never deleted —
+    #: erasure keeps the row — nor are fits, and checking two keys for each of a million rows
+    #: every refresh writes costs more than the rows.  ``fit_id`` is not indexed: a fit's
+    #: predictions are replaced all at once, never looked up by fit.)
+    customer_id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    fit_id: Mapped[int] = mapped_column(BigIntPK)
     p_alive: Mapped[float] = mapped_column(Float)
     expected_orders: Mapped[float] = mapped_column(Float)
     expected_order_value: Mapped[Decimal] = mapped_column(Numeric(14, 2))
