@@ -262,16 +262,26 @@ def fit_gamma_gamma(n_value: ArrayLike, mean_value: ArrayLike, weights: ArrayLik
         raise FitFailed(f"Only {count} buyers with a repeat purchase in the reporting currency; "
                         f"order values need at least {min_customers}.")
     scale = float(np.average(m, weights=w))
-    log_m, log_n = np.log(m), np.log(n)
+    # Terms of n alone are summed once per distinct n (weights added up), the rest per row.
+    ns, inverse = np.unique(n, return_inverse=True)
+    nw = np.bincount(inverse, weights=w)
+    total = float(w.sum())
+    log_m = np.log(m)
+    wn = w * n
+    sum_wn_log_m, sum_w_log_m = _wsum(wn, log_m), _wsum(w, log_m)
+    log_ns = np.log(ns)
 
     def objective(logs: Floats) -> tuple[float, Floats]:
         p, q, g = np.exp(logs)
-        px = p * n
+        pn = p * ns
         spend = np.log(n * m + g)
-        ll = float(_wsum(w, gamma_gamma_log_likelihood((p, q, g), n, m)))
-        d_p = _wsum(w, n * (digamma(px + q) - digamma(px) + log_m + log_n - spend))
-        d_q = _wsum(w, digamma(px + q) - digamma(q) + math.log(g) - spend)
-        d_g = _wsum(w, q / g - (px + q) / (n * m + g))
+        per_n = gammaln(pn + q) - gammaln(pn) - gammaln(q) + q * math.log(g) + pn * log_ns
+        ll = (_wsum(nw, per_n) + p * sum_wn_log_m - sum_w_log_m
+              - p * _wsum(wn, spend) - q * _wsum(w, spend))
+        d_p = (_wsum(nw, ns * (digamma(pn + q) - digamma(pn) + log_ns)) + sum_wn_log_m
+               - _wsum(wn, spend))
+        d_q = _wsum(nw, digamma(pn + q) - digamma(q)) + total * math.log(g) - _wsum(w, spend)
+        d_g = total * q / g - _wsum(w, (p * n + q) / (n * m + g))
         grad = np.array([d_p * p, d_q * q, d_g * g])
         if not math.isfinite(ll) or not np.all(np.isfinite(grad)):
             return 1e10, np.zeros(3)

