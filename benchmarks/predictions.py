@@ -171,6 +171,8 @@ def main() -> None:
         ("predictions alone (summary, fit, scoring)", alone),
         (f"  summary SQL ({fit.customers:,} buyers)", fit.timings.get("summary", 0.0)),
         ("  fit of both models", fit.timings.get("fit", 0.0)),
+        ("    reading the distinct (x, t_x, T) rows", fit.timings.get("read", 0.0)),
+        ("    BG/NBD", fit.timings.get("bgnbd", 0.0)),
         (f"  scoring and writes ({fit.scored:,} predictions)", fit.timings.get("score", 0.0)),
         ("    delete the last predictions", fit.timings.get("delete", 0.0)),
         ("    compute per distinct row", fit.timings.get("compute", 0.0)),

@@ -183,19 +183,30 @@ def summarise(conn: Connection, as_of: datetime, options: Options) -> int:
     return int(conn.exec_driver_sql(f"SELECT COUNT(*) FROM {BUYERS_TABLE}").scalar_one())
 
 
+def _numbers(conn: Connection, sql: str, width: int) -> np.ndarray:
+    """The rows of ``sql`` (numbers only) as a float array, read through the driver's own
+    cursor: plain tuples convert to an array twenty times faster than result rows."""
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(sql)
+        return np.array(cursor.fetchall(), dtype=np.float64).reshape(-1, width)
+    finally:
+        cursor.close()
+
+
 def grouped_rows(conn: Connection) -> np.ndarray:
     """The distinct ``(x, t_x, T, count)`` of the summarised buyers."""
-    rows = conn.exec_driver_sql(f"SELECT x, t_x, big_t, COUNT(*) FROM {BUYERS_TABLE} "
-                                "GROUP BY x, t_x, big_t").all()
-    return np.array(rows, dtype=np.float64).reshape(-1, 4)
+    return _numbers(conn, f"SELECT x, t_x, big_t, COUNT(*) FROM {BUYERS_TABLE} "
+                          "GROUP BY x, t_x, big_t", 4)
 
 
 def grouped_values(conn: Connection) -> np.ndarray:
-    """The distinct ``(n_value, mean value, count)`` of the buyers with a repeat day with a value."""
-    rows = conn.exec_driver_sql(f"SELECT n_value, value_sum, COUNT(*) FROM {BUYERS_TABLE} "
-                                "WHERE n_value > 0 GROUP BY n_value, value_sum").all()
-    data = np.array([(n, float(s) / n, c) for n, s, c in rows], dtype=np.float64)
-    return data.reshape(-1, 3)
+    """The distinct ``(n_value, mean value, count)`` of the buyers with a repeat day with a
+    value (the mean as a float: the fit's; money is exact again where it is stored)."""
+    real = "DOUBLE PRECISION" if conn.dialect.name == "postgresql" else "REAL"
+    return _numbers(conn, f"SELECT n_value, CAST(value_sum AS {real}) / n_value, COUNT(*) "
+                          f"FROM {BUYERS_TABLE} WHERE n_value > 0 "
+                          "GROUP BY n_value, value_sum", 3)
 
 
 # --------------------------------------------------------------------------- fit
@@ -213,10 +224,13 @@ def fit(conn: Connection, as_of: datetime, options: Options) -> Fit:
         PredictionFit.timezone == options.timezone, PredictionFit.time_unit == "day")
         .order_by(PredictionFit.id.desc()).limit(1)).first()
     try:
+        lap = time.perf_counter()
         rows = result.rows = grouped_rows(conn)
+        result.timings["read"] = time.perf_counter() - lap
         result.bgnbd = fit_bgnbd(rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3], unit="day",
                                  min_customers=options.min_customers,
                                  start=(last.r, last.alpha, last.a, last.b) if last else None)
+        result.timings["bgnbd"] = time.perf_counter() - lap - result.timings["read"]
         values = grouped_values(conn)
         result.value = fit_gamma_gamma(values[:, 0], values[:, 1], values[:, 2],
                                        min_customers=options.min_value_customers,
