@@ -21,7 +21,6 @@ in SQL from the buyer's ``value_sum`` (exact decimals on PostgreSQL).
 from __future__ import annotations
 
 import logging
-import math
 import re
 import time
 from dataclasses import dataclass, field
@@ -324,9 +323,9 @@ def score(conn: Connection, result: Fit, fit_id: int) -> int:
     year = m.expected_purchases(CLV_DAYS, x, t_x, big_t)
     span = m.next_purchase_in(x, t_x, big_t)
     lap("compute")
-    _write_rows(conn, rows[:, :3].astype(np.int64), alive, horizon, year,
-                [(result.as_of + timedelta(days=float(s))) if math.isfinite(s) and s < 36500
-                 else None for s in span])
+    # Days to the next order: none when not likelier than not, or past a hundred years.
+    span = np.where(np.isfinite(span) & (span < 36500), span, np.nan)
+    _write_rows(conn, rows[:, :3].astype(np.int64), alive, horizon, year, span)
     lap("rows")
     digits = _minor_units(options.currency)
     pg = conn.dialect.name == "postgresql"
@@ -334,49 +333,55 @@ def score(conn: Connection, result: Fit, fit_id: int) -> int:
     value = (f"ROUND({p} * ({g} + COALESCE(b.value_sum, 0)) / ({p} * b.n_value + {q} - 1), "
              f"{digits})")
     year_orders = "CAST(r.year_orders AS NUMERIC)" if pg else "r.year_orders"
+    if pg:
+        next_at = "CAST(:as_of AS TIMESTAMPTZ) + r.next_days * INTERVAL '1 day'"
+    else:  # in UTCDateTime's text form (microseconds: SQLite writes milliseconds)
+        next_at = ("strftime('%Y-%m-%d %H:%M:%f', :as_of, "
+                   "'+' || printf('%.6f', r.next_days) || ' days') || '000'")
     inserted = conn.execute(text(f"""
         INSERT INTO customer_predictions (customer_id, fit_id, p_alive, expected_orders,
                                           expected_order_value, predicted_clv,
                                           expected_next_order_at)
         SELECT b.customer_id, :fit_id, r.p_alive, r.expected_orders, {value},
-               ROUND({year_orders} * {value}, {digits}), r.next_order_at
+               ROUND({year_orders} * {value}, {digits}),
+               CASE WHEN r.next_days IS NOT NULL THEN {next_at} END
         FROM {BUYERS_TABLE} AS b JOIN {ROWS_TABLE} AS r
-          ON r.x = b.x AND r.t_x = b.t_x AND r.big_t = b.big_t"""), {"fit_id": fit_id}).rowcount
+          ON r.x = b.x AND r.t_x = b.t_x AND r.big_t = b.big_t""").bindparams(
+        bindparam("as_of", type_=UTCDateTime())),
+        {"fit_id": fit_id, "as_of": result.as_of}).rowcount
     lap("insert")
     conn.exec_driver_sql(f"DROP TABLE IF EXISTS {ROWS_TABLE}")
     return int(inserted)
 
 
 def _write_rows(conn: Connection, keys: np.ndarray, alive: Floats, horizon: Floats,
-                year: Floats, nxt: list[datetime | None]) -> None:
+                year: Floats, next_days: Floats) -> None:
     """The predictions of each distinct ``(x, t_x, T)`` into :data:`ROWS_TABLE`: COPY on
-    PostgreSQL (a million rows in seconds), one prepared INSERT per row on SQLite."""
+    PostgreSQL (a million rows in seconds), one prepared INSERT per row on SQLite;
+    ``next_days`` NaN for none."""
     conn.exec_driver_sql(f"DROP TABLE IF EXISTS {ROWS_TABLE}")
     pg = conn.dialect.name == "postgresql"
-    real, stamp = ("DOUBLE PRECISION", "TIMESTAMPTZ") if pg else ("REAL", "TIMESTAMP")
+    real = "DOUBLE PRECISION" if pg else "REAL"
     conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {ROWS_TABLE} (x INTEGER NOT NULL, "
                          f"t_x INTEGER NOT NULL, big_t INTEGER NOT NULL, p_alive {real} NOT NULL, "
                          f"expected_orders {real} NOT NULL, year_orders {real} NOT NULL, "
-                         f"next_order_at {stamp})")
+                         f"next_days {real})")
+    days = [None if d != d else d for d in next_days.tolist()]  # NaN: none
     values = zip(keys.tolist(), np.nan_to_num(alive).tolist(), np.nan_to_num(horizon).tolist(),
-                 np.nan_to_num(year).tolist(), nxt, strict=True)
+                 np.nan_to_num(year).tolist(), days, strict=True)
     if pg:  # one block of COPY text: a third of the time of a row at a time
         block = "".join(
             f"{x}\t{t_x}\t{big_t}\t{p!r}\t{e!r}\t{y!r}\t"
-            f"{when.isoformat() if when is not None else chr(92) + 'N'}\n"
-            for (x, t_x, big_t), p, e, y, when in values)
+            f"{chr(92) + 'N' if d is None else repr(d)}\n"
+            for (x, t_x, big_t), p, e, y, d in values)
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         with cursor.copy(f"COPY {ROWS_TABLE} FROM STDIN") as copy:
             copy.write(block)
         cursor.close()
         conn.exec_driver_sql(f"ANALYZE {ROWS_TABLE}")
         return
-    stored = "%Y-%m-%d %H:%M:%S.%f"  # how UTCDateTime stores an instant on SQLite
-    conn.exec_driver_sql(
-        f"INSERT INTO {ROWS_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?)",
-        [(x, t_x, big_t, p, e, y,
-          when.astimezone(zone("UTC")).strftime(stored) if when is not None else None)
-         for (x, t_x, big_t), p, e, y, when in values])
+    conn.exec_driver_sql(f"INSERT INTO {ROWS_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?)",
+                         [(x, t_x, big_t, p, e, y, d) for (x, t_x, big_t), p, e, y, d in values])
     conn.exec_driver_sql(f"CREATE INDEX {ROWS_TABLE}_ix ON {ROWS_TABLE} (x, t_x, big_t)")
 
 
