@@ -253,8 +253,13 @@ def refresh_all(conn: Connection, defs: Definitions, as_of: datetime, now: datet
         from lifecycle.predictions.service import refresh as refresh_predictions
 
         step("Fitting predictions")
-        report.predictions = refresh_predictions(conn, as_of, now, Options(
-            defs.currency, defs.timezone, defs.prediction_horizon_days))
+        try:  # in a savepoint: a failure of the predictions must not cost the segments
+            with conn.begin_nested():
+                report.predictions = refresh_predictions(conn, as_of, now, Options(
+                    defs.currency, defs.timezone, defs.prediction_horizon_days))
+        except Exception:
+            log.exception("The predictions were not refitted because of the error below; the "
+                          "segments are refreshed with the predictions stored before.")
     report = _refresh(conn, defs, d, report, now, recalibrate=recalibrate, step=step, only=only,
                       kept=kept, channel=channel)
     if report.written and only is None and kept is None:  # not a flow replay's partial pass
