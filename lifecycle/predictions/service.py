@@ -342,11 +342,13 @@ def score(conn: Connection, result: Fit, fit_id: int) -> int:
         INSERT INTO customer_predictions (customer_id, fit_id, p_alive, expected_orders,
                                           expected_order_value, predicted_clv,
                                           expected_next_order_at)
-        SELECT b.customer_id, :fit_id, r.p_alive, r.expected_orders, {value},
-               ROUND({year_orders} * {value}, {digits}),
+        SELECT customer_id, :fit_id, p_alive, expected_orders, value,
+               ROUND({year_orders} * value, {digits}),
                CASE WHEN r.next_days IS NOT NULL THEN {next_at} END
-        FROM {BUYERS_TABLE} AS b JOIN {ROWS_TABLE} AS r
-          ON r.x = b.x AND r.t_x = b.t_x AND r.big_t = b.big_t""").bindparams(
+        FROM (SELECT b.customer_id, r.p_alive, r.expected_orders, r.year_orders, r.next_days,
+                     {value} AS value
+              FROM {BUYERS_TABLE} AS b JOIN {ROWS_TABLE} AS r
+                ON r.x = b.x AND r.t_x = b.t_x AND r.big_t = b.big_t) AS r""").bindparams(
         bindparam("as_of", type_=UTCDateTime())),
         {"fit_id": fit_id, "as_of": result.as_of}).rowcount
     lap("insert")
