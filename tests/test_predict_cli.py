@@ -100,3 +100,13 @@ def test_backtest_refuses_a_holdout_that_ends_before_the_calibration(cli_env) ->
                      "--holdout-end", "2026-03-01")
     assert result.exit_code == 2
     assert "--holdout-end must be after --calibration-end." in result.stderr
+
+
+def test_the_segment_refresh_says_whether_it_predicted(cli_env) -> None:
+    few = _invoke(cli_env, "segments", "refresh", "--as-of", "2026-06-30T12:00:00Z")
+    assert few.exit_code == 0, few.output
+    assert "Predictions: none; Only 0 buyers; predictions need at least 300." in few.stdout
+    _shop(cli_env)
+    enough = _invoke(cli_env, "segments", "refresh", "--as-of", "2026-06-30T13:00:00Z")
+    assert enough.exit_code == 0, enough.output
+    assert "Predictions: stored for 500 buyers." in enough.stdout
