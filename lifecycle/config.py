@@ -218,6 +218,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("LIFECYCLE_SEGMENT_REFRESH_HOURS", "24",
             "The scheduler runs a full segment refresh (and RFM recalibration) when the last one "
             "is older than this."),
+    Setting("LIFECYCLE_PREDICTION_HORIZON_DAYS", "90",
+            "Predictions: each buyer's expected orders are for this many days after the fit "
+            "(whole days, 1 to 3650; see Predictions)."),
     Setting("LIFECYCLE_ATTRIBUTION_DAYS", "7",
             "Flow results: an order counts as a conversion of the customer's latest mail sent "
             "or clicked within this many days before it (the results page can try another)."),
@@ -278,6 +281,8 @@ class Settings:
     campaigns_dir: Path = PROJECT_ROOT / "campaigns"
     templates_dir: Path = PROJECT_ROOT / "templates" / "email"
     segment_refresh_hours: float = 24.0
+    #: LIFECYCLE_PREDICTION_HORIZON_DAYS: days the expected orders of a prediction cover.
+    prediction_horizon_days: int = 90
     sendgrid_client: str = "pooled"
     send_timeout: float = 10.0
     send_rate: float = 0.0
@@ -421,6 +426,18 @@ def _positive(name: str, raw: str, kind: type[int] | type[float],
         raise ConfigError(f"{name}={raw!r} is not a {'whole ' if kind is int else ''}number.") from None
     if value < 0 or (value == 0 and not zero_allowed):
         raise ConfigError(f"{name}={raw!r} must be {'0 or more' if zero_allowed else 'greater than zero'}.")
+    return value
+
+
+#: Longest prediction horizon (days): beyond ten years the models' assumptions mean nothing.
+MAX_PREDICTION_HORIZON_DAYS = 3650
+
+
+def _horizon(raw: str) -> int:
+    value = int(_positive("LIFECYCLE_PREDICTION_HORIZON_DAYS", raw, int))
+    if value > MAX_PREDICTION_HORIZON_DAYS:
+        raise ConfigError(f"LIFECYCLE_PREDICTION_HORIZON_DAYS={raw!r} must be at most "
+                          f"{MAX_PREDICTION_HORIZON_DAYS} (days).")
     return value
 
 
@@ -680,6 +697,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
                               PROJECT_ROOT / "templates" / "email"),
         segment_refresh_hours=float(_positive("LIFECYCLE_SEGMENT_REFRESH_HOURS",
                                               get("LIFECYCLE_SEGMENT_REFRESH_HOURS") or "24", float)),
+        prediction_horizon_days=_horizon(get("LIFECYCLE_PREDICTION_HORIZON_DAYS") or "90"),
         sendgrid_client=sendgrid_client,
         send_timeout=send_timeout,
         send_rate=float(_positive("LIFECYCLE_SEND_RATE", get("LIFECYCLE_SEND_RATE") or "0", float,

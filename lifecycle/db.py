@@ -40,6 +40,19 @@ def _email_hash_or_none(email: str | None) -> str | None:
     return email_hash(email) if email else None
 
 
+def _local_day(instant: str | None, tz: str) -> int | None:
+    """The day number (days since 2000-01-01) of a stored UTC instant in the zone ``tz``
+    (PostgreSQL: ``CAST((instant AT TIME ZONE tz) AS DATE) - DATE '2000-01-01'``)."""
+    if instant is None:
+        return None
+    from datetime import UTC, date, datetime
+
+    from lifecycle.timeutil import zone
+
+    moment = datetime.fromisoformat(instant).replace(tzinfo=UTC).astimezone(zone(tz))
+    return moment.date().toordinal() - date(2000, 1, 1).toordinal()
+
+
 def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
     # Let SQLAlchemy, not the sqlite3 module, decide where transactions begin,
     # so that BEGIN, SAVEPOINT and DDL behave as on PostgreSQL.
@@ -48,6 +61,8 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
     # match their audience against the suppressions in one statement
     dbapi_connection.create_function("lifecycle_email_hash", 1, _email_hash_or_none,
                                      deterministic=True)
+    # A stored instant's day in a time zone (lifecycle.predictions counts purchase days)
+    dbapi_connection.create_function("lifecycle_local_day", 2, _local_day, deterministic=True)
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")

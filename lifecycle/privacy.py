@@ -2,7 +2,8 @@
 
 :func:`export` gathers every row about one customer — profile, orders,
 mails, timeline, segment stays, flow enrollments, the provider's events for
-their mails and address, and the suppressions of their address — as plain
+their mails and address, the suppressions of their address and their stored
+prediction — as plain
 JSON-ready data.
 
 :func:`erase` removes the personal data and keeps what the shop's figures
@@ -36,6 +37,7 @@ from sqlalchemy import Connection, delete, insert, or_, select, update
 from lifecycle.mail.events import ERASED_ADDRESS
 from lifecycle.models import (
     Customer,
+    CustomerPrediction,
     EnrollmentStatus,
     FlowEnrollment,
     Message,
@@ -137,6 +139,8 @@ def export(conn: Connection, customer: Any) -> dict[str, Any]:
             Suppression.email_hash.in_(hashes))) if hashes else [],
         "offers": _rows(conn, select(OfferCode.__table__).where(
             OfferCode.customer_id == cid).order_by(OfferCode.id)),
+        "predictions": _rows(conn, select(CustomerPrediction.__table__).where(
+            CustomerPrediction.customer_id == cid)),
     }
 
 

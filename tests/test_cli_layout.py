@@ -33,6 +33,7 @@ def test_the_groups_keep_their_subcommands() -> None:
         "import": ["customers", "orders"],
         "insights": ["all", "attribution", "clv", "cohorts", "nps", "repurchase", "stages"],
         "offers": ["export"],
+        "predict": ["backtest", "fit"],
         "segments": ["list", "members", "refresh", "validate"],
         "staff": ["add", "password"],
     }

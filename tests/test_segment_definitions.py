@@ -75,7 +75,8 @@ def test_bad_custom_conditions_are_each_reported(tmp_path: Path) -> None:
     found = problems(tmp_path, RFM_ONLY + extra)
     assert found == [
         f"{at(extra, 3, 'happiness')}: unknown metric 'happiness'; known: order_count, "
-        "total_spend, avg_spend, days_since_last_order, median_gap_days, days_since_first_order",
+        "total_spend, avg_spend, days_since_last_order, median_gap_days, days_since_first_order, "
+        "p_alive, expected_orders, expected_order_value, predicted_clv",
         f"{at(extra, 5, 'soon')}: 'soon' is not a duration such as '30 days' or '2 weeks'",
         f"{at(extra, 8, 'like')}: op must be one of = != < <= > >= in exists missing",
         f"{at(extra, 9, '{category')}: bought needs exactly one of category or sku",

@@ -11,7 +11,7 @@ from lifecycle.segments.definitions import segment_words
 
 README_KEYS = {"customer_id", "email", "name", "timezone", "attributes", "as_of", "metrics",
                "rfm", "retention_stage", "advocacy", "segments", "stored_but_no_longer_true",
-               "advocacy_segments"}
+               "advocacy_segments", "predictions"}
 
 
 def run(env: dict[str, str], *args: str) -> str:

@@ -16,6 +16,7 @@ from lifecycle.cli import (  # noqa: F401  (each module adds its commands to ``c
     imports,
     insights,
     offers,
+    predict,
     processes,
     sample,
     segments,

@@ -103,8 +103,6 @@ def exit_with_problems(exc: Any) -> NoReturn:
 
 
 def segment_definitions(app: App, path: Path | None = None) -> Any:
-    from dataclasses import replace
-
     from lifecycle.segments.definitions import load_definitions
     from lifecycle.yamlfile import InvalidFile
 
@@ -121,9 +119,9 @@ def segment_definitions(app: App, path: Path | None = None) -> Any:
             click.echo(f"{app.settings.segments_file} has problems: its last valid version, "
                        f"saved {found.saved_at:%Y-%m-%d %H:%M} UTC, is used, as the scheduler "
                        "does.", err=True)
-        return replace(found.definitions, currency=app.settings.currency)
+        return found.definitions.for_shop(app.settings)
     try:
-        return replace(load_definitions(path), currency=app.settings.currency)
+        return load_definitions(path).for_shop(app.settings)
     except InvalidFile as exc:
         exit_with_problems(exc)
 

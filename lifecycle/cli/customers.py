@@ -152,6 +152,29 @@ def _print_customer(data: dict[str, Any]) -> None:
         why = ", ".join(f"{k} {v}" for k, v in item["reason"].items() if v is not None)
         table.add_row(item["family"], segment_words(item["segment"]), since, why)
     console.print(table)
+    for line in prediction_lines(data["predictions"], locale):
+        console.print(line)
     if data["stored_but_no_longer_true"]:
         console.print("Stored but no longer true (the next refresh closes them): "
                       + ", ".join(map(segment_words, data["stored_but_no_longer_true"])))
+
+
+def prediction_lines(prediction: dict[str, Any] | None, locale: Any) -> list[str]:
+    """A customer's stored prediction in words (``customer show``), money for ``locale``."""
+    from lifecycle.money import money
+
+    if prediction is None:
+        return ["Predictions: none (no completed order, too few buyers for the models, or an "
+                "order since the last fit)."]
+    cur = prediction["currency"]
+    nxt = prediction["expected_next_order_at"]
+    return [
+        f"Predictions (fitted as of {prediction['as_of'][:10]}): "
+        f"{round(prediction['p_alive'] * 100)}% likely still a customer; about "
+        f"{prediction['expected_orders']:.1f} orders in the next {prediction['horizon_days']} "
+        f"days; " + (f"next order more likely than not by {nxt[:10]}" if nxt else
+                     "no next order expected (more likely gone than still buying)") + ".",
+        f"  An order is worth {money(prediction['expected_order_value'], cur, locale)}; the next "
+        f"12 months {money(prediction['predicted_clv'], cur, locale)}.",
+    ]
+

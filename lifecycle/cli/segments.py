@@ -73,6 +73,10 @@ def segments_refresh(as_of: str | None, customer_id: str | None) -> None:
     if report.written:
         console.print(f"Recommendations: {report.products} products, {report.pairs} pairs "
                       "bought by the same customers.")
+    if report.predictions is not None:
+        fit = report.predictions
+        console.print(f"Predictions: stored for {fit.scored} buyers." if fit.fitted
+                      else f"Predictions: none; {fit.reason}", highlight=False)
     if report.note:
         console.print(report.note)
 

@@ -22,13 +22,16 @@ from lifecycle.models.touchpoints import Suppression, SuppressionReason, Touchpo
 # Last: the offers and campaigns packages keep their tables beside their code, on the same Base.
 from lifecycle.campaigns.model import Campaign, CampaignChange, CampaignMember, CampaignStatus
 from lifecycle.offers.model import OfferCode, OfferWebhook
+from lifecycle.predictions.models import CustomerPrediction, PredictionFit
 
 __all__ = [
     "ApiKey", "Base", "Campaign", "CampaignChange", "CampaignMember", "CampaignStatus",
-    "CoPurchase", "ConfigSnapshot", "Customer", "CustomerSuggestion", "EnrollmentStatus",
+    "CoPurchase", "ConfigSnapshot", "Customer", "CustomerPrediction", "CustomerSuggestion",
+    "EnrollmentStatus",
     "FlowEnrollment", "FlowStatusChange", "InstanceSecret",
     "LoginThrottle", "Message", "OfferCode", "OfferWebhook",
-    "MessageContent", "MessageStatus", "NpsVote", "Order", "OrderStatus", "ProcessHeartbeat",
+    "MessageContent", "MessageStatus", "NpsVote", "Order", "OrderStatus", "PredictionFit",
+    "ProcessHeartbeat",
     "Product",
     "ProviderEvent", "SegmentCalibration",
     "SegmentMembership", "StaffRole", "StaffUser", "Suppression", "SuppressionReason",

@@ -82,6 +82,8 @@ class RefreshReport:
     #: Rows of ``products`` and ``co_purchases`` written (a full refresh; else 0).
     products: int = 0
     pairs: int = 0
+    #: The predictions' refit (a full refresh that writes; else None).
+    predictions: Any = None
 
 
 def _statement(sql: str, params: dict[str, Any]) -> TextClause:
@@ -221,8 +223,14 @@ def refresh_all(conn: Connection, defs: Definitions, as_of: datetime, now: datet
                 recalibrate: bool = True, write: bool = True,
                 progress: Callable[[str], None] | None = None,
                 only: frozenset[str] | None = None,
-                kept: KeptMetrics | None = None, channel: str = "system") -> RefreshReport:
+                kept: KeptMetrics | None = None, channel: str = "system",
+                predict: bool = True) -> RefreshReport:
     """Recompute every customer's segments as of ``as_of`` in ``conn``'s transaction.
+
+    A refresh of every segment that writes first refits the predictions and replaces every
+    buyer's (:func:`lifecycle.predictions.service.refresh`), so that segments on prediction
+    metrics read this refresh's; ``predict=False`` leaves them (the benchmark times the two
+    apart).
 
     ``only`` limits the refresh to those segments (a flow simulation needs just
     the ones its flow reads); stays in other segments are left alone.  ``kept``
@@ -240,6 +248,18 @@ def refresh_all(conn: Connection, defs: Definitions, as_of: datetime, now: datet
     else:
         note = ""
     report = RefreshReport(as_of, write, note=note)
+    if write and predict and only is None and kept is None:
+        from lifecycle.predictions.service import Options
+        from lifecycle.predictions.service import refresh as refresh_predictions
+
+        step("Fitting predictions")
+        try:  # in a savepoint: a failure of the predictions must not cost the segments
+            with conn.begin_nested():
+                report.predictions = refresh_predictions(conn, as_of, now, Options(
+                    defs.currency, defs.timezone, defs.prediction_horizon_days))
+        except Exception:
+            log.exception("The predictions were not refitted because of the error below; the "
+                          "segments are refreshed with the predictions stored before.")
     report = _refresh(conn, defs, d, report, now, recalibrate=recalibrate, step=step, only=only,
                       kept=kept, channel=channel)
     if report.written and only is None and kept is None:  # not a flow replay's partial pass

@@ -37,8 +37,11 @@ STAGES = ("prospect", "new", "repeat", "loyal", "vip", "at_risk", "lapsed", "chu
 NPS_SEGMENTS = ("promoter", "passive", "detractor")
 ADVOCACY = (*NPS_SEGMENTS, "reviewer", "referrer")
 RFM_PREFIX = "rfm_"
+#: Metrics of the stored predictions (:mod:`lifecycle.predictions`): none for a customer
+#: without one (not a buyer, too little data, or an order since the last fit).
+PREDICTION_METRICS = ("p_alive", "expected_orders", "expected_order_value", "predicted_clv")
 METRICS = ("order_count", "total_spend", "avg_spend", "days_since_last_order", "median_gap_days",
-           "days_since_first_order")
+           "days_since_first_order", *PREDICTION_METRICS)
 OPERATORS = ("=", "!=", "<", "<=", ">", ">=")
 ATTRIBUTE_OPERATORS = (*OPERATORS, "in", "exists", "missing")
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -411,6 +414,18 @@ class Definitions:
     #: orders in it.  Not part of the file; :func:`lifecycle.segments.service.definitions`
     #: sets it from the settings.
     currency: str = "USD"
+    #: The shop's time zone (``LIFECYCLE_TIMEZONE``): predictions count purchase days in it.
+    timezone: str = "UTC"
+    #: ``LIFECYCLE_PREDICTION_HORIZON_DAYS``: the days a prediction's expected orders cover.
+    prediction_horizon_days: int = 90
+
+    def for_shop(self, settings: Any) -> Definitions:
+        """These definitions with the shop's settings they do not come with: the reporting
+        currency, the time zone and the prediction horizon."""
+        from dataclasses import replace
+
+        return replace(self, currency=settings.currency, timezone=settings.timezone,
+                       prediction_horizon_days=settings.prediction_horizon_days)
 
     def all_names(self) -> list[str]:
         return [*STAGES, *self.rfm.names, *ADVOCACY, *(c.name for c in self.custom)]

@@ -17,6 +17,7 @@ from sqlalchemy import Connection, select
 
 from lifecycle.models import Order, OrderStatus, SegmentCalibration, SegmentMembership
 from lifecycle.money import Amounts
+from lifecycle.predictions.service import for_customer
 from lifecycle.segments.compute import _run, assignments_for, latest_calibration
 from lifecycle.segments.definitions import ADVOCACY, NPS_SEGMENTS, RFM_PREFIX, STAGES, Definitions
 from lifecycle.segments.sql import Dialect, metrics_sql
@@ -112,6 +113,7 @@ def explain(conn: Connection, defs: Definitions, customer: Any, as_of: datetime)
         "segments": segments,
         "stored_but_no_longer_true": stale,
         "advocacy_segments": [s for s in live if s in ADVOCACY],
+        "predictions": for_customer(conn, customer.id),
     }
 
 

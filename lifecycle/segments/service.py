@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -78,7 +78,7 @@ def _last_valid(app: App, path: Path, problems: list[Problem]) -> SegmentsInForc
 
 def definitions(app: App) -> Definitions:
     """The segment definitions in force (:func:`in_force`; InvalidFile if there are none)."""
-    return replace(in_force(app).definitions, currency=app.settings.currency)
+    return in_force(app).definitions.for_shop(app.settings)
 
 
 def refresh_if_due(app: App) -> RefreshReport | None:

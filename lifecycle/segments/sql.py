@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 from lifecycle.segments.definitions import (
+    PREDICTION_METRICS,
     RFM_PREFIX,
     STAGES,
     All,
@@ -170,7 +171,26 @@ METRIC_COLUMNS = {
     "days_since_last_order": "m.days_since_last",
     "median_gap_days": "m.median_gap_days",
     "days_since_first_order": "m.days_since_first",
+    **{name: f"cp.{name}" for name in PREDICTION_METRICS},
 }
+
+
+def uses_predictions(cond: Condition) -> bool:
+    """True when ``cond`` reads a prediction metric (its SQL joins the predictions)."""
+    if isinstance(cond, All | AnyOf):
+        return any(uses_predictions(part) for part in cond.parts)
+    if isinstance(cond, Not):
+        return uses_predictions(cond.part)
+    return isinstance(cond, MetricCondition) and cond.name in PREDICTION_METRICS
+
+
+#: The stored predictions as ``cp`` beside a metrics row ``m``: a customer with a completed
+#: order after the fit's moment has none (their prediction no longer holds) until the next.
+PREDICTIONS_JOIN = """LEFT JOIN (
+        SELECT sp.customer_id, sp.p_alive, sp.expected_orders, sp.expected_order_value,
+               sp.predicted_clv, pf.as_of AS fitted_as_of
+        FROM customer_predictions AS sp JOIN prediction_fits AS pf ON pf.id = sp.fit_id
+    ) AS cp ON cp.customer_id = c.id AND m.last_order_at <= cp.fitted_as_of"""
 
 
 def metrics_sql(d: Dialect, customer: str | None, among: str | None = None) -> str:
@@ -431,8 +451,10 @@ def assignment_sql(defs: Definitions, d: Dialect, as_of: datetime, cutoffs: Cuto
         if not wanted(custom.name):
             continue
         test = _condition(custom.condition, d, p, as_of, who)
+        predictions = PREDICTIONS_JOIN if uses_predictions(custom.condition) else ""
         parts.append(f"SELECT c.id, {p.add(custom.name)}, {d.json_object()}, {nulls} FROM c "
-                     f"LEFT JOIN {metrics} AS m ON m.customer_id = c.id WHERE COALESCE({test}, FALSE)")
+                     f"LEFT JOIN {metrics} AS m ON m.customer_id = c.id {predictions} "
+                     f"WHERE COALESCE({test}, FALSE)")
 
     if not parts:
         parts.append(f"SELECT c.id, 'none', {none}, {nulls} FROM c WHERE 1 = 0")

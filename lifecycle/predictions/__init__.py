@@ -1,0 +1,1 @@
+"""Predictions per customer: BG/NBD and Gamma-Gamma fitted on the shop's completed orders."""
