@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -29,7 +28,15 @@ from pathlib import Path
 from sqlalchemy import bindparam, text
 from sqlalchemy.engine import make_url
 
-from benchmarks.common import POSTGRES_ADMIN_URL, database_url, fresh_database
+from benchmarks.common import (
+    POSTGRES_ADMIN_URL,
+    database_url,
+    fresh_database,
+    group_by_seconds,
+    seconds,
+    shop_ready,
+    without_segments,
+)
 from lifecycle.app import App
 from lifecycle.config import PROJECT_ROOT, load_settings
 from lifecycle.db import make_engine
@@ -85,10 +92,6 @@ def generate(conn, customers: int, orders: int) -> None:  # type: ignore[no-unty
     conn.exec_driver_sql("DROP TABLE bench_plan")
 
 
-def seconds(fn) -> float:  # type: ignore[no-untyped-def]
-    started = time.perf_counter()
-    fn()
-    return time.perf_counter() - started
 
 
 def main() -> None:
@@ -122,24 +125,10 @@ def main() -> None:
             took = seconds(lambda: generate(conn, args.customers, args.orders))
         print(f"generated the shop in {took:.0f} s")
     else:
-        with engine.begin() as conn:  # start from no segments and no predictions at all
-            conn.exec_driver_sql("TRUNCATE segment_memberships, segment_calibrations, "
-                                 "customer_predictions, prediction_fits")
-            conn.exec_driver_sql("DELETE FROM touchpoints WHERE kind IN "
-                                 "('segment_entered', 'segment_exited')")
-    with engine.begin() as conn:
-        conn.exec_driver_sql("ANALYZE")
-    with engine.connect() as conn:
-        customers = conn.execute(text("SELECT COUNT(*) FROM customers")).scalar_one()
-        orders = conn.execute(text("SELECT COUNT(*) FROM orders")).scalar_one()
-    print(f"shop: {customers:,} customers, {orders:,} orders")
-
-    def reference() -> None:
-        with engine.connect() as conn:
-            conn.execute(text("SELECT customer_id, COUNT(*), SUM(total), MAX(ordered_at) "
-                              "FROM orders GROUP BY customer_id")).all()
-
-    ref = min(seconds(reference) for _ in range(args.repeat))
+        without_segments(engine, "segment_memberships", "segment_calibrations",
+                         "customer_predictions", "prediction_fits")
+    customers, orders = shop_ready(engine)
+    ref = group_by_seconds(engine, args.repeat)
     defs = load_definitions(PROJECT_ROOT / "flows" / "segments.yaml")
     as_of = UNTIL + timedelta(hours=12)
 

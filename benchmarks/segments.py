@@ -23,13 +23,13 @@ import argparse
 import os
 import random
 import statistics
-import time
 from dataclasses import replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
+from benchmarks.common import group_by_seconds, seconds, shop_ready, without_segments
 from lifecycle.app import App
 from lifecycle.config import PROJECT_ROOT, load_settings
 from lifecycle.db import make_engine
@@ -44,10 +44,6 @@ POSTGRES_ADMIN_URL = os.environ.get("LIFECYCLE_TEST_POSTGRES_URL",
 UNTIL = datetime(2026, 11, 1, tzinfo=UTC)
 
 
-def seconds(fn) -> float:  # type: ignore[no-untyped-def]
-    started = time.perf_counter()
-    fn()
-    return time.perf_counter() - started
 
 
 def main() -> None:
@@ -83,23 +79,9 @@ def main() -> None:
         load = seconds(lambda: _load(engine, shop))
         print(f"loaded the sample shop in {load:.0f} s")
     else:
-        with engine.begin() as conn:  # start from no segments at all
-            conn.exec_driver_sql("TRUNCATE segment_memberships, segment_calibrations")
-            conn.exec_driver_sql("DELETE FROM touchpoints WHERE kind IN "
-                                 "('segment_entered', 'segment_exited')")
-    with engine.begin() as conn:
-        conn.exec_driver_sql("ANALYZE")
-    with engine.connect() as conn:
-        customers = conn.execute(text("SELECT COUNT(*) FROM customers")).scalar_one()
-        orders = conn.execute(text("SELECT COUNT(*) FROM orders")).scalar_one()
-    print(f"shop: {customers:,} customers, {orders:,} orders")
-
-    def reference() -> None:
-        with engine.connect() as conn:
-            conn.execute(text("SELECT customer_id, COUNT(*), SUM(total), MAX(ordered_at) "
-                              "FROM orders GROUP BY customer_id")).all()
-
-    ref = min(seconds(reference) for _ in range(args.repeat))
+        without_segments(engine, "segment_memberships", "segment_calibrations")
+    customers, orders = shop_ready(engine)
+    ref = group_by_seconds(engine, args.repeat)
     defs = load_definitions(PROJECT_ROOT / "flows" / "segments.yaml")
     as_of = UNTIL + timedelta(hours=12)
     report = None
