@@ -69,5 +69,5 @@ def test_a_manager_walks_the_insights_page(app: App, page, site: str, backend: s
     saved = download.value
     assert saved.suggested_filename == "insights-cohorts-2026-03-31.csv"
     first = Path(saved.path()).read_text(encoding="utf-8").splitlines()[0]
-    assert first == ("cohort,customers,months_since,active,share_active,revenue_USD,"
-                     "revenue_per_customer_USD")
+    assert first == ("cohort,customers,customers_buying_in_USD,months_since,active,"
+                     "share_active,revenue_USD,revenue_per_customer_buying_in_USD")

@@ -10,6 +10,7 @@ from sqlalchemy import Connection
 
 from lifecycle.insights import report
 from lifecycle.insights.measures import attribution, cohorts, nps, repurchase, stages
+from tests.factories import add_customer, add_order
 from tests.insights_data import AS_OF, at, shop
 
 
@@ -84,10 +85,11 @@ def test_historic_clv_adds_revenue_per_customer_up_by_cohort_age(conn: Connectio
         "2026-01": [Decimal(v) for v in ("95.00", "95.00", "110.00", "110.00", "140.00",
                                           "140.00")],
         "2026-03": [Decimal("0.00")] * 4, "2026-05": [Decimal("30.00")] * 2}
-    # pooled over the cohorts whose month k has ended by June
-    assert found.overall == [(0, 5, Decimal("50.00")), (1, 3, Decimal("63.33")),
-                             (2, 3, Decimal("73.33")), (3, 2, Decimal("110.00")),
-                             (4, 2, Decimal("140.00"))]
+    # month by month over the cohorts whose month k has ended by June, per customer buying
+    # in USD (Cy paid in euros): 250/4, +0/2, +30/2, +0/2, +60/2
+    assert found.overall == [(0, 4, Decimal("62.50")), (1, 2, Decimal("62.50")),
+                             (2, 2, Decimal("77.50")), (3, 2, Decimal("77.50")),
+                             (4, 2, Decimal("107.50"))]
 
 
 def test_nps_per_month_is_promoters_minus_detractors_with_the_answers_counted(
@@ -106,13 +108,13 @@ def test_revenue_by_retention_stage_uses_the_stage_each_customer_was_in_then(
         conn: Connection) -> None:
     shop(conn)
     found = stages(conn, AS_OF, "USD", days=365)
-    rows = {r.stage: (r.customers, r.buyers, r.orders, r.revenue) for r in found.rows
+    rows = {r.stage: (r.customers, r.buyers, r.payers, r.orders, r.revenue) for r in found.rows
             if r.customers}
-    assert rows == {"at_risk": (1, 1, 3, Decimal("180.00")),
-                    "repeat": (1, 1, 2, Decimal("100.00")),
-                    "new": (1, 1, 1, Decimal("0.00")),  # Cy paid in euros
-                    "prospect": (1, 0, 0, Decimal("0.00")),
-                    "": (2, 2, 3, Decimal("60.00"))}  # Dee and Gus: no stage recorded
+    assert rows == {"at_risk": (1, 1, 1, 3, Decimal("180.00")),
+                    "repeat": (1, 1, 1, 2, Decimal("100.00")),
+                    "new": (1, 1, 0, 0, Decimal("0.00")),  # Cy paid in euros
+                    "prospect": (1, 0, 0, 0, Decimal("0.00")),
+                    "": (2, 2, 2, 3, Decimal("60.00"))}  # Dee and Gus: no stage recorded
     assert found.revenue == Decimal("340.00")
     assert found.share(found.rows[[r.stage for r in found.rows].index("at_risk")]) == \
         Decimal("0.5294")
@@ -180,4 +182,42 @@ def test_months_are_calendar_months_in_the_shops_zone(conn: Connection) -> None:
     assert [(m.month, m.promoters, m.detractors) for m in answers] == [
         ("2026-03", 1, 0), ("2026-04", 0, 1), ("2026-05", 0, 0)]
     clv = report(conn, as_of, "USD", timedelta(days=7), months=3, zone="America/New_York").clv
-    assert clv.overall == [(0, 2, Decimal("32.50")), (1, 1, Decimal("50.00"))]
+    assert clv.overall == [(0, 2, Decimal("32.50")), (1, 1, Decimal("42.50"))]  # 32.50 + 10 / 1
+
+
+def test_amounts_per_customer_are_per_customer_buying_in_the_reporting_currency(
+        conn: Connection) -> None:
+    usd = add_customer(conn, "usd", at(1, 1))
+    eur = add_customer(conn, "eur", at(1, 1))
+    add_order(conn, usd, at(1, 10), 100)
+    add_order(conn, eur, at(1, 12), 50, currency="EUR")
+    add_order(conn, eur, at(1, 14), 50, currency="EUR")
+    found = report(conn, at(3, 1), "USD", timedelta(days=7), months=3, days=365)
+    january = found.cohorts.cohorts[0]
+    assert (january.size, january.payers) == (2, 1)  # both share-still-buying, one in USD
+    assert january.share(january.cells[0]) == Decimal("1.0000")
+    assert january.revenue_per_customer(january.cells[0]) == Decimal("100.00")  # not 50.00
+    assert found.clv.by_cohort[0] == ("2026-01", 1, [Decimal("100.00")] * 3)
+    assert found.clv.overall[0] == (0, 1, Decimal("100.00"))
+    none = {r.stage: r for r in found.stages.rows}[""]
+    assert (none.customers, none.buyers, none.payers, none.orders, none.revenue,
+            none.revenue_per_customer) == (2, 2, 1, 1, Decimal("100.00"), Decimal("100.00"))
+    assert [(x.currency, x.orders) for x in found.stages.left_out] == [("EUR", 2)]
+
+
+def test_all_cohorts_historic_clv_never_goes_down_with_age(conn: Connection) -> None:
+    # January's one customer spent 10, February's 100: pooling only the cohorts old enough
+    # for each age gave 55.00 at +0 (both) and 10.00 at +1 (January alone)
+    early = add_customer(conn, "early", at(1, 1))
+    late = add_customer(conn, "late", at(1, 1))
+    add_order(conn, early, at(1, 10), 10)
+    add_order(conn, late, at(2, 10), 100)
+    found = report(conn, at(3, 1), "USD", timedelta(days=7), months=3).clv
+    assert found.overall == [(0, 2, Decimal("55.00")), (1, 1, Decimal("55.00"))]
+    shop(conn)
+    for as_of in (at(3, 1), at(4, 15), AS_OF, at(7, 1)):
+        found = report(conn, as_of, "USD", timedelta(days=7), months=6).clv
+        rows = [[v for _k, _n, v in found.overall], *(v for _m, _n, v in found.by_cohort)]
+        assert rows[0], as_of
+        for row in rows:
+            assert row == sorted(row), (as_of, row)

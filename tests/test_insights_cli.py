@@ -49,16 +49,18 @@ def test_every_table_is_in_the_json_of_all(cli_env: dict[str, str]) -> None:
                                              "detractors", "nps", "comments"}
     assert set(data["stages"]) >= {"stages", "revenue", "left_out"}
     assert set(data["stages"]["stages"][0]) == {"stage", "customers", "buyers", "orders",
+                                                "customers_buying_in_currency",
                                                 "revenue", "revenue_per_customer",
                                                 "share_of_revenue"}
     assert set(data["attribution"]) >= {"totals", "by_source", "window_days", "left_out"}
     january = data["cohorts"]["cohorts"][0]
-    assert (january["cohort"], january["customers"]) == ("2026-01", 2)
+    assert (january["cohort"], january["customers"],
+            january["customers_buying_in_currency"]) == ("2026-01", 2, 2)
     assert january["months"][2] == {"months_since": 2, "active": 1, "share_active": "0.5000",
                                     "revenue": "30.00", "revenue_per_customer": "15.00"}
     assert data["cohorts"]["left_out"] == [{"currency": "EUR", "orders": 1, "total": "70.00"}]
-    assert data["clv"]["overall"][1] == {"months_since": 1, "customers": 3,
-                                         "revenue_per_customer": "63.33"}
+    assert data["clv"]["overall"][2] == {"months_since": 2, "customers_buying_in_currency": 2,
+                                         "revenue_per_customer": "77.50"}
     april = data["nps"]["months"][3]
     assert (april["month"], april["answers"], april["nps"]) == ("2026-04", 4, "25.0")
     assert april["comments"][0]["comment"] == "Late parcel"

@@ -9,7 +9,7 @@ import re
 from datetime import timedelta
 
 from fastapi.testclient import TestClient
-from sqlalchemy import insert
+from sqlalchemy import event, insert
 
 from lifecycle.app import App
 from lifecycle.insights import TABLES
@@ -42,19 +42,22 @@ def test_a_manager_reads_every_measure_as_of_the_date_asked(app: App, web: TestC
     assert "30 days 3 1 33.3%" in repurchase and "180 days 0 0 —" in repurchase
     assert "Median: 10 days" in repurchase and "90–180 days 1" in repurchase
     cohorts = section(html, "cohorts", "clv")
-    assert ("2026-01 2 100.0% $95.00 0.0% $0.00 50.0% $15.00 0.0% $0.00 50.0% $30.00 "
-            "0.0% $0.00 2026-03 1 100.0% $0.00") in cohorts
+    assert ("2026-01 2 2 100.0% $95.00 0.0% $0.00 50.0% $15.00 0.0% $0.00 50.0% $30.00 "
+            "0.0% $0.00 2026-03 1 0 100.0% $0.00") in cohorts
     assert "1 order in EUR (€70.00)" in cohorts
     clv = section(html, "clv", "nps")
-    assert "All cohorts $50.00 $63.33 $73.33 $110.00 $140.00" in clv
+    assert ("All cohorts $62.50 $62.50 $77.50 $77.50 $107.50 "
+            "Pooled for the month 4 2 2 2 2 2026-01 2 $95.00") in clv
     assert "2026-01 2 $95.00 $95.00 $110.00 $110.00 $140.00 $140.00" in clv
     nps = section(html, "nps", "stages")
     assert "2026-04 25 4 2 1 1 2 comments" in nps and "2026-05 -100 1 0 0 1 —" in nps
     assert "3/10 from dee on 2026-04-20: “Late parcel”" in nps
     stages = section(html, "stages", "attribution")
-    assert "At risk 1 1 3 $180.00 $180.00 52.9%" in stages
-    assert "No stage recorded 2 2 3 $60.00 $30.00 17.6%" in stages
+    assert "At risk 1 1 1 3 $180.00 $180.00 52.9%" in stages
+    assert "New 1 1 0 0 $0.00 $0.00 0.0%" in stages  # Cy paid in euros
+    assert "No stage recorded 2 2 2 3 $60.00 $30.00 17.6%" in stages
     assert "All $340.00" in stages and "1 order in EUR (€70.00)" in stages
+    assert "They are not in the orders above either." in stages
     sources = text_of(html[html.index('id="attribution"'):])
     assert "Flows 2 $150.00 44.1% Campaigns 1 $60.00 17.6% The rest 5 $130.00 38.2%" in sources
     assert "welcome (flow) 2 $150.00 spring (campaign) 1 $60.00" in sources
@@ -104,9 +107,9 @@ def test_each_table_is_a_csv_file_with_the_pages_figures(app: App, web: TestClie
             f'attachment; filename="insights-{table}-2026-06-01.csv"'
     rows = list(csv.reader(io.StringIO(client.get(
         "/insights/stages.csv?as_of=2026-06-01").text)))
-    assert rows[0] == ["stage", "customers", "buyers", "orders", "revenue_USD",
-                       "revenue_per_customer_USD", "share_of_revenue"]
-    assert ["at_risk", "1", "1", "3", "180.00", "180.00", "0.5294"] in rows
+    assert rows[0] == ["stage", "customers", "buyers", "customers_buying_in_USD", "orders_USD",
+                       "revenue_USD", "revenue_per_customer_buying_in_USD", "share_of_revenue"]
+    assert ["at_risk", "1", "1", "1", "3", "180.00", "180.00", "0.5294"] in rows
     nps = list(csv.reader(io.StringIO(client.get(
         "/insights/nps.csv?as_of=2026-06-01&months=3").text)))
     assert nps[1:] == [["2026-04", "4", "2", "1", "1", "25.0"],
@@ -185,8 +188,8 @@ def test_the_csv_links_carry_the_pages_parameters_encoded_and_only_a_date_that_w
 def test_the_flows_and_campaigns_table_says_it_leaves_other_currencies_out_of_its_orders(
         app: App, web: TestClient) -> None:
     html = manager(app, web).get(ASKED).text
-    stages = section(html, "stages", "attribution")
-    assert "1 order in EUR (€70.00). They count as orders all the same." in stages
+    cohorts = section(html, "cohorts", "clv")  # Cy's month with an order counts
+    assert "1 order in EUR (€70.00). They count as orders all the same." in cohorts
     sources = text_of(html[html.index('id="attribution"'):])
     assert "All 8 $340.00" in sources  # Cy's order in EUR is not among the 8
     assert "1 order in EUR (€70.00). They are not in the orders above either." in sources
@@ -203,3 +206,24 @@ def test_the_page_says_its_months_are_the_shops(app: App, web: TestClient) -> No
     nps = html[html.index('aria-label="NPS per month"'):]
     assert re.findall(r'<th scope="row">(\d{4}-\d\d)</th>', nps[:nps.index("</table>")]) == [
         "2026-05", "2026-06"]  # as of 2026-06-01 00:00 there, 04:00 UTC
+
+
+def test_a_csv_file_computes_only_the_measure_of_its_table(app: App, web: TestClient) -> None:
+    client = manager(app, web)
+    statements: list[str] = []
+
+    def seen(_conn, _cursor, statement, *_args) -> None:  # type: ignore[no-untyped-def]
+        statements.append(statement)
+
+    event.listen(app.engine, "before_cursor_execute", seen)
+    try:
+        assert client.get("/insights/nps.csv?as_of=2026-06-01").status_code == 200
+        nps = list(statements)
+        statements.clear()
+        assert client.get("/insights/stages.csv?as_of=2026-06-01").status_code == 200
+    finally:
+        event.remove(app.engine, "before_cursor_execute", seen)
+    assert any("'feedback'" in s for s in nps)
+    assert not any("FROM orders" in s for s in nps)  # no repurchase, cohorts, stages …
+    assert any("segment_memberships" in s for s in statements)
+    assert not any("touchpoints" in s or "messages" in s for s in statements)

@@ -81,6 +81,33 @@ class Report:
                 "stages": self.stages.to_json(), "attribution": self.attribution.to_json()}
 
 
+def table(conn: Connection, name: str, as_of: datetime, currency: str, window: timedelta,
+          months: int = MONTHS, days: int = DAYS, zone: str = "UTC"
+          ) -> tuple[list[str], list[list[Any]]]:
+    """The CSV header and rows of the one table ``name`` (one of :data:`TABLES`) as of
+    ``as_of``, computing only the measure it needs (as :func:`report` would)."""
+    check_as_of(as_of)
+    months = max(1, min(months, MAX_MONTHS))
+    days = max(1, min(days, MAX_DAYS))
+    if name in ("repurchase", "time-to-second-order"):
+        found: Any = repurchase(conn, as_of)
+        if name == "time-to-second-order":
+            return (["from_days", "to_days", "buyers"],
+                    [[b.low, b.high, b.buyers] for b in found.distribution])
+        return found.csv()  # type: ignore[no-any-return]
+    if name in ("cohorts", "clv"):
+        found = cohorts(conn, as_of, currency, months, zone)
+        return (found if name == "cohorts" else clv(found)).csv()  # type: ignore[no-any-return]
+    if name in ("nps", "nps-comments"):
+        found = nps(conn, as_of, months, zone)
+        return found.csv() if name == "nps" else found.comments_csv()  # type: ignore[no-any-return]
+    if name == "stages":
+        return stages(conn, as_of, currency, days).csv()
+    if name == "attribution":
+        return attribution(conn, as_of, currency, window, days).csv()
+    raise ValueError(f"No such table: {name}; the tables are {', '.join(TABLES)}.")
+
+
 def report(conn: Connection, as_of: datetime, currency: str, window: timedelta,
            months: int = MONTHS, days: int = DAYS, zone: str = "UTC") -> Report:
     """Every measure as of ``as_of``: cohorts and NPS of the last ``months`` calendar months

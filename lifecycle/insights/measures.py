@@ -241,19 +241,26 @@ class Cohort:
     size: int
     #: One cell per month from 0 to the month of ``as_of`` (zeros where nobody bought).
     cells: list[Cell]
+    #: Members with a completed order in the reporting currency at or before ``as_of``: the
+    #: denominator of every amount per customer (revenue counts only that currency).
+    payers: int = 0
 
     def share(self, cell: Cell) -> Decimal | None:
         return _share(cell.active, self.size)
 
     def revenue_per_customer(self, cell: Cell) -> Decimal:
-        return (cell.revenue / self.size).quantize(CENT) if self.size else Decimal("0.00")
+        """The cell's revenue over the members buying in the reporting currency (0.00 if
+        none did: then there is no such revenue)."""
+        return (cell.revenue / self.payers).quantize(CENT) if self.payers else Decimal("0.00")
 
     def cumulative(self) -> list[Decimal]:
-        """Historic CLV: revenue per member up to the end of each month since the first."""
+        """Historic CLV: revenue per member buying in the reporting currency up to the end
+        of each month since the first."""
         total, out = Decimal("0"), []
         for cell in self.cells:
             total += cell.revenue
-            out.append((total / self.size).quantize(CENT) if self.size else Decimal("0.00"))
+            out.append((total / self.payers).quantize(CENT) if self.payers
+                       else Decimal("0.00"))
         return out
 
 
@@ -269,7 +276,8 @@ class Cohorts:
 
     def to_json(self) -> dict[str, Any]:
         return {"as_of": self.as_of.isoformat(), "currency": self.currency,
-                "cohorts": [{"cohort": c.month, "customers": c.size, "months": [
+                "cohorts": [{"cohort": c.month, "customers": c.size,
+                             "customers_buying_in_currency": c.payers, "months": [
                     {"months_since": cell.k, "active": cell.active,
                      "share_active": _text(c.share(cell)), "revenue": str(cell.revenue),
                      "revenue_per_customer": str(c.revenue_per_customer(cell))}
@@ -277,10 +285,12 @@ class Cohorts:
                 "left_out": [x.to_json() for x in self.left_out]}
 
     def csv(self) -> tuple[list[str], list[list[Any]]]:
-        return (["cohort", "customers", "months_since", "active", "share_active",
-                 f"revenue_{self.currency}", f"revenue_per_customer_{self.currency}"],
-                [[c.month, c.size, cell.k, cell.active, _text(c.share(cell)), cell.revenue,
-                  c.revenue_per_customer(cell)] for c in self.cohorts for cell in c.cells])
+        return (["cohort", "customers", f"customers_buying_in_{self.currency}", "months_since",
+                 "active", "share_active", f"revenue_{self.currency}",
+                 f"revenue_per_customer_buying_in_{self.currency}"],
+                [[c.month, c.size, c.payers, cell.k, cell.active, _text(c.share(cell)),
+                  cell.revenue, c.revenue_per_customer(cell)]
+                 for c in self.cohorts for cell in c.cells])
 
 
 def cohorts(conn: Connection, as_of: datetime, currency: str, months: int = 12,
@@ -297,9 +307,14 @@ def cohorts(conn: Connection, as_of: datetime, currency: str, months: int = 12,
                  SELECT customer_id, ordered_at, total, currency, {month} AS m
                  FROM orders WHERE status = 'completed' AND ordered_at <= :as_of),
                firsts AS (SELECT customer_id, MIN(m) AS cohort FROM done GROUP BY customer_id)"""
-    sizes = {int(r.cohort): int(r.n) for r in run(conn, f"""{base}
-        SELECT cohort, COUNT(*) AS n FROM firsts WHERE cohort >= :from_month GROUP BY cohort""",
-        **params)}
+    counted = run(conn, f"""{base}
+        SELECT cohort, COUNT(*) AS n,
+               SUM(CASE WHEN customer_id IN (SELECT customer_id FROM done
+                                             WHERE currency = :currency)
+                        THEN 1 ELSE 0 END) AS payers
+        FROM firsts WHERE cohort >= :from_month GROUP BY cohort""", **params)
+    sizes = {int(r.cohort): int(r.n) for r in counted}
+    payers = {int(r.cohort): int(r.payers or 0) for r in counted}
     found: dict[tuple[int, int], Cell] = {}
     for r in run(conn, f"""{base}
             SELECT cohort, k, COUNT(DISTINCT customer_id) AS active,
@@ -311,7 +326,8 @@ def cohorts(conn: Connection, as_of: datetime, currency: str, months: int = 12,
             GROUP BY cohort, k""", **params):
         found[(int(r.cohort), int(r.k))] = Cell(int(r.k), int(r.active), _money(r.cents))
     rows = [Cohort(month_label(m), sizes[m],
-                   [found.get((m, k), Cell(k, 0, Decimal("0.00"))) for k in range(last - m + 1)])
+                   [found.get((m, k), Cell(k, 0, Decimal("0.00"))) for k in range(last - m + 1)],
+                   payers[m])
             for m in sorted(sizes)]
     members = """SELECT customer_id FROM orders WHERE status = 'completed'
                  AND ordered_at <= :as_of GROUP BY customer_id
@@ -329,14 +345,21 @@ def cohorts(conn: Connection, as_of: datetime, currency: str, months: int = 12,
 
 @dataclass
 class Clv:
-    """Historic CLV: cumulative revenue per customer by cohort age (months since the first
-    order; age k includes month k).  :attr:`overall` pools the cohorts whose month k has
-    ended by ``as_of``: their revenue up to month k over their customers."""
+    """Historic CLV: cumulative revenue per customer buying in the reporting currency by
+    cohort age (months since the first order; age k includes month k).
+
+    :attr:`overall` ("all cohorts") chains the months: its value at age k is the sum, over
+    each month j ≤ k, of the revenue in month j of the cohorts whose month j has ended by
+    ``as_of`` over their customers buying in the reporting currency (the customers pooled
+    for month k are listed with it).  Each month adds a revenue per customer of 0 or more,
+    so it never decreases along the ages, although fewer cohorts are old enough for the
+    later months."""
 
     as_of: datetime
     currency: str
     by_cohort: list[tuple[str, int, list[Decimal]]]
-    overall: list[tuple[int, int, Decimal]]  # (age, customers pooled, revenue per customer)
+    #: (age k, customers pooled for month k, cumulative revenue per customer up to age k)
+    overall: list[tuple[int, int, Decimal]]
     left_out: list[LeftOut]
 
     @property
@@ -344,21 +367,27 @@ class Clv:
         """:attr:`overall` as revenue per customer by age."""
         return {k: v for k, _n, v in self.overall}
 
+    @property
+    def pooled_customers(self) -> dict[int, int]:
+        """The customers buying in the reporting currency pooled for each month k."""
+        return {k: n for k, n, _v in self.overall}
+
     def to_json(self) -> dict[str, Any]:
         return {"as_of": self.as_of.isoformat(), "currency": self.currency,
-                "overall": [{"months_since": k, "customers": n, "revenue_per_customer": str(v)}
+                "overall": [{"months_since": k, "customers_buying_in_currency": n,
+                             "revenue_per_customer": str(v)}
                             for k, n, v in self.overall],
-                "cohorts": [{"cohort": month, "customers": size,
+                "cohorts": [{"cohort": month, "customers_buying_in_currency": payers,
                              "revenue_per_customer": [str(v) for v in values]}
-                            for month, size, values in self.by_cohort],
+                            for month, payers, values in self.by_cohort],
                 "left_out": [x.to_json() for x in self.left_out]}
 
     def csv(self) -> tuple[list[str], list[list[Any]]]:
         rows: list[list[Any]] = [["all", n, k, v] for k, n, v in self.overall]
-        rows += [[month, size, k, v] for month, size, values in self.by_cohort
+        rows += [[month, payers, k, v] for month, payers, values in self.by_cohort
                  for k, v in enumerate(values)]
-        return ["cohort", "customers", "months_since",
-                f"cumulative_revenue_per_customer_{self.currency}"], rows
+        return ["cohort", f"customers_buying_in_{self.currency}", "months_since",
+                f"cumulative_revenue_per_customer_buying_in_{self.currency}"], rows
 
 
 def clv(found: Cohorts) -> Clv:
@@ -368,16 +397,16 @@ def clv(found: Cohorts) -> Clv:
     for cohort in found.cohorts:
         year, month = (int(x) for x in cohort.month.split("-"))
         start = year * 12 + month - 1
-        total = Decimal("0")
         for cell in cohort.cells:
-            total += cell.revenue
             if start + cell.k < last:  # month k has ended
-                pooled[cell.k][0] += total
-                pooled[cell.k][1] += cohort.size
-    overall = [(k, int(n), (revenue / n).quantize(CENT))
-               for k, (revenue, n) in sorted(pooled.items()) if n]
+                pooled[cell.k][0] += cell.revenue
+                pooled[cell.k][1] += cohort.payers
+    overall, running = [], Decimal("0")
+    for k, (revenue, n) in sorted(pooled.items()):
+        running += revenue / n if n else Decimal("0")
+        overall.append((k, int(n), running.quantize(CENT)))
     return Clv(found.as_of, found.currency,
-               [(c.month, c.size, c.cumulative()) for c in found.cohorts], overall,
+               [(c.month, c.payers, c.cumulative()) for c in found.cohorts], overall,
                found.left_out)
 
 
@@ -481,13 +510,17 @@ def _instant(value: Any) -> datetime:
 class StageRow:
     stage: str  # a retention stage, or "" for buyers of the period with none recorded
     customers: int
-    buyers: int  # of them, with a completed order in the period
-    orders: int
+    buyers: int  # of them, with a completed order in the period (in any currency)
+    orders: int  # completed orders of the period in the reporting currency
     revenue: Decimal
+    #: Of them, with a completed order in the reporting currency at or before ``as_of``:
+    #: the denominator of :attr:`revenue_per_customer`.
+    payers: int = 0
 
     @property
     def revenue_per_customer(self) -> Decimal:
-        return (self.revenue / self.customers).quantize(CENT) if self.customers else \
+        """Revenue over the customers buying in the reporting currency (0.00 if none)."""
+        return (self.revenue / self.payers).quantize(CENT) if self.payers else \
             Decimal("0.00")
 
 
@@ -514,16 +547,19 @@ class Stages:
         return {"as_of": self.as_of.isoformat(), "since": self.since.isoformat(),
                 "currency": self.currency, "revenue": str(self.revenue),
                 "stages": [{"stage": r.stage or None, "customers": r.customers,
-                            "buyers": r.buyers, "orders": r.orders, "revenue": str(r.revenue),
+                            "buyers": r.buyers, "customers_buying_in_currency": r.payers,
+                            "orders": r.orders, "revenue": str(r.revenue),
                             "revenue_per_customer": str(r.revenue_per_customer),
                             "share_of_revenue": _text(self.share(r))} for r in self.rows],
                 "left_out": [x.to_json() for x in self.left_out]}
 
     def csv(self) -> tuple[list[str], list[list[Any]]]:
-        return (["stage", "customers", "buyers", "orders", f"revenue_{self.currency}",
-                 f"revenue_per_customer_{self.currency}", "share_of_revenue"],
-                [[r.stage or "none recorded", r.customers, r.buyers, r.orders, r.revenue,
-                  r.revenue_per_customer, _text(self.share(r))] for r in self.rows])
+        c = self.currency
+        return (["stage", "customers", "buyers", f"customers_buying_in_{c}", f"orders_{c}",
+                 f"revenue_{c}", f"revenue_per_customer_buying_in_{c}", "share_of_revenue"],
+                [[r.stage or "none recorded", r.customers, r.buyers, r.payers, r.orders,
+                  r.revenue, r.revenue_per_customer, _text(self.share(r))]
+                 for r in self.rows])
 
 
 def stages(conn: Connection, as_of: datetime, currency: str, days: int = 365) -> Stages:
@@ -538,23 +574,28 @@ def stages(conn: Connection, as_of: datetime, currency: str, days: int = 365) ->
           WHERE segment IN ({placeholders}) AND entered_at <= :as_of
           AND (exited_at IS NULL OR exited_at > :as_of) GROUP BY customer_id),
         spend AS (
-          SELECT customer_id, COUNT(*) AS orders,
+          SELECT customer_id,
+                 SUM(CASE WHEN currency = :currency THEN 1 ELSE 0 END) AS orders,
                  SUM(CASE WHEN currency = :currency THEN {f.cents('total')} ELSE 0 END)
                      AS cents
           FROM orders WHERE status = 'completed' AND ordered_at > :since
           AND ordered_at <= :as_of GROUP BY customer_id),
+        paying AS (
+          SELECT DISTINCT customer_id FROM orders WHERE status = 'completed'
+          AND currency = :currency AND ordered_at <= :as_of),
         everyone AS (
           SELECT customer_id FROM stage UNION SELECT customer_id FROM spend)
         SELECT COALESCE(s.segment, '') AS stage, COUNT(*) AS customers,
                COUNT(p.customer_id) AS buyers, COALESCE(SUM(p.orders), 0) AS orders,
-               COALESCE(SUM(p.cents), 0) AS cents
+               COALESCE(SUM(p.cents), 0) AS cents, COUNT(y.customer_id) AS payers
         FROM everyone e LEFT JOIN stage s ON s.customer_id = e.customer_id
         LEFT JOIN spend p ON p.customer_id = e.customer_id
+        LEFT JOIN paying y ON y.customer_id = e.customer_id
         GROUP BY COALESCE(s.segment, '')""",
                as_of=as_of, since=since, currency=currency,
                **{f"s{i}": s for i, s in enumerate(STAGES)})
     by_stage = {r.stage: StageRow(r.stage, int(r.customers), int(r.buyers), int(r.orders),
-                                  _money(r.cents)) for r in rows}
+                                  _money(r.cents), int(r.payers)) for r in rows}
     ordered = [by_stage.get(s, StageRow(s, 0, 0, 0, Decimal("0.00"))) for s in STAGES]
     if "" in by_stage:
         ordered.append(by_stage[""])

@@ -31,6 +31,7 @@ from lifecycle.insights import (
     check_as_of,
     report,
 )
+from lifecycle.insights import table as one_table
 from lifecycle.money import percent, reader_locale
 from lifecycle.segments.members import csv_cell
 from lifecycle.timeutil import parse_instant
@@ -84,15 +85,21 @@ def insight_routes(app: App, gate: Gate) -> APIRouter:
         if table not in TABLES:
             return Response(f"No such table: the tables are {', '.join(TABLES)}.",
                             status_code=404)
-        found, problem = compute(as_of, months, days)
-        if problem:
-            return Response(problem.replace("; showing now instead.", "."), status_code=422)
-        header, rows = found.table(table)
+        moment = app.clock.now()
+        if as_of.strip():
+            try:
+                moment = check_as_of(parse_instant(as_of, app.settings.timezone))
+            except ValueError as exc:
+                return Response(f"As of: {exc}.", status_code=422)
+        with app.engine.connect() as conn:  # only the measure this table needs
+            header, rows = one_table(conn, table, moment, app.settings.currency,
+                                     timedelta(days=app.settings.attribution_days),
+                                     months, days, app.settings.timezone)
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\r\n")
         writer.writerow(header)
         writer.writerows([cell(v) for v in row] for row in rows)
-        stamp = found.as_of.strftime("%Y-%m-%d")
+        stamp = moment.strftime("%Y-%m-%d")
         return Response(out.getvalue(), media_type="text/csv; charset=utf-8", headers={
             "Content-Disposition": f'attachment; filename="insights-{table}-{stamp}.csv"'})
 
