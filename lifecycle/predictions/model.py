@@ -261,13 +261,7 @@ def fit_gamma_gamma(n_value: ArrayLike, mean_value: ArrayLike, weights: ArrayLik
     if count < min_customers:
         raise FitFailed(f"Only {count} buyers with a repeat purchase in the reporting currency; "
                         f"order values need at least {min_customers}.")
-    # The fit runs on values in units of their mean (γ scales with the money, p and q do
-    # not), so a currency of large numbers (₫, or ten-figure orders) keeps γ well inside the
-    # optimiser's bounds; γ is scaled back below.
     scale = float(np.average(m, weights=w))
-    money, m = m, m / scale
-    if start is not None:
-        start = (start[0], start[1], start[2] / scale)
     # Terms of n alone are summed once per distinct n (weights added up), the rest per row.
     ns, inverse = np.unique(n, return_inverse=True)
     nw = np.bincount(inverse, weights=w)
@@ -293,10 +287,8 @@ def fit_gamma_gamma(n_value: ArrayLike, mean_value: ArrayLike, weights: ArrayLik
             return 1e10, np.zeros(3)
         return -ll / count, -grad / count
 
-    logs = _optimise(objective, np.log([1.0, 1.0, 1.0]), "Gamma-Gamma", start)
+    logs = _optimise(objective, np.log([1.0, 1.0, scale]), "Gamma-Gamma", start)
     p, q, g = (float(v) for v in np.exp(logs))
-    g *= scale
-    m = money
     if q <= 1:
         raise FitFailed(f"The order-value model has q = {q:.3g} <= 1: its mean order value is "
                         "infinite, so no value is predicted.", "not_converged")
