@@ -110,3 +110,21 @@ def test_the_segment_refresh_says_whether_it_predicted(cli_env) -> None:
     enough = _invoke(cli_env, "segments", "refresh", "--as-of", "2026-06-30T13:00:00Z")
     assert enough.exit_code == 0, enough.output
     assert "Predictions: stored for 500 buyers." in enough.stdout
+
+
+def test_backtest_refuses_a_holdout_that_is_not_over_yet_without_a_traceback(cli_env) -> None:
+    _shop(cli_env)
+    for calibration_end, holdout_end in (("2026-03-31", "2999-01-01"),
+                                         ("9999-12-30", "9999-12-31")):
+        result = _invoke(cli_env, "predict", "backtest", "--calibration-end", calibration_end,
+                         "--holdout-end", holdout_end)
+        assert result.exit_code != 0 and not isinstance(result.exception, OverflowError)
+        assert f"--holdout-end: {holdout_end} is not over yet" in result.stderr
+
+
+def test_fit_refuses_a_moment_in_the_future(cli_env) -> None:
+    _shop(cli_env)
+    for moment in ("2999-01-01", "9999-12-31T23:00:00Z"):
+        result = _invoke(cli_env, "predict", "fit", "--as-of", moment, "--json")
+        assert result.exit_code != 0 and result.stdout == ""
+        assert f"--as-of: {moment} is in the future" in result.stderr

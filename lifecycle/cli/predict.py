@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lifecycle.cli.base import Failure, cli, parse_as_of, ready_app
+from lifecycle.timeutil import zone
 
 
 @cli.group()
@@ -28,6 +29,9 @@ def predict_fit(as_of: str | None, as_json: bool) -> None:
 
     app = ready_app()
     moment = parse_as_of(app, as_of)
+    if moment > app.clock.now():
+        raise Failure(f"--as-of: {as_of} is in the future; a fit can only see the orders "
+                      "up to now.")
     options = service.Options.of(app.settings)
     with app.engine.begin() as conn:
         if as_of is None:
@@ -67,6 +71,11 @@ def predict_backtest(calibration_end: str, holdout_end: str, as_json: bool) -> N
     end = _day("--holdout-end", holdout_end)
     if end <= cal:
         raise Failure("--holdout-end must be after --calibration-end.")
+    today = app.clock.now().astimezone(zone(app.settings.timezone)).date()
+    if end >= today:
+        raise Failure(f"--holdout-end: {end:%Y-%m-%d} is not over yet (today is "
+                      f"{today:%Y-%m-%d} in the shop's time zone); the holdout's actual "
+                      "purchases would be counted before they happen.")
     with app.engine.connect() as conn, conn.begin():
         report = service.backtest(conn, cal, end, service.Options.of(app.settings))
         conn.rollback()  # it only reads (its temporary tables go with the transaction)
